@@ -1,0 +1,17 @@
+# Turns schema/NNNN_name.sql files into a C array of migrations, in order.
+# Invoked at build time with -DOUT=<file.c> -DFILES=<list of .sql files>.
+set(body "/* Generated from schema/*.sql by cmake/embed_schema.cmake. Do not edit. */\n")
+string(APPEND body "#include <stddef.h>\n#include \"mst/store.h\"\n\n")
+string(APPEND body "const struct mst_migration aggr_schema_migrations[] = {\n")
+set(count 0)
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} sql)
+  string(REPLACE "\\" "\\\\" sql "${sql}")
+  string(REPLACE "\"" "\\\"" sql "${sql}")
+  string(REPLACE "\n" "\\n\"\n    \"" sql "${sql}")
+  string(APPEND body "  { \"${name}\",\n    \"${sql}\" },\n")
+  math(EXPR count "${count} + 1")
+endforeach()
+string(APPEND body "};\nconst size_t aggr_schema_migrations_count = ${count};\n")
+file(WRITE ${OUT} "${body}")

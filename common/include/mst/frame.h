@@ -1,0 +1,86 @@
+/* Varint-delimited framing of Envelope messages on a byte stream, with a hard
+ * cap on the frame size, plus the growable output buffer a stream writes
+ * through. Both ends of the agent stream and the tests use it.
+ *
+ * Reading: bytes go in with mst_frame_reader_fill() (from a non-blocking fd)
+ * or mst_frame_reader_feed() (from memory); whole frames come out of
+ * mst_frame_reader_next(). A frame whose announced length is over the cap is
+ * refused before its body is read, and a length varint longer than 10 bytes is
+ * refused as malformed. Not thread-safe; owned by one connection. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "muster.pb-c.h"
+
+#define MST_FRAME_DEFAULT_MAX (1024 * 1024)
+#define MST_VARINT_MAX_BYTES 10
+
+struct mst_frame_reader {
+  uint8_t *buf;
+  size_t start; /* first unconsumed byte */
+  size_t len;   /* end of valid bytes */
+  size_t cap;
+  size_t max_frame;
+};
+
+void mst_frame_reader_init(struct mst_frame_reader *r, size_t max_frame);
+void mst_frame_reader_done(struct mst_frame_reader *r);
+
+/* Appends n bytes. Returns 0 or -ENOMEM. */
+int mst_frame_reader_feed(struct mst_frame_reader *r, const void *data, size_t n);
+
+/* Reads what the non-blocking fd has (up to 64 KiB a call). Returns bytes
+ * read (> 0), 0 at EOF, -EAGAIN when nothing is there, or -errno. */
+ssize_t mst_frame_reader_fill(struct mst_frame_reader *r, int fd);
+
+/* Takes the next whole frame. Returns 1 with *ret_data/*ret_len pointing
+ * into the reader (valid until the next call on r), 0 when more bytes are
+ * needed, -EMSGSIZE when the announced length is over max_frame, -EBADMSG
+ * when the length varint is malformed (over 10 bytes). After an error the
+ * reader is unusable: close the connection. */
+int mst_frame_reader_next(struct mst_frame_reader *r, const uint8_t **ret_data, size_t *ret_len);
+
+/* Bytes buffered but not yet returned as frames. */
+size_t mst_frame_reader_pending(const struct mst_frame_reader *r);
+
+/* Unpacks an Envelope. Returns 0 and *ret (free with
+ * muster__envelope__free_unpacked(*ret, NULL)), or -EBADMSG when it does not
+ * decode or has no body set. */
+int mst_envelope_decode(const uint8_t *data, size_t len, Muster__Envelope **ret);
+
+static inline void mst_envelope_freep(Muster__Envelope **e) {
+  if (*e)
+    muster__envelope__free_unpacked(*e, NULL);
+}
+#define _cleanup_envelope_ __attribute__((cleanup(mst_envelope_freep)))
+
+/* Output buffer with a hard cap: a peer that does not read is cut off rather
+ * than growing memory without bound. */
+struct mst_buf {
+  uint8_t *data;
+  size_t off; /* first unsent byte */
+  size_t len; /* end of queued bytes */
+  size_t cap;
+  size_t max; /* hard cap on queued bytes */
+};
+
+void mst_buf_init(struct mst_buf *b, size_t max);
+void mst_buf_done(struct mst_buf *b);
+/* Queued bytes not yet written. */
+size_t mst_buf_pending(const struct mst_buf *b);
+/* Appends n bytes. Returns 0, -ENOBUFS over the cap, or -ENOMEM. */
+int mst_buf_append(struct mst_buf *b, const void *data, size_t n);
+/* Writes as much as the non-blocking fd takes. Returns 0 when empty, -EAGAIN
+ * when bytes remain, or -errno (e.g. -EPIPE) on a write error. */
+int mst_buf_flush(struct mst_buf *b, int fd);
+
+/* Appends varint(length) + packed Envelope to b. Returns 0, -EMSGSIZE when
+ * the packed envelope is over max_frame, -ENOBUFS/-ENOMEM from the buffer. */
+int mst_frame_write_envelope(struct mst_buf *b, const Muster__Envelope *env, size_t max_frame);
+
+/* Encodes v as a varint into out (at least 10 bytes). Returns its length. */
+size_t mst_varint_encode(uint64_t v, uint8_t *out);

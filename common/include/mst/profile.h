@@ -1,0 +1,79 @@
+/* Startup profiles: one INI file per node role listing its components (what
+ * is checked and how) and its stages (the startup order). Both daemons load
+ * the same directory: the agent to know what to check, the aggregator to know
+ * the roles and, later, the stage graph.
+ *
+ *   [profile]              role, startup_grace
+ *   [component "NAME"]     check = systemd|exec|http|tcp, unit, command, url,
+ *                          expect_status, expect_body, address, interval,
+ *                          timeout, rise, fall
+ *   [stage "NAME"]         components, milestones, after, requires
+ *
+ * Every error is reported as "path:line: message". The digest is the hex
+ * SHA-256 of the file's bytes, carried in the Hello to detect drift. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mst/diag.h"
+#include "mst/state.h"
+
+#define MST_PROFILE_DEFAULT_GRACE_USEC (15ULL * 60 * 1000000)
+#define MST_PROFILE_DEFAULT_INTERVAL_USEC (10ULL * 1000000)
+#define MST_PROFILE_DEFAULT_TIMEOUT_USEC (5ULL * 1000000)
+
+struct mst_component {
+  char *name;
+  enum mst_check_kind check;
+  char *unit;          /* systemd */
+  char *command;       /* exec: run through /bin/sh -c */
+  char *url;           /* http */
+  unsigned expect_status; /* http, default 200 */
+  char *expect_body;   /* http, optional substring */
+  char *address;       /* tcp: host:port */
+  uint64_t interval_usec;
+  uint64_t timeout_usec;
+  unsigned rise, fall;
+  unsigned line; /* where it was declared */
+};
+
+struct mst_stage {
+  char *name;
+  char **components; /* NULL-terminated, names of components */
+  char **milestones; /* NULL-terminated; components counting for progress only */
+  char **after;      /* NULL-terminated stage names; default: the previous stage */
+  char **requires;   /* NULL-terminated: ROLE:STAGE[@quorum|@all] */
+  unsigned line;
+};
+
+struct mst_profile {
+  char *path;
+  char *role;
+  uint64_t startup_grace_usec;
+  struct mst_component *components;
+  size_t n_components;
+  struct mst_stage *stages;
+  size_t n_stages;
+  char digest[65]; /* hex SHA-256 of the file */
+};
+
+/* Loads one profile file. The role defaults to the file name without ".ini".
+ * Returns 0, or -EINVAL with every problem in diag, or -errno. */
+int mst_profile_load(const char *path, struct mst_profile **ret, struct mst_diag *diag);
+void mst_profile_free(struct mst_profile *p);
+
+const struct mst_component *mst_profile_find_component(const struct mst_profile *p,
+                                                       const char *name);
+
+/* All profiles of a directory ("*.ini"), one per role. */
+struct mst_profile_set {
+  struct mst_profile **profiles;
+  size_t n;
+};
+
+/* Loads every *.ini file in dir; a duplicate role is an error. Returns 0 or
+ * -EINVAL/-errno with diag lines. */
+int mst_profile_set_load(const char *dir, struct mst_profile_set **ret, struct mst_diag *diag);
+void mst_profile_set_free(struct mst_profile_set *s);
+const struct mst_profile *mst_profile_set_find(const struct mst_profile_set *s, const char *role);
