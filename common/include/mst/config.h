@@ -62,7 +62,7 @@ typedef int (*mst_ini_handler)(void *user, const char *section, const char *name
 int mst_ini_parse(const char *path, mst_ini_handler h, void *user, struct mst_diag *diag);
 
 /* Splits a named section header `kind "name"` into its parts: returns 1 and
- * sets *ret_kind/*ret_name (malloc'd) for a named section, 0 for a plain one
+ * sets *ret_kind and *ret_name (malloc'd) for a named section, 0 for a plain one
  * (only *ret_kind set), -EINVAL when the quoting is broken. */
 int mst_ini_section_split(const char *section, char **ret_kind, char **ret_name);
 

@@ -37,7 +37,7 @@ int mst_frame_reader_feed(struct mst_frame_reader *r, const void *data, size_t n
  * read (> 0), 0 at EOF, -EAGAIN when nothing is there, or -errno. */
 ssize_t mst_frame_reader_fill(struct mst_frame_reader *r, int fd);
 
-/* Takes the next whole frame. Returns 1 with *ret_data/*ret_len pointing
+/* Takes the next whole frame. Returns 1 with *ret_data and *ret_len pointing
  * into the reader (valid until the next call on r), 0 when more bytes are
  * needed, -EMSGSIZE when the announced length is over max_frame, -EBADMSG
  * when the length varint is malformed (over 10 bytes). After an error the

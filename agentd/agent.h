@@ -1,0 +1,207 @@
+/* muster-agentd's shared state and the interfaces between its files.
+ *
+ * One struct agent owns everything the daemon has: the parsed config, the
+ * profile of this node's role, one struct agent_component per component of
+ * that profile, the SQLite spool, the curl multi handle of the HTTP probes and
+ * the stream to the aggregator. All of it lives on one sd-event loop (the
+ * thread default loop of the main thread); no function declared here may be
+ * called from another thread.
+ *
+ * How a result flows: a probe (probe_exec.c, probe_http.c, probe_tcp.c)
+ * finishes and calls agent_probe_done() (probe.c), which turns raw output into
+ * the kept text and hands the result to agent_component_result()
+ * (component.c). There it is damped, the startup grace is applied, and a
+ * state change is committed to the spool (spool.c) before the stream
+ * (stream.c) is told that there is something new to send. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <systemd/sd-event.h>
+
+#include "mst/damp.h"
+#include "mst/profile.h"
+#include "mst/state.h"
+
+#define AGENT_OUTPUT_MAX 4096               /* bytes of kept output text */
+#define AGENT_TRUNCATED_MARK "…[truncated]" /* appended when output was cut */
+#define AGENT_DEFAULT_BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
+#define AGENT_SYSTEMD_PLACEHOLDER "systemd probe not available yet"
+
+struct agent_spool;
+struct agent_stream;
+struct agent_http;
+
+/* [agent] and [log] of the config file; strings owned (mst_conf_free). */
+struct agent_config {
+  char *node_id;
+  char *role;
+  char *profiles;
+  char *spool;
+  char *aggregators;
+  char *token_file;
+  char *systemd;
+  char *boot_id_file;
+  uint64_t heartbeat_usec;
+  uint64_t retention_usec;
+  uint64_t max_frame;
+  int log_level;
+};
+
+/* The runtime side of one profile component. */
+struct agent_component {
+  struct agent *agent;
+  const struct mst_component *conf; /* owned by agent->profiles */
+  struct mst_damp damp;
+  enum mst_state state;  /* last state committed to the spool */
+  uint64_t since_usec;   /* realtime of that change */
+  char *output;          /* latest result's text (owned), never NULL */
+  char *perfdata;        /* latest perfdata (owned), may be NULL */
+  bool ever_healthy;     /* up at least once in the current boot */
+  bool restored;         /* its row came from the spool */
+  sd_event_source *schedule; /* timer of the next run */
+  uint64_t run_started_usec; /* monotonic start of the current/last run */
+  void *run;                 /* kind-specific in-flight probe, or NULL */
+};
+
+struct agent {
+  sd_event *event;
+  const char *config_path;
+  struct agent_config cfg;
+  struct mst_profile_set *profiles;
+  const struct mst_profile *profile; /* of cfg.role, inside profiles */
+  char *token;                       /* from token_file, trimmed; "" when none */
+  char *hostname;
+  char *boot_id;
+  uint64_t boot_start_usec; /* realtime start of the grace period's clock */
+  bool boot_is_new;         /* first time this spool sees the boot */
+
+  struct agent_component *components;
+  size_t n_components;
+  sd_event_source *grace_timer;
+
+  struct agent_spool *spool;
+  struct agent_http *http;
+  struct agent_stream *stream;
+
+  uint64_t rng_state;
+};
+
+/* ---- config.c -------------------------------------------------------------- */
+
+/* Loads and validates the config file into a->cfg, reads the token file, and
+ * loads the profile set and this role's profile. Every problem goes to diag
+ * as "path:line: message". Returns 0 or a negative errno (-EINVAL when diag
+ * has the reasons). The caller frees with agent_config_done() either way. */
+int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag);
+void agent_config_done(struct agent *a);
+
+/* ---- util.c ---------------------------------------------------------------- */
+
+/* Seeds the agent's PRNG from getrandom(). Jitter only; not for secrets. */
+void agent_random_seed(struct agent *a);
+/* Uniform in [0, bound); 0 when bound is 0. */
+uint64_t agent_random_below(struct agent *a, uint64_t bound);
+/* Fills buf with n random bytes from the kernel (for ids). Returns 0 or -errno. */
+int agent_random_bytes(void *buf, size_t n);
+
+/* Reads a small file (at most max bytes, else -EFBIG) and returns its
+ * contents with surrounding whitespace removed (malloc'd). */
+int agent_read_file_trimmed(const char *path, size_t max, char **ret);
+
+/* ---- netaddr.c ------------------------------------------------------------- */
+
+/* Parses "host:port" or "[v6]:port" into a socket address. The host must be
+ * a numeric IPv4/IPv6 address or "localhost" (127.0.0.1): name resolution
+ * would block the loop, so it is not done. Returns 0, or -EINVAL with a
+ * reason in err. */
+int agent_sockaddr_parse(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len, char *err,
+                         size_t errsize);
+
+/* Starts a non-blocking connect. Returns the socket (>= 0, non-blocking,
+ * CLOEXEC) or -errno; *ret_connected tells whether it already connected. */
+int agent_connect_start(const struct sockaddr *sa, socklen_t len, bool *ret_connected);
+
+/* After EPOLLOUT: 0 when connected, else -errno from SO_ERROR. */
+int agent_connect_result(int fd);
+
+/* ---- boot.c ---------------------------------------------------------------- */
+
+/* Reads the boot id (first line of path, trimmed, at most 128 bytes). */
+int agent_boot_id_read(const char *path, char **ret);
+/* The kernel's boot time (btime of /proc/stat) as realtime usec. */
+int agent_boot_kernel_time(uint64_t *ret_usec);
+/* The host name (gethostname), malloc'd. */
+int agent_hostname(char **ret);
+/* Non-loopback, non-link-local addresses of this host as strings
+ * (getifaddrs). Returns the count and a NULL-terminated strv. */
+int agent_host_addresses(char ***ret);
+
+/* ---- component.c ----------------------------------------------------------- */
+
+/* Builds a->components from the profile, restores their last states from the
+ * spool, forgets spooled components that left the profile, and records the
+ * systemd placeholder state. Needs a->spool and the boot facts. */
+int agent_components_init(struct agent *a);
+void agent_components_done(struct agent *a);
+
+/* Feeds one probe result. text is the kept output (copied); perfdata may be
+ * NULL. Records a state change when the effective state changes. */
+void agent_component_result(struct agent_component *c, enum mst_result r, const char *text,
+                            const char *perfdata);
+
+/* True while the node is inside its startup grace. */
+bool agent_in_startup_grace(struct agent *a);
+
+/* Arms the timer that re-evaluates grace-held components at the grace end. */
+int agent_grace_timer_start(struct agent *a);
+
+/* ---- probe.c --------------------------------------------------------------- */
+
+/* Schedules every probed component: the first run at a random point within
+ * min(interval, 200ms), then every interval. */
+int agent_probes_start(struct agent *a);
+/* Cancels in-flight probes and timers (kills exec children). */
+void agent_probes_stop(struct agent *a);
+
+/* Called by a probe kind when its run is over (after it cleared c->run).
+ * text is preformatted by the kind and perfdata may be NULL (both copied);
+ * the text is sanitized and capped again here. */
+void agent_probe_done(struct agent_component *c, enum mst_result r, const char *text,
+                      const char *perfdata);
+
+/* Parses raw output: the first line, split at '|' into text and perfdata,
+ * both trimmed, made printable UTF-8, the text capped at AGENT_OUTPUT_MAX
+ * with AGENT_TRUNCATED_MARK appended when cut (also when was_cut says the
+ * caller already dropped part of the line). Returns 0 or -ENOMEM. */
+int agent_output_parse(const char *raw, size_t len, bool was_cut, char **ret_text,
+                       char **ret_perfdata);
+
+/* Makes text printable UTF-8 and caps it like agent_output_parse(). */
+char *agent_output_clean(const char *text);
+
+/* ---- probe_exec.c / probe_http.c / probe_tcp.c ---------------------------- */
+
+/* Each start function begins one run and sets c->run; when it returns an
+ * error nothing was started and no completion will come. The run ends with
+ * agent_probe_done(). cancel ends a run without a result. */
+int agent_exec_start(struct agent_component *c);
+void agent_exec_cancel(struct agent_component *c);
+
+int agent_http_new(struct agent *a, struct agent_http **ret);
+void agent_http_free(struct agent_http *h);
+int agent_http_start(struct agent_component *c);
+void agent_http_cancel(struct agent_component *c);
+
+int agent_tcp_start(struct agent_component *c);
+void agent_tcp_cancel(struct agent_component *c);
+
+/* ---- stream.c -------------------------------------------------------------- */
+
+/* Creates the stream and starts connecting to the aggregators. */
+int agent_stream_new(struct agent *a, struct agent_stream **ret);
+void agent_stream_free(struct agent_stream *s);
+/* A change was committed to the spool: send it when streaming. */
+void agent_stream_changes_pending(struct agent_stream *s);

@@ -1,0 +1,134 @@
+/* Facts about this host that the Hello carries and the startup grace needs:
+ * the boot id (normally the kernel's random boot_id; the config may point at
+ * another file, which the tests use to simulate reboots), the kernel's boot
+ * time (btime of /proc/stat), the host name and the host's addresses. All
+ * of them are read from the kernel without blocking. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "mst/config.h"
+#include "mst/macro.h"
+
+#define BOOT_ID_MAX 128
+#define HOST_ADDRESSES_MAX 64
+
+static void file_closep(FILE **f) {
+  if (*f)
+    fclose(*f);
+}
+
+int agent_boot_id_read(const char *path, char **ret) {
+  _cleanup_free_ char *id = NULL;
+  int r;
+
+  r = agent_read_file_trimmed(path, 4096, &id);
+  if (r < 0)
+    return r;
+  /* Only the first line counts. */
+  id[strcspn(id, "\r\n")] = '\0';
+  if (id[0] == '\0' || strlen(id) > BOOT_ID_MAX)
+    return -EBADMSG;
+  for (const char *p = id; *p; p++)
+    if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+      return -EBADMSG;
+  *ret = TAKE_PTR(id);
+  return 0;
+}
+
+int agent_boot_kernel_time(uint64_t *ret_usec) {
+  _cleanup_(file_closep) FILE *f = NULL;
+  char line[256];
+
+  f = fopen("/proc/stat", "re");
+  if (!f)
+    return -errno;
+  while (fgets(line, sizeof(line), f)) {
+    unsigned long long btime;
+    if (sscanf(line, "btime %llu", &btime) == 1) {
+      *ret_usec = (uint64_t)btime * USEC_PER_SEC;
+      return 0;
+    }
+  }
+  return -ENODATA;
+}
+
+int agent_hostname(char **ret) {
+  char buf[HOST_NAME_MAX + 1];
+
+  if (gethostname(buf, sizeof(buf)) < 0)
+    return -errno;
+  buf[sizeof(buf) - 1] = '\0';
+  char *s = strdup(buf[0] ? buf : "localhost");
+  if (!s)
+    return -ENOMEM;
+  *ret = s;
+  return 0;
+}
+
+static bool address_is_interesting(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uint32_t a = ntohl(in->sin_addr.s_addr);
+    /* loopback 127/8, link-local 169.254/16 */
+    return (a >> 24) != 127 && (a >> 16) != 0xa9fe;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    return !IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) && !IN6_IS_ADDR_LINKLOCAL(&in6->sin6_addr) &&
+           !IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+  }
+  return false;
+}
+
+int agent_host_addresses(char ***ret) {
+  struct ifaddrs *ifa = NULL;
+  char **v;
+  size_t n = 0;
+
+  v = calloc(HOST_ADDRESSES_MAX + 1, sizeof(char *));
+  if (!v)
+    return -ENOMEM;
+  if (getifaddrs(&ifa) < 0) {
+    /* No addresses is a valid answer; the Hello field may be empty. */
+    *ret = v;
+    return 0;
+  }
+  for (struct ifaddrs *i = ifa; i && n < HOST_ADDRESSES_MAX; i = i->ifa_next) {
+    char buf[INET6_ADDRSTRLEN];
+    const void *src;
+
+    if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) || !address_is_interesting(i->ifa_addr))
+      continue;
+    if (i->ifa_addr->sa_family == AF_INET)
+      src = &((const struct sockaddr_in *)i->ifa_addr)->sin_addr;
+    else
+      src = &((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+    if (!inet_ntop(i->ifa_addr->sa_family, src, buf, sizeof(buf)))
+      continue;
+
+    bool dup = false;
+    for (size_t k = 0; k < n && !dup; k++)
+      dup = strcmp(v[k], buf) == 0;
+    if (dup)
+      continue;
+    v[n] = strdup(buf);
+    if (!v[n]) {
+      freeifaddrs(ifa);
+      mst_strv_free(v);
+      return -ENOMEM;
+    }
+    n++;
+  }
+  freeifaddrs(ifa);
+  *ret = v;
+  return (int)n;
+}

@@ -1,0 +1,241 @@
+/* The agent's configuration: the table of [agent] and [log] keys with their
+ * bounds and defaults, and the checks a table cannot express (required keys,
+ * the aggregator list, the token file, the role's profile and what the agent
+ * needs of its components). Every problem goes into one diag as
+ * "path:line: message", so `--check-config` and a refused start print all
+ * of them at once. A key's line is found by a second, silent pass over the
+ * file, so that errors found after parsing still point at their line. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "mst/auth.h"
+#include "mst/config.h"
+#include "mst/diag.h"
+#include "mst/duration.h"
+#include "mst/log.h"
+#include "mst/macro.h"
+#include "mst/profile.h"
+
+#define AGENT_NODE_ID_MAX 253
+
+#define KEY(sec, name, type, field, lo, hi, dflt)                                                  \
+  { sec, name, type, offsetof(struct agent_config, field), lo, hi, dflt }
+
+static const struct mst_conf_key agent_conf_table[] = {
+    KEY("agent", "node_id", MST_CONF_STRING, node_id, 0, 0, NULL),
+    KEY("agent", "role", MST_CONF_STRING, role, 0, 0, NULL),
+    KEY("agent", "profiles", MST_CONF_STRING, profiles, 0, 0, NULL),
+    KEY("agent", "spool", MST_CONF_STRING, spool, 0, 0, NULL),
+    KEY("agent", "aggregators", MST_CONF_STRING, aggregators, 0, 0, NULL),
+    KEY("agent", "token_file", MST_CONF_STRING, token_file, 0, 0, NULL),
+    KEY("agent", "heartbeat", MST_CONF_DURATION, heartbeat_usec, 100 * USEC_PER_MSEC,
+        300 * USEC_PER_SEC, "5s"),
+    KEY("agent", "systemd", MST_CONF_STRING, systemd, 0, 0, "system"),
+    KEY("agent", "boot_id_file", MST_CONF_STRING, boot_id_file, 0, 0, AGENT_DEFAULT_BOOT_ID_FILE),
+    KEY("agent", "retention", MST_CONF_DURATION, retention_usec, USEC_PER_SEC,
+        3650ULL * 24 * 3600 * USEC_PER_SEC, "7d"),
+    KEY("agent", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64ULL * 1024 * 1024, "1MiB"),
+    KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
+};
+
+/* Lines where the [agent] keys that get later checks were set (0: unset). */
+struct key_lines {
+  unsigned node_id, role, profiles, spool, aggregators, token_file, systemd;
+};
+
+static int record_key_line(void *user, const char *section, const char *name, const char *value,
+                           unsigned line) {
+  struct key_lines *kl = user;
+  static const struct {
+    const char *name;
+    size_t offset;
+  } keys[] = {
+      {"node_id", offsetof(struct key_lines, node_id)},
+      {"role", offsetof(struct key_lines, role)},
+      {"profiles", offsetof(struct key_lines, profiles)},
+      {"spool", offsetof(struct key_lines, spool)},
+      {"aggregators", offsetof(struct key_lines, aggregators)},
+      {"token_file", offsetof(struct key_lines, token_file)},
+      {"systemd", offsetof(struct key_lines, systemd)},
+  };
+
+  if (!name || strcmp(section, "agent") != 0)
+    return 0;
+  for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+    if (strcmp(keys[i].name, name) == 0) {
+      unsigned *slot = (unsigned *)((char *)kl + keys[i].offset);
+      if (*slot == 0)
+        *slot = line;
+    }
+  return 0;
+}
+
+static void check_required(const char *path, const char *value, const char *key,
+                           struct mst_diag *diag) {
+  if (!value || !*value)
+    mst_diag_add(diag, path, 0, "[agent] %s is required", key);
+}
+
+static bool node_id_valid(const char *s) {
+  size_t n = strlen(s);
+
+  if (n == 0 || n > AGENT_NODE_ID_MAX)
+    return false;
+  for (const char *c = s; *c; c++)
+    if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
+      return false;
+  return true;
+}
+
+static void check_aggregators(const char *path, unsigned line, const char *list,
+                              struct mst_diag *diag) {
+  char **v = NULL;
+  int n = mst_strv_split(list, &v);
+
+  if (n < 0) {
+    mst_diag_add(diag, path, line, "[agent] aggregators: out of memory");
+    return;
+  }
+  if (n == 0)
+    mst_diag_add(diag, path, line, "[agent] aggregators: the list is empty");
+  for (char **i = v; *i; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+
+    if (agent_sockaddr_parse(*i, &ss, &len, err, sizeof(err)) < 0)
+      mst_diag_add(diag, path, line, "[agent] aggregators: %s", err);
+  }
+  mst_strv_free(v);
+}
+
+static void check_systemd(const char *path, unsigned line, const char *value,
+                          struct mst_diag *diag) {
+  if (strcmp(value, "system") == 0 || strcmp(value, "user") == 0 || strchr(value, '='))
+    return;
+  mst_diag_add(diag, path, line,
+               "[agent] systemd: '%s' is not 'system', 'user' or a bus address "
+               "(such as unix:path=/run/user/0/systemd/private)",
+               value);
+}
+
+static void read_token(struct agent *a, const char *path, unsigned line, struct mst_diag *diag) {
+  const char *file = a->cfg.token_file;
+  int r = mst_token_read(file, &a->token);
+
+  if (r >= 0)
+    return;
+  if (r == -EPERM)
+    mst_diag_add(diag, path, line,
+                 "[agent] token_file: %s is readable by group or others; make it private "
+                 "(chmod 600)",
+                 file);
+  else if (r == -EINVAL)
+    mst_diag_add(diag, path, line,
+                 "[agent] token_file: %s is empty or not a regular file", file);
+  else
+    mst_diag_add(diag, path, line, "[agent] token_file: cannot read %s: %s", file, strerror(-r));
+}
+
+/* What the agent itself needs of its components beyond the profile rules. */
+static void check_components(const struct mst_profile *p, struct mst_diag *diag) {
+  for (size_t i = 0; i < p->n_components; i++) {
+    const struct mst_component *c = &p->components[i];
+
+    if (c->check == MST_CHECK_TCP && c->address) {
+      struct sockaddr_storage ss;
+      socklen_t len;
+      char err[256];
+
+      if (agent_sockaddr_parse(c->address, &ss, &len, err, sizeof(err)) < 0)
+        mst_diag_add(diag, p->path, c->line, "component '%s': address %s", c->name, err);
+    }
+  }
+}
+
+static void check_role(struct agent *a, const char *path, unsigned line, struct mst_diag *diag) {
+  char known[512] = "";
+  size_t off = 0;
+
+  a->profile = mst_profile_set_find(a->profiles, a->cfg.role);
+  if (a->profile) {
+    check_components(a->profile, diag);
+    return;
+  }
+  for (size_t i = 0; i < a->profiles->n && off < sizeof(known); i++) {
+    int n = snprintf(known + off, sizeof(known) - off, "%s%s", i ? ", " : "",
+                     a->profiles->profiles[i]->role);
+    if (n < 0)
+      break;
+    off += (size_t)n;
+  }
+  mst_diag_add(diag, path, line, "[agent] role: no profile for role '%s' in %s (known roles: %s)",
+               a->cfg.role, a->cfg.profiles, off ? known : "none");
+}
+
+int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) {
+  struct key_lines kl = {};
+  struct mst_diag scratch = {};
+  int r;
+
+  r = mst_conf_load(path, agent_conf_table, ELEMENTSOF(agent_conf_table), &a->cfg, diag);
+  if (r < 0 && r != -EINVAL)
+    return r; /* the file could not be read; diag says so */
+
+  /* Errors in the file were all reported above; this pass only finds lines. */
+  (void)mst_ini_parse(path, record_key_line, &kl, &scratch);
+  mst_diag_done(&scratch);
+
+  check_required(path, a->cfg.role, "role", diag);
+  check_required(path, a->cfg.profiles, "profiles", diag);
+  check_required(path, a->cfg.spool, "spool", diag);
+  check_required(path, a->cfg.aggregators, "aggregators", diag);
+
+  if (a->cfg.node_id && !node_id_valid(a->cfg.node_id))
+    mst_diag_add(diag, path, kl.node_id,
+                 "[agent] node_id: '%s' must be 1-%d printable characters without spaces",
+                 a->cfg.node_id, AGENT_NODE_ID_MAX);
+  if (a->cfg.aggregators)
+    check_aggregators(path, kl.aggregators, a->cfg.aggregators, diag);
+  if (a->cfg.systemd)
+    check_systemd(path, kl.systemd, a->cfg.systemd, diag);
+  if (a->cfg.token_file && *a->cfg.token_file)
+    read_token(a, path, kl.token_file, diag);
+  if (!a->cfg.boot_id_file || !*a->cfg.boot_id_file)
+    mst_diag_add(diag, path, 0, "[agent] boot_id_file must not be empty");
+
+  if (a->cfg.profiles && *a->cfg.profiles) {
+    r = mst_profile_set_load(a->cfg.profiles, &a->profiles, diag);
+    if (r >= 0 && a->cfg.role && *a->cfg.role)
+      check_role(a, path, kl.role, diag);
+  }
+
+  if (!a->token) {
+    a->token = strdup("");
+    if (!a->token)
+      return -ENOMEM;
+  }
+  if (!a->cfg.node_id) {
+    r = agent_hostname(&a->cfg.node_id);
+    if (r < 0) {
+      mst_diag_add(diag, path, 0, "[agent] node_id: not set, and the host name is unknown: %s",
+                   strerror(-r));
+      return -EINVAL;
+    }
+  }
+
+  return diag->n > 0 ? -EINVAL : 0;
+}
+
+void agent_config_done(struct agent *a) {
+  mst_conf_free(agent_conf_table, ELEMENTSOF(agent_conf_table), &a->cfg);
+  mst_profile_set_free(a->profiles);
+  a->profiles = NULL;
+  a->profile = NULL;
+  free(a->token);
+  a->token = NULL;
+}

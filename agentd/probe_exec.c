@@ -1,0 +1,318 @@
+/* exec checks: a command run through /bin/sh -c, judged by the Nagios plugin
+ * convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; any other exit code,
+ * death by a signal or a timeout count as UNKNOWN).
+ *
+ * The child gets its own process group, stdin from /dev/null, stdout and
+ * stderr into one pipe, default signal dispositions and an empty signal mask
+ * (the agent blocks SIGCHLD/SIGTERM/SIGINT and ignores SIGPIPE), every other
+ * descriptor closed, and the environment without the agent's systemd
+ * variables (NOTIFY_SOCKET and friends), so that a check cannot speak for the
+ * agent. Three sources watch a run on the loop: the child's exit (sd-event
+ * needs SIGCHLD blocked, which main() does before anything starts), the pipe
+ * (non-blocking, read as data comes so that a chatty child never stalls on a
+ * full pipe) and the timeout, which kills the whole group with SIGKILL.
+ *
+ * Only the first line of output is kept (bounded); the rest is read and
+ * thrown away, at most EXEC_READ_PER_EVENT bytes per loop iteration. The run
+ * is over when the child has exited: whatever it wrote is then drained from
+ * the pipe without waiting for EOF, since a background grandchild may hold
+ * the pipe open, and whatever is left of its process group is killed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "mst/duration.h"
+#include "mst/log.h"
+#include "mst/macro.h"
+
+/* The first line is kept up to this much: the text (capped later at
+ * AGENT_OUTPUT_MAX) plus room for perfdata. */
+#define EXEC_LINE_MAX (2 * AGENT_OUTPUT_MAX)
+#define EXEC_READ_PER_EVENT (256 * 1024)
+#define EXEC_DRAIN_MAX (1024 * 1024)
+
+extern char **environ;
+
+struct exec_run {
+  struct agent_component *c;
+  pid_t pid;
+  int pipe_fd;
+  sd_event_source *child;
+  sd_event_source *io;
+  sd_event_source *timeout;
+  bool timed_out;
+  bool line_done; /* the first line is complete (newline seen or cap reached) */
+  bool line_cut;  /* the first line was longer than EXEC_LINE_MAX */
+  size_t line_len;
+  char line[EXEC_LINE_MAX];
+};
+
+static void exec_run_free(struct exec_run *run) {
+  if (!run)
+    return;
+  run->child = sd_event_source_disable_unref(run->child);
+  run->io = sd_event_source_disable_unref(run->io);
+  run->timeout = sd_event_source_disable_unref(run->timeout);
+  if (run->pipe_fd >= 0)
+    close(run->pipe_fd);
+  free(run);
+}
+
+static void exec_kill_group(struct exec_run *run) {
+  /* The group first; the child itself too, in case setpgid() lost a race. */
+  (void)kill(-run->pid, SIGKILL);
+  (void)kill(run->pid, SIGKILL);
+}
+
+/* Keeps what belongs to the first line, up to EXEC_LINE_MAX. */
+static void exec_take_output(struct exec_run *run, const char *data, size_t n) {
+  if (run->line_done || n == 0)
+    return;
+  const char *nl = memchr(data, '\n', n);
+  size_t take = nl ? (size_t)(nl - data) : n;
+  size_t room = sizeof(run->line) - run->line_len;
+
+  if (take > room) {
+    take = room;
+    run->line_cut = true;
+    run->line_done = true;
+  }
+  memcpy(run->line + run->line_len, data, take);
+  run->line_len += take;
+  if (nl)
+    run->line_done = true;
+  else if (run->line_len == sizeof(run->line)) {
+    run->line_done = true;
+    run->line_cut = true;
+  }
+}
+
+/* Reads what the pipe has, up to budget bytes. Returns 0 at EOF, 1 when more
+ * may come, or -errno. */
+static int exec_read_pipe(struct exec_run *run, size_t budget) {
+  char buf[16 * 1024];
+
+  while (budget > 0) {
+    ssize_t n = read(run->pipe_fd, buf, MST_MIN(sizeof(buf), budget));
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN)
+        return 1;
+      return -errno;
+    }
+    if (n == 0)
+      return 0;
+    exec_take_output(run, buf, (size_t)n);
+    budget -= (size_t)n;
+  }
+  return 1;
+}
+
+static int exec_on_output(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+  struct exec_run *run = userdata;
+  int r = exec_read_pipe(run, EXEC_READ_PER_EVENT);
+
+  if (r <= 0) {
+    /* EOF or a broken pipe: nothing more to read; the exit decides. */
+    run->io = sd_event_source_disable_unref(run->io);
+    close(run->pipe_fd);
+    run->pipe_fd = -1;
+  }
+  return 0;
+}
+
+static int exec_on_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+  struct exec_run *run = userdata;
+
+  run->timed_out = true;
+  log_debug("component %s: check timed out, killing process group %d", run->c->conf->name,
+            (int)run->pid);
+  exec_kill_group(run);
+  /* The exit of the child ends the run. */
+  return 0;
+}
+
+static int exec_on_exit(sd_event_source *source, const siginfo_t *si, void *userdata) {
+  struct exec_run *run = userdata;
+  struct agent_component *c = run->c;
+  _cleanup_free_ char *text = NULL, *perfdata = NULL, *msg = NULL;
+  enum mst_result result;
+  char duration[32];
+  int r;
+
+  /* The child is still a zombie here, so its pid (the group id) cannot have
+   * been reused: leftovers of the group are safe to kill. */
+  (void)kill(-run->pid, SIGKILL);
+  if (run->pipe_fd >= 0)
+    (void)exec_read_pipe(run, EXEC_DRAIN_MAX);
+
+  r = agent_output_parse(run->line, run->line_len, run->line_cut, &text, &perfdata);
+  if (r < 0)
+    text = NULL;
+  const char *out = text ? text : "";
+
+  if (run->timed_out) {
+    result = MST_RESULT_UNKNOWN;
+    r = asprintf(&msg, "timed out after %s",
+                 mst_duration_format(c->conf->timeout_usec, duration, sizeof(duration)));
+  } else if (si->si_code == CLD_EXITED && si->si_status >= 0 && si->si_status <= 3) {
+    result = (enum mst_result)si->si_status;
+    if (*out || si->si_status == 0)
+      r = asprintf(&msg, "%s", out);
+    else
+      r = asprintf(&msg, "exit code %d", si->si_status);
+  } else if (si->si_code == CLD_EXITED) {
+    result = MST_RESULT_UNKNOWN;
+    r = asprintf(&msg, "exit code %d%s%s", si->si_status, *out ? ": " : "", out);
+  } else {
+    result = MST_RESULT_UNKNOWN;
+    r = asprintf(&msg, "killed by signal %d%s%s", si->si_status, *out ? ": " : "", out);
+  }
+  if (r < 0)
+    msg = NULL;
+
+  c->run = NULL;
+  exec_run_free(run);
+  agent_probe_done(c, result, msg ? msg : "out of memory formatting the output", perfdata);
+  return 0;
+}
+
+/* The environment for checks: the agent's, without what belongs to it. */
+static char **exec_environment(void) {
+  static const char *const drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
+                                     "LISTEN_FDS=",    "LISTEN_PID=",    "LISTEN_FDNAMES="};
+  size_t n = 0, k = 0;
+  char **env;
+
+  while (environ && environ[n])
+    n++;
+  env = calloc(n + 1, sizeof(char *));
+  if (!env)
+    return NULL;
+  for (size_t i = 0; i < n; i++) {
+    bool keep = true;
+    for (size_t d = 0; d < ELEMENTSOF(drop) && keep; d++)
+      keep = strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
+    if (keep)
+      env[k++] = environ[i]; /* borrowed: only the child uses it */
+  }
+  return env;
+}
+
+/* In the child, between fork() and execve(): async-signal-safe calls only. */
+_Noreturn static void exec_child(const char *command, char **env, int stdin_fd, int out_fd) {
+  char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)command, NULL};
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  sigset_t none;
+
+  (void)setpgid(0, 0);
+  for (int sig = 1; sig < _NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP)
+      (void)sigaction(sig, &dfl, NULL);
+  sigemptyset(&none);
+  (void)sigprocmask(SIG_SETMASK, &none, NULL);
+
+  if (dup2(stdin_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+      dup2(out_fd, STDERR_FILENO) < 0)
+    _exit(127);
+  if (close_range(3, ~0U, 0) < 0) {
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < MST_MIN(max < 0 ? 65536 : max, 65536L); fd++)
+      (void)close((int)fd);
+  }
+  execve("/bin/sh", argv, env);
+  _exit(127);
+}
+
+int agent_exec_start(struct agent_component *c) {
+  struct agent *a = c->agent;
+  _cleanup_close_ int devnull = -1, out_r = -1, out_w = -1;
+  _cleanup_free_ char **env = NULL;
+  struct exec_run *run;
+  int fds[2], r;
+  pid_t pid;
+
+  if (!c->conf->command)
+    return -EINVAL;
+  env = exec_environment();
+  if (!env)
+    return -ENOMEM;
+  devnull = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (devnull < 0)
+    return -errno;
+  /* Blocking for the child's end; non-blocking only for ours. */
+  if (pipe2(fds, O_CLOEXEC) < 0)
+    return -errno;
+  out_r = fds[0];
+  out_w = fds[1];
+  if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0)
+    return -errno;
+
+  run = calloc(1, sizeof(*run));
+  if (!run)
+    return -ENOMEM;
+  run->c = c;
+  run->pipe_fd = -1;
+
+  pid = fork();
+  if (pid < 0) {
+    r = -errno;
+    free(run);
+    return r;
+  }
+  if (pid == 0)
+    exec_child(c->conf->command, env, devnull, out_w);
+
+  /* Also in the parent, so that the group exists before any kill(). EACCES
+   * means the child has already exec'd, after its own setpgid(). */
+  (void)setpgid(pid, pid);
+  run->pid = pid;
+  run->pipe_fd = TAKE_FD(out_r);
+
+  r = sd_event_add_child(a->event, &run->child, pid, WEXITED, exec_on_exit, run);
+  if (r < 0)
+    goto fail;
+  (void)sd_event_source_set_description(run->child, "exec-child");
+  r = sd_event_add_io(a->event, &run->io, run->pipe_fd, EPOLLIN, exec_on_output, run);
+  if (r < 0)
+    goto fail;
+  (void)sd_event_source_set_description(run->io, "exec-output");
+  r = sd_event_add_time_relative(a->event, &run->timeout, CLOCK_MONOTONIC, c->conf->timeout_usec,
+                                 USEC_PER_MSEC, exec_on_timeout, run);
+  if (r < 0)
+    goto fail;
+  (void)sd_event_source_set_description(run->timeout, "exec-timeout");
+
+  log_debug("component %s: started '%s' as pid %d", c->conf->name, c->conf->command, (int)pid);
+  c->run = run;
+  return 0;
+
+fail:
+  /* The callback will never come: take the child down here. */
+  exec_kill_group(run);
+  run->child = sd_event_source_disable_unref(run->child);
+  (void)waitpid(pid, NULL, 0);
+  exec_run_free(run);
+  return r;
+}
+
+void agent_exec_cancel(struct agent_component *c) {
+  struct exec_run *run = c->run;
+
+  if (!run)
+    return;
+  exec_kill_group(run);
+  run->child = sd_event_source_disable_unref(run->child);
+  /* SIGKILLed: the wait is short, and it leaves no zombie behind. */
+  while (waitpid(run->pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+  c->run = NULL;
+  exec_run_free(run);
+}

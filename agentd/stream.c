@@ -1,0 +1,844 @@
+/* The stream to the aggregator: one non-blocking TCP connection on the
+ * agent's loop, speaking proto/muster.proto in varint-delimited Envelopes.
+ *
+ *   WAITING ──retry timer──▶ CONNECTING ──connected──▶ HELLO (Hello sent)
+ *      ▲                                                 │ Welcome
+ *      │ EOF, error, silence, Reject, Redirect            ▼
+ *      └──────────────────────────────────────── REPLAY ──▶ LIVE
+ *
+ * Targets are the configured aggregators in turn; a Redirect names the one
+ * to try next, after which the list goes on where it was. Failed attempts
+ * wait 100ms·2^n, capped at 10s, with full jitter (a uniform draw below that
+ * bound); a Welcome resets the count. A Reject waits long (30s, 60s for an
+ * unknown role), except "not leader", which is worth retrying soon.
+ *
+ * After a Welcome the spool is the send queue: everything with seq above
+ * the aggregator's held_seq goes out in ChangeBatch frames read from SQLite
+ * (at most STREAM_BATCH_MAX changes and max_frame/2 bytes each), then one
+ * Snapshot of every component, then each new change as it is committed
+ * (agent_stream_changes_pending() arms a deferred "pump"). The pump stops
+ * filling the output buffer above STREAM_LOW_WATER and goes on when the
+ * socket has drained, so a long replay never holds much memory; the buffer's
+ * hard cap (STREAM_OUT_MAX) cuts off an aggregator that stops reading, and
+ * the replay after reconnecting re-sends whatever was lost.
+ *
+ * Acks are cumulative and go to the spool, which persists them in batches.
+ * Any frame resets the silence timer; three heartbeat intervals without one
+ * drop the connection. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "mst/config.h"
+#include "mst/duration.h"
+#include "mst/frame.h"
+#include "mst/log.h"
+#include "mst/macro.h"
+#include "mst/time.h"
+#include "spool.h"
+
+#define STREAM_PROTOCOL_VERSION 1
+#define STREAM_CONNECT_TIMEOUT_USEC (3 * USEC_PER_SEC)
+#define STREAM_HANDSHAKE_MIN_USEC (5 * USEC_PER_SEC)
+#define STREAM_BACKOFF_MIN_USEC (100 * USEC_PER_MSEC)
+#define STREAM_BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
+#define STREAM_REJECT_RETRY_USEC (30 * USEC_PER_SEC)
+#define STREAM_UNKNOWN_ROLE_RETRY_USEC (60 * USEC_PER_SEC)
+#define STREAM_REDIRECTS_MAX 3 /* in a row without a Welcome, before backing off */
+#define STREAM_OUT_MAX (8 * 1024 * 1024)
+#define STREAM_LOW_WATER (1024 * 1024)
+#define STREAM_BATCH_MAX 256
+#define STREAM_READS_PER_EVENT 16
+#define STREAM_HEARTBEAT_MIN_USEC (100 * USEC_PER_MSEC)
+
+enum stream_phase {
+  STREAM_WAITING,    /* for the retry timer */
+  STREAM_CONNECTING, /* non-blocking connect in flight */
+  STREAM_HELLO,      /* Hello sent; waiting for Welcome, Redirect or Reject */
+  STREAM_REPLAY,     /* sending the spool after held_seq, then the snapshot */
+  STREAM_LIVE,       /* sending changes as they are committed */
+};
+
+struct agent_stream {
+  struct agent *agent;
+  char **targets;
+  size_t n_targets;
+  size_t next_target;
+  char *redirect; /* one-shot next target, from a Redirect */
+  char *peer;     /* the target of the current attempt */
+
+  enum stream_phase phase;
+  int fd;
+  sd_event_source *io;
+  sd_event_source *deadline; /* connect timeout, handshake timeout, silence */
+  sd_event_source *heartbeat;
+  sd_event_source *retry;
+  sd_event_source *pump;
+  struct mst_frame_reader reader;
+  struct mst_buf out;
+
+  unsigned attempt;   /* failed attempts since the last Welcome */
+  unsigned redirects; /* Redirects since the last Welcome */
+  uint64_t sent_seq;  /* highest seq queued on this connection */
+  uint64_t replay_from;
+  uint64_t heartbeat_usec;
+  uint64_t silence_usec;
+};
+
+static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *fmt, ...)
+    _printf_(3, 4);
+static int stream_queue(struct agent_stream *s, const Muster__Envelope *env);
+
+static const char *phase_name(enum stream_phase p) {
+  switch (p) {
+  case STREAM_WAITING:
+    return "waiting";
+  case STREAM_CONNECTING:
+    return "connecting";
+  case STREAM_HELLO:
+    return "hello";
+  case STREAM_REPLAY:
+    return "replay";
+  case STREAM_LIVE:
+    return "live";
+  }
+  return "?";
+}
+
+static uint64_t stream_backoff(struct agent_stream *s) {
+  unsigned shift = MST_MIN(s->attempt, 20u);
+  uint64_t bound = MST_MIN(STREAM_BACKOFF_MIN_USEC << shift, STREAM_BACKOFF_MAX_USEC);
+
+  /* Full jitter: anywhere below the bound, so agents spread out. */
+  return agent_random_below(s->agent, bound + 1);
+}
+
+static void set_deadline(struct agent_stream *s, uint64_t usec) {
+  (void)sd_event_source_set_time_relative(s->deadline, usec);
+  (void)sd_event_source_set_enabled(s->deadline, SD_EVENT_ONESHOT);
+}
+
+static void stream_update_io(struct agent_stream *s) {
+  uint32_t events;
+
+  if (!s->io)
+    return;
+  if (s->phase == STREAM_CONNECTING)
+    events = EPOLLOUT;
+  else
+    events = EPOLLIN | (mst_buf_pending(&s->out) > 0 ? EPOLLOUT : 0);
+  (void)sd_event_source_set_io_events(s->io, events);
+}
+
+static void stream_close(struct agent_stream *s) {
+  s->io = sd_event_source_disable_unref(s->io);
+  if (s->fd >= 0) {
+    close(s->fd);
+    s->fd = -1;
+  }
+  if (s->deadline)
+    (void)sd_event_source_set_enabled(s->deadline, SD_EVENT_OFF);
+  if (s->heartbeat)
+    (void)sd_event_source_set_enabled(s->heartbeat, SD_EVENT_OFF);
+  if (s->pump)
+    (void)sd_event_source_set_enabled(s->pump, SD_EVENT_OFF);
+  mst_frame_reader_done(&s->reader);
+  mst_buf_done(&s->out);
+  s->phase = STREAM_WAITING;
+}
+
+static void stream_schedule_retry(struct agent_stream *s, uint64_t delay) {
+  (void)sd_event_source_set_time_relative(s->retry, delay);
+  (void)sd_event_source_set_enabled(s->retry, SD_EVENT_ONESHOT);
+}
+
+/* Closes the connection (if any) and schedules the next attempt: after
+ * delay_usec, or after the backoff when delay_usec is negative. */
+static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *fmt, ...) {
+  char reason[512], when[32];
+  uint64_t delay;
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  va_end(ap);
+
+  stream_close(s);
+  if (delay_usec < 0) {
+    delay = stream_backoff(s);
+    s->attempt++;
+  } else {
+    delay = (uint64_t)delay_usec;
+  }
+  /* Milliseconds are precise enough to read. */
+  mst_duration_format(delay / USEC_PER_MSEC * USEC_PER_MSEC, when, sizeof(when));
+  log_info("stream: %s; next attempt in %s", reason, delay < USEC_PER_MSEC ? "0ms" : when);
+  (void)sd_notifyf(false, "STATUS=Not connected: %s", reason);
+  stream_schedule_retry(s, delay);
+}
+
+/* --- sending ------------------------------------------------------------------------ */
+
+static int stream_flush(struct agent_stream *s) {
+  int r = mst_buf_flush(&s->out, s->fd);
+
+  if (r == -EAGAIN)
+    r = 0;
+  if (r < 0) {
+    stream_drop(s, -1, "writing to %s failed: %s", s->peer, strerror(-r));
+    return r;
+  }
+  stream_update_io(s);
+  return 0;
+}
+
+/* Appends one frame. On failure the connection is dropped. */
+static int stream_queue(struct agent_stream *s, const Muster__Envelope *env) {
+  int r = mst_frame_write_envelope(&s->out, env, s->agent->cfg.max_frame);
+
+  if (r == -ENOBUFS)
+    stream_drop(s, -1, "more than %d MiB unsent to %s (it does not read), dropping the connection",
+                STREAM_OUT_MAX / (1024 * 1024), s->peer);
+  else if (r == -EMSGSIZE)
+    stream_drop(s, STREAM_REJECT_RETRY_USEC, "a frame for %s is over max_frame (%" PRIu64 " bytes)",
+                s->peer, s->agent->cfg.max_frame);
+  else if (r < 0)
+    stream_drop(s, -1, "queueing a frame for %s: %s", s->peer, strerror(-r));
+  return r;
+}
+
+static int stream_send_hello(struct agent_stream *s) {
+  struct agent *a = s->agent;
+  Muster__Hello hello = MUSTER__HELLO__INIT;
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  char **addresses = NULL;
+  int n, r;
+
+  n = agent_host_addresses(&addresses);
+  hello.node_id = a->cfg.node_id;
+  hello.role = a->profile->role;
+  hello.profile_digest = (char *)a->profile->digest;
+  hello.hostname = a->hostname;
+  hello.n_addresses = n > 0 ? (size_t)n : 0;
+  hello.addresses = n > 0 ? addresses : NULL;
+  hello.boot_id = a->boot_id;
+  hello.boot_time_ms = (int64_t)(a->boot_start_usec / USEC_PER_MSEC);
+  hello.agent_version = (char *)MUSTER_VERSION;
+  hello.token = a->token;
+  hello.spool_id = (char *)agent_spool_id(a->spool);
+  hello.last_seq = agent_spool_last_seq(a->spool);
+  hello.protocol_version = STREAM_PROTOCOL_VERSION;
+  env.body_case = MUSTER__ENVELOPE__BODY_HELLO;
+  env.hello = &hello;
+
+  r = stream_queue(s, &env);
+  mst_strv_free(addresses);
+  if (r < 0)
+    return r;
+  return stream_flush(s);
+}
+
+static void stream_send_heartbeat(struct agent_stream *s) {
+  Muster__Heartbeat hb = MUSTER__HEARTBEAT__INIT;
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+
+  hb.sent_ms = (int64_t)(mst_now_realtime_usec() / USEC_PER_MSEC);
+  hb.seq = agent_spool_last_seq(s->agent->spool);
+  env.body_case = MUSTER__ENVELOPE__BODY_HEARTBEAT;
+  env.heartbeat = &hb;
+  if (stream_queue(s, &env) >= 0)
+    (void)stream_flush(s);
+}
+
+/* Cuts a string in place to at most max bytes on a UTF-8 boundary and marks
+ * it, for the rare change that is too big for a frame on its own. */
+static void cut_to_fit(char *str, size_t max) {
+  size_t mark = sizeof(AGENT_TRUNCATED_MARK) - 1;
+  size_t n = strlen(str);
+
+  if (n <= max)
+    return;
+  if (max < mark) {
+    str[0] = '\0';
+    return;
+  }
+  n = max - mark;
+  while (n > 0 && ((unsigned char)str[n] & 0xc0) == 0x80)
+    n--;
+  memcpy(str + n, AGENT_TRUNCATED_MARK, mark + 1);
+}
+
+struct batch {
+  Muster__Change items[STREAM_BATCH_MAX];
+  Muster__Change *ptrs[STREAM_BATCH_MAX];
+  size_t n;
+  size_t bytes;
+  size_t budget;
+  uint64_t last_seq;
+};
+
+static void change_strings_free(Muster__Change *m) {
+  free(m->component);
+  free(m->output);
+  free(m->boot_id);
+}
+
+static int batch_add(void *userdata, const struct agent_change *ch) {
+  struct batch *b = userdata;
+  Muster__Change *m = &b->items[b->n];
+  size_t size;
+
+  if (b->n >= STREAM_BATCH_MAX)
+    return 1;
+  *m = (Muster__Change)MUSTER__CHANGE__INIT;
+  m->seq = ch->seq;
+  m->check = (Muster__CheckKind)ch->check;
+  m->from = (Muster__State)ch->from;
+  m->to = (Muster__State)ch->to;
+  m->at_ms = ch->at_ms;
+  m->health = ch->health;
+  m->rise = ch->rise;
+  m->fall = ch->fall;
+  m->component = strdup(ch->component);
+  m->output = strdup(ch->output);
+  m->boot_id = strdup(ch->boot_id);
+  if (!m->component || !m->output || !m->boot_id) {
+    change_strings_free(m);
+    return -ENOMEM;
+  }
+
+  /* The field's tag and length prefix come on top of the message. */
+  size = muster__change__get_packed_size(m) + 1 + MST_VARINT_MAX_BYTES;
+  if (b->n > 0 && b->bytes + size > b->budget) {
+    change_strings_free(m);
+    return 1; /* next batch */
+  }
+  if (size > b->budget) {
+    size_t fixed = size - strlen(m->output);
+    cut_to_fit(m->output, b->budget > fixed ? b->budget - fixed : 0);
+    log_warning("stream: change %" PRIu64 " of %s is too big for one frame, sending its output "
+                "cut",
+                ch->seq, ch->component);
+    size = muster__change__get_packed_size(m) + 1 + MST_VARINT_MAX_BYTES;
+  }
+  b->ptrs[b->n++] = m;
+  b->bytes += size;
+  b->last_seq = ch->seq;
+  return 0;
+}
+
+/* Queues one ChangeBatch of spooled changes after sent_seq. Returns the
+ * number of changes queued (0: none left) or -errno (connection dropped). */
+static int stream_queue_batch(struct agent_stream *s) {
+  struct agent *a = s->agent;
+  struct batch *b;
+  int r;
+
+  b = malloc(sizeof(*b));
+  if (!b) {
+    stream_drop(s, -1, "out of memory building a batch");
+    return -ENOMEM;
+  }
+  b->n = 0;
+  b->bytes = 0;
+  b->budget = a->cfg.max_frame / 2;
+  b->last_seq = s->sent_seq;
+
+  r = agent_spool_read_changes(a->spool, s->sent_seq, STREAM_BATCH_MAX, batch_add, b);
+  if (r < 0) {
+    for (size_t i = 0; i < b->n; i++)
+      change_strings_free(b->ptrs[i]);
+    free(b);
+    stream_drop(s, -1, "reading the spool failed: %s", strerror(-r));
+    return r;
+  }
+  if (b->n > 0) {
+    Muster__ChangeBatch batch = MUSTER__CHANGE_BATCH__INIT;
+    Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+
+    batch.n_changes = b->n;
+    batch.changes = b->ptrs;
+    env.body_case = MUSTER__ENVELOPE__BODY_CHANGES;
+    env.changes = &batch;
+    r = stream_queue(s, &env);
+    if (r >= 0) {
+      log_debug("stream: queued changes %" PRIu64 "..%" PRIu64 " for %s", b->ptrs[0]->seq,
+                b->last_seq, s->peer);
+      s->sent_seq = b->last_seq;
+      r = (int)b->n;
+    }
+  } else if (b->last_seq == s->sent_seq && s->sent_seq < agent_spool_last_seq(a->spool)) {
+    /* A gap (rows pruned, or the aggregator holds less than what we kept):
+     * nothing more is stored below last_seq. */
+    log_warning("stream: spool has no changes after seq %" PRIu64 " up to %" PRIu64
+                " (pruned), skipping them",
+                s->sent_seq, agent_spool_last_seq(a->spool));
+    s->sent_seq = agent_spool_last_seq(a->spool);
+    r = 0;
+  }
+  for (size_t i = 0; i < b->n; i++)
+    change_strings_free(b->ptrs[i]);
+  free(b);
+  return r;
+}
+
+static int stream_queue_snapshot(struct agent_stream *s) {
+  struct agent *a = s->agent;
+  size_t n = a->n_components;
+  _cleanup_free_ Muster__ComponentStatus *items = calloc(MST_MAX(n, (size_t)1), sizeof(*items));
+  _cleanup_free_ Muster__ComponentStatus **ptrs = calloc(MST_MAX(n, (size_t)1), sizeof(*ptrs));
+  _cleanup_free_ char *scratch = NULL;
+  Muster__Snapshot snap = MUSTER__SNAPSHOT__INIT;
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  size_t limit = a->cfg.max_frame - MST_MIN(a->cfg.max_frame, (uint64_t)64);
+
+  if (!items || !ptrs) {
+    stream_drop(s, -1, "out of memory building a snapshot");
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const struct agent_component *c = &a->components[i];
+    Muster__ComponentStatus *m = &items[i];
+
+    *m = (Muster__ComponentStatus)MUSTER__COMPONENT_STATUS__INIT;
+    m->component = c->conf->name;
+    m->check = (Muster__CheckKind)c->conf->check;
+    m->state = (Muster__State)c->state;
+    m->since_ms = (int64_t)(c->since_usec / USEC_PER_MSEC);
+    m->output = c->output;
+    m->health = c->damp.health;
+    m->rise = c->damp.rise;
+    m->fall = c->damp.fall;
+    ptrs[i] = m;
+  }
+  snap.seq = agent_spool_last_seq(a->spool);
+  snap.at_ms = (int64_t)(mst_now_realtime_usec() / USEC_PER_MSEC);
+  snap.n_components = n;
+  snap.components = ptrs;
+  env.body_case = MUSTER__ENVELOPE__BODY_SNAPSHOT;
+  env.snapshot = &snap;
+
+  /* A snapshot cannot be split (what it lacks is gone from the node), so
+   * when it does not fit, the outputs are shortened, and dropped at last. */
+  if (n > 0 && muster__envelope__get_packed_size(&env) > limit) {
+    size_t each = a->cfg.max_frame / 2 / n;
+    size_t total = 0;
+
+    for (size_t i = 0; i < n; i++)
+      total += MST_MIN(strlen(items[i].output), each) + 1;
+    scratch = malloc(total + 1);
+    if (!scratch) {
+      stream_drop(s, -1, "out of memory building a snapshot");
+      return -ENOMEM;
+    }
+    char *p = scratch;
+    for (size_t i = 0; i < n; i++) {
+      size_t len = MST_MIN(strlen(items[i].output), each);
+      memcpy(p, items[i].output, len);
+      p[len] = '\0';
+      cut_to_fit(p, each);
+      items[i].output = p;
+      p += len + 1;
+    }
+    if (muster__envelope__get_packed_size(&env) > limit)
+      for (size_t i = 0; i < n; i++)
+        items[i].output = (char *)"";
+    log_warning("stream: snapshot of %zu components is over max_frame, sending shortened outputs",
+                n);
+  }
+
+  int r = stream_queue(s, &env);
+  if (r < 0)
+    return r;
+  log_debug("stream: queued snapshot of %zu components at seq %" PRIu64 " for %s", n, snap.seq,
+            s->peer);
+  return 0;
+}
+
+/* Fills the output buffer from the spool while it is below the low water
+ * mark; the snapshot follows the replay. Runs from the pump source and after
+ * the socket drained. */
+static void stream_pump(struct agent_stream *s) {
+  struct agent *a = s->agent;
+  int r;
+
+  if (s->phase != STREAM_REPLAY && s->phase != STREAM_LIVE)
+    return;
+  while (mst_buf_pending(&s->out) < STREAM_LOW_WATER) {
+    if (s->sent_seq < agent_spool_last_seq(a->spool)) {
+      r = stream_queue_batch(s);
+      if (r < 0)
+        return;
+      continue;
+    }
+    if (s->phase == STREAM_REPLAY) {
+      if (stream_queue_snapshot(s) < 0)
+        return;
+      s->phase = STREAM_LIVE;
+      if (s->sent_seq > s->replay_from)
+        log_info("stream: replayed changes %" PRIu64 "..%" PRIu64 " to %s, then a snapshot of "
+                 "%zu components",
+                 s->replay_from + 1, s->sent_seq, s->peer, a->n_components);
+      else
+        log_info("stream: nothing to replay to %s, sent a snapshot of %zu components", s->peer,
+                 a->n_components);
+    }
+    break;
+  }
+  if (stream_flush(s) < 0)
+    return;
+  /* The socket may have taken everything: go on in the next iteration
+   * rather than waiting for an EPOLLOUT that will not come. */
+  if ((s->sent_seq < agent_spool_last_seq(a->spool) || s->phase == STREAM_REPLAY) &&
+      mst_buf_pending(&s->out) < STREAM_LOW_WATER)
+    (void)sd_event_source_set_enabled(s->pump, SD_EVENT_ONESHOT);
+}
+
+static int stream_on_pump(sd_event_source *source, void *userdata) {
+  stream_pump(userdata);
+  return 0;
+}
+
+void agent_stream_changes_pending(struct agent_stream *s) {
+  /* In REPLAY the pump goes on by itself until it has caught up. */
+  if (s && s->phase == STREAM_LIVE)
+    (void)sd_event_source_set_enabled(s->pump, SD_EVENT_ONESHOT);
+}
+
+/* --- receiving ---------------------------------------------------------------------- */
+
+static const char *reject_code_name(Muster__RejectCode code) {
+  const ProtobufCEnumValue *v =
+      protobuf_c_enum_descriptor_get_value(&muster__reject_code__descriptor, (int)code);
+  return v ? v->name : "UNKNOWN_CODE";
+}
+
+static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) {
+  struct agent *a = s->agent;
+  uint64_t last = agent_spool_last_seq(a->spool);
+  uint64_t held = w->held_seq;
+  char hb[32];
+
+  if (held > last) {
+    log_warning("stream: %s holds seq %" PRIu64 " of spool %s, but the spool only has %" PRIu64
+                "; continuing",
+                s->peer, held, agent_spool_id(a->spool), last);
+    held = last;
+  }
+  /* What the aggregator holds is committed there: as good as an Ack. */
+  agent_spool_ack(a->spool, held);
+
+  s->heartbeat_usec = a->cfg.heartbeat_usec;
+  if (w->heartbeat_ms > 0)
+    s->heartbeat_usec =
+        MST_MAX(MST_MIN(s->heartbeat_usec, (uint64_t)w->heartbeat_ms * USEC_PER_MSEC),
+                STREAM_HEARTBEAT_MIN_USEC);
+  s->silence_usec = 3 * s->heartbeat_usec;
+  s->attempt = 0;
+  s->redirects = 0;
+  s->sent_seq = held;
+  s->replay_from = held;
+  s->phase = STREAM_REPLAY;
+
+  log_info("stream: welcomed by %s (leader %s, epoch %" PRIu64 "): it holds seq %" PRIu64
+           ", the spool has %" PRIu64 ", heartbeat %s",
+           s->peer, w->leader_id && *w->leader_id ? w->leader_id : "?", w->epoch, w->held_seq,
+           last, mst_duration_format(s->heartbeat_usec, hb, sizeof(hb)));
+  (void)sd_notifyf(false, "STATUS=Streaming to %s (epoch %" PRIu64 ")", s->peer, w->epoch);
+
+  set_deadline(s, s->silence_usec);
+  (void)sd_event_source_set_time_relative(s->heartbeat, s->heartbeat_usec);
+  (void)sd_event_source_set_enabled(s->heartbeat, SD_EVENT_ON);
+  stream_pump(s);
+}
+
+static void stream_on_redirect(struct agent_stream *s, const Muster__Redirect *rd) {
+  if (!rd->stream_address || !*rd->stream_address) {
+    stream_drop(s, -1, "%s redirected without an address", s->peer);
+    return;
+  }
+  free(s->redirect);
+  s->redirect = strdup(rd->stream_address);
+  s->redirects++;
+  /* A redirect names the leader: go there at once, unless redirects keep
+   * coming without a Welcome. */
+  stream_drop(s, s->redirects <= STREAM_REDIRECTS_MAX ? 0 : -1,
+              "redirected by %s to %s (leader %s, epoch %" PRIu64 ")", s->peer,
+              rd->stream_address, rd->leader_id && *rd->leader_id ? rd->leader_id : "?",
+              rd->epoch);
+}
+
+static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
+  int64_t delay = STREAM_REJECT_RETRY_USEC;
+
+  if (rj->code == MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE)
+    delay = STREAM_UNKNOWN_ROLE_RETRY_USEC;
+  else if (rj->code == MUSTER__REJECT_CODE__REJECT_NOT_LEADER)
+    delay = -1; /* a leader is being elected: soon */
+  log_error("stream: rejected by %s: %s: %s", s->peer, reject_code_name(rj->code),
+            rj->reason && *rj->reason ? rj->reason : "(no reason given)");
+  stream_drop(s, delay, "rejected by %s (%s)", s->peer, reject_code_name(rj->code));
+}
+
+/* Returns 0, or -1 when the connection was dropped. */
+static int stream_on_frame(struct agent_stream *s, const uint8_t *data, size_t len) {
+  _cleanup_envelope_ Muster__Envelope *env = NULL;
+  bool streaming = s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE;
+
+  if (mst_envelope_decode(data, len, &env) < 0) {
+    stream_drop(s, -1, "malformed frame from %s", s->peer);
+    return -1;
+  }
+  if (streaming)
+    set_deadline(s, s->silence_usec);
+
+  switch (env->body_case) {
+  case MUSTER__ENVELOPE__BODY_WELCOME:
+    if (s->phase != STREAM_HELLO)
+      break;
+    stream_on_welcome(s, env->welcome);
+    return s->fd >= 0 ? 0 : -1;
+  case MUSTER__ENVELOPE__BODY_REDIRECT:
+    stream_on_redirect(s, env->redirect);
+    return -1;
+  case MUSTER__ENVELOPE__BODY_REJECT:
+    stream_on_reject(s, env->reject);
+    return -1;
+  case MUSTER__ENVELOPE__BODY_ACK:
+    if (!streaming)
+      break;
+    log_debug("stream: %s acknowledged seq %" PRIu64, s->peer, env->ack->seq);
+    agent_spool_ack(s->agent->spool, env->ack->seq);
+    return 0;
+  case MUSTER__ENVELOPE__BODY_HEARTBEAT:
+    return 0;
+  default:
+    break;
+  }
+  stream_drop(s, -1, "unexpected frame (body %d) from %s in phase %s", (int)env->body_case, s->peer,
+              phase_name(s->phase));
+  return -1;
+}
+
+static void stream_read(struct agent_stream *s) {
+  for (int i = 0; i < STREAM_READS_PER_EVENT; i++) {
+    ssize_t n = mst_frame_reader_fill(&s->reader, s->fd);
+    const uint8_t *data;
+    size_t len;
+    int r;
+
+    if (n == -EAGAIN)
+      return;
+    if (n == 0) {
+      stream_drop(s, -1, "%s closed the connection", s->peer);
+      return;
+    }
+    if (n < 0) {
+      stream_drop(s, -1, "reading from %s failed: %s", s->peer, strerror((int)-n));
+      return;
+    }
+    while ((r = mst_frame_reader_next(&s->reader, &data, &len)) == 1)
+      if (stream_on_frame(s, data, len) < 0)
+        return;
+    if (r == -EMSGSIZE) {
+      stream_drop(s, -1, "frame from %s is over max_frame (%" PRIu64 " bytes)", s->peer,
+                  s->agent->cfg.max_frame);
+      return;
+    }
+    if (r < 0) {
+      stream_drop(s, -1, "malformed frame length from %s", s->peer);
+      return;
+    }
+  }
+}
+
+/* --- connecting --------------------------------------------------------------------- */
+
+static void stream_on_connected(struct agent_stream *s) {
+  char hs[32];
+
+  s->phase = STREAM_HELLO;
+  mst_frame_reader_init(&s->reader, s->agent->cfg.max_frame);
+  mst_buf_init(&s->out, STREAM_OUT_MAX);
+  stream_update_io(s);
+  uint64_t handshake = MST_MAX(3 * s->agent->cfg.heartbeat_usec, STREAM_HANDSHAKE_MIN_USEC);
+  set_deadline(s, handshake);
+  log_info("stream: connected to %s, sending Hello (spool %s, last seq %" PRIu64
+           ", handshake timeout %s)",
+           s->peer, agent_spool_id(s->agent->spool), agent_spool_last_seq(s->agent->spool),
+           mst_duration_format(handshake, hs, sizeof(hs)));
+  (void)stream_send_hello(s);
+}
+
+static int stream_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+  struct agent_stream *s = userdata;
+
+  if (s->phase == STREAM_CONNECTING) {
+    int r = agent_connect_result(fd);
+    if (r < 0) {
+      stream_drop(s, -1, "connecting to %s failed: %s", s->peer, strerror(-r));
+      return 0;
+    }
+    stream_on_connected(s);
+    return 0;
+  }
+
+  if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    stream_read(s);
+    if (s->fd < 0)
+      return 0;
+  }
+  if (revents & EPOLLOUT) {
+    if (stream_flush(s) < 0)
+      return 0;
+    if (mst_buf_pending(&s->out) < STREAM_LOW_WATER)
+      stream_pump(s);
+  }
+  return 0;
+}
+
+static int stream_on_deadline(sd_event_source *source, uint64_t usec, void *userdata) {
+  struct agent_stream *s = userdata;
+  char d[32];
+
+  switch (s->phase) {
+  case STREAM_CONNECTING:
+    stream_drop(s, -1, "connecting to %s timed out after %s", s->peer,
+                mst_duration_format(STREAM_CONNECT_TIMEOUT_USEC, d, sizeof(d)));
+    break;
+  case STREAM_HELLO:
+    stream_drop(s, -1, "no answer to Hello from %s", s->peer);
+    break;
+  case STREAM_REPLAY:
+  case STREAM_LIVE:
+    stream_drop(s, -1, "nothing heard from %s for %s (3 heartbeats), dropping the connection",
+                s->peer, mst_duration_format(s->silence_usec, d, sizeof(d)));
+    break;
+  case STREAM_WAITING:
+    break;
+  }
+  return 0;
+}
+
+static int stream_on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) {
+  struct agent_stream *s = userdata;
+
+  if (s->phase != STREAM_REPLAY && s->phase != STREAM_LIVE)
+    return 0;
+  (void)sd_event_source_set_time_relative(source, s->heartbeat_usec);
+  stream_send_heartbeat(s);
+  return 0;
+}
+
+static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdata) {
+  struct agent_stream *s = userdata;
+  struct sockaddr_storage ss;
+  socklen_t len;
+  char err[256];
+  bool connected;
+  int r;
+
+  free(s->peer);
+  if (s->redirect)
+    s->peer = TAKE_PTR(s->redirect);
+  else
+    s->peer = strdup(s->targets[s->next_target++ % s->n_targets]);
+  if (!s->peer) {
+    stream_drop(s, -1, "out of memory");
+    return 0;
+  }
+
+  if (agent_sockaddr_parse(s->peer, &ss, &len, err, sizeof(err)) < 0) {
+    stream_drop(s, -1, "cannot connect to aggregator %s", err);
+    return 0;
+  }
+  log_debug("stream: connecting to %s", s->peer);
+  r = agent_connect_start((struct sockaddr *)&ss, len, &connected);
+  if (r < 0) {
+    stream_drop(s, -1, "connecting to %s failed: %s", s->peer, strerror(-r));
+    return 0;
+  }
+  s->fd = r;
+  s->phase = STREAM_CONNECTING;
+  r = sd_event_add_io(s->agent->event, &s->io, s->fd, EPOLLOUT, stream_on_io, s);
+  if (r < 0) {
+    stream_drop(s, -1, "cannot watch the connection to %s: %s", s->peer, strerror(-r));
+    return 0;
+  }
+  (void)sd_event_source_set_description(s->io, "stream");
+  if (connected) {
+    stream_on_connected(s);
+    return 0;
+  }
+  set_deadline(s, STREAM_CONNECT_TIMEOUT_USEC);
+  return 0;
+}
+
+/* --- life cycle --------------------------------------------------------------------- */
+
+int agent_stream_new(struct agent *a, struct agent_stream **ret) {
+  struct agent_stream *s;
+  int r;
+
+  s = calloc(1, sizeof(*s));
+  if (!s)
+    return -ENOMEM;
+  s->agent = a;
+  s->fd = -1;
+  mst_frame_reader_init(&s->reader, a->cfg.max_frame);
+  mst_buf_init(&s->out, STREAM_OUT_MAX);
+
+  r = mst_strv_split(a->cfg.aggregators, &s->targets);
+  if (r <= 0) {
+    agent_stream_free(s);
+    return r < 0 ? r : -EINVAL;
+  }
+  s->n_targets = (size_t)r;
+  /* Agents of one cluster should not all start with the same aggregator. */
+  s->next_target = agent_random_below(a, s->n_targets);
+
+  r = sd_event_add_time_relative(a->event, &s->retry, CLOCK_MONOTONIC, 0, USEC_PER_MSEC,
+                                 stream_on_retry, s);
+  if (r >= 0)
+    r = sd_event_add_time_relative(a->event, &s->deadline, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC,
+                                   stream_on_deadline, s);
+  if (r >= 0)
+    r = sd_event_add_time_relative(a->event, &s->heartbeat, CLOCK_MONOTONIC, 0,
+                                   10 * USEC_PER_MSEC, stream_on_heartbeat, s);
+  if (r >= 0)
+    r = sd_event_add_defer(a->event, &s->pump, stream_on_pump, s);
+  if (r < 0) {
+    agent_stream_free(s);
+    return r;
+  }
+  (void)sd_event_source_set_description(s->retry, "stream-retry");
+  (void)sd_event_source_set_description(s->deadline, "stream-deadline");
+  (void)sd_event_source_set_description(s->heartbeat, "stream-heartbeat");
+  (void)sd_event_source_set_description(s->pump, "stream-pump");
+  (void)sd_event_source_set_enabled(s->deadline, SD_EVENT_OFF);
+  (void)sd_event_source_set_enabled(s->heartbeat, SD_EVENT_OFF);
+  (void)sd_event_source_set_enabled(s->pump, SD_EVENT_OFF);
+  /* The retry timer fires at once: the first attempt. */
+  *ret = s;
+  return 0;
+}
+
+void agent_stream_free(struct agent_stream *s) {
+  if (!s)
+    return;
+  stream_close(s);
+  s->retry = sd_event_source_disable_unref(s->retry);
+  s->deadline = sd_event_source_disable_unref(s->deadline);
+  s->heartbeat = sd_event_source_disable_unref(s->heartbeat);
+  s->pump = sd_event_source_disable_unref(s->pump);
+  mst_strv_free(s->targets);
+  free(s->redirect);
+  free(s->peer);
+  free(s);
+}

@@ -1,0 +1,90 @@
+/* The aggregator daemon's shared state: its configuration, the sd-event loop
+ * that owns the live model and the agent streams, the SQLite writer thread,
+ * the published views and the HTTP server. Everything here belongs to the
+ * loop thread unless a field says otherwise. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "model.h"
+#include "mst/profile.h"
+
+struct aggr_writer;
+struct aggr_views;
+struct aggr_http;
+struct aggr_conn;
+
+struct aggr_config {
+  char *id;
+  char *cluster;
+  char *listen_stream;
+  char *listen_http;
+  char *database;
+  char *profiles;
+  char *expected_masters; /* comma list */
+  uint64_t stale_timeout_usec;
+  uint64_t retention_usec;
+  char *token_file;
+  uint64_t max_frame;
+  uint64_t http_threads;
+  char *synchronous; /* "full" or "normal" */
+  uint64_t hello_timeout_usec;
+  uint64_t max_connections;
+  char *zk_hosts;
+  uint64_t zk_session_timeout_usec;
+  int log_level;
+};
+
+/* What the aggregator holds for one (node, spool id): everything up to
+ * held_seq is committed; received_seq is the highest seq handed to the
+ * writer. Never freed while the daemon runs, so writer completions can refer
+ * to it by pointer. */
+struct aggr_spool {
+  char *node_id;
+  char *spool_id;
+  uint64_t held_seq;
+  uint64_t received_seq;
+  struct aggr_conn *conn; /* the stream currently feeding it, or NULL */
+  struct aggr_spool *next;
+};
+
+struct aggr {
+  struct aggr_config cfg;
+  char *token; /* contents of token_file, or NULL */
+  sd_event *event;
+  struct mst_profile_set *profiles;
+  struct aggr_model model;
+  struct aggr_views *views;
+  struct aggr_http *http;
+  struct aggr_writer *writer;
+
+  int listen_fd;
+  sd_event_source *listen_source;
+  sd_event_source *publish_timer;
+  sd_event_source *stale_timer;
+  sd_event_source *writer_source;
+  uint64_t last_publish_usec; /* monotonic */
+  bool publish_armed;
+
+  struct aggr_conn *conns; /* doubly linked */
+  size_t n_conns;
+  struct aggr_spool *spools;
+
+  uint64_t epoch;
+  bool ready;
+};
+
+/* Asks for the model to be evaluated and a view published: at once (spaced
+ * by a few ms under load) when urgent, else within a second. Loop thread. */
+void aggr_request_publish(struct aggr *a, bool urgent);
+
+/* Finds or creates the spool record for (node, spool id). Loop thread. */
+struct aggr_spool *aggr_spool_get(struct aggr *a, const char *node_id, const char *spool_id);
+
+/* conn.c: the agent stream listener and connections. Loop thread. */
+int aggr_stream_listen(struct aggr *a);
+void aggr_stream_close_all(struct aggr *a);
+/* Called by the loop when the writer committed a spool up to seq (or failed). */
+void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq, bool ok);

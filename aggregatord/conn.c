@@ -1,0 +1,675 @@
+/* Agent streams on the aggregator: the listening socket and one non-blocking,
+ * framed connection per agent, all on the loop thread.
+ *
+ * A connection starts in HELLO: the first frame must be a Hello, within the
+ * hello timeout. A good Hello binds it to a node and to that node's spool
+ * record and is answered by a Welcome carrying what is already held. From
+ * then on ChangeBatch, Snapshot and Heartbeat frames update the live model at
+ * once (so the API is fresh) and hand the changes to the writer thread; the
+ * Ack for a seq goes out only when the writer reports it committed.
+ *
+ * Anything that breaks the rules (an undecodable, oversized or endless frame,
+ * a report before Hello, a second Hello, a Hello without node id, an unknown
+ * role, a bad token) gets a Reject with the reason, a log line, and the
+ * connection is closed after the Reject is flushed. Other connections are
+ * not affected. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "aggr.h"
+#include "mst/auth.h"
+#include "mst/net.h"
+#include "mst/frame.h"
+#include "mst/log.h"
+#include "mst/time.h"
+#include "writer.h"
+
+#define CONN_OUTBUF_MAX (8u * 1024 * 1024)
+#define CONN_LINGER_USEC (1 * USEC_PER_SEC)
+#define CONN_MAX_FRAMES_PER_WAKE 256
+
+enum conn_state {
+  CONN_HELLO,
+  CONN_STREAMING,
+  CONN_CLOSING, /* a Reject is being flushed; input is discarded */
+};
+
+struct aggr_conn {
+  struct aggr *aggr;
+  int fd;
+  sd_event_source *io;
+  sd_event_source *timer; /* hello deadline, idle timeout, or linger */
+  struct mst_frame_reader rd;
+  struct mst_buf wr;
+  enum conn_state state;
+  char peer[64];
+  struct aggr_node *node;
+  struct aggr_spool *spool;
+  uint64_t last_heard_usec; /* monotonic */
+  bool dead; /* to be freed once the current event handler returns */
+  struct aggr_conn *prev, *next;
+};
+
+static void conn_free(struct aggr_conn *c);
+static int conn_update_events(struct aggr_conn *c);
+
+static const char *state_name(int s) {
+  const char *n = mst_state_to_string((enum mst_state)s);
+  return n ? n : "unspecified";
+}
+
+static const char *check_name(int k) {
+  const char *n = mst_check_kind_to_string((enum mst_check_kind)k);
+  return n ? n : "unspecified";
+}
+
+static char *strdup_or_empty(const char *s) {
+  return strdup(s ? s : "");
+}
+
+/* Detaches the connection from its node and spool and frees it. */
+static void conn_free(struct aggr_conn *c) {
+  struct aggr *a;
+  if (!c)
+    return;
+  a = c->aggr;
+  if (c->node && c->node->conn == c) {
+    c->node->conn = NULL;
+    c->node->last_seen_usec = mst_now_realtime_usec();
+    c->node->dirty = true;
+    aggr_request_publish(a, true);
+  }
+  if (c->spool && c->spool->conn == c)
+    c->spool->conn = NULL;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    a->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  a->n_conns--;
+  sd_event_source_disable_unref(c->io);
+  sd_event_source_disable_unref(c->timer);
+  mst_frame_reader_done(&c->rd);
+  mst_buf_done(&c->wr);
+  if (c->fd >= 0)
+    close(c->fd);
+  free(c);
+}
+
+static int conn_send(struct aggr_conn *c, const Muster__Envelope *env) {
+  int r = mst_frame_write_envelope(&c->wr, env, c->aggr->cfg.max_frame);
+  if (r < 0) {
+    log_warning("stream %s: cannot queue frame: %s; closing", c->peer, strerror(-r));
+    return r;
+  }
+  return conn_update_events(c);
+}
+
+static int linger_expired(sd_event_source *s, uint64_t usec, void *userdata) {
+  conn_free(userdata);
+  return 0;
+}
+
+/* Sends a Reject, logs why, and closes once it is flushed (or after a short
+ * linger if the peer does not read). */
+static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char *fmt, ...)
+    _printf_(3, 4);
+static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char *fmt, ...) {
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  Muster__Reject rej = MUSTER__REJECT__INIT;
+  char reason[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  va_end(ap);
+
+  log_warning("stream %s%s%s: rejected: %s", c->peer, c->node ? " node " : "",
+              c->node ? c->node->id : "", reason);
+  rej.code = code;
+  rej.reason = reason;
+  env.body_case = MUSTER__ENVELOPE__BODY_REJECT;
+  env.reject = &rej;
+  c->state = CONN_CLOSING;
+  /* Stop feeding the model from this connection at once. */
+  if (c->spool && c->spool->conn == c)
+    c->spool->conn = NULL;
+  if (mst_frame_write_envelope(&c->wr, &env, c->aggr->cfg.max_frame) < 0 ||
+      conn_update_events(c) < 0) {
+    c->dead = true;
+    return;
+  }
+  sd_event_source_disable_unref(c->timer);
+  c->timer = NULL;
+  if (sd_event_add_time_relative(c->aggr->event, &c->timer, CLOCK_MONOTONIC, CONN_LINGER_USEC,
+                                 0, linger_expired, c) < 0)
+    c->dead = true;
+}
+
+static int conn_send_ack(struct aggr_conn *c, uint64_t seq) {
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  Muster__Ack ack = MUSTER__ACK__INIT;
+  ack.seq = seq;
+  env.body_case = MUSTER__ENVELOPE__BODY_ACK;
+  env.ack = &ack;
+  return conn_send(c, &env);
+}
+
+void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq, bool ok) {
+  struct aggr_conn *c = spool->conn;
+  if (!ok) {
+    /* Nothing of this batch is durable: forget what was received beyond what
+     * is held and make the agent replay it. */
+    spool->received_seq = spool->held_seq;
+    if (c && c->state == CONN_STREAMING) {
+      log_error("stream %s node %s: history commit failed; closing so the agent replays",
+                c->peer, spool->node_id);
+      conn_free(c);
+    }
+    return;
+  }
+  if (seq > spool->held_seq)
+    spool->held_seq = seq;
+  if (c && c->state == CONN_STREAMING && conn_send_ack(c, spool->held_seq) < 0)
+    conn_free(c);
+}
+
+/* The Hello: identify the node, check role and credentials, bind the spool
+ * and answer with a Welcome. Returns 0, or -1 after the connection was
+ * rejected or freed. */
+static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
+  struct aggr *a = c->aggr;
+  const struct mst_profile *profile;
+  struct aggr_node *node;
+  struct aggr_spool *spool;
+  uint64_t now = mst_now_realtime_usec();
+
+  if (c->state != CONN_HELLO) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "a second Hello on the same connection");
+    return -1;
+  }
+  if (!h->node_id || !h->node_id[0]) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without node_id");
+    return -1;
+  }
+  if (strlen(h->node_id) > 253 || !h->spool_id || strlen(h->spool_id) > 128) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
+                "Hello with an overlong node_id or spool_id");
+    return -1;
+  }
+  if (!h->spool_id[0]) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
+    return -1;
+  }
+  if (a->token && !mst_token_equal(a->token, h->token)) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_UNAUTHORIZED, "wrong or missing token");
+    return -1;
+  }
+  profile = mst_profile_set_find(a->profiles, h->role);
+  if (!profile) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE, "unknown role '%.64s'",
+                h->role ? h->role : "");
+    return -1;
+  }
+
+  node = aggr_model_get(&a->model, h->node_id);
+  spool = node ? aggr_spool_get(a, h->node_id, h->spool_id) : NULL;
+  if (!node || !spool) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+    return -1;
+  }
+  if (node->conn && node->conn != c) {
+    log_info("stream %s: node %s reconnected; closing its previous stream %s", c->peer,
+             node->id, node->conn->peer);
+    conn_free(node->conn);
+  }
+  if (spool->conn && spool->conn != c)
+    conn_free(spool->conn);
+
+  /* Record who the node is. */
+  if (!node->role || strcmp(node->role, h->role) != 0) {
+    free(node->role);
+    node->role = strdup(h->role);
+  }
+  free(node->hostname);
+  node->hostname = strdup_or_empty(h->hostname);
+  if (!node->boot_id || strcmp(node->boot_id, h->boot_id) != 0) {
+    free(node->boot_id);
+    node->boot_id = strdup_or_empty(h->boot_id);
+    /* A new boot: what was known of the components belongs to the old one. */
+    node->have_snapshot = false;
+  }
+  node->boot_time_usec = h->boot_time_ms > 0 ? (uint64_t)h->boot_time_ms * USEC_PER_MSEC : 0;
+  free(node->profile_digest);
+  node->profile_digest = strdup_or_empty(h->profile_digest);
+  node->profile_drift = strcmp(node->profile_digest, profile->digest) != 0;
+  if (!node->reported)
+    node->first_seen_usec = now;
+  node->reported = true;
+  node->last_seen_usec = now;
+  node->conn = c;
+  node->dirty = true;
+  c->node = node;
+  c->spool = spool;
+  spool->conn = c;
+  /* Anything received but not yet committed will be re-sent by the agent. */
+  spool->received_seq = spool->held_seq;
+  c->state = CONN_STREAMING;
+  if (node->profile_drift)
+    log_warning("stream %s node %s: profile drift: agent digest %.12s, aggregator %.12s",
+                c->peer, node->id, node->profile_digest, profile->digest);
+
+  struct aggr_write *jn = aggr_write_new(AGGR_WRITE_NODE);
+  struct aggr_write *jb = aggr_write_new(AGGR_WRITE_BOOT);
+  if (jn) {
+    jn->epoch = a->epoch;
+    jn->node_id = strdup(node->id);
+    jn->role = strdup(node->role ? node->role : "");
+    jn->hostname = strdup(node->hostname ? node->hostname : "");
+    jn->seen_ms = (int64_t)(now / USEC_PER_MSEC);
+    aggr_writer_submit(a->writer, jn);
+  }
+  if (jb) {
+    jb->epoch = a->epoch;
+    jb->node_id = strdup(node->id);
+    jb->boot_id = strdup(node->boot_id ? node->boot_id : "");
+    jb->boot_time_ms = (int64_t)(node->boot_time_usec / USEC_PER_MSEC);
+    jb->seen_ms = (int64_t)(now / USEC_PER_MSEC);
+    aggr_writer_submit(a->writer, jb);
+  }
+
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  Muster__Welcome w = MUSTER__WELCOME__INIT;
+  w.epoch = a->epoch;
+  w.held_seq = spool->held_seq;
+  w.leader_id = a->cfg.id;
+  env.body_case = MUSTER__ENVELOPE__BODY_WELCOME;
+  env.welcome = &w;
+  log_info("stream %s: node %s (role %s, spool %.16s) welcomed; holding seq %llu, agent has %llu",
+           c->peer, node->id, node->role, spool->spool_id, (unsigned long long)spool->held_seq,
+           (unsigned long long)h->last_seq);
+  aggr_request_publish(a, true);
+  if (conn_send(c, &env) < 0) {
+    c->dead = true;
+    return -1;
+  }
+  return 0;
+}
+
+static bool state_valid(int s) {
+  return s >= MST_STATE_STARTING && s <= MST_STATE_UNKNOWN;
+}
+
+static void component_apply(struct aggr_component *comp, int check, int state, int64_t since_ms,
+                            const char *output, unsigned health, unsigned rise, unsigned fall) {
+  comp->check = (enum mst_check_kind)check;
+  comp->state = (enum mst_state)state;
+  comp->since_usec = since_ms > 0 ? (uint64_t)since_ms * USEC_PER_MSEC : 0;
+  if (!comp->output || strcmp(comp->output, output ? output : "") != 0) {
+    free(comp->output);
+    comp->output = strdup_or_empty(output);
+  }
+  comp->health = health;
+  comp->rise = rise;
+  comp->fall = fall;
+}
+
+static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
+  struct aggr *a = c->aggr;
+  struct aggr_spool *spool = c->spool;
+  uint64_t now = mst_now_realtime_usec();
+  bool duplicate = false, fresh = false;
+
+  for (size_t i = 0; i < b->n_changes; i++) {
+    const Muster__Change *ch = b->changes[i];
+    if (!ch->component || !ch->component[0] || strlen(ch->component) > 256 ||
+        !state_valid(ch->to) || ch->seq == 0) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "change seq %llu has no component, an overlong name or an invalid state",
+                  (unsigned long long)ch->seq);
+      return -1;
+    }
+  }
+  for (size_t i = 0; i < b->n_changes; i++) {
+    const Muster__Change *ch = b->changes[i];
+    if (ch->seq <= spool->received_seq) {
+      duplicate = true; /* already held or on its way to disk */
+      continue;
+    }
+    if (ch->seq != spool->received_seq + 1 && spool->received_seq != 0)
+      log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)",
+                 c->peer, c->node->id, (unsigned long long)spool->received_seq,
+                 (unsigned long long)ch->seq);
+    spool->received_seq = ch->seq;
+
+    struct aggr_write *j = aggr_write_new(AGGR_WRITE_CHANGE);
+    if (!j) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+      return -1;
+    }
+    j->epoch = a->epoch;
+    j->spool = spool;
+    j->node_id = strdup(spool->node_id);
+    j->spool_id = strdup(spool->spool_id);
+    j->seq = ch->seq;
+    j->component = strdup(ch->component);
+    j->check_kind = check_name(ch->check);
+    j->from_state = state_name(ch->from);
+    j->to_state = state_name(ch->to);
+    j->at_ms = ch->at_ms;
+    j->output = strdup_or_empty(ch->output);
+    j->boot_id = strdup_or_empty(ch->boot_id);
+    j->health = ch->health;
+    j->rise = ch->rise;
+    j->fall = ch->fall;
+    j->received_ms = (int64_t)(now / USEC_PER_MSEC);
+    aggr_writer_submit(a->writer, j);
+    fresh = true;
+
+    /* The live model follows at once; the Ack waits for the commit. Changes
+     * of an earlier boot are history only. */
+    if (!ch->boot_id || !c->node->boot_id || strcmp(ch->boot_id, c->node->boot_id) == 0) {
+      struct aggr_component *comp = aggr_node_get_component(c->node, ch->component);
+      if (comp)
+        component_apply(comp, ch->check, ch->to, ch->at_ms, ch->output, ch->health, ch->rise,
+                        ch->fall);
+      c->node->dirty = true;
+    }
+  }
+  if (fresh)
+    aggr_request_publish(a, true);
+  if (duplicate && spool->held_seq > 0 && conn_send_ack(c, spool->held_seq) < 0) {
+    c->dead = true;
+    return -1;
+  }
+  return 0;
+}
+
+static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
+  struct aggr_node *node = c->node;
+  bool *keep;
+
+  for (size_t i = 0; i < s->n_components; i++) {
+    const Muster__ComponentStatus *cs = s->components[i];
+    if (!cs->component || !cs->component[0] || strlen(cs->component) > 256 ||
+        !state_valid(cs->state)) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "snapshot entry without component name or with an invalid state");
+      return -1;
+    }
+  }
+  for (size_t i = 0; i < s->n_components; i++) {
+    const Muster__ComponentStatus *cs = s->components[i];
+    struct aggr_component *comp = aggr_node_get_component(node, cs->component);
+    if (!comp) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+      return -1;
+    }
+    component_apply(comp, cs->check, cs->state, cs->since_ms, cs->output, cs->health, cs->rise,
+                    cs->fall);
+  }
+  /* The snapshot is the truth: a component missing from it is gone. */
+  keep = calloc(node->n_components + 1, sizeof(bool));
+  if (!keep) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < node->n_components; i++)
+    for (size_t k = 0; k < s->n_components; k++)
+      if (strcmp(node->components[i].name, s->components[k]->component) == 0) {
+        keep[i] = true;
+        break;
+      }
+  aggr_node_retain_components(node, keep);
+  free(keep);
+  node->have_snapshot = true;
+  node->dirty = true;
+  aggr_request_publish(c->aggr, true);
+  return 0;
+}
+
+static int conn_on_heartbeat(struct aggr_conn *c, const Muster__Heartbeat *hb) {
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  Muster__Heartbeat reply = MUSTER__HEARTBEAT__INIT;
+  reply.sent_ms = (int64_t)(mst_now_realtime_usec() / USEC_PER_MSEC);
+  reply.seq = c->spool->held_seq;
+  env.body_case = MUSTER__ENVELOPE__BODY_HEARTBEAT;
+  env.heartbeat = &reply;
+  return conn_send(c, &env);
+}
+
+/* Dispatches one decoded frame. Returns 0, or -1 when c is gone or closing. */
+static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
+  if (env->body_case == MUSTER__ENVELOPE__BODY_HELLO)
+    return conn_on_hello(c, env->hello);
+  if (c->state != CONN_STREAMING) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "a report before Hello");
+    return -1;
+  }
+  c->node->last_seen_usec = mst_now_realtime_usec();
+  switch (env->body_case) {
+  case MUSTER__ENVELOPE__BODY_CHANGES:
+    return conn_on_changes(c, env->changes);
+  case MUSTER__ENVELOPE__BODY_SNAPSHOT:
+    return conn_on_snapshot(c, env->snapshot);
+  case MUSTER__ENVELOPE__BODY_HEARTBEAT:
+    aggr_request_publish(c->aggr, false);
+    if (conn_on_heartbeat(c, env->heartbeat) < 0) {
+      c->dead = true;
+      return -1;
+    }
+    return 0;
+  default:
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "unexpected message %d from an agent",
+                (int)env->body_case);
+    return -1;
+  }
+}
+
+static int conn_update_events(struct aggr_conn *c) {
+  uint32_t ev = EPOLLIN;
+  if (mst_buf_pending(&c->wr) > 0) {
+    int r = mst_buf_flush(&c->wr, c->fd);
+    if (r == -EAGAIN)
+      ev |= EPOLLOUT;
+    else if (r < 0)
+      return r;
+  }
+  if (c->state == CONN_CLOSING && mst_buf_pending(&c->wr) == 0)
+    /* The Reject is out: stop sending and wait for the peer to hang up (or
+     * the linger timer), so the Reject is not lost to a reset. */
+    (void)shutdown(c->fd, SHUT_WR);
+  return sd_event_source_set_io_events(c->io, ev);
+}
+
+/* Handles the whole frames buffered. Stops when the connection is closing or
+ * dead; the caller frees a dead one. */
+static void conn_read_frames(struct aggr_conn *c) {
+  for (int budget = CONN_MAX_FRAMES_PER_WAKE; budget > 0 && !c->dead && c->state != CONN_CLOSING;
+       budget--) {
+    const uint8_t *data;
+    size_t len;
+    int r = mst_frame_reader_next(&c->rd, &data, &len);
+    if (r == 0)
+      return;
+    if (r == -EMSGSIZE) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_TOO_LARGE,
+                  "frame larger than the maximum of %llu bytes",
+                  (unsigned long long)c->aggr->cfg.max_frame);
+      return;
+    }
+    if (r < 0) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED, "malformed frame length");
+      return;
+    }
+    _cleanup_envelope_ Muster__Envelope *env = NULL;
+    if (mst_envelope_decode(data, len, &env) < 0) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "a %zu-byte frame that does not decode as an Envelope", len);
+      return;
+    }
+    c->last_heard_usec = mst_now_monotonic_usec();
+    if (conn_on_frame(c, env) < 0)
+      return;
+  }
+}
+
+static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+  struct aggr_conn *c = userdata;
+
+  if ((revents & EPOLLOUT) && conn_update_events(c) < 0)
+    c->dead = true;
+  if (!c->dead && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    ssize_t n = mst_frame_reader_fill(&c->rd, fd);
+    bool gone = n == 0 || (n < 0 && n != -EAGAIN);
+    if (c->state == CONN_CLOSING) {
+      /* Discard input; the peer hanging up ends the linger. */
+      c->rd.start = c->rd.len = 0;
+      c->dead = gone;
+    } else {
+      /* Frames complete in the buffer count even when the peer is gone. */
+      conn_read_frames(c);
+      if (gone && c->state != CONN_CLOSING) {
+        if (c->node)
+          log_info("stream %s: node %s disconnected%s%s", c->peer, c->node->id,
+                   n < 0 ? ": " : "", n < 0 ? strerror((int)-n) : "");
+        c->dead = true;
+      }
+    }
+  }
+  if (c->dead)
+    conn_free(c);
+  return 0;
+}
+
+static int conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+  struct aggr_conn *c = userdata;
+  struct aggr *a = c->aggr;
+  uint64_t now = mst_now_monotonic_usec();
+
+  if (c->state == CONN_HELLO) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "no Hello within %llu ms",
+                (unsigned long long)(a->cfg.hello_timeout_usec / USEC_PER_MSEC));
+    if (c->dead)
+      conn_free(c);
+    return 0;
+  }
+  if (now - c->last_heard_usec >= a->cfg.stale_timeout_usec) {
+    log_warning("stream %s: node %s silent for %llu ms; closing", c->peer,
+                c->node ? c->node->id : "?",
+                (unsigned long long)((now - c->last_heard_usec) / USEC_PER_MSEC));
+    conn_free(c);
+    return 0;
+  }
+  sd_event_source_set_time(s, c->last_heard_usec + a->cfg.stale_timeout_usec);
+  sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+  return 0;
+}
+
+static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+  struct aggr *a = userdata;
+
+  for (int i = 0; i < 64; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        log_warning("stream: accept failed: %m, ignoring");
+      return 0;
+    }
+    if (a->n_conns >= a->cfg.max_connections) {
+      log_warning("stream: connection limit %llu reached; refusing a connection",
+                  (unsigned long long)a->cfg.max_connections);
+      close(cfd);
+      continue;
+    }
+    struct aggr_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+      close(cfd);
+      continue;
+    }
+    int one = 1;
+    (void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->aggr = a;
+    c->fd = cfd;
+    mst_frame_reader_init(&c->rd, a->cfg.max_frame);
+    mst_buf_init(&c->wr, CONN_OUTBUF_MAX);
+    c->last_heard_usec = mst_now_monotonic_usec();
+    if (ss.ss_family == AF_INET) {
+      const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+      snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(sin->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+      const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+      char ip[INET6_ADDRSTRLEN];
+      inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+      snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(sin6->sin6_port));
+    } else {
+      snprintf(c->peer, sizeof(c->peer), "fd %d", cfd);
+    }
+    c->next = a->conns;
+    if (a->conns)
+      a->conns->prev = c;
+    a->conns = c;
+    a->n_conns++;
+    if (sd_event_add_io(a->event, &c->io, cfd, EPOLLIN, conn_io, c) < 0 ||
+        sd_event_add_time(a->event, &c->timer, CLOCK_MONOTONIC,
+                          c->last_heard_usec + a->cfg.hello_timeout_usec, 0, conn_timer,
+                          c) < 0) {
+      conn_free(c);
+      continue;
+    }
+    log_debug("stream %s: connected", c->peer);
+  }
+  return 0;
+}
+
+int aggr_stream_listen(struct aggr *a) {
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  int one = 1, r;
+  _cleanup_close_ int fd = -1;
+
+  r = mst_parse_host_port(a->cfg.listen_stream, &sin);
+  if (r < 0) {
+    log_error("listen_stream '%s' is not an IPv4 host:port", a->cfg.listen_stream);
+    return r;
+  }
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+    r = -errno;
+    log_error("cannot listen for agents on %s: %s", a->cfg.listen_stream, strerror(-r));
+    return r;
+  }
+  if (listen(fd, 1024) < 0)
+    return -errno;
+  r = sd_event_add_io(a->event, &a->listen_source, fd, EPOLLIN, listen_io, a);
+  if (r < 0)
+    return r;
+  a->listen_fd = TAKE_FD(fd);
+  log_info("listening for agents on %s", a->cfg.listen_stream);
+  return 0;
+}
+
+void aggr_stream_close_all(struct aggr *a) {
+  while (a->conns)
+    conn_free(a->conns);
+  sd_event_source_disable_unref(a->listen_source);
+  a->listen_source = NULL;
+  if (a->listen_fd >= 0)
+    close(a->listen_fd);
+  a->listen_fd = -1;
+}

@@ -1,0 +1,360 @@
+/* The HTTP API server: libmicrohttpd with an internal thread pool (epoll,
+ * suspend/resume allowed for the long-polls to come), routing GET and HEAD
+ * requests to bodies pre-rendered in the current view.
+ *
+ * Each request acquires the current view, hands MHD a response that points
+ * into the view's body, and releases the view from the response's free
+ * callback, when MHD is done sending. So the hot path takes no lock, copies
+ * no body, and never waits for the loop thread. Error bodies are static.
+ *
+ * Threads: aggr_http_start/free on the main or loop thread; everything else
+ * here runs on MHD's threads and reads only views (and the clock). */
+#include <netinet/in.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "http.h"
+#include "mst/log.h"
+#include "mst/macro.h"
+#include "mst/time.h"
+
+#define HTTP_DEFAULT_THREADS 2
+#define HTTP_MAX_THREADS 64
+#define HTTP_CONNECTION_TIMEOUT_SEC 60
+/* Room for the parked long-polls of a later issue (10,000 measured); the
+ * process needs RLIMIT_NOFILE above this to use it all. */
+#define HTTP_CONNECTION_LIMIT 20000
+/* Per connection, caps the request line and headers (MHD answers 414/431). */
+#define HTTP_CONNECTION_MEMORY (32 * 1024)
+
+#define ERROR_JSON(code, message) "{\"error\":{\"code\":\"" code "\",\"message\":\"" message "\"}}"
+
+static const char error_no_resource[] = ERROR_JSON("not_found", "no such resource");
+static const char error_no_node[] = ERROR_JSON("not_found", "no such node");
+static const char error_method[] = ERROR_JSON("method_not_allowed",
+                                              "only GET and HEAD are allowed here");
+static const char error_not_ready[] = ERROR_JSON("not_ready", "the aggregator is not ready");
+static const char error_internal[] = ERROR_JSON("internal", "out of memory");
+static const char body_healthz[] = "{\"status\":\"ok\"}";
+static const char body_ready[] = "{\"ready\":true,\"role\":\"leader\"}";
+static const char body_not_ready[] = "{\"ready\":false,\"role\":\"follower\"}";
+static const char body_not_started[] = "{\"ready\":false,\"role\":\"none\"}";
+
+#define NODES_PREFIX "/v1/nodes/"
+
+struct aggr_http {
+  struct MHD_Daemon *daemon;
+  struct aggr_views *views;
+  uint16_t port;
+};
+
+enum route {
+  ROUTE_NONE,
+  ROUTE_V1_UNKNOWN, /* under /v1/ but no such resource */
+  ROUTE_HEALTHZ,
+  ROUTE_READYZ,
+  ROUTE_HEALTH,
+  ROUTE_NODES,
+  ROUTE_NODE,
+};
+
+static enum route route_of(const char *url) {
+  if (strcmp(url, "/v1/health") == 0)
+    return ROUTE_HEALTH;
+  if (strcmp(url, "/v1/nodes") == 0)
+    return ROUTE_NODES;
+  if (strncmp(url, NODES_PREFIX, strlen(NODES_PREFIX)) == 0 && url[strlen(NODES_PREFIX)])
+    return ROUTE_NODE;
+  if (strcmp(url, "/healthz") == 0)
+    return ROUTE_HEALTHZ;
+  if (strcmp(url, "/readyz") == 0)
+    return ROUTE_READYZ;
+  if (strncmp(url, "/v1/", 4) == 0)
+    return ROUTE_V1_UNKNOWN;
+  return ROUTE_NONE;
+}
+
+/* --- responses ------------------------------------------------------------ */
+
+struct headers {
+  bool indexed; /* /v1/...: carries X-Muster-Index */
+  uint64_t index;
+  bool etag;
+  bool weak; /* the bytes may differ under one index (live fields) */
+  bool allow;
+};
+
+static bool add_headers(struct MHD_Response *r, const struct headers *h) {
+  char buf[48];
+  if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES)
+    return false;
+  if (h->indexed) {
+    snprintf(buf, sizeof(buf), "%" PRIu64, h->index);
+    if (MHD_add_response_header(r, "X-Muster-Index", buf) != MHD_YES)
+      return false;
+  }
+  if (h->etag) {
+    snprintf(buf, sizeof(buf), "%s\"%" PRIu64 "\"", h->weak ? "W/" : "", h->index);
+    if (MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, buf) != MHD_YES)
+      return false;
+  }
+  if (h->allow && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD") != MHD_YES)
+    return false;
+  return true;
+}
+
+/* Queues r (which it consumes) with headers h. */
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r,
+                             const struct headers *h) {
+  if (!r)
+    return MHD_NO;
+  enum MHD_Result ret = add_headers(r, h) ? MHD_queue_response(c, status, r) : MHD_NO;
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static enum MHD_Result queue_static(struct MHD_Connection *c, unsigned status, const char *body,
+                                    const struct headers *h) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+  return queue(c, status, r, h);
+}
+
+static void release_view(void *cls) {
+  aggr_view_release(cls);
+}
+
+/* Serves b, a body of v, and takes over the caller's reference on v: it is
+ * released when MHD frees the response. */
+static enum MHD_Result queue_body(struct MHD_Connection *c, struct aggr_view *v,
+                                  const struct aggr_body *b) {
+  struct headers h = {.indexed = true, .index = b->index, .etag = true};
+  struct MHD_Response *r;
+  char *live;
+  size_t live_len;
+
+  int k = aggr_body_live_copy(b, mst_now_realtime_usec(), &live, &live_len);
+  if (k < 0) {
+    aggr_view_release(v);
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &h);
+  }
+  if (k > 0) {
+    /* The copy stands alone: the view can go now. */
+    aggr_view_release(v);
+    h.weak = true;
+    r = MHD_create_response_from_buffer_with_free_callback(live_len, live, free);
+    if (!r)
+      free(live);
+    return queue(c, MHD_HTTP_OK, r, &h);
+  }
+  r = MHD_create_response_from_buffer_with_free_callback_cls(b->len, b->data, release_view, v);
+  if (!r) {
+    /* MHD calls the free callback only for a response it created. */
+    aggr_view_release(v);
+    return MHD_NO;
+  }
+  return queue(c, MHD_HTTP_OK, r, &h);
+}
+
+/* --- routes --------------------------------------------------------------- */
+
+static enum MHD_Result serve_readyz(struct aggr_http *h, struct MHD_Connection *c) {
+  struct headers none = {0};
+  struct aggr_view *v = aggr_view_acquire(h->views);
+  bool have = v != NULL, ready = v && v->ready;
+  aggr_view_release(v);
+  if (ready)
+    return queue_static(c, MHD_HTTP_OK, body_ready, &none);
+  return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, have ? body_not_ready : body_not_started,
+                      &none);
+}
+
+static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, enum route route,
+                                const char *url, bool method_ok) {
+  struct aggr_view *v = aggr_view_acquire(h->views);
+  struct headers hd = {.indexed = true, .index = v ? v->index : 0};
+  const struct aggr_view_node *node;
+  enum MHD_Result ret;
+
+  if (route == ROUTE_V1_UNKNOWN)
+    ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &hd);
+  else if (!method_ok) {
+    hd.allow = true;
+    ret = queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &hd);
+  } else if (!v || !v->ready)
+    ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &hd);
+  else if (route == ROUTE_HEALTH)
+    return queue_body(c, v, v->health);
+  else if (route == ROUTE_NODES)
+    return queue_body(c, v, v->nodes);
+  else if ((node = aggr_view_find_node(v, url + strlen(NODES_PREFIX))))
+    return queue_body(c, v, node->detail);
+  else {
+    /* A node that does not exist yet appears in the node list first. */
+    hd.index = v->nodes->index;
+    ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_node, &hd);
+  }
+  aggr_view_release(v);
+  return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  static int request_seen;
+  struct aggr_http *h = cls;
+
+  /* Answering on the first call makes MHD close every connection; the first
+   * call only marks the request. */
+  if (!*con_cls) {
+    *con_cls = &request_seen;
+    return MHD_YES;
+  }
+  /* Any request body is ignored: answering now makes MHD skip the rest of
+   * it and close the connection afterwards. */
+
+  bool method_ok =
+      strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+  enum route route = route_of(url);
+  struct headers none = {0}, allow = {.allow = true};
+
+  switch (route) {
+  case ROUTE_NONE:
+    return queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &none);
+  case ROUTE_HEALTHZ:
+    if (!method_ok)
+      return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
+    return queue_static(c, MHD_HTTP_OK, body_healthz, &none);
+  case ROUTE_READYZ:
+    if (!method_ok)
+      return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
+    return serve_readyz(h, c);
+  default:
+    return serve_v1(h, c, route, url, method_ok);
+  }
+}
+
+/* --- server --------------------------------------------------------------- */
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) _printf_(2, 0);
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  char buf[512];
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  size_t len = strlen(buf);
+  while (len > 0 && buf[len - 1] == '\n')
+    buf[--len] = 0;
+  log_warning("HTTP: %s", buf);
+}
+
+/* "HOST:PORT" into a socket address. */
+static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_ipv6) {
+  const char *colon = strrchr(s, ':');
+  if (!colon)
+    return -EINVAL;
+  const char *p = colon + 1;
+  if (*p < '0' || *p > '9')
+    return -EINVAL;
+  unsigned long port = 0;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9')
+      return -EINVAL;
+    port = port * 10 + (unsigned long)(*p - '0');
+    if (port > 65535)
+      return -EINVAL;
+  }
+
+  size_t host_len = (size_t)(colon - s);
+  char host[INET6_ADDRSTRLEN + 2];
+  if (host_len >= sizeof(host))
+    return -EINVAL;
+  memcpy(host, s, host_len);
+  host[host_len] = 0;
+
+  memset(ret, 0, sizeof(*ret));
+  if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ret;
+    host[host_len - 1] = 0;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
+      return -EINVAL;
+    *ret_ipv6 = true;
+    return 0;
+  }
+  struct sockaddr_in *in = (struct sockaddr_in *)ret;
+  in->sin_family = AF_INET;
+  in->sin_port = htons((uint16_t)port);
+  *ret_ipv6 = false;
+  if (host_len == 0 || strcmp(host, "*") == 0)
+    in->sin_addr.s_addr = htonl(INADDR_ANY);
+  else if (strcmp(host, "localhost") == 0)
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  else if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+    return -EINVAL;
+  return 0;
+}
+
+int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views *vs,
+                    struct aggr_http **ret) {
+  struct sockaddr_storage addr;
+  bool ipv6;
+
+  if (parse_listen(listen_addr, &addr, &ipv6) < 0) {
+    log_error("Bad HTTP listen address \"%s\": expected HOST:PORT", listen_addr);
+    return -EINVAL;
+  }
+  if (threads == 0)
+    threads = HTTP_DEFAULT_THREADS;
+  threads = MST_MIN(threads, HTTP_MAX_THREADS);
+
+  struct aggr_http *h = calloc(1, sizeof(*h));
+  if (!h)
+    return -ENOMEM;
+  h->views = vs;
+
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                   MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
+  uint16_t port = ipv6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
+                       : ntohs(((struct sockaddr_in *)&addr)->sin_port);
+  errno = 0;
+  h->daemon = MHD_start_daemon(
+      flags, port, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE, threads,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)HTTP_CONNECTION_TIMEOUT_SEC, MHD_OPTION_CONNECTION_LIMIT,
+      (unsigned)HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+      MHD_OPTION_END);
+  if (!h->daemon) {
+    int r = errno > 0 ? -errno : -EIO;
+    log_error("Cannot serve HTTP on %s: %s", listen_addr, strerror(-r));
+    free(h);
+    return r;
+  }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  h->port = info ? info->port : port;
+  log_info("Serving HTTP on %s (port %u, %u threads)", listen_addr, h->port, threads);
+  *ret = h;
+  return 0;
+}
+
+void aggr_http_free(struct aggr_http *h) {
+  if (!h)
+    return;
+  if (h->daemon)
+    MHD_stop_daemon(h->daemon);
+  free(h);
+}
+
+uint16_t aggr_http_port(const struct aggr_http *h) {
+  return h->port;
+}

@@ -1,0 +1,447 @@
+/* muster-aggregatord: the daemon's start-up, configuration and loop.
+ *
+ * Start-up reads the config and the profiles (every error reported as
+ * path:line: message), opens and migrates the history database, restores
+ * what it holds for each agent spool, then hands the database to the writer
+ * thread. The sd-event loop thread then owns the live model and the agent
+ * streams; HTTP runs on libmicrohttpd's thread pool and reads the views the
+ * loop publishes. Without ZooKeeper the aggregator leads alone; each start is
+ * a new leader epoch, stamped on every row written and every Welcome. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "aggr.h"
+#include "http.h"
+#include "mst/auth.h"
+#include "mst/config.h"
+#include "mst/log.h"
+#include "mst/net.h"
+#include "mst/store.h"
+#include "mst/time.h"
+#include "view.h"
+#include "writer.h"
+
+extern const struct mst_migration aggr_schema_migrations[];
+extern const size_t aggr_schema_migrations_count;
+
+#define PUBLISH_MIN_SPACING_USEC (5 * USEC_PER_MSEC)
+#define PUBLISH_LAZY_USEC (1 * USEC_PER_SEC)
+
+#define KEY(sec, name, type, field, min, max, dflt)                                                \
+  { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt }
+
+static const struct mst_conf_key config_table[] = {
+    KEY("aggregator", "id", MST_CONF_STRING, id, 0, 0, NULL),
+    KEY("aggregator", "cluster", MST_CONF_STRING, cluster, 0, 0, "default"),
+    KEY("aggregator", "listen_stream", MST_CONF_STRING, listen_stream, 0, 0, "0.0.0.0:7610"),
+    KEY("aggregator", "listen_http", MST_CONF_STRING, listen_http, 0, 0, "0.0.0.0:7611"),
+    KEY("aggregator", "database", MST_CONF_STRING, database, 0, 0,
+        "/var/lib/muster/aggregator.db"),
+    KEY("aggregator", "profiles", MST_CONF_STRING, profiles, 0, 0, "/etc/muster/profiles"),
+    KEY("aggregator", "expected_masters", MST_CONF_STRING, expected_masters, 0, 0, NULL),
+    KEY("aggregator", "stale_timeout", MST_CONF_DURATION, stale_timeout_usec, 200 * USEC_PER_MSEC,
+        3600 * USEC_PER_SEC, "30s"),
+    KEY("aggregator", "retention", MST_CONF_DURATION, retention_usec, 3600 * USEC_PER_SEC,
+        3650ULL * 86400 * USEC_PER_SEC, "7d"),
+    KEY("aggregator", "token_file", MST_CONF_STRING, token_file, 0, 0, NULL),
+    KEY("aggregator", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64 * 1024 * 1024, "1MiB"),
+    KEY("aggregator", "http_threads", MST_CONF_UINT, http_threads, 1, 64, "2"),
+    KEY("aggregator", "synchronous", MST_CONF_STRING, synchronous, 0, 0, "full"),
+    KEY("aggregator", "hello_timeout", MST_CONF_DURATION, hello_timeout_usec,
+        100 * USEC_PER_MSEC, 600 * USEC_PER_SEC, "10s"),
+    KEY("aggregator", "max_connections", MST_CONF_UINT, max_connections, 1, 1000000, "20000"),
+    KEY("zookeeper", "hosts", MST_CONF_STRING, zk_hosts, 0, 0, NULL),
+    KEY("zookeeper", "session_timeout", MST_CONF_DURATION, zk_session_timeout_usec,
+        USEC_PER_SEC, 60 * USEC_PER_SEC, "4s"),
+    KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
+};
+
+struct aggr_spool *aggr_spool_get(struct aggr *a, const char *node_id, const char *spool_id) {
+  struct aggr_spool *s;
+  for (s = a->spools; s; s = s->next)
+    if (strcmp(s->node_id, node_id) == 0 && strcmp(s->spool_id, spool_id) == 0)
+      return s;
+  s = calloc(1, sizeof(*s));
+  if (!s)
+    return NULL;
+  s->node_id = strdup(node_id);
+  s->spool_id = strdup(spool_id);
+  if (!s->node_id || !s->spool_id) {
+    free(s->node_id);
+    free(s->spool_id);
+    free(s);
+    return NULL;
+  }
+  s->next = a->spools;
+  a->spools = s;
+  return s;
+}
+
+static void spools_free(struct aggr *a) {
+  while (a->spools) {
+    struct aggr_spool *next = a->spools->next;
+    free(a->spools->node_id);
+    free(a->spools->spool_id);
+    free(a->spools);
+    a->spools = next;
+  }
+}
+
+/* Arms the stale timer at the moment the next node turns unreachable. */
+static void stale_timer_rearm(struct aggr *a) {
+  uint64_t at = aggr_model_next_stale_usec(&a->model);
+  if (at == UINT64_MAX) {
+    sd_event_source_set_enabled(a->stale_timer, SD_EVENT_OFF);
+    return;
+  }
+  sd_event_source_set_time(a->stale_timer, at);
+  sd_event_source_set_enabled(a->stale_timer, SD_EVENT_ONESHOT);
+}
+
+static void record_cluster_verdict(struct aggr *a) {
+  struct aggr_write *j = aggr_write_new(AGGR_WRITE_CLUSTER_VERDICT);
+  if (!j)
+    return;
+  j->epoch = a->epoch;
+  j->to_state = mst_verdict_to_string(a->model.verdict);
+  j->at_ms = (int64_t)(a->model.verdict_since_usec / USEC_PER_MSEC);
+  j->output = aggr_reasons_to_json(&a->model.reasons);
+  aggr_writer_submit(a->writer, j);
+  log_info("cluster verdict: %s (%zu reasons)", j->to_state, a->model.reasons.n);
+}
+
+static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
+  struct aggr *a = userdata;
+  uint64_t now = mst_now_realtime_usec();
+
+  a->publish_armed = false;
+  a->last_publish_usec = mst_now_monotonic_usec();
+  if (aggr_model_evaluate(&a->model, now))
+    record_cluster_verdict(a);
+  if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
+    log_error("cannot publish a new view (out of memory?), ignoring");
+  stale_timer_rearm(a);
+  return 0;
+}
+
+void aggr_request_publish(struct aggr *a, bool urgent) {
+  uint64_t now = mst_now_monotonic_usec(), at, cur = 0;
+
+  if (!a->publish_timer)
+    return;
+  if (urgent) {
+    at = a->last_publish_usec + PUBLISH_MIN_SPACING_USEC;
+    if (at < now)
+      at = now;
+  } else {
+    at = now + PUBLISH_LAZY_USEC;
+  }
+  if (a->publish_armed && sd_event_source_get_time(a->publish_timer, &cur) >= 0 && cur <= at)
+    return;
+  sd_event_source_set_time(a->publish_timer, at);
+  sd_event_source_set_enabled(a->publish_timer, SD_EVENT_ONESHOT);
+  a->publish_armed = true;
+}
+
+static int stale_fired(sd_event_source *s, uint64_t usec, void *userdata) {
+  aggr_request_publish(userdata, true);
+  return 0;
+}
+
+static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+  struct aggr *a = userdata;
+  size_t n = 0;
+  struct aggr_commit *done = aggr_writer_collect(a->writer, &n);
+  for (size_t i = 0; i < n; i++)
+    aggr_conn_committed(a, done[i].spool, done[i].seq, done[i].ok);
+  free(done);
+  return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+  log_info("received %s, shutting down", strsignal((int)si->ssi_signo));
+  sd_notify(0, "STOPPING=1");
+  return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+/* Reads what the database already holds: the epoch of the previous leader
+ * (this start takes the next one), every spool's held seq and the node
+ * registry. Runs before the writer thread owns the connection. */
+static int restore_from_database(struct aggr *a, sqlite3 *db) {
+  _cleanup_stmt_ sqlite3_stmt *st = NULL;
+  char buf[32];
+  int rc;
+
+  rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'epoch'", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  a->epoch = 1;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    a->epoch = strtoull((const char *)sqlite3_column_text(st, 0), NULL, 10) + 1;
+  sqlite3_finalize(TAKE_PTR(st));
+  snprintf(buf, sizeof(buf), "%llu", (unsigned long long)a->epoch);
+  rc = sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", -1,
+                          &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  sqlite3_bind_text(st, 1, buf, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  rc = sqlite3_prepare_v2(db, "SELECT node_id, spool_id, held_seq FROM spools", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct aggr_spool *sp = aggr_spool_get(a, (const char *)sqlite3_column_text(st, 0),
+                                           (const char *)sqlite3_column_text(st, 1));
+    if (!sp)
+      return -ENOMEM;
+    sp->held_seq = sp->received_seq = (uint64_t)sqlite3_column_int64(st, 2);
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  /* Known nodes show as silent since their last contact until they return. */
+  rc = sqlite3_prepare_v2(
+      db, "SELECT node_id, role, hostname, first_seen_ms, last_seen_ms FROM nodes", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct aggr_node *n = aggr_model_get(&a->model, (const char *)sqlite3_column_text(st, 0));
+    if (!n)
+      return -ENOMEM;
+    free(n->role);
+    n->role = strdup((const char *)sqlite3_column_text(st, 1));
+    free(n->hostname);
+    n->hostname = strdup((const char *)sqlite3_column_text(st, 2));
+    n->first_seen_usec = (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC;
+    n->last_seen_usec = (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC;
+    n->reported = true;
+    n->dirty = true;
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  return 0;
+
+fail:
+  log_error("cannot read the history database: %s", sqlite3_errmsg(db));
+  return -EIO;
+}
+
+static void config_free(struct aggr_config *cfg) {
+  mst_conf_free(config_table, ELEMENTSOF(config_table), cfg);
+}
+
+/* Loads and checks the config and the profiles. Prints every error. */
+static int load_config(const char *path, struct aggr *a) {
+  struct mst_diag diag = {0};
+  int r = mst_conf_load(path, config_table, ELEMENTSOF(config_table), &a->cfg, &diag);
+
+  if (r >= 0) {
+    if (strcmp(a->cfg.synchronous, "full") != 0 && strcmp(a->cfg.synchronous, "normal") != 0)
+      mst_diag_add(&diag, path, 0, "[aggregator] synchronous must be 'full' or 'normal', not '%s'",
+                   a->cfg.synchronous);
+    if (a->cfg.zk_hosts)
+      mst_diag_add(&diag, path, 0,
+                   "[zookeeper] hosts: leader election is not available in this version; "
+                   "remove the key to run standalone");
+    if (!a->cfg.id) {
+      char host[256] = "aggregator";
+      (void)gethostname(host, sizeof(host) - 1);
+      a->cfg.id = strdup(host);
+    }
+    struct sockaddr_in sin;
+    if (mst_parse_host_port(a->cfg.listen_stream, &sin) < 0)
+      mst_diag_add(&diag, path, 0, "[aggregator] listen_stream '%s' is not an IPv4 host:port",
+                   a->cfg.listen_stream);
+    if (mst_parse_host_port(a->cfg.listen_http, &sin) < 0)
+      mst_diag_add(&diag, path, 0, "[aggregator] listen_http '%s' is not an IPv4 host:port",
+                   a->cfg.listen_http);
+    r = mst_profile_set_load(a->cfg.profiles, &a->profiles, &diag);
+    if (r >= 0 && a->cfg.token_file) {
+      r = mst_token_read(a->cfg.token_file, &a->token);
+      if (r < 0)
+        mst_diag_add(&diag, a->cfg.token_file, 0, "cannot use token file: %s%s", strerror(-r),
+                     r == -EPERM ? " (it must be readable by its owner only)" : "");
+    }
+  }
+  if (diag.n > 0) {
+    mst_diag_print(&diag);
+    r = -EINVAL;
+  }
+  mst_diag_done(&diag);
+  return r;
+}
+
+static void usage(FILE *f) {
+  fputs("Usage: muster-aggregatord [--config PATH] [--check-config] [--version]\n"
+        "  --config PATH    configuration file (default /etc/muster/aggregator.conf)\n"
+        "  --check-config   check the configuration and the profiles, then exit\n",
+        f);
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
+      {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
+      {0},
+  };
+  const char *config_path = "/etc/muster/aggregator.conf";
+  bool check_only = false;
+  struct aggr a = {.listen_fd = -1};
+  char **masters = NULL;
+  sqlite3 *db = NULL;
+  int opt, r, ret = EXIT_FAILURE;
+
+  while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    switch (opt) {
+    case 'c':
+      config_path = optarg;
+      break;
+    case 'k':
+      check_only = true;
+      break;
+    case 'V':
+      printf("muster-aggregatord %s\n", MUSTER_VERSION);
+      return EXIT_SUCCESS;
+    case 'h':
+      usage(stdout);
+      return EXIT_SUCCESS;
+    default:
+      usage(stderr);
+      return EXIT_FAILURE;
+    }
+  }
+  if (optind < argc) {
+    usage(stderr);
+    return EXIT_FAILURE;
+  }
+  mst_log_set_ident("aggregatord: ");
+
+  if (load_config(config_path, &a) < 0)
+    goto out;
+  if (check_only) {
+    printf("%s: configuration OK (%zu profiles)\n", config_path, a.profiles->n);
+    ret = EXIT_SUCCESS;
+    goto out;
+  }
+  mst_log_set_level(a.cfg.log_level);
+  if (!a.token) {
+    struct sockaddr_in sin;
+    if (mst_parse_host_port(a.cfg.listen_stream, &sin) == 0 &&
+        sin.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+      log_warning("no token_file configured and the agent stream listens on %s: any host that "
+                  "can reach it can report as any node",
+                  a.cfg.listen_stream);
+  }
+
+  if (a.cfg.expected_masters && mst_strv_split(a.cfg.expected_masters, &masters) < 0)
+    goto out;
+  r = aggr_model_init(&a.model, a.profiles, masters, a.cfg.stale_timeout_usec);
+  if (r < 0)
+    goto out;
+  a.model.have_leader = true; /* standalone: this aggregator leads alone */
+  a.model.leader_id = strdup(a.cfg.id);
+
+  r = mst_store_open(a.cfg.database,
+                     strcmp(a.cfg.synchronous, "normal") == 0 ? MST_STORE_SYNC_NORMAL : 0, &db);
+  if (r < 0) {
+    log_error("cannot open database %s: %s", a.cfg.database, strerror(-r));
+    goto out;
+  }
+  r = mst_store_migrate(db, aggr_schema_migrations, aggr_schema_migrations_count);
+  if (r < 0) {
+    log_error("cannot migrate database %s: %s", a.cfg.database, strerror(-r));
+    goto out;
+  }
+  r = restore_from_database(&a, db);
+  if (r < 0)
+    goto out;
+  a.model.epoch = a.epoch;
+  r = aggr_writer_start(db, &a.writer);
+  if (r < 0) {
+    log_error("cannot start the writer thread: %s", strerror(-r));
+    goto out;
+  }
+  db = NULL; /* the writer owns it now */
+
+  r = sd_event_default(&a.event);
+  if (r < 0)
+    goto out;
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (sd_event_add_signal(a.event, NULL, SIGTERM, on_signal, &a) < 0 ||
+      sd_event_add_signal(a.event, NULL, SIGINT, on_signal, &a) < 0)
+    goto out;
+  r = sd_event_add_io(a.event, &a.writer_source, aggr_writer_fd(a.writer), EPOLLIN, writer_done,
+                      &a);
+  if (r < 0)
+    goto out;
+  r = sd_event_add_time(a.event, &a.publish_timer, CLOCK_MONOTONIC, 0, 0, publish_now, &a);
+  if (r < 0)
+    goto out;
+  r = sd_event_add_time(a.event, &a.stale_timer, CLOCK_REALTIME, UINT64_MAX, 0, stale_fired, &a);
+  if (r < 0)
+    goto out;
+  sd_event_source_set_enabled(a.stale_timer, SD_EVENT_OFF);
+
+  a.views = aggr_views_new();
+  if (!a.views)
+    goto out;
+  /* Publish a first view before HTTP starts, so no reader ever sees none. */
+  if (aggr_model_evaluate(&a.model, mst_now_realtime_usec()))
+    record_cluster_verdict(&a);
+  if (aggr_view_publish(a.views, &a.model, false) < 0)
+    goto out;
+  r = aggr_stream_listen(&a);
+  if (r < 0)
+    goto out;
+  r = aggr_http_start(a.cfg.listen_http, (unsigned)a.cfg.http_threads, a.views, &a.http);
+  if (r < 0) {
+    log_error("cannot serve HTTP on %s: %s", a.cfg.listen_http, strerror(-r));
+    goto out;
+  }
+  a.ready = true;
+  aggr_request_publish(&a, true);
+  (void)sd_event_set_watchdog(a.event, true);
+  sd_notify(0, "READY=1\nSTATUS=leading (standalone)");
+  log_info("aggregator %s ready: leader (standalone), epoch %llu, cluster '%s'", a.cfg.id,
+           (unsigned long long)a.epoch, a.cfg.cluster);
+
+  r = sd_event_loop(a.event);
+  ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+out:
+  aggr_http_free(a.http);
+  if (a.event)
+    aggr_stream_close_all(&a);
+  aggr_writer_free(a.writer); /* commits what is queued */
+  if (db)
+    sqlite3_close_v2(db);
+  sd_event_source_disable_unref(a.writer_source);
+  sd_event_source_disable_unref(a.publish_timer);
+  sd_event_source_disable_unref(a.stale_timer);
+  aggr_views_free(a.views);
+  aggr_model_done(&a.model);
+  spools_free(&a);
+  mst_strv_free(masters);
+  mst_profile_set_free(a.profiles);
+  free(a.token);
+  config_free(&a.cfg);
+  sd_event_unref(a.event);
+  return ret;
+}

@@ -1,0 +1,108 @@
+/* Immutable, refcounted views of the live model, for the HTTP threads.
+ *
+ * After each change the loop thread publishes a view: the /v1/health and
+ * /v1/nodes bodies, and one /v1/nodes/{id} body per node, all pre-rendered
+ * JSON. Each body carries its resource index: the global index of the publish
+ * at which its bytes last changed. A body that renders to the same bytes as
+ * before keeps its index (Consul's rule), so blocking reads wake only for
+ * real changes. Clean nodes share their bodies with the previous view.
+ *
+ * Threads:
+ *   - aggr_views_new/free, aggr_view_publish, aggr_views_reap and
+ *     aggr_views_n_retired: the loop thread only (free: after the HTTP
+ *     server is stopped);
+ *   - aggr_view_acquire, aggr_view_release, aggr_view_find_node and
+ *     aggr_body_live_copy: any thread. Acquire takes no lock: it loads the
+ *     current pointer and bumps the view's atomic refcount inside a reader
+ *     gate, and the loop frees a retired view only once the gate has been
+ *     seen empty after its retirement and its refcount is 0.
+ * A view and its bodies never change after publication; readers may use
+ * them without synchronization until they release the view. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* One rendered resource. Shared between consecutive views; its refcount is
+ * touched only by the loop thread, which is the only one that creates and
+ * frees views. */
+struct aggr_body {
+  unsigned refs;           /* views holding it (loop thread only) */
+  uint64_t index;          /* the resource's index: when these bytes appeared */
+  char *data;              /* the bytes served; NUL-terminated, len excludes it */
+  size_t len;
+  size_t content_len;      /* prefix compared between publishes (without ,"index":N}) */
+  size_t live_at;          /* offset of the live "elapsed" placeholder, or SIZE_MAX */
+  uint64_t live_from_usec; /* realtime the live elapsed counts from */
+  char *id;                /* node bodies: the node's id; NULL otherwise */
+};
+
+struct aggr_view_node {
+  const char *id;           /* points into detail->id */
+  struct aggr_body *detail; /* GET /v1/nodes/{id} */
+  struct aggr_body *summary; /* this node's element of GET /v1/nodes (no index) */
+};
+
+struct aggr_view {
+  atomic_uint refs; /* readers holding it */
+  uint64_t index;   /* global index at publication */
+  bool ready;       /* /readyz answers 200 */
+  struct aggr_body *health; /* GET /v1/health */
+  struct aggr_body *nodes;  /* GET /v1/nodes */
+  struct aggr_view_node *node_v; /* sorted by id */
+  size_t n_nodes;
+
+  /* Loop thread only: retirement. */
+  struct aggr_view *next_retired;
+  bool quiesced; /* no reader can still be between load and refcount bump */
+};
+
+struct aggr_views;
+
+/* Returns NULL on ENOMEM. The global index starts at the realtime clock in
+ * microseconds, so that indexes keep growing across restarts and failovers
+ * (a client's old index is never ahead of a new leader's). */
+struct aggr_views *aggr_views_new(void);
+/* Frees every view, current and retired. Accepts NULL. Only when no reader
+ * remains (the HTTP server is stopped). */
+void aggr_views_free(struct aggr_views *vs);
+
+/* Loop thread. Renders the model into a new view and makes it current:
+ * the health and node-list bodies every time, a node's own body only when
+ * node->dirty (which it clears). Sets node->index to the node body's index.
+ * Then reaps retired views. Returns 1 when a new view was published, 0 when
+ * nothing changed (the current view stays; no index moved), or -ENOMEM /
+ * -EINVAL (nothing published; dirty flags stay set for the next try). */
+int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready);
+
+/* Loop thread. Frees retired views that no reader can reach any more. Call
+ * it periodically (say once a second): publish reaps too, but a view
+ * released after the last publish is freed only by the next reap. */
+void aggr_views_reap(struct aggr_views *vs);
+/* Loop thread: how many retired views are still held (tests, metrics). */
+size_t aggr_views_n_retired(const struct aggr_views *vs);
+
+/* Any thread. The current view with a reference, or NULL before the first
+ * publish. Pair with aggr_view_release(). */
+struct aggr_view *aggr_view_acquire(struct aggr_views *vs);
+/* Any thread. Accepts NULL. */
+void aggr_view_release(struct aggr_view *v);
+
+/* Any thread holding v. The node's entry, or NULL. */
+const struct aggr_view_node *aggr_view_find_node(const struct aggr_view *v, const char *id);
+
+/* Any thread holding the body's view. A body may carry a field that depends
+ * on the time of the request (a node's startup "elapsed" while it is still
+ * starting). Returns 0 when b->data can be served as is; 1 with a malloc'd
+ * copy filled in for now_usec in *ret (owned by the caller) and its length
+ * in *ret_len; -ENOMEM. */
+int aggr_body_live_copy(const struct aggr_body *b, uint64_t now_usec, char **ret, size_t *ret_len);
+
+/* Any thread, for the loop's cluster verdict rows: r as a compact JSON array
+ * of {"node","component","state","message"}. Returns a malloc'd string, or
+ * NULL on ENOMEM. */
+char *aggr_reasons_to_json(const struct aggr_reasons *r);

@@ -1,0 +1,388 @@
+/* The SQLite writer thread: the only code that writes the history database.
+ *
+ * DESIGN. The loop thread appends jobs to an in-memory queue under a mutex
+ * and signals a condition variable; it never waits on SQLite. The writer
+ * thread takes the whole queue at once (up to a cap), writes it in a single
+ * transaction and commits: every job that arrived while the previous commit
+ * was being fsync'd rides in the next one (group commit). For each spool the
+ * transaction touched it then reports the highest committed seq through a
+ * result queue and an eventfd. The loop collects those and only then sends
+ * Acks. If a commit fails, the spools are reported as failed, so the loop can
+ * drop the streams and let the agents replay: nothing unacknowledged is lost
+ * and nothing is acknowledged that is not on disk.
+ *
+ * No lock is held across I/O: the mutex only guards the two list heads. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "mst/log.h"
+#include "mst/store.h"
+#include "writer.h"
+
+#define WRITER_MAX_JOBS_PER_TXN 20000
+
+struct aggr_writer {
+  sqlite3 *db;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool stop;
+  int efd;
+
+  struct aggr_write *head, *tail; /* queued jobs, guarded by lock */
+  struct aggr_commit *done;       /* finished commits, guarded by lock */
+  size_t n_done, cap_done;
+
+  sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict;
+};
+
+struct aggr_write *aggr_write_new(enum aggr_write_kind kind) {
+  struct aggr_write *j = calloc(1, sizeof(*j));
+  if (j)
+    j->kind = kind;
+  return j;
+}
+
+void aggr_write_free(struct aggr_write *j) {
+  if (!j)
+    return;
+  free(j->node_id);
+  free(j->spool_id);
+  free(j->component);
+  free(j->output);
+  free(j->boot_id);
+  free(j->role);
+  free(j->hostname);
+  free(j);
+}
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret) {
+  int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, ret, NULL);
+  if (rc != SQLITE_OK) {
+    log_error("writer: cannot prepare statement: %s", sqlite3_errmsg(db));
+    return mst_store_errno(rc);
+  }
+  return 0;
+}
+
+static int writer_prepare(struct aggr_writer *w) {
+  int r;
+  r = prepare(w->db,
+              "INSERT INTO changes (node_id, spool_id, seq, component, check_kind, from_state,"
+              " to_state, at_ms, output, boot_id, health, rise, fall, epoch, received_ms)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+              &w->ins_change);
+  if (r < 0)
+    return r;
+  r = prepare(w->db,
+              "INSERT INTO spools (node_id, spool_id, held_seq, epoch) VALUES (?,?,?,?)"
+              " ON CONFLICT (node_id, spool_id) DO UPDATE SET"
+              " held_seq = max(held_seq, excluded.held_seq), epoch = excluded.epoch",
+              &w->up_spool);
+  if (r < 0)
+    return r;
+  r = prepare(w->db,
+              "INSERT INTO nodes (node_id, role, hostname, first_seen_ms, last_seen_ms)"
+              " VALUES (?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET"
+              " role = excluded.role, hostname = excluded.hostname,"
+              " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+              &w->up_node);
+  if (r < 0)
+    return r;
+  r = prepare(w->db,
+              "INSERT INTO boots (node_id, boot_id, boot_time_ms, first_seen_ms)"
+              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+              &w->up_boot);
+  if (r < 0)
+    return r;
+  return prepare(w->db,
+                 "INSERT INTO cluster_verdicts (verdict, at_ms, reasons, epoch) VALUES (?,?,?,?)",
+                 &w->ins_verdict);
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v) {
+  sqlite3_bind_text(s, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+static int step_reset(sqlite3 *db, sqlite3_stmt *s) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  if (rc != SQLITE_DONE) {
+    log_error("writer: write failed: %s", sqlite3_errmsg(db));
+    return mst_store_errno(rc);
+  }
+  return 0;
+}
+
+static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
+  sqlite3_stmt *s;
+  switch (j->kind) {
+  case AGGR_WRITE_CHANGE:
+    s = w->ins_change;
+    bind_text(s, 1, j->node_id);
+    bind_text(s, 2, j->spool_id);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)j->seq);
+    bind_text(s, 4, j->component);
+    bind_text(s, 5, j->check_kind);
+    bind_text(s, 6, j->from_state);
+    bind_text(s, 7, j->to_state);
+    sqlite3_bind_int64(s, 8, j->at_ms);
+    bind_text(s, 9, j->output);
+    bind_text(s, 10, j->boot_id);
+    sqlite3_bind_int(s, 11, (int)j->health);
+    sqlite3_bind_int(s, 12, (int)j->rise);
+    sqlite3_bind_int(s, 13, (int)j->fall);
+    sqlite3_bind_int64(s, 14, (sqlite3_int64)j->epoch);
+    sqlite3_bind_int64(s, 15, j->received_ms);
+    return step_reset(w->db, s);
+  case AGGR_WRITE_NODE:
+    s = w->up_node;
+    bind_text(s, 1, j->node_id);
+    bind_text(s, 2, j->role);
+    bind_text(s, 3, j->hostname);
+    sqlite3_bind_int64(s, 4, j->seen_ms);
+    sqlite3_bind_int64(s, 5, j->seen_ms);
+    return step_reset(w->db, s);
+  case AGGR_WRITE_BOOT:
+    s = w->up_boot;
+    bind_text(s, 1, j->node_id);
+    bind_text(s, 2, j->boot_id);
+    sqlite3_bind_int64(s, 3, j->boot_time_ms);
+    sqlite3_bind_int64(s, 4, j->seen_ms);
+    return step_reset(w->db, s);
+  case AGGR_WRITE_CLUSTER_VERDICT:
+    s = w->ins_verdict;
+    bind_text(s, 1, j->to_state);
+    sqlite3_bind_int64(s, 2, j->at_ms);
+    bind_text(s, 3, j->output);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)j->epoch);
+    return step_reset(w->db, s);
+  }
+  return -EINVAL;
+}
+
+/* Highest seq per spool touched by one transaction. Batches usually touch a
+ * handful of spools, so a small linear table is enough. */
+struct spool_mark {
+  const struct aggr_write *job; /* a CHANGE job of that spool, for its ids */
+  uint64_t seq;
+};
+
+static int marks_note(struct spool_mark **marks, size_t *n, size_t *cap,
+                      const struct aggr_write *j) {
+  for (size_t i = 0; i < *n; i++)
+    if ((*marks)[i].job->spool == j->spool) {
+      if (j->seq > (*marks)[i].seq)
+        (*marks)[i].seq = j->seq;
+      return 0;
+    }
+  if (*n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 16;
+    struct spool_mark *m = realloc(*marks, ncap * sizeof(*m));
+    if (!m)
+      return -ENOMEM;
+    *marks = m;
+    *cap = ncap;
+  }
+  (*marks)[(*n)++] = (struct spool_mark){.job = j, .seq = j->seq};
+  return 0;
+}
+
+static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs,
+                             struct spool_mark **marks, size_t *n_marks, size_t *cap_marks) {
+  int r = mst_store_exec(w->db, "BEGIN IMMEDIATE");
+  if (r < 0)
+    return r;
+  for (struct aggr_write *j = jobs; j; j = j->next) {
+    r = write_job(w, j);
+    if (r < 0)
+      goto rollback;
+    if (j->kind == AGGR_WRITE_CHANGE) {
+      r = marks_note(marks, n_marks, cap_marks, j);
+      if (r < 0)
+        goto rollback;
+    }
+  }
+  for (size_t i = 0; i < *n_marks; i++) {
+    const struct aggr_write *j = (*marks)[i].job;
+    sqlite3_stmt *s = w->up_spool;
+    bind_text(s, 1, j->node_id);
+    bind_text(s, 2, j->spool_id);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)(*marks)[i].seq);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)j->epoch);
+    r = step_reset(w->db, s);
+    if (r < 0)
+      goto rollback;
+  }
+  r = mst_store_exec(w->db, "COMMIT");
+  if (r < 0)
+    goto rollback;
+  return 0;
+
+rollback:
+  (void)mst_store_exec(w->db, "ROLLBACK");
+  return r;
+}
+
+static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t n, bool ok) {
+  if (n == 0)
+    return;
+  pthread_mutex_lock(&w->lock);
+  if (w->n_done + n > w->cap_done) {
+    size_t ncap = MST_MAX(w->cap_done * 2, w->n_done + n);
+    struct aggr_commit *d = realloc(w->done, ncap * sizeof(*d));
+    if (!d) {
+      /* Without memory the loop cannot learn of this commit; the agents will
+       * see no Ack and replay, which ingest treats idempotently. */
+      pthread_mutex_unlock(&w->lock);
+      log_error("writer: out of memory reporting commits, ignoring");
+      return;
+    }
+    w->done = d;
+    w->cap_done = ncap;
+  }
+  for (size_t i = 0; i < n; i++)
+    w->done[w->n_done++] =
+        (struct aggr_commit){.spool = marks[i].job->spool, .seq = marks[i].seq, .ok = ok};
+  pthread_mutex_unlock(&w->lock);
+
+  uint64_t one = 1;
+  if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    log_error("writer: eventfd write failed: %m, ignoring");
+}
+
+static void *writer_main(void *userdata) {
+  struct aggr_writer *w = userdata;
+  struct spool_mark *marks = NULL;
+  size_t cap_marks = 0;
+
+  for (;;) {
+    pthread_mutex_lock(&w->lock);
+    while (!w->head && !w->stop)
+      pthread_cond_wait(&w->cond, &w->lock);
+    if (!w->head && w->stop) {
+      pthread_mutex_unlock(&w->lock);
+      break;
+    }
+    /* Take up to the cap off the head of the queue. */
+    struct aggr_write *jobs = w->head, *last = w->head;
+    size_t n = 1;
+    while (last->next && n < WRITER_MAX_JOBS_PER_TXN) {
+      last = last->next;
+      n++;
+    }
+    w->head = last->next;
+    if (!w->head)
+      w->tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&w->lock);
+
+    size_t n_marks = 0;
+    int r = write_transaction(w, jobs, &marks, &n_marks, &cap_marks);
+    if (r < 0)
+      log_error("writer: transaction of %zu rows failed (%s); affected streams will replay", n,
+                strerror(-r));
+    report(w, marks, n_marks, r >= 0);
+
+    while (jobs) {
+      struct aggr_write *next = jobs->next;
+      aggr_write_free(jobs);
+      jobs = next;
+    }
+  }
+  free(marks);
+  return NULL;
+}
+
+int aggr_writer_start(sqlite3 *db, struct aggr_writer **ret) {
+  struct aggr_writer *w = calloc(1, sizeof(*w));
+  int r;
+  if (!w)
+    return -ENOMEM;
+  w->db = db;
+  w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->efd < 0) {
+    r = -errno;
+    free(w);
+    return r;
+  }
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  r = writer_prepare(w);
+  if (r < 0)
+    goto fail;
+  r = -pthread_create(&w->thread, NULL, writer_main, w);
+  if (r < 0)
+    goto fail;
+  *ret = w;
+  return 0;
+
+fail:
+  sqlite3_finalize(w->ins_change);
+  sqlite3_finalize(w->up_spool);
+  sqlite3_finalize(w->up_node);
+  sqlite3_finalize(w->up_boot);
+  sqlite3_finalize(w->ins_verdict);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->cond);
+  close(w->efd);
+  free(w);
+  return r;
+}
+
+void aggr_writer_free(struct aggr_writer *w) {
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->lock);
+  w->stop = true;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(w->thread, NULL);
+
+  sqlite3_finalize(w->ins_change);
+  sqlite3_finalize(w->up_spool);
+  sqlite3_finalize(w->up_node);
+  sqlite3_finalize(w->up_boot);
+  sqlite3_finalize(w->ins_verdict);
+  sqlite3_close_v2(w->db);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->cond);
+  close(w->efd);
+  free(w->done);
+  free(w);
+}
+
+int aggr_writer_fd(const struct aggr_writer *w) {
+  return w->efd;
+}
+
+void aggr_writer_submit(struct aggr_writer *w, struct aggr_write *job) {
+  job->next = NULL;
+  pthread_mutex_lock(&w->lock);
+  if (w->tail)
+    w->tail->next = job;
+  else
+    w->head = job;
+  w->tail = job;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n) {
+  uint64_t count;
+  struct aggr_commit *out;
+
+  (void)!read(w->efd, &count, sizeof(count));
+  pthread_mutex_lock(&w->lock);
+  out = w->done;
+  *ret_n = w->n_done;
+  w->done = NULL;
+  w->n_done = w->cap_done = 0;
+  pthread_mutex_unlock(&w->lock);
+  return out;
+}

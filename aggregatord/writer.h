@@ -1,0 +1,66 @@
+/* The SQLite writer thread. It alone owns the read-write connection to the
+ * history database. The loop thread queues rows with aggr_writer_submit();
+ * the writer commits everything queued so far in one transaction (group
+ * commit) and reports each commit back through an eventfd, so that the loop
+ * sends Acks only for what is durable. */
+#pragma once
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct aggr_spool;
+struct aggr_writer;
+
+enum aggr_write_kind {
+  AGGR_WRITE_CHANGE,
+  AGGR_WRITE_NODE,
+  AGGR_WRITE_BOOT,
+  AGGR_WRITE_CLUSTER_VERDICT,
+};
+
+/* One row to write. Strings are owned by the job. */
+struct aggr_write {
+  struct aggr_write *next;
+  enum aggr_write_kind kind;
+  uint64_t epoch;
+  struct aggr_spool *spool; /* CHANGE: reported back on commit (not dereferenced) */
+  char *node_id, *spool_id, *component, *output, *boot_id;
+  const char *check_kind, *from_state, *to_state; /* static strings */
+  uint64_t seq;
+  int64_t at_ms, received_ms;
+  unsigned health, rise, fall;
+  /* NODE */
+  char *role, *hostname;
+  int64_t seen_ms;
+  /* BOOT */
+  int64_t boot_time_ms;
+  /* CLUSTER_VERDICT: verdict in to_state, reasons JSON in output */
+};
+
+/* A commit result for one spool. */
+struct aggr_commit {
+  struct aggr_spool *spool;
+  uint64_t seq;
+  bool ok;
+};
+
+/* Takes ownership of db (opened read-write, migrated). Starts the thread.
+ * Returns 0 or -errno. Loop thread. */
+int aggr_writer_start(sqlite3 *db, struct aggr_writer **ret);
+
+/* Stops the thread after committing what is queued, and frees. */
+void aggr_writer_free(struct aggr_writer *w);
+
+/* The eventfd that becomes readable when commits are ready to collect. */
+int aggr_writer_fd(const struct aggr_writer *w);
+
+/* Queues a job (ownership passes to the writer). Loop thread. */
+void aggr_writer_submit(struct aggr_writer *w, struct aggr_write *job);
+
+/* Collects finished commits: returns a malloc'd array (caller frees) and its
+ * length in *ret_n. Loop thread. */
+struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n);
+
+struct aggr_write *aggr_write_new(enum aggr_write_kind kind);
+void aggr_write_free(struct aggr_write *job);

@@ -1,0 +1,100 @@
+/* The verdict rules of mst/verdict.h as pure functions over facts the
+ * aggregator gathers, so that every row of the rule tables is unit-tested
+ * without a live model. Also the names and musterctl exit codes. */
+#include <string.h>
+
+#include "mst/macro.h"
+#include "mst/verdict.h"
+
+static const char *const verdict_names[_MST_VERDICT_MAX] = {
+    [MST_VERDICT_UNKNOWN] = "unknown",
+    [MST_VERDICT_HEALTHY] = "healthy",
+    [MST_VERDICT_DEGRADED] = "degraded",
+    [MST_VERDICT_STARTING] = "starting",
+    [MST_VERDICT_LATE] = "late",
+    [MST_VERDICT_UNHEALTHY] = "unhealthy",
+    [MST_VERDICT_UNREACHABLE] = "unreachable",
+    [MST_VERDICT_MISSING] = "missing",
+};
+
+const char *mst_verdict_to_string(enum mst_verdict v) {
+  if ((unsigned)v >= _MST_VERDICT_MAX)
+    return NULL;
+  return verdict_names[v];
+}
+
+int mst_verdict_from_string(const char *s) {
+  if (!s)
+    return -EINVAL;
+  for (size_t i = 0; i < _MST_VERDICT_MAX; i++)
+    if (strcmp(verdict_names[i], s) == 0)
+      return (int)i;
+  return -EINVAL;
+}
+
+int mst_verdict_exit_code(enum mst_verdict v) {
+  switch (v) {
+  case MST_VERDICT_HEALTHY:
+    return 0;
+  case MST_VERDICT_DEGRADED:
+  case MST_VERDICT_STARTING:
+    return 1;
+  case MST_VERDICT_UNHEALTHY:
+  case MST_VERDICT_LATE:
+    return 2;
+  default:
+    return 3;
+  }
+}
+
+enum mst_verdict mst_node_verdict(const struct mst_node_facts *f) {
+  if (f->silent)
+    return MST_VERDICT_UNREACHABLE;
+  if (f->n_unhealthy > 0 || f->n_unknown > 0)
+    return MST_VERDICT_UNHEALTHY;
+  if (f->late)
+    return MST_VERDICT_LATE;
+  if (f->n_starting > 0 || !f->have_snapshot)
+    return MST_VERDICT_STARTING;
+  if (f->n_warning > 0)
+    return MST_VERDICT_DEGRADED;
+  return MST_VERDICT_HEALTHY;
+}
+
+/* A master verdict that is not one a node can have counts as a failure. */
+static bool master_failed(enum mst_verdict v) {
+  return !(v == MST_VERDICT_HEALTHY || v == MST_VERDICT_DEGRADED || v == MST_VERDICT_STARTING);
+}
+
+enum mst_verdict mst_cluster_verdict(const struct mst_cluster_facts *f) {
+  bool master_starting = false, master_degraded = false;
+  bool other_starting = false, other_problem = false;
+
+  if (!f->have_leader || !f->have_data)
+    return MST_VERDICT_UNKNOWN;
+
+  for (size_t i = 0; i < f->n_masters; i++) {
+    if (master_failed(f->masters[i]))
+      return MST_VERDICT_UNHEALTHY;
+    if (f->masters[i] == MST_VERDICT_STARTING)
+      master_starting = true;
+    else if (f->masters[i] == MST_VERDICT_DEGRADED)
+      master_degraded = true;
+  }
+  if (master_starting)
+    return MST_VERDICT_STARTING;
+
+  for (size_t i = 0; i < f->n_others; i++) {
+    if (f->others[i] == MST_VERDICT_STARTING)
+      other_starting = true;
+    else if (f->others[i] != MST_VERDICT_HEALTHY)
+      other_problem = true; /* unhealthy, unreachable, late, degraded, ... */
+  }
+
+  /* Every master healthy and the only non-healthy nodes are starting. */
+  if (!master_degraded && !other_problem && other_starting)
+    return MST_VERDICT_STARTING;
+  if (master_degraded || other_problem)
+    return MST_VERDICT_DEGRADED;
+  return MST_VERDICT_HEALTHY;
+}

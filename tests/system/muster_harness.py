@@ -1,0 +1,1071 @@
+"""Harness for muster's system tests: real daemons, real sockets, real SQLite.
+
+Everything a test starts goes through a ProcessRegistry, which the `procs`
+fixture (conftest.py) tears down: SIGTERM, up to 5 s, then SIGKILL. A daemon
+stopped by SIGTERM must exit 0 (this catches sanitizer reports at exit), and a
+daemon that died on its own while the test thought it was running is reported.
+
+Environment:
+  MUSTER_BUILD_DIR            where muster-aggregatord and muster-agentd live
+                              (default /work/main/build)
+  MUSTER_TEST_WRAPPER         prefix for daemon commands, e.g.
+                              "valgrind --error-exitcode=99 -q"
+  MUSTER_TEST_TIMEOUT_SCALE   multiplies every deadline (default 1, or 5 when
+                              the wrapper is valgrind)
+"""
+
+import errno
+import hashlib
+import http.server
+import importlib
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import requests
+
+# ---------------------------------------------------------------- settings
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROTO_DIR = os.path.join(REPO, "proto")
+BUILD_DIR = os.environ.get("MUSTER_BUILD_DIR", os.path.join(REPO, "build"))
+WRAPPER = shlex.split(os.environ.get("MUSTER_TEST_WRAPPER", ""))
+_default_scale = "5" if any("valgrind" in w for w in WRAPPER) else "1"
+TIMEOUT_SCALE = float(os.environ.get("MUSTER_TEST_TIMEOUT_SCALE", _default_scale))
+
+
+def T(seconds):
+    """A deadline, scaled for slow builds (valgrind, sanitizers)."""
+    return seconds * TIMEOUT_SCALE
+
+
+def binary(name):
+    path = os.path.join(BUILD_DIR, name)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise AssertionError(
+            f"daemon binary {path} is missing or not executable. Build it first "
+            f"(cmake -S {REPO} -B {BUILD_DIR} && cmake --build {BUILD_DIR}) or point "
+            f"MUSTER_BUILD_DIR at a build directory.")
+    return path
+
+
+# ---------------------------------------------------------------- protobuf
+
+_pb = None
+_pb_dir = None
+
+
+def load_pb():
+    """Generates muster_pb2 from proto/muster.proto with Google's protoc and
+    imports it (once per session)."""
+    global _pb, _pb_dir
+    if _pb is None:
+        _pb_dir = tempfile.mkdtemp(prefix="muster-pb-")
+        subprocess.run(["protoc", f"--python_out={_pb_dir}", "-I", PROTO_DIR, "muster.proto"],
+                       check=True)
+        sys.path.insert(0, _pb_dir)
+        try:
+            _pb = importlib.import_module("muster_pb2")
+        finally:
+            sys.path.remove(_pb_dir)
+    return _pb
+
+
+def unload_pb():
+    global _pb_dir
+    if _pb_dir:
+        import shutil
+        shutil.rmtree(_pb_dir, ignore_errors=True)
+        _pb_dir = None
+
+
+def pb():
+    return load_pb()
+
+
+STATE_NAMES = ["unspecified", "starting", "healthy", "warning", "unhealthy", "unknown"]
+
+
+def state_name(v):
+    return STATE_NAMES[v]
+
+
+def state_value(name):
+    return STATE_NAMES.index(name)
+
+
+# ---------------------------------------------------------------- small helpers
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_until(predicate, timeout=3.0, interval=0.02, desc=None, scale=True):
+    """Polls predicate() every interval until it returns something truthy, and
+    returns that. Raises WaitTimeout (an AssertionError) naming desc and the
+    last value seen. Exceptions from predicate propagate (a wrong answer is not
+    "not yet"), except ConnectionError-like ones from transient HTTP polling,
+    which predicates that want them ignored must catch themselves."""
+    deadline = time.monotonic() + (T(timeout) if scale else timeout)
+    last = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for "
+                              f"{desc or getattr(predicate, '__name__', 'condition')}; last value: {last!r}")
+        time.sleep(interval)
+
+
+def free_port():
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+        finally:
+            s.close()
+    raise RuntimeError("no free port")
+
+
+def port_is_listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def tail(path, lines=80):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+# ---------------------------------------------------------------- processes
+
+
+class DaemonProcess:
+    def __init__(self, name, argv, logdir):
+        self.name = name
+        self.argv = argv
+        self.stdout_path = os.path.join(logdir, f"{name}.stdout.log")
+        self.stderr_path = os.path.join(logdir, f"{name}.stderr.log")
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
+                                      stderr=self._err, start_new_session=True)
+        self.pid = self.popen.pid
+        self.started = time.monotonic()
+        self.killed = False        # we sent SIGKILL on purpose
+        self.terminated = False    # we sent SIGTERM
+        self.returncode = None
+
+    def __repr__(self):
+        return f"<{self.name} pid={self.pid} rc={self.popen.poll()}>"
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def poll(self):
+        return self.popen.poll()
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit code."""
+        if self.alive():
+            self.terminated = True
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGCONT)   # in case a test stopped it
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(T(timeout))
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.popen.kill()
+                self.popen.wait()
+                self._close()
+                raise AssertionError(f"{self.name} (pid {self.pid}) did not exit within "
+                                     f"{T(timeout)}s of SIGTERM; killed it")
+        self._close()
+        self.returncode = self.popen.returncode
+        return self.returncode
+
+    def kill9(self):
+        self.killed = True
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait()
+        self._close()
+        self.returncode = self.popen.returncode
+
+    def _close(self):
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+
+    def stderr_text(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stderr_size(self):
+        return os.path.getsize(self.stderr_path)
+
+    def stderr_since(self, offset):
+        with open(self.stderr_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+
+
+class ProcessRegistry:
+    """Tracks every daemon a test starts, and stops them all at the end."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.procs = []
+        self._names = {}
+
+    def start(self, name, argv):
+        n = self._names.get(name, 0) + 1
+        self._names[name] = n
+        unique = name if n == 1 else f"{name}-{n}"
+        p = DaemonProcess(unique, WRAPPER + list(argv), self.logdir)
+        self.procs.append(p)
+        return p
+
+    def finalize(self):
+        """Stops everything. Returns a list of problems (strings)."""
+        problems = []
+        for p in reversed(self.procs):
+            if p.killed:
+                continue
+            if p.alive():
+                try:
+                    rc = p.stop()
+                except AssertionError as e:
+                    problems.append(str(e))
+                    continue
+                if rc != 0:
+                    problems.append(f"{p.name} (pid {p.pid}) exited with {rc} after SIGTERM "
+                                    f"(expected 0); see {p.stderr_path}")
+            elif not p.terminated:
+                p._close()
+                problems.append(f"{p.name} (pid {p.pid}) died on its own during the test with "
+                                f"exit code {p.popen.returncode}; see {p.stderr_path}")
+            else:
+                rc = p.popen.returncode
+                if rc != 0:
+                    problems.append(f"{p.name} (pid {p.pid}) exited with {rc} after SIGTERM "
+                                    f"(expected 0); see {p.stderr_path}")
+        return problems
+
+    def log_report(self, lines=60):
+        out = []
+        for p in self.procs:
+            out.append(f"===== {p.name} pid={p.pid} rc={p.popen.poll()} argv={' '.join(p.argv)}")
+            for path in (p.stderr_path, p.stdout_path):
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    out.append(f"----- tail of {path}")
+                    out.append(tail(path, lines))
+        return "\n".join(out)
+
+
+def run_to_completion(argv, timeout=10.0):
+    """Runs a daemon in a mode that should exit by itself (e.g. --check-config
+    or a broken config). Returns (returncode, stdout, stderr, seconds)."""
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(WRAPPER + list(argv), stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=T(timeout))
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{argv[0]} did not exit within {T(timeout)}s; stderr so far:\n"
+                             f"{(e.stderr or b'').decode('utf-8', 'replace')[-3000:]}")
+    return (r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"),
+            time.monotonic() - t0)
+
+
+# ---------------------------------------------------------------- HTTP
+
+_http = requests.Session()
+_http.trust_env = False   # never send loopback traffic through a proxy
+
+
+def http_get(port, path, timeout=2.0, **kw):
+    return _http.get(f"http://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
+
+
+def http_request(method, port, path, timeout=2.0, **kw):
+    return _http.request(method, f"http://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
+
+
+def http_json(port, path, timeout=2.0):
+    r = http_get(port, path, timeout)
+    assert r.status_code == 200, f"GET {path} -> {r.status_code}: {r.text[:500]}"
+    try:
+        return r.json()
+    except ValueError:
+        raise AssertionError(f"GET {path}: body is not JSON: {r.text[:500]!r}")
+
+
+# ---------------------------------------------------------------- SQLite
+
+
+def ro_query(path, sql, args=()):
+    """Reads a live WAL database read-only."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- test peers
+
+
+class FlagHTTPServer:
+    """A tiny HTTP server on a free loopback port whose status can be flipped."""
+
+    def __init__(self, status=200):
+        self.status = status
+        self.hits = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                body = b"ok\n" if outer.status == 200 else b"not ok\n"
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/health"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FlagTCPListener:
+    """A listening socket on a fixed loopback port that can be closed and
+    reopened. Accepted connections are closed at once."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.accepted = 0
+        self.sock = None
+        self.thread = None
+        self._stop = threading.Event()
+        self.open()
+
+    def open(self):
+        assert self.sock is None
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 3
+        while True:
+            try:
+                s.bind(("127.0.0.1", self.port))
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        s.listen(64)
+        s.settimeout(0.05)
+        self.sock = s
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept_loop, args=(s, self._stop), daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self, s, stop):
+        while not stop.is_set():
+            try:
+                c, _ = s.accept()
+                self.accepted += 1
+                c.close()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def close(self):
+        if self.sock is None:
+            return
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+        self.sock = None
+
+
+class FlagToggler:
+    """Creates and removes a flag file on a thread, every period seconds on
+    average (uniformly jittered by +-50%, so that a check polling at a fixed
+    interval does not alias with the toggling)."""
+
+    def __init__(self, path, period=0.05):
+        self.path = path
+        self.period = period
+        self.flips = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        on = os.path.exists(self.path)
+        rnd = random.Random(1234)
+        while not self._stop.wait(self.period * rnd.uniform(0.5, 1.5)):
+            on = not on
+            if on:
+                open(self.path, "w").close()
+            else:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+            self.flips += 1
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(2)
+
+
+# ---------------------------------------------------------------- varint framing
+
+
+def encode_varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class StreamClosed(Exception):
+    pass
+
+
+class StreamClient:
+    """A foreign protocol client built on Google's protobuf runtime."""
+
+    def __init__(self, port, timeout=5.0):
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=T(timeout))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.eof = False
+        self.received = []
+
+    # --- writing
+    def send(self, env):
+        data = env.SerializeToString()
+        self.sock.sendall(encode_varint(len(data)) + data)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # --- reading
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline reached")
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            raise StreamClosed("connection closed by peer")
+        self.buf += data
+
+    def _try_frame(self):
+        n = 0
+        shift = 0
+        for i, b in enumerate(self.buf):
+            if i >= 10:
+                raise AssertionError("peer sent a varint length over 10 bytes")
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                start = i + 1
+                if len(self.buf) - start < n:
+                    return None
+                frame = bytes(self.buf[start:start + n])
+                del self.buf[:start + n]
+                return frame
+        return None
+
+    def has_frame(self):
+        """True when a whole frame is already buffered."""
+        n = shift = 0
+        for i, b in enumerate(self.buf[:10]):
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return len(self.buf) - (i + 1) >= n
+        return len(self.buf) >= 10   # let recv report the bad varint
+
+    def recv(self, timeout=3.0):
+        """Returns the next Envelope. Raises StreamClosed at EOF, socket.timeout
+        when nothing complete arrives in time."""
+        return self._recv_until(time.monotonic() + T(timeout))
+
+    def _recv_until(self, deadline):
+        while True:
+            frame = self._try_frame()
+            if frame is not None:
+                env = pb().Envelope()
+                env.ParseFromString(frame)
+                self.received.append(env)
+                return env
+            if self.eof:
+                if self.buf:
+                    raise AssertionError(f"connection closed mid-frame ({len(self.buf)} bytes left)")
+                raise StreamClosed("connection closed by peer")
+            self._fill(deadline)
+
+    def recv_kind(self, kinds, timeout=3.0):
+        """Returns the next Envelope whose body is one of kinds, skipping
+        Heartbeats and Acks that are not asked for. A Reject is always
+        returned."""
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        deadline = time.monotonic() + T(timeout)
+        while True:
+            env = self._recv_until(deadline)
+            kind = env.WhichOneof("body")
+            if kind in kinds or kind == "reject":
+                return env
+            if kind not in ("heartbeat", "ack"):
+                raise AssertionError(f"unexpected frame while waiting for {kinds}: {env}")
+
+    def hello(self, node_id, role, spool_id, last_seq=0, digest="", boot_id=None, **extra):
+        h = pb().Hello(node_id=node_id, role=role, profile_digest=digest,
+                       hostname=extra.pop("hostname", "foreign-" + node_id),
+                       boot_id=boot_id or "00000000-0000-4000-8000-000000000001",
+                       boot_time_ms=extra.pop("boot_time_ms", now_ms() - 60000),
+                       agent_version="pytest-foreign", spool_id=spool_id, last_seq=last_seq,
+                       protocol_version=extra.pop("protocol_version", 1), **extra)
+        self.send(pb().Envelope(hello=h))
+        return self.recv_kind(("welcome", "reject", "redirect"))
+
+    def send_changes(self, changes):
+        self.send(pb().Envelope(changes=pb().ChangeBatch(changes=changes)))
+
+    def send_heartbeat(self, seq=0):
+        self.send(pb().Envelope(heartbeat=pb().Heartbeat(sent_ms=now_ms(), seq=seq)))
+
+    def wait_ack(self, seq, timeout=3.0, on_ack=None):
+        """Reads until an Ack with seq >= seq arrives. Returns the list of ack
+        values seen. Fails on a Reject or EOF."""
+        deadline = time.monotonic() + T(timeout)
+        seen = []
+        while True:
+            try:
+                env = self._recv_until(deadline)
+            except socket.timeout:
+                raise AssertionError(f"no Ack >= {seq} within {T(timeout)}s; acks seen: {seen[-10:]}")
+            kind = env.WhichOneof("body")
+            if kind == "ack":
+                seen.append(env.ack.seq)
+                if on_ack:
+                    on_ack(env.ack.seq)
+                if env.ack.seq >= seq:
+                    return seen
+            elif kind == "reject":
+                raise AssertionError(f"Reject while waiting for Ack {seq}: {env.reject}")
+            elif kind != "heartbeat":
+                raise AssertionError(f"unexpected frame while waiting for Ack: {env}")
+
+    def expect_closed(self, timeout=3.0):
+        """Asserts the peer closes the connection within timeout; returns the
+        frames received meanwhile."""
+        deadline = time.monotonic() + T(timeout)
+        frames = []
+        while True:
+            try:
+                frames.append(self._recv_until(deadline))
+            except StreamClosed:
+                return frames
+            except socket.timeout:
+                raise AssertionError(f"connection still open {T(timeout)}s later; frames: {frames}")
+
+
+class ChangeMaker:
+    """Produces a valid stream of Change messages for a foreign node: each
+    component alternates healthy/unhealthy, with from_state chained."""
+
+    def __init__(self, components, boot_id="00000000-0000-4000-8000-000000000001"):
+        self.components = list(components)
+        self.state = {c: pb().STATE_STARTING for c in self.components}
+        self.seq = 0
+        self.boot_id = boot_id
+        self.made = {}
+
+    def make(self, n):
+        out = []
+        for _ in range(n):
+            self.seq += 1
+            comp = self.components[self.seq % len(self.components)]
+            frm = self.state[comp]
+            to = pb().STATE_UNHEALTHY if frm == pb().STATE_HEALTHY else pb().STATE_HEALTHY
+            self.state[comp] = to
+            c = pb().Change(seq=self.seq, component=comp, check=pb().CHECK_EXEC, to=to,
+                            at_ms=now_ms(), output=f"out {self.seq}", boot_id=self.boot_id,
+                            health=1, rise=1, fall=1)
+            setattr(c, "from", frm)
+            out.append(c)
+            self.made[self.seq] = c
+        return out
+
+    def snapshot(self, only=None):
+        comps = []
+        for c in self.components:
+            if only is not None and c not in only:
+                continue
+            comps.append(pb().ComponentStatus(component=c, check=pb().CHECK_EXEC, state=self.state[c],
+                                              since_ms=now_ms(), output="snap", health=1, rise=1,
+                                              fall=1))
+        return pb().Envelope(snapshot=pb().Snapshot(seq=self.seq, at_ms=now_ms(), components=comps))
+
+
+# ---------------------------------------------------------------- daemons
+
+
+def _ini(sections):
+    lines = []
+    for name, kv in sections:
+        lines.append(f"[{name}]")
+        for k, v in kv.items():
+            if v is not None:
+                lines.append(f"{k} = {v}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class TestEnv:
+    """Per-test workspace: a profiles directory, daemons, peers."""
+
+    def __init__(self, tmp_path, procs):
+        self.dir = str(tmp_path)
+        self.procs = procs
+        self.profiles = os.path.join(self.dir, "profiles")
+        os.makedirs(self.profiles, exist_ok=True)
+        self._cleanups = []
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write(self, name, text):
+        p = self.path(name)
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def write_profile(self, role, text):
+        p = os.path.join(self.profiles, f"{role}.ini")
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def profile_digest(self, role):
+        return sha256_file(os.path.join(self.profiles, f"{role}.ini"))
+
+    def http_flag(self, status=200):
+        s = FlagHTTPServer(status)
+        self._cleanups.append(s.close)
+        return s
+
+    def tcp_flag(self):
+        s = FlagTCPListener()
+        self._cleanups.append(s.close)
+        return s
+
+    def toggler(self, path, period=0.05):
+        t = FlagToggler(path, period)
+        self._cleanups.append(t.stop)
+        return t
+
+    def aggregator(self, **kw):
+        return Aggregator(self, **kw)
+
+    def agent(self, node_id, role, aggregator, **kw):
+        return Agent(self, node_id, role, aggregator, **kw)
+
+    def cleanup(self):
+        for fn in reversed(self._cleanups):
+            try:
+                fn()
+            except Exception:
+                pass
+
+
+class Aggregator:
+    def __init__(self, env, id="aggr1", cluster="test", expected_masters=None, stale_timeout="2s",
+                 max_frame=None, log_level="debug", db_name=None, extra=None):
+        self.env = env
+        self.id = id
+        self.cluster = cluster
+        self.expected_masters = expected_masters
+        self.stale_timeout = stale_timeout
+        self.max_frame = max_frame
+        self.log_level = log_level
+        self.extra = extra or {}
+        self.db = env.path(db_name or f"{id}.db")
+        self.config = env.path(f"{id}.ini")
+        self.stream_port = free_port()
+        self.http_port = free_port()
+        self.proc = None
+
+    def config_text(self):
+        return _ini([
+            ("aggregator", dict({
+                "id": self.id,
+                "cluster": self.cluster,
+                "listen_stream": f"127.0.0.1:{self.stream_port}",
+                "listen_http": f"127.0.0.1:{self.http_port}",
+                "database": self.db,
+                "profiles": self.env.profiles,
+                "expected_masters": (",".join(self.expected_masters)
+                                     if self.expected_masters else None),
+                "stale_timeout": self.stale_timeout,
+                "max_frame": self.max_frame,
+            }, **self.extra)),
+            ("log", {"level": self.log_level}),
+        ])
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            f.write(self.config_text())
+
+    def argv(self, *more):
+        return [binary("muster-aggregatord"), "--config", self.config, *more]
+
+    def start(self, wait=True, new_ports_on_conflict=True):
+        for attempt in range(3):
+            self.write_config()
+            self.proc = self.env.procs.start(self.id, self.argv())
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except AssertionError:
+                if (new_ports_on_conflict and not self.proc.alive()
+                        and "in use" in self.proc.stderr_text().lower() and attempt < 2):
+                    self.proc.terminated = True   # expected death; retry elsewhere
+                    self.stream_port, self.http_port = free_port(), free_port()
+                    continue
+                raise
+        return self
+
+    def readyz(self):
+        try:
+            r = http_get(self.http_port, "/readyz", timeout=0.5)
+        except requests.RequestException:
+            return None
+        if r.status_code != 200:
+            return None
+        try:
+            j = r.json()
+        except ValueError:
+            return None
+        return j if j.get("ready") is True and j.get("role") == "leader" else None
+
+    def wait_ready(self, timeout=10.0):
+        deadline = time.monotonic() + T(timeout)
+        while time.monotonic() < deadline:
+            if self.proc is not None and not self.proc.alive():
+                raise AssertionError(f"{self.proc.name} exited with {self.proc.poll()} before it was "
+                                     f"ready:\n{tail(self.proc.stderr_path, 30)}")
+            if self.readyz():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{self.id}: GET /readyz never answered 200 "
+                             f'{{"ready":true,"role":"leader"}} within {T(timeout)}s')
+
+    def stop(self):
+        rc = self.proc.stop()
+        assert rc == 0, f"{self.id} exited with {rc} after SIGTERM:\n{tail(self.proc.stderr_path, 30)}"
+
+    def kill9(self):
+        self.proc.kill9()
+
+    # --- HTTP
+    def get(self, path, **kw):
+        return http_get(self.http_port, path, **kw)
+
+    def json(self, path):
+        return http_json(self.http_port, path)
+
+    def health(self):
+        return self.json("/v1/health")
+
+    def nodes(self):
+        return {n["id"]: n for n in self.json("/v1/nodes")["nodes"]}
+
+    def node(self, node_id):
+        r = self.get(f"/v1/nodes/{node_id}")
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, f"GET /v1/nodes/{node_id} -> {r.status_code}: {r.text[:300]}"
+        return r.json()
+
+    def component(self, node_id, name):
+        n = self.node(node_id)
+        if not n:
+            return None
+        for c in n.get("components", []):
+            if c.get("name") == name:
+                return c
+        return None
+
+    def wait_verdict(self, verdict, timeout=3.0):
+        return self.wait_health(lambda h: h.get("verdict") == verdict, timeout,
+                                desc=f"cluster verdict {verdict!r}")
+
+    def wait_node(self, node_id, pred, timeout=3.0, desc=None):
+        last = {}
+
+        def check():
+            n = self.node(node_id)
+            last["v"] = n
+            return n if n is not None and pred(n) else None
+        try:
+            return wait_until(check, timeout, desc=desc)
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{e}\nlast GET /v1/nodes/{node_id}: "
+                              f"{json.dumps(last.get('v'), indent=1)[:3000]}") from None
+
+    def wait_health(self, pred, timeout=3.0, desc=None):
+        last = {}
+
+        def check():
+            h = self.health()
+            last["v"] = h
+            return h if pred(h) else None
+        try:
+            return wait_until(check, timeout, desc=desc)
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{e}\nlast GET /v1/health: "
+                              f"{json.dumps(last.get('v'), indent=1)[:3000]}") from None
+
+    # --- database
+    def query(self, sql, args=()):
+        return ro_query(self.db, sql, args)
+
+    def held_seq(self, node_id, spool_id):
+        rows = self.query("SELECT held_seq FROM spools WHERE node_id=? AND spool_id=?",
+                          (node_id, spool_id))
+        return rows[0][0] if rows else None
+
+    # --- logs
+    def log_size(self):
+        return self.proc.stderr_size()
+
+    def log_since(self, offset):
+        return self.proc.stderr_since(offset)
+
+
+class Agent:
+    def __init__(self, env, node_id, role, aggregator, heartbeat="200ms", log_level="debug",
+                 boot_id=None, spool_name=None, extra=None):
+        self.env = env
+        self.node_id = node_id
+        self.role = role
+        self.aggregator = aggregator
+        self.heartbeat = heartbeat
+        self.log_level = log_level
+        self.extra = extra or {}
+        self.config = env.path(f"agent-{node_id}.ini")
+        self.spool = env.path(spool_name or f"{node_id}.spool")
+        self.boot_id_file = env.path(f"{node_id}.boot_id")
+        self.boot_id = boot_id or str(uuid.uuid4())
+        with open(self.boot_id_file, "w") as f:
+            f.write(self.boot_id + "\n")
+        self.proc = None
+
+    def config_text(self):
+        aggrs = self.aggregator if isinstance(self.aggregator, list) else [self.aggregator]
+        return _ini([
+            ("agent", dict({
+                "node_id": self.node_id,
+                "role": self.role,
+                "profiles": self.env.profiles,
+                "spool": self.spool,
+                "aggregators": ",".join(f"127.0.0.1:{a.stream_port}" for a in aggrs),
+                "heartbeat": self.heartbeat,
+                "boot_id_file": self.boot_id_file,
+            }, **self.extra)),
+            ("log", {"level": self.log_level}),
+        ])
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            f.write(self.config_text())
+
+    def argv(self, *more):
+        return [binary("muster-agentd"), "--config", self.config, *more]
+
+    def start(self):
+        self.write_config()
+        self.proc = self.env.procs.start(f"agent-{self.node_id}", self.argv())
+        return self
+
+    def stop(self):
+        rc = self.proc.stop()
+        assert rc == 0, f"agent {self.node_id} exited with {rc} after SIGTERM:\n" \
+                        f"{tail(self.proc.stderr_path, 30)}"
+
+    def kill9(self):
+        self.proc.kill9()
+
+    def assert_alive(self):
+        assert self.proc.alive(), (f"agent {self.node_id} exited with {self.proc.poll()}:\n"
+                                   f"{tail(self.proc.stderr_path, 30)}")
+
+    # --- spool
+    def spool_query(self, sql, args=()):
+        return ro_query(self.spool, sql, args)
+
+    def spool_ready(self):
+        """True once the spool exists with its meta and changes tables."""
+        if not os.path.exists(self.spool):
+            return False
+        try:
+            self.spool_query("SELECT 1 FROM changes LIMIT 1")
+            return self.spool_meta("spool_id") is not None
+        except sqlite3.Error:
+            return False
+
+    def spool_meta(self, key):
+        rows = self.spool_query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def spool_id(self):
+        return self.spool_meta("spool_id")
+
+    def acked_seq(self):
+        v = self.spool_meta("acked_seq")
+        return int(v) if v is not None else None
+
+    def max_seq(self):
+        return self.spool_query("SELECT coalesce(max(seq),0) FROM changes")[0][0]
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def component_ini(name, **kv):
+    lines = [f'[component "{name}"]']
+    lines += [f"{k} = {v}" for k, v in kv.items()]
+    return "\n".join(lines) + "\n"
+
+
+def stage_ini(name, components, after=None):
+    s = f'[stage "{name}"]\ncomponents = {" ".join(components)}\n'
+    if after:
+        s += f"after = {after}\n"
+    return s
+
+
+def profile_ini(role, components, stages, grace="0s"):
+    """components: list of (name, dict); stages: list of (name, [components])."""
+    parts = [f"[profile]\nrole = {role}\nstartup_grace = {grace}\n"]
+    parts += [component_ini(n, **kv) for n, kv in components]
+    parts += [stage_ini(n, cs) for n, cs in stages]
+    return "\n".join(parts)
+
+
+def exec_rc_script(env, name, rc=0):
+    """An exec check whose exit code (and first output line) is read from a
+    file: returns (command, rc_file_path)."""
+    rc_file = env.path(f"{name}.rc")
+    with open(rc_file, "w") as f:
+        f.write(f"{rc}\n")
+    script = env.write(f"{name}.sh",
+                       f'rc=$(cat "{rc_file}")\necho "{name} says $rc"\nexit "$rc"\n')
+    return f"/bin/sh {script}", rc_file
+
+
+def set_rc(rc_file, rc):
+    tmp = rc_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{rc}\n")
+    os.replace(tmp, rc_file)
+
+
+# ---------------------------------------------------------------- verdict helpers
+
+
+def mentions(reasons, node=None, component=None):
+    """True when some reason (or root cause) names node and component, in its
+    fields or its message."""
+    for r in reasons or []:
+        text = " ".join(str(v) for v in r.values() if v is not None)
+        if node and r.get("node") != node and node not in text:
+            continue
+        if component and r.get("component") != component and component not in text:
+            continue
+        return True
+    return False

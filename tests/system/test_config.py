@@ -1,0 +1,145 @@
+"""Configuration: a broken file stops a daemon with `path:line: message` for
+every error in it; --check-config checks and exits without starting; profile
+errors are reported against the profile file and line."""
+
+import os
+import socket
+
+import pytest
+
+import muster_harness as mh
+from muster_harness import run_to_completion
+
+
+def good_profiles(env):
+    env.write_profile("master", mh.profile_ini("master", [
+        ("svc", dict(check="exec", command="true", interval="1s", rise=1, fall=1))],
+        [("base", ["svc"])]))
+
+
+def broken_aggregator_config(env):
+    # line 4: a bad duration; line 6: an unknown key
+    return env.write("aggr-broken.ini", "\n".join([
+        "[aggregator]",                                          # 1
+        "id = a1",                                               # 2
+        "cluster = test",                                        # 3
+        "stale_timeout = banana",                                # 4
+        f"listen_stream = 127.0.0.1:{mh.free_port()}",           # 5
+        "no_such_key = 1",                                       # 6
+        f"listen_http = 127.0.0.1:{mh.free_port()}",             # 7
+        f"database = {env.path('broken.db')}",                   # 8
+        f"profiles = {env.profiles}",                            # 9
+        "[log]",                                                 # 10
+        "level = debug",                                         # 11
+        ""]))
+
+
+def broken_agent_config(env):
+    return env.write("agent-broken.ini", "\n".join([
+        "[agent]",                                               # 1
+        "node_id = m1",                                          # 2
+        "role = master",                                         # 3
+        "heartbeat = banana",                                    # 4
+        f"profiles = {env.profiles}",                            # 5
+        "no_such_key = 1",                                       # 6
+        f"spool = {env.path('broken.spool')}",                   # 7
+        f"aggregators = 127.0.0.1:{mh.free_port()}",             # 8
+        f"boot_id_file = {env.write('boot_id', 'b0')}",          # 9
+        "[log]",                                                 # 10
+        "level = debug",                                         # 11
+        ""]))
+
+
+DAEMONS = {"aggregatord": ("muster-aggregatord", broken_aggregator_config),
+           "agentd": ("muster-agentd", broken_agent_config)}
+
+
+@pytest.mark.parametrize("check_only", [False, True], ids=["start", "check-config"])
+@pytest.mark.parametrize("daemon", sorted(DAEMONS))
+def test_broken_config_reports_every_line(env, daemon, check_only):
+    good_profiles(env)
+    exe, make = DAEMONS[daemon]
+    path = make(env)
+    argv = [mh.binary(exe), "--config", path] + (["--check-config"] if check_only else [])
+    rc, out, err, secs = run_to_completion(argv, timeout=5)
+    assert rc != 0, f"{exe} accepted a broken config (rc 0); stderr:\n{err}"
+    assert f"{path}:4:" in err, f"no '{path}:4:' (bad value) in stderr:\n{err}"
+    assert f"{path}:6:" in err, f"no '{path}:6:' (unknown key) in stderr:\n{err}"
+
+
+def test_missing_config_file(env):
+    missing = env.path("nope.ini")
+    for exe in ("muster-aggregatord", "muster-agentd"):
+        rc, out, err, _ = run_to_completion([mh.binary(exe), "--config", missing], timeout=5)
+        assert rc != 0, f"{exe} started without its config file"
+        assert missing in err, f"{exe} does not name the missing file:\n{err}"
+
+
+def test_check_config_aggregator_does_not_start(env):
+    good_profiles(env)
+    aggr = env.aggregator()
+    aggr.write_config()
+    # hold both listen ports: a daemon that tried to bind them would fail
+    held = []
+    for port in (aggr.stream_port, aggr.http_port):
+        s = socket.socket()
+        s.bind(("127.0.0.1", port))
+        s.listen(1)
+        held.append(s)
+    try:
+        rc, out, err, secs = run_to_completion(aggr.argv("--check-config"), timeout=5)
+    finally:
+        for s in held:
+            s.close()
+    assert rc == 0, f"--check-config on a good config exited {rc}:\n{err}"
+    assert secs < mh.T(2), f"--check-config took {secs:.2f}s"
+    assert not os.path.exists(aggr.db), "--check-config created the database: it started"
+
+
+def test_check_config_agent_does_not_start(env):
+    good_profiles(env)
+    listener = env.tcp_flag()     # stands in for the aggregator
+
+    class FakeAggr:
+        stream_port = listener.port
+    ag = env.agent("m1", "master", FakeAggr)
+    ag.write_config()
+    rc, out, err, secs = run_to_completion(ag.argv("--check-config"), timeout=5)
+    assert rc == 0, f"--check-config on a good config exited {rc}:\n{err}"
+    assert secs < mh.T(2), f"--check-config took {secs:.2f}s"
+    assert listener.accepted == 0, "--check-config connected to the aggregator: it started"
+    assert not os.path.exists(ag.spool), "--check-config created the spool: it started"
+
+
+BROKEN_PROFILE = "\n".join([
+    "[profile]",                        # 1
+    "role = master",                    # 2
+    "startup_grace = 0s",               # 3
+    "",                                 # 4
+    '[component "svc"]',                # 5
+    "check = banana",                   # 6
+    "command = true",                   # 7
+    '[component "web"]',                # 8
+    "check = http",                     # 9
+    "url = http://127.0.0.1:1/",        # 10
+    "interval = soon",                  # 11
+    "",                                 # 12
+    '[stage "base"]',                   # 13
+    "components = svc web",             # 14
+    ""])
+
+
+@pytest.mark.parametrize("check_only", [False, True], ids=["start", "check-config"])
+@pytest.mark.parametrize("daemon", ["aggregatord", "agentd"])
+def test_broken_profile_reports_file_and_line(env, daemon, check_only):
+    prof = env.write_profile("master", BROKEN_PROFILE)
+    if daemon == "aggregatord":
+        d = env.aggregator()
+    else:
+        d = env.agent("m1", "master", env.aggregator())
+    d.write_config()
+    rc, out, err, _ = run_to_completion(d.argv(*(["--check-config"] if check_only else [])),
+                                        timeout=5)
+    assert rc != 0, f"{daemon} accepted a broken profile; stderr:\n{err}"
+    assert f"{prof}:6:" in err, f"no '{prof}:6:' (unknown check kind) in stderr:\n{err}"
+    assert f"{prof}:11:" in err, f"no '{prof}:11:' (bad interval) in stderr:\n{err}"

@@ -1,0 +1,775 @@
+/* Unit tests for aggregatord/model.c and aggregatord/view.c: node and cluster
+ * verdicts derived from component states (including silence and missing
+ * expected masters), the reasons and root causes users read, and the views:
+ * the JSON bodies, index semantics (unchanged bytes keep their index), and
+ * acquire/release/reap, also under concurrent readers. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+#include "mst/macro.h"
+#include "view.h"
+
+#define T0 (1700000000ULL * USEC_PER_SEC) /* some realtime */
+#define STALE (30 * USEC_PER_SEC)
+#define DIGEST_MASTER "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* --- fixtures: profiles built in memory ----------------------------------- */
+
+static char *svc_names[] = {"svc", NULL};
+static char *web_names[] = {"web", NULL};
+static char *wsvc_names[] = {"wsvc", NULL};
+static char *after_base[] = {"base", NULL};
+static char *no_names[] = {NULL};
+
+static struct mst_stage master_stages[] = {
+    {.name = "base", .components = svc_names, .milestones = no_names, .after = no_names},
+    {.name = "serve", .components = web_names, .milestones = no_names, .after = after_base},
+};
+static struct mst_stage agent_stages[] = {
+    {.name = "work", .components = wsvc_names, .milestones = no_names, .after = no_names},
+};
+static struct mst_profile master_profile = {
+    .role = "master", .stages = master_stages, .n_stages = 2, .digest = DIGEST_MASTER};
+static struct mst_profile agent_profile = {
+    .role = "agent", .stages = agent_stages, .n_stages = 1, .digest = "feedface"};
+static struct mst_profile *profile_list[] = {&master_profile, &agent_profile};
+static const struct mst_profile_set profiles = {.profiles = profile_list, .n = 2};
+
+static struct aggr_model model;
+
+static void model_setup(char *const *masters) {
+  cr_assert_eq(aggr_model_init(&model, &profiles, masters, STALE), 0);
+  model.have_leader = true;
+  model.leader_id = strdup("aggr1");
+  model.epoch = 7;
+}
+
+static void setup_none(void) {
+  model_setup(NULL);
+}
+
+static void setup_m1(void) {
+  static char *masters[] = {"m1", NULL};
+  model_setup(masters);
+}
+
+static void teardown(void) {
+  aggr_model_done(&model);
+}
+
+/* Starts over with these expected masters (a suite's init already ran). */
+static void reset_with_masters(char *const *masters) {
+  aggr_model_done(&model);
+  model_setup(masters);
+}
+
+/* A node whose agent said Hello at `at` and sent its snapshot. */
+static struct aggr_node *report(const char *id, const char *role, uint64_t at) {
+  struct aggr_node *n = aggr_model_get(&model, id);
+  cr_assert_not_null(n);
+  free(n->role);
+  n->role = strdup(role);
+  free(n->hostname);
+  n->hostname = strdup("host-of-node");
+  free(n->boot_id);
+  n->boot_id = strdup("boot-1");
+  n->boot_time_usec = at - 100 * USEC_PER_SEC;
+  n->reported = true;
+  n->have_snapshot = true;
+  n->first_seen_usec = n->first_seen_usec ? n->first_seen_usec : at;
+  n->last_seen_usec = at;
+  n->conn = (struct aggr_conn *)n; /* any non-NULL pointer: connected */
+  n->dirty = true;
+  return n;
+}
+
+static void set_comp(struct aggr_node *n, const char *name, enum mst_state state,
+                     const char *output, uint64_t since) {
+  struct aggr_component *c = aggr_node_get_component(n, name);
+  cr_assert_not_null(c);
+  c->check = MST_CHECK_EXEC;
+  c->state = state;
+  c->since_usec = since;
+  free(c->output);
+  c->output = output ? strdup(output) : NULL;
+  c->health = state == MST_STATE_HEALTHY ? 4 : 0;
+  c->rise = 2;
+  c->fall = 3;
+  n->dirty = true;
+}
+
+static const struct aggr_reason *find_reason(const struct aggr_reasons *r, const char *node,
+                                             const char *component) {
+  for (size_t i = 0; i < r->n; i++)
+    if ((!node || (r->v[i].node && strcmp(r->v[i].node, node) == 0)) &&
+        (component ? r->v[i].component && strcmp(r->v[i].component, component) == 0
+                   : !r->v[i].component))
+      return &r->v[i];
+  return NULL;
+}
+
+/* A healthy master m1 (svc, web) and a healthy agent w1 (wsvc) at T0. */
+static void healthy_cluster(void) {
+  struct aggr_node *m1 = report("m1", "master", T0);
+  set_comp(m1, "svc", MST_STATE_HEALTHY, "svc says 0", T0);
+  set_comp(m1, "web", MST_STATE_HEALTHY, "HTTP 200", T0);
+  struct aggr_node *w1 = report("w1", "agent", T0);
+  set_comp(w1, "wsvc", MST_STATE_HEALTHY, "ok", T0);
+}
+
+/* --- model ---------------------------------------------------------------- */
+
+TestSuite(model, .init = setup_none, .fini = teardown);
+
+Test(model, nodes_sorted_and_found) {
+  const char *ids[] = {"n5", "a1", "m3", "zz", "b0", "m1", "a0"};
+  for (size_t i = 0; i < ELEMENTSOF(ids); i++)
+    cr_assert_not_null(aggr_model_get(&model, ids[i]));
+  cr_assert_eq(model.n_nodes, ELEMENTSOF(ids));
+  for (size_t i = 1; i < model.n_nodes; i++)
+    cr_assert_lt(strcmp(model.nodes[i - 1]->id, model.nodes[i]->id), 0);
+  struct aggr_node *m3 = aggr_model_find(&model, "m3");
+  cr_assert_not_null(m3);
+  cr_assert_str_eq(m3->id, "m3");
+  cr_assert_eq(aggr_model_get(&model, "m3"), m3, "get must not duplicate a node");
+  cr_assert_eq(model.n_nodes, ELEMENTSOF(ids));
+  cr_assert_null(aggr_model_find(&model, "m2"));
+  cr_assert_null(aggr_model_find(&model, ""));
+}
+
+Test(model, components_find_get_retain) {
+  struct aggr_node *n = report("n1", "agent", T0);
+  const char *names[] = {"a", "b", "c", "d", "e", "f"};
+  for (size_t i = 0; i < ELEMENTSOF(names); i++)
+    set_comp(n, names[i], MST_STATE_HEALTHY, names[i], T0);
+  cr_assert_eq(n->n_components, 6);
+  cr_assert_eq(aggr_node_get_component(n, "c"), aggr_node_find_component(n, "c"));
+  cr_assert_eq(n->n_components, 6);
+  n->dirty = false;
+  bool keep[] = {true, false, true, false, false, true};
+  aggr_node_retain_components(n, keep);
+  cr_assert_eq(n->n_components, 3);
+  cr_assert(n->dirty, "removing components must mark the node dirty");
+  cr_assert_str_eq(n->components[0].name, "a");
+  cr_assert_str_eq(n->components[1].name, "c");
+  cr_assert_str_eq(n->components[2].name, "f");
+  cr_assert_null(aggr_node_find_component(n, "b"));
+  /* Appending after a shrink still works (capacity bookkeeping). */
+  for (int i = 0; i < 20; i++) {
+    char name[16];
+    snprintf(name, sizeof(name), "x%d", i);
+    set_comp(n, name, MST_STATE_HEALTHY, NULL, T0);
+  }
+  cr_assert_eq(n->n_components, 23);
+  cr_assert_str_eq(n->components[22].name, "x19");
+}
+
+struct verdict_case {
+  const char *what;
+  bool have_snapshot;
+  enum mst_state states[3]; /* 0-terminated */
+  enum mst_verdict want;
+};
+
+Test(model, node_verdicts_from_component_states) {
+  static const struct verdict_case cases[] = {
+      {"all healthy", true, {MST_STATE_HEALTHY, MST_STATE_HEALTHY}, MST_VERDICT_HEALTHY},
+      {"a warning", true, {MST_STATE_HEALTHY, MST_STATE_WARNING}, MST_VERDICT_DEGRADED},
+      {"a starting", true, {MST_STATE_STARTING, MST_STATE_WARNING}, MST_VERDICT_STARTING},
+      {"an unhealthy", true, {MST_STATE_STARTING, MST_STATE_UNHEALTHY}, MST_VERDICT_UNHEALTHY},
+      {"an unknown", true, {MST_STATE_HEALTHY, MST_STATE_UNKNOWN}, MST_VERDICT_UNHEALTHY},
+      {"no snapshot yet", false, {MST_STATE_HEALTHY}, MST_VERDICT_STARTING},
+      {"no components", true, {0}, MST_VERDICT_HEALTHY},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+    const struct verdict_case *c = &cases[i];
+    char id[16];
+    snprintf(id, sizeof(id), "n%zu", i);
+    struct aggr_node *n = report(id, "agent", T0);
+    n->have_snapshot = c->have_snapshot;
+    for (size_t k = 0; c->states[k]; k++) {
+      char comp[16];
+      snprintf(comp, sizeof(comp), "c%zu", k);
+      set_comp(n, comp, c->states[k], "out", T0);
+    }
+    aggr_model_evaluate(&model, T0 + USEC_PER_SEC);
+    cr_expect_eq(n->verdict, c->want, "%s: got %s, want %s", c->what,
+                 mst_verdict_to_string(n->verdict), mst_verdict_to_string(c->want));
+    if (c->want == MST_VERDICT_HEALTHY)
+      cr_expect_eq(n->reasons.n, 0, "%s: a healthy node has no reasons", c->what);
+    else
+      cr_expect_gt(n->reasons.n, 0, "%s: a %s node needs reasons", c->what,
+                   mst_verdict_to_string(c->want));
+    if (!c->have_snapshot)
+      cr_expect_not_null(find_reason(&n->reasons, id, NULL));
+  }
+  const struct aggr_reason *r = find_reason(&aggr_model_find(&model, "n5")->reasons, "n5", NULL);
+  cr_assert_str_eq(r->message, "n5: waiting for the agent's first snapshot");
+}
+
+Test(model, reason_and_root_cause_text) {
+  model.have_leader = true;
+  struct aggr_node *m1 = report("m1", "master", T0);
+  set_comp(m1, "svc", MST_STATE_UNHEALTHY, "exit code 2", T0 + 5);
+  set_comp(m1, "web", MST_STATE_HEALTHY, "ok", T0);
+  aggr_model_evaluate(&model, T0 + 10);
+
+  cr_assert_eq(m1->verdict, MST_VERDICT_UNHEALTHY);
+  cr_assert_eq(m1->reasons.n, 1);
+  cr_assert_str_eq(m1->reasons.v[0].message, "m1: svc is unhealthy: exit code 2");
+  cr_assert_str_eq(m1->reasons.v[0].node, "m1");
+  cr_assert_str_eq(m1->reasons.v[0].component, "svc");
+  cr_assert_str_eq(m1->reasons.v[0].state, "unhealthy");
+  cr_assert_eq(m1->root_causes.n, 1);
+  cr_assert_str_eq(m1->root_causes.v[0].component, "svc");
+  cr_assert_str_eq(m1->root_causes.v[0].message, "exit code 2", "a root cause carries the output");
+
+  /* Warnings and starting components are reasons, never root causes. */
+  set_comp(m1, "svc", MST_STATE_WARNING, "slow", T0 + 20);
+  set_comp(m1, "web", MST_STATE_STARTING, NULL, T0 + 20);
+  aggr_model_evaluate(&model, T0 + 30);
+  cr_assert_eq(m1->verdict, MST_VERDICT_STARTING);
+  cr_assert_eq(m1->reasons.n, 2);
+  cr_assert_str_eq(m1->reasons.v[0].message, "m1: svc has a warning: slow");
+  cr_assert_str_eq(m1->reasons.v[1].message, "m1: web is starting");
+  cr_assert_eq(m1->root_causes.n, 0);
+}
+
+Test(model, long_output_is_cut_in_reasons) {
+  char out[3000];
+  memset(out, 'x', sizeof(out) - 1);
+  out[sizeof(out) - 1] = 0;
+  memcpy(out + 1023, "\xC3\xA9", 2); /* é straddling the 1024-byte cut */
+  struct aggr_node *n = report("n1", "agent", T0);
+  set_comp(n, "c", MST_STATE_UNHEALTHY, out, T0);
+  aggr_model_evaluate(&model, T0);
+  const char *msg = n->reasons.v[0].message;
+  const char *prefix = "n1: c is unhealthy: ";
+  cr_assert_eq(strncmp(msg, prefix, strlen(prefix)), 0);
+  /* Cut back to 1023 bytes rather than split the character. */
+  cr_assert_eq(strlen(msg), strlen(prefix) + 1023 + strlen("…"), "%zu", strlen(msg));
+  cr_assert_str_eq(msg + strlen(msg) - strlen("x…"), "x…");
+  cr_assert_str_eq(n->root_causes.v[0].message, out, "the root cause keeps the whole output");
+}
+
+Test(model, root_causes_follow_stage_graph) {
+  struct aggr_node *m1 = report("m1", "master", T0);
+  set_comp(m1, "svc", MST_STATE_UNHEALTHY, "exit 2", T0);
+  set_comp(m1, "web", MST_STATE_UNHEALTHY, "HTTP 503", T0);
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(m1->root_causes.n, 1);
+  cr_assert_str_eq(m1->root_causes.v[0].component, "svc");
+  const struct aggr_reason *web = find_reason(&m1->reasons, "m1", "web");
+  cr_assert_not_null(web);
+  cr_assert_str_eq(web->message, "m1: web is unhealthy: HTTP 503 (blocked by svc)");
+
+  /* With its dependency healthy, web is its own root cause. */
+  set_comp(m1, "svc", MST_STATE_HEALTHY, "ok", T0);
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(m1->root_causes.n, 1);
+  cr_assert_str_eq(m1->root_causes.v[0].component, "web");
+  cr_assert_str_eq(find_reason(&m1->reasons, "m1", "web")->message, "m1: web is unhealthy: HTTP 503");
+
+  /* A component in no stage is never blocked. */
+  set_comp(m1, "svc", MST_STATE_UNKNOWN, NULL, T0);
+  set_comp(m1, "extra", MST_STATE_UNHEALTHY, NULL, T0);
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(m1->root_causes.n, 2);
+  cr_assert_not_null(find_reason(&m1->root_causes, "m1", "svc"));
+  cr_assert_not_null(find_reason(&m1->root_causes, "m1", "extra"));
+  cr_assert_null(find_reason(&m1->root_causes, "m1", "web"));
+}
+
+Test(model, unreachable_after_stale_timeout) {
+  healthy_cluster();
+  struct aggr_node *w1 = aggr_model_find(&model, "w1");
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(aggr_model_next_stale_usec(&model), T0 + STALE + USEC_PER_MSEC);
+
+  aggr_model_evaluate(&model, T0 + STALE);
+  cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY, "silent exactly stale_timeout is not silent");
+
+  aggr_model_find(&model, "m1")->last_seen_usec = T0 + STALE; /* m1 keeps talking */
+  aggr_model_evaluate(&model, T0 + STALE + 1);
+  cr_assert_eq(w1->verdict, MST_VERDICT_UNREACHABLE);
+  cr_assert_eq(w1->verdict_since_usec, T0 + STALE + 1);
+  cr_assert(w1->dirty);
+  cr_assert_eq(w1->reasons.n, 1, "the stale components are not reasons of their own");
+  cr_assert_str_eq(w1->reasons.v[0].state, "unreachable");
+  cr_assert_not_null(strstr(w1->reasons.v[0].message, "w1: unreachable (last seen "),
+                     "%s", w1->reasons.v[0].message);
+  cr_assert_not_null(strstr(w1->reasons.v[0].message, "30s stale timeout"));
+  cr_assert_eq(w1->root_causes.n, 1);
+  cr_assert_null(w1->root_causes.v[0].component, "the node itself is the root cause");
+  cr_assert_eq(model.verdict, MST_VERDICT_DEGRADED);
+  cr_assert_not_null(find_reason(&model.reasons, "w1", NULL));
+
+  /* The reason text does not change while the silence goes on. */
+  char *before = strdup(w1->reasons.v[0].message);
+  w1->dirty = false;
+  aggr_model_find(&model, "m1")->last_seen_usec = T0 + 10 * STALE;
+  aggr_model_evaluate(&model, T0 + 10 * STALE);
+  cr_assert_str_eq(w1->reasons.v[0].message, before);
+  cr_assert_not(w1->dirty);
+  free(before);
+
+  /* Only m1 can still turn silent. */
+  cr_assert_eq(aggr_model_next_stale_usec(&model), T0 + 11 * STALE + USEC_PER_MSEC);
+
+  /* A frame brings it back. */
+  w1->last_seen_usec = T0 + 10 * STALE;
+  aggr_model_evaluate(&model, T0 + 10 * STALE);
+  cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY);
+}
+
+Test(model, stale_timeout_zero_disables_silence) {
+  model.stale_timeout_usec = 0;
+  healthy_cluster();
+  aggr_model_evaluate(&model, T0 + 1000 * STALE);
+  cr_assert_eq(aggr_model_find(&model, "w1")->verdict, MST_VERDICT_HEALTHY);
+  cr_assert_eq(aggr_model_next_stale_usec(&model), UINT64_MAX);
+}
+
+Test(model, missing_expected_master) {
+  static char *masters[] = {"m1", "m9", NULL};
+  reset_with_masters(masters);
+  struct aggr_node *m9 = aggr_model_find(&model, "m9");
+  cr_assert_not_null(m9);
+  cr_assert_str_eq(m9->role, "master");
+  cr_assert(m9->expected_master);
+  cr_assert_not(m9->reported);
+
+  cr_assert(aggr_model_evaluate(&model, T0), "the first evaluation establishes the verdict");
+  cr_assert_eq(m9->verdict, MST_VERDICT_MISSING);
+  cr_assert_eq(model.verdict, MST_VERDICT_UNKNOWN, "no agent has reported: no data");
+  cr_assert_not_null(find_reason(&model.reasons, NULL, NULL));
+  cr_assert_eq(aggr_model_next_stale_usec(&model), UINT64_MAX);
+
+  struct aggr_node *m1 = report("m1", "master", T0);
+  set_comp(m1, "svc", MST_STATE_HEALTHY, NULL, T0);
+  set_comp(m1, "web", MST_STATE_HEALTHY, NULL, T0);
+  cr_assert(aggr_model_evaluate(&model, T0 + 1));
+  cr_assert_eq(m1->verdict, MST_VERDICT_HEALTHY);
+  cr_assert_eq(model.verdict, MST_VERDICT_UNHEALTHY);
+  const struct aggr_reason *r = find_reason(&model.reasons, "m9", NULL);
+  cr_assert_not_null(r);
+  cr_assert_str_eq(r->message, "m9: expected master has never reported");
+  cr_assert_str_eq(r->state, "missing");
+  cr_assert_not_null(find_reason(&model.root_causes, "m9", NULL));
+}
+
+Test(model, masters_by_role_when_none_configured) {
+  healthy_cluster();
+  cr_assert(aggr_model_evaluate(&model, T0));
+  cr_assert_eq(model.verdict, MST_VERDICT_HEALTHY);
+  set_comp(aggr_model_find(&model, "m1"), "svc", MST_STATE_UNHEALTHY, "down", T0);
+  cr_assert(aggr_model_evaluate(&model, T0));
+  cr_assert_eq(model.verdict, MST_VERDICT_UNHEALTHY, "a reported master counts as expected");
+}
+
+Test(model, cluster_verdict_changes) {
+  static char *masters[] = {"m1", NULL};
+  reset_with_masters(masters);
+  healthy_cluster();
+  cr_assert(aggr_model_evaluate(&model, T0 + 1));
+  cr_assert_eq(model.verdict, MST_VERDICT_HEALTHY);
+  cr_assert_eq(model.verdict_since_usec, T0 + 1);
+  cr_assert_eq(model.reasons.n, 0);
+  cr_assert_not(aggr_model_evaluate(&model, T0 + 2), "nothing changed");
+  cr_assert_eq(model.verdict_since_usec, T0 + 1);
+
+  struct aggr_node *w1 = aggr_model_find(&model, "w1");
+  set_comp(w1, "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0 + 3);
+  cr_assert(aggr_model_evaluate(&model, T0 + 3));
+  cr_assert_eq(model.verdict, MST_VERDICT_DEGRADED);
+  cr_assert_eq(model.verdict_since_usec, T0 + 3);
+  cr_assert_not_null(find_reason(&model.reasons, "w1", "wsvc"));
+  cr_assert_not_null(find_reason(&model.root_causes, "w1", "wsvc"));
+
+  /* A different failure with the same verdict is no change. */
+  set_comp(w1, "wsvc", MST_STATE_UNKNOWN, "timeout", T0 + 4);
+  cr_assert_not(aggr_model_evaluate(&model, T0 + 4));
+  cr_assert_eq(model.verdict_since_usec, T0 + 3);
+  cr_assert_str_eq(find_reason(&model.reasons, "w1", "wsvc")->message,
+                   "w1: wsvc is in an unknown state: timeout");
+
+  model.have_leader = false;
+  cr_assert(aggr_model_evaluate(&model, T0 + 5));
+  cr_assert_eq(model.verdict, MST_VERDICT_UNKNOWN);
+  cr_assert_str_eq(model.reasons.v[0].message, "no leader elected");
+  cr_assert_null(model.reasons.v[0].node);
+}
+
+Test(model, profile_drift_is_a_reason_not_a_verdict) {
+  struct aggr_node *m1 = report("m1", "master", T0);
+  set_comp(m1, "svc", MST_STATE_HEALTHY, NULL, T0);
+  m1->profile_digest = strdup("abcdef0123456789abcdef");
+  m1->profile_drift = true;
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(m1->verdict, MST_VERDICT_HEALTHY);
+  cr_assert_eq(m1->reasons.n, 1);
+  cr_assert_str_eq(m1->reasons.v[0].message,
+                   "m1: profile drift: agent digest abcdef012345… differs from aggregator's "
+                   "0123456789ab…");
+  cr_assert_eq(m1->root_causes.n, 0);
+}
+
+Test(model, dirty_only_on_change) {
+  healthy_cluster();
+  aggr_model_evaluate(&model, T0);
+  struct aggr_node *m1 = aggr_model_find(&model, "m1");
+  m1->dirty = false;
+  aggr_model_evaluate(&model, T0 + 1);
+  cr_assert_not(m1->dirty, "an evaluation that changed nothing leaves the node clean");
+  m1->components[0].state = MST_STATE_UNHEALTHY; /* as if the loop forgot to mark it */
+  aggr_model_evaluate(&model, T0 + 2);
+  cr_assert(m1->dirty, "a verdict change marks the node dirty");
+  cr_assert_eq(m1->verdict_since_usec, T0 + 2);
+}
+
+/* --- views ---------------------------------------------------------------- */
+
+static struct aggr_views *views;
+
+static void view_setup(void) {
+  setup_m1();
+  views = aggr_views_new();
+  cr_assert_not_null(views);
+}
+
+static void view_teardown(void) {
+  aggr_views_free(views);
+  teardown();
+}
+
+TestSuite(view, .init = view_setup, .fini = view_teardown);
+
+/* Parses a body; checks its "index" equals the body's index. */
+static json_t *parse_body(const struct aggr_body *b) {
+  json_error_t err;
+  cr_assert_eq(strlen(b->data), b->len);
+  json_t *j = json_loadb(b->data, b->len, 0, &err);
+  cr_assert_not_null(j, "body is not JSON: %s: %s", err.text, b->data);
+  cr_assert_eq((uint64_t)json_integer_value(json_object_get(j, "index")), b->index);
+  return j;
+}
+
+static const struct aggr_view_node *view_node(const struct aggr_view *v, const char *id) {
+  const struct aggr_view_node *e = aggr_view_find_node(v, id);
+  cr_assert_not_null(e, "no node %s in the view", id);
+  return e;
+}
+
+static struct aggr_view *publish(bool ready, int want) {
+  aggr_model_evaluate(&model, T0 + 1);
+  int r = aggr_view_publish(views, &model, ready);
+  cr_assert_eq(r, want, "publish returned %d, want %d", r, want);
+  struct aggr_view *v = aggr_view_acquire(views);
+  cr_assert_not_null(v);
+  return v;
+}
+
+Test(view, nothing_before_first_publish) {
+  cr_assert_null(aggr_view_acquire(views));
+  aggr_view_release(NULL);
+}
+
+Test(view, index_semantics) {
+  /* Every view is held to the end: comparing with a released one would read
+   * freed memory once a publish reaps it. */
+  healthy_cluster();
+  struct aggr_view *v1 = publish(true, 1);
+  uint64_t i1 = v1->index;
+  cr_assert_eq(v1->health->index, i1);
+  cr_assert_eq(v1->nodes->index, i1);
+  cr_assert_eq(view_node(v1, "m1")->detail->index, i1);
+  cr_assert_eq(aggr_model_find(&model, "m1")->index, i1);
+  cr_assert_not(aggr_model_find(&model, "m1")->dirty, "publish clears dirty");
+
+  /* Nothing changed: no new view, no index moved. */
+  struct aggr_view *v2 = publish(true, 0);
+  cr_assert_eq(v2, v1);
+
+  /* Dirty but the same bytes: still nothing. */
+  aggr_model_find(&model, "m1")->dirty = true;
+  aggr_model_find(&model, "w1")->dirty = true;
+  struct aggr_view *v3 = publish(true, 0);
+  cr_assert_eq(v3, v1);
+  cr_assert_eq(aggr_model_find(&model, "m1")->index, i1);
+
+  /* A change only the node's own body shows (a healthy component's output):
+   * that node's index moves; the list, the health and w1 keep theirs. */
+  set_comp(aggr_model_find(&model, "m1"), "svc", MST_STATE_HEALTHY, "svc says 0 again", T0);
+  struct aggr_view *v4 = publish(true, 1);
+  cr_assert_gt(v4->index, i1);
+  cr_assert_eq(view_node(v4, "m1")->detail->index, v4->index);
+  cr_assert_eq(aggr_model_find(&model, "m1")->index, v4->index);
+  cr_assert_eq(view_node(v4, "w1")->detail->index, i1);
+  cr_assert_eq(view_node(v4, "w1")->detail, view_node(v1, "w1")->detail, "clean nodes share");
+  cr_assert_eq(v4->nodes->index, i1, "the list's bytes did not change");
+  cr_assert_eq(v4->health->index, i1, "the health's bytes did not change");
+
+  /* A verdict change moves the node, the list and the health. */
+  set_comp(aggr_model_find(&model, "w1"), "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0);
+  struct aggr_view *v5 = publish(true, 1);
+  cr_assert_eq(v5->index, v4->index + 1, "one increment per publish");
+  cr_assert_eq(view_node(v5, "w1")->detail->index, v5->index);
+  cr_assert_eq(view_node(v5, "m1")->detail->index, v4->index);
+  cr_assert_eq(v5->nodes->index, v5->index);
+  cr_assert_eq(v5->health->index, v5->index);
+
+  /* Readiness alone makes a new view but moves no index. */
+  struct aggr_view *v6 = publish(false, 1);
+  cr_assert_not(v6->ready);
+  cr_assert_eq(v6->index, v5->index);
+  cr_assert_eq(v6->health, v5->health);
+
+  /* A new node moves the list and the health (counts). */
+  report("w2", "agent", T0);
+  struct aggr_view *v7 = publish(false, 1);
+  cr_assert_eq(v7->index, v5->index + 1);
+  cr_assert_eq(v7->nodes->index, v7->index);
+  cr_assert_eq(v7->n_nodes, 3);
+
+  /* Held views stay intact until released (v2 and v3 are v1). */
+  struct aggr_view *held[] = {v1, v2, v3, v4, v5, v6, v7};
+  for (size_t i = 0; i < ELEMENTSOF(held); i++)
+    aggr_view_release(held[i]);
+}
+
+Test(view, health_body) {
+  healthy_cluster();
+  set_comp(aggr_model_find(&model, "w1"), "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0 + 3);
+  struct aggr_view *v = publish(true, 1);
+  json_t *h = parse_body(v->health);
+  cr_assert_str_eq(json_string_value(json_object_get(h, "verdict")), "degraded");
+  cr_assert_str_eq(json_string_value(json_object_get(h, "since")), "2023-11-14T22:13:20.000Z");
+  json_t *reasons = json_object_get(h, "reasons");
+  cr_assert_eq(json_array_size(reasons), 1);
+  json_t *r0 = json_array_get(reasons, 0);
+  cr_assert_str_eq(json_string_value(json_object_get(r0, "node")), "w1");
+  cr_assert_str_eq(json_string_value(json_object_get(r0, "component")), "wsvc");
+  cr_assert_str_eq(json_string_value(json_object_get(r0, "state")), "unhealthy");
+  cr_assert_str_eq(json_string_value(json_object_get(r0, "message")), "w1: wsvc is unhealthy: exit 2");
+  json_t *roots = json_object_get(h, "root_causes");
+  cr_assert_eq(json_array_size(roots), 1);
+  json_t *rc = json_array_get(roots, 0);
+  cr_assert_str_eq(json_string_value(json_object_get(rc, "output")), "exit 2");
+  cr_assert_str_eq(json_string_value(json_object_get(rc, "since")), "2023-11-14T22:13:20.000Z");
+  json_t *counts = json_object_get(h, "counts");
+  cr_assert_eq(json_integer_value(json_object_get(json_object_get(counts, "master"), "healthy")),
+               1);
+  cr_assert_eq(json_integer_value(json_object_get(json_object_get(counts, "agent"), "unhealthy")),
+               1);
+  cr_assert_null(json_object_get(json_object_get(counts, "agent"), "healthy"));
+  json_t *leader = json_object_get(h, "leader");
+  cr_assert_str_eq(json_string_value(json_object_get(leader, "id")), "aggr1");
+  cr_assert_eq(json_integer_value(json_object_get(leader, "epoch")), 7);
+  json_decref(h);
+  aggr_view_release(v);
+}
+
+Test(view, node_list_body) {
+  static char *masters[] = {"m1", "m9", NULL};
+  reset_with_masters(masters);
+  healthy_cluster();
+  struct aggr_view *v = publish(true, 1);
+  json_t *j = parse_body(v->nodes);
+  json_t *nodes = json_object_get(j, "nodes");
+  cr_assert_eq(json_array_size(nodes), 3);
+  const char *want_ids[] = {"m1", "m9", "w1"};
+  for (size_t i = 0; i < 3; i++)
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(nodes, i), "id")),
+                     want_ids[i]);
+
+  json_t *m1 = json_array_get(nodes, 0);
+  cr_assert_str_eq(json_string_value(json_object_get(m1, "verdict")), "healthy");
+  cr_assert_str_eq(json_string_value(json_object_get(m1, "role")), "master");
+  cr_assert_str_eq(json_string_value(json_object_get(m1, "hostname")), "host-of-node");
+  cr_assert_str_eq(json_string_value(json_object_get(m1, "boot_id")), "boot-1");
+  cr_assert_str_eq(json_string_value(json_object_get(m1, "last_seen")), "2023-11-14T22:13:20.000Z");
+  cr_assert(json_is_true(json_object_get(m1, "connected")));
+  cr_assert(json_is_false(json_object_get(m1, "profile_drift")));
+  json_t *st = json_object_get(m1, "startup");
+  cr_assert_eq(json_integer_value(json_object_get(st, "percent")), 100);
+  cr_assert_str_eq(json_string_value(json_object_get(st, "stage")), "serve");
+  cr_assert_str_eq(json_string_value(json_object_get(st, "state")), "done");
+
+  json_t *m9 = json_array_get(nodes, 1);
+  cr_assert_str_eq(json_string_value(json_object_get(m9, "verdict")), "missing");
+  cr_assert(json_is_false(json_object_get(m9, "connected")));
+  cr_assert(json_is_null(json_object_get(m9, "last_seen")));
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(m9, "startup"), "state")),
+                   "unknown");
+  json_decref(j);
+  aggr_view_release(v);
+}
+
+Test(view, node_detail_body_and_live_elapsed) {
+  struct aggr_node *m1 = report("m1", "master", T0);
+  set_comp(m1, "svc", MST_STATE_HEALTHY, "svc says 0", m1->boot_time_usec + 10 * USEC_PER_SEC);
+  set_comp(m1, "web", MST_STATE_STARTING, NULL, T0);
+  struct aggr_view *v = publish(true, 1);
+  const struct aggr_body *b = view_node(v, "m1")->detail;
+  cr_assert_neq(b->live_at, SIZE_MAX, "a starting node's elapsed is live");
+
+  char *live;
+  size_t live_len;
+  cr_assert_eq(aggr_body_live_copy(b, m1->boot_time_usec + 42 * USEC_PER_SEC + 5, &live, &live_len),
+               1);
+  json_error_t err;
+  json_t *j = json_loadb(live, live_len, 0, &err);
+  cr_assert_not_null(j, "%s: %s", err.text, live);
+  free(live);
+
+  cr_assert_str_eq(json_string_value(json_object_get(j, "id")), "m1");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "verdict")), "starting");
+  json_t *comps = json_object_get(j, "components");
+  cr_assert_eq(json_array_size(comps), 2);
+  json_t *svc = json_array_get(comps, 0);
+  cr_assert_str_eq(json_string_value(json_object_get(svc, "name")), "svc");
+  cr_assert_str_eq(json_string_value(json_object_get(svc, "check")), "exec");
+  cr_assert_str_eq(json_string_value(json_object_get(svc, "state")), "healthy");
+  cr_assert_str_eq(json_string_value(json_object_get(svc, "health")), "4/4");
+  cr_assert_eq(json_integer_value(json_object_get(svc, "rise")), 2);
+  cr_assert_eq(json_integer_value(json_object_get(svc, "fall")), 3);
+  cr_assert(json_is_null(json_object_get(json_array_get(comps, 1), "output")));
+
+  json_t *st = json_object_get(j, "startup");
+  cr_assert_eq(json_integer_value(json_object_get(st, "percent")), 50);
+  cr_assert_eq(json_integer_value(json_object_get(st, "elapsed")), 42);
+  cr_assert(json_is_null(json_object_get(st, "eta_seconds")));
+  cr_assert_str_eq(json_string_value(json_object_get(st, "waiting_on")), "serve");
+  cr_assert_str_eq(json_string_value(json_object_get(st, "boot_id")), "boot-1");
+  json_t *stages = json_object_get(st, "stages");
+  cr_assert_eq(json_array_size(stages), 2);
+  cr_assert_str_eq(json_string_value(json_object_get(json_array_get(stages, 0), "state")), "done");
+  cr_assert_str_eq(json_string_value(json_object_get(json_array_get(stages, 1), "state")),
+                   "in_progress");
+  cr_assert_eq(json_array_size(json_object_get(j, "reasons")), 1);
+  cr_assert_eq(json_array_size(json_object_get(j, "root_causes")), 0);
+  json_decref(j);
+  aggr_view_release(v);
+
+  /* Once done, elapsed is fixed: boot to the last stage's completion. */
+  set_comp(m1, "web", MST_STATE_HEALTHY, "ok", m1->boot_time_usec + 70 * USEC_PER_SEC);
+  v = publish(true, 1);
+  b = view_node(v, "m1")->detail;
+  cr_assert_eq(b->live_at, SIZE_MAX);
+  cr_assert_eq(aggr_body_live_copy(b, T0, &live, &live_len), 0);
+  j = parse_body(b);
+  cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "startup"), "elapsed")), 70);
+  json_decref(j);
+  aggr_view_release(v);
+}
+
+Test(view, invalid_utf8_is_repaired) {
+  struct aggr_node *n = report("n1", "agent", T0);
+  set_comp(n, "wsvc", MST_STATE_UNHEALTHY, "bad \xff\xfe bytes \xC3", T0);
+  free(n->hostname);
+  n->hostname = strdup("h\x80st\"quote");
+  struct aggr_view *v = publish(true, 1);
+  json_t *j = parse_body(view_node(v, "n1")->detail);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "hostname")), "h\xEF\xBF\xBDst\"quote");
+  cr_assert_str_eq(
+      json_string_value(json_object_get(json_array_get(json_object_get(j, "components"), 0),
+                                        "output")),
+      "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes \xEF\xBF\xBD");
+  json_decref(j);
+  json_decref(parse_body(v->health));
+  json_decref(parse_body(v->nodes));
+  aggr_view_release(v);
+}
+
+Test(view, reasons_to_json) {
+  struct aggr_reasons empty = {0};
+  char *s = aggr_reasons_to_json(&empty);
+  cr_assert_str_eq(s, "[]");
+  free(s);
+  struct aggr_reason r = {.node = "m1", .component = NULL, .state = "missing", .message = "m1: \"x\""};
+  struct aggr_reasons one = {.v = &r, .n = 1};
+  s = aggr_reasons_to_json(&one);
+  cr_assert_str_eq(
+      s, "[{\"node\":\"m1\",\"component\":null,\"state\":\"missing\",\"message\":\"m1: \\\"x\\\"\"}]");
+  free(s);
+}
+
+Test(view, retired_views_live_until_released) {
+  healthy_cluster();
+  struct aggr_view *v1 = publish(true, 1);
+  char *copy = strdup(v1->health->data);
+
+  set_comp(aggr_model_find(&model, "w1"), "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0);
+  struct aggr_view *v2 = publish(true, 1);
+  cr_assert_neq(v1, v2);
+  cr_assert_eq(aggr_views_n_retired(views), 1, "v1 is still held");
+  aggr_views_reap(views);
+  cr_assert_eq(aggr_views_n_retired(views), 1);
+  cr_assert_str_eq(v1->health->data, copy, "a held view does not change");
+
+  aggr_view_release(v1);
+  aggr_views_reap(views);
+  cr_assert_eq(aggr_views_n_retired(views), 0);
+  aggr_view_release(v2);
+  free(copy);
+}
+
+struct reader {
+  pthread_t thread;
+  atomic_bool *stop;
+  struct aggr_views *views;
+  unsigned long reads;
+  bool bad;
+};
+
+static void *reader_run(void *arg) {
+  struct reader *r = arg;
+  uint64_t last = 0;
+  while (!atomic_load(r->stop)) {
+    struct aggr_view *v = aggr_view_acquire(r->views);
+    if (!v)
+      continue;
+    /* Indexes never go backwards, and a body's bytes are intact. */
+    if (v->index < last || v->health->len != strlen(v->health->data) ||
+        v->health->data[v->health->len - 1] != '}')
+      r->bad = true;
+    last = v->index;
+    const struct aggr_view_node *n = aggr_view_find_node(v, "w1");
+    if (!n || n->detail->data[0] != '{')
+      r->bad = true;
+    aggr_view_release(v);
+    r->reads++;
+  }
+  return NULL;
+}
+
+Test(view, concurrent_readers) {
+  healthy_cluster();
+  cr_assert_eq(aggr_view_publish(views, &model, true), 1);
+  atomic_bool stop = false;
+  struct reader readers[2] = {{.stop = &stop, .views = views}, {.stop = &stop, .views = views}};
+  for (size_t i = 0; i < ELEMENTSOF(readers); i++)
+    cr_assert_eq(pthread_create(&readers[i].thread, NULL, reader_run, &readers[i]), 0);
+
+  struct aggr_node *w1 = aggr_model_find(&model, "w1");
+  for (int i = 0; i < 3000; i++) {
+    char out[32];
+    snprintf(out, sizeof(out), "run %d", i);
+    set_comp(w1, "wsvc", i % 2 ? MST_STATE_UNHEALTHY : MST_STATE_HEALTHY, out, T0 + i);
+    aggr_model_evaluate(&model, T0 + (uint64_t)i);
+    cr_assert_eq(aggr_view_publish(views, &model, true), 1);
+  }
+  atomic_store(&stop, true);
+  for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+    pthread_join(readers[i].thread, NULL);
+    cr_expect_not(readers[i].bad, "reader %zu saw a broken view", i);
+    cr_expect_gt(readers[i].reads, 0);
+  }
+  aggr_views_reap(views);
+  cr_assert_eq(aggr_views_n_retired(views), 0, "every released view is freed");
+}

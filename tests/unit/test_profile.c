@@ -1,0 +1,428 @@
+/* Unit tests for mst/profile.h: a complete profile with its defaults, every
+ * validation error at its line, the digest, and loading a directory of
+ * profiles (order, duplicate roles, cross-role requirements). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "mst/config.h"
+#include "mst/macro.h"
+#include "mst/profile.h"
+#include "unit-helpers.h"
+
+static char *tmpdir;
+
+static void setup(void) {
+  tmpdir = unit_tmpdir();
+}
+
+static void teardown(void) {
+  unit_rmtree(tmpdir);
+}
+
+TestSuite(profile, .init = setup, .fini = teardown);
+
+/* The SPEC's example profile. */
+static const char spec_agent[] =
+    "[profile]\n"
+    "role = agent\n"
+    "startup_grace = 15m\n"
+    "\n"
+    "[component \"mesos-agent\"]\n"
+    "check = systemd                 ; systemd | exec | http | tcp\n"
+    "unit = dcos-mesos-slave.service\n"
+    "[component \"agent-http\"]\n"
+    "check = http\n"
+    "url = http://127.0.0.1:5051/health\n"
+    "expect_status = 200\n"
+    "interval = 5s\n"
+    "timeout = 2s\n"
+    "rise = 2\n"
+    "fall = 3\n"
+    "[component \"fw\"]\n"
+    "check = exec\n"
+    "command = /usr/lib/nagios/plugins/check_tcp -H 127.0.0.1 -p 5051\n"
+    "[component \"dns\"]\n"
+    "check = tcp\n"
+    "address = 127.0.0.1:53\n"
+    "\n"
+    "[stage \"diagnostics\"]\n"
+    "components = fw\n"
+    "[stage \"mesos-agent\"]\n"
+    "components = mesos-agent agent-http\n"
+    "after = diagnostics\n"
+    "requires = master:mesos-master\n";
+
+/* sha256sum of spec_agent */
+static const char spec_agent_sha256[] =
+    "ed86fe83d3b269664163f2d1effc2993dcdab97407d73c7f9c4cfa31cb1f5f93";
+
+static void strv_assert(char **v, const char *const *want, size_t n) {
+  cr_assert_not_null(v);
+  cr_assert_eq(mst_strv_length(v), n);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_str_eq(v[i], want[i]);
+}
+
+Test(profile, spec_example) {
+  _cleanup_free_ char *path = unit_write_file(tmpdir, "whatever.ini", spec_agent);
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_eq(mst_profile_load(path, &p, &diag), 0, "%s", diag.n ? diag.lines[0] : "");
+  cr_assert_eq(diag.n, 0);
+  cr_assert_str_eq(p->path, path);
+  cr_assert_str_eq(p->role, "agent", "[profile] role beats the file name");
+  cr_assert_eq(p->startup_grace_usec, 15ULL * 60 * USEC_PER_SEC);
+  cr_assert_str_eq(p->digest, spec_agent_sha256);
+
+  cr_assert_eq(p->n_components, 4);
+  const struct mst_component *c = mst_profile_find_component(p, "mesos-agent");
+  cr_assert_not_null(c);
+  cr_assert_eq(c->check, MST_CHECK_SYSTEMD);
+  cr_assert_str_eq(c->unit, "dcos-mesos-slave.service");
+  cr_assert_eq(c->line, 5);
+  cr_assert_eq(c->interval_usec, MST_PROFILE_DEFAULT_INTERVAL_USEC);
+  cr_assert_eq(c->timeout_usec, MST_PROFILE_DEFAULT_TIMEOUT_USEC);
+  cr_assert_eq(c->rise, 2);
+  cr_assert_eq(c->fall, 3);
+
+  c = mst_profile_find_component(p, "agent-http");
+  cr_assert_eq(c->check, MST_CHECK_HTTP);
+  cr_assert_str_eq(c->url, "http://127.0.0.1:5051/health");
+  cr_assert_eq(c->expect_status, 200);
+  cr_assert_null(c->expect_body);
+  cr_assert_eq(c->interval_usec, 5 * USEC_PER_SEC);
+  cr_assert_eq(c->timeout_usec, 2 * USEC_PER_SEC);
+
+  c = mst_profile_find_component(p, "fw");
+  cr_assert_eq(c->check, MST_CHECK_EXEC);
+  cr_assert_str_eq(c->command, "/usr/lib/nagios/plugins/check_tcp -H 127.0.0.1 -p 5051");
+
+  c = mst_profile_find_component(p, "dns");
+  cr_assert_eq(c->check, MST_CHECK_TCP);
+  cr_assert_str_eq(c->address, "127.0.0.1:53");
+  cr_assert_null(mst_profile_find_component(p, "nope"));
+
+  cr_assert_eq(p->n_stages, 2);
+  const struct mst_stage *s = &p->stages[0];
+  cr_assert_str_eq(s->name, "diagnostics");
+  cr_assert_eq(s->line, 23);
+  strv_assert(s->components, (const char *[]){"fw"}, 1);
+  strv_assert(s->milestones, NULL, 0);
+  strv_assert(s->after, NULL, 0);
+  strv_assert(s->requires, NULL, 0);
+  s = &p->stages[1];
+  cr_assert_str_eq(s->name, "mesos-agent");
+  strv_assert(s->components, (const char *[]){"mesos-agent", "agent-http"}, 2);
+  strv_assert(s->after, (const char *[]){"diagnostics"}, 1);
+  strv_assert(s->requires, (const char *[]){"master:mesos-master"}, 1);
+
+  mst_profile_free(p);
+  mst_diag_done(&diag);
+}
+
+Test(profile, defaults_and_after_default) {
+  _cleanup_free_ char *path = unit_write_file(tmpdir, "agent_public.ini",
+                                              "[component \"a\"]\n"
+                                              "check = http\n"
+                                              "url = https://localhost/x\n"
+                                              "expect_body = \"ok ; really\"\n"
+                                              "[component \"b\"]\n"
+                                              "check = exec\n"
+                                              "command = true\n"
+                                              "rise = 1\n"
+                                              "fall = 100\n"
+                                              "[stage \"one\"]\n"
+                                              "components = a\n"
+                                              "[stage \"two\"]\n"
+                                              "milestones = b\n"
+                                              "[stage \"three\"]\n"
+                                              "components = a, b\n"
+                                              "requires = master:x@quorum, agent:y@all\n"
+                                              "[stage \"four\"]\n"
+                                              "after = one, two\n"
+                                              "[stage \"five\"]\n"
+                                              "after =\n");
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_eq(mst_profile_load(path, &p, &diag), 0, "%s", diag.n ? diag.lines[0] : "");
+  cr_assert_str_eq(p->role, "agent_public", "the role defaults to the file name");
+  cr_assert_eq(p->startup_grace_usec, MST_PROFILE_DEFAULT_GRACE_USEC);
+  cr_assert_eq(p->components[0].expect_status, 200);
+  cr_assert_str_eq(p->components[0].expect_body, "ok ; really");
+  cr_assert_eq(p->components[1].rise, 1);
+  cr_assert_eq(p->components[1].fall, 100);
+
+  cr_assert_eq(p->n_stages, 5);
+  strv_assert(p->stages[0].after, NULL, 0);
+  strv_assert(p->stages[1].after, (const char *[]){"one"}, 1);
+  strv_assert(p->stages[1].milestones, (const char *[]){"b"}, 1);
+  strv_assert(p->stages[2].after, (const char *[]){"two"}, 1);
+  strv_assert(p->stages[2].requires, (const char *[]){"master:x@quorum", "agent:y@all"}, 2);
+  strv_assert(p->stages[3].after, (const char *[]){"one", "two"}, 2);
+  strv_assert(p->stages[4].after, NULL, 0);
+  mst_profile_free(p);
+  mst_diag_done(&diag);
+}
+
+struct error_case {
+  const char *content;
+  const char *diag; /* expected line after "<path>:" */
+};
+
+#define SYSD "check = systemd\nunit = x.service\n"
+
+static const struct error_case error_cases[] = {
+    {"[profile]\n[nodes]\n", "2: unknown section [nodes]"},
+    {"[component]\n", "1: section [component] needs a name: [component \"NAME\"]"},
+    {"[component \"a b\"]\n" SYSD,
+     "1: invalid component name 'a b' (no spaces, commas, quotes, ':' or '@')"},
+    {"[component open\n",
+     "1: syntax error: section header '[component open' does not end with ']'"},
+    {"[component \"a\" x]\n",
+     "1: bad section header [component \"a\" x] (write [component \"NAME\"])"},
+    {"[profile]\ncolour = red\n", "2: unknown key 'colour' in section [profile]"},
+    {"[component \"a\"]\n" SYSD "colour = red\n",
+     "4: unknown key 'colour' in section [component \"a\"]"},
+    {"[stage \"s\"]\ncolour = red\n", "2: unknown key 'colour' in section [stage \"s\"]"},
+    {"role = x\n", "1: key 'role' is outside of any section"},
+    {"[component \"a\"]\nunit = x.service\n",
+     "1: component 'a': missing 'check' (systemd, exec, http or tcp)"},
+    {"[component \"a\"]\ncheck = ping\n",
+     "2: component 'a': check: unknown check 'ping' (systemd, exec, http or tcp)"},
+    {"\n[component \"a\"]\ncheck = systemd\n", "2: component 'a': check = systemd needs 'unit'"},
+    {"[component \"a\"]\ncheck = exec\n", "1: component 'a': check = exec needs 'command'"},
+    {"[component \"a\"]\ncheck = http\n", "1: component 'a': check = http needs 'url'"},
+    {"[component \"a\"]\ncheck = tcp\n", "1: component 'a': check = tcp needs 'address'"},
+    {"[component \"a\"]\n" SYSD "url = http://x/\n",
+     "4: component 'a': 'url' does not apply to check = systemd"},
+    {"[component \"a\"]\n" SYSD "expect_status = 204\n",
+     "4: component 'a': 'expect_status' does not apply to check = systemd"},
+    {"[component \"a\"]\n" SYSD "check = exec\n",
+     "4: duplicate key 'check' in section [component \"a\"] (first set on line 2)"},
+    {"[component \"a\"]\n" SYSD "[component \"a\"]\n" SYSD,
+     "4: duplicate component 'a' (first declared on line 1)"},
+    {"[stage \"s\"]\n[stage \"s\"]\n", "2: duplicate stage 's' (first declared on line 1)"},
+    {"[component \"a\"]\n" SYSD "interval = 50ms\n",
+     "4: component 'a': interval: '50ms' is out of range: must be between 100ms and 1d"},
+    {"[component \"a\"]\n" SYSD "interval = 2d\n",
+     "4: component 'a': interval: '2d' is out of range: must be between 100ms and 1d"},
+    {"[component \"a\"]\n" SYSD "interval = 10\n",
+     "4: component 'a': interval: invalid duration '10' (write e.g. 500ms, 5s, 15m)"},
+    {"[component \"a\"]\n" SYSD "timeout = 5ms\n",
+     "4: component 'a': timeout: '5ms' is out of range: must be between 10ms and 1h"},
+    {"[component \"a\"]\n" SYSD "rise = 0\n",
+     "4: component 'a': rise: '0' is out of range: must be between 1 and 100"},
+    {"[component \"a\"]\n" SYSD "fall = 101\n",
+     "4: component 'a': fall: '101' is out of range: must be between 1 and 100"},
+    {"[component \"a\"]\n" SYSD "fall = 99999999999999999999999\n",
+     "4: component 'a': fall: '99999999999999999999999' is out of range: must be between 1 and "
+     "100"},
+    {"[component \"a\"]\n" SYSD "rise = two\n", "4: component 'a': rise: invalid number 'two'"},
+    {"[component \"a\"]\ncheck = http\nurl = http://x/\nexpect_status = 600\n",
+     "4: component 'a': expect_status: '600' is out of range: must be between 100 and 599"},
+    {"[component \"a\"]\ncheck = http\nurl = ftp://x/\n",
+     "3: component 'a': url: 'ftp://x/' is not an http:// or https:// URL"},
+    {"[component \"a\"]\ncheck = tcp\naddress = localhost\n",
+     "3: component 'a': address: 'localhost' is not host:port"},
+    {"[component \"a\"]\ncheck = tcp\naddress = localhost:0\n",
+     "3: component 'a': address port: '0' is out of range: must be between 1 and 65535"},
+    {"[profile]\nstartup_grace = forever\n",
+     "2: [profile] startup_grace: invalid duration 'forever' (write e.g. 500ms, 5s, 15m)"},
+    {"[profile]\nrole = a b\n", "2: [profile] role: invalid role 'a b'"},
+    {"[profile]\nrole = a\nrole = b\n",
+     "3: duplicate key 'role' in section [profile] (first set on line 2)"},
+    {"[stage \"s\"]\ncomponents = ghost\n", "2: stage 's': unknown component 'ghost'"},
+    {"[stage \"s\"]\nmilestones = ghost\n", "2: stage 's': unknown component 'ghost'"},
+    {"[stage \"s\"]\nafter = nowhere\n", "2: stage 's': 'after' names unknown stage 'nowhere'"},
+    {"[stage \"s\"]\nrequires = master\n",
+     "2: stage 's': bad requires 'master' (write ROLE:STAGE, ROLE:STAGE@quorum or "
+     "ROLE:STAGE@all)"},
+    {"[stage \"s\"]\nrequires = master:x@most\n",
+     "2: stage 's': bad requires 'master:x@most' (write ROLE:STAGE, ROLE:STAGE@quorum or "
+     "ROLE:STAGE@all)"},
+    {"[stage \"s\"]\nrequires = :x\n",
+     "2: stage 's': bad requires ':x' (write ROLE:STAGE, ROLE:STAGE@quorum or ROLE:STAGE@all)"},
+    {"[stage \"s\"]\nrequires = master:\n",
+     "2: stage 's': bad requires 'master:' (write ROLE:STAGE, ROLE:STAGE@quorum or "
+     "ROLE:STAGE@all)"},
+    {"[stage \"s\"]\nafter = s\n", "2: stage 's': dependency cycle s -> s"},
+    {"[stage \"x\"]\nafter = y\n[stage \"y\"]\n", "2: stage 'x': dependency cycle x -> y -> x"},
+    {"[stage \"a\"]\n[stage \"b\"]\n[stage \"c\"]\n[stage \"a2\"]\nafter = c\n[stage \"d\"]\n"
+     "[stage \"z\"]\n",
+     NULL},
+};
+
+Test(profile, each_error_at_its_line) {
+  for (size_t i = 0; i < ELEMENTSOF(error_cases); i++) {
+    const struct error_case *c = &error_cases[i];
+    _cleanup_free_ char *path = unit_write_file(tmpdir, "master.ini", c->content);
+    _cleanup_free_ char *want = NULL;
+    struct mst_profile *p = NULL;
+    struct mst_diag diag = {0};
+    int r = mst_profile_load(path, &p, &diag);
+
+    if (!c->diag) {
+      /* a control case: valid */
+      cr_assert_eq(r, 0, "case %zu: %s", i, diag.n ? diag.lines[0] : "");
+      mst_profile_free(p);
+      continue;
+    }
+    cr_assert_geq(asprintf(&want, "%s:%s", path, c->diag), 0);
+    cr_assert_eq(r, -EINVAL, "case %zu: ret %d", i, r);
+    cr_assert_null(p);
+    cr_assert_eq(diag.n, 1, "case %zu (%s): %zu diagnostics, first: %s", i, c->diag, diag.n,
+                 diag.n ? diag.lines[0] : "none");
+    cr_assert_str_eq(diag.lines[0], want, "case %zu", i);
+    mst_diag_done(&diag);
+  }
+}
+
+Test(profile, several_errors_and_a_longer_cycle) {
+  _cleanup_free_ char *path = unit_write_file(tmpdir, "m.ini",
+                                              "[component \"a\"]\n"    /* 1 */
+                                              "check = systemd\n"      /* 2 */
+                                              "[stage \"s1\"]\n"       /* 3 */
+                                              "after = s3\n"           /* 4 */
+                                              "components = a ghost\n" /* 5 */
+                                              "[stage \"s2\"]\n"       /* 6 */
+                                              "[stage \"s3\"]\n"       /* 7 */
+                                              "bogus = 1\n");          /* 8 */
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+  static const char *const want[] = {
+      "8: unknown key 'bogus' in section [stage \"s3\"]",
+      "1: component 'a': check = systemd needs 'unit'",
+      "5: stage 's1': unknown component 'ghost'",
+      "4: stage 's1': dependency cycle s1 -> s3 -> s2 -> s1",
+  };
+
+  cr_assert_eq(mst_profile_load(path, &p, &diag), -EINVAL);
+  cr_assert_eq(diag.n, ELEMENTSOF(want));
+  for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+    _cleanup_free_ char *line = NULL;
+    cr_assert_geq(asprintf(&line, "%s:%s", path, want[i]), 0);
+    cr_assert_str_eq(diag.lines[i], line);
+  }
+  mst_diag_done(&diag);
+}
+
+Test(profile, digest_is_stable_and_follows_the_bytes) {
+  _cleanup_free_ char *path = unit_write_file(tmpdir, "agent.ini", spec_agent);
+  struct mst_profile *a = NULL, *b = NULL, *c = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_eq(mst_profile_load(path, &a, &diag), 0);
+  cr_assert_eq(mst_profile_load(path, &b, &diag), 0);
+  cr_assert_str_eq(a->digest, b->digest);
+  cr_assert_eq(strlen(a->digest), 64);
+  cr_assert_str_eq(a->digest, spec_agent_sha256);
+
+  /* A comment changes nothing but the bytes: the digest still changes. */
+  size_t n = strlen(spec_agent);
+  char *changed = malloc(n + 16);
+  cr_assert_not_null(changed);
+  memcpy(changed, spec_agent, n);
+  strcpy(changed + n, "; edited\n");
+  free(unit_write_file(tmpdir, "agent.ini", changed));
+  free(changed);
+  cr_assert_eq(mst_profile_load(path, &c, &diag), 0);
+  cr_assert_str_neq(c->digest, a->digest);
+
+  mst_profile_free(a);
+  mst_profile_free(b);
+  mst_profile_free(c);
+  mst_diag_done(&diag);
+}
+
+Test(profile, missing_file) {
+  _cleanup_free_ char *path = NULL;
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_geq(asprintf(&path, "%s/none.ini", tmpdir), 0);
+  cr_assert_eq(mst_profile_load(path, &p, &diag), -ENOENT);
+  cr_assert_null(p);
+  cr_assert_eq(diag.n, 1);
+  mst_diag_done(&diag);
+}
+
+static const char master_profile[] = "[component \"zk\"]\n"
+                                     "check = systemd\n"
+                                     "unit = dcos-exhibitor.service\n"
+                                     "[stage \"zookeeper\"]\n"
+                                     "components = zk\n"
+                                     "[stage \"mesos-master\"]\n";
+
+Test(profile, set_load) {
+  struct mst_profile_set *set = NULL;
+  struct mst_diag diag = {0};
+
+  free(unit_write_file(tmpdir, "master.ini", master_profile));
+  free(unit_write_file(tmpdir, "agent.ini", spec_agent));
+  free(unit_write_file(tmpdir, "README.txt", "not a profile"));
+  free(unit_write_file(tmpdir, ".hidden.ini", "garbage"));
+
+  cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), 0, "%s", diag.n ? diag.lines[0] : "");
+  cr_assert_eq(set->n, 2);
+  cr_assert_str_eq(set->profiles[0]->role, "agent", "sorted by file name");
+  cr_assert_str_eq(set->profiles[1]->role, "master");
+  cr_assert_eq(mst_profile_set_find(set, "master"), set->profiles[1]);
+  cr_assert_null(mst_profile_set_find(set, "agent_public"));
+  mst_profile_set_free(set);
+  mst_diag_done(&diag);
+}
+
+Test(profile, set_load_duplicate_role) {
+  struct mst_profile_set *set = NULL;
+  struct mst_diag diag = {0};
+  _cleanup_free_ char *a = unit_write_file(tmpdir, "a.ini", "[profile]\nrole = master\n");
+  _cleanup_free_ char *m = unit_write_file(tmpdir, "master.ini", master_profile);
+  _cleanup_free_ char *want = NULL;
+
+  cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), -EINVAL);
+  cr_assert_null(set);
+  cr_assert_geq(asprintf(&want, "%s: duplicate role 'master' (already defined by %s)", m, a), 0);
+  cr_assert_eq(diag.n, 1);
+  cr_assert_str_eq(diag.lines[0], want);
+  mst_diag_done(&diag);
+}
+
+Test(profile, set_load_collects_errors_and_checks_requires) {
+  struct mst_profile_set *set = NULL;
+  struct mst_diag diag = {0};
+  _cleanup_free_ char *agent = unit_write_file(tmpdir, "agent.ini", spec_agent);
+  _cleanup_free_ char *pub = unit_write_file(tmpdir, "public.ini",
+                                             "[stage \"s\"]\n"
+                                             "requires = master:zookeeper@all, nobody:x\n");
+  _cleanup_free_ char *bad = unit_write_file(tmpdir, "broken.ini", "[stage \"x\"]\nafter = y\n");
+  _cleanup_free_ char *m = unit_write_file(tmpdir, "master.ini", master_profile);
+
+  cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), -EINVAL);
+  cr_assert_null(set);
+  cr_assert(mst_diag_contains(&diag, "broken.ini:2: stage 'x': 'after' names unknown stage 'y'"));
+  cr_assert(mst_diag_contains(&diag, "public.ini:1: stage 's': requires 'nobody:x' names unknown "
+                                     "role 'nobody'"));
+  cr_assert_eq(diag.n, 2, "agent's master:mesos-master and master:zookeeper@all are fine");
+
+  mst_diag_done(&diag);
+  free(unit_write_file(tmpdir, "public.ini", "[stage \"s\"]\nrequires = master:dns\n"));
+  cr_assert_eq(unlink(bad), 0);
+  cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), -EINVAL);
+  cr_assert_eq(diag.n, 1);
+  cr_assert(mst_diag_contains(&diag, "public.ini:1: stage 's': requires 'master:dns' names stage "
+                                     "'dns', which role 'master' does not have"));
+  mst_diag_done(&diag);
+}
+
+Test(profile, set_load_missing_dir) {
+  struct mst_profile_set *set = NULL;
+  struct mst_diag diag = {0};
+  _cleanup_free_ char *dir = NULL;
+
+  cr_assert_geq(asprintf(&dir, "%s/none", tmpdir), 0);
+  cr_assert_eq(mst_profile_set_load(dir, &set, &diag), -ENOENT);
+  cr_assert_eq(diag.n, 1);
+  mst_diag_done(&diag);
+}
