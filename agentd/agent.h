@@ -25,10 +25,10 @@
 #include "mst/profile.h"
 #include "mst/state.h"
 
-#define AGENT_OUTPUT_MAX 4096               /* bytes of kept output text */
-#define AGENT_TRUNCATED_MARK "…[truncated]" /* appended when output was cut */
+#define AGENT_OUTPUT_MAX           4096           /* bytes of kept output text */
+#define AGENT_TRUNCATED_MARK       "…[truncated]" /* appended when output was cut */
 #define AGENT_DEFAULT_BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
-#define AGENT_SYSTEMD_PLACEHOLDER "systemd probe not available yet"
+#define AGENT_SYSTEMD_PLACEHOLDER  "systemd probe not available yet"
 
 struct agent_spool;
 struct agent_stream;
@@ -55,12 +55,12 @@ struct agent_component {
   struct agent *agent;
   const struct mst_component *conf; /* owned by agent->profiles */
   struct mst_damp damp;
-  enum mst_state state;  /* last state committed to the spool */
-  uint64_t since_usec;   /* realtime of that change */
-  char *output;          /* latest result's text (owned), never NULL */
-  char *perfdata;        /* latest perfdata (owned), may be NULL */
-  bool ever_healthy;     /* up at least once in the current boot */
-  bool restored;         /* its row came from the spool */
+  enum mst_state state;      /* last state committed to the spool */
+  uint64_t since_usec;       /* realtime of that change */
+  char *output;              /* latest result's text (owned), never NULL */
+  char *perfdata;            /* latest perfdata (owned), may be NULL */
+  bool ever_healthy;         /* up at least once in the current boot */
+  bool restored;             /* its row came from the spool */
   sd_event_source *schedule; /* timer of the next run */
   uint64_t run_started_usec; /* monotonic start of the current/last run */
   void *run;                 /* kind-specific in-flight probe, or NULL */
@@ -68,7 +68,6 @@ struct agent_component {
 
 struct agent {
   sd_event *event;
-  const char *config_path;
   struct agent_config cfg;
   struct mst_profile_set *profiles;
   const struct mst_profile *profile; /* of cfg.role, inside profiles */
@@ -83,7 +82,8 @@ struct agent {
   sd_event_source *grace_timer;
 
   struct agent_spool *spool;
-  struct agent_http *http;
+  struct agent_http *http; /* NULL when no component is checked over HTTP */
+  bool curl_initialized;
   struct agent_stream *stream;
 
   uint64_t rng_state;

@@ -18,7 +18,7 @@
 #include "mst/config.h"
 #include "mst/macro.h"
 
-#define BOOT_ID_MAX 128
+#define BOOT_ID_MAX        128
 #define HOST_ADDRESSES_MAX 64
 
 static void file_closep(FILE **f) {

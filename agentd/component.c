@@ -80,8 +80,7 @@ static int component_record_change(struct agent_component *c, enum mst_state to)
   if (r < 0) {
     log_error("component %s: cannot record %s -> %s in the spool: %s; retrying with the next "
               "result",
-              c->conf->name, mst_state_to_string(c->state), mst_state_to_string(to),
-              strerror(-r));
+              c->conf->name, mst_state_to_string(c->state), mst_state_to_string(to), strerror(-r));
     return r;
   }
 
@@ -124,8 +123,8 @@ void agent_component_result(struct agent_component *c, enum mst_result r, const 
   c->perfdata = perfdata ? strdup(perfdata) : NULL;
 
   effective = mst_state_with_grace(damped, c->ever_healthy, agent_in_startup_grace(a));
-  log_debug("component %s: result %d, health %u/%u, %s: %s", c->conf->name, (int)r,
-            c->damp.health, mst_damp_max(&c->damp), mst_state_to_string(effective), c->output);
+  log_debug("component %s: result %d, health %u/%u, %s: %s", c->conf->name, (int)r, c->damp.health,
+            mst_damp_max(&c->damp), mst_state_to_string(effective), c->output);
 
   if (effective != c->state) {
     (void)component_record_change(c, effective);
@@ -181,7 +180,7 @@ static int restore_row(void *userdata, const struct agent_spool_component *row) 
   /* Counters of another boot or another check describe something else. */
   if (same_check && !a->boot_is_new)
     mst_damp_restore(&c->damp, c->conf->rise, c->conf->fall, row->health, c->state);
-  else
+  else if (c->conf->check != MST_CHECK_SYSTEMD)
     log_info("component %s: last recorded %s in %s, counting afresh", c->conf->name,
              mst_state_to_string(c->state), same_check ? "an earlier boot" : "another check kind");
   return 0;

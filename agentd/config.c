@@ -135,8 +135,7 @@ static void read_token(struct agent *a, const char *path, unsigned line, struct 
                  "(chmod 600)",
                  file);
   else if (r == -EINVAL)
-    mst_diag_add(diag, path, line,
-                 "[agent] token_file: %s is empty or not a regular file", file);
+    mst_diag_add(diag, path, line, "[agent] token_file: %s is empty or not a regular file", file);
   else
     mst_diag_add(diag, path, line, "[agent] token_file: cannot read %s: %s", file, strerror(-r));
 }

@@ -29,23 +29,27 @@
 #include "spool.h"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "Usage: muster-agentd --config PATH [--check-config]\n"
-          "       muster-agentd --version\n"
-          "\n"
-          "Checks the components of this node's profile and streams their state changes\n"
-          "to the muster aggregator.\n"
-          "\n"
-          "  -c, --config PATH   the agent's config file\n"
-          "      --check-config  check the config and the profiles, then exit\n"
-          "      --version       print the version and exit\n"
-          "  -h, --help          this help\n");
+  fprintf(f, "Usage: muster-agentd --config PATH [--check-config]\n"
+             "       muster-agentd --version\n"
+             "\n"
+             "Checks the components of this node's profile and streams their state changes\n"
+             "to the muster aggregator.\n"
+             "\n"
+             "  -c, --config PATH   the agent's config file\n"
+             "      --check-config  check the config and the profiles, then exit\n"
+             "      --version       print the version and exit\n"
+             "  -h, --help          this help\n");
 }
 
 static int on_terminate(sd_event_source *source, const struct signalfd_siginfo *si,
                         void *userdata) {
   log_info("received %s, shutting down", sigabbrev_np((int)si->ssi_signo));
   return sd_event_exit(sd_event_source_get_event(source), 0);
+}
+
+static int on_hangup(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
+  log_notice("received HUP: reloading the config is not supported (restart instead), ignoring");
+  return 0;
 }
 
 /* Boot id and the start of this boot's grace clock. */
@@ -83,6 +87,13 @@ static int agent_boot_setup(struct agent *a) {
   return 0;
 }
 
+static bool profile_uses_check(const struct mst_profile *p, enum mst_check_kind kind) {
+  for (size_t i = 0; i < p->n_components; i++)
+    if (p->components[i].check == kind)
+      return true;
+  return false;
+}
+
 static int agent_start(struct agent *a) {
   sigset_t mask;
   int r;
@@ -90,6 +101,7 @@ static int agent_start(struct agent *a) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
   sigaddset(&mask, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
     return -errno;
@@ -105,6 +117,8 @@ static int agent_start(struct agent *a) {
   r = sd_event_add_signal(a->event, NULL, SIGTERM, on_terminate, a);
   if (r >= 0)
     r = sd_event_add_signal(a->event, NULL, SIGINT, on_terminate, a);
+  if (r >= 0)
+    r = sd_event_add_signal(a->event, NULL, SIGHUP, on_hangup, a);
   if (r < 0) {
     log_error("cannot watch signals: %s", strerror(-r));
     return r;
@@ -138,10 +152,20 @@ static int agent_start(struct agent *a) {
     return r;
   }
 
-  r = agent_http_new(a, &a->http);
-  if (r < 0) {
-    log_error("cannot set up the HTTP client: %s", strerror(-r));
-    return r;
+  /* libcurl (and the TLS library under it) costs memory at init: only
+   * when some component is checked over HTTP. */
+  if (profile_uses_check(a->profile, MST_CHECK_HTTP)) {
+    CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (cc != CURLE_OK) {
+      log_error("cannot initialize libcurl: %s", curl_easy_strerror(cc));
+      return -EIO;
+    }
+    a->curl_initialized = true;
+    r = agent_http_new(a, &a->http);
+    if (r < 0) {
+      log_error("cannot set up the HTTP client: %s", strerror(-r));
+      return r;
+    }
   }
   r = agent_stream_new(a, &a->stream);
   if (r < 0) {
@@ -219,7 +243,6 @@ int main(int argc, char *argv[]) {
     return 1;
   }
 
-  a.config_path = config;
   r = agent_config_load(&a, config, &diag);
   if (r < 0) {
     mst_diag_print(&diag);
@@ -237,7 +260,6 @@ int main(int argc, char *argv[]) {
   }
 
   mst_log_set_level(a.cfg.log_level);
-  curl_global_init(CURL_GLOBAL_DEFAULT);
 
   r = agent_start(&a);
   if (r >= 0) {
@@ -256,7 +278,8 @@ int main(int argc, char *argv[]) {
   }
 
   agent_stop(&a);
-  curl_global_cleanup();
+  if (a.curl_initialized)
+    curl_global_cleanup();
   agent_config_done(&a);
   if (r >= 0)
     log_info("stopped");

@@ -24,7 +24,7 @@
 #include "mst/time.h"
 
 #define PROBE_FIRST_RUN_MAX_USEC (200 * USEC_PER_MSEC)
-#define PROBE_PERFDATA_MAX 4096
+#define PROBE_PERFDATA_MAX       4096
 
 /* --- output text ------------------------------------------------------------------ */
 
@@ -247,8 +247,8 @@ int agent_probes_start(struct agent *a) {
     if (c->conf->check == MST_CHECK_SYSTEMD || c->conf->check == MST_CHECK_UNSPECIFIED)
       continue;
     first = agent_random_below(a, MST_MIN(c->conf->interval_usec, PROBE_FIRST_RUN_MAX_USEC) + 1);
-    r = sd_event_add_time_relative(a->event, &c->schedule, CLOCK_MONOTONIC, first,
-                                   USEC_PER_MSEC, probe_on_timer, c);
+    r = sd_event_add_time_relative(a->event, &c->schedule, CLOCK_MONOTONIC, first, USEC_PER_MSEC,
+                                   probe_on_timer, c);
     if (r < 0) {
       log_error("component %s: cannot schedule its check: %s", c->conf->name, strerror(-r));
       return r;

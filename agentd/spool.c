@@ -26,11 +26,11 @@
 #include "mst/time.h"
 #include "spool.h"
 
-#define SPOOL_ACK_FLUSH_DELAY_USEC (250 * USEC_PER_MSEC)
-#define SPOOL_PRUNE_BATCH 500
+#define SPOOL_ACK_FLUSH_DELAY_USEC    (250 * USEC_PER_MSEC)
+#define SPOOL_PRUNE_BATCH             500
 #define SPOOL_PRUNE_MAX_INTERVAL_USEC (3600 * USEC_PER_SEC)
 #define SPOOL_PRUNE_MIN_INTERVAL_USEC (1 * USEC_PER_SEC)
-#define SPOOL_PRUNE_AGAIN_USEC (10 * USEC_PER_MSEC)
+#define SPOOL_PRUNE_AGAIN_USEC        (10 * USEC_PER_MSEC)
 
 static const struct mst_migration spool_migrations[] = {
     {
@@ -240,8 +240,7 @@ static int spool_load_meta(struct agent_spool *s) {
   s->last_seq = MST_MAX(max_seq, meta_last);
 
   if (s->acked_seq > s->last_seq) {
-    log_warning("spool %s: acked_seq %" PRIu64 " is above the last seq %" PRIu64
-                ", lowering it",
+    log_warning("spool %s: acked_seq %" PRIu64 " is above the last seq %" PRIu64 ", lowering it",
                 s->path, s->acked_seq, s->last_seq);
     s->acked_seq = s->last_seq;
     r = spool_set_meta_u64(s, "acked_seq", s->acked_seq);
@@ -296,6 +295,11 @@ int agent_spool_open(const char *path, struct agent_spool **ret) {
   if (r < 0)
     goto fail;
   r = mst_store_open(path, 0, &s->db);
+  if (r < 0)
+    goto fail;
+  /* The spool is small and read in order: a small page cache will do
+   * (SQLite's default grows to 2 MiB). */
+  r = mst_store_exec(s->db, "PRAGMA cache_size=-256");
   if (r < 0)
     goto fail;
   r = mst_store_migrate(s->db, spool_migrations, ELEMENTSOF(spool_migrations));
@@ -437,7 +441,9 @@ int agent_spool_load_components(struct agent_spool *s, agent_spool_component_cb 
         .state = (const char *)sqlite3_column_text(stmt, 2),
         .since_ms = sqlite3_column_int64(stmt, 3),
         .output = (const char *)sqlite3_column_text(stmt, 4),
-        .health = health < 0 ? 0 : health > 255 ? 255 : (unsigned)health,
+        .health = health < 0     ? 0
+                  : health > 255 ? 255
+                                 : (unsigned)health,
         .ever_healthy_boot = (const char *)sqlite3_column_text(stmt, 6),
     };
     if (!row.name)
@@ -678,12 +684,11 @@ int agent_spool_attach_event(struct agent_spool *s, sd_event *event, uint64_t re
   int r;
 
   s->retention_usec = retention_usec;
-  s->prune_interval_usec = MST_MIN(
-      MST_MAX(retention_usec / 4, SPOOL_PRUNE_MIN_INTERVAL_USEC), SPOOL_PRUNE_MAX_INTERVAL_USEC);
+  s->prune_interval_usec = MST_MIN(MST_MAX(retention_usec / 4, SPOOL_PRUNE_MIN_INTERVAL_USEC),
+                                   SPOOL_PRUNE_MAX_INTERVAL_USEC);
 
-  r = sd_event_add_time_relative(event, &s->ack_timer, CLOCK_MONOTONIC,
-                                 SPOOL_ACK_FLUSH_DELAY_USEC, 10 * USEC_PER_MSEC,
-                                 spool_on_ack_timer, s);
+  r = sd_event_add_time_relative(event, &s->ack_timer, CLOCK_MONOTONIC, SPOOL_ACK_FLUSH_DELAY_USEC,
+                                 10 * USEC_PER_MSEC, spool_on_ack_timer, s);
   if (r < 0)
     return r;
   (void)sd_event_source_set_description(s->ack_timer, "spool-ack");

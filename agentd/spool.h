@@ -64,8 +64,7 @@ int agent_spool_note_boot(struct agent_spool *s, const char *boot_id, int64_t no
 /* Calls cb for every row of the components table. A negative return from
  * cb stops the walk and is returned. */
 typedef int (*agent_spool_component_cb)(void *userdata, const struct agent_spool_component *row);
-int agent_spool_load_components(struct agent_spool *s, agent_spool_component_cb cb,
-                                void *userdata);
+int agent_spool_load_components(struct agent_spool *s, agent_spool_component_cb cb, void *userdata);
 
 /* Writes one components row (insert or replace) outside of a change. */
 int agent_spool_put_component(struct agent_spool *s, const struct agent_spool_component *row,

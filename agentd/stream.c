@@ -10,7 +10,9 @@
  * to try next, after which the list goes on where it was. Failed attempts
  * wait 100ms·2^n, capped at 10s, with full jitter (a uniform draw below that
  * bound); a Welcome resets the count. A Reject waits long (30s, 60s for an
- * unknown role), except "not leader", which is worth retrying soon.
+ * unknown role), except "not leader": an election is going on, and the
+ * agent asks again within 500ms (20 times, then with the backoff) to find
+ * the new leader soon after it.
  *
  * After a Welcome the spool is the send queue: everything with seq above
  * the aggregator's held_seq goes out in ChangeBatch frames read from SQLite
@@ -43,19 +45,21 @@
 #include "mst/time.h"
 #include "spool.h"
 
-#define STREAM_PROTOCOL_VERSION 1
-#define STREAM_CONNECT_TIMEOUT_USEC (3 * USEC_PER_SEC)
-#define STREAM_HANDSHAKE_MIN_USEC (5 * USEC_PER_SEC)
-#define STREAM_BACKOFF_MIN_USEC (100 * USEC_PER_MSEC)
-#define STREAM_BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
-#define STREAM_REJECT_RETRY_USEC (30 * USEC_PER_SEC)
-#define STREAM_UNKNOWN_ROLE_RETRY_USEC (60 * USEC_PER_SEC)
-#define STREAM_REDIRECTS_MAX 3 /* in a row without a Welcome, before backing off */
-#define STREAM_OUT_MAX (8 * 1024 * 1024)
-#define STREAM_LOW_WATER (1024 * 1024)
-#define STREAM_BATCH_MAX 256
-#define STREAM_READS_PER_EVENT 16
-#define STREAM_HEARTBEAT_MIN_USEC (100 * USEC_PER_MSEC)
+#define STREAM_PROTOCOL_VERSION          1
+#define STREAM_CONNECT_TIMEOUT_USEC      (3 * USEC_PER_SEC)
+#define STREAM_HANDSHAKE_MIN_USEC        (5 * USEC_PER_SEC)
+#define STREAM_BACKOFF_MIN_USEC          (100 * USEC_PER_MSEC)
+#define STREAM_BACKOFF_MAX_USEC          (10 * USEC_PER_SEC)
+#define STREAM_REJECT_RETRY_USEC         (30 * USEC_PER_SEC)
+#define STREAM_UNKNOWN_ROLE_RETRY_USEC   (60 * USEC_PER_SEC)
+#define STREAM_NOT_LEADER_RETRY_MAX_USEC (500 * USEC_PER_MSEC)
+#define STREAM_NOT_LEADER_FAST_MAX       20 /* fast retries after "not leader", then backoff */
+#define STREAM_REDIRECTS_MAX             3  /* in a row without a Welcome, before backing off */
+#define STREAM_OUT_MAX                   (8 * 1024 * 1024)
+#define STREAM_LOW_WATER                 (1024 * 1024)
+#define STREAM_BATCH_MAX                 256
+#define STREAM_READS_PER_EVENT           16
+#define STREAM_HEARTBEAT_MIN_USEC        (100 * USEC_PER_MSEC)
 
 enum stream_phase {
   STREAM_WAITING,    /* for the retry timer */
@@ -83,9 +87,10 @@ struct agent_stream {
   struct mst_frame_reader reader;
   struct mst_buf out;
 
-  unsigned attempt;   /* failed attempts since the last Welcome */
-  unsigned redirects; /* Redirects since the last Welcome */
-  uint64_t sent_seq;  /* highest seq queued on this connection */
+  unsigned attempt;    /* failed attempts since the last Welcome */
+  unsigned redirects;  /* Redirects since the last Welcome */
+  unsigned not_leader; /* "not leader" Rejects since the last Welcome */
+  uint64_t sent_seq;   /* highest seq queued on this connection */
   uint64_t replay_from;
   uint64_t heartbeat_usec;
   uint64_t silence_usec;
@@ -542,14 +547,15 @@ static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) 
   s->silence_usec = 3 * s->heartbeat_usec;
   s->attempt = 0;
   s->redirects = 0;
+  s->not_leader = 0;
   s->sent_seq = held;
   s->replay_from = held;
   s->phase = STREAM_REPLAY;
 
   log_info("stream: welcomed by %s (leader %s, epoch %" PRIu64 "): it holds seq %" PRIu64
            ", the spool has %" PRIu64 ", heartbeat %s",
-           s->peer, w->leader_id && *w->leader_id ? w->leader_id : "?", w->epoch, w->held_seq,
-           last, mst_duration_format(s->heartbeat_usec, hb, sizeof(hb)));
+           s->peer, w->leader_id && *w->leader_id ? w->leader_id : "?", w->epoch, w->held_seq, last,
+           mst_duration_format(s->heartbeat_usec, hb, sizeof(hb)));
   (void)sd_notifyf(false, "STATUS=Streaming to %s (epoch %" PRIu64 ")", s->peer, w->epoch);
 
   set_deadline(s, s->silence_usec);
@@ -569,9 +575,8 @@ static void stream_on_redirect(struct agent_stream *s, const Muster__Redirect *r
   /* A redirect names the leader: go there at once, unless redirects keep
    * coming without a Welcome. */
   stream_drop(s, s->redirects <= STREAM_REDIRECTS_MAX ? 0 : -1,
-              "redirected by %s to %s (leader %s, epoch %" PRIu64 ")", s->peer,
-              rd->stream_address, rd->leader_id && *rd->leader_id ? rd->leader_id : "?",
-              rd->epoch);
+              "redirected by %s to %s (leader %s, epoch %" PRIu64 ")", s->peer, rd->stream_address,
+              rd->leader_id && *rd->leader_id ? rd->leader_id : "?", rd->epoch);
 }
 
 static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
@@ -580,7 +585,11 @@ static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
   if (rj->code == MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE)
     delay = STREAM_UNKNOWN_ROLE_RETRY_USEC;
   else if (rj->code == MUSTER__REJECT_CODE__REJECT_NOT_LEADER)
-    delay = -1; /* a leader is being elected: soon */
+    /* A leader is being elected: ask again soon, so that the new leader is
+     * found right after the election; a long election gets the backoff. */
+    delay = ++s->not_leader <= STREAM_NOT_LEADER_FAST_MAX
+                ? (int64_t)agent_random_below(s->agent, STREAM_NOT_LEADER_RETRY_MAX_USEC + 1)
+                : -1;
   log_error("stream: rejected by %s: %s: %s", s->peer, reject_code_name(rj->code),
             rj->reason && *rj->reason ? rj->reason : "(no reason given)");
   stream_drop(s, delay, "rejected by %s (%s)", s->peer, reject_code_name(rj->code));
@@ -730,7 +739,7 @@ static int stream_on_heartbeat(sd_event_source *source, uint64_t usec, void *use
   struct agent_stream *s = userdata;
 
   if (s->phase != STREAM_REPLAY && s->phase != STREAM_LIVE)
-    return 0;
+    return sd_event_source_set_enabled(source, SD_EVENT_OFF);
   (void)sd_event_source_set_time_relative(source, s->heartbeat_usec);
   stream_send_heartbeat(s);
   return 0;
@@ -809,8 +818,8 @@ int agent_stream_new(struct agent *a, struct agent_stream **ret) {
     r = sd_event_add_time_relative(a->event, &s->deadline, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC,
                                    stream_on_deadline, s);
   if (r >= 0)
-    r = sd_event_add_time_relative(a->event, &s->heartbeat, CLOCK_MONOTONIC, 0,
-                                   10 * USEC_PER_MSEC, stream_on_heartbeat, s);
+    r = sd_event_add_time_relative(a->event, &s->heartbeat, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC,
+                                   stream_on_heartbeat, s);
   if (r >= 0)
     r = sd_event_add_defer(a->event, &s->pump, stream_on_pump, s);
   if (r < 0) {

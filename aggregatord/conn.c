@@ -32,8 +32,8 @@
 #include "mst/time.h"
 #include "writer.h"
 
-#define CONN_OUTBUF_MAX (8u * 1024 * 1024)
-#define CONN_LINGER_USEC (1 * USEC_PER_SEC)
+#define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
+#define CONN_LINGER_USEC         (1 * USEC_PER_SEC)
 #define CONN_MAX_FRAMES_PER_WAKE 256
 
 enum conn_state {
@@ -54,7 +54,7 @@ struct aggr_conn {
   struct aggr_node *node;
   struct aggr_spool *spool;
   uint64_t last_heard_usec; /* monotonic */
-  bool dead; /* to be freed once the current event handler returns */
+  bool dead;                /* to be freed once the current event handler returns */
   struct aggr_conn *prev, *next;
 };
 
@@ -150,8 +150,8 @@ static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char
   }
   sd_event_source_disable_unref(c->timer);
   c->timer = NULL;
-  if (sd_event_add_time_relative(c->aggr->event, &c->timer, CLOCK_MONOTONIC, CONN_LINGER_USEC,
-                                 0, linger_expired, c) < 0)
+  if (sd_event_add_time_relative(c->aggr->event, &c->timer, CLOCK_MONOTONIC, CONN_LINGER_USEC, 0,
+                                 linger_expired, c) < 0)
     c->dead = true;
 }
 
@@ -171,8 +171,8 @@ void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq,
      * is held and make the agent replay it. */
     spool->received_seq = spool->held_seq;
     if (c && c->state == CONN_STREAMING) {
-      log_error("stream %s node %s: history commit failed; closing so the agent replays",
-                c->peer, spool->node_id);
+      log_error("stream %s node %s: history commit failed; closing so the agent replays", c->peer,
+                spool->node_id);
       conn_free(c);
     }
     return;
@@ -228,8 +228,8 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     return -1;
   }
   if (node->conn && node->conn != c) {
-    log_info("stream %s: node %s reconnected; closing its previous stream %s", c->peer,
-             node->id, node->conn->peer);
+    log_info("stream %s: node %s reconnected; closing its previous stream %s", c->peer, node->id,
+             node->conn->peer);
     conn_free(node->conn);
   }
   if (spool->conn && spool->conn != c)
@@ -265,8 +265,8 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   spool->received_seq = spool->held_seq;
   c->state = CONN_STREAMING;
   if (node->profile_drift)
-    log_warning("stream %s node %s: profile drift: agent digest %.12s, aggregator %.12s",
-                c->peer, node->id, node->profile_digest, profile->digest);
+    log_warning("stream %s node %s: profile drift: agent digest %.12s, aggregator %.12s", c->peer,
+                node->id, node->profile_digest, profile->digest);
 
   struct aggr_write *jn = aggr_write_new(AGGR_WRITE_NODE);
   struct aggr_write *jb = aggr_write_new(AGGR_WRITE_BOOT);
@@ -292,6 +292,8 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   w.epoch = a->epoch;
   w.held_seq = spool->held_seq;
   w.leader_id = a->cfg.id;
+  /* Heartbeats at a third of the stale timeout keep a live node fresh. */
+  w.heartbeat_ms = (uint32_t)MST_MAX(a->cfg.stale_timeout_usec / 3 / USEC_PER_MSEC, 1);
   env.body_case = MUSTER__ENVELOPE__BODY_WELCOME;
   env.welcome = &w;
   log_info("stream %s: node %s (role %s, spool %.16s) welcomed; holding seq %llu, agent has %llu",
@@ -540,8 +542,8 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
       conn_read_frames(c);
       if (gone && c->state != CONN_CLOSING) {
         if (c->node)
-          log_info("stream %s: node %s disconnected%s%s", c->peer, c->node->id,
-                   n < 0 ? ": " : "", n < 0 ? strerror((int)-n) : "");
+          log_info("stream %s: node %s disconnected%s%s", c->peer, c->node->id, n < 0 ? ": " : "",
+                   n < 0 ? strerror((int)-n) : "");
         c->dead = true;
       }
     }
@@ -625,8 +627,7 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     a->n_conns++;
     if (sd_event_add_io(a->event, &c->io, cfd, EPOLLIN, conn_io, c) < 0 ||
         sd_event_add_time(a->event, &c->timer, CLOCK_MONOTONIC,
-                          c->last_heard_usec + a->cfg.hello_timeout_usec, 0, conn_timer,
-                          c) < 0) {
+                          c->last_heard_usec + a->cfg.hello_timeout_usec, 0, conn_timer, c) < 0) {
       conn_free(c);
       continue;
     }

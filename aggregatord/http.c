@@ -27,8 +27,8 @@
 #include "mst/macro.h"
 #include "mst/time.h"
 
-#define HTTP_DEFAULT_THREADS 2
-#define HTTP_MAX_THREADS 64
+#define HTTP_DEFAULT_THREADS        2
+#define HTTP_MAX_THREADS            64
 #define HTTP_CONNECTION_TIMEOUT_SEC 60
 /* Room for the parked long-polls of a later issue (10,000 measured); the
  * process needs RLIMIT_NOFILE above this to use it all. */
@@ -40,8 +40,8 @@
 
 static const char error_no_resource[] = ERROR_JSON("not_found", "no such resource");
 static const char error_no_node[] = ERROR_JSON("not_found", "no such node");
-static const char error_method[] = ERROR_JSON("method_not_allowed",
-                                              "only GET and HEAD are allowed here");
+static const char error_method[] =
+    ERROR_JSON("method_not_allowed", "only GET and HEAD are allowed here");
 static const char error_not_ready[] = ERROR_JSON("not_ready", "the aggregator is not ready");
 static const char error_internal[] = ERROR_JSON("internal", "out of memory");
 static const char body_healthz[] = "{\"status\":\"ok\"}";
@@ -145,6 +145,7 @@ static enum MHD_Result queue_body(struct MHD_Connection *c, struct aggr_view *v,
   int k = aggr_body_live_copy(b, mst_now_realtime_usec(), &live, &live_len);
   if (k < 0) {
     aggr_view_release(v);
+    h.etag = false;
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &h);
   }
   if (k > 0) {
@@ -207,26 +208,11 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, e
   return ret;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
-  static int request_seen;
-  struct aggr_http *h = cls;
-
-  /* Answering on the first call makes MHD close every connection; the first
-   * call only marks the request. */
-  if (!*con_cls) {
-    *con_cls = &request_seen;
-    return MHD_YES;
-  }
-  /* Any request body is ignored: answering now makes MHD skip the rest of
-   * it and close the connection afterwards. */
-
-  bool method_ok =
-      strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-  enum route route = route_of(url);
+/* Answers a request whose headers are in. */
+static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, const char *url,
+                              bool method_ok) {
   struct headers none = {0}, allow = {.allow = true};
+  enum route route = route_of(url);
 
   switch (route) {
   case ROUTE_NONE:
@@ -242,6 +228,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   default:
     return serve_v1(h, c, route, url, method_ok);
   }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
+  static int request_seen;
+  struct aggr_http *h = cls;
+  bool method_ok =
+      strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+  if (!*con_cls) {
+    /* Other methods are refused before their body is read: MHD then closes
+     * the connection instead of reading the upload. */
+    if (!method_ok)
+      return answer(h, c, url, false);
+    /* Answering a GET on the first call would make MHD close every
+     * connection (no keep-alive); the first call only marks the request. */
+    *con_cls = &request_seen;
+    return MHD_YES;
+  }
+  if (*upload_data_size != 0) {
+    /* A body on a GET means nothing: it is dropped as it arrives (MHD can
+     * only answer once it is all in; the connection timeout bounds it). */
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  return answer(h, c, url, true);
 }
 
 /* --- server --------------------------------------------------------------- */
@@ -328,12 +341,11 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
                        : ntohs(((struct sockaddr_in *)&addr)->sin_port);
   errno = 0;
   h->daemon = MHD_start_daemon(
-      flags, port, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE, threads,
-      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT,
-      (unsigned)HTTP_CONNECTION_TIMEOUT_SEC, MHD_OPTION_CONNECTION_LIMIT,
-      (unsigned)HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-      MHD_OPTION_END);
+      flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+      MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_SEC,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
   if (!h->daemon) {
     int r = errno > 0 ? -errno : -EIO;
     log_error("Cannot serve HTTP on %s: %s", listen_addr, strerror(-r));

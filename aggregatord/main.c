@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -33,7 +34,7 @@ extern const struct mst_migration aggr_schema_migrations[];
 extern const size_t aggr_schema_migrations_count;
 
 #define PUBLISH_MIN_SPACING_USEC (5 * USEC_PER_MSEC)
-#define PUBLISH_LAZY_USEC (1 * USEC_PER_SEC)
+#define PUBLISH_LAZY_USEC        (1 * USEC_PER_SEC)
 
 #define KEY(sec, name, type, field, min, max, dflt)                                                \
   { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt }
@@ -43,8 +44,7 @@ static const struct mst_conf_key config_table[] = {
     KEY("aggregator", "cluster", MST_CONF_STRING, cluster, 0, 0, "default"),
     KEY("aggregator", "listen_stream", MST_CONF_STRING, listen_stream, 0, 0, "0.0.0.0:7610"),
     KEY("aggregator", "listen_http", MST_CONF_STRING, listen_http, 0, 0, "0.0.0.0:7611"),
-    KEY("aggregator", "database", MST_CONF_STRING, database, 0, 0,
-        "/var/lib/muster/aggregator.db"),
+    KEY("aggregator", "database", MST_CONF_STRING, database, 0, 0, "/var/lib/muster/aggregator.db"),
     KEY("aggregator", "profiles", MST_CONF_STRING, profiles, 0, 0, "/etc/muster/profiles"),
     KEY("aggregator", "expected_masters", MST_CONF_STRING, expected_masters, 0, 0, NULL),
     KEY("aggregator", "stale_timeout", MST_CONF_DURATION, stale_timeout_usec, 200 * USEC_PER_MSEC,
@@ -55,12 +55,12 @@ static const struct mst_conf_key config_table[] = {
     KEY("aggregator", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64 * 1024 * 1024, "1MiB"),
     KEY("aggregator", "http_threads", MST_CONF_UINT, http_threads, 1, 64, "2"),
     KEY("aggregator", "synchronous", MST_CONF_STRING, synchronous, 0, 0, "full"),
-    KEY("aggregator", "hello_timeout", MST_CONF_DURATION, hello_timeout_usec,
-        100 * USEC_PER_MSEC, 600 * USEC_PER_SEC, "10s"),
+    KEY("aggregator", "hello_timeout", MST_CONF_DURATION, hello_timeout_usec, 100 * USEC_PER_MSEC,
+        600 * USEC_PER_SEC, "10s"),
     KEY("aggregator", "max_connections", MST_CONF_UINT, max_connections, 1, 1000000, "20000"),
     KEY("zookeeper", "hosts", MST_CONF_STRING, zk_hosts, 0, 0, NULL),
-    KEY("zookeeper", "session_timeout", MST_CONF_DURATION, zk_session_timeout_usec,
-        USEC_PER_SEC, 60 * USEC_PER_SEC, "4s"),
+    KEY("zookeeper", "session_timeout", MST_CONF_DURATION, zk_session_timeout_usec, USEC_PER_SEC,
+        60 * USEC_PER_SEC, "4s"),
     KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
 };
 
@@ -283,6 +283,17 @@ static int load_config(const char *path, struct aggr *a) {
   return r;
 }
 
+/* Agent streams and parked HTTP reads each hold a descriptor: take the hard
+ * limit rather than the default 1024. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+      log_warning("cannot raise the open file limit: %m, ignoring");
+  }
+}
+
 static void usage(FILE *f) {
   fputs("Usage: muster-aggregatord [--config PATH] [--check-config] [--version]\n"
         "  --config PATH    configuration file (default /etc/muster/aggregator.conf)\n"
@@ -292,8 +303,10 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
-      {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
-      {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
+      {"config", required_argument, NULL, 'c'},
+      {"check-config", no_argument, NULL, 'k'},
+      {"version", no_argument, NULL, 'V'},
+      {"help", no_argument, NULL, 'h'},
       {0},
   };
   const char *config_path = "/etc/muster/aggregator.conf";
@@ -327,6 +340,15 @@ int main(int argc, char **argv) {
     return EXIT_FAILURE;
   }
   mst_log_set_ident("aggregatord: ");
+  /* Block the signals the loop handles before any thread starts, so that
+   * threads inherit the mask and only the loop's signalfd sees them. */
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
 
   if (load_config(config_path, &a) < 0)
     goto out;
@@ -378,12 +400,6 @@ int main(int argc, char **argv) {
   r = sd_event_default(&a.event);
   if (r < 0)
     goto out;
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  signal(SIGPIPE, SIG_IGN);
   if (sd_event_add_signal(a.event, NULL, SIGTERM, on_signal, &a) < 0 ||
       sd_event_add_signal(a.event, NULL, SIGINT, on_signal, &a) < 0)
     goto out;

@@ -331,8 +331,8 @@ static void stage_graph_done(struct stage_graph *g) {
 
 static int stage_graph_build(const struct aggr_model *m, const struct aggr_node *n,
                              struct stage_graph *g) {
-  const struct mst_profile *p = n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role)
-                                                       : NULL;
+  const struct mst_profile *p =
+      n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
   if (!p || p->n_stages == 0)
     return 0;
   g->failing = calloc(p->n_stages, sizeof(bool));
@@ -460,8 +460,8 @@ static void format_duration(uint64_t usec, char *buf, size_t size) {
 
 static int node_reason_drift(const struct aggr_model *m, const struct aggr_node *n,
                              const char *verdict, struct aggr_reasons *reasons) {
-  const struct mst_profile *p = n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role)
-                                                       : NULL;
+  const struct mst_profile *p =
+      n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
   const char *agent = n->profile_digest ? n->profile_digest : "(none)";
   if (!p)
     return reasons_pushf(reasons, n->id, NULL, verdict,
@@ -489,8 +489,8 @@ static int node_evaluate(const struct aggr_model *m, const struct aggr_node *n, 
      * is a placeholder that counts for nothing. */
     verdict = n->expected_master ? MST_VERDICT_MISSING : MST_VERDICT_UNKNOWN;
     const char *name = verdict_name(verdict);
-    const char *what = n->expected_master ? "expected master has never reported"
-                                          : "has never reported";
+    const char *what =
+        n->expected_master ? "expected master has never reported" : "has never reported";
     r = reasons_pushf(reasons, n->id, NULL, name, "%s: %s", n->id, what);
     if (r >= 0 && n->expected_master)
       r = reasons_pushf(roots, n->id, NULL, name, "%s: %s", n->id, what);
@@ -531,8 +531,9 @@ static int node_evaluate(const struct aggr_model *m, const struct aggr_node *n, 
      * it has been silent: a growing duration would change the rendered
      * bodies, and their indexes, on every evaluation. The component states
      * are stale, so the node itself is the reason and the root cause. */
-    char seen[MST_RFC3339_MAX], timeout[32];
-    mst_time_format_rfc3339(n->last_seen_usec, seen, sizeof(seen));
+    char seen[MST_RFC3339_MAX] = "never", timeout[32];
+    if (n->last_seen_usec > 0)
+      mst_time_format_rfc3339(n->last_seen_usec, seen, sizeof(seen));
     format_duration(m->stale_timeout_usec, timeout, sizeof(timeout));
     r = reasons_pushf(reasons, n->id, NULL, vname,
                       "%s: unreachable (last seen %s, silent longer than the %s stale timeout)",
@@ -609,8 +610,8 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
   }
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
-    bool master = configured ? n->expected_master
-                             : n->reported && n->role && strcmp(n->role, "master") == 0;
+    bool master =
+        configured ? n->expected_master : n->reported && n->role && strcmp(n->role, "master") == 0;
     if (master)
       masters[n_masters++] = n->verdict;
     else if (n->reported)
@@ -631,8 +632,7 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
 
   if (!m->have_leader && (r = reasons_push(reasons, NULL, NULL, vname, "no leader elected")) < 0)
     return r;
-  if (!have_data &&
-      (r = reasons_push(reasons, NULL, NULL, vname, "no agent has reported yet")) < 0)
+  if (!have_data && (r = reasons_push(reasons, NULL, NULL, vname, "no agent has reported yet")) < 0)
     return r;
   if (have_data && n_masters == 0 && verdict != MST_VERDICT_HEALTHY &&
       (r = reasons_push(reasons, NULL, NULL, vname, "no master has reported")) < 0)

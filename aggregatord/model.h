@@ -44,10 +44,10 @@ struct aggr_node {
   char *boot_id;
   uint64_t boot_time_usec;
   char *profile_digest;
-  bool profile_drift;      /* digest differs from the aggregator's profile */
-  bool expected_master;    /* listed in expected_masters */
-  bool reported;           /* an agent has ever said Hello for it */
-  bool have_snapshot;      /* the component list is the agent's truth */
+  bool profile_drift;       /* digest differs from the aggregator's profile */
+  bool expected_master;     /* listed in expected_masters */
+  bool reported;            /* an agent has ever said Hello for it */
+  bool have_snapshot;       /* the component list is the agent's truth */
   uint64_t first_seen_usec; /* realtime */
   uint64_t last_seen_usec;  /* realtime of the last frame from its agent */
   struct aggr_conn *conn;   /* the live stream, or NULL */

@@ -31,9 +31,9 @@
  * touched only by the loop thread, which is the only one that creates and
  * frees views. */
 struct aggr_body {
-  unsigned refs;           /* views holding it (loop thread only) */
-  uint64_t index;          /* the resource's index: when these bytes appeared */
-  char *data;              /* the bytes served; NUL-terminated, len excludes it */
+  unsigned refs;  /* views holding it (loop thread only) */
+  uint64_t index; /* the resource's index: when these bytes appeared */
+  char *data;     /* the bytes served; NUL-terminated, len excludes it */
   size_t len;
   size_t content_len;      /* prefix compared between publishes (without ,"index":N}) */
   size_t live_at;          /* offset of the live "elapsed" placeholder, or SIZE_MAX */
@@ -42,17 +42,24 @@ struct aggr_body {
 };
 
 struct aggr_view_node {
-  const char *id;           /* points into detail->id */
-  struct aggr_body *detail; /* GET /v1/nodes/{id} */
+  const char *id;            /* points into detail->id */
+  struct aggr_body *detail;  /* GET /v1/nodes/{id} */
   struct aggr_body *summary; /* this node's element of GET /v1/nodes (no index) */
+  uint64_t last_seen_usec;   /* the node's last_seen when its bodies were rendered */
 };
 
+/* Heartbeats move a node's last_seen without marking it dirty. A clean node
+ * is re-rendered anyway once its last_seen has moved this far past what its
+ * bodies show, so "last_seen" in the API lags by at most this much while
+ * heartbeats do not re-render (and re-index) every node every time. */
+#define AGGR_VIEW_LAST_SEEN_REFRESH_USEC (5ULL * 1000000)
+
 struct aggr_view {
-  atomic_uint refs; /* readers holding it */
-  uint64_t index;   /* global index at publication */
-  bool ready;       /* /readyz answers 200 */
-  struct aggr_body *health; /* GET /v1/health */
-  struct aggr_body *nodes;  /* GET /v1/nodes */
+  atomic_uint refs;              /* readers holding it */
+  uint64_t index;                /* global index at publication */
+  bool ready;                    /* /readyz answers 200 */
+  struct aggr_body *health;      /* GET /v1/health */
+  struct aggr_body *nodes;       /* GET /v1/nodes */
   struct aggr_view_node *node_v; /* sorted by id */
   size_t n_nodes;
 
@@ -73,10 +80,12 @@ void aggr_views_free(struct aggr_views *vs);
 
 /* Loop thread. Renders the model into a new view and makes it current:
  * the health and node-list bodies every time, a node's own body only when
- * node->dirty (which it clears). Sets node->index to the node body's index.
- * Then reaps retired views. Returns 1 when a new view was published, 0 when
- * nothing changed (the current view stays; no index moved), or -ENOMEM /
- * -EINVAL (nothing published; dirty flags stay set for the next try). */
+ * node->dirty (which it clears) or its last_seen moved more than
+ * AGGR_VIEW_LAST_SEEN_REFRESH_USEC. Sets node->index to the node body's
+ * index. Then reaps retired views, also when nothing changed. Returns 1 when
+ * a new view was published, 0 when nothing changed (the current view stays;
+ * no index moved), or -ENOMEM / -EINVAL (nothing published; dirty flags stay
+ * set for the next try). */
 int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready);
 
 /* Loop thread. Frees retired views that no reader can reach any more. Call

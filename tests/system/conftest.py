@@ -6,6 +6,7 @@ Run: /usr/bin/python3 -m pytest -v tests/system
 """
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -28,7 +29,9 @@ def protobuf_module():
 @pytest.fixture
 def procs(request, tmp_path):
     """Every daemon of a test. At the end: SIGTERM, 5 s, SIGKILL; a daemon
-    stopped by SIGTERM must exit 0, and one that died on its own is an error."""
+    stopped by SIGTERM must exit 0, and one that died on its own is an error.
+    The test's directory (configs, databases, logs) is removed when the test
+    passed, and kept for diagnosis when it failed."""
     logdir = tmp_path / "logs"
     logdir.mkdir()
     reg = mh.ProcessRegistry(str(logdir))
@@ -36,8 +39,9 @@ def procs(request, tmp_path):
     yield reg
     problems = reg.finalize()
     if problems:
-        pytest.fail("daemon shutdown problems:\n  " + "\n  ".join(problems) + "\n\n" +
-                    reg.log_report(), pytrace=False)
+        pytest.fail("daemon shutdown problems:\n  " + "\n  ".join(problems), pytrace=False)
+    if not getattr(request.node, "_muster_failed", False):
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -61,6 +65,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.failed:
+        item._muster_failed = True
         reg = getattr(item, "_muster_procs", None)
         if reg is not None and reg.procs:
             rep.sections.append((f"daemon logs ({rep.when})", reg.log_report()))

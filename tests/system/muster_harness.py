@@ -443,6 +443,132 @@ class FlagTCPListener:
         self.sock = None
 
 
+class SilentListener:
+    """A peer that accepts TCP connections, reads and discards whatever comes,
+    and never answers: an aggregator that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns = []
+        self.closed_by_peer = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        while not self._stop.is_set():
+            for key, _ in sel.select(0.05):
+                if key.fileobj is self.sock:
+                    c, _ = self.sock.accept()
+                    self.accepted += 1
+                    self.conns.append(c)
+                    sel.register(c, selectors.EVENT_READ)
+                else:
+                    try:
+                        data = key.fileobj.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.closed_by_peer += 1
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+        sel.close()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2)
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
+class WelcomeThenSilentPeer:
+    """A fake aggregator that answers the first Hello with a Welcome and then
+    never says anything again (it reads and discards). Records when each
+    connection was welcomed and when the agent closed it."""
+
+    def __init__(self, heartbeat_ms=200):
+        self.heartbeat_ms = heartbeat_ms
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.events = []   # (conn no, "welcomed"|"closed", monotonic time)
+        self._stop = threading.Event()
+        self._conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        n = 0
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            n += 1
+            self._conns.append(c)
+            threading.Thread(target=self._serve, args=(c, n), daemon=True).start()
+
+    def _serve(self, c, n):
+        c.settimeout(0.1)
+        buf = b""
+        welcomed = False
+        while not self._stop.is_set():
+            try:
+                data = c.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.events.append((n, "closed", time.monotonic()))
+                return
+            buf += data
+            if not welcomed and buf:
+                ln = shift = 0
+                for i, b in enumerate(buf[:10]):
+                    ln |= (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        if len(buf) - i - 1 >= ln:
+                            w = pb().Envelope(welcome=pb().Welcome(
+                                epoch=1, held_seq=0, leader_id="silent",
+                                heartbeat_ms=self.heartbeat_ms))
+                            d = w.SerializeToString()
+                            c.sendall(encode_varint(len(d)) + d)
+                            welcomed = True
+                            self.events.append((n, "welcomed", time.monotonic()))
+                        break
+
+    def welcomed(self):
+        return [e for e in self.events if e[1] == "welcomed"]
+
+    def closed(self):
+        return [e for e in self.events if e[1] == "closed"]
+
+    def close(self):
+        self._stop.set()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
 class FlagToggler:
     """Creates and removes a flag file on a thread, every period seconds on
     average (uniformly jittered by +-50%, so that a check polling at a fixed
@@ -457,7 +583,7 @@ class FlagToggler:
 
     def _run(self):
         on = os.path.exists(self.path)
-        rnd = random.Random(1234)
+        rnd = random.Random()
         while not self._stop.wait(self.period * rnd.uniform(0.5, 1.5)):
             on = not on
             if on:
@@ -741,6 +867,16 @@ class TestEnv:
         self._cleanups.append(s.close)
         return s
 
+    def silent_peer(self):
+        s = SilentListener()
+        self._cleanups.append(s.close)
+        return s
+
+    def welcome_then_silent_peer(self, heartbeat_ms=200):
+        s = WelcomeThenSilentPeer(heartbeat_ms)
+        self._cleanups.append(s.close)
+        return s
+
     def toggler(self, path, period=0.05):
         t = FlagToggler(path, period)
         self._cleanups.append(t.stop)
@@ -813,7 +949,7 @@ class Aggregator:
             except AssertionError:
                 if (new_ports_on_conflict and not self.proc.alive()
                         and "in use" in self.proc.stderr_text().lower() and attempt < 2):
-                    self.proc.terminated = True   # expected death; retry elsewhere
+                    self.proc.killed = True   # expected death (port taken); retry elsewhere
                     self.stream_port, self.http_port = free_port(), free_port()
                     continue
                 raise

@@ -8,8 +8,6 @@ import socket
 import time
 import uuid
 
-import pytest
-
 import muster_harness as mh
 from muster_harness import ChangeMaker, StreamClient, StreamClosed, T, wait_until
 
@@ -17,10 +15,26 @@ COMPONENTS = ["c1", "c2", "c3"]
 ROW_COLS = "seq, component, check_kind, from_state, to_state, at_ms, output, boot_id, health, rise, fall"
 
 
-def flappy_profile(env, flag):
+FLAGS = ["f1", "f2", "f3"]
+
+
+def flappy_profile(env):
+    """Three exec checks on flag files (interval 100ms, the minimum), each
+    flag toggled by its own thread: several changes a second."""
     env.write_profile("flappy", mh.profile_ini("flappy", [
-        ("flag", dict(check="exec", command=f"test -e {flag}", interval="100ms", timeout="1s",
-                      rise=1, fall=1))], [("base", ["flag"])]))
+        (f, dict(check="exec", command=f"test -e {env.path(f + '.flag')}", interval="100ms",
+                 timeout="1s", rise=1, fall=1)) for f in FLAGS], [("base", FLAGS)]))
+    return [env.toggler(env.path(f + ".flag"), 0.08) for f in FLAGS]
+
+
+def start_all(togglers):
+    for t in togglers:
+        t.start()
+
+
+def stop_all(togglers):
+    for t in togglers:
+        t.stop()
 
 
 def spool_rows(agent):
@@ -64,7 +78,6 @@ def wait_caught_up(agent, aggr, timeout):
         top = agent.max_seq()
         held = aggr.held_seq(agent.node_id, sid)
         return top > 0 and held == top and (agent.acked_seq() or 0) == top and top
-    last = {}
     try:
         return wait_until(caught_up, timeout, interval=0.05, desc="aggregator caught up with the spool")
     except AssertionError as e:
@@ -74,23 +87,22 @@ def wait_caught_up(agent, aggr, timeout):
 
 
 def test_agent_kill9_loses_nothing(env, metric):
-    flag = env.path("flag")
-    flappy_profile(env, flag)
+    togglers = flappy_profile(env)
     aggr = env.aggregator(stale_timeout="5s").start()
     ag = env.agent("n1", "flappy", aggr).start()
-    tog = env.toggler(flag, 0.08).start()
+    start_all(togglers)
 
     wait_until(ag.spool_ready, 5, desc="agent spool created")
     sid = ag.spool_id()
-    wait_until(lambda: (ag.acked_seq() or 0) >= 6, 5, desc="6 changes acknowledged")
+    wait_until(lambda: (ag.acked_seq() or 0) >= 20, 5, desc="20 changes acknowledged")
     ag.kill9()
     at_kill = ag.max_seq()
     acked_at_kill = ag.acked_seq() or 0
     time.sleep(0.5)                   # the flag keeps flipping while the agent is dead
     ag.start()
-    wait_until(lambda: ag.max_seq() >= at_kill + 5, 5,
+    wait_until(lambda: ag.max_seq() >= at_kill + 15, 5,
                desc="the restarted agent spools new changes")
-    tog.stop()
+    stop_all(togglers)
     assert ag.spool_id() == sid, "a restart on the same spool must keep its spool id"
     top = wait_caught_up(ag, aggr, 10)
     ag.assert_alive()
@@ -130,7 +142,7 @@ def _stream_until_killed(aggr, cl, mk, kill_after_ack):
         time.sleep(0.002)
 
 
-def test_aggregator_kill9_foreign_client(env):
+def test_aggregator_kill9_foreign_client(env, metric):
     env.write_profile("agent", mh.profile_ini("agent", [
         (c, dict(check="exec", command="true", interval="10s", rise=1, fall=1)) for c in COMPONENTS
     ], [("work", COMPONENTS)]))
@@ -158,6 +170,9 @@ def test_aggregator_kill9_foreign_client(env):
     r = cl2.hello("f-kill", "agent", sp, sent, digest=digest)
     assert r.WhichOneof("body") == "welcome", r
     held = r.welcome.held_seq
+    metric("aggregator kill (foreign): last ack before kill", acked, "seq")
+    metric("aggregator kill (foreign): sent before kill", sent, "seq")
+    metric("aggregator kill (foreign): held_seq after restart", held, "seq")
     assert held >= acked, f"Welcome.held_seq {held} < last ack {acked}"
     assert held <= sent
     assert_exactly_once(seqs, held, "Welcome.held_seq promises everything up to it")
@@ -174,15 +189,14 @@ def test_aggregator_kill9_foreign_client(env):
         assert (comp, to) == (mk.made[seq].component, mh.state_name(mk.made[seq].to)), seq
 
 
-def test_aggregator_kill9_real_agent(env):
-    flag = env.path("flag")
-    flappy_profile(env, flag)
+def test_aggregator_kill9_real_agent(env, metric):
+    togglers = flappy_profile(env)
     aggr = env.aggregator(stale_timeout="5s").start()
     ag = env.agent("n1", "flappy", aggr).start()
-    tog = env.toggler(flag, 0.08).start()
+    start_all(togglers)
     wait_until(ag.spool_ready, 5, desc="agent spool created")
     sid = ag.spool_id()
-    wait_until(lambda: (ag.acked_seq() or 0) >= 6, 5, desc="6 changes acknowledged")
+    wait_until(lambda: (ag.acked_seq() or 0) >= 20, 5, desc="20 changes acknowledged")
 
     aggr.kill9()
     acked = ag.acked_seq()
@@ -190,13 +204,15 @@ def test_aggregator_kill9_real_agent(env):
                                      (sid,))]
     assert_exactly_once(seqs, acked, f"spool acked_seq={acked} after aggregator kill -9")
     at_kill = ag.max_seq()
-    wait_until(lambda: ag.max_seq() >= at_kill + 3, 3,
+    wait_until(lambda: ag.max_seq() >= at_kill + 10, 3,
                desc="the agent keeps spooling while the aggregator is down")
     ag.assert_alive()
 
     aggr.start(new_ports_on_conflict=False)
     wait_until(lambda: (ag.acked_seq() or 0) > max(acked, at_kill), 15,
                desc="the agent reconnects and gets new acks")
-    tog.stop()
+    stop_all(togglers)
     wait_caught_up(ag, aggr, 10)
-    assert_spool_matches_aggregator(ag, aggr)
+    n = assert_spool_matches_aggregator(ag, aggr)
+    metric("aggregator kill (agent): spool acked_seq at kill", acked, "seq")
+    metric("aggregator kill (agent): changes spooled in all", n, "changes")

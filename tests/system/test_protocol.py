@@ -5,7 +5,6 @@ replay, per-spool sequence numbers, snapshots, heartbeats, and every refusal
 harmed)."""
 
 import re
-import time
 import uuid
 
 import pytest
@@ -53,7 +52,6 @@ def test_ingest_ack_replay_and_spools(aggr):
     cl, w = welcomed(aggr, "f1", sp)
     assert w.held_seq == 0
     assert w.leader_id == "aggr1"
-    assert w.heartbeat_ms > 0
     assert aggr.health()["leader"]["epoch"] == w.epoch
 
     mk = ChangeMaker(COMPONENTS)
@@ -107,6 +105,12 @@ def test_ingest_ack_replay_and_spools(aggr):
     cl3.close()
 
 
+def test_welcome_advertises_heartbeat(aggr):
+    """Welcome.heartbeat_ms is "the interval the aggregator expects"."""
+    cl, w = welcomed(aggr, "f-w")
+    assert w.heartbeat_ms > 0, f"Welcome without a heartbeat interval: {w}"
+
+
 def test_heartbeat_is_answered(aggr):
     cl, w = welcomed(aggr, "f-hb")
     mk = ChangeMaker(COMPONENTS)
@@ -139,6 +143,28 @@ def test_snapshot_reconciles(aggr):
     # the connection is still good
     cl.send_changes(mk.make(1))
     cl.wait_ack(4)
+
+
+def test_profile_drift_is_accepted_and_reported(aggr):
+    """A Hello whose profile digest differs from the aggregator's is welcomed
+    and reported as drift."""
+    cl = StreamClient(aggr.stream_port)
+    r = cl.hello("f-drift", "agent", new_spool(), 0, digest="0" * 64)
+    assert r.WhichOneof("body") == "welcome", r
+    mk = ChangeMaker(COMPONENTS)
+    cl.send_changes(mk.make(3))
+    cl.send(mk.snapshot())
+    cl.wait_ack(3)
+    nodes = aggr.nodes()
+    assert nodes["f-drift"]["profile_drift"] is True, nodes["f-drift"]
+    n = aggr.node("f-drift")
+    h = aggr.health()
+    assert any("drift" in str(x).lower() for x in n["reasons"] + h["reasons"]), \
+        f"profile drift is not among the reasons: node {n['reasons']}, cluster {h['reasons']}"
+    # a node with the right digest is not drifting
+    cl2, _ = welcomed(aggr, "f-nodrift")
+    n2 = aggr.wait_node("f-nodrift", lambda n: True, 3, desc="f-nodrift listed")
+    assert n2["profile_drift"] is False, n2
 
 
 # ----------------------------------------------------------------- refusals

@@ -2,7 +2,6 @@
 aggregator turns them into component states, node verdicts and the cluster
 verdict, as GET /v1/health and /v1/nodes show them."""
 
-import os
 import signal
 import socket
 import statistics
@@ -48,11 +47,6 @@ def counts(h):
     """/v1/health counts without zero entries."""
     return {role: {v: n for v, n in by.items() if n} for role, by in h["counts"].items()
             if any(by.values())}
-
-
-def comp_state(aggr, node, comp):
-    c = aggr.component(node, comp)
-    return c and c.get("state")
 
 
 def wait_states(c, node, comp, comp_state_, node_verdict, cluster_verdict, timeout=3.0):
@@ -129,12 +123,14 @@ def test_exec_check_states(cluster):
     assert mentions(h["reasons"], "m1", "svc"), h["reasons"]
     # UNKNOWN -> unknown component; that counts as unhealthy
     set_rc(c.svc_rc, 3)
-    wait_states(c, "m1", "svc", "unknown", "unhealthy", "unhealthy")
+    n, _ = wait_states(c, "m1", "svc", "unknown", "unhealthy", "unhealthy")
+    assert "svc says 3" in svc_of(n)["output"], svc_of(n)
+    set_rc(c.svc_rc, 0)
+    wait_states(c, "m1", "svc", "healthy", "healthy", "healthy")
     # an exit code outside 0..3 is UNKNOWN as well
     set_rc(c.svc_rc, 7)
-    n = c.aggr.wait_node("m1", lambda n: "svc says 7" in (svc_of(n).get("output") or ""), 3,
-                         desc="svc output 'svc says 7'")
-    assert svc_of(n)["state"] == "unknown", svc_of(n)
+    n, _ = wait_states(c, "m1", "svc", "unknown", "unhealthy", "unhealthy")
+    assert "svc says 7" in svc_of(n)["output"], svc_of(n)
     # back to OK
     set_rc(c.svc_rc, 0)
     wait_states(c, "m1", "svc", "healthy", "healthy", "healthy")
@@ -203,6 +199,65 @@ def test_missing_expected_master(env):
     assert nodes["m9"]["verdict"] == "missing", nodes["m9"]
     assert nodes["m9"]["role"] == "master", nodes["m9"]
     assert nodes["m1"]["verdict"] == "healthy"
+
+
+def test_heartbeats_keep_an_idle_node_reachable(cluster):
+    """Nothing changes for 2.5 stale timeouts: heartbeats alone must keep both
+    nodes reachable and the cluster healthy."""
+    c = cluster
+    seen = set()
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        nodes = c.aggr.nodes()
+        seen |= {(nid, n["verdict"]) for nid, n in nodes.items()}
+        seen.add(("cluster", c.aggr.health()["verdict"]))
+        time.sleep(0.05)
+    assert seen == {("m1", "healthy"), ("w1", "healthy"), ("cluster", "healthy")}, seen
+
+
+def _one_svc_master(env):
+    svc_cmd, _ = mh.exec_rc_script(env, "svc", 0)
+    env.write_profile("master", mh.profile_ini("master", [
+        ("svc", dict(check="exec", command=svc_cmd, **FAST))], [("base", ["svc"])]))
+
+
+def test_agent_leaves_a_mute_aggregator(env):
+    """An aggregator that accepts the connection but never answers the Hello:
+    the agent gives up on it (handshake timeout) and reaches the other one."""
+    _one_svc_master(env)
+    mute = env.silent_peer()
+
+    class Mute:
+        stream_port = mute.port
+    aggr = env.aggregator(expected_masters=["m1"], stale_timeout="1s").start()
+    env.agent("m1", "master", [Mute, aggr]).start()
+    aggr.wait_node("m1", lambda n: n["verdict"] == "healthy" and n["connected"], 8,
+                   desc="m1 reached the second aggregator")
+    aggr.wait_verdict("healthy")
+    assert mute.accepted == 0 or mute.closed_by_peer >= 1, \
+        "the agent never closed its connection to the mute aggregator"
+
+
+def test_agent_leaves_an_aggregator_that_goes_silent(env, metric):
+    """After a Welcome, an agent that hears nothing for three heartbeat
+    intervals (3 x 200ms) drops the connection and tries the other
+    aggregators."""
+    _one_svc_master(env)
+    peer = env.welcome_then_silent_peer(heartbeat_ms=200)
+
+    class Peer:
+        stream_port = peer.port
+    aggr = env.aggregator(expected_masters=["m1"], stale_timeout="1s")   # not listening yet
+    env.agent("m1", "master", [Peer, aggr]).start()
+    wait_until(peer.welcomed, 5, desc="the agent said Hello to the silent peer")
+    aggr.start()
+    wait_until(peer.closed, 3, desc="the agent dropped the silent aggregator")
+    silence = peer.closed()[0][2] - peer.welcomed()[0][2]
+    metric("agent: Welcome -> drop of a silent aggregator", silence * 1000, "ms")
+    assert 0.5 <= silence <= T(1.5), \
+        f"the agent dropped the silent aggregator {silence:.2f}s after its Welcome (3 heartbeats = 0.6s)"
+    aggr.wait_node("m1", lambda n: n["verdict"] == "healthy" and n["connected"], 5,
+                   desc="m1 moved to the real aggregator")
 
 
 def test_stopped_agent_becomes_unreachable(cluster):

@@ -14,8 +14,8 @@
 #include "mst/macro.h"
 #include "view.h"
 
-#define T0 (1700000000ULL * USEC_PER_SEC) /* some realtime */
-#define STALE (30 * USEC_PER_SEC)
+#define T0            (1700000000ULL * USEC_PER_SEC) /* some realtime */
+#define STALE         (30 * USEC_PER_SEC)
 #define DIGEST_MASTER "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 /* --- fixtures: profiles built in memory ----------------------------------- */
@@ -273,7 +273,8 @@ Test(model, root_causes_follow_stage_graph) {
   aggr_model_evaluate(&model, T0);
   cr_assert_eq(m1->root_causes.n, 1);
   cr_assert_str_eq(m1->root_causes.v[0].component, "web");
-  cr_assert_str_eq(find_reason(&m1->reasons, "m1", "web")->message, "m1: web is unhealthy: HTTP 503");
+  cr_assert_str_eq(find_reason(&m1->reasons, "m1", "web")->message,
+                   "m1: web is unhealthy: HTTP 503");
 
   /* A component in no stage is never blocked. */
   set_comp(m1, "svc", MST_STATE_UNKNOWN, NULL, T0);
@@ -301,8 +302,8 @@ Test(model, unreachable_after_stale_timeout) {
   cr_assert(w1->dirty);
   cr_assert_eq(w1->reasons.n, 1, "the stale components are not reasons of their own");
   cr_assert_str_eq(w1->reasons.v[0].state, "unreachable");
-  cr_assert_not_null(strstr(w1->reasons.v[0].message, "w1: unreachable (last seen "),
-                     "%s", w1->reasons.v[0].message);
+  cr_assert_not_null(strstr(w1->reasons.v[0].message, "w1: unreachable (last seen "), "%s",
+                     w1->reasons.v[0].message);
   cr_assert_not_null(strstr(w1->reasons.v[0].message, "30s stale timeout"));
   cr_assert_eq(w1->root_causes.n, 1);
   cr_assert_null(w1->root_causes.v[0].component, "the node itself is the root cause");
@@ -542,6 +543,29 @@ Test(view, index_semantics) {
     aggr_view_release(held[i]);
 }
 
+Test(view, heartbeats_refresh_last_seen_coarsely) {
+  healthy_cluster();
+  struct aggr_view *v1 = publish(true, 1);
+  struct aggr_node *w1 = aggr_model_find(&model, "w1");
+
+  /* Heartbeats move last_seen without marking the node dirty. */
+  w1->last_seen_usec = T0 + AGGR_VIEW_LAST_SEEN_REFRESH_USEC;
+  struct aggr_view *v2 = publish(true, 0);
+  cr_assert_eq(v2, v1, "a small last_seen move re-renders nothing");
+
+  w1->last_seen_usec = T0 + AGGR_VIEW_LAST_SEEN_REFRESH_USEC + 1000;
+  struct aggr_view *v3 = publish(true, 1);
+  cr_assert_eq(view_node(v3, "w1")->detail->index, v3->index);
+  cr_assert_eq(view_node(v3, "m1")->detail->index, v1->index);
+  cr_assert_eq(v3->nodes->index, v3->index, "the list shows last_seen too");
+  json_t *j = parse_body(view_node(v3, "w1")->detail);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "last_seen")), "2023-11-14T22:13:25.001Z");
+  json_decref(j);
+  aggr_view_release(v1);
+  aggr_view_release(v2);
+  aggr_view_release(v3);
+}
+
 Test(view, health_body) {
   healthy_cluster();
   set_comp(aggr_model_find(&model, "w1"), "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0 + 3);
@@ -555,7 +579,8 @@ Test(view, health_body) {
   cr_assert_str_eq(json_string_value(json_object_get(r0, "node")), "w1");
   cr_assert_str_eq(json_string_value(json_object_get(r0, "component")), "wsvc");
   cr_assert_str_eq(json_string_value(json_object_get(r0, "state")), "unhealthy");
-  cr_assert_str_eq(json_string_value(json_object_get(r0, "message")), "w1: wsvc is unhealthy: exit 2");
+  cr_assert_str_eq(json_string_value(json_object_get(r0, "message")),
+                   "w1: wsvc is unhealthy: exit 2");
   json_t *roots = json_object_get(h, "root_causes");
   cr_assert_eq(json_array_size(roots), 1);
   json_t *rc = json_array_get(roots, 0);
@@ -676,13 +701,57 @@ Test(view, invalid_utf8_is_repaired) {
   struct aggr_view *v = publish(true, 1);
   json_t *j = parse_body(view_node(v, "n1")->detail);
   cr_assert_str_eq(json_string_value(json_object_get(j, "hostname")), "h\xEF\xBF\xBDst\"quote");
-  cr_assert_str_eq(
-      json_string_value(json_object_get(json_array_get(json_object_get(j, "components"), 0),
-                                        "output")),
-      "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes \xEF\xBF\xBD");
+  cr_assert_str_eq(json_string_value(json_object_get(
+                       json_array_get(json_object_get(j, "components"), 0), "output")),
+                   "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes \xEF\xBF\xBD");
   json_decref(j);
   json_decref(parse_body(v->health));
   json_decref(parse_body(v->nodes));
+  aggr_view_release(v);
+}
+
+Test(view, control_characters_are_escaped) {
+  struct aggr_node *n = report("n1", "agent", T0);
+  set_comp(n, "wsvc", MST_STATE_UNHEALTHY, "a\"b\\c\n\t\x01\x1f\x7f/", T0);
+  struct aggr_view *v = publish(true, 1);
+  cr_assert_not_null(strstr(view_node(v, "n1")->detail->data,
+                            "\"output\":\"a\\\"b\\\\c\\n\\t\\u0001\\u001f\x7f/\""),
+                     "%s", view_node(v, "n1")->detail->data);
+  json_decref(parse_body(view_node(v, "n1")->detail));
+  aggr_view_release(v);
+}
+
+/* Whatever bytes agents send, every body stays valid JSON. */
+Test(view, random_agent_text_gives_valid_json) {
+  unsigned seed = 12345;
+  for (int round = 0; round < 200; round++) {
+    char text[4][64];
+    for (int t = 0; t < 4; t++) {
+      size_t len = 1 + (size_t)rand_r(&seed) % 63;
+      for (size_t i = 0; i < len; i++)
+        text[t][i] = (char)(1 + rand_r(&seed) % 255); /* any byte but NUL */
+      text[t][len] = 0;
+    }
+    struct aggr_node *n = report(text[0], text[1], T0);
+    free(n->hostname);
+    n->hostname = strdup(text[2]);
+    set_comp(n, text[3], MST_STATE_UNHEALTHY, text[2], T0);
+  }
+  struct aggr_view *v = publish(true, 1);
+  json_decref(parse_body(v->health));
+  json_t *list = parse_body(v->nodes);
+  cr_assert_eq(json_array_size(json_object_get(list, "nodes")), model.n_nodes);
+  json_decref(list);
+  for (size_t i = 0; i < v->n_nodes; i++)
+    json_decref(parse_body(v->node_v[i].detail));
+  for (size_t i = 0; i < model.n_nodes; i++) {
+    char *s = aggr_reasons_to_json(&model.nodes[i]->reasons);
+    json_error_t err;
+    json_t *j = json_loads(s, 0, &err);
+    cr_assert_not_null(j, "%s: %s", err.text, s);
+    json_decref(j);
+    free(s);
+  }
   aggr_view_release(v);
 }
 
@@ -691,11 +760,13 @@ Test(view, reasons_to_json) {
   char *s = aggr_reasons_to_json(&empty);
   cr_assert_str_eq(s, "[]");
   free(s);
-  struct aggr_reason r = {.node = "m1", .component = NULL, .state = "missing", .message = "m1: \"x\""};
+  struct aggr_reason r = {
+      .node = "m1", .component = NULL, .state = "missing", .message = "m1: \"x\""};
   struct aggr_reasons one = {.v = &r, .n = 1};
   s = aggr_reasons_to_json(&one);
   cr_assert_str_eq(
-      s, "[{\"node\":\"m1\",\"component\":null,\"state\":\"missing\",\"message\":\"m1: \\\"x\\\"\"}]");
+      s,
+      "[{\"node\":\"m1\",\"component\":null,\"state\":\"missing\",\"message\":\"m1: \\\"x\\\"\"}]");
   free(s);
 }
 

@@ -28,8 +28,8 @@ struct mst_conf_key {
   const char *section;
   const char *name;
   enum mst_conf_type type;
-  size_t offset;    /* offsetof() the field in the target struct */
-  uint64_t min;     /* bounds for UINT/DURATION/SIZE; 0,0 means unbounded */
+  size_t offset; /* offsetof() the field in the target struct */
+  uint64_t min;  /* bounds for UINT/DURATION/SIZE; 0,0 means unbounded */
   uint64_t max;
   const char *dflt; /* default, written as in a file; NULL leaves it zero */
 };
@@ -52,8 +52,8 @@ int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *
 /* Called once per key (name and value non-NULL) and once per section header
  * (name and value NULL), with the 1-based line. Return 0, or a negative errno
  * after adding a diag line (parsing continues either way). */
-typedef int (*mst_ini_handler)(void *user, const char *section, const char *name,
-                               const char *value, unsigned line);
+typedef int (*mst_ini_handler)(void *user, const char *section, const char *name, const char *value,
+                               unsigned line);
 
 /* Reads path with libinih, calling h with line numbers. Lines that are not a
  * section, a key=value, a comment or blank are reported as syntax errors.

@@ -17,7 +17,7 @@
 #include "muster.pb-c.h"
 
 #define MST_FRAME_DEFAULT_MAX (1024 * 1024)
-#define MST_VARINT_MAX_BYTES 10
+#define MST_VARINT_MAX_BYTES  10
 
 struct mst_frame_reader {
   uint8_t *buf;

@@ -36,8 +36,8 @@ void mst_log_internal(int level, const char *fmt, ...) _printf_(2, 3);
       mst_log_internal((level), __VA_ARGS__);                                                      \
   } while (0)
 
-#define log_error(...) mst_log(MST_LOG_ERR, __VA_ARGS__)
+#define log_error(...)   mst_log(MST_LOG_ERR, __VA_ARGS__)
 #define log_warning(...) mst_log(MST_LOG_WARNING, __VA_ARGS__)
-#define log_notice(...) mst_log(MST_LOG_NOTICE, __VA_ARGS__)
-#define log_info(...) mst_log(MST_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) mst_log(MST_LOG_DEBUG, __VA_ARGS__)
+#define log_notice(...)  mst_log(MST_LOG_NOTICE, __VA_ARGS__)
+#define log_info(...)    mst_log(MST_LOG_INFO, __VA_ARGS__)
+#define log_debug(...)   mst_log(MST_LOG_DEBUG, __VA_ARGS__)

@@ -19,19 +19,19 @@
 #include "mst/diag.h"
 #include "mst/state.h"
 
-#define MST_PROFILE_DEFAULT_GRACE_USEC (15ULL * 60 * 1000000)
+#define MST_PROFILE_DEFAULT_GRACE_USEC    (15ULL * 60 * 1000000)
 #define MST_PROFILE_DEFAULT_INTERVAL_USEC (10ULL * 1000000)
-#define MST_PROFILE_DEFAULT_TIMEOUT_USEC (5ULL * 1000000)
+#define MST_PROFILE_DEFAULT_TIMEOUT_USEC  (5ULL * 1000000)
 
 struct mst_component {
   char *name;
   enum mst_check_kind check;
-  char *unit;          /* systemd */
-  char *command;       /* exec: run through /bin/sh -c */
-  char *url;           /* http */
+  char *unit;             /* systemd */
+  char *command;          /* exec: run through /bin/sh -c */
+  char *url;              /* http */
   unsigned expect_status; /* http, default 200 */
-  char *expect_body;   /* http, optional substring */
-  char *address;       /* tcp: host:port */
+  char *expect_body;      /* http, optional substring */
+  char *address;          /* tcp: host:port */
   uint64_t interval_usec;
   uint64_t timeout_usec;
   unsigned rise, fall;

@@ -43,4 +43,4 @@ static inline void mst_db_closep(sqlite3 **db) {
     sqlite3_close_v2(*db);
 }
 #define _cleanup_stmt_ __attribute__((cleanup(mst_stmt_finalizep)))
-#define _cleanup_db_ __attribute__((cleanup(mst_db_closep)))
+#define _cleanup_db_   __attribute__((cleanup(mst_db_closep)))
