@@ -15,12 +15,15 @@ struct aggr_writer;
 struct aggr_views;
 struct aggr_http;
 struct aggr_conn;
+struct aggr_election;
 
 struct aggr_config {
   char *id;
   char *cluster;
   char *listen_stream;
   char *listen_http;
+  char *advertise_stream; /* published for redirects; default listen_stream */
+  char *advertise_http;   /* default listen_http */
   char *database;
   char *profiles;
   char *expected_masters; /* comma list */
@@ -59,6 +62,7 @@ struct aggr {
   struct aggr_views *views;
   struct aggr_http *http;
   struct aggr_writer *writer;
+  struct aggr_election *election; /* NULL when standalone */
 
   int listen_fd;
   sd_event_source *listen_source;
@@ -72,7 +76,9 @@ struct aggr {
   size_t n_conns;
   struct aggr_spool *spools;
 
-  uint64_t epoch;
+  uint64_t epoch; /* of the current leadership term */
+  bool leading;        /* this aggregator is the leader */
+  bool record_verdict; /* record the cluster verdict at the next publish */
   bool ready;
 };
 
@@ -86,5 +92,7 @@ struct aggr_spool *aggr_spool_get(struct aggr *a, const char *node_id, const cha
 /* conn.c: the agent stream listener and connections. Loop thread. */
 int aggr_stream_listen(struct aggr *a);
 void aggr_stream_close_all(struct aggr *a);
+/* Closes every agent stream but keeps listening (on losing leadership). */
+void aggr_stream_close_conns(struct aggr *a);
 /* Called by the loop when the writer committed a spool up to seq (or failed). */
 void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq, bool ok);

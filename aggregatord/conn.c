@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "aggr.h"
+#include "election.h"
 #include "mst/auth.h"
 #include "mst/net.h"
 #include "mst/frame.h"
@@ -119,6 +120,25 @@ static int linger_expired(sd_event_source *s, uint64_t usec, void *userdata) {
   return 0;
 }
 
+/* Queues a last frame (a Reject or a Redirect) and closes the connection
+ * once it is flushed, or after a short linger if the peer does not read. */
+static void conn_send_last(struct aggr_conn *c, const Muster__Envelope *env) {
+  c->state = CONN_CLOSING;
+  /* Stop feeding the model from this connection at once. */
+  if (c->spool && c->spool->conn == c)
+    c->spool->conn = NULL;
+  if (mst_frame_write_envelope(&c->wr, env, c->aggr->cfg.max_frame) < 0 ||
+      conn_update_events(c) < 0) {
+    c->dead = true;
+    return;
+  }
+  sd_event_source_disable_unref(c->timer);
+  c->timer = NULL;
+  if (sd_event_add_time_relative(c->aggr->event, &c->timer, CLOCK_MONOTONIC, CONN_LINGER_USEC, 0,
+                                 linger_expired, c) < 0)
+    c->dead = true;
+}
+
 /* Sends a Reject, logs why, and closes once it is flushed (or after a short
  * linger if the peer does not read). */
 static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char *fmt, ...)
@@ -139,20 +159,7 @@ static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char
   rej.reason = reason;
   env.body_case = MUSTER__ENVELOPE__BODY_REJECT;
   env.reject = &rej;
-  c->state = CONN_CLOSING;
-  /* Stop feeding the model from this connection at once. */
-  if (c->spool && c->spool->conn == c)
-    c->spool->conn = NULL;
-  if (mst_frame_write_envelope(&c->wr, &env, c->aggr->cfg.max_frame) < 0 ||
-      conn_update_events(c) < 0) {
-    c->dead = true;
-    return;
-  }
-  sd_event_source_disable_unref(c->timer);
-  c->timer = NULL;
-  if (sd_event_add_time_relative(c->aggr->event, &c->timer, CLOCK_MONOTONIC, CONN_LINGER_USEC, 0,
-                                 linger_expired, c) < 0)
-    c->dead = true;
+  conn_send_last(c, &env);
 }
 
 static int conn_send_ack(struct aggr_conn *c, uint64_t seq) {
@@ -179,6 +186,9 @@ void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq,
   }
   if (seq > spool->held_seq)
     spool->held_seq = seq;
+  /* The writer committed under the lease; acknowledge only while it holds. */
+  if (!a->leading || !aggr_election_lease_valid(a->election))
+    return;
   if (c && c->state == CONN_STREAMING && conn_send_ack(c, spool->held_seq) < 0)
     conn_free(c);
 }
@@ -208,6 +218,29 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   }
   if (!h->spool_id[0]) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
+    return -1;
+  }
+  if (!a->leading) {
+    const char *leader = a->election ? aggr_election_leader_stream(a->election) : NULL;
+    if (leader) {
+      Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+      Muster__Redirect rd = MUSTER__REDIRECT__INIT;
+      rd.stream_address = (char *)leader;
+      rd.http_address =
+          (char *)(aggr_election_leader_http(a->election) ? aggr_election_leader_http(a->election)
+                                                          : "");
+      rd.leader_id =
+          (char *)(aggr_election_leader_id(a->election) ? aggr_election_leader_id(a->election)
+                                                        : "");
+      rd.epoch = aggr_election_epoch(a->election);
+      env.body_case = MUSTER__ENVELOPE__BODY_REDIRECT;
+      env.redirect = &rd;
+      log_info("stream %s: node %.64s redirected to the leader at %s", c->peer, h->node_id, leader);
+      conn_send_last(c, &env);
+      return -1;
+    }
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_NOT_LEADER,
+                "this aggregator is not the leader and no leader is known");
     return -1;
   }
   if (a->token && !mst_token_equal(a->token, h->token)) {
@@ -665,9 +698,13 @@ int aggr_stream_listen(struct aggr *a) {
   return 0;
 }
 
-void aggr_stream_close_all(struct aggr *a) {
+void aggr_stream_close_conns(struct aggr *a) {
   while (a->conns)
     conn_free(a->conns);
+}
+
+void aggr_stream_close_all(struct aggr *a) {
+  aggr_stream_close_conns(a);
   sd_event_source_disable_unref(a->listen_source);
   a->listen_source = NULL;
   if (a->listen_fd >= 0)

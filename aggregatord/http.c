@@ -7,6 +7,12 @@
  * callback, when MHD is done sending. So the hot path takes no lock, copies
  * no body, and never waits for the loop thread. Error bodies are static.
  *
+ * A view that is not the leader's serves no data: every GET or HEAD under
+ * /v1/ is answered 307 with a Location at the leader's HTTP address and the
+ * request target exactly as the client sent it (query included), or 503
+ * no_leader with Retry-After: 1 when no leader is known. /healthz and
+ * /readyz answer locally and say which role this aggregator has.
+ *
  * Threads: aggr_http_start/free on the main or loop thread; everything else
  * here runs on MHD's threads and reads only views (and the clock). */
 #include <netinet/in.h>
@@ -44,10 +50,12 @@ static const char error_method[] =
     ERROR_JSON("method_not_allowed", "only GET and HEAD are allowed here");
 static const char error_not_ready[] = ERROR_JSON("not_ready", "the aggregator is not ready");
 static const char error_internal[] = ERROR_JSON("internal", "out of memory");
-static const char body_healthz[] = "{\"status\":\"ok\"}";
-static const char body_ready[] = "{\"ready\":true,\"role\":\"leader\"}";
-static const char body_not_ready[] = "{\"ready\":false,\"role\":\"follower\"}";
-static const char body_not_started[] = "{\"ready\":false,\"role\":\"none\"}";
+static const char error_no_leader[] =
+    ERROR_JSON("no_leader", "this aggregator is a follower and no leader is known; retry later");
+static const char body_healthz_leader[] = "{\"status\":\"ok\",\"role\":\"leader\"}";
+static const char body_healthz_follower[] = "{\"status\":\"ok\",\"role\":\"follower\"}";
+static const char body_healthz_none[] = "{\"status\":\"ok\",\"role\":\"none\"}";
+static const char body_not_started[] = "{\"ready\":false,\"role\":\"none\",\"leader\":null}";
 
 #define NODES_PREFIX "/v1/nodes/"
 
@@ -91,6 +99,8 @@ struct headers {
   bool etag;
   bool weak; /* the bytes may differ under one index (live fields) */
   bool allow;
+  bool retry_after;     /* Retry-After: 1 */
+  const char *location; /* Location, or NULL */
 };
 
 static bool add_headers(struct MHD_Response *r, const struct headers *h) {
@@ -108,6 +118,10 @@ static bool add_headers(struct MHD_Response *r, const struct headers *h) {
       return false;
   }
   if (h->allow && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD") != MHD_YES)
+    return false;
+  if (h->retry_after && MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
+    return false;
+  if (h->location && MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, h->location) != MHD_YES)
     return false;
   return true;
 }
@@ -131,6 +145,20 @@ static enum MHD_Result queue_static(struct MHD_Connection *c, unsigned status, c
 
 static void release_view(void *cls) {
   aggr_view_release(cls);
+}
+
+/* Serves len bytes at data, which v holds, and takes over the caller's
+ * reference on v: it is released when MHD frees the response. */
+static enum MHD_Result queue_held(struct MHD_Connection *c, unsigned status, struct aggr_view *v,
+                                  const char *data, size_t len, const struct headers *h) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)data, release_view, v);
+  if (!r) {
+    /* MHD calls the free callback only for a response it created. */
+    aggr_view_release(v);
+    return MHD_NO;
+  }
+  return queue(c, status, r, h);
 }
 
 /* Serves b, a body of v, and takes over the caller's reference on v: it is
@@ -157,35 +185,70 @@ static enum MHD_Result queue_body(struct MHD_Connection *c, struct aggr_view *v,
       free(live);
     return queue(c, MHD_HTTP_OK, r, &h);
   }
-  r = MHD_create_response_from_buffer_with_free_callback_cls(b->len, b->data, release_view, v);
-  if (!r) {
-    /* MHD calls the free callback only for a response it created. */
-    aggr_view_release(v);
-    return MHD_NO;
-  }
-  return queue(c, MHD_HTTP_OK, r, &h);
+  return queue_held(c, MHD_HTTP_OK, v, b->data, b->len, &h);
 }
 
 /* --- routes --------------------------------------------------------------- */
 
+static enum MHD_Result serve_healthz(struct aggr_http *h, struct MHD_Connection *c) {
+  struct headers none = {0};
+  struct aggr_view *v = aggr_view_acquire(h->views);
+  const char *body = !v             ? body_healthz_none
+                     : v->is_leader ? body_healthz_leader
+                                    : body_healthz_follower;
+  aggr_view_release(v);
+  return queue_static(c, MHD_HTTP_OK, body, &none);
+}
+
 static enum MHD_Result serve_readyz(struct aggr_http *h, struct MHD_Connection *c) {
   struct headers none = {0};
   struct aggr_view *v = aggr_view_acquire(h->views);
-  bool have = v != NULL, ready = v && v->ready;
+  if (!v)
+    return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, body_not_started, &none);
+  return queue_held(c, v->ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, v, v->readyz,
+                    v->readyz_len, &none);
+}
+
+/* A follower's answer to a data request: 307 to the leader with target (the
+ * request target as sent; NULL when it could not be kept), or 503 when no
+ * leader is known. Takes over the caller's reference on v. */
+static enum MHD_Result serve_follower(struct MHD_Connection *c, struct aggr_view *v,
+                                      const char *target) {
+  static const char scheme[] = "http://";
+  struct headers hd = {0};
+  enum MHD_Result ret;
+
+  if (!v->not_leader) {
+    hd.retry_after = true;
+    ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_no_leader, &hd);
+  } else if (!target) {
+    ret = queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &hd);
+  } else {
+    size_t len = strlen(scheme) + strlen(v->leader_http) + strlen(target) + 1;
+    _cleanup_free_ char *location = malloc(len);
+    if (location) {
+      snprintf(location, len, "%s%s%s", scheme, v->leader_http, target);
+      hd.location = location;
+      ret = queue(
+          c, MHD_HTTP_TEMPORARY_REDIRECT,
+          MHD_create_response_from_buffer(v->not_leader_len, v->not_leader, MHD_RESPMEM_MUST_COPY),
+          &hd);
+    } else
+      ret = queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &hd);
+  }
   aggr_view_release(v);
-  if (ready)
-    return queue_static(c, MHD_HTTP_OK, body_ready, &none);
-  return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, have ? body_not_ready : body_not_started,
-                      &none);
+  return ret;
 }
 
 static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, enum route route,
-                                const char *url, bool method_ok) {
+                                const char *url, const char *target, bool method_ok) {
   struct aggr_view *v = aggr_view_acquire(h->views);
   struct headers hd = {.indexed = true, .index = v ? v->index : 0};
   const struct aggr_view_node *node;
   enum MHD_Result ret;
 
+  if (v && !v->is_leader && method_ok)
+    return serve_follower(c, v, target);
   if (route == ROUTE_V1_UNKNOWN)
     ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &hd);
   else if (!method_ok) {
@@ -208,9 +271,10 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, e
   return ret;
 }
 
-/* Answers a request whose headers are in. */
+/* Answers a request whose headers are in. target is the request target as
+ * the client sent it, or NULL when it could not be kept. */
 static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, const char *url,
-                              bool method_ok) {
+                              const char *target, bool method_ok) {
   struct headers none = {0}, allow = {.allow = true};
   enum route route = route_of(url);
 
@@ -220,32 +284,94 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, con
   case ROUTE_HEALTHZ:
     if (!method_ok)
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
-    return queue_static(c, MHD_HTTP_OK, body_healthz, &none);
+    return serve_healthz(h, c);
   case ROUTE_READYZ:
     if (!method_ok)
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
     return serve_readyz(h, c);
   default:
-    return serve_v1(h, c, route, url, method_ok);
+    return serve_v1(h, c, route, url, target, method_ok);
   }
+}
+
+/* --- per-request state ---------------------------------------------------- */
+
+/* A follower's redirect needs the request target as the client sent it,
+ * while the handler gets the path decoded and the query parsed apart. The
+ * URI-log callback sees the raw target first; it is kept only when it can
+ * differ from the path the handler gets (it has a query or an escape), so
+ * the hot path allocates nothing. *con_cls is one of the marks below, or a
+ * struct request; either way it tells the handler's first call for a
+ * request from the later ones. */
+struct request {
+  bool seen;     /* the handler was called for it */
+  char target[]; /* the raw request target */
+};
+
+static char mark_fresh, mark_seen;           /* the target is the handler's url */
+static char mark_lost_fresh, mark_lost_seen; /* keeping the target ran out of memory */
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  if (!strpbrk(uri, "?%"))
+    return &mark_fresh;
+  size_t len = strlen(uri);
+  struct request *rq = malloc(sizeof(*rq) + len + 1);
+  if (!rq)
+    return &mark_lost_fresh;
+  rq->seen = false;
+  memcpy(rq->target, uri, len + 1);
+  return rq;
+}
+
+static bool is_mark(const void *p) {
+  return p == &mark_fresh || p == &mark_seen || p == &mark_lost_fresh || p == &mark_lost_seen;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  if (*con_cls && !is_mark(*con_cls))
+    free(*con_cls);
+  *con_cls = NULL;
+}
+
+/* Marks the request seen by the handler. Returns whether it was not yet,
+ * and the raw target (or NULL when it was lost) in *target. */
+static bool request_first_seen(void **con_cls, const char *url, const char **target) {
+  void *p = *con_cls;
+  *target = url;
+  if (!p || p == &mark_fresh) {
+    *con_cls = &mark_seen;
+    return true;
+  }
+  if (p == &mark_seen)
+    return false;
+  if (p == &mark_lost_fresh || p == &mark_lost_seen) {
+    *target = NULL;
+    *con_cls = &mark_lost_seen;
+    return p == &mark_lost_fresh;
+  }
+  struct request *rq = p;
+  bool first = !rq->seen;
+  rq->seen = true;
+  *target = rq->target;
+  return first;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
-  static int request_seen;
   struct aggr_http *h = cls;
   bool method_ok =
       strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+  const char *target;
 
-  if (!*con_cls) {
+  if (request_first_seen(con_cls, url, &target)) {
     /* Other methods are refused before their body is read: MHD then closes
      * the connection instead of reading the upload. */
     if (!method_ok)
-      return answer(h, c, url, false);
+      return answer(h, c, url, target, false);
     /* Answering a GET on the first call would make MHD close every
      * connection (no keep-alive); the first call only marks the request. */
-    *con_cls = &request_seen;
     return MHD_YES;
   }
   if (*upload_data_size != 0) {
@@ -254,7 +380,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     *upload_data_size = 0;
     return MHD_YES;
   }
-  return answer(h, c, url, true);
+  return answer(h, c, url, target, true);
 }
 
 /* --- server --------------------------------------------------------------- */
@@ -342,6 +468,7 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
   errno = 0;
   h->daemon = MHD_start_daemon(
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+      MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
       MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_SEC,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "aggr.h"
+#include "election.h"
 #include "http.h"
 #include "mst/auth.h"
 #include "mst/config.h"
@@ -44,6 +45,8 @@ static const struct mst_conf_key config_table[] = {
     KEY("aggregator", "cluster", MST_CONF_STRING, cluster, 0, 0, "default"),
     KEY("aggregator", "listen_stream", MST_CONF_STRING, listen_stream, 0, 0, "0.0.0.0:7610"),
     KEY("aggregator", "listen_http", MST_CONF_STRING, listen_http, 0, 0, "0.0.0.0:7611"),
+    KEY("aggregator", "advertise_stream", MST_CONF_STRING, advertise_stream, 0, 0, NULL),
+    KEY("aggregator", "advertise_http", MST_CONF_STRING, advertise_http, 0, 0, NULL),
     KEY("aggregator", "database", MST_CONF_STRING, database, 0, 0, "/var/lib/muster/aggregator.db"),
     KEY("aggregator", "profiles", MST_CONF_STRING, profiles, 0, 0, "/etc/muster/profiles"),
     KEY("aggregator", "expected_masters", MST_CONF_STRING, expected_masters, 0, 0, NULL),
@@ -124,8 +127,12 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
 
   a->publish_armed = false;
   a->last_publish_usec = mst_now_monotonic_usec();
-  if (aggr_model_evaluate(&a->model, now))
+  /* Only the leader records verdict history; a new leader starts its term
+   * with the verdict as it stands. */
+  if ((aggr_model_evaluate(&a->model, now) || a->record_verdict) && a->leading) {
     record_cluster_verdict(a);
+    a->record_verdict = false;
+  }
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
   stale_timer_rearm(a);
@@ -251,10 +258,10 @@ static int load_config(const char *path, struct aggr *a) {
     if (strcmp(a->cfg.synchronous, "full") != 0 && strcmp(a->cfg.synchronous, "normal") != 0)
       mst_diag_add(&diag, path, 0, "[aggregator] synchronous must be 'full' or 'normal', not '%s'",
                    a->cfg.synchronous);
-    if (a->cfg.zk_hosts)
-      mst_diag_add(&diag, path, 0,
-                   "[zookeeper] hosts: leader election is not available in this version; "
-                   "remove the key to run standalone");
+    if (!a->cfg.advertise_stream)
+      a->cfg.advertise_stream = strdup(a->cfg.listen_stream);
+    if (!a->cfg.advertise_http)
+      a->cfg.advertise_http = strdup(a->cfg.listen_http);
     if (!a->cfg.id) {
       char host[256] = "aggregator";
       (void)gethostname(host, sizeof(host) - 1);
@@ -281,6 +288,33 @@ static int load_config(const char *path, struct aggr *a) {
   }
   mst_diag_done(&diag);
   return r;
+}
+
+/* The election changed this aggregator's role or the leader it knows. */
+static void on_election_changed(struct aggr_election *el, void *userdata) {
+  struct aggr *a = userdata;
+  bool leader = aggr_election_is_leader(el);
+
+  if (leader && !a->leading) {
+    a->epoch = aggr_election_epoch(el);
+    a->leading = true;
+    a->record_verdict = true;
+    sd_notify(0, "STATUS=leading");
+    log_notice("leading the cluster, epoch %llu", (unsigned long long)a->epoch);
+  } else if (!leader && a->leading) {
+    a->leading = false;
+    /* Agents reconnect and are redirected to whoever leads next. Anything
+     * received but not committed will be replayed to the next leader. */
+    aggr_stream_close_conns(a);
+    for (struct aggr_spool *sp = a->spools; sp; sp = sp->next)
+      sp->received_seq = sp->held_seq;
+    sd_notify(0, "STATUS=following");
+    log_notice("no longer leading; following %s",
+               aggr_election_leader_id(el) ? aggr_election_leader_id(el) : "(unknown)");
+  }
+  aggr_model_set_leader(&a->model, leader, aggr_election_leader_id(el),
+                        aggr_election_leader_http(el), leader ? a->epoch : aggr_election_epoch(el));
+  aggr_request_publish(a, true);
 }
 
 /* Agent streams and parked HTTP reads each hold a descriptor: take the hard
@@ -372,8 +406,6 @@ int main(int argc, char **argv) {
   r = aggr_model_init(&a.model, a.profiles, masters, a.cfg.stale_timeout_usec);
   if (r < 0)
     goto out;
-  a.model.have_leader = true; /* standalone: this aggregator leads alone */
-  a.model.leader_id = strdup(a.cfg.id);
 
   r = mst_store_open(a.cfg.database,
                      strcmp(a.cfg.synchronous, "normal") == 0 ? MST_STORE_SYNC_NORMAL : 0, &db);
@@ -389,13 +421,6 @@ int main(int argc, char **argv) {
   r = restore_from_database(&a, db);
   if (r < 0)
     goto out;
-  a.model.epoch = a.epoch;
-  r = aggr_writer_start(db, &a.writer);
-  if (r < 0) {
-    log_error("cannot start the writer thread: %s", strerror(-r));
-    goto out;
-  }
-  db = NULL; /* the writer owns it now */
 
   r = sd_event_default(&a.event);
   if (r < 0)
@@ -403,6 +428,33 @@ int main(int argc, char **argv) {
   if (sd_event_add_signal(a.event, NULL, SIGTERM, on_signal, &a) < 0 ||
       sd_event_add_signal(a.event, NULL, SIGINT, on_signal, &a) < 0)
     goto out;
+
+  if (a.cfg.zk_hosts) {
+    /* Campaign; until elected this aggregator answers as a follower. */
+    struct aggr_election_config ec = {
+        .hosts = a.cfg.zk_hosts,
+        .session_timeout_usec = a.cfg.zk_session_timeout_usec,
+        .cluster = a.cfg.cluster,
+        .id = a.cfg.id,
+        .stream_address = a.cfg.advertise_stream,
+        .http_address = a.cfg.advertise_http,
+    };
+    r = aggr_election_start(a.event, &ec, on_election_changed, &a, &a.election);
+    if (r < 0)
+      goto out;
+    aggr_model_set_leader(&a.model, false, NULL, NULL, 0);
+  } else {
+    /* Standalone: this aggregator leads alone, a new epoch per start. */
+    a.leading = true;
+    aggr_model_set_leader(&a.model, true, a.cfg.id, a.cfg.advertise_http, a.epoch);
+  }
+
+  r = aggr_writer_start(db, a.election, &a.writer);
+  if (r < 0) {
+    log_error("cannot start the writer thread: %s", strerror(-r));
+    goto out;
+  }
+  db = NULL; /* the writer owns it now */
   r = sd_event_add_io(a.event, &a.writer_source, aggr_writer_fd(a.writer), EPOLLIN, writer_done,
                       &a);
   if (r < 0)
@@ -419,7 +471,7 @@ int main(int argc, char **argv) {
   if (!a.views)
     goto out;
   /* Publish a first view before HTTP starts, so no reader ever sees none. */
-  if (aggr_model_evaluate(&a.model, mst_now_realtime_usec()))
+  if (aggr_model_evaluate(&a.model, mst_now_realtime_usec()) && a.leading)
     record_cluster_verdict(&a);
   if (aggr_view_publish(a.views, &a.model, false) < 0)
     goto out;
@@ -434,9 +486,14 @@ int main(int argc, char **argv) {
   a.ready = true;
   aggr_request_publish(&a, true);
   (void)sd_event_set_watchdog(a.event, true);
-  sd_notify(0, "READY=1\nSTATUS=leading (standalone)");
-  log_info("aggregator %s ready: leader (standalone), epoch %llu, cluster '%s'", a.cfg.id,
-           (unsigned long long)a.epoch, a.cfg.cluster);
+  if (a.election) {
+    sd_notify(0, "READY=1\nSTATUS=campaigning");
+    log_info("aggregator %s ready: campaigning in cluster '%s'", a.cfg.id, a.cfg.cluster);
+  } else {
+    sd_notify(0, "READY=1\nSTATUS=leading (standalone)");
+    log_info("aggregator %s ready: leader (standalone), epoch %llu, cluster '%s'", a.cfg.id,
+             (unsigned long long)a.epoch, a.cfg.cluster);
+  }
 
   r = sd_event_loop(a.event);
   ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -445,7 +502,10 @@ out:
   aggr_http_free(a.http);
   if (a.event)
     aggr_stream_close_all(&a);
-  aggr_writer_free(a.writer); /* commits what is queued */
+  aggr_writer_free(a.writer); /* commits what is queued, while the lease holds */
+  /* Closing the session deletes our znode at once: a successor takes over
+   * within milliseconds instead of a session timeout. */
+  aggr_election_free(a.election);
   if (db)
     sqlite3_close_v2(db);
   sd_event_source_disable_unref(a.writer_source);

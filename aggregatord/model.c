@@ -276,7 +276,53 @@ void aggr_model_done(struct aggr_model *m) {
   aggr_reasons_clear(&m->reasons);
   aggr_reasons_clear(&m->root_causes);
   free(m->leader_id);
+  free(m->leader_http);
   *m = (struct aggr_model){0};
+}
+
+/* What may stand between "http://" and the path in a Location header: a
+ * host name, an IPv4 or a bracketed IPv6 address (with a zone), a port. */
+static bool http_authority_ok(const char *s) {
+  if (!s || !*s)
+    return false;
+  for (const char *p = s; *p; p++) {
+    char c = *p;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          strchr(".:-_~%[]", c)))
+      return false;
+  }
+  return true;
+}
+
+int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *leader_id,
+                          const char *leader_http, uint64_t epoch) {
+  if (leader_http && !http_authority_ok(leader_http)) {
+    log_warning("The leader's HTTP address \"%s\" is not a host:port, ignoring it", leader_http);
+    leader_http = NULL;
+  }
+  bool have_leader = is_leader || leader_id;
+  if (m->is_leader == is_leader && m->have_leader == have_leader && m->epoch == epoch &&
+      streq_null(m->leader_id, leader_id) && streq_null(m->leader_http, leader_http))
+    return 0;
+
+  char *id = leader_id ? strdup(leader_id) : NULL;
+  char *http = leader_http ? strdup(leader_http) : NULL;
+  int r = 1;
+  if ((leader_id && !id) || (leader_http && !http)) {
+    free(id);
+    free(http);
+    id = http = NULL;
+    have_leader = is_leader;
+    r = -ENOMEM;
+  }
+  free(m->leader_id);
+  free(m->leader_http);
+  m->is_leader = is_leader;
+  m->have_leader = have_leader;
+  m->leader_id = id;
+  m->leader_http = http;
+  m->epoch = epoch;
+  return r;
 }
 
 /* --- the node's stage graph, for root causes ------------------------------ */

@@ -78,9 +78,12 @@ struct aggr_model {
   struct aggr_reasons reasons;
   struct aggr_reasons root_causes;
 
-  bool have_leader;
-  char *leader_id;
-  uint64_t epoch;
+  /* The election's outcome, set by aggr_model_set_leader(). */
+  bool is_leader;    /* this aggregator leads (also when standalone) */
+  bool have_leader;  /* some leader is known: this one or another */
+  char *leader_id;   /* the leader's id, or NULL when unknown */
+  char *leader_http; /* host:port of the leader's HTTP API, or NULL when unknown */
+  uint64_t epoch;    /* the leader's epoch, when known */
 };
 
 /* expected_masters: NULL-terminated list of node ids that must exist. They
@@ -88,6 +91,32 @@ struct aggr_model {
 int aggr_model_init(struct aggr_model *m, const struct mst_profile_set *profiles,
                     char *const *expected_masters, uint64_t stale_timeout_usec);
 void aggr_model_done(struct aggr_model *m);
+
+/* Loop thread. Records the election's outcome; the model starts with no
+ * leader and not leading, so every aggregator, standalone included, calls
+ * this before it serves:
+ *   - this aggregator leads (standalone too): is_leader, its own id, the
+ *     host:port its HTTP API is reachable at (NULL when it has none to
+ *     advertise), its epoch;
+ *   - another one leads: !is_leader, that one's id, HTTP host:port and epoch
+ *     (as read from its znode);
+ *   - no leader known (a candidate, ZooKeeper unreachable, stepped down):
+ *     !is_leader, NULL, NULL, and the last known epoch or 0.
+ * have_leader becomes is_leader || leader_id. A leader_http that is not a
+ * plain host:port (empty, or a byte outside [A-Za-z0-9.:_~%[]-]) cannot go in
+ * a Location header: it is logged and recorded as unknown.
+ *
+ * No node body shows the leader, and the health body, /readyz and the
+ * follower answers are rendered on every publish, so nothing is marked dirty:
+ * the next aggr_view_publish() reflects the change (it publishes a new view
+ * even when no body's bytes changed). The cluster verdict depends on
+ * have_leader; the evaluate before that publish takes it in.
+ *
+ * Returns 1 when something changed, 0 when nothing did, or -ENOMEM: then
+ * is_leader and epoch are applied all the same (stepping down cannot fail),
+ * and the leader's id and HTTP address are recorded as unknown. */
+int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *leader_id,
+                          const char *leader_http, uint64_t epoch);
 
 /* Returns the node, or NULL. */
 struct aggr_node *aggr_model_find(const struct aggr_model *m, const char *id);

@@ -768,11 +768,98 @@ static int render_health(const struct aggr_model *m, struct rendered *ret) {
   return rendered_take(&w, true, ret);
 }
 
+/* {"id":...,"http":...,"epoch":N}, or null when no leader is known. */
+static void leader_write(struct json_writer *w, const struct aggr_view *v) {
+  if (!v->have_leader) {
+    jw_null(w);
+    return;
+  }
+  jw_open(w, '{');
+  jw_key(w, "id");
+  jw_string(w, v->leader_id);
+  jw_key(w, "http");
+  jw_string(w, v->leader_http);
+  jw_key(w, "epoch");
+  jw_uint(w, v->epoch);
+  jw_close(w, '}');
+}
+
+/* Copies the model's election into v and renders what depends on it alone:
+ * the /readyz body and a follower's 307 body. */
+static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bool ready) {
+  struct json_writer w = {0};
+
+  v->is_leader = m->is_leader;
+  v->have_leader = m->have_leader;
+  v->epoch = m->epoch;
+  if ((m->leader_id && !(v->leader_id = strdup(m->leader_id))) ||
+      (m->leader_http && !(v->leader_http = strdup(m->leader_http))))
+    return -ENOMEM;
+
+  jw_open(&w, '{');
+  jw_key(&w, "ready");
+  jw_bool(&w, ready);
+  jw_key(&w, "role");
+  jw_string(&w, v->is_leader ? "leader" : "follower");
+  jw_key(&w, "leader");
+  leader_write(&w, v);
+  jw_close(&w, '}');
+  jw_char(&w, 0);
+  if (w.oom) {
+    jw_done(&w);
+    return -ENOMEM;
+  }
+  v->readyz = w.buf;
+  v->readyz_len = w.len - 1;
+
+  if (v->is_leader || !v->leader_http)
+    return 0;
+  static const char prefix[] = "this aggregator is a follower; the leader is at http://";
+  size_t len = strlen(prefix) + strlen(v->leader_http) + 1;
+  _cleanup_free_ char *message = malloc(len);
+  if (!message)
+    return -ENOMEM;
+  snprintf(message, len, "%s%s", prefix, v->leader_http);
+  w = (struct json_writer){0};
+  jw_open(&w, '{');
+  jw_key(&w, "error");
+  jw_open(&w, '{');
+  jw_key(&w, "code");
+  jw_string(&w, "not_leader");
+  jw_key(&w, "message");
+  jw_string(&w, message);
+  jw_close(&w, '}');
+  jw_close(&w, '}');
+  jw_char(&w, 0);
+  if (w.oom) {
+    jw_done(&w);
+    return -ENOMEM;
+  }
+  v->not_leader = w.buf;
+  v->not_leader_len = w.len - 1;
+  return 0;
+}
+
+static bool streq_null(const char *a, const char *b) {
+  if (!a || !b)
+    return a == b;
+  return strcmp(a, b) == 0;
+}
+
+static bool same_election(const struct aggr_view *a, const struct aggr_view *b) {
+  return a->is_leader == b->is_leader && a->have_leader == b->have_leader && a->epoch == b->epoch &&
+         streq_null(a->leader_id, b->leader_id) && streq_null(a->leader_http, b->leader_http);
+}
+
 /* --- views ---------------------------------------------------------------- */
 
 static void view_free(struct aggr_view *v) {
   if (!v)
     return;
+  free(v->leader_id);
+  free(v->leader_http);
+  free(v->readyz);
+  free(v->not_leader);
   for (size_t i = 0; i < v->n_nodes; i++) {
     body_unref(v->node_v[i].detail);
     body_unref(v->node_v[i].summary);
@@ -885,12 +972,14 @@ int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
   if ((k = render_health(m, &r)) < 0 ||
       (k = body_settle(&r, old ? old->health : NULL, next, NULL, &v->health, &changed)) < 0)
     goto fail;
+  if ((k = view_set_election(v, m, ready)) < 0)
+    goto fail;
 
   for (size_t i = 0; i < m->n_nodes; i++) {
     m->nodes[i]->index = v->node_v[i].detail->index;
     m->nodes[i]->dirty = false;
   }
-  if (!changed && old && old->ready == ready) {
+  if (!changed && old && old->ready == ready && same_election(old, v)) {
     view_free(v);
     aggr_views_reap(vs);
     return 0;

@@ -63,6 +63,18 @@ struct aggr_view {
   struct aggr_view_node *node_v; /* sorted by id */
   size_t n_nodes;
 
+  /* The election as the model had it (aggr_model_set_leader). A view that
+   * is not the leader's serves no data: HTTP redirects to leader_http. */
+  bool is_leader;
+  bool have_leader;
+  char *leader_id;   /* NULL when unknown */
+  char *leader_http; /* host:port of the leader's HTTP API, NULL when unknown */
+  uint64_t epoch;
+  char *readyz; /* the /readyz body (200 when ready, else 503) */
+  size_t readyz_len;
+  char *not_leader; /* a follower's 307 body, or NULL without leader_http */
+  size_t not_leader_len;
+
   /* Loop thread only: retirement. */
   struct aggr_view *next_retired;
   bool quiesced; /* no reader can still be between load and refcount bump */
@@ -79,13 +91,16 @@ struct aggr_views *aggr_views_new(void);
 void aggr_views_free(struct aggr_views *vs);
 
 /* Loop thread. Renders the model into a new view and makes it current:
- * the health and node-list bodies every time, a node's own body only when
- * node->dirty (which it clears) or its last_seen moved more than
- * AGGR_VIEW_LAST_SEEN_REFRESH_USEC. Sets node->index to the node body's
- * index. Then reaps retired views, also when nothing changed. Returns 1 when
- * a new view was published, 0 when nothing changed (the current view stays;
- * no index moved), or -ENOMEM / -EINVAL (nothing published; dirty flags stay
- * set for the next try). */
+ * the health and node-list bodies and the election's fields every time, a
+ * node's own body only when node->dirty (which it clears) or its last_seen
+ * moved more than AGGR_VIEW_LAST_SEEN_REFRESH_USEC. Sets node->index to the
+ * node body's index. Then reaps retired views, also when nothing changed.
+ * Returns 1 when a new view was published, 0 when nothing changed (the
+ * current view stays; no index moved), or -ENOMEM / -EINVAL (nothing
+ * published; dirty flags stay set for the next try). A change of ready or of
+ * the election alone publishes a new view without moving the index unless
+ * some body's bytes changed too (the health body shows the leader's id and
+ * epoch). */
 int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready);
 
 /* Loop thread. Frees retired views that no reader can reach any more. Call

@@ -19,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "election.h"
 #include "mst/log.h"
 #include "mst/store.h"
 #include "writer.h"
@@ -27,6 +28,7 @@
 
 struct aggr_writer {
   sqlite3 *db;
+  const struct aggr_election *fence;
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -219,6 +221,13 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs,
     if (r < 0)
       goto rollback;
   }
+  /* The fence: a leader whose lease ran out (paused, cut off from
+   * ZooKeeper) may already have a successor. Checked last, right before the
+   * commit, so that a pause anywhere earlier is caught. */
+  if (!aggr_election_lease_valid(w->fence)) {
+    r = -ESTALE;
+    goto rollback;
+  }
   r = mst_store_exec(w->db, "COMMIT");
   if (r < 0)
     goto rollback;
@@ -284,7 +293,9 @@ static void *writer_main(void *userdata) {
 
     size_t n_marks = 0;
     int r = write_transaction(w, jobs, &marks, &n_marks, &cap_marks);
-    if (r < 0)
+    if (r == -ESTALE)
+      log_warning("writer: not leading (no valid lease); discarded %zu rows uncommitted", n);
+    else if (r < 0)
       log_error("writer: transaction of %zu rows failed (%s); affected streams will replay", n,
                 strerror(-r));
     report(w, marks, n_marks, r >= 0);
@@ -299,12 +310,13 @@ static void *writer_main(void *userdata) {
   return NULL;
 }
 
-int aggr_writer_start(sqlite3 *db, struct aggr_writer **ret) {
+int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct aggr_writer **ret) {
   struct aggr_writer *w = calloc(1, sizeof(*w));
   int r;
   if (!w)
     return -ENOMEM;
   w->db = db;
+  w->fence = fence;
   w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (w->efd < 0) {
     r = -errno;

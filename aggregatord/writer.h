@@ -11,6 +11,7 @@
 
 struct aggr_spool;
 struct aggr_writer;
+struct aggr_election;
 
 enum aggr_write_kind {
   AGGR_WRITE_CHANGE,
@@ -46,8 +47,10 @@ struct aggr_commit {
 };
 
 /* Takes ownership of db (opened read-write, migrated). Starts the thread.
- * Returns 0 or -errno. Loop thread. */
-int aggr_writer_start(sqlite3 *db, struct aggr_writer **ret);
+ * Every transaction is committed only while aggr_election_lease_valid(fence)
+ * holds (a NULL fence, standalone, always holds); otherwise it is rolled
+ * back and reported as failed. Returns 0 or -errno. Loop thread. */
+int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct aggr_writer **ret);
 
 /* Stops the thread after committing what is queued, and frees. */
 void aggr_writer_free(struct aggr_writer *w);
