@@ -16,6 +16,7 @@ struct aggr_views;
 struct aggr_http;
 struct aggr_conn;
 struct aggr_election;
+struct aggr_replica;
 
 struct aggr_config {
   char *id;
@@ -63,6 +64,7 @@ struct aggr {
   struct aggr_http *http;
   struct aggr_writer *writer;
   struct aggr_election *election; /* NULL when standalone */
+  struct aggr_replica *replica;   /* the follower's warm copy; NULL when standalone */
 
   int listen_fd;
   sd_event_source *listen_source;
@@ -76,7 +78,7 @@ struct aggr {
   size_t n_conns;
   struct aggr_spool *spools;
 
-  uint64_t epoch; /* of the current leadership term */
+  uint64_t epoch;      /* of the current leadership term */
   bool leading;        /* this aggregator is the leader */
   bool record_verdict; /* record the cluster verdict at the next publish */
   bool ready;

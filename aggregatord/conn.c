@@ -31,6 +31,7 @@
 #include "mst/frame.h"
 #include "mst/log.h"
 #include "mst/time.h"
+#include "mst/utf8.h"
 #include "writer.h"
 
 #define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
@@ -216,6 +217,12 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
                 "Hello with an overlong node_id or spool_id");
     return -1;
   }
+  if (!mst_utf8_valid(h->node_id) || !mst_utf8_valid(h->role) || !mst_utf8_valid(h->hostname) ||
+      !mst_utf8_valid(h->boot_id) || !mst_utf8_valid(h->spool_id) ||
+      !mst_utf8_valid(h->profile_digest)) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello with a string that is not UTF-8");
+    return -1;
+  }
   if (!h->spool_id[0]) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
     return -1;
@@ -373,6 +380,12 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
                   (unsigned long long)ch->seq);
       return -1;
     }
+    if (!mst_utf8_valid(ch->component) || !mst_utf8_valid(ch->output) ||
+        !mst_utf8_valid(ch->boot_id)) {
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "change seq %llu has a string that is not UTF-8", (unsigned long long)ch->seq);
+      return -1;
+    }
   }
   for (size_t i = 0; i < b->n_changes; i++) {
     const Muster__Change *ch = b->changes[i];
@@ -436,7 +449,7 @@ static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
   for (size_t i = 0; i < s->n_components; i++) {
     const Muster__ComponentStatus *cs = s->components[i];
     if (!cs->component || !cs->component[0] || strlen(cs->component) > 256 ||
-        !state_valid(cs->state)) {
+        !state_valid(cs->state) || !mst_utf8_valid(cs->component) || !mst_utf8_valid(cs->output)) {
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                   "snapshot entry without component name or with an invalid state");
       return -1;

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "history.h"
 #include "http.h"
 #include "mst/log.h"
 #include "mst/macro.h"
@@ -52,10 +53,18 @@ static const char error_not_ready[] = ERROR_JSON("not_ready", "the aggregator is
 static const char error_internal[] = ERROR_JSON("internal", "out of memory");
 static const char error_no_leader[] =
     ERROR_JSON("no_leader", "this aggregator is a follower and no leader is known; retry later");
+static const char error_no_leader_http[] =
+    ERROR_JSON("no_leader", "this aggregator is a follower and the leader's HTTP address is "
+                            "unknown; retry later");
 static const char body_healthz_leader[] = "{\"status\":\"ok\",\"role\":\"leader\"}";
 static const char body_healthz_follower[] = "{\"status\":\"ok\",\"role\":\"follower\"}";
 static const char body_healthz_none[] = "{\"status\":\"ok\",\"role\":\"none\"}";
 static const char body_not_started[] = "{\"ready\":false,\"role\":\"none\",\"leader\":null}";
+
+static const char error_bad_after[] =
+    "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"after must be a row id\"}}";
+static const char error_bad_limit[] =
+    "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"limit must be 1 to 10000\"}}";
 
 #define NODES_PREFIX "/v1/nodes/"
 
@@ -73,6 +82,7 @@ enum route {
   ROUTE_HEALTH,
   ROUTE_NODES,
   ROUTE_NODE,
+  ROUTE_REPLICATE, /* a follower copying the leader's history */
 };
 
 static enum route route_of(const char *url) {
@@ -82,6 +92,8 @@ static enum route route_of(const char *url) {
     return ROUTE_NODES;
   if (strncmp(url, NODES_PREFIX, strlen(NODES_PREFIX)) == 0 && url[strlen(NODES_PREFIX)])
     return ROUTE_NODE;
+  if (strcmp(url, "/v1/internal/replicate") == 0)
+    return ROUTE_REPLICATE;
   if (strcmp(url, "/healthz") == 0)
     return ROUTE_HEALTHZ;
   if (strcmp(url, "/readyz") == 0)
@@ -220,7 +232,8 @@ static enum MHD_Result serve_follower(struct MHD_Connection *c, struct aggr_view
 
   if (!v->not_leader) {
     hd.retry_after = true;
-    ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_no_leader, &hd);
+    ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                       v->have_leader ? error_no_leader_http : error_no_leader, &hd);
   } else if (!target) {
     ret = queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &hd);
   } else {
@@ -240,6 +253,35 @@ static enum MHD_Result serve_follower(struct MHD_Connection *c, struct aggr_view
   return ret;
 }
 
+/* GET /v1/internal/replicate?after=ID&limit=N: rows of the leader's history
+ * for a follower's warm copy (see replica.c), read on this HTTP thread's own
+ * read-only connection. */
+static enum MHD_Result serve_replicate(struct MHD_Connection *c) {
+  struct headers none = {0};
+  const char *after_s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+  const char *limit_s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+  unsigned long long after = 0, limit = 1000;
+  char *end, *body = NULL;
+  size_t len = 0;
+
+  if (after_s) {
+    errno = 0;
+    after = strtoull(after_s, &end, 10);
+    if (errno || *end || !*after_s || *after_s == '-')
+      return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_after, &none);
+  }
+  if (limit_s) {
+    errno = 0;
+    limit = strtoull(limit_s, &end, 10);
+    if (errno || *end || !*limit_s || limit < 1 || limit > 10000)
+      return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_limit, &none);
+  }
+  if (aggr_history_replicate_json(after, (unsigned)limit, &body, &len) < 0)
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+  return queue(c, MHD_HTTP_OK, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
+               &none);
+}
+
 static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, enum route route,
                                 const char *url, const char *target, bool method_ok) {
   struct aggr_view *v = aggr_view_acquire(h->views);
@@ -256,6 +298,8 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, e
     ret = queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &hd);
   } else if (!v || !v->ready)
     ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &hd);
+  else if (route == ROUTE_REPLICATE)
+    ret = serve_replicate(c);
   else if (route == ROUTE_HEALTH)
     return queue_body(c, v, v->health);
   else if (route == ROUTE_NODES)

@@ -8,6 +8,7 @@
  * loop publishes. Without ZooKeeper the aggregator leads alone; each start is
  * a new leader epoch, stamped on every row written and every Welcome. */
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 
 #include "aggr.h"
 #include "election.h"
+#include "history.h"
 #include "http.h"
 #include "mst/auth.h"
 #include "mst/config.h"
@@ -28,6 +30,7 @@
 #include "mst/net.h"
 #include "mst/store.h"
 #include "mst/time.h"
+#include "replica.h"
 #include "view.h"
 #include "writer.h"
 
@@ -167,9 +170,22 @@ static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userd
   struct aggr *a = userdata;
   size_t n = 0;
   struct aggr_commit *done = aggr_writer_collect(a->writer, &n);
-  for (size_t i = 0; i < n; i++)
-    aggr_conn_committed(a, done[i].spool, done[i].seq, done[i].ok);
-  free(done);
+  for (size_t i = 0; i < n; i++) {
+    struct aggr_spool *sp = done[i].spool;
+    if (!sp) {
+      /* Copied from the leader: what this aggregator holds grew. */
+      if (!done[i].ok || !done[i].node_id || !done[i].spool_id)
+        continue;
+      sp = aggr_spool_get(a, done[i].node_id, done[i].spool_id);
+      if (sp && done[i].seq > sp->held_seq) {
+        sp->held_seq = done[i].seq;
+        sp->received_seq = MST_MAX(sp->received_seq, sp->held_seq);
+      }
+      continue;
+    }
+    aggr_conn_committed(a, sp, done[i].seq, done[i].ok);
+  }
+  aggr_commits_free(done, n);
   return 0;
 }
 
@@ -262,6 +278,17 @@ static int load_config(const char *path, struct aggr *a) {
       a->cfg.advertise_stream = strdup(a->cfg.listen_stream);
     if (!a->cfg.advertise_http)
       a->cfg.advertise_http = strdup(a->cfg.listen_http);
+    /* Redirects must name an address others can reach. */
+    if (a->cfg.zk_hosts) {
+      struct sockaddr_in s1, s2;
+      if (mst_parse_host_port(a->cfg.advertise_stream, &s1) < 0 ||
+          mst_parse_host_port(a->cfg.advertise_http, &s2) < 0 ||
+          s1.sin_addr.s_addr == htonl(INADDR_ANY) || s2.sin_addr.s_addr == htonl(INADDR_ANY))
+        mst_diag_add(&diag, path, 0,
+                     "[aggregator] with [zookeeper] hosts set, advertise_stream and advertise_http "
+                     "must be addresses other aggregators and agents can reach (not %s, %s)",
+                     a->cfg.advertise_stream, a->cfg.advertise_http);
+    }
     if (!a->cfg.id) {
       char host[256] = "aggregator";
       (void)gethostname(host, sizeof(host) - 1);
@@ -312,6 +339,9 @@ static void on_election_changed(struct aggr_election *el, void *userdata) {
     log_notice("no longer leading; following %s",
                aggr_election_leader_id(el) ? aggr_election_leader_id(el) : "(unknown)");
   }
+  /* Followers keep a warm copy of the leader's history. */
+  aggr_replica_follow(a->replica, leader ? NULL : aggr_election_leader_http(el),
+                      aggr_election_epoch(el));
   aggr_model_set_leader(&a->model, leader, aggr_election_leader_id(el),
                         aggr_election_leader_http(el), leader ? a->epoch : aggr_election_epoch(el));
   aggr_request_publish(a, true);
@@ -374,6 +404,10 @@ int main(int argc, char **argv) {
     return EXIT_FAILURE;
   }
   mst_log_set_ident("aggregatord: ");
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    fputs("muster-aggregatord: cannot initialise libcurl\n", stderr);
+    return EXIT_FAILURE;
+  }
   /* Block the signals the loop handles before any thread starts, so that
    * threads inherit the mask and only the loop's signalfd sees them. */
   sigset_t mask;
@@ -455,6 +489,13 @@ int main(int argc, char **argv) {
     goto out;
   }
   db = NULL; /* the writer owns it now */
+  if (a.election) {
+    r = aggr_replica_start(a.writer, &a.replica);
+    if (r < 0) {
+      log_error("cannot start the replica thread: %s", strerror(-r));
+      goto out;
+    }
+  }
   r = sd_event_add_io(a.event, &a.writer_source, aggr_writer_fd(a.writer), EPOLLIN, writer_done,
                       &a);
   if (r < 0)
@@ -478,6 +519,7 @@ int main(int argc, char **argv) {
   r = aggr_stream_listen(&a);
   if (r < 0)
     goto out;
+  aggr_history_init(a.cfg.database);
   r = aggr_http_start(a.cfg.listen_http, (unsigned)a.cfg.http_threads, a.views, &a.http);
   if (r < 0) {
     log_error("cannot serve HTTP on %s: %s", a.cfg.listen_http, strerror(-r));
@@ -502,6 +544,7 @@ out:
   aggr_http_free(a.http);
   if (a.event)
     aggr_stream_close_all(&a);
+  aggr_replica_free(a.replica);
   aggr_writer_free(a.writer); /* commits what is queued, while the lease holds */
   /* Closing the session deletes our znode at once: a successor takes over
    * within milliseconds instead of a session timeout. */
@@ -512,6 +555,7 @@ out:
   sd_event_source_disable_unref(a.publish_timer);
   sd_event_source_disable_unref(a.stale_timer);
   aggr_views_free(a.views);
+  aggr_history_done();
   aggr_model_done(&a.model);
   spools_free(&a);
   mst_strv_free(masters);
@@ -519,5 +563,6 @@ out:
   free(a.token);
   config_free(&a.cfg);
   sd_event_unref(a.event);
+  curl_global_cleanup();
   return ret;
 }

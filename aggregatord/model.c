@@ -283,7 +283,7 @@ void aggr_model_done(struct aggr_model *m) {
 /* What may stand between "http://" and the path in a Location header: a
  * host name, an IPv4 or a bracketed IPv6 address (with a zone), a port. */
 static bool http_authority_ok(const char *s) {
-  if (!s || !*s)
+  if (!s || !*s || *s == ':') /* no host */
     return false;
   for (const char *p = s; *p; p++) {
     char c = *p;
@@ -297,7 +297,16 @@ static bool http_authority_ok(const char *s) {
 int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *leader_id,
                           const char *leader_http, uint64_t epoch) {
   if (leader_http && !http_authority_ok(leader_http)) {
-    log_warning("The leader's HTTP address \"%s\" is not a host:port, ignoring it", leader_http);
+    /* It came from a znode: shown with anything unprintable as '?'. */
+    char shown[80];
+    size_t k = 0;
+    for (; leader_http[k] && k < sizeof(shown) - 1; k++) {
+      unsigned char c = (unsigned char)leader_http[k];
+      shown[k] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    shown[k] = 0;
+    log_warning("The leader's HTTP address \"%s%s\" is not a host:port, ignoring it", shown,
+                leader_http[k] ? "..." : "");
     leader_http = NULL;
   }
   bool have_leader = is_leader || leader_id;

@@ -103,8 +103,10 @@ void aggr_model_done(struct aggr_model *m);
  *   - no leader known (a candidate, ZooKeeper unreachable, stepped down):
  *     !is_leader, NULL, NULL, and the last known epoch or 0.
  * have_leader becomes is_leader || leader_id. A leader_http that is not a
- * plain host:port (empty, or a byte outside [A-Za-z0-9.:_~%[]-]) cannot go in
- * a Location header: it is logged and recorded as unknown.
+ * plain host:port (empty, no host, or a byte outside [A-Za-z0-9.:_~%[]-])
+ * cannot go in a Location header: it is logged and recorded as unknown. A
+ * wildcard such as 0.0.0.0:7611 passes but redirects nowhere useful:
+ * advertise an address clients can reach.
  *
  * No node body shows the leader, and the health body, /readyz and the
  * follower answers are rendered on every publish, so nothing is marked dirty:

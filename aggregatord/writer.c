@@ -74,9 +74,14 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret) {
 static int writer_prepare(struct aggr_writer *w) {
   int r;
   r = prepare(w->db,
+              /* Idempotent at the database too: a change at or below what is
+               * held for its spool (replayed, or already copied from an
+               * earlier leader) is not stored twice. */
               "INSERT INTO changes (node_id, spool_id, seq, component, check_kind, from_state,"
               " to_state, at_ms, output, boot_id, health, rise, fall, epoch, received_ms)"
-              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+              " SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15"
+              " WHERE ?3 > coalesce((SELECT held_seq FROM spools"
+              " WHERE node_id = ?1 AND spool_id = ?2), 0)",
               &w->ins_change);
   if (r < 0)
     return r;
@@ -125,6 +130,7 @@ static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
   sqlite3_stmt *s;
   switch (j->kind) {
   case AGGR_WRITE_CHANGE:
+  case AGGR_WRITE_REPLICA:
     s = w->ins_change;
     bind_text(s, 1, j->node_id);
     bind_text(s, 2, j->spool_id);
@@ -178,7 +184,8 @@ struct spool_mark {
 static int marks_note(struct spool_mark **marks, size_t *n, size_t *cap,
                       const struct aggr_write *j) {
   for (size_t i = 0; i < *n; i++)
-    if ((*marks)[i].job->spool == j->spool) {
+    if ((*marks)[i].job->spool == j->spool && strcmp((*marks)[i].job->node_id, j->node_id) == 0 &&
+        strcmp((*marks)[i].job->spool_id, j->spool_id) == 0) {
       if (j->seq > (*marks)[i].seq)
         (*marks)[i].seq = j->seq;
       return 0;
@@ -197,14 +204,18 @@ static int marks_note(struct spool_mark **marks, size_t *n, size_t *cap,
 
 static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs,
                              struct spool_mark **marks, size_t *n_marks, size_t *cap_marks) {
+  bool fenced = false;
   int r = mst_store_exec(w->db, "BEGIN IMMEDIATE");
   if (r < 0)
     return r;
   for (struct aggr_write *j = jobs; j; j = j->next) {
+    /* Only copies of the leader's own history may be written without
+     * leading; everything else needs the lease. */
+    fenced = fenced || j->kind != AGGR_WRITE_REPLICA;
     r = write_job(w, j);
     if (r < 0)
       goto rollback;
-    if (j->kind == AGGR_WRITE_CHANGE) {
+    if (j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA) {
       r = marks_note(marks, n_marks, cap_marks, j);
       if (r < 0)
         goto rollback;
@@ -224,7 +235,7 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs,
   /* The fence: a leader whose lease ran out (paused, cut off from
    * ZooKeeper) may already have a successor. Checked last, right before the
    * commit, so that a pause anywhere earlier is caught. */
-  if (!aggr_election_lease_valid(w->fence)) {
+  if (fenced && !aggr_election_lease_valid(w->fence)) {
     r = -ESTALE;
     goto rollback;
   }
@@ -255,9 +266,15 @@ static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t
     w->done = d;
     w->cap_done = ncap;
   }
-  for (size_t i = 0; i < n; i++)
-    w->done[w->n_done++] =
-        (struct aggr_commit){.spool = marks[i].job->spool, .seq = marks[i].seq, .ok = ok};
+  for (size_t i = 0; i < n; i++) {
+    const struct aggr_write *j = marks[i].job;
+    struct aggr_commit *c = &w->done[w->n_done++];
+    *c = (struct aggr_commit){.spool = j->spool, .seq = marks[i].seq, .ok = ok};
+    if (!j->spool) {
+      c->node_id = strdup(j->node_id);
+      c->spool_id = strdup(j->spool_id);
+    }
+  }
   pthread_mutex_unlock(&w->lock);
 
   uint64_t one = 1;
@@ -367,6 +384,14 @@ void aggr_writer_free(struct aggr_writer *w) {
   close(w->efd);
   free(w->done);
   free(w);
+}
+
+void aggr_commits_free(struct aggr_commit *c, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(c[i].node_id);
+    free(c[i].spool_id);
+  }
+  free(c);
 }
 
 int aggr_writer_fd(const struct aggr_writer *w) {

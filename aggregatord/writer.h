@@ -18,6 +18,7 @@ enum aggr_write_kind {
   AGGR_WRITE_NODE,
   AGGR_WRITE_BOOT,
   AGGR_WRITE_CLUSTER_VERDICT,
+  AGGR_WRITE_REPLICA, /* a change copied from the leader's history (spool NULL) */
 };
 
 /* One row to write. Strings are owned by the job. */
@@ -41,7 +42,8 @@ struct aggr_write {
 
 /* A commit result for one spool. */
 struct aggr_commit {
-  struct aggr_spool *spool;
+  struct aggr_spool *spool; /* NULL for replicated changes */
+  char *node_id, *spool_id; /* set (owned) when spool is NULL */
   uint64_t seq;
   bool ok;
 };
@@ -58,12 +60,14 @@ void aggr_writer_free(struct aggr_writer *w);
 /* The eventfd that becomes readable when commits are ready to collect. */
 int aggr_writer_fd(const struct aggr_writer *w);
 
-/* Queues a job (ownership passes to the writer). Loop thread. */
+/* Queues a job (ownership passes to the writer). Any thread. */
 void aggr_writer_submit(struct aggr_writer *w, struct aggr_write *job);
 
-/* Collects finished commits: returns a malloc'd array (caller frees) and its
- * length in *ret_n. Loop thread. */
+/* Collects finished commits: returns a malloc'd array and its length in
+ * *ret_n; free it with aggr_commits_free(). Loop thread. */
 struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n);
+
+void aggr_commits_free(struct aggr_commit *c, size_t n);
 
 struct aggr_write *aggr_write_new(enum aggr_write_kind kind);
 void aggr_write_free(struct aggr_write *job);

@@ -1,0 +1,260 @@
+/* The warm copy: a follower tails the leader's committed history.
+ *
+ * DESIGN. A named background thread (blocking HTTP has no place on the loop)
+ * asks the current leader for the rows of its changes table after a cursor
+ * (GET /v1/internal/replicate?after=ID&limit=N), and hands each row to the
+ * writer thread as a REPLICA job. The writer stores a row only if its seq is
+ * above what this aggregator already holds for that (node, spool), so rows
+ * copied twice, or already ingested here in an earlier term, are not stored
+ * twice; it then raises the spool's held seq and reports it to the loop.
+ * When this aggregator is elected, its Welcome therefore already holds most
+ * of history, agents replay little, and the history of nodes whose agents
+ * are gone survives the failover.
+ *
+ * The loop tells the thread whom to follow through aggr_replica_follow()
+ * (under a mutex; the thread copies the address). A new leader epoch resets
+ * the cursor, since row ids are per database. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mst/log.h"
+#include "mst/state.h"
+#include "replica.h"
+#include "writer.h"
+
+#define REPLICA_PAGE      2000
+#define REPLICA_IDLE_MSEC 500
+#define REPLICA_BODY_MAX  (64u * 1024 * 1024)
+
+struct aggr_replica {
+  struct aggr_writer *writer;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool stop;
+  char *leader_http; /* guarded by lock; NULL: not following */
+  uint64_t leader_epoch;
+  bool started;
+};
+
+struct body {
+  char *data;
+  size_t len;
+};
+
+static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+  struct body *b = userdata;
+  size_t n = size * nmemb;
+  char *d;
+  if (b->len + n > REPLICA_BODY_MAX)
+    return 0;
+  d = realloc(b->data, b->len + n + 1);
+  if (!d)
+    return 0;
+  memcpy(d + b->len, ptr, n);
+  b->len += n;
+  d[b->len] = '\0';
+  b->data = d;
+  return n;
+}
+
+static const char *state_name(const char *s) {
+  int v = mst_state_from_string(s);
+  const char *n = v >= 0 ? mst_state_to_string((enum mst_state)v) : NULL;
+  return n ? n : "unspecified";
+}
+
+static const char *check_name(const char *s) {
+  int v = mst_check_kind_from_string(s);
+  const char *n = v >= 0 ? mst_check_kind_to_string((enum mst_check_kind)v) : NULL;
+  return n ? n : "unspecified";
+}
+
+static char *dup_str(json_t *row, const char *key) {
+  const char *v = json_string_value(json_object_get(row, key));
+  return strdup(v ? v : "");
+}
+
+/* Turns one page into REPLICA jobs. Returns the number of rows, and the
+ * last id in *cursor, or -EBADMSG. */
+static int replica_apply(struct aggr_replica *r, const char *data, uint64_t *cursor) {
+  json_error_t err;
+  json_t *root = json_loads(data, 0, &err), *rows, *row;
+  size_t i;
+  int n = 0;
+
+  if (!root || !json_is_array(rows = json_object_get(root, "rows"))) {
+    json_decref(root);
+    return -EBADMSG;
+  }
+  json_array_foreach(rows, i, row) {
+    struct aggr_write *j = aggr_write_new(AGGR_WRITE_REPLICA);
+    if (!j)
+      break;
+    j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
+    j->node_id = dup_str(row, "node_id");
+    j->spool_id = dup_str(row, "spool_id");
+    j->seq = (uint64_t)json_integer_value(json_object_get(row, "seq"));
+    j->component = dup_str(row, "component");
+    j->check_kind = check_name(json_string_value(json_object_get(row, "check")));
+    j->from_state = state_name(json_string_value(json_object_get(row, "from")));
+    j->to_state = state_name(json_string_value(json_object_get(row, "to")));
+    j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
+    j->output = dup_str(row, "output");
+    j->boot_id = dup_str(row, "boot_id");
+    j->health = (unsigned)json_integer_value(json_object_get(row, "health"));
+    j->rise = (unsigned)json_integer_value(json_object_get(row, "rise"));
+    j->fall = (unsigned)json_integer_value(json_object_get(row, "fall"));
+    j->received_ms = json_integer_value(json_object_get(row, "received_ms"));
+    if (!j->node_id || !j->spool_id || !j->component || !j->output || !j->boot_id || j->seq == 0) {
+      aggr_write_free(j);
+      continue;
+    }
+    aggr_writer_submit(r->writer, j);
+    n++;
+  }
+  json_t *last = json_object_get(root, "last_id");
+  if (json_is_integer(last) && (uint64_t)json_integer_value(last) > *cursor)
+    *cursor = (uint64_t)json_integer_value(last);
+  json_decref(root);
+  return n;
+}
+
+/* Waits up to msec, or until stopped or told to follow someone else. */
+static void replica_sleep(struct aggr_replica *r, unsigned msec) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long)(msec % 1000) * 1000000L;
+  ts.tv_sec += msec / 1000 + ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_mutex_lock(&r->lock);
+  if (!r->stop)
+    pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+  pthread_mutex_unlock(&r->lock);
+}
+
+static void *replica_main(void *userdata) {
+  struct aggr_replica *r = userdata;
+  CURL *curl = curl_easy_init();
+  uint64_t cursor = 0, epoch = 0;
+  bool failing = false;
+
+  if (!curl) {
+    log_error("replica: cannot initialise libcurl; no warm copy will be kept");
+    return NULL;
+  }
+  for (;;) {
+    char *leader = NULL, url[512];
+    uint64_t e;
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop && !r->leader_http)
+      pthread_cond_wait(&r->cond, &r->lock);
+    if (r->stop) {
+      pthread_mutex_unlock(&r->lock);
+      break;
+    }
+    leader = strdup(r->leader_http);
+    e = r->leader_epoch;
+    pthread_mutex_unlock(&r->lock);
+    if (!leader) {
+      replica_sleep(r, REPLICA_IDLE_MSEC);
+      continue;
+    }
+    if (e != epoch) {
+      epoch = e;
+      cursor = 0; /* row ids belong to the leader's own database */
+      log_info("replica: copying the history of the leader at %s (epoch %llu)", leader,
+               (unsigned long long)epoch);
+    }
+    snprintf(url, sizeof(url), "http://%s/v1/internal/replicate?after=%llu&limit=%u", leader,
+             (unsigned long long)cursor, REPLICA_PAGE);
+    free(leader);
+
+    struct body b = {0};
+    long status = 0;
+    curl_easy_reset(curl);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, body_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+    CURLcode cc = curl_easy_perform(curl);
+    if (cc == CURLE_OK)
+      curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    int n = -EIO;
+    if (cc == CURLE_OK && status == 200 && b.data)
+      n = replica_apply(r, b.data, &cursor);
+    free(b.data);
+    if (n < 0) {
+      if (!failing)
+        log_warning("replica: cannot copy from %s: %s, will retry", url,
+                    cc != CURLE_OK  ? curl_easy_strerror(cc)
+                    : status != 200 ? "unexpected HTTP status"
+                                    : "malformed page");
+      failing = true;
+      replica_sleep(r, REPLICA_IDLE_MSEC);
+      continue;
+    }
+    failing = false;
+    if (n < REPLICA_PAGE)
+      replica_sleep(r, REPLICA_IDLE_MSEC);
+  }
+  curl_easy_cleanup(curl);
+  return NULL;
+}
+
+int aggr_replica_start(struct aggr_writer *w, struct aggr_replica **ret) {
+  struct aggr_replica *r = calloc(1, sizeof(*r));
+  int rc;
+  if (!r)
+    return -ENOMEM;
+  r->writer = w;
+  pthread_mutex_init(&r->lock, NULL);
+  pthread_cond_init(&r->cond, NULL);
+  rc = pthread_create(&r->thread, NULL, replica_main, r);
+  if (rc != 0) {
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    free(r);
+    return -rc;
+  }
+  r->started = true;
+  *ret = r;
+  return 0;
+}
+
+void aggr_replica_follow(struct aggr_replica *r, const char *leader_http, uint64_t epoch) {
+  if (!r)
+    return;
+  pthread_mutex_lock(&r->lock);
+  if ((leader_http == NULL) != (r->leader_http == NULL) ||
+      (leader_http && strcmp(leader_http, r->leader_http) != 0) || epoch != r->leader_epoch) {
+    free(r->leader_http);
+    r->leader_http = leader_http ? strdup(leader_http) : NULL;
+    r->leader_epoch = epoch;
+    pthread_cond_signal(&r->cond);
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
+void aggr_replica_free(struct aggr_replica *r) {
+  if (!r)
+    return;
+  pthread_mutex_lock(&r->lock);
+  r->stop = true;
+  pthread_cond_signal(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+  if (r->started)
+    pthread_join(r->thread, NULL);
+  pthread_mutex_destroy(&r->lock);
+  pthread_cond_destroy(&r->cond);
+  free(r->leader_http);
+  free(r);
+}
