@@ -155,9 +155,9 @@ def test_profile_drift_is_accepted_and_reported(aggr):
     cl.send_changes(mk.make(3))
     cl.send(mk.snapshot())
     cl.wait_ack(3)
-    nodes = aggr.nodes()
-    assert nodes["f-drift"]["profile_drift"] is True, nodes["f-drift"]
-    n = aggr.node("f-drift")
+    n = aggr.wait_node("f-drift", lambda n: len(n["components"]) == 3, 3, desc="f-drift listed")
+    assert n["profile_drift"] is True, n
+    assert aggr.nodes()["f-drift"]["profile_drift"] is True
     h = aggr.health()
     assert any("drift" in str(x).lower() for x in n["reasons"] + h["reasons"]), \
         f"profile drift is not among the reasons: node {n['reasons']}, cluster {h['reasons']}"
