@@ -70,6 +70,7 @@ struct aggr {
   sd_event_source *listen_source;
   sd_event_source *publish_timer;
   sd_event_source *stale_timer;
+  sd_event_source *longpoll_timer;
   sd_event_source *writer_source;
   uint64_t last_publish_usec; /* monotonic */
   bool publish_armed;

@@ -20,7 +20,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,6 +32,7 @@
 
 #include "history.h"
 #include "http.h"
+#include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -68,10 +71,25 @@ static const char error_bad_limit[] =
 
 #define NODES_PREFIX "/v1/nodes/"
 
+/* A blocking read parked until its resource's index moves or its wait ends.
+ * Guarded by aggr_http.lock. */
+struct waiter {
+  struct waiter *prev, *next;
+  struct MHD_Connection *c;
+  struct request *rq;
+  int route;
+  uint64_t index;    /* the index the client has seen */
+  uint64_t deadline; /* monotonic usec */
+  char node[];       /* for ROUTE_NODE */
+};
+
 struct aggr_http {
   struct MHD_Daemon *daemon;
   struct aggr_views *views;
   uint16_t port;
+  pthread_mutex_t lock; /* guards the parked list; never held across I/O */
+  struct waiter *parked;
+  size_t n_parked;
 };
 
 enum route {
@@ -282,11 +300,277 @@ static enum MHD_Result serve_replicate(struct MHD_Connection *c) {
                &none);
 }
 
-static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, enum route route,
-                                const char *url, const char *target, bool method_ok) {
+/* --- per-request state ---------------------------------------------------- */
+
+/* A follower's redirect needs the request target as the client sent it,
+ * while the handler gets the path decoded and the query parsed apart. The
+ * URI-log callback sees the raw target first; it is kept only when it can
+ * differ from the path the handler gets (it has a query or an escape), so
+ * the hot path allocates nothing. *con_cls is one of the marks below, or a
+ * struct request; either way it tells the handler's first call for a
+ * request from the later ones. */
+struct request {
+  bool seen;             /* the handler was called for it */
+  bool woken;            /* it was parked and has been resumed: answer now */
+  struct waiter *parked; /* while suspended in a blocking read */
+  char target[];         /* the raw request target */
+};
+
+static char mark_fresh, mark_seen;           /* the target is the handler's url */
+static char mark_lost_fresh, mark_lost_seen; /* keeping the target ran out of memory */
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  if (!strpbrk(uri, "?%"))
+    return &mark_fresh;
+  size_t len = strlen(uri);
+  struct request *rq = malloc(sizeof(*rq) + len + 1);
+  if (!rq)
+    return &mark_lost_fresh;
+  rq->seen = false;
+  rq->woken = false;
+  rq->parked = NULL;
+  memcpy(rq->target, uri, len + 1);
+  return rq;
+}
+
+static bool is_mark(const void *p) {
+  return p == &mark_fresh || p == &mark_seen || p == &mark_lost_fresh || p == &mark_lost_seen;
+}
+
+/* --- query parameters ------------------------------------------------------ */
+
+#define QUERY_VALUE_MAX   256
+#define WAIT_DEFAULT_USEC (60 * USEC_PER_SEC)
+#define WAIT_MAX_USEC     (300 * USEC_PER_SEC)
+
+struct query {
+  const char *const *allowed; /* NULL-terminated names this route takes */
+  char error[192];            /* the first problem, for a 400 */
+  bool have_index;
+  uint64_t index;
+  uint64_t wait_usec;
+};
+
+static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value) {
+  struct query *q = cls;
+  bool known = false;
+  if (q->error[0])
+    return MHD_NO;
+  for (const char *const *a = q->allowed; *a; a++)
+    known = known || strcmp(*a, key) == 0;
+  if (!known) {
+    snprintf(q->error, sizeof(q->error), "unknown parameter '%.64s'", key);
+    return MHD_NO;
+  }
+  if (value && strlen(value) > QUERY_VALUE_MAX)
+    snprintf(q->error, sizeof(q->error), "parameter '%s' is longer than %d bytes", key,
+             QUERY_VALUE_MAX);
+  return q->error[0] ? MHD_NO : MHD_YES;
+}
+
+/* Parses a decimal uint64 with nothing else around it. */
+static bool parse_u64(const char *s, uint64_t *ret) {
+  char *end;
+  if (!s || *s < '0' || *s > '9')
+    return false;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end)
+    return false;
+  *ret = v;
+  return true;
+}
+
+/* Checks the query of a blocking-read route: only index and wait, each
+ * well-formed. Returns false with q->error set. */
+static bool query_parse_blocking(struct MHD_Connection *c, struct query *q) {
+  static const char *const allowed[] = {"index", "wait", NULL};
+  const char *v;
+
+  q->allowed = allowed;
+  q->wait_usec = WAIT_DEFAULT_USEC;
+  MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_check_one, q);
+  if (q->error[0])
+    return false;
+  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "index"))) {
+    if (!parse_u64(v, &q->index)) {
+      snprintf(q->error, sizeof(q->error), "parameter 'index' must be a non-negative integer");
+      return false;
+    }
+    q->have_index = true;
+  }
+  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait"))) {
+    uint64_t secs;
+    if (parse_u64(v, &secs) && secs <= WAIT_MAX_USEC / USEC_PER_SEC)
+      q->wait_usec = secs * USEC_PER_SEC;
+    else if (mst_duration_parse(v, &q->wait_usec) < 0 || q->wait_usec > WAIT_MAX_USEC) {
+      snprintf(q->error, sizeof(q->error),
+               "parameter 'wait' must be a duration such as 30s, at most 5m");
+      return false;
+    }
+  }
+  return true;
+}
+
+static enum MHD_Result queue_bad_parameter(struct MHD_Connection *c, const char *message) {
+  struct headers none = {0};
+  char *body = NULL;
+  json_t *j = json_pack("{s{ssss}}", "error", "code", "bad_parameter", "message", message);
+  if (j)
+    body = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  if (!body)
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+  return queue(c, MHD_HTTP_BAD_REQUEST,
+               MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE), &none);
+}
+
+/* --- blocking reads ---------------------------------------------------------- */
+
+/* The index of the resource a route names, in view v. */
+static uint64_t resource_index(const struct aggr_view *v, int route, const char *node) {
+  const struct aggr_view_node *n;
+  if (route == ROUTE_HEALTH)
+    return v->health->index;
+  if (route == ROUTE_NODE && (n = aggr_view_find_node(v, node)))
+    return n->detail->index;
+  return v->nodes->index; /* the list, or a node not (yet) in it */
+}
+
+/* Resumes w's connection and forgets w. Called with h->lock held. */
+static void waiter_wake(struct aggr_http *h, struct waiter *w) {
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    h->parked = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  h->n_parked--;
+  w->rq->parked = NULL;
+  w->rq->woken = true;
+  MHD_resume_connection(w->c);
+  free(w);
+}
+
+/* Parks the request until the resource moves past q->index or the wait
+ * ends. Returns true when parked; false when it should be answered now
+ * (the index already moved, or the request cannot be parked). */
+static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, int route,
+                 const char *node, const struct query *q) {
+  struct request *rq = *con_cls;
+  struct aggr_view *v;
+  struct waiter *w;
+  uint64_t wait = q->wait_usec, now = mst_now_monotonic_usec();
+  bool parked = false;
+
+  if (is_mark(rq) || rq->woken)
+    return false; /* resumed already, or no per-request state to park with */
+  /* Consul's stagger: up to wait/16 more, so parked readers do not all
+   * return in the same instant. */
+  if (wait >= 16)
+    wait += (uint64_t)random() % (wait / 16);
+  pthread_mutex_lock(&h->lock);
+  /* Compare under the lock against the newest view: a publish after this
+   * point runs aggr_http_wake() after it, and finds this waiter. */
+  v = aggr_view_acquire(h->views);
+  if (v && v->is_leader && v->ready && resource_index(v, route, node) == q->index) {
+    size_t nl = node ? strlen(node) : 0;
+    w = calloc(1, sizeof(*w) + nl + 1);
+    if (w) {
+      w->c = c;
+      w->rq = rq;
+      w->route = route;
+      w->index = q->index;
+      w->deadline = now + wait;
+      if (node)
+        memcpy(w->node, node, nl + 1);
+      w->next = h->parked;
+      if (h->parked)
+        h->parked->prev = w;
+      h->parked = w;
+      h->n_parked++;
+      rq->parked = w;
+      MHD_suspend_connection(c);
+      parked = true;
+    }
+  }
+  aggr_view_release(v);
+  pthread_mutex_unlock(&h->lock);
+  return parked;
+}
+
+void aggr_http_wake(struct aggr_http *h) {
+  struct aggr_view *v;
+  if (!h)
+    return;
+  pthread_mutex_lock(&h->lock);
+  if (h->n_parked > 0 && (v = aggr_view_acquire(h->views))) {
+    for (struct waiter *w = h->parked, *next; w; w = next) {
+      next = w->next;
+      /* Wake only for a change of that resource; also when the index went
+       * backwards, or this aggregator stopped leading (the reader must go
+       * to the new leader). */
+      if (!v->is_leader || resource_index(v, w->route, w->node) != w->index)
+        waiter_wake(h, w);
+    }
+    aggr_view_release(v);
+  }
+  pthread_mutex_unlock(&h->lock);
+}
+
+void aggr_http_expire(struct aggr_http *h) {
+  uint64_t now = mst_now_monotonic_usec();
+  if (!h)
+    return;
+  pthread_mutex_lock(&h->lock);
+  for (struct waiter *w = h->parked, *next; w; w = next) {
+    next = w->next;
+    if (w->deadline <= now)
+      waiter_wake(h, w);
+  }
+  pthread_mutex_unlock(&h->lock);
+}
+
+size_t aggr_http_parked(struct aggr_http *h) {
+  size_t n;
+  pthread_mutex_lock(&h->lock);
+  n = h->n_parked;
+  pthread_mutex_unlock(&h->lock);
+  return n;
+}
+
+/* If-None-Match naming the current ETag (weak or strong, or *) → 304. */
+static bool not_modified(struct MHD_Connection *c, uint64_t index) {
+  const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+  char tag[32];
+  if (!inm)
+    return false;
+  if (strcmp(inm, "*") == 0)
+    return true;
+  snprintf(tag, sizeof(tag), "\"%" PRIu64 "\"", index);
+  /* A list of tags, each possibly weak. */
+  for (const char *p = strstr(inm, tag); p; p = strstr(p + 1, tag)) {
+    bool start_ok = p == inm || p[-1] == ' ' || p[-1] == ',' || p[-1] == '/';
+    if (start_ok)
+      return true;
+  }
+  return false;
+}
+
+static enum MHD_Result queue_not_modified(struct MHD_Connection *c, uint64_t index) {
+  struct headers hd = {.indexed = true, .index = index, .etag = true};
+  return queue(c, MHD_HTTP_NOT_MODIFIED,
+               MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT), &hd);
+}
+
+static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
+                                enum route route, const char *url, const char *target,
+                                bool method_ok) {
   struct aggr_view *v = aggr_view_acquire(h->views);
   struct headers hd = {.indexed = true, .index = v ? v->index : 0};
   const struct aggr_view_node *node;
+  const char *node_id = route == ROUTE_NODE ? url + strlen(NODES_PREFIX) : NULL;
   enum MHD_Result ret;
 
   if (v && !v->is_leader && method_ok)
@@ -300,13 +584,32 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, e
     ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &hd);
   else if (route == ROUTE_REPLICATE)
     ret = serve_replicate(c);
-  else if (route == ROUTE_HEALTH)
-    return queue_body(c, v, v->health);
-  else if (route == ROUTE_NODES)
-    return queue_body(c, v, v->nodes);
-  else if ((node = aggr_view_find_node(v, url + strlen(NODES_PREFIX))))
-    return queue_body(c, v, node->detail);
   else {
+    struct query q = {0};
+    if (!query_parse_blocking(c, &q)) {
+      aggr_view_release(v);
+      return queue_bad_parameter(c, q.error);
+    }
+    if (q.have_index && park(h, c, con_cls, route, node_id, &q)) {
+      aggr_view_release(v);
+      return MHD_YES;
+    }
+    /* Answer from the newest view (a resumed read wants what woke it). */
+    aggr_view_release(v);
+    v = aggr_view_acquire(h->views);
+    if (!v || !v->is_leader)
+      return v ? serve_follower(c, v, target) : MHD_NO;
+    uint64_t index = resource_index(v, route, node_id);
+    if (not_modified(c, index)) {
+      aggr_view_release(v);
+      return queue_not_modified(c, index);
+    }
+    if (route == ROUTE_HEALTH)
+      return queue_body(c, v, v->health);
+    if (route == ROUTE_NODES)
+      return queue_body(c, v, v->nodes);
+    if ((node = aggr_view_find_node(v, node_id)))
+      return queue_body(c, v, node->detail);
     /* A node that does not exist yet appears in the node list first. */
     hd.index = v->nodes->index;
     ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_node, &hd);
@@ -317,8 +620,8 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, e
 
 /* Answers a request whose headers are in. target is the request target as
  * the client sent it, or NULL when it could not be kept. */
-static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, const char *url,
-                              const char *target, bool method_ok) {
+static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
+                              const char *url, const char *target, bool method_ok) {
   struct headers none = {0}, allow = {.allow = true};
   enum route route = route_of(url);
 
@@ -334,47 +637,31 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, con
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
     return serve_readyz(h, c);
   default:
-    return serve_v1(h, c, route, url, target, method_ok);
+    return serve_v1(h, c, con_cls, route, url, target, method_ok);
   }
-}
-
-/* --- per-request state ---------------------------------------------------- */
-
-/* A follower's redirect needs the request target as the client sent it,
- * while the handler gets the path decoded and the query parsed apart. The
- * URI-log callback sees the raw target first; it is kept only when it can
- * differ from the path the handler gets (it has a query or an escape), so
- * the hot path allocates nothing. *con_cls is one of the marks below, or a
- * struct request; either way it tells the handler's first call for a
- * request from the later ones. */
-struct request {
-  bool seen;     /* the handler was called for it */
-  char target[]; /* the raw request target */
-};
-
-static char mark_fresh, mark_seen;           /* the target is the handler's url */
-static char mark_lost_fresh, mark_lost_seen; /* keeping the target ran out of memory */
-
-static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
-  if (!strpbrk(uri, "?%"))
-    return &mark_fresh;
-  size_t len = strlen(uri);
-  struct request *rq = malloc(sizeof(*rq) + len + 1);
-  if (!rq)
-    return &mark_lost_fresh;
-  rq->seen = false;
-  memcpy(rq->target, uri, len + 1);
-  return rq;
-}
-
-static bool is_mark(const void *p) {
-  return p == &mark_fresh || p == &mark_seen || p == &mark_lost_fresh || p == &mark_lost_seen;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  if (*con_cls && !is_mark(*con_cls))
+  struct aggr_http *h = cls;
+  if (*con_cls && !is_mark(*con_cls)) {
+    struct request *rq = *con_cls;
+    if (rq->parked) {
+      /* Ended while parked (the server is stopping): forget the waiter. */
+      pthread_mutex_lock(&h->lock);
+      struct waiter *w = rq->parked;
+      if (w->prev)
+        w->prev->next = w->next;
+      else
+        h->parked = w->next;
+      if (w->next)
+        w->next->prev = w->prev;
+      h->n_parked--;
+      pthread_mutex_unlock(&h->lock);
+      free(w);
+    }
     free(*con_cls);
+  }
   *con_cls = NULL;
 }
 
@@ -413,7 +700,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     /* Other methods are refused before their body is read: MHD then closes
      * the connection instead of reading the upload. */
     if (!method_ok)
-      return answer(h, c, url, target, false);
+      return answer(h, c, con_cls, url, target, false);
     /* Answering a GET on the first call would make MHD close every
      * connection (no keep-alive); the first call only marks the request. */
     return MHD_YES;
@@ -424,7 +711,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     *upload_data_size = 0;
     return MHD_YES;
   }
-  return answer(h, c, url, target, true);
+  return answer(h, c, con_cls, url, target, true);
 }
 
 /* --- server --------------------------------------------------------------- */
@@ -504,6 +791,7 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
   if (!h)
     return -ENOMEM;
   h->views = vs;
+  pthread_mutex_init(&h->lock, NULL);
 
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                    MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
@@ -512,7 +800,7 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
   errno = 0;
   h->daemon = MHD_start_daemon(
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-      MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+      MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
       MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_SEC,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
@@ -533,8 +821,16 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
 void aggr_http_free(struct aggr_http *h) {
   if (!h)
     return;
-  if (h->daemon)
+  if (h->daemon) {
+    /* MHD cannot stop with connections suspended: let every parked read go
+     * (it is answered, or closed, as the server stops). */
+    pthread_mutex_lock(&h->lock);
+    while (h->parked)
+      waiter_wake(h, h->parked);
+    pthread_mutex_unlock(&h->lock);
     MHD_stop_daemon(h->daemon);
+  }
+  pthread_mutex_destroy(&h->lock);
   free(h);
 }
 

@@ -23,5 +23,16 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
                     struct aggr_http **ret);
 /* Stops the server, waiting for its threads, and frees it. Accepts NULL. */
 void aggr_http_free(struct aggr_http *h);
+/* Blocking reads (GET /v1/...?index=N&wait=D) park until the index of
+ * their resource differs from N, or the wait (plus up to wait/16 of jitter)
+ * ends. aggr_http_wake() resumes the readers whose resource moved in the
+ * current view: the loop calls it after every publish. aggr_http_expire()
+ * resumes those whose wait is over: the loop calls it on a short tick. Both
+ * take only the server's parked-list lock. */
+void aggr_http_wake(struct aggr_http *h);
+void aggr_http_expire(struct aggr_http *h);
+/* Reads parked right now. */
+size_t aggr_http_parked(struct aggr_http *h);
+
 /* The port actually bound (useful after port 0). */
 uint16_t aggr_http_port(const struct aggr_http *h);

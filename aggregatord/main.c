@@ -39,6 +39,7 @@ extern const size_t aggr_schema_migrations_count;
 
 #define PUBLISH_MIN_SPACING_USEC (5 * USEC_PER_MSEC)
 #define PUBLISH_LAZY_USEC        (1 * USEC_PER_SEC)
+#define LONGPOLL_TICK_USEC       (50 * USEC_PER_MSEC)
 
 #define KEY(sec, name, type, field, min, max, dflt)                                                \
   { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt }
@@ -138,6 +139,7 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   }
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
+  aggr_http_wake(a->http); /* blocking reads whose resource moved */
   stale_timer_rearm(a);
   return 0;
 }
@@ -159,6 +161,15 @@ void aggr_request_publish(struct aggr *a, bool urgent) {
   sd_event_source_set_time(a->publish_timer, at);
   sd_event_source_set_enabled(a->publish_timer, SD_EVENT_ONESHOT);
   a->publish_armed = true;
+}
+
+/* Ends the blocking reads whose wait is over. */
+static int longpoll_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+  struct aggr *a = userdata;
+  aggr_http_expire(a->http);
+  sd_event_source_set_time(s, usec + LONGPOLL_TICK_USEC);
+  sd_event_source_set_enabled(s, SD_EVENT_ON);
+  return 0;
 }
 
 static int stale_fired(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -525,6 +536,10 @@ int main(int argc, char **argv) {
     log_error("cannot serve HTTP on %s: %s", a.cfg.listen_http, strerror(-r));
     goto out;
   }
+  r = sd_event_add_time_relative(a.event, &a.longpoll_timer, CLOCK_MONOTONIC, LONGPOLL_TICK_USEC, 0,
+                                 longpoll_tick, &a);
+  if (r < 0)
+    goto out;
   a.ready = true;
   aggr_request_publish(&a, true);
   (void)sd_event_set_watchdog(a.event, true);
@@ -554,6 +569,7 @@ out:
   sd_event_source_disable_unref(a.writer_source);
   sd_event_source_disable_unref(a.publish_timer);
   sd_event_source_disable_unref(a.stale_timer);
+  sd_event_source_disable_unref(a.longpoll_timer);
   aggr_views_free(a.views);
   aggr_history_done();
   aggr_model_done(&a.model);
