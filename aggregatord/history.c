@@ -11,6 +11,7 @@
 #include "history.h"
 #include "mst/log.h"
 #include "mst/store.h"
+#include "mst/time.h"
 
 static char *history_path;
 static pthread_key_t history_key;
@@ -115,4 +116,175 @@ int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body,
     return -ENOMEM;
   *ret_len = strlen(*ret_body);
   return 0;
+}
+
+/* --- paged history ----------------------------------------------------------- */
+
+/* A cursor is "<row id>.<a|d>.<check>", all hex, where check is an FNV-1a
+ * hash of the id, the order and the filters: a cursor edited by hand, or
+ * reused with other filters, is refused rather than silently misread. Row
+ * ids only grow, so paging by id is stable while new rows arrive. */
+static uint64_t cursor_check(const struct aggr_history_query *q, bool cluster, uint64_t id) {
+  char buf[1024];
+  uint64_t h = 0xcbf29ce484222325ULL;
+  int n = snprintf(buf, sizeof(buf), "%d|%llu|%d|%s|%s|%llu|%llu", cluster ? 1 : 0,
+                   (unsigned long long)id, q->ascending ? 1 : 0, q->node ? q->node : "",
+                   q->component ? q->component : "", (unsigned long long)q->since_ms,
+                   (unsigned long long)q->until_ms);
+  for (int i = 0; i < n && i < (int)sizeof(buf); i++) {
+    h ^= (unsigned char)buf[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+static char *cursor_make(const struct aggr_history_query *q, bool cluster, uint64_t id) {
+  char *c = NULL;
+  if (asprintf(&c, "%llx.%c.%llx", (unsigned long long)id, q->ascending ? 'a' : 'd',
+               (unsigned long long)cursor_check(q, cluster, id)) < 0)
+    return NULL;
+  return c;
+}
+
+int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
+                              uint64_t *ret_id) {
+  unsigned long long id, check;
+  char order, tail;
+  if (sscanf(cursor, "%llx.%c.%llx%c", &id, &order, &check, &tail) != 3)
+    return -EINVAL;
+  if (order != (q->ascending ? 'a' : 'd') || id == 0 || check != cursor_check(q, cluster, id))
+    return -EINVAL;
+  *ret_id = id;
+  return 0;
+}
+
+static json_t *time_json(int64_t ms) {
+  char buf[MST_RFC3339_MAX];
+  if (ms <= 0)
+    return json_null();
+  return json_string(mst_time_format_rfc3339((uint64_t)ms * 1000, buf, sizeof(buf)));
+}
+
+/* Builds "WHERE ..." for the filters; binds come in a fixed order. */
+static int page_query(sqlite3 *db, const struct aggr_history_query *q, bool cluster,
+                      sqlite3_stmt **ret) {
+  char sql[1024];
+  const char *time_col = "at_ms";
+  int n = snprintf(sql, sizeof(sql), "%s WHERE 1",
+                   cluster ? "SELECT id, verdict, at_ms, reasons, epoch FROM cluster_verdicts"
+                           : "SELECT id, node_id, component, boot_id, seq, from_state, to_state,"
+                             " at_ms, output, check_kind, epoch FROM changes");
+  if (!cluster && q->node)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND node_id = :node");
+  if (!cluster && q->component)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND component = :component");
+  if (q->since_ms)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND %s >= :since", time_col);
+  if (q->until_ms)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND %s < :until", time_col);
+  if (q->after_id)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND id %s :after", q->ascending ? ">" : "<");
+  snprintf(sql + n, sizeof(sql) - (size_t)n, " ORDER BY id %s LIMIT :limit",
+           q->ascending ? "ASC" : "DESC");
+  int rc = sqlite3_prepare_v2(db, sql, -1, ret, NULL);
+  if (rc != SQLITE_OK) {
+    log_error("history: cannot query: %s", sqlite3_errmsg(db));
+    return mst_store_errno(rc);
+  }
+  sqlite3_stmt *st = *ret;
+  if (q->node)
+    sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":node"), q->node, -1, SQLITE_STATIC);
+  if (q->component)
+    sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":component"), q->component, -1,
+                      SQLITE_STATIC);
+  if (q->since_ms)
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":since"), (int64_t)q->since_ms);
+  if (q->until_ms)
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":until"), (int64_t)q->until_ms);
+  if (q->after_id)
+    sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":after"), (int64_t)q->after_id);
+  /* One row more than asked tells whether there is a next page. */
+  sqlite3_bind_int(st, sqlite3_bind_parameter_index(st, ":limit"), (int)q->limit + 1);
+  return 0;
+}
+
+static int history_page_json(const struct aggr_history_query *q, bool cluster, char **ret_body,
+                             size_t *ret_len) {
+  _cleanup_stmt_ sqlite3_stmt *st = NULL;
+  json_t *root, *rows;
+  sqlite3 *db;
+  uint64_t last_id = 0;
+  unsigned count = 0;
+  bool more = false;
+  int rc, r;
+
+  r = history_db(&db);
+  if (r < 0)
+    return r;
+  r = page_query(db, q, cluster, &st);
+  if (r < 0)
+    return r;
+  root = json_object();
+  rows = json_array();
+  if (!root || !rows) {
+    json_decref(root);
+    json_decref(rows);
+    return -ENOMEM;
+  }
+  json_object_set_new(root, "changes", rows);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    json_t *row;
+    if (count == q->limit) {
+      more = true;
+      break;
+    }
+    if (cluster) {
+      json_error_t err;
+      json_t *reasons = json_loads(col_text(st, 3), 0, &err);
+      row = json_pack("{ss so so sI}", "verdict", col_text(st, 1), "at",
+                      time_json(sqlite3_column_int64(st, 2)), "reasons",
+                      reasons ? reasons : json_array(), "epoch",
+                      (json_int_t)sqlite3_column_int64(st, 4));
+    } else {
+      row = json_pack("{ss ss ss sI ss ss so ss ss sI}", "node", col_text(st, 1), "component",
+                      col_text(st, 2), "boot_id", col_text(st, 3), "seq",
+                      (json_int_t)sqlite3_column_int64(st, 4), "from", col_text(st, 5), "to",
+                      col_text(st, 6), "at", time_json(sqlite3_column_int64(st, 7)), "output",
+                      col_text(st, 8), "check", col_text(st, 9), "epoch",
+                      (json_int_t)sqlite3_column_int64(st, 10));
+    }
+    if (!row || json_array_append_new(rows, row) < 0) {
+      json_decref(root);
+      return -ENOMEM;
+    }
+    last_id = (uint64_t)sqlite3_column_int64(st, 0);
+    count++;
+  }
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    log_error("history: reading failed: %s", sqlite3_errmsg(db));
+    json_decref(root);
+    return mst_store_errno(rc);
+  }
+  if (more) {
+    char *c = cursor_make(q, cluster, last_id);
+    json_object_set_new(root, "next_cursor", c ? json_string(c) : json_null());
+    free(c);
+  } else
+    json_object_set_new(root, "next_cursor", json_null());
+  *ret_body = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
+  if (!*ret_body)
+    return -ENOMEM;
+  *ret_len = strlen(*ret_body);
+  return 0;
+}
+
+int aggr_history_changes_json(const struct aggr_history_query *q, char **ret_body,
+                              size_t *ret_len) {
+  return history_page_json(q, false, ret_body, ret_len);
+}
+
+int aggr_history_cluster_json(const struct aggr_history_query *q, char **ret_body,
+                              size_t *ret_len) {
+  return history_page_json(q, true, ret_body, ret_len);
 }

@@ -4,6 +4,7 @@
  * (WAL readers do not block). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,3 +19,26 @@ void aggr_history_done(void);
  * first, as {"rows":[...],"last_id":N} for followers to copy. Returns 0 with
  * a malloc'd body, or -errno. Any thread. */
 int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body, size_t *ret_len);
+
+/* A history query, already validated by the HTTP layer. */
+struct aggr_history_query {
+  const char *node;            /* NULL: every node */
+  const char *component;       /* NULL: every component */
+  uint64_t since_ms, until_ms; /* 0: unbounded */
+  unsigned limit;
+  bool ascending;
+  uint64_t after_id; /* from the cursor; 0: first page */
+};
+
+/* Parses an opaque cursor made by a previous page of the same query.
+ * Returns 0 and the row id to continue after, or -EINVAL when it is not
+ * one of ours or belongs to other filters. */
+int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
+                              uint64_t *ret_id);
+
+/* GET /v1/history: {"changes":[...],"next_cursor":...}. Returns 0 with a
+ * malloc'd body, or -errno. Any thread (its own read-only connection). */
+int aggr_history_changes_json(const struct aggr_history_query *q, char **ret_body, size_t *ret_len);
+
+/* GET /v1/history/cluster: cluster verdict changes, same paging. */
+int aggr_history_cluster_json(const struct aggr_history_query *q, char **ret_body, size_t *ret_len);

@@ -101,6 +101,8 @@ enum route {
   ROUTE_NODES,
   ROUTE_NODE,
   ROUTE_REPLICATE, /* a follower copying the leader's history */
+  ROUTE_HISTORY,
+  ROUTE_HISTORY_CLUSTER,
 };
 
 static enum route route_of(const char *url) {
@@ -112,6 +114,10 @@ static enum route route_of(const char *url) {
     return ROUTE_NODE;
   if (strcmp(url, "/v1/internal/replicate") == 0)
     return ROUTE_REPLICATE;
+  if (strcmp(url, "/v1/history") == 0)
+    return ROUTE_HISTORY;
+  if (strcmp(url, "/v1/history/cluster") == 0)
+    return ROUTE_HISTORY_CLUSTER;
   if (strcmp(url, "/healthz") == 0)
     return ROUTE_HEALTHZ;
   if (strcmp(url, "/readyz") == 0)
@@ -385,10 +391,11 @@ static bool parse_u64(const char *s, uint64_t *ret) {
 /* Checks the query of a blocking-read route: only index and wait, each
  * well-formed. Returns false with q->error set. */
 static bool query_parse_blocking(struct MHD_Connection *c, struct query *q) {
-  static const char *const allowed[] = {"index", "wait", NULL};
+  static const char *const blocking_only[] = {"index", "wait", NULL};
   const char *v;
 
-  q->allowed = allowed;
+  if (!q->allowed)
+    q->allowed = blocking_only;
   q->wait_usec = WAIT_DEFAULT_USEC;
   MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_check_one, q);
   if (q->error[0])
@@ -433,6 +440,8 @@ static uint64_t resource_index(const struct aggr_view *v, int route, const char 
   const struct aggr_view_node *n;
   if (route == ROUTE_HEALTH)
     return v->health->index;
+  if (route == ROUTE_HISTORY || route == ROUTE_HISTORY_CLUSTER)
+    return v->index; /* history grows with every published change */
   if (route == ROUTE_NODE && (n = aggr_view_find_node(v, node)))
     return n->detail->index;
   return v->nodes->index; /* the list, or a node not (yet) in it */
@@ -564,6 +573,57 @@ static enum MHD_Result queue_not_modified(struct MHD_Connection *c, uint64_t ind
                MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT), &hd);
 }
 
+/* GET /v1/history and /v1/history/cluster: filters, limit, order and an
+ * opaque cursor, each checked; the page is read on this thread's read-only
+ * connection. */
+static enum MHD_Result serve_history(struct MHD_Connection *c, bool cluster, uint64_t index) {
+  struct aggr_history_query hq = {.limit = 100};
+  struct headers hd = {.indexed = true, .index = index};
+  const char *v, *cursor;
+  char msg[160];
+  char *body = NULL;
+  size_t len = 0;
+  uint64_t u;
+
+  if (!cluster) {
+    hq.node = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "node");
+    hq.component = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "component");
+  }
+  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"))) {
+    if (!parse_u64(v, &u) || u < 1 || u > 1000)
+      return queue_bad_parameter(c, "parameter 'limit' must be an integer from 1 to 1000");
+    hq.limit = (unsigned)u;
+  }
+  static const char *const times[] = {"since", "until"};
+  for (size_t i = 0; i < 2; i++) {
+    if (!(v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, times[i])))
+      continue;
+    if (mst_time_parse_rfc3339(v, &u) < 0 || u == 0) {
+      snprintf(msg, sizeof(msg),
+               "parameter '%s' must be an RFC 3339 time such as 2026-11-25T01:02:03Z", times[i]);
+      return queue_bad_parameter(c, msg);
+    }
+    if (i == 0)
+      hq.since_ms = u / 1000;
+    else
+      hq.until_ms = u / 1000;
+  }
+  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "order"))) {
+    if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0)
+      return queue_bad_parameter(c, "parameter 'order' must be 'asc' or 'desc'");
+    hq.ascending = strcmp(v, "asc") == 0;
+  }
+  if ((cursor = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor")) &&
+      aggr_history_cursor_parse(cursor, &hq, cluster, &hq.after_id) < 0)
+    return queue_bad_parameter(c, "parameter 'cursor' is not a cursor of this query");
+  int r = cluster ? aggr_history_cluster_json(&hq, &body, &len)
+                  : aggr_history_changes_json(&hq, &body, &len);
+  if (r < 0)
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &hd);
+  return queue(c, MHD_HTTP_OK, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
+               &hd);
+}
+
 static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
                                 enum route route, const char *url, const char *target,
                                 bool method_ok) {
@@ -585,7 +645,15 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
   else if (route == ROUTE_REPLICATE)
     ret = serve_replicate(c);
   else {
+    static const char *const history_params[] = {"node",  "component", "since", "until", "limit",
+                                                 "order", "cursor",    "index", "wait",  NULL};
+    static const char *const cluster_params[] = {"since",  "until", "limit", "order",
+                                                 "cursor", "index", "wait",  NULL};
     struct query q = {0};
+    if (route == ROUTE_HISTORY)
+      q.allowed = history_params;
+    else if (route == ROUTE_HISTORY_CLUSTER)
+      q.allowed = cluster_params;
     if (!query_parse_blocking(c, &q)) {
       aggr_view_release(v);
       return queue_bad_parameter(c, q.error);
@@ -600,6 +668,10 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
     if (!v || !v->is_leader)
       return v ? serve_follower(c, v, target) : MHD_NO;
     uint64_t index = resource_index(v, route, node_id);
+    if (route == ROUTE_HISTORY || route == ROUTE_HISTORY_CLUSTER) {
+      aggr_view_release(v);
+      return serve_history(c, route == ROUTE_HISTORY_CLUSTER, index);
+    }
     if (not_modified(c, index)) {
       aggr_view_release(v);
       return queue_not_modified(c, index);
