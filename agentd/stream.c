@@ -24,11 +24,22 @@
  * hard cap (STREAM_OUT_MAX) cuts off an aggregator that stops reading, and
  * the replay after reconnecting re-sends whatever was lost.
  *
+ * A component whose output changes while its state stays the same makes no
+ * change (nothing is spooled), but for systemd components the new reason
+ * matters to operators (a unit that was not found and now fails, a restart
+ * count that grows): agent_stream_outputs_changed() asks for a fresh
+ * Snapshot, which the aggregator applies like the one after a replay. It is
+ * sent while LIVE, only once every change committed so far has been queued
+ * (so it is never older than a change that follows it), and at most once per
+ * STREAM_REFRESH_MIN_USEC.
+ *
  * Acks are cumulative and go to the spool, which persists them in batches.
  * Any frame resets the silence timer; three heartbeat intervals without one
  * drop the connection. */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,12 +65,16 @@
 #define STREAM_UNKNOWN_ROLE_RETRY_USEC   (60 * USEC_PER_SEC)
 #define STREAM_NOT_LEADER_RETRY_MAX_USEC (500 * USEC_PER_MSEC)
 #define STREAM_NOT_LEADER_FAST_MAX       20 /* fast retries after "not leader", then backoff */
-#define STREAM_REDIRECTS_MAX             3  /* in a row without a Welcome, before backing off */
-#define STREAM_OUT_MAX                   (8 * 1024 * 1024)
-#define STREAM_LOW_WATER                 (1024 * 1024)
-#define STREAM_BATCH_MAX                 256
-#define STREAM_READS_PER_EVENT           16
-#define STREAM_HEARTBEAT_MIN_USEC        (100 * USEC_PER_MSEC)
+/* After a Redirect or "not leader", failures are retried within 500ms for
+ * this long instead of backing off: the named leader may be coming up. */
+#define STREAM_ELECTION_WINDOW_USEC (30 * USEC_PER_SEC)
+#define STREAM_REDIRECTS_MAX        3 /* in a row without a Welcome, before backing off */
+#define STREAM_OUT_MAX              (8 * 1024 * 1024)
+#define STREAM_LOW_WATER            (1024 * 1024)
+#define STREAM_BATCH_MAX            256
+#define STREAM_READS_PER_EVENT      16
+#define STREAM_HEARTBEAT_MIN_USEC   (100 * USEC_PER_MSEC)
+#define STREAM_REFRESH_MIN_USEC     (1 * USEC_PER_SEC) /* between snapshots for outputs */
 
 enum stream_phase {
   STREAM_WAITING,    /* for the retry timer */
@@ -84,16 +99,20 @@ struct agent_stream {
   sd_event_source *heartbeat;
   sd_event_source *retry;
   sd_event_source *pump;
+  sd_event_source *refresh; /* a snapshot for changed outputs */
   struct mst_frame_reader reader;
   struct mst_buf out;
 
-  unsigned attempt;    /* failed attempts since the last Welcome */
-  unsigned redirects;  /* Redirects since the last Welcome */
-  unsigned not_leader; /* "not leader" Rejects since the last Welcome */
-  uint64_t sent_seq;   /* highest seq queued on this connection */
+  unsigned attempt;               /* failed attempts since the last Welcome */
+  unsigned redirects;             /* Redirects since the last Welcome */
+  uint64_t cluster_answered_usec; /* monotonic: last Redirect or "not leader" */
+  unsigned not_leader;            /* "not leader" Rejects since the last Welcome */
+  uint64_t sent_seq;              /* highest seq queued on this connection */
   uint64_t replay_from;
   uint64_t heartbeat_usec;
   uint64_t silence_usec;
+  bool refresh_wanted;    /* outputs changed since the last snapshot */
+  uint64_t snapshot_usec; /* monotonic time of the last snapshot queued */
 };
 
 static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *fmt, ...)
@@ -153,6 +172,8 @@ static void stream_close(struct agent_stream *s) {
     (void)sd_event_source_set_enabled(s->heartbeat, SD_EVENT_OFF);
   if (s->pump)
     (void)sd_event_source_set_enabled(s->pump, SD_EVENT_OFF);
+  if (s->refresh)
+    (void)sd_event_source_set_enabled(s->refresh, SD_EVENT_OFF);
   mst_frame_reader_done(&s->reader);
   mst_buf_done(&s->out);
   s->phase = STREAM_WAITING;
@@ -175,7 +196,13 @@ static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *
   va_end(ap);
 
   stream_close(s);
-  if (delay_usec < 0) {
+  if (delay_usec < 0 && s->cluster_answered_usec &&
+      mst_now_monotonic_usec() - s->cluster_answered_usec < STREAM_ELECTION_WINDOW_USEC) {
+    /* Some aggregator answered lately with a Redirect or "not leader": an
+     * election is under way or just done, and the leader it names may not
+     * be up yet. Look again soon rather than backing off for seconds. */
+    delay = agent_random_below(s->agent, STREAM_NOT_LEADER_RETRY_MAX_USEC + 1);
+  } else if (delay_usec < 0) {
     delay = stream_backoff(s);
     s->attempt++;
   } else {
@@ -461,6 +488,8 @@ static int stream_queue_snapshot(struct agent_stream *s) {
   int r = stream_queue(s, &env);
   if (r < 0)
     return r;
+  s->refresh_wanted = false;
+  s->snapshot_usec = mst_now_monotonic_usec();
   log_debug("stream: queued snapshot of %zu components at seq %" PRIu64 " for %s", n, snap.seq,
             s->peer);
   return 0;
@@ -516,6 +545,40 @@ void agent_stream_changes_pending(struct agent_stream *s) {
     (void)sd_event_source_set_enabled(s->pump, SD_EVENT_ONESHOT);
 }
 
+/* Arms the refresh timer for the earliest time a snapshot may go. */
+static void stream_arm_refresh(struct agent_stream *s, uint64_t min_delay_usec) {
+  uint64_t now = mst_now_monotonic_usec();
+  uint64_t at = MST_MAX(s->snapshot_usec + STREAM_REFRESH_MIN_USEC, now + min_delay_usec);
+
+  (void)sd_event_source_set_time(s->refresh, at);
+  (void)sd_event_source_set_enabled(s->refresh, SD_EVENT_ONESHOT);
+}
+
+static int stream_on_refresh(sd_event_source *source, uint64_t usec, void *userdata) {
+  struct agent_stream *s = userdata;
+
+  if (s->phase != STREAM_LIVE || !s->refresh_wanted)
+    return 0; /* the next replay's snapshot carries the outputs */
+  if (s->sent_seq < agent_spool_last_seq(s->agent->spool) ||
+      mst_buf_pending(&s->out) >= STREAM_LOW_WATER) {
+    /* Changes are still going out: the snapshot must not overtake them. */
+    stream_arm_refresh(s, 100 * USEC_PER_MSEC);
+    return 0;
+  }
+  if (stream_queue_snapshot(s) < 0)
+    return 0;
+  (void)stream_flush(s);
+  return 0;
+}
+
+void agent_stream_outputs_changed(struct agent_stream *s) {
+  if (!s)
+    return;
+  s->refresh_wanted = true;
+  if (s->phase == STREAM_LIVE)
+    stream_arm_refresh(s, 0);
+}
+
 /* --- receiving ---------------------------------------------------------------------- */
 
 static const char *reject_code_name(Muster__RejectCode code) {
@@ -547,6 +610,7 @@ static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) 
   s->silence_usec = 3 * s->heartbeat_usec;
   s->attempt = 0;
   s->redirects = 0;
+  s->cluster_answered_usec = 0;
   s->not_leader = 0;
   s->sent_seq = held;
   s->replay_from = held;
@@ -572,6 +636,7 @@ static void stream_on_redirect(struct agent_stream *s, const Muster__Redirect *r
   free(s->redirect);
   s->redirect = strdup(rd->stream_address);
   s->redirects++;
+  s->cluster_answered_usec = mst_now_monotonic_usec();
   /* A redirect names the leader: go there at once, unless redirects keep
    * coming without a Welcome. */
   stream_drop(s, s->redirects <= STREAM_REDIRECTS_MAX ? 0 : -1,
@@ -584,12 +649,14 @@ static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
 
   if (rj->code == MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE)
     delay = STREAM_UNKNOWN_ROLE_RETRY_USEC;
-  else if (rj->code == MUSTER__REJECT_CODE__REJECT_NOT_LEADER)
+  else if (rj->code == MUSTER__REJECT_CODE__REJECT_NOT_LEADER) {
     /* A leader is being elected: ask again soon, so that the new leader is
      * found right after the election; a long election gets the backoff. */
+    s->cluster_answered_usec = mst_now_monotonic_usec();
     delay = ++s->not_leader <= STREAM_NOT_LEADER_FAST_MAX
                 ? (int64_t)agent_random_below(s->agent, STREAM_NOT_LEADER_RETRY_MAX_USEC + 1)
                 : -1;
+  }
   log_error("stream: rejected by %s: %s: %s", s->peer, reject_code_name(rj->code),
             rj->reason && *rj->reason ? rj->reason : "(no reason given)");
   stream_drop(s, delay, "rejected by %s (%s)", s->peer, reject_code_name(rj->code));
@@ -775,6 +842,10 @@ static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdat
   }
   s->fd = r;
   s->phase = STREAM_CONNECTING;
+  /* Frames are small and each one is due at once: without this, Nagle holds
+   * a change back while a heartbeat waits for its (delayed) ACK, ~40 ms. */
+  if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int)) < 0)
+    log_debug("stream: cannot set TCP_NODELAY: %s, ignoring", strerror(errno));
   r = sd_event_add_io(s->agent->event, &s->io, s->fd, EPOLLOUT, stream_on_io, s);
   if (r < 0) {
     stream_drop(s, -1, "cannot watch the connection to %s: %s", s->peer, strerror(-r));
@@ -822,6 +893,9 @@ int agent_stream_new(struct agent *a, struct agent_stream **ret) {
                                    stream_on_heartbeat, s);
   if (r >= 0)
     r = sd_event_add_defer(a->event, &s->pump, stream_on_pump, s);
+  if (r >= 0)
+    r = sd_event_add_time(a->event, &s->refresh, CLOCK_MONOTONIC, 0, 10 * USEC_PER_MSEC,
+                          stream_on_refresh, s);
   if (r < 0) {
     agent_stream_free(s);
     return r;
@@ -830,6 +904,8 @@ int agent_stream_new(struct agent *a, struct agent_stream **ret) {
   (void)sd_event_source_set_description(s->deadline, "stream-deadline");
   (void)sd_event_source_set_description(s->heartbeat, "stream-heartbeat");
   (void)sd_event_source_set_description(s->pump, "stream-pump");
+  (void)sd_event_source_set_description(s->refresh, "stream-refresh");
+  (void)sd_event_source_set_enabled(s->refresh, SD_EVENT_OFF);
   (void)sd_event_source_set_enabled(s->deadline, SD_EVENT_OFF);
   (void)sd_event_source_set_enabled(s->heartbeat, SD_EVENT_OFF);
   (void)sd_event_source_set_enabled(s->pump, SD_EVENT_OFF);
@@ -846,6 +922,7 @@ void agent_stream_free(struct agent_stream *s) {
   s->deadline = sd_event_source_disable_unref(s->deadline);
   s->heartbeat = sd_event_source_disable_unref(s->heartbeat);
   s->pump = sd_event_source_disable_unref(s->pump);
+  s->refresh = sd_event_source_disable_unref(s->refresh);
   mst_strv_free(s->targets);
   free(s->redirect);
   free(s->peer);

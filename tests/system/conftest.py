@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import muster_harness as mh  # noqa: E402
+import systemd_manager as sdm  # noqa: E402
 
 _metrics = []
 
@@ -52,6 +53,30 @@ def env(tmp_path, procs):
 
 
 @pytest.fixture
+def systemd_manager(tmp_path):
+    """A real `systemd --user` in its own cgroups and mount namespace
+    (systemd_manager.py, after ENVIRONMENT.md), running when the test starts.
+    Torn down completely afterwards, whatever the test did: the manager, its
+    cgroups in both hierarchies and its runtime directory."""
+    m = sdm.SystemdManager(str(tmp_path / "systemd"), timeout_scale=mh.TIMEOUT_SCALE)
+    try:
+        m.start()
+        yield m
+    finally:
+        m.teardown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_systemd_cgroups_left():
+    """At the end of the session: no muster-test-* cgroup of this session may
+    be left in either hierarchy (each manager's teardown removes its own)."""
+    yield
+    left = sdm.leftover_cgroups()
+    if left:
+        pytest.fail("systemd test cgroups left behind: " + ", ".join(left), pytrace=False)
+
+
+@pytest.fixture
 def metric():
     """metric(name, value, unit): reported in the terminal summary."""
     def record(name, value, unit=""):
@@ -76,3 +101,53 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("muster measurements")
         for name, value, unit in _metrics:
             terminalreporter.write_line(f"{name}: {value:.1f} {unit}")
+
+
+# ---------------------------------------------------------------- ZooKeeper (leader-election tests)
+# One real 3-server ensemble for the whole session, started only when a test
+# asks for it; tests keep apart by campaigning under their own cluster name.
+
+@pytest.fixture(scope="session")
+def zk_ensemble(tmp_path_factory):
+    import zk_harness
+    if not zk_harness.zookeeper_installed():
+        pytest.fail("ZooKeeper is not installed (deploy/install-deps installs the zookeeper package)",
+                    pytrace=False)
+    ens = zk_harness.ZKEnsemble(str(tmp_path_factory.mktemp("zookeeper")), n=3)
+    try:
+        ens.start()
+        yield ens
+    finally:
+        ens.close()     # SIGKILL every server, remove the data dirs
+
+
+@pytest.fixture
+def zk(request, zk_ensemble):
+    """The session's ensemble, whole again (a previous test may have killed
+    servers); on failure its state and log tails go into the report."""
+    zk_ensemble.ensure_healthy()
+    request.node._muster_zk = zk_ensemble
+    yield zk_ensemble
+    zk_ensemble.ensure_healthy()   # before the daemons are stopped
+
+
+@pytest.fixture
+def cluster_name(request):
+    """A cluster name of the test's own: its election path is /muster/<name>/election."""
+    import re
+    import uuid
+    return re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60] + "-" + uuid.uuid4().hex[:6]
+
+
+class _ZKReport:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        rep = outcome.get_result()
+        zk = getattr(item, "_muster_zk", None)
+        if rep.failed and zk is not None and rep.when == "call":
+            rep.sections.append(("zookeeper", zk.report()))
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_ZKReport(), "muster-zk-report")
