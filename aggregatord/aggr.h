@@ -73,6 +73,7 @@ struct aggr {
   sd_event_source *longpoll_timer;
   sd_event_source *writer_source;
   uint64_t last_publish_usec; /* monotonic */
+  uint64_t last_metrics_usec; /* monotonic: last metrics render */
   bool publish_armed;
 
   struct aggr_conn *conns; /* doubly linked */

@@ -26,6 +26,7 @@
 
 #include "aggr.h"
 #include "election.h"
+#include "metrics.h"
 #include "mst/auth.h"
 #include "mst/net.h"
 #include "mst/frame.h"
@@ -156,6 +157,7 @@ static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char
 
   log_warning("stream %s%s%s: rejected: %s", c->peer, c->node ? " node " : "",
               c->node ? c->node->id : "", reason);
+  atomic_fetch_add(&aggr_counters.rejects, 1);
   rej.code = code;
   rej.reason = reason;
   env.body_case = MUSTER__ENVELOPE__BODY_REJECT;
@@ -167,6 +169,7 @@ static int conn_send_ack(struct aggr_conn *c, uint64_t seq) {
   Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   Muster__Ack ack = MUSTER__ACK__INIT;
   ack.seq = seq;
+  atomic_fetch_add(&aggr_counters.acks_sent, 1);
   env.body_case = MUSTER__ENVELOPE__BODY_ACK;
   env.ack = &ack;
   return conn_send(c, &env);
@@ -391,8 +394,10 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
     const Muster__Change *ch = b->changes[i];
     if (ch->seq <= spool->received_seq) {
       duplicate = true; /* already held or on its way to disk */
+      atomic_fetch_add(&aggr_counters.changes_duplicate, 1);
       continue;
     }
+    atomic_fetch_add(&aggr_counters.changes_received, 1);
     if (ch->seq != spool->received_seq + 1 && spool->received_seq != 0)
       log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)",
                  c->peer, c->node->id, (unsigned long long)spool->received_seq,

@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 
 #include "history.h"
+#include "metrics.h"
 #include "http.h"
 #include "mst/duration.h"
 #include "mst/log.h"
@@ -103,6 +104,7 @@ enum route {
   ROUTE_REPLICATE, /* a follower copying the leader's history */
   ROUTE_HISTORY,
   ROUTE_HISTORY_CLUSTER,
+  ROUTE_METRICS,
 };
 
 static enum route route_of(const char *url) {
@@ -120,6 +122,8 @@ static enum route route_of(const char *url) {
     return ROUTE_HISTORY_CLUSTER;
   if (strcmp(url, "/healthz") == 0)
     return ROUTE_HEALTHZ;
+  if (strcmp(url, "/metrics") == 0)
+    return ROUTE_METRICS;
   if (strcmp(url, "/readyz") == 0)
     return ROUTE_READYZ;
   if (strncmp(url, "/v1/", 4) == 0)
@@ -163,10 +167,39 @@ static bool add_headers(struct MHD_Response *r, const struct headers *h) {
 }
 
 /* Queues r (which it consumes) with headers h. */
+/* The route of the request this thread is answering, for the metrics. */
+static _Thread_local enum aggr_metric_route current_route = AGGR_ROUTE_OTHER;
+
+static enum aggr_metric_route metric_route(enum route r) {
+  switch (r) {
+  case ROUTE_HEALTH:
+    return AGGR_ROUTE_HEALTH;
+  case ROUTE_NODES:
+    return AGGR_ROUTE_NODES;
+  case ROUTE_NODE:
+    return AGGR_ROUTE_NODE;
+  case ROUTE_HISTORY:
+    return AGGR_ROUTE_HISTORY;
+  case ROUTE_HISTORY_CLUSTER:
+    return AGGR_ROUTE_HISTORY_CLUSTER;
+  case ROUTE_METRICS:
+    return AGGR_ROUTE_METRICS;
+  case ROUTE_HEALTHZ:
+    return AGGR_ROUTE_HEALTHZ;
+  case ROUTE_READYZ:
+    return AGGR_ROUTE_READYZ;
+  case ROUTE_REPLICATE:
+    return AGGR_ROUTE_INTERNAL;
+  default:
+    return AGGR_ROUTE_OTHER;
+  }
+}
+
 static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r,
                              const struct headers *h) {
   if (!r)
     return MHD_NO;
+  aggr_metrics_http(current_route, status);
   enum MHD_Result ret = add_headers(r, h) ? MHD_queue_response(c, status, r) : MHD_NO;
   MHD_destroy_response(r);
   return ret;
@@ -456,6 +489,7 @@ static void waiter_wake(struct aggr_http *h, struct waiter *w) {
   if (w->next)
     w->next->prev = w->prev;
   h->n_parked--;
+  atomic_fetch_sub(&aggr_counters.parked_reads, 1);
   w->rq->parked = NULL;
   w->rq->woken = true;
   MHD_resume_connection(w->c);
@@ -499,6 +533,7 @@ static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, 
         h->parked->prev = w;
       h->parked = w;
       h->n_parked++;
+      atomic_fetch_add(&aggr_counters.parked_reads, 1);
       rq->parked = w;
       MHD_suspend_connection(c);
       parked = true;
@@ -697,7 +732,30 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   struct headers none = {0}, allow = {.allow = true};
   enum route route = route_of(url);
 
+  current_route = metric_route(route);
   switch (route) {
+  case ROUTE_METRICS: {
+    /* Answered locally, on followers too. */
+    char *body;
+    size_t len;
+    if (!method_ok)
+      return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
+    if (aggr_metrics_render(&body, &len) < 0)
+      return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+      free(body);
+      return MHD_NO;
+    }
+    aggr_metrics_http(current_route, MHD_HTTP_OK);
+    enum MHD_Result ret =
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8") == MHD_YES
+            ? MHD_queue_response(c, MHD_HTTP_OK, r)
+            : MHD_NO;
+    MHD_destroy_response(r);
+    return ret;
+  }
   case ROUTE_NONE:
     return queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &none);
   case ROUTE_HEALTHZ:
@@ -729,6 +787,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
       if (w->next)
         w->next->prev = w->prev;
       h->n_parked--;
+      atomic_fetch_sub(&aggr_counters.parked_reads, 1);
       pthread_mutex_unlock(&h->lock);
       free(w);
     }

@@ -23,6 +23,7 @@
 #include "aggr.h"
 #include "election.h"
 #include "history.h"
+#include "metrics.h"
 #include "http.h"
 #include "mst/auth.h"
 #include "mst/config.h"
@@ -167,6 +168,11 @@ void aggr_request_publish(struct aggr *a, bool urgent) {
 static int longpoll_tick(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   aggr_http_expire(a->http);
+  /* The metrics' cluster gauges: rendered from the model once a second. */
+  if (usec - a->last_metrics_usec >= USEC_PER_SEC) {
+    a->last_metrics_usec = usec;
+    aggr_metrics_update_model(&a->model, a->n_conns, a->model.epoch);
+  }
   sd_event_source_set_time(s, usec + LONGPOLL_TICK_USEC);
   sd_event_source_set_enabled(s, SD_EVENT_ON);
   return 0;
@@ -572,6 +578,7 @@ out:
   sd_event_source_disable_unref(a.longpoll_timer);
   aggr_views_free(a.views);
   aggr_history_done();
+  aggr_metrics_done();
   aggr_model_done(&a.model);
   spools_free(&a);
   mst_strv_free(masters);

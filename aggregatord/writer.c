@@ -20,8 +20,10 @@
 #include <unistd.h>
 
 #include "election.h"
+#include "metrics.h"
 #include "mst/log.h"
 #include "mst/store.h"
+#include "mst/time.h"
 #include "writer.h"
 
 #define WRITER_MAX_JOBS_PER_TXN 20000
@@ -309,7 +311,15 @@ static void *writer_main(void *userdata) {
     pthread_mutex_unlock(&w->lock);
 
     size_t n_marks = 0;
+    uint64_t t0 = mst_now_monotonic_usec();
     int r = write_transaction(w, jobs, &marks, &n_marks, &cap_marks);
+    if (r >= 0) {
+      aggr_metrics_commit(n, mst_now_monotonic_usec() - t0);
+      for (struct aggr_write *j = jobs; j; j = j->next)
+        if (j->kind == AGGR_WRITE_REPLICA)
+          atomic_fetch_add(&aggr_counters.replicated_rows, 1);
+    } else
+      atomic_fetch_add(&aggr_counters.commit_failures, 1);
     if (r == -ESTALE)
       log_warning("writer: not leading (no valid lease); discarded %zu rows uncommitted", n);
     else if (r < 0)

@@ -1,0 +1,242 @@
+/* Prometheus exposition of the aggregator's counters and of the cluster
+ * state; see metrics.h. The text follows the Prometheus text format 0.0.4:
+ * HELP and TYPE for every family, counters ending in _total, label values
+ * escaped, and it is checked with `promtool check metrics` in the tests. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "model.h"
+#include "mst/macro.h"
+
+struct aggr_counters aggr_counters;
+
+static pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *model_text; /* guarded by model_lock */
+static size_t model_len;
+
+static const unsigned batch_bounds[AGGR_BATCH_BUCKETS] = {1, 10, 50, 100, 500, 1000, 5000, 20000};
+
+static const char *const route_names[_AGGR_ROUTE_MAX] = {
+    [AGGR_ROUTE_HEALTH] = "/v1/health",
+    [AGGR_ROUTE_NODES] = "/v1/nodes",
+    [AGGR_ROUTE_NODE] = "/v1/nodes/{id}",
+    [AGGR_ROUTE_HISTORY] = "/v1/history",
+    [AGGR_ROUTE_HISTORY_CLUSTER] = "/v1/history/cluster",
+    [AGGR_ROUTE_METRICS] = "/metrics",
+    [AGGR_ROUTE_HEALTHZ] = "/healthz",
+    [AGGR_ROUTE_READYZ] = "/readyz",
+    [AGGR_ROUTE_INTERNAL] = "/v1/internal",
+    [AGGR_ROUTE_DCOS] = "/system/health/v1",
+    [AGGR_ROUTE_OTHER] = "other",
+};
+
+static const char *const code_classes[6] = {"2xx", "3xx", "400", "404", "4xx", "5xx"};
+
+void aggr_metrics_commit(size_t rows, uint64_t usec) {
+  size_t b = 0;
+  atomic_fetch_add(&aggr_counters.commits, 1);
+  atomic_fetch_add(&aggr_counters.commit_rows_sum, rows);
+  atomic_fetch_add(&aggr_counters.commit_usec_sum, usec);
+  while (b < AGGR_BATCH_BUCKETS && rows > batch_bounds[b])
+    b++;
+  atomic_fetch_add(&aggr_counters.commit_rows_bucket[b], 1);
+}
+
+void aggr_metrics_http(enum aggr_metric_route route, unsigned status) {
+  size_t k = status < 300    ? 0
+             : status < 400  ? 1
+             : status == 400 ? 2
+             : status == 404 ? 3
+             : status < 500  ? 4
+                             : 5;
+  if ((unsigned)route >= _AGGR_ROUTE_MAX)
+    route = AGGR_ROUTE_OTHER;
+  atomic_fetch_add(&aggr_counters.http_requests[route][k], 1);
+}
+
+/* A growable text buffer; out of memory makes it fail as a whole. */
+struct text {
+  char *s;
+  size_t len, cap;
+  bool failed;
+};
+
+static void text_printf(struct text *t, const char *fmt, ...) _printf_(2, 3);
+static void text_printf(struct text *t, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  if (t->failed)
+    return;
+  for (;;) {
+    va_start(ap, fmt);
+    n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      t->failed = true;
+      return;
+    }
+    if (t->s && t->len + (size_t)n < t->cap) {
+      t->len += (size_t)n;
+      return;
+    }
+    size_t ncap = MST_MAX(t->cap * 2, t->len + (size_t)n + 4096);
+    char *p = realloc(t->s, ncap);
+    if (!p) {
+      t->failed = true;
+      return;
+    }
+    t->s = p;
+    t->cap = ncap;
+  }
+}
+
+/* Appends v as a label value: backslash, quote and newline escaped. */
+static void text_label(struct text *t, const char *v) {
+  for (const char *p = v ? v : ""; *p; p++) {
+    if (*p == '\\')
+      text_printf(t, "\\\\");
+    else if (*p == '"')
+      text_printf(t, "\\\"");
+    else if (*p == '\n')
+      text_printf(t, "\\n");
+    else
+      text_printf(t, "%c", *p);
+  }
+}
+
+void aggr_metrics_update_model(const struct aggr_model *m, size_t connected_agents,
+                               uint64_t epoch) {
+  struct text t = {0};
+
+  text_printf(&t,
+              "# HELP muster_leader Whether this aggregator leads (1) or follows (0).\n"
+              "# TYPE muster_leader gauge\nmuster_leader %d\n",
+              m->is_leader ? 1 : 0);
+  text_printf(&t,
+              "# HELP muster_leader_epoch Epoch of the current leader as known here.\n"
+              "# TYPE muster_leader_epoch gauge\nmuster_leader_epoch %llu\n",
+              (unsigned long long)epoch);
+  text_printf(&t,
+              "# HELP muster_agents_connected Agent streams connected to this aggregator.\n"
+              "# TYPE muster_agents_connected gauge\nmuster_agents_connected %zu\n",
+              connected_agents);
+  text_printf(&t, "# HELP muster_cluster_verdict The cluster verdict (1 for the current one).\n"
+                  "# TYPE muster_cluster_verdict gauge\n");
+  for (int v = 0; v < _MST_VERDICT_MAX; v++) {
+    if (v == MST_VERDICT_MISSING || v == MST_VERDICT_UNREACHABLE || v == MST_VERDICT_LATE)
+      continue; /* node-only verdicts */
+    text_printf(&t, "muster_cluster_verdict{verdict=\"%s\"} %d\n",
+                mst_verdict_to_string((enum mst_verdict)v), m->verdict == (enum mst_verdict)v);
+  }
+  text_printf(&t, "# HELP muster_node_verdict Each node's verdict (1 for the current one).\n"
+                  "# TYPE muster_node_verdict gauge\n");
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const struct aggr_node *n = m->nodes[i];
+    text_printf(&t, "muster_node_verdict{node=\"");
+    text_label(&t, n->id);
+    text_printf(&t, "\",role=\"");
+    text_label(&t, n->role);
+    text_printf(&t, "\",verdict=\"%s\"} 1\n", mst_verdict_to_string(n->verdict));
+  }
+  text_printf(&t, "# HELP muster_component_state Each component's current state, as its state "
+                  "label.\n# TYPE muster_component_state gauge\n");
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const struct aggr_node *n = m->nodes[i];
+    for (size_t k = 0; k < n->n_components; k++) {
+      const char *st = mst_state_to_string(n->components[k].state);
+      text_printf(&t, "muster_component_state{node=\"");
+      text_label(&t, n->id);
+      text_printf(&t, "\",component=\"");
+      text_label(&t, n->components[k].name);
+      text_printf(&t, "\",state=\"%s\"} 1\n", st ? st : "unspecified");
+    }
+  }
+  if (t.failed) {
+    free(t.s);
+    return; /* keep the previous text */
+  }
+  pthread_mutex_lock(&model_lock);
+  free(model_text);
+  model_text = t.s;
+  model_len = t.len;
+  pthread_mutex_unlock(&model_lock);
+}
+
+int aggr_metrics_render(char **ret, size_t *ret_len) {
+  struct aggr_counters *c = &aggr_counters;
+  struct text t = {0};
+  uint64_t cum = 0;
+
+  text_printf(&t,
+              "# HELP muster_ingest_changes_total State changes accepted from agents.\n"
+              "# TYPE muster_ingest_changes_total counter\nmuster_ingest_changes_total %llu\n"
+              "# HELP muster_ingest_duplicates_total Replayed changes that were already held.\n"
+              "# TYPE muster_ingest_duplicates_total counter\n"
+              "muster_ingest_duplicates_total %llu\n"
+              "# HELP muster_ingest_acks_total Acks sent to agents after a commit.\n"
+              "# TYPE muster_ingest_acks_total counter\nmuster_ingest_acks_total %llu\n"
+              "# HELP muster_stream_rejects_total Agent connections refused with a Reject.\n"
+              "# TYPE muster_stream_rejects_total counter\nmuster_stream_rejects_total %llu\n"
+              "# HELP muster_replicated_rows_total History rows copied from the leader.\n"
+              "# TYPE muster_replicated_rows_total counter\nmuster_replicated_rows_total %llu\n"
+              "# HELP muster_commit_failures_total Transactions rolled back.\n"
+              "# TYPE muster_commit_failures_total counter\nmuster_commit_failures_total %llu\n"
+              "# HELP muster_commit_seconds_total Time spent committing history.\n"
+              "# TYPE muster_commit_seconds_total counter\nmuster_commit_seconds_total %.6f\n",
+              (unsigned long long)atomic_load(&c->changes_received),
+              (unsigned long long)atomic_load(&c->changes_duplicate),
+              (unsigned long long)atomic_load(&c->acks_sent),
+              (unsigned long long)atomic_load(&c->rejects),
+              (unsigned long long)atomic_load(&c->replicated_rows),
+              (unsigned long long)atomic_load(&c->commit_failures),
+              (double)atomic_load(&c->commit_usec_sum) / 1e6);
+  text_printf(&t, "# HELP muster_commit_batch_rows Rows per committed history transaction.\n"
+                  "# TYPE muster_commit_batch_rows histogram\n");
+  for (size_t b = 0; b <= AGGR_BATCH_BUCKETS; b++) {
+    cum += atomic_load(&c->commit_rows_bucket[b]);
+    if (b < AGGR_BATCH_BUCKETS)
+      text_printf(&t, "muster_commit_batch_rows_bucket{le=\"%u\"} %llu\n", batch_bounds[b],
+                  (unsigned long long)cum);
+    else
+      text_printf(&t, "muster_commit_batch_rows_bucket{le=\"+Inf\"} %llu\n",
+                  (unsigned long long)cum);
+  }
+  text_printf(&t, "muster_commit_batch_rows_sum %llu\nmuster_commit_batch_rows_count %llu\n",
+              (unsigned long long)atomic_load(&c->commit_rows_sum), (unsigned long long)cum);
+  text_printf(&t, "# HELP muster_http_requests_total HTTP answers by route and status class.\n"
+                  "# TYPE muster_http_requests_total counter\n");
+  for (size_t r = 0; r < _AGGR_ROUTE_MAX; r++)
+    for (size_t k = 0; k < 6; k++) {
+      uint64_t v = atomic_load(&c->http_requests[r][k]);
+      if (v)
+        text_printf(&t, "muster_http_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
+                    route_names[r], code_classes[k], (unsigned long long)v);
+    }
+  text_printf(&t,
+              "# HELP muster_http_parked_reads Blocking reads waiting for a change.\n"
+              "# TYPE muster_http_parked_reads gauge\nmuster_http_parked_reads %llu\n",
+              (unsigned long long)atomic_load(&c->parked_reads));
+  pthread_mutex_lock(&model_lock);
+  if (model_text)
+    text_printf(&t, "%s", model_text);
+  pthread_mutex_unlock(&model_lock);
+  if (t.failed) {
+    free(t.s);
+    return -ENOMEM;
+  }
+  *ret = t.s;
+  *ret_len = t.len;
+  return 0;
+}
+
+void aggr_metrics_done(void) {
+  pthread_mutex_lock(&model_lock);
+  free(model_text);
+  model_text = NULL;
+  pthread_mutex_unlock(&model_lock);
+}

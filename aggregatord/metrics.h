@@ -1,0 +1,64 @@
+/* Prometheus metrics of the aggregator, served at GET /metrics.
+ *
+ * Counters are process-wide atomics that any thread bumps without a lock.
+ * The gauges that describe the cluster (node verdicts, component states,
+ * connected agents, leadership) are rendered by the loop thread from its
+ * model, at most once a second, into a text block that HTTP threads copy
+ * under a short mutex. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct aggr_model;
+
+enum aggr_metric_route {
+  AGGR_ROUTE_HEALTH,
+  AGGR_ROUTE_NODES,
+  AGGR_ROUTE_NODE,
+  AGGR_ROUTE_HISTORY,
+  AGGR_ROUTE_HISTORY_CLUSTER,
+  AGGR_ROUTE_METRICS,
+  AGGR_ROUTE_HEALTHZ,
+  AGGR_ROUTE_READYZ,
+  AGGR_ROUTE_INTERNAL,
+  AGGR_ROUTE_DCOS,
+  AGGR_ROUTE_OTHER,
+  _AGGR_ROUTE_MAX,
+};
+
+/* Commit batch size buckets (rows per transaction). */
+#define AGGR_BATCH_BUCKETS 8
+
+struct aggr_counters {
+  atomic_uint_fast64_t changes_received;  /* changes accepted from agents */
+  atomic_uint_fast64_t changes_duplicate; /* replayed changes already held */
+  atomic_uint_fast64_t acks_sent;
+  atomic_uint_fast64_t rejects;         /* connections refused with a Reject */
+  atomic_uint_fast64_t commits;         /* transactions committed */
+  atomic_uint_fast64_t commit_failures; /* rolled back (error or no lease) */
+  atomic_uint_fast64_t commit_rows_sum;
+  atomic_uint_fast64_t commit_rows_bucket[AGGR_BATCH_BUCKETS + 1]; /* +Inf last */
+  atomic_uint_fast64_t commit_usec_sum;
+  atomic_uint_fast64_t replicated_rows;                   /* rows copied from the leader */
+  atomic_uint_fast64_t http_requests[_AGGR_ROUTE_MAX][6]; /* by class: 2xx 3xx 400 404 4xx 5xx */
+  atomic_uint_fast64_t parked_reads;                      /* gauge, kept by the HTTP server */
+};
+
+extern struct aggr_counters aggr_counters;
+
+/* Notes one committed transaction of rows rows that took usec. Any thread. */
+void aggr_metrics_commit(size_t rows, uint64_t usec);
+/* Notes one HTTP answer. Any thread. */
+void aggr_metrics_http(enum aggr_metric_route route, unsigned status);
+
+/* Renders the cluster gauges from the model (loop thread) and keeps them
+ * for the HTTP threads. */
+void aggr_metrics_update_model(const struct aggr_model *m, size_t connected_agents, uint64_t epoch);
+
+/* The whole exposition text. Returns 0 with a malloc'd body, or -ENOMEM.
+ * Any thread. */
+int aggr_metrics_render(char **ret, size_t *ret_len);
+
+void aggr_metrics_done(void);

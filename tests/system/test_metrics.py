@@ -1,0 +1,80 @@
+"""GET /metrics: Prometheus text that passes `promtool check metrics`, with
+the cluster's state, ingest counters, commit batch sizes, HTTP requests by
+route, parked reads and leadership, read from a live aggregator."""
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+import muster_harness as mh
+from muster_harness import ChangeMaker, StreamClient, wait_until
+
+COMPONENTS = ["c1", "c2"]
+
+
+def scrape(aggr):
+    r = requests.get(f"http://127.0.0.1:{aggr.http_port}/metrics", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return r.text
+
+
+def sample(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None
+
+
+def test_metrics_pass_promtool_and_follow_the_cluster(env):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (deploy/install-deps installs prometheus)"
+    env.write_profile("agent", mh.profile_ini("agent", [
+        (c, dict(check="exec", command="true", interval="10s", rise=1, fall=1)) for c in COMPONENTS
+    ], [("work", COMPONENTS)]))
+    aggr = env.aggregator(stale_timeout="30s").start()
+    cl = StreamClient(aggr.stream_port)
+    assert cl.hello('n"1', "agent", uuid.uuid4().hex, 0,
+                    digest=env.profile_digest("agent")).WhichOneof("body") == "welcome"
+    mk = ChangeMaker(COMPONENTS)
+    cl.send_changes(mk.make(40))
+    cl.wait_ack(40)
+    cl.send(mk.snapshot())
+    time.sleep(0.3)  # let the snapshot's publish settle, so the parked read stays parked
+    requests.get(f"http://127.0.0.1:{aggr.http_port}/v1/health", timeout=5)
+    requests.get(f"http://127.0.0.1:{aggr.http_port}/v1/nope", timeout=5)
+    idx = requests.get(f"http://127.0.0.1:{aggr.http_port}/v1/health",
+                       timeout=5).headers["X-Muster-Index"]
+    parked = threading.Thread(target=lambda: requests.get(
+        f"http://127.0.0.1:{aggr.http_port}/v1/health", params={"index": idx, "wait": "3s"},
+        timeout=10))
+    parked.start()
+    time.sleep(1.2)  # the cluster gauges are rendered at most once a second
+
+    text = scrape(aggr)
+    check = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+    assert sample(text, "muster_ingest_changes_total") == 40
+    assert sample(text, "muster_ingest_acks_total") >= 1
+    assert sample(text, "muster_leader") == 1
+    assert sample(text, "muster_agents_connected") == 1
+    assert sample(text, "muster_http_parked_reads") == 1
+    assert sample(text, "muster_http_requests_total", route="/v1/health", code="2xx") >= 2
+    assert sample(text, "muster_http_requests_total", route="other", code="404") == 1
+    assert sample(text, "muster_commit_batch_rows_count") >= 1
+    assert sample(text, "muster_node_verdict", node='n\\"1', role="agent",
+                  verdict="unhealthy") == 1 or \
+        sample(text, "muster_node_verdict", node='n\\"1', role="agent", verdict="healthy") == 1
+    states = [l for l in text.splitlines() if l.startswith("muster_component_state{")]
+    assert len(states) == 2
+    parked.join(10)
+    cl.close()
