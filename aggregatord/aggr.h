@@ -74,6 +74,8 @@ struct aggr {
   sd_event_source *writer_source;
   uint64_t last_publish_usec; /* monotonic */
   uint64_t last_metrics_usec; /* monotonic: last metrics render */
+  uint64_t last_dcos_usec;    /* monotonic: last DC/OS snapshot */
+  bool dcos_dirty;            /* the model changed since that snapshot */
   bool publish_armed;
 
   struct aggr_conn *conns; /* doubly linked */

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "dcos.h"
 #include "history.h"
 #include "metrics.h"
 #include "http.h"
@@ -725,6 +726,40 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
   return ret;
 }
 
+/* DC/OS diagnostics' routes (dcos.c), on the leader; followers redirect
+ * like for /v1/. */
+static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c, const char *path,
+                                  const char *target, bool method_ok) {
+  struct headers none = {0}, allow = {.allow = true};
+  struct aggr_view *v;
+  unsigned status;
+  char *body;
+  size_t len;
+  bool json;
+
+  if (!method_ok)
+    return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
+  v = aggr_view_acquire(h->views);
+  if (v && !v->is_leader)
+    return serve_follower(c, v, target);
+  aggr_view_release(v);
+  if (aggr_dcos_answer(path, &status, &body, &len, &json) < 0)
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+  struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+  if (!r) {
+    free(body);
+    return MHD_NO;
+  }
+  aggr_metrics_http(current_route, status);
+  enum MHD_Result ret =
+      MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                              json ? "application/json" : "text/plain; charset=utf-8") == MHD_YES
+          ? MHD_queue_response(c, status, r)
+          : MHD_NO;
+  MHD_destroy_response(r);
+  return ret;
+}
+
 /* Answers a request whose headers are in. target is the request target as
  * the client sent it, or NULL when it could not be kept. */
 static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
@@ -733,6 +768,11 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   enum route route = route_of(url);
 
   current_route = metric_route(route);
+  if (route == ROUTE_NONE &&
+      strncmp(url, AGGR_DCOS_PREFIX "/", strlen(AGGR_DCOS_PREFIX) + 1) == 0) {
+    current_route = AGGR_ROUTE_DCOS;
+    return serve_dcos(h, c, url + strlen(AGGR_DCOS_PREFIX), target, method_ok);
+  }
   switch (route) {
   case ROUTE_METRICS: {
     /* Answered locally, on followers too. */

@@ -22,6 +22,7 @@
 
 #include "aggr.h"
 #include "election.h"
+#include "dcos.h"
 #include "history.h"
 #include "metrics.h"
 #include "http.h"
@@ -40,6 +41,7 @@ extern const size_t aggr_schema_migrations_count;
 
 #define PUBLISH_MIN_SPACING_USEC (5 * USEC_PER_MSEC)
 #define PUBLISH_LAZY_USEC        (1 * USEC_PER_SEC)
+#define DCOS_REFRESH_USEC        (200 * USEC_PER_MSEC)
 #define LONGPOLL_TICK_USEC       (50 * USEC_PER_MSEC)
 
 #define KEY(sec, name, type, field, min, max, dflt)                                                \
@@ -141,6 +143,7 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
   aggr_http_wake(a->http); /* blocking reads whose resource moved */
+  a->dcos_dirty = true;
   stale_timer_rearm(a);
   return 0;
 }
@@ -172,6 +175,12 @@ static int longpoll_tick(sd_event_source *s, uint64_t usec, void *userdata) {
   if (usec - a->last_metrics_usec >= USEC_PER_SEC) {
     a->last_metrics_usec = usec;
     aggr_metrics_update_model(&a->model, a->n_conns, a->model.epoch);
+  }
+  /* DC/OS's view of the model: a few times a second at most. */
+  if (a->dcos_dirty && usec - a->last_dcos_usec >= DCOS_REFRESH_USEC) {
+    a->dcos_dirty = false;
+    a->last_dcos_usec = usec;
+    aggr_dcos_update(&a->model);
   }
   sd_event_source_set_time(s, usec + LONGPOLL_TICK_USEC);
   sd_event_source_set_enabled(s, SD_EVENT_ON);
@@ -579,6 +588,7 @@ out:
   aggr_views_free(a.views);
   aggr_history_done();
   aggr_metrics_done();
+  aggr_dcos_done();
   aggr_model_done(&a.model);
   spools_free(&a);
   mst_strv_free(masters);
