@@ -12,7 +12,10 @@
  * the kept text and hands the result to agent_component_result()
  * (component.c). There it is damped, the startup grace is applied, and a
  * state change is committed to the spool (spool.c) before the stream
- * (stream.c) is told that there is something new to send. */
+ * (stream.c) is told that there is something new to send. systemd units are
+ * not probed: probe_systemd.c reads them over D-Bus when systemd signals a
+ * change, and hands the state it read to agent_component_observed(), which
+ * skips the damping but is otherwise the same path. */
 #pragma once
 
 #include <stdbool.h>
@@ -24,15 +27,16 @@
 #include "mst/damp.h"
 #include "mst/profile.h"
 #include "mst/state.h"
+#include "systemd_map.h"
 
 #define AGENT_OUTPUT_MAX           4096           /* bytes of kept output text */
 #define AGENT_TRUNCATED_MARK       "…[truncated]" /* appended when output was cut */
 #define AGENT_DEFAULT_BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
-#define AGENT_SYSTEMD_PLACEHOLDER  "systemd probe not available yet"
 
 struct agent_spool;
 struct agent_stream;
 struct agent_http;
+struct agent_systemd;
 
 /* [agent] and [log] of the config file; strings owned (mst_conf_free). */
 struct agent_config {
@@ -50,6 +54,19 @@ struct agent_config {
   int log_level;
 };
 
+/* What the agent knows of the unit of a systemd component (probe_systemd.c),
+ * kept for root-cause and progress work: the last complete read, with
+ * NRestarts and the state timestamps, and the unit's Description split into
+ * a display name and a description as DC/OS does (both owned, NULL before
+ * the first read). */
+struct agent_unit {
+  struct agent_unit_props props;
+  bool read;          /* props holds a complete read */
+  uint64_t read_usec; /* CLOCK_MONOTONIC time of that read */
+  char *display_name;
+  char *description;
+};
+
 /* The runtime side of one profile component. */
 struct agent_component {
   struct agent *agent;
@@ -64,6 +81,7 @@ struct agent_component {
   sd_event_source *schedule; /* timer of the next run */
   uint64_t run_started_usec; /* monotonic start of the current/last run */
   void *run;                 /* kind-specific in-flight probe, or NULL */
+  struct agent_unit *unit;   /* systemd components: owned by agent->systemd */
 };
 
 struct agent {
@@ -82,7 +100,8 @@ struct agent {
   sd_event_source *grace_timer;
 
   struct agent_spool *spool;
-  struct agent_http *http; /* NULL when no component is checked over HTTP */
+  struct agent_http *http;       /* NULL when no component is checked over HTTP */
+  struct agent_systemd *systemd; /* NULL when no component is a systemd unit */
   bool curl_initialized;
   struct agent_stream *stream;
 
@@ -142,8 +161,8 @@ int agent_host_addresses(char ***ret);
 /* ---- component.c ----------------------------------------------------------- */
 
 /* Builds a->components from the profile, restores their last states from the
- * spool, forgets spooled components that left the profile, and records the
- * systemd placeholder state. Needs a->spool and the boot facts. */
+ * spool and forgets spooled components that left the profile. Needs a->spool
+ * and the boot facts. */
 int agent_components_init(struct agent *a);
 void agent_components_done(struct agent *a);
 
@@ -151,6 +170,15 @@ void agent_components_done(struct agent *a);
  * NULL. Records a state change when the effective state changes. */
 void agent_component_result(struct agent_component *c, enum mst_result r, const char *text,
                             const char *perfdata);
+
+/* Feeds a state read from an authoritative source (a systemd unit), which
+ * is not damped: rise and fall do not apply, and the counter shows 1/1 or
+ * 0/1. observed is healthy, starting, unhealthy or unknown; the startup
+ * grace applies as for probe results. text is copied. Records a state
+ * change only when the effective state differs from the recorded one, so a
+ * repeated read never makes a change; a new text for a component that is
+ * not healthy is sent without a change (agent_stream_outputs_changed()). */
+void agent_component_observed(struct agent_component *c, enum mst_state observed, const char *text);
 
 /* True while the node is inside its startup grace. */
 bool agent_in_startup_grace(struct agent *a);
@@ -198,6 +226,18 @@ void agent_http_cancel(struct agent_component *c);
 int agent_tcp_start(struct agent_component *c);
 void agent_tcp_cancel(struct agent_component *c);
 
+/* ---- probe_systemd.c ------------------------------------------------------ */
+
+/* Connects to the bus of cfg.systemd on a->event and starts watching the
+ * unit of every systemd component (sets their c->unit). A bus that cannot be
+ * reached is not an error: the components are reported unknown and the
+ * connection is retried with backoff. Returns 0 or -errno (out of memory,
+ * event sources). */
+int agent_systemd_new(struct agent *a, struct agent_systemd **ret);
+/* Closes the bus without waiting for it, and clears the components'
+ * c->unit. Accepts NULL. */
+void agent_systemd_free(struct agent_systemd *s);
+
 /* ---- stream.c -------------------------------------------------------------- */
 
 /* Creates the stream and starts connecting to the aggregators. */
@@ -205,3 +245,6 @@ int agent_stream_new(struct agent *a, struct agent_stream **ret);
 void agent_stream_free(struct agent_stream *s);
 /* A change was committed to the spool: send it when streaming. */
 void agent_stream_changes_pending(struct agent_stream *s);
+/* Some component's output changed without a state change: send a fresh
+ * snapshot soon (rate-limited; see stream.c). Accepts NULL. */
+void agent_stream_outputs_changed(struct agent_stream *s);

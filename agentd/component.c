@@ -16,8 +16,10 @@
  * the "from" of the next change. A timer at the end of the grace period
  * re-evaluates the components held at starting by the grace alone.
  *
- * systemd checks are not implemented yet: such a component is set to unknown
- * once, with an output that says so. */
+ * systemd units are read, not probed (probe_systemd.c): their states come in
+ * through agent_component_observed(), undamped, since systemd's own state is
+ * authoritative and arrives by signal rather than by repeated sampling. Their
+ * counter is kept at rise 1, fall 1 so that it still tells up from down. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -108,13 +110,18 @@ static int component_persist_row(struct agent_component *c) {
   return agent_spool_put_component(c->agent->spool, &row, c->conf->check);
 }
 
-void agent_component_result(struct agent_component *c, enum mst_result r, const char *text,
-                            const char *perfdata) {
+/* The shared tail of a result and an observation: c->damp already holds
+ * the new damped state. Keeps the output, applies the grace, and records a
+ * change when the effective state differs from the recorded one. With
+ * refresh_output, a new output of a component that is not healthy is sent
+ * even without a change (by a snapshot), since it is the reason shown. */
+static void component_apply(struct agent_component *c, enum mst_state damped, const char *text,
+                            const char *perfdata, bool refresh_output) {
   struct agent *a = c->agent;
   bool was_ever_healthy = c->ever_healthy;
-  enum mst_state damped, effective;
+  bool output_changed = strcmp(c->output, text ? text : "") != 0;
+  enum mst_state effective;
 
-  damped = mst_damp_feed(&c->damp, r);
   if (c->damp.up)
     c->ever_healthy = true;
   if (replace_string(&c->output, text) < 0)
@@ -123,19 +130,39 @@ void agent_component_result(struct agent_component *c, enum mst_result r, const 
   c->perfdata = perfdata ? strdup(perfdata) : NULL;
 
   effective = mst_state_with_grace(damped, c->ever_healthy, agent_in_startup_grace(a));
-  log_debug("component %s: result %d, health %u/%u, %s: %s", c->conf->name, (int)r, c->damp.health,
+  log_debug("component %s: health %u/%u, %s: %s", c->conf->name, c->damp.health,
             mst_damp_max(&c->damp), mst_state_to_string(effective), c->output);
 
   if (effective != c->state) {
     (void)component_record_change(c, effective);
     return;
   }
+  if (refresh_output && output_changed && c->state != MST_STATE_HEALTHY)
+    agent_stream_outputs_changed(a->stream);
   if (!was_ever_healthy && c->ever_healthy) {
     int k = component_persist_row(c);
     if (k < 0)
       log_warning("component %s: cannot record that it is up in this boot: %s, ignoring",
                   c->conf->name, strerror(-k));
   }
+}
+
+void agent_component_result(struct agent_component *c, enum mst_result r, const char *text,
+                            const char *perfdata) {
+  log_debug("component %s: result %d", c->conf->name, (int)r);
+  component_apply(c, mst_damp_feed(&c->damp, r), text, perfdata, false);
+}
+
+void agent_component_observed(struct agent_component *c, enum mst_state observed,
+                              const char *text) {
+  bool up = observed == MST_STATE_HEALTHY || observed == MST_STATE_WARNING;
+
+  /* Undamped: the counter follows the observation at once. */
+  c->damp.seen = true;
+  c->damp.up = up;
+  c->damp.health = up ? (uint8_t)mst_damp_max(&c->damp) : 0;
+  c->damp.state = observed;
+  component_apply(c, observed, text, NULL, true);
 }
 
 /* --- start-up ---------------------------------------------------------------------- */
@@ -179,7 +206,7 @@ static int restore_row(void *userdata, const struct agent_spool_component *row) 
 
   /* Counters of another boot or another check describe something else. */
   if (same_check && !a->boot_is_new)
-    mst_damp_restore(&c->damp, c->conf->rise, c->conf->fall, row->health, c->state);
+    mst_damp_restore(&c->damp, c->damp.rise, c->damp.fall, row->health, c->state);
   else if (c->conf->check != MST_CHECK_SYSTEMD)
     log_info("component %s: last recorded %s in %s, counting afresh", c->conf->name,
              mst_state_to_string(c->state), same_check ? "an earlier boot" : "another check kind");
@@ -221,8 +248,11 @@ int agent_components_init(struct agent *a) {
     c->output = strdup("");
     if (!c->output)
       return -ENOMEM;
-    mst_damp_init(&c->damp, c->conf->rise ? c->conf->rise : MST_DAMP_DEFAULT_RISE,
-                  c->conf->fall ? c->conf->fall : MST_DAMP_DEFAULT_FALL);
+    if (c->conf->check == MST_CHECK_SYSTEMD)
+      mst_damp_init(&c->damp, 1, 1);
+    else
+      mst_damp_init(&c->damp, c->conf->rise ? c->conf->rise : MST_DAMP_DEFAULT_RISE,
+                    c->conf->fall ? c->conf->fall : MST_DAMP_DEFAULT_FALL);
   }
 
   r = components_restore(a);
@@ -236,25 +266,6 @@ int agent_components_init(struct agent *a) {
     if (c->restored)
       continue;
     r = component_persist_row(c);
-    if (r < 0)
-      return r;
-  }
-
-  for (size_t i = 0; i < a->n_components; i++) {
-    struct agent_component *c = &a->components[i];
-
-    if (c->conf->check != MST_CHECK_SYSTEMD)
-      continue;
-    if (c->state == MST_STATE_UNKNOWN) {
-      r = replace_string(&c->output, AGENT_SYSTEMD_PLACEHOLDER);
-      if (r < 0)
-        return r;
-      continue;
-    }
-    r = replace_string(&c->output, AGENT_SYSTEMD_PLACEHOLDER);
-    if (r < 0)
-      return r;
-    r = component_record_change(c, MST_STATE_UNKNOWN);
     if (r < 0)
       return r;
   }
@@ -291,8 +302,6 @@ static int grace_on_end(sd_event_source *source, uint64_t usec, void *userdata) 
     struct agent_component *c = &a->components[i];
     enum mst_state effective;
 
-    if (c->conf->check == MST_CHECK_SYSTEMD)
-      continue;
     effective = mst_state_with_grace(c->damp.state, c->ever_healthy, false);
     if (effective != c->state)
       (void)component_record_change(c, effective);

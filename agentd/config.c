@@ -140,10 +140,36 @@ static void read_token(struct agent *a, const char *path, unsigned line, struct 
     mst_diag_add(diag, path, line, "[agent] token_file: cannot read %s: %s", file, strerror(-r));
 }
 
+/* A systemd unit name: NAME.TYPE, at most 255 bytes, of the characters
+ * systemd allows (unit_name_is_valid()), so that a typo stops the start
+ * rather than showing up later as a LoadUnit error. */
+static bool unit_name_valid(const char *name) {
+  static const char *const types[] = {"service", "socket", "target", "device", "mount", "automount",
+                                      "swap",    "timer",  "path",   "slice",  "scope"};
+  const char *dot = strrchr(name, '.');
+  size_t n = strlen(name);
+
+  if (n == 0 || n > 255 || !dot || dot == name)
+    return false;
+  for (const char *c = name; *c; c++)
+    if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@", *c))
+      return false;
+  for (size_t i = 0; i < ELEMENTSOF(types); i++)
+    if (strcmp(dot + 1, types[i]) == 0)
+      return true;
+  return false;
+}
+
 /* What the agent itself needs of its components beyond the profile rules. */
 static void check_components(const struct mst_profile *p, struct mst_diag *diag) {
   for (size_t i = 0; i < p->n_components; i++) {
     const struct mst_component *c = &p->components[i];
+
+    if (c->check == MST_CHECK_SYSTEMD && c->unit && !unit_name_valid(c->unit))
+      mst_diag_add(diag, p->path, c->line,
+                   "component '%s': unit '%s' is not a unit name (such as NAME.service or "
+                   "NAME.socket)",
+                   c->name, c->unit);
 
     if (c->check == MST_CHECK_TCP && c->address) {
       struct sockaddr_storage ss;

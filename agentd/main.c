@@ -7,8 +7,9 @@
  * Start order: signals are blocked first (sd-event needs SIGCHLD blocked
  * before the first exec child exists, and SIGTERM/SIGINT arrive through
  * signalfd), then the boot facts, the spool, the restored components, the
- * HTTP client, the stream and the probes. READY=1 follows once the spool is
- * open and the probes are scheduled. */
+ * HTTP client, the stream, the probes and the systemd bus. READY=1 follows
+ * once the spool is open and the probes are scheduled; it does not wait for
+ * the systemd bus, which may be down and is retried in the background. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
@@ -175,6 +176,13 @@ static int agent_start(struct agent *a) {
   r = agent_probes_start(a);
   if (r < 0)
     return r;
+  if (profile_uses_check(a->profile, MST_CHECK_SYSTEMD)) {
+    r = agent_systemd_new(a, &a->systemd);
+    if (r < 0) {
+      log_error("cannot set up the systemd checks: %s", strerror(-r));
+      return r;
+    }
+  }
   r = agent_grace_timer_start(a);
   if (r < 0) {
     log_error("cannot arm the startup grace timer: %s", strerror(-r));
@@ -185,6 +193,8 @@ static int agent_start(struct agent *a) {
 
 static void agent_stop(struct agent *a) {
   agent_probes_stop(a);
+  agent_systemd_free(a->systemd);
+  a->systemd = NULL;
   agent_stream_free(a->stream);
   a->stream = NULL;
   agent_http_free(a->http);
