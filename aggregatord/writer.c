@@ -90,7 +90,7 @@ static int writer_prepare(struct aggr_writer *w) {
   r = prepare(w->db,
               "INSERT INTO spools (node_id, spool_id, held_seq, epoch) VALUES (?,?,?,?)"
               " ON CONFLICT (node_id, spool_id) DO UPDATE SET"
-              " held_seq = max(held_seq, excluded.held_seq), epoch = excluded.epoch",
+              " held_seq = max(held_seq, excluded.held_seq), epoch = max(epoch, excluded.epoch)",
               &w->up_spool);
   if (r < 0)
     return r;
@@ -176,36 +176,101 @@ static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
   return -EINVAL;
 }
 
-/* Highest seq per spool touched by one transaction. Batches usually touch a
- * handful of spools, so a small linear table is enough. */
+/* Highest seq per spool touched by one transaction, found through a small
+ * open-addressing hash of (node id, spool id): a transaction can touch
+ * thousands of spools. A spool's copies from the leader (REPLICA) and its
+ * agent's own stream (CHANGE) land on the same mark. */
 struct spool_mark {
-  const struct aggr_write *job; /* a CHANGE job of that spool, for its ids */
+  const struct aggr_write *job; /* a job of that spool, for its ids */
   uint64_t seq;
+  uint64_t epoch; /* the newest epoch among its rows: the spool's writer */
 };
 
-static int marks_note(struct spool_mark **marks, size_t *n, size_t *cap,
-                      const struct aggr_write *j) {
-  for (size_t i = 0; i < *n; i++)
-    if ((*marks)[i].job->spool == j->spool && strcmp((*marks)[i].job->node_id, j->node_id) == 0 &&
-        strcmp((*marks)[i].job->spool_id, j->spool_id) == 0) {
-      if (j->seq > (*marks)[i].seq)
-        (*marks)[i].seq = j->seq;
-      return 0;
-    }
-  if (*n == *cap) {
-    size_t ncap = *cap ? *cap * 2 : 16;
-    struct spool_mark *m = realloc(*marks, ncap * sizeof(*m));
-    if (!m)
-      return -ENOMEM;
-    *marks = m;
-    *cap = ncap;
+struct marks {
+  struct spool_mark *v;
+  size_t n, cap;
+  uint32_t *slots; /* index + 1, 0 = empty */
+  size_t nslots;   /* a power of two, at least 2n */
+};
+
+static uint64_t mark_hash(const struct aggr_write *j) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char *p = j->node_id; *p; p++)
+    h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+  h = (h ^ 0xff) * 0x100000001b3ULL;
+  for (const char *p = j->spool_id; *p; p++)
+    h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+  return h;
+}
+
+static bool mark_same(const struct aggr_write *a, const struct aggr_write *b) {
+  return strcmp(a->node_id, b->node_id) == 0 && strcmp(a->spool_id, b->spool_id) == 0;
+}
+
+/* Returns the mark of j's spool, or NULL. */
+static struct spool_mark *marks_find(const struct marks *m, const struct aggr_write *j) {
+  if (!m->nslots)
+    return NULL;
+  for (size_t i = mark_hash(j) & (m->nslots - 1);; i = (i + 1) & (m->nslots - 1)) {
+    uint32_t s = m->slots[i];
+    if (!s)
+      return NULL;
+    if (mark_same(m->v[s - 1].job, j))
+      return &m->v[s - 1];
   }
-  (*marks)[(*n)++] = (struct spool_mark){.job = j, .seq = j->seq};
+}
+
+static int marks_rehash(struct marks *m, size_t nslots) {
+  uint32_t *slots = calloc(nslots, sizeof(*slots));
+  if (!slots)
+    return -ENOMEM;
+  free(m->slots);
+  m->slots = slots;
+  m->nslots = nslots;
+  for (size_t k = 0; k < m->n; k++) {
+    size_t i = mark_hash(m->v[k].job) & (nslots - 1);
+    while (slots[i])
+      i = (i + 1) & (nslots - 1);
+    slots[i] = (uint32_t)(k + 1);
+  }
   return 0;
 }
 
-static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs,
-                             struct spool_mark **marks, size_t *n_marks, size_t *cap_marks) {
+/* Forgets every mark (a new transaction), keeping the memory. */
+static void marks_reset(struct marks *m) {
+  m->n = 0;
+  if (m->slots)
+    memset(m->slots, 0, m->nslots * sizeof(*m->slots));
+}
+
+static int marks_note(struct marks *m, const struct aggr_write *j) {
+  struct spool_mark *k = marks_find(m, j);
+  if (k) {
+    if (j->seq > k->seq)
+      k->seq = j->seq;
+    if (j->epoch > k->epoch)
+      k->epoch = j->epoch;
+    return 0;
+  }
+  if (m->n == m->cap) {
+    size_t ncap = m->cap ? m->cap * 2 : 64;
+    struct spool_mark *v = realloc(m->v, ncap * sizeof(*v));
+    if (!v)
+      return -ENOMEM;
+    m->v = v;
+    m->cap = ncap;
+  }
+  m->v[m->n++] = (struct spool_mark){.job = j, .seq = j->seq, .epoch = j->epoch};
+  if (m->n * 2 > m->nslots)
+    return marks_rehash(m, m->nslots ? m->nslots * 2 : 128);
+  size_t i = mark_hash(j) & (m->nslots - 1);
+  while (m->slots[i])
+    i = (i + 1) & (m->nslots - 1);
+  m->slots[i] = (uint32_t)m->n;
+  return 0;
+}
+
+static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, struct marks *marks) {
   bool fenced = false;
   int r = mst_store_exec(w->db, "BEGIN IMMEDIATE");
   if (r < 0)
@@ -214,22 +279,31 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs,
     /* Only copies of the leader's own history may be written without
      * leading; everything else needs the lease. */
     fenced = fenced || j->kind != AGGR_WRITE_REPLICA;
+    bool change = j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA;
+    if (change) {
+      /* The SQL guard sees what earlier transactions hold; this sees what
+       * this one already wrote for the spool (a copy from the old leader and
+       * the agent's own replay can meet in one transaction). */
+      const struct spool_mark *k = marks_find(marks, j);
+      if (k && j->seq <= k->seq)
+        continue;
+    }
     r = write_job(w, j);
     if (r < 0)
       goto rollback;
-    if (j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA) {
-      r = marks_note(marks, n_marks, cap_marks, j);
+    if (change) {
+      r = marks_note(marks, j);
       if (r < 0)
         goto rollback;
     }
   }
-  for (size_t i = 0; i < *n_marks; i++) {
-    const struct aggr_write *j = (*marks)[i].job;
+  for (size_t i = 0; i < marks->n; i++) {
+    const struct aggr_write *j = marks->v[i].job;
     sqlite3_stmt *s = w->up_spool;
     bind_text(s, 1, j->node_id);
     bind_text(s, 2, j->spool_id);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)(*marks)[i].seq);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)j->epoch);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)marks->v[i].seq);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)marks->v[i].epoch);
     r = step_reset(w->db, s);
     if (r < 0)
       goto rollback;
@@ -286,8 +360,7 @@ static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t
 
 static void *writer_main(void *userdata) {
   struct aggr_writer *w = userdata;
-  struct spool_mark *marks = NULL;
-  size_t cap_marks = 0;
+  struct marks marks = {0};
 
   for (;;) {
     pthread_mutex_lock(&w->lock);
@@ -310,9 +383,9 @@ static void *writer_main(void *userdata) {
     last->next = NULL;
     pthread_mutex_unlock(&w->lock);
 
-    size_t n_marks = 0;
+    marks_reset(&marks);
     uint64_t t0 = mst_now_monotonic_usec();
-    int r = write_transaction(w, jobs, &marks, &n_marks, &cap_marks);
+    int r = write_transaction(w, jobs, &marks);
     if (r >= 0) {
       aggr_metrics_commit(n, mst_now_monotonic_usec() - t0);
       for (struct aggr_write *j = jobs; j; j = j->next)
@@ -325,7 +398,7 @@ static void *writer_main(void *userdata) {
     else if (r < 0)
       log_error("writer: transaction of %zu rows failed (%s); affected streams will replay", n,
                 strerror(-r));
-    report(w, marks, n_marks, r >= 0);
+    report(w, marks.v, marks.n, r >= 0);
 
     while (jobs) {
       struct aggr_write *next = jobs->next;
@@ -333,7 +406,8 @@ static void *writer_main(void *userdata) {
       jobs = next;
     }
   }
-  free(marks);
+  free(marks.v);
+  free(marks.slots);
   return NULL;
 }
 

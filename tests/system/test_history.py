@@ -189,7 +189,15 @@ def test_blocking_read_wakes_only_for_its_resource(aggr):
     feed(b, mkb, 3)
     b.send(mkb.snapshot())
     wait_until(lambda: requests.get(url(aggr, "/v1/nodes/wb"), timeout=5).status_code == 200)
-    idx_a = get_index(aggr, "/v1/nodes/wa")
+
+    def settled_index():
+        # Both snapshots published and nothing pending: the index holds still.
+        a1 = get_index(aggr, "/v1/nodes/wa")
+        time.sleep(0.2)
+        return a1 if get_index(aggr, "/v1/nodes/wa") == a1 else None
+
+    idx_a = wait_until(settled_index, desc="wa's index settles")
+    body_before = requests.get(url(aggr, "/v1/nodes/wa"), timeout=5).json()
     result = {}
 
     def park():
@@ -198,6 +206,7 @@ def test_blocking_read_wakes_only_for_its_resource(aggr):
                          timeout=10)
         result["took"] = time.monotonic() - t
         result["index"] = int(r.headers["X-Muster-Index"])
+        result["body"] = r.json()
 
     th = threading.Thread(target=park)
     th.start()
@@ -205,7 +214,9 @@ def test_blocking_read_wakes_only_for_its_resource(aggr):
     # A change on another node must not wake it...
     feed(b, mkb, 1)
     time.sleep(0.7)
-    assert th.is_alive(), "a change to wb woke a read parked on wa"
+    assert th.is_alive(), (f"a change to wb woke a read parked on wa at index {idx_a}: it "
+                           f"returned index {result.get('index')} after {result.get('took')}s; "
+                           f"before {body_before}, after {result.get('body')}")
     # ...a change on its own node wakes it promptly.
     t_change = time.monotonic()
     feed(a, mka, 1)
