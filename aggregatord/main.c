@@ -59,7 +59,7 @@ static const struct mst_conf_key config_table[] = {
     KEY("aggregator", "expected_masters", MST_CONF_STRING, expected_masters, 0, 0, NULL),
     KEY("aggregator", "stale_timeout", MST_CONF_DURATION, stale_timeout_usec, 200 * USEC_PER_MSEC,
         3600 * USEC_PER_SEC, "30s"),
-    KEY("aggregator", "retention", MST_CONF_DURATION, retention_usec, 3600 * USEC_PER_SEC,
+    KEY("aggregator", "retention", MST_CONF_DURATION, retention_usec, USEC_PER_SEC,
         3650ULL * 86400 * USEC_PER_SEC, "7d"),
     KEY("aggregator", "token_file", MST_CONF_STRING, token_file, 0, 0, NULL),
     KEY("aggregator", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64 * 1024 * 1024, "1MiB"),
@@ -515,6 +515,7 @@ int main(int argc, char **argv) {
     goto out;
   }
   db = NULL; /* the writer owns it now */
+  aggr_writer_set_retention(a.writer, a.cfg.retention_usec);
   if (a.election) {
     r = aggr_replica_start(a.writer, &a.replica);
     if (r < 0) {

@@ -16,7 +16,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "election.h"
@@ -36,6 +38,8 @@ struct aggr_writer {
   pthread_cond_t cond;
   bool stop;
   int efd;
+  _Atomic uint64_t retention_usec; /* 0: keep everything */
+  uint64_t next_prune_usec;        /* monotonic; writer thread only */
 
   struct aggr_write *head, *tail; /* queued jobs, guarded by lock */
   struct aggr_commit *done;       /* finished commits, guarded by lock */
@@ -358,14 +362,86 @@ static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t
     log_error("writer: eventfd write failed: %m, ignoring");
 }
 
+#define PRUNE_BATCH             500
+#define PRUNE_INTERVAL_MAX_USEC (60 * USEC_PER_SEC)
+
+/* Deletes history older than the retention, in small transactions, and
+ * stops as soon as rows are waiting to be written: ingest never waits for
+ * more than one small batch of deletes. Writer thread. */
+static void writer_prune(struct aggr_writer *w) {
+  uint64_t retention = atomic_load(&w->retention_usec);
+  uint64_t now = mst_now_monotonic_usec();
+  if (!retention || now < w->next_prune_usec)
+    return;
+  w->next_prune_usec =
+      now + MST_MIN(MST_MAX(retention / 10, USEC_PER_SEC), PRUNE_INTERVAL_MAX_USEC);
+  int64_t cutoff = (int64_t)((mst_now_realtime_usec() - retention) / USEC_PER_MSEC);
+  static const char *const sql[] = {
+      "DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE at_ms < ? ORDER BY at_ms"
+      " LIMIT 500)",
+      "DELETE FROM cluster_verdicts WHERE id IN (SELECT id FROM cluster_verdicts"
+      " WHERE at_ms < ? ORDER BY id LIMIT 500)",
+  };
+  size_t total = 0;
+  for (size_t q = 0; q < ELEMENTSOF(sql); q++) {
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(w->db, sql[q], -1, &st, NULL) != SQLITE_OK) {
+      log_error("writer: cannot prune: %s, ignoring", sqlite3_errmsg(w->db));
+      return;
+    }
+    for (;;) {
+      bool busy;
+      sqlite3_bind_int64(st, 1, cutoff);
+      int rc = sqlite3_step(st);
+      sqlite3_reset(st);
+      if (rc != SQLITE_DONE) {
+        log_error("writer: pruning failed: %s, ignoring", sqlite3_errmsg(w->db));
+        return;
+      }
+      int n = sqlite3_changes(w->db);
+      total += (size_t)n;
+      pthread_mutex_lock(&w->lock);
+      busy = w->head != NULL || w->stop;
+      pthread_mutex_unlock(&w->lock);
+      if (n < PRUNE_BATCH)
+        break;
+      if (busy) {
+        w->next_prune_usec = 0; /* more to do: right after the queue */
+        break;
+      }
+    }
+  }
+  if (total)
+    log_info("writer: pruned %zu rows older than the retention", total);
+}
+
 static void *writer_main(void *userdata) {
   struct aggr_writer *w = userdata;
   struct marks marks = {0};
 
   for (;;) {
+    writer_prune(w);
     pthread_mutex_lock(&w->lock);
-    while (!w->head && !w->stop)
-      pthread_cond_wait(&w->cond, &w->lock);
+    while (!w->head && !w->stop) {
+      uint64_t retention = atomic_load(&w->retention_usec);
+      if (!retention) {
+        pthread_cond_wait(&w->cond, &w->lock);
+        continue;
+      }
+      /* Wake up for the next prune even when nothing is written. */
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+        break;
+    }
+    if (!w->head) {
+      bool stop = w->stop;
+      pthread_mutex_unlock(&w->lock);
+      if (stop)
+        break;
+      continue;
+    }
     if (!w->head && w->stop) {
       pthread_mutex_unlock(&w->lock);
       break;
@@ -476,6 +552,10 @@ void aggr_commits_free(struct aggr_commit *c, size_t n) {
     free(c[i].spool_id);
   }
   free(c);
+}
+
+void aggr_writer_set_retention(struct aggr_writer *w, uint64_t usec) {
+  atomic_store(&w->retention_usec, usec);
 }
 
 int aggr_writer_fd(const struct aggr_writer *w) {

@@ -54,6 +54,10 @@ struct aggr_commit {
  * back and reported as failed. Returns 0 or -errno. Loop thread. */
 int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct aggr_writer **ret);
 
+/* History older than usec (0: none) is deleted by the writer thread in small
+ * batches between transactions. Any thread. */
+void aggr_writer_set_retention(struct aggr_writer *w, uint64_t usec);
+
 /* Stops the thread after committing what is queued, and frees. */
 void aggr_writer_free(struct aggr_writer *w);
 
