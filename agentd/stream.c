@@ -11,7 +11,7 @@
  * wait 100ms·2^n, capped at 10s, with full jitter (a uniform draw below that
  * bound); a Welcome resets the count. A Reject waits long (30s, 60s for an
  * unknown role), except "not leader": an election is going on, and the
- * agent asks again within 500ms (20 times, then with the backoff) to find
+ * agent asks again within 200ms (20 times, then with the backoff) to find
  * the new leader soon after it.
  *
  * After a Welcome the spool is the send queue: everything with seq above
@@ -63,9 +63,9 @@
 #define STREAM_BACKOFF_MAX_USEC          (10 * USEC_PER_SEC)
 #define STREAM_REJECT_RETRY_USEC         (30 * USEC_PER_SEC)
 #define STREAM_UNKNOWN_ROLE_RETRY_USEC   (60 * USEC_PER_SEC)
-#define STREAM_NOT_LEADER_RETRY_MAX_USEC (500 * USEC_PER_MSEC)
+#define STREAM_NOT_LEADER_RETRY_MAX_USEC (200 * USEC_PER_MSEC)
 #define STREAM_NOT_LEADER_FAST_MAX       20 /* fast retries after "not leader", then backoff */
-/* After a Redirect or "not leader", failures are retried within 500ms for
+/* After a Redirect or "not leader", failures are retried within 200ms for
  * this long instead of backing off: the named leader may be coming up. */
 #define STREAM_ELECTION_WINDOW_USEC (30 * USEC_PER_SEC)
 #define STREAM_REDIRECTS_MAX        3 /* in a row without a Welcome, before backing off */

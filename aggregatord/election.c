@@ -24,7 +24,7 @@
 #include "mst/log.h"
 #include "mst/time.h"
 
-#define REFRESH_USEC    (1 * USEC_PER_SEC)
+#define REFRESH_USEC    (250 * USEC_PER_MSEC)
 #define ELECTION_PREFIX "n_"
 
 enum el_kind {
