@@ -726,6 +726,24 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
   return ret;
 }
 
+/* Queues a malloc'd body (which it takes) with its own content type, for
+ * the bodies that are not JSON of the API: /metrics and DC/OS's errors. */
+static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned status, char *body, size_t len,
+                                  const char *content_type) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+  enum MHD_Result ret;
+  if (!r) {
+    free(body);
+    return MHD_NO;
+  }
+  aggr_metrics_http(current_route, status);
+  ret = MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) == MHD_YES
+            ? MHD_queue_response(c, status, r)
+            : MHD_NO;
+  MHD_destroy_response(r);
+  return ret;
+}
+
 /* DC/OS diagnostics' routes (dcos.c), on the leader; followers redirect
  * like for /v1/. */
 static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c, const char *path,
@@ -745,19 +763,7 @@ static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c,
   aggr_view_release(v);
   if (aggr_dcos_answer(path, &status, &body, &len, &json) < 0)
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
-  struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-  if (!r) {
-    free(body);
-    return MHD_NO;
-  }
-  aggr_metrics_http(current_route, status);
-  enum MHD_Result ret =
-      MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                              json ? "application/json" : "text/plain; charset=utf-8") == MHD_YES
-          ? MHD_queue_response(c, status, r)
-          : MHD_NO;
-  MHD_destroy_response(r);
-  return ret;
+  return queue_text(c, status, body, len, json ? "application/json" : "text/plain; charset=utf-8");
 }
 
 /* Answers a request whose headers are in. target is the request target as
@@ -782,19 +788,7 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
     if (aggr_metrics_render(&body, &len) < 0)
       return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-      free(body);
-      return MHD_NO;
-    }
-    aggr_metrics_http(current_route, MHD_HTTP_OK);
-    enum MHD_Result ret =
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                "text/plain; version=0.0.4; charset=utf-8") == MHD_YES
-            ? MHD_queue_response(c, MHD_HTTP_OK, r)
-            : MHD_NO;
-    MHD_destroy_response(r);
-    return ret;
+    return queue_text(c, MHD_HTTP_OK, body, len, "text/plain; version=0.0.4; charset=utf-8");
   }
   case ROUTE_NONE:
     return queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &none);
