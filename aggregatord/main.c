@@ -128,6 +128,29 @@ static void record_cluster_verdict(struct aggr *a) {
   log_info("cluster verdict: %s (%zu reasons)", j->to_state, a->model.reasons.n);
 }
 
+/* Stores the stage completions the last evaluation reached. Only the
+ * leader writes; a follower forgets them (its model has no live agents). */
+static void store_stage_completions(struct aggr *a) {
+  size_t n = 0;
+  struct aggr_stage_completion *c = aggr_model_take_completions(&a->model, &n);
+  for (size_t i = 0; i < n && a->leading; i++) {
+    struct aggr_write *j = aggr_write_new(AGGR_WRITE_STAGE);
+    if (!j) {
+      log_error("out of memory storing a stage completion, ignoring");
+      break;
+    }
+    j->epoch = a->epoch;
+    j->node_id = TAKE_PTR(c[i].node_id);
+    j->boot_id = TAKE_PTR(c[i].boot_id);
+    j->role = TAKE_PTR(c[i].role);
+    j->stage = TAKE_PTR(c[i].stage);
+    j->at_ms = (int64_t)(c[i].reached_usec / USEC_PER_MSEC);
+    j->duration_ms = (int64_t)(c[i].duration_usec / USEC_PER_MSEC);
+    aggr_writer_submit(a->writer, j);
+  }
+  aggr_stage_completions_free(c, n);
+}
+
 static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   uint64_t now = mst_now_realtime_usec();
@@ -140,6 +163,7 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
     record_cluster_verdict(a);
     a->record_verdict = false;
   }
+  store_stage_completions(a);
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
   aggr_http_wake(a->http); /* blocking reads whose resource moved */
@@ -277,6 +301,30 @@ static int restore_from_database(struct aggr *a, sqlite3 *db) {
     n->last_seen_usec = (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC;
     n->reported = true;
     n->dirty = true;
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  /* Stage completions, oldest first: the durations the estimates learn
+   * from, and the stages each node's latest boot already reached. */
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT c.node_id, c.role, c.boot_id, coalesce(b.boot_time_ms, 0),"
+                          " c.stage, c.reached_ms, c.duration_ms FROM stage_completions c"
+                          " LEFT JOIN boots b USING (node_id, boot_id) ORDER BY c.reached_ms",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int64_t boot_ms = sqlite3_column_int64(st, 3), reached_ms = sqlite3_column_int64(st, 5),
+            duration_ms = sqlite3_column_int64(st, 6);
+    if (aggr_stage_restore(
+            &a->model, (const char *)sqlite3_column_text(st, 0),
+            (const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
+            (uint64_t)MST_MAX(boot_ms, 0) * USEC_PER_MSEC, (const char *)sqlite3_column_text(st, 4),
+            (uint64_t)MST_MAX(reached_ms, 0) * USEC_PER_MSEC,
+            (uint64_t)MST_MAX(duration_ms, 0) * USEC_PER_MSEC) < 0)
+      return -ENOMEM;
   }
   if (rc != SQLITE_DONE)
     goto fail;
@@ -541,6 +589,7 @@ int main(int argc, char **argv) {
   /* Publish a first view before HTTP starts, so no reader ever sees none. */
   if (aggr_model_evaluate(&a.model, mst_now_realtime_usec()) && a.leading)
     record_cluster_verdict(&a);
+  store_stage_completions(&a);
   if (aggr_view_publish(a.views, &a.model, false) < 0)
     goto out;
   r = aggr_stream_listen(&a);

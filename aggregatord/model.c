@@ -1,7 +1,9 @@
 /* The aggregator's live cluster model: the nodes (sorted by id, so lookups
- * are binary searches), the components their agents last reported, and the
- * verdicts, reasons and root causes that aggr_model_evaluate() derives from
- * them with the pure rules of mst/verdict.h.
+ * are binary searches), the components their agents last reported, and what
+ * aggr_model_evaluate() derives from them: each node's startup progress (the
+ * stage engine, stage.c), the verdicts (the pure rules of mst/verdict.h),
+ * and the reasons and root causes (the dependency graph, cause.c) in the
+ * sentences operators read.
  *
  * Threads: every function here runs on the loop thread only. HTTP threads
  * never touch the model; they read immutable views rendered from it
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cause.h"
 #include "model.h"
 #include "mst/log.h"
 #include "mst/macro.h"
@@ -24,8 +27,12 @@
 /* Component output quoted in a reason is cut here: the full output is in the
  * node's component list. */
 #define REASON_OUTPUT_MAX 1024
+/* ... and in a root cause's sentence, shorter. */
+#define REASON_SUMMARY_OUTPUT_MAX 200
 /* Profile digests are shown shortened in the drift reason. */
 #define REASON_DIGEST_CHARS 12
+/* Lists in sentences ("blocked: ...") name at most this many items. */
+#define REASON_LIST_MAX 12
 
 /* Arrays grow in powers of two computed from their length alone, so the
  * model's structs need no capacity field. The capacity for length n is the
@@ -62,11 +69,21 @@ static char *strdup_null(const char *s, bool *failed) {
 
 /* --- reasons -------------------------------------------------------------- */
 
+static void refs_free(struct aggr_reason_ref *refs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(refs[i].node);
+    free(refs[i].component);
+  }
+  free(refs);
+}
+
 static void reason_done(struct aggr_reason *r) {
   free(r->node);
   free(r->component);
   free(r->state);
   free(r->message);
+  free(r->summary);
+  refs_free(r->refs, r->n_refs);
 }
 
 void aggr_reasons_clear(struct aggr_reasons *r) {
@@ -79,6 +96,17 @@ void aggr_reasons_clear(struct aggr_reasons *r) {
   r->n = 0;
 }
 
+/* Appends item, taking what it owns (also on failure). */
+static int reasons_take(struct aggr_reasons *r, struct aggr_reason *item) {
+  if (grow_for_append(&r->v, r->n, sizeof(r->v[0])) < 0) {
+    reason_done(item);
+    return -ENOMEM;
+  }
+  r->v[r->n++] = *item;
+  *item = (struct aggr_reason){0};
+  return 0;
+}
+
 /* Appends a copy of the four strings (any may be NULL). */
 static int reasons_push(struct aggr_reasons *r, const char *node, const char *component,
                         const char *state, const char *message) {
@@ -89,12 +117,11 @@ static int reasons_push(struct aggr_reasons *r, const char *node, const char *co
       .state = strdup_null(state, &failed),
       .message = strdup_null(message, &failed),
   };
-  if (failed || grow_for_append(&r->v, r->n, sizeof(r->v[0])) < 0) {
+  if (failed) {
     reason_done(&item);
     return -ENOMEM;
   }
-  r->v[r->n++] = item;
-  return 0;
+  return reasons_take(r, &item);
 }
 
 static int reasons_pushf(struct aggr_reasons *r, const char *node, const char *component,
@@ -113,12 +140,62 @@ static int reasons_pushf(struct aggr_reasons *r, const char *node, const char *c
   return ret;
 }
 
-static int reasons_copy_all(struct aggr_reasons *dst, const struct aggr_reasons *src) {
+static int refs_copy(const struct aggr_reason_ref *src, size_t n, struct aggr_reason_ref **ret) {
+  *ret = NULL;
+  if (n == 0)
+    return 0;
+  struct aggr_reason_ref *v = calloc(n, sizeof(*v));
+  if (!v)
+    return -ENOMEM;
+  bool failed = false;
+  for (size_t i = 0; i < n; i++) {
+    v[i].node = strdup_null(src[i].node, &failed);
+    v[i].component = strdup_null(src[i].component, &failed);
+  }
+  if (failed) {
+    refs_free(v, n);
+    return -ENOMEM;
+  }
+  *ret = v;
+  return 0;
+}
+
+static int reason_copy(const struct aggr_reason *s, struct aggr_reason *ret) {
+  bool failed = false;
+  *ret = (struct aggr_reason){
+      .node = strdup_null(s->node, &failed),
+      .component = strdup_null(s->component, &failed),
+      .state = strdup_null(s->state, &failed),
+      .message = strdup_null(s->message, &failed),
+      .summary = strdup_null(s->summary, &failed),
+  };
+  if (failed || refs_copy(s->refs, s->n_refs, &ret->refs) < 0) {
+    reason_done(ret);
+    return -ENOMEM;
+  }
+  ret->n_refs = s->n_refs;
+  return 0;
+}
+
+/* The reason of r about (node, component), or NULL. */
+static const struct aggr_reason *reasons_find(const struct aggr_reasons *r, const char *node,
+                                              const char *component) {
+  for (size_t i = 0; i < r->n; i++)
+    if (streq_null(r->v[i].node, node) && streq_null(r->v[i].component, component))
+      return &r->v[i];
+  return NULL;
+}
+
+/* Copies every reason of src; with unique, only those about a (node,
+ * component) dst does not name yet. */
+static int reasons_copy_all(struct aggr_reasons *dst, const struct aggr_reasons *src, bool unique) {
   for (size_t i = 0; i < src->n; i++) {
     const struct aggr_reason *s = &src->v[i];
-    int r = reasons_push(dst, s->node, s->component, s->state, s->message);
-    if (r < 0)
-      return r;
+    struct aggr_reason copy;
+    if (unique && reasons_find(dst, s->node, s->component))
+      continue;
+    if (reason_copy(s, &copy) < 0 || reasons_take(dst, &copy) < 0)
+      return -ENOMEM;
   }
   return 0;
 }
@@ -129,8 +206,13 @@ static bool reasons_equal(const struct aggr_reasons *a, const struct aggr_reason
   for (size_t i = 0; i < a->n; i++) {
     const struct aggr_reason *x = &a->v[i], *y = &b->v[i];
     if (!streq_null(x->node, y->node) || !streq_null(x->component, y->component) ||
-        !streq_null(x->state, y->state) || !streq_null(x->message, y->message))
+        !streq_null(x->state, y->state) || !streq_null(x->message, y->message) ||
+        !streq_null(x->summary, y->summary) || x->n_refs != y->n_refs)
       return false;
+    for (size_t k = 0; k < x->n_refs; k++)
+      if (!streq_null(x->refs[k].node, y->refs[k].node) ||
+          !streq_null(x->refs[k].component, y->refs[k].component))
+        return false;
   }
   return true;
 }
@@ -159,6 +241,7 @@ static void node_free(struct aggr_node *n) {
   free(n->hostname);
   free(n->boot_id);
   free(n->profile_digest);
+  aggr_startup_free(n->startup);
   aggr_reasons_clear(&n->reasons);
   aggr_reasons_clear(&n->root_causes);
   free(n);
@@ -275,6 +358,9 @@ void aggr_model_done(struct aggr_model *m) {
   free(m->nodes);
   aggr_reasons_clear(&m->reasons);
   aggr_reasons_clear(&m->root_causes);
+  aggr_stage_graphs_done(&m->stage_graphs);
+  aggr_stage_history_done(&m->stage_history);
+  aggr_stage_completions_free(m->completions, m->n_completions);
   free(m->leader_id);
   free(m->leader_http);
   *m = (struct aggr_model){0};
@@ -334,135 +420,17 @@ int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *lead
   return r;
 }
 
-/* --- the node's stage graph, for root causes ------------------------------ */
-
-/* Which failing components are explained by others: within a node, a failing
- * component is blocked when a stage its stage comes after (transitively,
- * along "after") has a failing component of its own that is not blocked
- * itself. Cluster conditions ("requires") and systemd's unit dependencies
- * are later work. Built only for nodes that have failing components. */
-struct stage_graph {
-  const struct mst_profile *p; /* NULL: no profile, nothing is blocked */
-  bool *failing;               /* per stage: some component of it fails */
-  bool *blocked;               /* per stage: some upstream stage fails */
-  bool *seen;                  /* scratch for the upstream walk */
-};
-
-static bool component_failing(enum mst_state s) {
-  return s != MST_STATE_HEALTHY && s != MST_STATE_STARTING && s != MST_STATE_WARNING;
-}
-
-static size_t stage_index(const struct mst_profile *p, const char *name) {
-  for (size_t i = 0; i < p->n_stages; i++)
-    if (strcmp(p->stages[i].name, name) == 0)
-      return i;
-  return SIZE_MAX;
-}
-
-static bool strv_contains(char *const *v, const char *s) {
-  for (size_t i = 0; v && v[i]; i++)
-    if (strcmp(v[i], s) == 0)
-      return true;
-  return false;
-}
-
-/* Marks in seen every stage that stage i comes after, transitively. The
- * loader rejects cycles; seen stops them anyway. */
-static void stage_mark_upstream(const struct mst_profile *p, size_t i, bool *seen) {
-  for (char *const *a = p->stages[i].after; a && *a; a++) {
-    size_t j = stage_index(p, *a);
-    if (j == SIZE_MAX || seen[j])
-      continue;
-    seen[j] = true;
-    stage_mark_upstream(p, j, seen);
-  }
-}
-
-static void stage_graph_done(struct stage_graph *g) {
-  free(g->failing);
-  free(g->blocked);
-  free(g->seen);
-}
-
-static int stage_graph_build(const struct aggr_model *m, const struct aggr_node *n,
-                             struct stage_graph *g) {
-  const struct mst_profile *p =
-      n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
-  if (!p || p->n_stages == 0)
-    return 0;
-  g->failing = calloc(p->n_stages, sizeof(bool));
-  g->blocked = calloc(p->n_stages, sizeof(bool));
-  g->seen = calloc(p->n_stages, sizeof(bool));
-  if (!g->failing || !g->blocked || !g->seen)
-    return -ENOMEM;
-  g->p = p;
-  for (size_t i = 0; i < p->n_stages; i++)
-    for (char *const *c = p->stages[i].components; c && *c; c++) {
-      const struct aggr_component *comp = aggr_node_find_component(n, *c);
-      if (comp && component_failing(comp->state))
-        g->failing[i] = true;
-    }
-  for (size_t i = 0; i < p->n_stages; i++) {
-    memset(g->seen, 0, p->n_stages * sizeof(bool));
-    stage_mark_upstream(p, i, g->seen);
-    for (size_t j = 0; j < p->n_stages && !g->blocked[i]; j++)
-      g->blocked[i] = j != i && g->seen[j] && g->failing[j];
-  }
-  return 0;
-}
-
-/* For a failing component: NULL in *ret when it is a root cause, else the
- * comma list of the root-cause components upstream of it. */
-static int stage_graph_blockers(struct stage_graph *g, const struct aggr_node *n,
-                                const char *component, char **ret) {
-  *ret = NULL;
-  if (!g->p)
-    return 0;
-  size_t i = 0;
-  while (i < g->p->n_stages && !strv_contains(g->p->stages[i].components, component))
-    i++;
-  if (i == g->p->n_stages || !g->blocked[i])
-    return 0;
-
-  char *text = NULL;
-  size_t size = 0;
-  FILE *f = open_memstream(&text, &size);
-  if (!f)
-    return -ENOMEM;
-  memset(g->seen, 0, g->p->n_stages * sizeof(bool));
-  stage_mark_upstream(g->p, i, g->seen);
-  bool first = true;
-  for (size_t j = 0; j < g->p->n_stages; j++) {
-    if (j == i || !g->seen[j] || !g->failing[j] || g->blocked[j])
-      continue;
-    for (char *const *c = g->p->stages[j].components; *c; c++) {
-      const struct aggr_component *comp = aggr_node_find_component(n, *c);
-      if (comp && component_failing(comp->state)) {
-        fprintf(f, "%s%s", first ? "" : ", ", *c);
-        first = false;
-      }
-    }
-  }
-  if (fclose(f) != 0) {
-    free(text);
-    return -ENOMEM;
-  }
-  /* Upstream failures exist, but all are blocked by a cycle: be a root. */
-  if (first) {
-    free(text);
-    return 0;
-  }
-  *ret = text;
-  return 0;
-}
-
 /* --- evaluation ----------------------------------------------------------- */
 
-static bool node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now) {
+bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now) {
   /* A stale timeout of 0 disables silence detection; a clock that went
    * backwards (now < last_seen) is not silence. */
   return n->reported && m->stale_timeout_usec > 0 && now > n->last_seen_usec &&
          now - n->last_seen_usec > m->stale_timeout_usec;
+}
+
+static bool component_failing(enum mst_state s) {
+  return s != MST_STATE_HEALTHY && s != MST_STATE_STARTING && s != MST_STATE_WARNING;
 }
 
 static const char *state_phrase(enum mst_state s) {
@@ -482,6 +450,24 @@ static const char *state_phrase(enum mst_state s) {
   }
 }
 
+/* The same, after "has been". */
+static const char *state_adjective(enum mst_state s) {
+  switch (s) {
+  case MST_STATE_STARTING:
+    return "starting";
+  case MST_STATE_UNHEALTHY:
+    return "unhealthy";
+  case MST_STATE_UNKNOWN:
+    return "in an unknown state";
+  case MST_STATE_WARNING:
+    return "warning";
+  case MST_STATE_HEALTHY:
+    return "healthy";
+  default:
+    return "unchecked";
+  }
+}
+
 static const char *state_name(enum mst_state s) {
   const char *name = mst_state_to_string(s);
   return name ? name : "unknown";
@@ -492,14 +478,14 @@ static const char *verdict_name(enum mst_verdict v) {
   return name ? name : "unknown";
 }
 
-/* How many bytes of s to quote: at most REASON_OUTPUT_MAX, cut back to a
- * UTF-8 character boundary. */
-static int output_quote_len(const char *s, bool *ret_cut) {
+/* How many bytes of s to quote: at most max, cut back to a UTF-8 character
+ * boundary. */
+static int output_quote_len(const char *s, size_t max, bool *ret_cut) {
   size_t len = strlen(s);
-  *ret_cut = len > REASON_OUTPUT_MAX;
+  *ret_cut = len > max;
   if (!*ret_cut)
     return (int)len;
-  len = REASON_OUTPUT_MAX;
+  len = max;
   while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
     len--;
   return (int)len;
@@ -511,6 +497,23 @@ static void format_duration(uint64_t usec, char *buf, size_t size) {
     snprintf(buf, size, "%" PRIu64 "s", (uint64_t)(usec / USEC_PER_SEC));
   else
     snprintf(buf, size, "%" PRIu64 "ms", (uint64_t)(usec / USEC_PER_MSEC));
+}
+
+/* How long, for people: "800ms", "45s", "4m12s", "1h2m", "3d4h". */
+static void format_duration_human(uint64_t usec, char *buf, size_t size) {
+  if (usec < USEC_PER_SEC) {
+    snprintf(buf, size, "%" PRIu64 "ms", (uint64_t)((usec + USEC_PER_MSEC / 2) / USEC_PER_MSEC));
+    return;
+  }
+  uint64_t s = (usec + USEC_PER_SEC / 2) / USEC_PER_SEC;
+  if (s < 60)
+    snprintf(buf, size, "%" PRIu64 "s", s);
+  else if (s < 3600)
+    snprintf(buf, size, "%" PRIu64 "m%" PRIu64 "s", s / 60, s % 60);
+  else if (s < 86400)
+    snprintf(buf, size, "%" PRIu64 "h%" PRIu64 "m", s / 3600, s % 3600 / 60);
+  else
+    snprintf(buf, size, "%" PRIu64 "d%" PRIu64 "h", s / 86400, s % 86400 / 3600);
 }
 
 static int node_reason_drift(const struct aggr_model *m, const struct aggr_node *n,
@@ -532,33 +535,27 @@ static int node_reason_drift(const struct aggr_model *m, const struct aggr_node 
                        p->digest, strlen(p->digest) > REASON_DIGEST_CHARS ? "…" : "");
 }
 
-/* Derives one node's verdict, reasons and root causes at now. */
-static int node_evaluate(const struct aggr_model *m, const struct aggr_node *n, uint64_t now,
-                         enum mst_verdict *ret_verdict, struct aggr_reasons *reasons,
-                         struct aggr_reasons *roots) {
-  enum mst_verdict verdict;
-  int r;
+/* A milestone counts for progress only, never for the node's health. */
+static bool counts_for_health(const struct aggr_node *n, const struct aggr_component *c) {
+  return !n->startup || !aggr_stage_milestone_only(n->startup->graph, c->name);
+}
 
-  if (!n->reported) {
+/* The node's verdict at now, from the pure rules of mst/verdict.h. */
+static enum mst_verdict node_verdict(const struct aggr_model *m, const struct aggr_node *n,
+                                     uint64_t now) {
+  if (!n->reported)
     /* Only expected masters exist before their agent's Hello; anything else
      * is a placeholder that counts for nothing. */
-    verdict = n->expected_master ? MST_VERDICT_MISSING : MST_VERDICT_UNKNOWN;
-    const char *name = verdict_name(verdict);
-    const char *what =
-        n->expected_master ? "expected master has never reported" : "has never reported";
-    r = reasons_pushf(reasons, n->id, NULL, name, "%s: %s", n->id, what);
-    if (r >= 0 && n->expected_master)
-      r = reasons_pushf(roots, n->id, NULL, name, "%s: %s", n->id, what);
-    *ret_verdict = verdict;
-    return r;
-  }
+    return n->expected_master ? MST_VERDICT_MISSING : MST_VERDICT_UNKNOWN;
 
-  bool silent = node_silent(m, n, now);
   struct mst_node_facts facts = {
-      .silent = silent,
+      .silent = aggr_node_silent(m, n, now),
       .have_snapshot = n->have_snapshot,
+      .late = n->startup && n->startup->late,
   };
   for (size_t i = 0; i < n->n_components; i++) {
+    if (!counts_for_health(n, &n->components[i]))
+      continue;
     switch (n->components[i].state) {
     case MST_STATE_HEALTHY:
       facts.n_healthy++;
@@ -577,72 +574,402 @@ static int node_evaluate(const struct aggr_model *m, const struct aggr_node *n, 
       break;
     }
   }
-  verdict = mst_node_verdict(&facts);
-  *ret_verdict = verdict;
-  const char *vname = verdict_name(verdict);
+  return mst_node_verdict(&facts);
+}
 
-  if (silent) {
-    /* The message names when the node was last seen rather than for how long
-     * it has been silent: a growing duration would change the rendered
-     * bodies, and their indexes, on every evaluation. The component states
-     * are stale, so the node itself is the reason and the root cause. */
-    char seen[MST_RFC3339_MAX] = "never", timeout[32];
-    if (n->last_seen_usec > 0)
-      mst_time_format_rfc3339(n->last_seen_usec, seen, sizeof(seen));
-    format_duration(m->stale_timeout_usec, timeout, sizeof(timeout));
-    r = reasons_pushf(reasons, n->id, NULL, vname,
-                      "%s: unreachable (last seen %s, silent longer than the %s stale timeout)",
-                      n->id, seen, timeout);
-    if (r >= 0)
-      r = reasons_push(roots, n->id, NULL, vname, reasons->v[reasons->n - 1].message);
-    if (r >= 0 && n->profile_drift)
+/* --- explaining: reasons and root causes ---------------------------------- */
+
+/* A node id split for natural order: "a10" sorts after "a9". */
+struct natural_id {
+  const char *id;
+  size_t prefix_len; /* up to the trailing digits */
+  unsigned long long number;
+  bool numbered; /* trailing digits without a leading zero */
+};
+
+static void natural_id_init(struct natural_id *x, const char *id) {
+  size_t len = strlen(id), k = len;
+  while (k > 0 && id[k - 1] >= '0' && id[k - 1] <= '9')
+    k--;
+  *x = (struct natural_id){.id = id, .prefix_len = len};
+  /* At most 18 digits (no overflow), and no leading zero (a01 is not a1). */
+  if (k < len && len - k <= 18 && (id[k] != '0' || len - k == 1)) {
+    x->prefix_len = k;
+    x->numbered = true;
+    x->number = strtoull(id + k, NULL, 10);
+  }
+}
+
+static int natural_id_cmp(const void *a, const void *b) {
+  const struct natural_id *x = a, *y = b;
+  size_t n = MST_MIN(x->prefix_len, y->prefix_len);
+  int c = strncmp(x->id, y->id, n);
+  if (c != 0)
+    return c;
+  if (x->prefix_len != y->prefix_len)
+    return x->prefix_len < y->prefix_len ? -1 : 1;
+  if (x->numbered != y->numbered)
+    return x->numbered ? 1 : -1;
+  if (x->number != y->number)
+    return x->number < y->number ? -1 : 1;
+  return strcmp(x->id, y->id);
+}
+
+static bool natural_id_follows(const struct natural_id *prev, const struct natural_id *x) {
+  return prev->numbered && x->numbered && prev->prefix_len == x->prefix_len &&
+         strncmp(prev->id, x->id, x->prefix_len) == 0 && x->number == prev->number + 1;
+}
+
+/* Writes node ids in natural order, runs of three or more written as
+ * "a1..a5", at most REASON_LIST_MAX items. */
+static void write_node_ids(FILE *f, struct natural_id *ids, size_t n) {
+  size_t items = 0;
+  qsort(ids, n, sizeof(ids[0]), natural_id_cmp);
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1;
+    while (j < n && natural_id_follows(&ids[j - 1], &ids[j]))
+      j++;
+    if (items == REASON_LIST_MAX) {
+      fprintf(f, " and %zu more", n - i);
+      return;
+    }
+    if (j - i >= 3) {
+      fprintf(f, "%s%s..%s", items ? ", " : "", ids[i].id, ids[j - 1].id);
+      i = j;
+    } else {
+      fprintf(f, "%s%s", items ? ", " : "", ids[i].id);
+      i++;
+    }
+    items++;
+  }
+}
+
+/* Writes the vertices vs as "marathon on m2, mesos-agent on a1..a5": grouped
+ * by component in order of appearance. Components of here are written bare
+ * ("svc"); nodes themselves as "node m1". */
+static int write_vertices(FILE *f, const struct aggr_cause *c, const size_t *vs, size_t n,
+                          const struct aggr_node *here) {
+  _cleanup_free_ bool *done = calloc(n ? n : 1, sizeof(bool));
+  _cleanup_free_ struct natural_id *ids = calloc(n ? n : 1, sizeof(*ids));
+  size_t groups = 0;
+  if (!done || !ids)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (done[i])
+      continue;
+    const struct aggr_cause_vertex *x = &c->v[vs[i]];
+    const char *name = x->comp ? x->comp->name : NULL;
+    bool bare = here && x->node == here && name;
+    size_t n_ids = 0;
+    for (size_t j = i; j < n; j++) {
+      const struct aggr_cause_vertex *y = &c->v[vs[j]];
+      if (done[j] || !streq_null(name, y->comp ? y->comp->name : NULL) ||
+          bare != (here && y->node == here && name))
+        continue;
+      done[j] = true;
+      natural_id_init(&ids[n_ids++], y->node->id);
+    }
+    if (groups == REASON_LIST_MAX) {
+      size_t left = 0;
+      for (size_t j = i; j < n; j++)
+        left += !done[j];
+      fprintf(f, " and %zu more", left + n_ids);
+      break;
+    }
+    fputs(groups++ ? ", " : "", f);
+    if (bare) {
+      fputs(name, f);
+      continue;
+    }
+    fprintf(f, "%s%s", name ? name : "node", name ? " on " : " ");
+    write_node_ids(f, ids, n_ids);
+  }
+  return 0;
+}
+
+/* The message of a node vertex: why the node itself is the problem. */
+static int node_problem_message(const struct aggr_model *m, const struct aggr_node *n, char **ret) {
+  if (!n->reported)
+    return asprintf(ret, "%s: expected master has never reported", n->id) < 0 ? -ENOMEM : 0;
+  /* The message names when the node was last seen rather than for how long
+   * it has been silent: a growing duration would change the rendered bodies,
+   * and their indexes, on every evaluation. */
+  char seen[MST_RFC3339_MAX] = "never", timeout[32];
+  if (n->last_seen_usec > 0)
+    mst_time_format_rfc3339(n->last_seen_usec, seen, sizeof(seen));
+  format_duration(m->stale_timeout_usec, timeout, sizeof(timeout));
+  return asprintf(ret, "%s: unreachable (last seen %s, silent longer than the %s stale timeout)",
+                  n->id, seen, timeout) < 0
+             ? -ENOMEM
+             : 0;
+}
+
+/* What an evaluation explains with. */
+struct explain {
+  const struct aggr_model *m;
+  const struct aggr_cause *cause;
+  uint64_t now;
+};
+
+/* The operator's sentence for root cause v: what, since when, and what it
+ * blocks. Times, not durations, so that it stays the same bytes while
+ * nothing changes. */
+static int root_summary(const struct explain *x, size_t v, char **ret) {
+  const struct aggr_cause_vertex *cv = &x->cause->v[v];
+  const struct aggr_node *n = cv->node;
+  _cleanup_free_ char *text = NULL;
+  size_t size = 0;
+  char when[MST_RFC3339_MAX];
+  FILE *f = open_memstream(&text, &size);
+  if (!f)
+    return -ENOMEM;
+
+  if (!cv->comp && !n->reported)
+    fprintf(f, "expected master %s has never reported", n->id);
+  else if (!cv->comp) {
+    fprintf(f, "%s is unreachable, last seen %s", n->id,
+            n->last_seen_usec ? mst_time_format_rfc3339(n->last_seen_usec, when, sizeof(when))
+                              : "never");
+  } else if (cv->late && !component_failing(cv->comp->state)) {
+    const struct aggr_stage_progress *sp = &n->startup->stages[cv->late_stage];
+    char p95[32];
+    format_duration_human(sp->learned->p95_usec, p95, sizeof(p95));
+    fprintf(f, "%s on %s has been %s since %s, past the p95 of %s for stage %s", cv->comp->name,
+            n->id, state_adjective(cv->comp->state),
+            mst_time_format_rfc3339(sp->started_usec, when, sizeof(when)), p95,
+            n->startup->profile->stages[cv->late_stage].name);
+  } else {
+    const char *output = cv->comp->output && cv->comp->output[0] ? cv->comp->output : NULL;
+    bool cut = false;
+    int len = output ? output_quote_len(output, REASON_SUMMARY_OUTPUT_MAX, &cut) : 0;
+    fprintf(f, "%s on %s has been %s since %s%s%.*s%s", cv->comp->name, n->id,
+            state_adjective(cv->comp->state),
+            cv->comp->since_usec ? mst_time_format_rfc3339(cv->comp->since_usec, when, sizeof(when))
+                                 : "its first report",
+            output ? ": " : "", len, output ? output : "", cut ? "…" : "");
+  }
+  int r = 0;
+  if (cv->n_blocked > 0) {
+    /* What it blocks on its own node first, then elsewhere. */
+    size_t *order = malloc(cv->n_blocked * sizeof(size_t)), k = 0;
+    if (!order)
+      r = -ENOMEM;
+    for (int pass = 0; order && pass < 2; pass++)
+      for (size_t j = 0; j < cv->n_blocked; j++)
+        if ((x->cause->v[cv->blocked[j]].node == n) == (pass == 0))
+          order[k++] = cv->blocked[j];
+    fputs("; blocked: ", f);
+    if (order)
+      r = write_vertices(f, x->cause, order, cv->n_blocked, NULL);
+    free(order);
+  }
+  if (fclose(f) != 0 || r < 0)
+    return -ENOMEM;
+  *ret = TAKE_PTR(text);
+  return 0;
+}
+
+static int refs_from_vertices(const struct aggr_cause *c, const size_t *vs, size_t n,
+                              struct aggr_reason *item) {
+  if (n == 0)
+    return 0;
+  item->refs = calloc(n, sizeof(item->refs[0]));
+  if (!item->refs)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++, item->n_refs++) {
+    const struct aggr_cause_vertex *y = &c->v[vs[i]];
+    bool failed = false;
+    item->refs[i].node = strdup_null(y->node->id, &failed);
+    item->refs[i].component = strdup_null(y->comp ? y->comp->name : NULL, &failed);
+    if (failed) {
+      item->n_refs++;
+      return -ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Appends root cause v to roots, unless roots already names it. */
+static int root_push(const struct explain *x, size_t v, struct aggr_reasons *roots) {
+  const struct aggr_cause_vertex *cv = &x->cause->v[v];
+  const struct aggr_node *n = cv->node;
+  const char *component = cv->comp ? cv->comp->name : NULL;
+  if (reasons_find(roots, n->id, component))
+    return 0;
+
+  const char *state;
+  if (!cv->comp)
+    state = n->reported ? "unreachable" : "missing";
+  else if (cv->late && !component_failing(cv->comp->state))
+    state = "late";
+  else
+    state = state_name(cv->comp->state);
+  bool failed = false;
+  struct aggr_reason item = {
+      .node = strdup_null(n->id, &failed),
+      .component = strdup_null(component, &failed),
+      .state = strdup_null(state, &failed),
+      .message = cv->comp ? strdup_null(cv->comp->output, &failed) : NULL,
+  };
+  int r = failed ? -ENOMEM : 0;
+  if (r == 0 && !cv->comp)
+    r = node_problem_message(x->m, n, &item.message);
+  if (r == 0)
+    r = root_summary(x, v, &item.summary);
+  if (r == 0)
+    r = refs_from_vertices(x->cause, cv->blocked, cv->n_blocked, &item);
+  if (r < 0) {
+    reason_done(&item);
+    return r;
+  }
+  return reasons_take(roots, &item);
+}
+
+/* " (blocked by svc, mesos-master on m1..m3 via zookeeper)": the roots v is
+ * blocked by and the other problems in between, seen from node here. */
+static int blocked_text(const struct explain *x, size_t v, const struct aggr_node *here,
+                        char **ret) {
+  const struct aggr_cause_vertex *cv = &x->cause->v[v];
+  char *text = NULL;
+  size_t size = 0;
+  *ret = NULL;
+  if (cv->root || cv->n_roots == 0)
+    return 0;
+  FILE *f = open_memstream(&text, &size);
+  if (!f)
+    return -ENOMEM;
+  fputs(" (blocked by ", f);
+  int r = write_vertices(f, x->cause, cv->roots, cv->n_roots, here);
+  if (r >= 0 && cv->n_via > 0) {
+    fputs(" via ", f);
+    r = write_vertices(f, x->cause, cv->via, cv->n_via, here);
+  }
+  fputc(')', f);
+  if (fclose(f) != 0 || r < 0) {
+    free(text);
+    return -ENOMEM;
+  }
+  *ret = text;
+  return 0;
+}
+
+/* One line per component that is not healthy; v is its vertex, or
+ * SIZE_MAX. */
+static int component_reason(const struct explain *x, size_t node_index,
+                            const struct aggr_component *c, size_t v, struct aggr_reasons *reasons,
+                            struct aggr_reasons *roots) {
+  const struct aggr_node *n = x->m->nodes[node_index];
+  const struct aggr_cause_vertex *cv = v != SIZE_MAX ? &x->cause->v[v] : NULL;
+  if (!cv && !counts_for_health(n, c))
+    return 0; /* a milestone, and its stage is not late */
+
+  _cleanup_free_ char *blocked = NULL;
+  int r = cv ? blocked_text(x, v, n, &blocked) : 0;
+  if (r < 0)
+    return r;
+  const char *output = c->output && c->output[0] ? c->output : NULL;
+  bool cut = false;
+  int len = output ? output_quote_len(output, REASON_OUTPUT_MAX, &cut) : 0;
+  const char *late_stage = cv && cv->late ? n->startup->profile->stages[cv->late_stage].name : NULL;
+  r = reasons_pushf(reasons, n->id, c->name, state_name(c->state), "%s: %s %s%s%.*s%s%s%s%s", n->id,
+                    c->name, state_phrase(c->state), output ? ": " : "", len, output ? output : "",
+                    cut ? "…" : "", late_stage ? " (late for stage " : "",
+                    late_stage ? late_stage : "", late_stage ? ")" : "");
+  if (r < 0)
+    return r;
+  if (blocked) {
+    /* Appended after the fact, to keep the format string readable. */
+    struct aggr_reason *last = &reasons->v[reasons->n - 1];
+    char *joined;
+    if (asprintf(&joined, "%s%s", last->message, blocked) < 0)
+      return -ENOMEM;
+    free(last->message);
+    last->message = joined;
+    if (refs_from_vertices(x->cause, cv->roots, cv->n_roots, last) < 0)
+      return -ENOMEM;
+  }
+  /* The root causes are the problems that nothing failing upstream
+   * explains; each carries the component's own output. Without a graph (it
+   * did not fit in memory) every failing component stands alone. */
+  if (cv && cv->root)
+    return root_push(x, v, roots);
+  if (!cv && component_failing(c->state))
+    return reasons_push(roots, n->id, c->name, state_name(c->state), c->output);
+  return 0;
+}
+
+/* Derives one node's reasons and root causes; its verdict is already set. */
+static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *reasons,
+                        struct aggr_reasons *roots) {
+  const struct aggr_model *m = x->m;
+  const struct aggr_node *n = m->nodes[i];
+  const char *vname = verdict_name(n->verdict);
+  size_t v = aggr_cause_find(x->cause, i, NULL);
+  int r;
+
+  if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE) {
+    /* Missing or silent: the component states are stale (or absent), so the
+     * node itself is the reason and the root cause. */
+    _cleanup_free_ char *message = NULL;
+    if (!n->reported && !n->expected_master)
+      return reasons_pushf(reasons, n->id, NULL, vname, "%s: has never reported", n->id);
+    if ((r = node_problem_message(m, n, &message)) < 0 ||
+        (r = reasons_push(reasons, n->id, NULL, vname, message)) < 0)
+      return r;
+    r = v != SIZE_MAX ? root_push(x, v, roots) : reasons_push(roots, n->id, NULL, vname, message);
+    if (r >= 0 && n->reported && n->profile_drift)
       r = node_reason_drift(m, n, vname, reasons);
     return r;
   }
 
-  if (!n->have_snapshot && verdict != MST_VERDICT_HEALTHY) {
+  if (!n->have_snapshot && n->verdict != MST_VERDICT_HEALTHY) {
     r = reasons_pushf(reasons, n->id, NULL, vname, "%s: waiting for the agent's first snapshot",
                       n->id);
     if (r < 0)
       return r;
   }
 
-  _cleanup_(stage_graph_done) struct stage_graph g = {0};
-  if (facts.n_unhealthy + facts.n_unknown > 0 && stage_graph_build(m, n, &g) < 0)
-    return -ENOMEM;
-
-  for (size_t i = 0; i < n->n_components; i++) {
-    const struct aggr_component *c = &n->components[i];
-    if (c->state == MST_STATE_HEALTHY)
-      continue;
-    const char *sname = state_name(c->state);
-    bool failing = component_failing(c->state);
-    _cleanup_free_ char *blockers = NULL;
-    if (failing && (r = stage_graph_blockers(&g, n, c->name, &blockers)) < 0)
-      return r;
-
-    const char *output = c->output && c->output[0] ? c->output : NULL;
-    bool cut = false;
-    int len = output ? output_quote_len(output, &cut) : 0;
-    r = reasons_pushf(reasons, n->id, c->name, sname, "%s: %s %s%s%.*s%s%s%s%s", n->id, c->name,
-                      state_phrase(c->state), output ? ": " : "", len, output ? output : "",
-                      cut ? "…" : "", blockers ? " (blocked by " : "", blockers ? blockers : "",
-                      blockers ? ")" : "");
-    if (r < 0)
-      return r;
-    /* The root causes are the failing components that nothing failing
-     * upstream explains; each carries the component's own output. */
-    if (failing && !blockers && (r = reasons_push(roots, n->id, c->name, sname, c->output)) < 0)
+  /* The node's vertices follow the order of its components: walk both. */
+  size_t next = x->cause->first ? x->cause->first[i] : 0;
+  size_t end = x->cause->first ? next + x->cause->count[i] : 0;
+  for (size_t k = 0; k < n->n_components; k++) {
+    const struct aggr_component *c = &n->components[k];
+    size_t vertex = SIZE_MAX;
+    if (next < end && x->cause->v[next].comp == c)
+      vertex = next++;
+    if (c->state != MST_STATE_HEALTHY &&
+        (r = component_reason(x, i, c, vertex, reasons, roots)) < 0)
       return r;
   }
+
+  const struct aggr_startup *s = n->startup;
+  for (size_t k = 0; s && s->late && k < s->profile->n_stages; k++) {
+    const struct aggr_stage_progress *sp = &s->stages[k];
+    char since[MST_RFC3339_MAX], p95[32];
+    if (sp->state != AGGR_STAGE_LATE)
+      continue;
+    format_duration_human(sp->learned->p95_usec, p95, sizeof(p95));
+    r = reasons_pushf(reasons, n->id, NULL, aggr_stage_state_to_string(sp->state),
+                      "%s: startup is late: stage %s in progress since %s, past the p95 of %s "
+                      "of earlier boots",
+                      n->id, s->profile->stages[k].name,
+                      mst_time_format_rfc3339(sp->started_usec, since, sizeof(since)), p95);
+    if (r < 0)
+      return r;
+  }
+
+  /* The root causes elsewhere that this node's components wait on. */
+  for (size_t k = x->cause->first ? x->cause->first[i] : 0;
+       x->cause->first && k < x->cause->first[i] + x->cause->count[i]; k++)
+    for (size_t j = 0; j < x->cause->v[k].n_roots; j++)
+      if (x->cause->v[x->cause->v[k].roots[j]].node != n &&
+          (r = root_push(x, x->cause->v[k].roots[j], roots)) < 0)
+        return r;
 
   /* Drift is worth showing even on a healthy node, but it does not change
    * the verdict. */
-  if (n->profile_drift) {
-    r = node_reason_drift(m, n, vname, reasons);
-    if (r < 0)
-      return r;
-  }
+  if (n->profile_drift && (r = node_reason_drift(m, n, vname, reasons)) < 0)
+    return r;
   return 0;
 }
 
@@ -693,43 +1020,58 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
       (r = reasons_push(reasons, NULL, NULL, vname, "no master has reported")) < 0)
     return r;
 
+  /* A root cause on one node is also listed by the nodes it blocks: each
+   * is named once. */
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
     if (n->verdict == MST_VERDICT_HEALTHY)
       continue;
-    if ((r = reasons_copy_all(reasons, &n->reasons)) < 0 ||
-        (r = reasons_copy_all(roots, &n->root_causes)) < 0)
+    if ((r = reasons_copy_all(reasons, &n->reasons, false)) < 0 ||
+        (r = reasons_copy_all(roots, &n->root_causes, true)) < 0)
       return r;
   }
   return 0;
 }
 
 bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec) {
+  if (aggr_stage_evaluate(m, now_usec) < 0)
+    log_error("Out of memory while following startup progress, ignoring");
+
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
-    struct aggr_reasons reasons = {0}, roots = {0};
-    enum mst_verdict verdict = n->verdict;
-
-    if (node_evaluate(m, n, now_usec, &verdict, &reasons, &roots) < 0)
-      /* Keep the verdict; the reasons are what fits in memory. */
-      log_error("Out of memory while listing the reasons for node %s, ignoring", n->id);
-
+    enum mst_verdict verdict = node_verdict(m, n, now_usec);
     if (verdict != n->verdict || n->verdict_since_usec == 0) {
       n->verdict = verdict;
       n->verdict_since_usec = now_usec;
       n->dirty = true;
     }
+  }
+
+  struct aggr_cause cause;
+  if (aggr_cause_analyze(m, now_usec, &cause) < 0)
+    /* Every failing component then stands alone as its own root cause. */
+    log_error("Out of memory while looking for root causes, ignoring");
+  struct explain x = {.m = m, .cause = &cause, .now = now_usec};
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    struct aggr_node *n = m->nodes[i];
+    struct aggr_reasons reasons = {0}, roots = {0};
+    if (node_explain(&x, i, &reasons, &roots) < 0)
+      /* Keep the verdict; the reasons are what fits in memory. */
+      log_error("Out of memory while listing the reasons for node %s, ignoring", n->id);
     if (!reasons_equal(&reasons, &n->reasons) || !reasons_equal(&roots, &n->root_causes))
       n->dirty = true;
     reasons_replace(&n->reasons, &reasons);
     reasons_replace(&n->root_causes, &roots);
   }
+  aggr_cause_done(&cause);
 
   struct aggr_reasons reasons = {0}, roots = {0};
   enum mst_verdict verdict = _MST_VERDICT_MAX; /* stays so when the facts did not fit */
   int r = cluster_evaluate(m, &verdict, &reasons, &roots);
   if (verdict == _MST_VERDICT_MAX) {
     log_error("Out of memory while evaluating the cluster verdict, ignoring");
+    aggr_reasons_clear(&reasons);
+    aggr_reasons_clear(&roots);
     return false;
   }
   if (r < 0)
@@ -748,13 +1090,16 @@ bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec) {
 
 uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
   uint64_t next = UINT64_MAX;
-  if (m->stale_timeout_usec == 0)
-    return next;
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
     /* Unreachable as of the last evaluation: nothing more to wait for until
      * a frame arrives, and the loop evaluates after every frame. */
     if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE)
+      continue;
+    /* A stage in progress turning late. */
+    if (n->startup)
+      next = MST_MIN(next, n->startup->next_usec);
+    if (m->stale_timeout_usec == 0)
       continue;
     /* +1 ms: silence is "longer than" the timeout, so the timer must fire
      * strictly after last_seen + stale_timeout. */
@@ -764,4 +1109,10 @@ uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
     next = MST_MIN(next, at);
   }
   return next;
+}
+
+struct aggr_stage_completion *aggr_model_take_completions(struct aggr_model *m, size_t *ret_n) {
+  *ret_n = m->n_completions;
+  m->n_completions = 0;
+  return TAKE_PTR(m->completions);
 }

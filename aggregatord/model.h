@@ -11,6 +11,7 @@
 #include "mst/profile.h"
 #include "mst/state.h"
 #include "mst/verdict.h"
+#include "stage.h"
 
 struct aggr_conn;
 
@@ -23,13 +24,27 @@ struct aggr_component {
   unsigned health, rise, fall;
 };
 
+/* A (node, component) named by a reason: what a root cause blocks, or what
+ * a blocked component is blocked by. component is NULL for a node itself. */
+struct aggr_reason_ref {
+  char *node;
+  char *component;
+};
+
 /* One reason for a verdict that is not healthy, such as
- * "m1: component mesos-master is unhealthy: exit code 2". */
+ * "m1: component mesos-master is unhealthy: exit code 2". As a root cause,
+ * message holds the component's output (or the node's reason), summary the
+ * sentence an operator reads ("mesos-master on m2 has been unhealthy since
+ * ...; blocked: marathon on m2, mesos-agent on a1..a5") and refs what it
+ * blocks. As a reason, refs are the root causes it is blocked by. */
 struct aggr_reason {
   char *node;      /* NULL for cluster-wide reasons */
   char *component; /* NULL when the reason is the node itself */
   char *state;     /* component state or node verdict, as a string */
   char *message;
+  char *summary; /* root causes only, else NULL */
+  struct aggr_reason_ref *refs;
+  size_t n_refs;
 };
 
 struct aggr_reasons {
@@ -56,6 +71,7 @@ struct aggr_node {
   size_t n_components;
 
   /* Derived by aggr_model_evaluate(). */
+  struct aggr_startup *startup; /* this boot's progress (stage.h); NULL without a profile */
   enum mst_verdict verdict;
   uint64_t verdict_since_usec;
   struct aggr_reasons reasons;     /* why the verdict is not healthy */
@@ -71,6 +87,14 @@ struct aggr_model {
 
   const struct mst_profile_set *profiles; /* borrowed */
   uint64_t stale_timeout_usec;
+
+  /* The stage engine's state (stage.h): each profile's graph, the durations
+   * learned per role and stage, and the completions not yet taken by
+   * aggr_model_take_completions(). */
+  struct aggr_stage_graphs stage_graphs;
+  struct aggr_stage_history stage_history;
+  struct aggr_stage_completion *completions;
+  size_t n_completions;
 
   /* Derived by aggr_model_evaluate(). */
   enum mst_verdict verdict;
@@ -131,13 +155,24 @@ struct aggr_component *aggr_node_get_component(struct aggr_node *n, const char *
 /* Removes every component whose keep[] entry is false (snapshot reconcile). */
 void aggr_node_retain_components(struct aggr_node *n, const bool *keep);
 
-/* Recomputes every node verdict and the cluster verdict with their reasons
- * and root causes, at realtime now. Marks nodes whose verdict changed dirty.
- * Returns true when the cluster verdict changed (the caller records it). */
+/* Recomputes every node's startup progress (stage.h), every node verdict
+ * and the cluster verdict with their reasons and root causes (cause.h), at
+ * realtime now. Marks nodes whose rendering changed dirty. Queues the stage
+ * completions reached (aggr_model_take_completions). Returns true when the
+ * cluster verdict changed (the caller records it). */
 bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec);
 
-/* The earliest realtime at which some connected-or-not node turns
- * unreachable, or UINT64_MAX when none will. The loop arms a timer there. */
+/* The earliest realtime at which a verdict can change by the clock alone:
+ * some node turns unreachable, or a stage in progress turns late. UINT64_MAX
+ * when nothing will. The loop arms a timer there. */
 uint64_t aggr_model_next_stale_usec(const struct aggr_model *m);
+
+/* Whether the node has been silent longer than the stale timeout at now. */
+bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
+
+/* Hands over the stage completions queued by evaluations since the last
+ * call (the caller stores them; free with aggr_stage_completions_free()).
+ * Returns NULL with *ret_n 0 when there are none. Loop thread. */
+struct aggr_stage_completion *aggr_model_take_completions(struct aggr_model *m, size_t *ret_n);
 
 void aggr_reasons_clear(struct aggr_reasons *r);

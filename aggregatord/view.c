@@ -30,10 +30,11 @@
  *   thread is descheduled.
  *
  *   Live fields. A node's startup "elapsed" grows with the clock while the
- *   node is starting. Rather than re-render (and bump the index) every
- *   second, its body carries a placeholder at a recorded offset that
- *   aggr_body_live_copy() fills in per request; the index still marks only
- *   real changes. */
+ *   node is starting, and its "eta_seconds" shrinks. Rather than re-render
+ *   (and bump the index) every second, its body carries placeholders at
+ *   recorded offsets that aggr_body_live_copy() fills in per request from
+ *   the boot time and the estimate's deadline and floor (stage.h); the index
+ *   still marks only real changes. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -48,7 +49,7 @@
 
 /* The maximum ',"index":18446744073709551615}' takes 30 bytes. */
 #define INDEX_SUFFIX_MAX 32
-/* What a live "elapsed" holds in the stored body. */
+/* What a live "elapsed" or "eta_seconds" holds in the stored body. */
 #define LIVE_PLACEHOLDER "0"
 /* Nesting the writer tracks; the bodies use 5 levels. */
 #define JSON_MAX_DEPTH 16
@@ -299,6 +300,21 @@ static const char *verdict_name(enum mst_verdict v) {
 
 /* --- rendering ------------------------------------------------------------ */
 
+/* [{"node":...,"component":...},...]: what a reason names. */
+static void refs_write(struct json_writer *w, const struct aggr_reason *x) {
+  jw_open(w, '[');
+  for (size_t i = 0; i < x->n_refs; i++) {
+    jw_element(w);
+    jw_open(w, '{');
+    jw_key(w, "node");
+    jw_string(w, x->refs[i].node);
+    jw_key(w, "component");
+    jw_string(w, x->refs[i].component);
+    jw_close(w, '}');
+  }
+  jw_close(w, ']');
+}
+
 static void reasons_write(struct json_writer *w, const struct aggr_reasons *r) {
   jw_open(w, '[');
   for (size_t i = 0; i < r->n; i++) {
@@ -313,6 +329,8 @@ static void reasons_write(struct json_writer *w, const struct aggr_reasons *r) {
     jw_string(w, x->state);
     jw_key(w, "message");
     jw_string(w, x->message);
+    jw_key(w, "blocked_by");
+    refs_write(w, x);
     jw_close(w, '}');
   }
   jw_close(w, ']');
@@ -341,76 +359,40 @@ static void root_causes_write(struct json_writer *w, const struct aggr_model *m,
     jw_string(w, x->message);
     jw_key(w, "since");
     jw_time(w, since);
+    jw_key(w, "message");
+    jw_string(w, x->summary);
+    jw_key(w, "blocked");
+    refs_write(w, x);
     jw_close(w, '}');
   }
   jw_close(w, ']');
 }
 
-/* Startup progress from the role's profile and the live component states
- * (the stage engine with recorded completions is a later issue). A stage is
- * done when all its components and milestones are healthy. */
-struct startup {
-  const struct mst_profile *profile; /* NULL: role unknown */
-  bool known;                        /* profile and reported */
-  bool *done;                        /* per stage; NULL when !known */
-  size_t n_done;
-  size_t waiting;        /* the first stage not done, or n_stages */
-  uint64_t done_at_usec; /* when all are done: the latest healthy-since */
-};
-
-static bool names_healthy(const struct aggr_node *n, char *const *names, uint64_t *done_at) {
-  for (size_t i = 0; names && names[i]; i++) {
-    const struct aggr_component *c = aggr_node_find_component(n, names[i]);
-    if (!c || c->state != MST_STATE_HEALTHY)
-      return false;
-    *done_at = MST_MAX(*done_at, c->since_usec);
-  }
-  return true;
+/* Startup progress, as the stage engine (stage.h) left it in the model. */
+static const struct aggr_startup *startup_of(const struct aggr_node *n) {
+  return n->reported && n->startup ? n->startup : NULL;
 }
 
-static void startup_done(struct startup *s) {
-  free(s->done);
+static bool startup_all_done(const struct aggr_startup *s) {
+  return s && s->n_reached == s->profile->n_stages;
 }
 
-static int startup_compute(const struct aggr_model *m, const struct aggr_node *n,
-                           struct startup *s) {
-  *s = (struct startup){0};
-  s->profile = n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
-  s->known = s->profile && n->reported;
-  if (!s->known)
-    return 0;
-  size_t total = s->profile->n_stages;
-  if (total > 0 && !(s->done = calloc(total, sizeof(bool))))
-    return -ENOMEM;
-  s->waiting = total;
-  for (size_t i = 0; i < total; i++) {
-    const struct mst_stage *st = &s->profile->stages[i];
-    s->done[i] = names_healthy(n, st->components, &s->done_at_usec) &&
-                 names_healthy(n, st->milestones, &s->done_at_usec);
-    if (s->done[i])
-      s->n_done++;
-    else if (s->waiting == total)
-      s->waiting = i;
-  }
-  return 0;
-}
-
-static bool startup_all_done(const struct startup *s) {
-  return s->known && s->waiting == s->profile->n_stages;
-}
-
-/* percent, stage, state: what the node list shows. */
-static void startup_write_summary(struct json_writer *w, const struct startup *s) {
-  size_t total = s->known ? s->profile->n_stages : 0;
+/* percent, stage, state: what the node list shows. stage is the stage
+ * waited on (the last one once all are done), state its state. */
+static void startup_write_summary(struct json_writer *w, const struct aggr_startup *s) {
+  size_t total = s ? s->profile->n_stages : 0;
   jw_key(w, "percent");
-  jw_uint(w, !s->known ? 0 : total ? 100 * s->n_done / total : 100);
+  jw_uint(w, !s ? 0 : total ? 100 * s->n_reached / total : 100);
   jw_key(w, "stage");
-  if (!s->known || total == 0)
+  if (!s || total == 0)
     jw_null(w);
   else
     jw_string(w, s->profile->stages[MST_MIN(s->waiting, total - 1)].name);
   jw_key(w, "state");
-  jw_string(w, !s->known ? "unknown" : startup_all_done(s) ? "done" : "in_progress");
+  jw_string(w, !s                    ? "unknown"
+               : startup_all_done(s) ? "done"
+               : s->waiting < total  ? aggr_stage_state_to_string(s->stages[s->waiting].state)
+                                     : "pending");
 }
 
 static void names_write(struct json_writer *w, char *const *names) {
@@ -422,13 +404,67 @@ static void names_write(struct json_writer *w, char *const *names) {
   jw_close(w, ']');
 }
 
-/* Writes the detail's startup object; sets *live_at to the offset of a live
- * elapsed, or leaves it. */
+/* Seconds with milliseconds, as a JSON number: 12.345. */
+static void jw_seconds(struct json_writer *w, uint64_t usec) {
+  char buf[32];
+  int k = snprintf(buf, sizeof(buf), "%" PRIu64 ".%03u", (uint64_t)(usec / USEC_PER_SEC),
+                   (unsigned)(usec % USEC_PER_SEC / USEC_PER_MSEC));
+  jw_raw(w, buf, (size_t)k);
+}
+
+/* The offsets of the live fields of a detail body (SIZE_MAX: none). */
+struct live_fields {
+  size_t elapsed_at;
+  size_t eta_at;
+};
+
+static void stage_write(struct json_writer *w, const struct aggr_startup *s, size_t i) {
+  const struct mst_stage *st = &s->profile->stages[i];
+  const struct aggr_stage_progress *sp = &s->stages[i];
+  jw_open(w, '{');
+  jw_key(w, "name");
+  jw_string(w, st->name);
+  jw_key(w, "state");
+  jw_string(w, aggr_stage_state_to_string(sp->state));
+  jw_key(w, "components");
+  names_write(w, st->components);
+  jw_key(w, "milestones");
+  names_write(w, st->milestones);
+  jw_key(w, "after");
+  names_write(w, st->after);
+  jw_key(w, "requires");
+  names_write(w, st->requires);
+  jw_key(w, "started");
+  jw_time(w, sp->started_usec);
+  jw_key(w, "reached");
+  jw_time(w, sp->reached_usec);
+  jw_key(w, "duration");
+  if (sp->reached_usec > 0 && sp->reached_usec >= sp->started_usec)
+    jw_seconds(w, sp->reached_usec - sp->started_usec);
+  else
+    jw_null(w);
+  /* What earlier boots teach, for the stages still to come. */
+  bool learned = sp->reached_usec == 0 && aggr_stage_samples_known(sp->learned);
+  jw_key(w, "typical_seconds");
+  if (learned)
+    jw_seconds(w, sp->learned->p50_usec);
+  else
+    jw_null(w);
+  jw_key(w, "late_after_seconds");
+  if (learned)
+    jw_seconds(w, sp->learned->p95_usec + s->graph->stages[i].tolerance_usec);
+  else
+    jw_null(w);
+  jw_close(w, '}');
+}
+
+/* Writes the detail's startup object; records the offsets of its live
+ * fields in *live. */
 static void startup_write_detail(struct json_writer *w, const struct aggr_node *n,
-                                 const struct startup *s, size_t *live_at) {
+                                 const struct aggr_startup *s, struct live_fields *live) {
   jw_open(w, '{');
   jw_key(w, "boot_id");
-  jw_string(w, n->boot_id);
+  jw_string(w, n->boot_id ? n->boot_id : n->startup ? n->startup->boot_id : NULL);
   jw_key(w, "boot_time");
   jw_time(w, n->reported ? n->boot_time_usec : 0);
   startup_write_summary(w, s);
@@ -437,39 +473,38 @@ static void startup_write_detail(struct json_writer *w, const struct aggr_node *
   if (!n->reported || n->boot_time_usec == 0)
     jw_null(w);
   else if (startup_all_done(s))
-    jw_uint(w, (s->done_at_usec > n->boot_time_usec ? s->done_at_usec - n->boot_time_usec : 0) /
+    jw_uint(w, (s->done_usec > n->boot_time_usec ? s->done_usec - n->boot_time_usec : 0) /
                    USEC_PER_SEC);
   else {
-    *live_at = w->len; /* filled in per request */
+    live->elapsed_at = w->len; /* filled in per request */
     jw_raw(w, LIVE_PLACEHOLDER, strlen(LIVE_PLACEHOLDER));
   }
   jw_key(w, "eta_seconds");
-  jw_null(w);
+  if (!s || !s->eta_known)
+    jw_null(w);
+  else if (startup_all_done(s))
+    jw_uint(w, 0);
+  else if (s->eta_deadline_usec == 0)
+    jw_uint(w, (s->eta_floor_usec + USEC_PER_SEC - 1) / USEC_PER_SEC);
+  else {
+    live->eta_at = w->len; /* counts down per request */
+    jw_raw(w, LIVE_PLACEHOLDER, strlen(LIVE_PLACEHOLDER));
+  }
   jw_key(w, "waiting_on");
-  if (s->known && !startup_all_done(s))
+  if (s && !startup_all_done(s) && s->waiting < s->profile->n_stages)
     jw_string(w, s->profile->stages[s->waiting].name);
   else
     jw_null(w);
+  jw_key(w, "late");
+  jw_bool(w, s && s->late);
 
   jw_key(w, "stages");
   jw_open(w, '[');
-  for (size_t i = 0; s->profile && i < s->profile->n_stages; i++) {
-    const struct mst_stage *st = &s->profile->stages[i];
-    const char *state = !s->known         ? "pending"
-                        : s->done[i]      ? "done"
-                        : i == s->waiting ? "in_progress"
-                                          : "pending";
+  /* A node that never reported shows the stages to come, all pending. */
+  const struct aggr_startup *shown = s ? s : n->startup;
+  for (size_t i = 0; shown && i < shown->profile->n_stages; i++) {
     jw_element(w);
-    jw_open(w, '{');
-    jw_key(w, "name");
-    jw_string(w, st->name);
-    jw_key(w, "state");
-    jw_string(w, state);
-    jw_key(w, "components");
-    names_write(w, st->components);
-    jw_key(w, "milestones");
-    names_write(w, st->milestones);
-    jw_close(w, '}');
+    stage_write(w, shown, i);
   }
   jw_close(w, ']');
   jw_close(w, '}');
@@ -498,7 +533,7 @@ static void node_write_common(struct json_writer *w, const struct aggr_node *n) 
 }
 
 static void node_write_summary(struct json_writer *w, const struct aggr_node *n,
-                               const struct startup *s) {
+                               const struct aggr_startup *s) {
   jw_open(w, '{');
   node_write_common(w, n);
   jw_key(w, "startup");
@@ -536,7 +571,8 @@ static void component_write(struct json_writer *w, const struct aggr_component *
 }
 
 static void node_write_detail(struct json_writer *w, const struct aggr_model *m,
-                              const struct aggr_node *n, const struct startup *s, size_t *live_at) {
+                              const struct aggr_node *n, const struct aggr_startup *s,
+                              struct live_fields *live) {
   jw_open(w, '{');
   node_write_common(w, n);
   jw_key(w, "components");
@@ -547,7 +583,7 @@ static void node_write_detail(struct json_writer *w, const struct aggr_model *m,
   }
   jw_close(w, ']');
   jw_key(w, "startup");
-  startup_write_detail(w, n, s, live_at);
+  startup_write_detail(w, n, s, live);
   jw_key(w, "reasons");
   reasons_write(w, &n->reasons);
   jw_key(w, "root_causes");
@@ -652,11 +688,13 @@ struct rendered {
   bool indexed;
   size_t live_at;
   uint64_t live_from_usec;
+  size_t eta_at;
+  uint64_t eta_deadline_usec, eta_floor_usec;
 };
 
 /* Takes the writer's buffer as a render. */
 static int rendered_take(struct json_writer *w, bool indexed, struct rendered *ret) {
-  *ret = (struct rendered){.indexed = indexed, .live_at = SIZE_MAX};
+  *ret = (struct rendered){.indexed = indexed, .live_at = SIZE_MAX, .eta_at = SIZE_MAX};
   if (w->oom || w->depth != 0) {
     bool oom = w->oom;
     jw_done(w);
@@ -678,7 +716,9 @@ static int body_settle(struct rendered *r, struct aggr_body *prev, uint64_t inde
   size_t content_len = r->indexed ? r->len - 1 : r->len;
 
   if (prev && prev->content_len == content_len && memcmp(prev->data, data, content_len) == 0 &&
-      prev->live_at == r->live_at && prev->live_from_usec == r->live_from_usec) {
+      prev->live_at == r->live_at && prev->live_from_usec == r->live_from_usec &&
+      prev->eta_at == r->eta_at && prev->eta_deadline_usec == r->eta_deadline_usec &&
+      prev->eta_floor_usec == r->eta_floor_usec) {
     *ret = body_ref(prev);
     return 0;
   }
@@ -710,27 +750,55 @@ static int body_settle(struct rendered *r, struct aggr_body *prev, uint64_t inde
   b->content_len = content_len;
   b->live_at = r->live_at;
   b->live_from_usec = r->live_from_usec;
+  b->eta_at = r->eta_at;
+  b->eta_deadline_usec = r->eta_deadline_usec;
+  b->eta_floor_usec = r->eta_floor_usec;
   *ret = b;
   *changed = true;
   return 0;
 }
 
 int aggr_body_live_copy(const struct aggr_body *b, uint64_t now_usec, char **ret, size_t *ret_len) {
-  if (b->live_at == SIZE_MAX)
+  if (b->live_at == SIZE_MAX && b->eta_at == SIZE_MAX)
     return 0;
-  char number[24];
-  uint64_t elapsed =
-      now_usec > b->live_from_usec ? (now_usec - b->live_from_usec) / USEC_PER_SEC : 0;
-  int k = snprintf(number, sizeof(number), "%" PRIu64, elapsed);
-  size_t tail = b->live_at + strlen(LIVE_PLACEHOLDER);
-  size_t len = b->live_at + (size_t)k + (b->len - tail);
-  char *out = malloc(len + 1);
+  /* The placeholders in the order they appear: elapsed, then eta. */
+  struct {
+    size_t at;
+    char text[24];
+  } fields[2];
+  size_t n = 0, len = b->len;
+  if (b->live_at != SIZE_MAX) {
+    uint64_t elapsed =
+        now_usec > b->live_from_usec ? (now_usec - b->live_from_usec) / USEC_PER_SEC : 0;
+    fields[n].at = b->live_at;
+    snprintf(fields[n++].text, sizeof(fields[0].text), "%" PRIu64, elapsed);
+  }
+  if (b->eta_at != SIZE_MAX) {
+    uint64_t left = b->eta_floor_usec;
+    if (b->eta_deadline_usec > now_usec)
+      left = MST_MAX(left, b->eta_deadline_usec - now_usec);
+    fields[n].at = b->eta_at;
+    snprintf(fields[n++].text, sizeof(fields[0].text), "%" PRIu64,
+             (uint64_t)((left + USEC_PER_SEC - 1) / USEC_PER_SEC));
+  }
+  if (n == 2 && fields[1].at < fields[0].at) {
+    __typeof__(fields[0]) t = fields[0];
+    fields[0] = fields[1];
+    fields[1] = t;
+  }
+  for (size_t i = 0; i < n; i++)
+    len += strlen(fields[i].text) - strlen(LIVE_PLACEHOLDER);
+  char *out = malloc(len + 1), *p = out;
   if (!out)
     return -ENOMEM;
-  memcpy(out, b->data, b->live_at);
-  memcpy(out + b->live_at, number, (size_t)k);
-  memcpy(out + b->live_at + k, b->data + tail, b->len - tail);
-  out[len] = 0;
+  size_t from = 0;
+  for (size_t i = 0; i < n; i++) {
+    p = mempcpy(p, b->data + from, fields[i].at - from);
+    p = mempcpy(p, fields[i].text, strlen(fields[i].text));
+    from = fields[i].at + strlen(LIVE_PLACEHOLDER);
+  }
+  p = mempcpy(p, b->data + from, b->len - from);
+  *p = 0;
   *ret = out;
   *ret_len = len;
   return 1;
@@ -753,8 +821,11 @@ static int render_node_list(const struct aggr_view *v, struct rendered *ret) {
   }
   p = mempcpy(p, tail, strlen(tail));
   *p = 0;
-  *ret = (struct rendered){
-      .data = data, .len = (size_t)(p - data), .indexed = true, .live_at = SIZE_MAX};
+  *ret = (struct rendered){.data = data,
+                           .len = (size_t)(p - data),
+                           .indexed = true,
+                           .live_at = SIZE_MAX,
+                           .eta_at = SIZE_MAX};
   return 0;
 }
 
@@ -900,30 +971,28 @@ static int node_render(const struct aggr_model *m, const struct aggr_node *n,
                        const struct aggr_view_node *prev, uint64_t index,
                        struct aggr_view_node *ret, bool *changed) {
   struct json_writer w = {0};
-  struct startup s;
+  const struct aggr_startup *s = startup_of(n);
+  struct live_fields live = {.elapsed_at = SIZE_MAX, .eta_at = SIZE_MAX};
   struct rendered r;
-  size_t live_at = SIZE_MAX;
-  int k = startup_compute(m, n, &s);
-  if (k < 0)
-    return k;
+  int k;
 
-  node_write_detail(&w, m, n, &s, &live_at);
+  node_write_detail(&w, m, n, s, &live);
   if ((k = rendered_take(&w, true, &r)) < 0)
-    goto out;
-  r.live_at = live_at;
-  r.live_from_usec = live_at != SIZE_MAX ? n->boot_time_usec : 0;
+    return k;
+  r.live_at = live.elapsed_at;
+  r.live_from_usec = live.elapsed_at != SIZE_MAX ? n->boot_time_usec : 0;
+  r.eta_at = live.eta_at;
+  r.eta_deadline_usec = live.eta_at != SIZE_MAX ? s->eta_deadline_usec : 0;
+  r.eta_floor_usec = live.eta_at != SIZE_MAX ? s->eta_floor_usec : 0;
   if ((k = body_settle(&r, prev ? prev->detail : NULL, index, n->id, &ret->detail, changed)) < 0)
-    goto out;
+    return k;
   ret->id = ret->detail->id;
   ret->last_seen_usec = n->last_seen_usec;
 
-  node_write_summary(&w, n, &s);
+  node_write_summary(&w, n, s);
   if ((k = rendered_take(&w, false, &r)) < 0)
-    goto out;
-  k = body_settle(&r, prev ? prev->summary : NULL, index, NULL, &ret->summary, changed);
-out:
-  startup_done(&s);
-  return k;
+    return k;
+  return body_settle(&r, prev ? prev->summary : NULL, index, NULL, &ret->summary, changed);
 }
 
 int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {

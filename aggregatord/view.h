@@ -38,7 +38,9 @@ struct aggr_body {
   size_t content_len;      /* prefix compared between publishes (without ,"index":N}) */
   size_t live_at;          /* offset of the live "elapsed" placeholder, or SIZE_MAX */
   uint64_t live_from_usec; /* realtime the live elapsed counts from */
-  char *id;                /* node bodies: the node's id; NULL otherwise */
+  size_t eta_at;           /* offset of the live "eta_seconds" placeholder, or SIZE_MAX */
+  uint64_t eta_deadline_usec, eta_floor_usec; /* eta = max(floor, deadline - now) */
+  char *id;                                   /* node bodies: the node's id; NULL otherwise */
 };
 
 struct aggr_view_node {
@@ -119,11 +121,11 @@ void aggr_view_release(struct aggr_view *v);
 /* Any thread holding v. The node's entry, or NULL. */
 const struct aggr_view_node *aggr_view_find_node(const struct aggr_view *v, const char *id);
 
-/* Any thread holding the body's view. A body may carry a field that depends
- * on the time of the request (a node's startup "elapsed" while it is still
- * starting). Returns 0 when b->data can be served as is; 1 with a malloc'd
- * copy filled in for now_usec in *ret (owned by the caller) and its length
- * in *ret_len; -ENOMEM. */
+/* Any thread holding the body's view. A body may carry fields that depend
+ * on the time of the request (a node's startup "elapsed" and "eta_seconds"
+ * while it is still starting). Returns 0 when b->data can be served as is; 1
+ * with a malloc'd copy filled in for now_usec in *ret (owned by the caller)
+ * and its length in *ret_len; -ENOMEM. */
 int aggr_body_live_copy(const struct aggr_body *b, uint64_t now_usec, char **ret, size_t *ret_len);
 
 /* Any thread, for the loop's cluster verdict rows: r as a compact JSON array

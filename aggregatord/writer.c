@@ -45,7 +45,7 @@ struct aggr_writer {
   struct aggr_commit *done;       /* finished commits, guarded by lock */
   size_t n_done, cap_done;
 
-  sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict;
+  sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict, *ins_stage;
 };
 
 struct aggr_write *aggr_write_new(enum aggr_write_kind kind) {
@@ -65,6 +65,7 @@ void aggr_write_free(struct aggr_write *j) {
   free(j->boot_id);
   free(j->role);
   free(j->hostname);
+  free(j->stage);
   free(j);
 }
 
@@ -112,9 +113,17 @@ static int writer_prepare(struct aggr_writer *w) {
               &w->up_boot);
   if (r < 0)
     return r;
+  r = prepare(w->db,
+              "INSERT INTO cluster_verdicts (verdict, at_ms, reasons, epoch) VALUES (?,?,?,?)",
+              &w->ins_verdict);
+  if (r < 0)
+    return r;
+  /* A boot's stage is reached once; a second report (another leader's
+   * term, a restart) keeps the first. */
   return prepare(w->db,
-                 "INSERT INTO cluster_verdicts (verdict, at_ms, reasons, epoch) VALUES (?,?,?,?)",
-                 &w->ins_verdict);
+                 "INSERT INTO stage_completions (node_id, boot_id, stage, role, reached_ms,"
+                 " duration_ms, epoch) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                 &w->ins_stage);
 }
 
 static void bind_text(sqlite3_stmt *s, int i, const char *v) {
@@ -175,6 +184,16 @@ static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
     sqlite3_bind_int64(s, 2, j->at_ms);
     bind_text(s, 3, j->output);
     sqlite3_bind_int64(s, 4, (sqlite3_int64)j->epoch);
+    return step_reset(w->db, s);
+  case AGGR_WRITE_STAGE:
+    s = w->ins_stage;
+    bind_text(s, 1, j->node_id);
+    bind_text(s, 2, j->boot_id);
+    bind_text(s, 3, j->stage);
+    bind_text(s, 4, j->role);
+    sqlite3_bind_int64(s, 5, j->at_ms);
+    sqlite3_bind_int64(s, 6, j->duration_ms);
+    sqlite3_bind_int64(s, 7, (sqlite3_int64)j->epoch);
     return step_reset(w->db, s);
   }
   return -EINVAL;
@@ -517,6 +536,7 @@ fail:
   sqlite3_finalize(w->up_node);
   sqlite3_finalize(w->up_boot);
   sqlite3_finalize(w->ins_verdict);
+  sqlite3_finalize(w->ins_stage);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   close(w->efd);
@@ -538,6 +558,7 @@ void aggr_writer_free(struct aggr_writer *w) {
   sqlite3_finalize(w->up_node);
   sqlite3_finalize(w->up_boot);
   sqlite3_finalize(w->ins_verdict);
+  sqlite3_finalize(w->ins_stage);
   sqlite3_close_v2(w->db);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);

@@ -19,6 +19,7 @@ enum aggr_write_kind {
   AGGR_WRITE_BOOT,
   AGGR_WRITE_CLUSTER_VERDICT,
   AGGR_WRITE_REPLICA, /* a change copied from the leader's history (spool NULL) */
+  AGGR_WRITE_STAGE,   /* a stage completion (stage.h); the first per (node, boot, stage) wins */
 };
 
 /* One row to write. Strings are owned by the job. */
@@ -38,6 +39,9 @@ struct aggr_write {
   /* BOOT */
   int64_t boot_time_ms;
   /* CLUSTER_VERDICT: verdict in to_state, reasons JSON in output */
+  /* STAGE: node_id, boot_id, role, stage; reached in at_ms */
+  char *stage;
+  int64_t duration_ms;
 };
 
 /* A commit result for one spool. */

@@ -1,9 +1,10 @@
 # Turns schema/NNNN_name.sql files into a C array of migrations, in order.
-# Invoked at build time with -DOUT=<file.c> -DFILES=<list of .sql files>.
+# Invoked at build time with -DOUT=<file.c> -DFILES=<.sql files, '|'-separated>.
 set(body "/* Generated from the schema/ migrations by cmake/embed_schema.cmake. Do not edit. */\n")
 string(APPEND body "#include <stddef.h>\n#include \"mst/store.h\"\n\n")
 string(APPEND body "const struct mst_migration aggr_schema_migrations[] = {\n")
 set(count 0)
+string(REPLACE "|" ";" FILES "${FILES}")
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME)
   file(READ ${f} sql)

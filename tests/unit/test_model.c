@@ -1,8 +1,9 @@
 /* Unit tests for aggregatord/model.c and aggregatord/view.c: node and cluster
  * verdicts derived from component states (including silence and missing
  * expected masters), the reasons and root causes users read, and the views:
- * the JSON bodies, index semantics (unchanged bytes keep their index), and
- * acquire/release/reap, also under concurrent readers. */
+ * the JSON bodies, index semantics (unchanged bytes keep their index), the
+ * election's fields a follower answers from, and acquire/release/reap, also
+ * under concurrent readers. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -44,9 +45,7 @@ static struct aggr_model model;
 
 static void model_setup(char *const *masters) {
   cr_assert_eq(aggr_model_init(&model, &profiles, masters, STALE), 0);
-  model.have_leader = true;
-  model.leader_id = strdup("aggr1");
-  model.epoch = 7;
+  cr_assert_eq(aggr_model_set_leader(&model, true, "aggr1", "127.0.0.1:7611", 7), 1);
 }
 
 static void setup_none(void) {
@@ -433,6 +432,76 @@ Test(model, dirty_only_on_change) {
   cr_assert_eq(m1->verdict_since_usec, T0 + 2);
 }
 
+Test(model, starts_with_no_leader) {
+  struct aggr_model m;
+  cr_assert_eq(aggr_model_init(&m, &profiles, NULL, STALE), 0);
+  cr_assert_not(m.is_leader, "nothing leads before the election says so");
+  cr_assert_not(m.have_leader);
+  cr_assert_null(m.leader_id);
+  cr_assert_null(m.leader_http);
+  aggr_model_done(&m);
+}
+
+Test(model, set_leader) {
+  /* model_setup made this aggregator the leader. */
+  cr_assert(model.is_leader);
+  cr_assert(model.have_leader);
+  cr_assert_str_eq(model.leader_id, "aggr1");
+  cr_assert_str_eq(model.leader_http, "127.0.0.1:7611");
+  cr_assert_eq(model.epoch, 7);
+  cr_assert_eq(aggr_model_set_leader(&model, true, "aggr1", "127.0.0.1:7611", 7), 0,
+               "the same again changes nothing");
+
+  /* Another aggregator leads. The strings are copied. */
+  char id[] = "aggr2", http[] = "[fe80::1%eth0]:7611";
+  cr_assert_eq(aggr_model_set_leader(&model, false, id, http, 8), 1);
+  id[0] = http[0] = 'X';
+  cr_assert_not(model.is_leader);
+  cr_assert(model.have_leader);
+  cr_assert_str_eq(model.leader_id, "aggr2");
+  cr_assert_str_eq(model.leader_http, "[fe80::1%eth0]:7611");
+  cr_assert_eq(model.epoch, 8);
+
+  /* The model's own strings may be passed back in. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, model.leader_id, model.leader_http, 9), 1);
+  cr_assert_str_eq(model.leader_id, "aggr2");
+  cr_assert_str_eq(model.leader_http, "[fe80::1%eth0]:7611");
+
+  /* Each field alone is a change. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr2", "h:1", 9), 1);
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr3", "h:1", 9), 1);
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr3", "h:1", 10), 1);
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr3", "h:1", 10), 0);
+
+  /* What cannot go in a Location header is recorded as unknown. */
+  static const char *const bad[] = {"",       "h:1/x", "h:1\r\nX-Evil: 1", "h :1",  "h\"1",
+                                    "*:7611", ":7611", "user@h:1",         "h:1?q", "h\xc3\xbc:1"};
+  for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+    cr_assert_geq(aggr_model_set_leader(&model, false, "aggr3", bad[i], 10), 0);
+    cr_assert_null(model.leader_http, "\"%s\" was taken", bad[i]);
+    cr_assert(model.have_leader, "the leader's id is still known");
+    cr_assert_eq(aggr_model_set_leader(&model, false, "aggr3", "h:1", 10), 1);
+  }
+
+  /* No leader known: a candidate, or ZooKeeper unreachable. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, NULL, NULL, 0), 1);
+  cr_assert_not(model.is_leader);
+  cr_assert_not(model.have_leader);
+  cr_assert_null(model.leader_id);
+  cr_assert_null(model.leader_http);
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(model.verdict, MST_VERDICT_UNKNOWN);
+  const struct aggr_reason *why = find_reason(&model.reasons, NULL, NULL);
+  cr_assert_not_null(why);
+  cr_assert_str_eq(why->message, "no leader elected");
+
+  /* A leader with nothing to advertise (standalone, no HTTP address). */
+  cr_assert_eq(aggr_model_set_leader(&model, true, "aggr1", NULL, 11), 1);
+  cr_assert(model.is_leader);
+  cr_assert(model.have_leader);
+  cr_assert_null(model.leader_http);
+}
+
 /* --- views ---------------------------------------------------------------- */
 
 static struct aggr_views *views;
@@ -764,9 +833,9 @@ Test(view, reasons_to_json) {
       .node = "m1", .component = NULL, .state = "missing", .message = "m1: \"x\""};
   struct aggr_reasons one = {.v = &r, .n = 1};
   s = aggr_reasons_to_json(&one);
-  cr_assert_str_eq(
-      s,
-      "[{\"node\":\"m1\",\"component\":null,\"state\":\"missing\",\"message\":\"m1: \\\"x\\\"\"}]");
+  cr_assert_str_eq(s,
+                   "[{\"node\":\"m1\",\"component\":null,\"state\":\"missing\",\"message\":\"m1: "
+                   "\\\"x\\\"\",\"blocked_by\":[]}]");
   free(s);
 }
 
@@ -788,6 +857,142 @@ Test(view, retired_views_live_until_released) {
   cr_assert_eq(aggr_views_n_retired(views), 0);
   aggr_view_release(v2);
   free(copy);
+}
+
+/* Parses a body with no index (readyz, a follower's 307). */
+static json_t *parse_plain(const char *data, size_t len) {
+  json_error_t err;
+  cr_assert_eq(strlen(data), len);
+  json_t *j = json_loadb(data, len, 0, &err);
+  cr_assert_not_null(j, "not JSON: %s: %s", err.text, data);
+  return j;
+}
+
+static void assert_readyz(const struct aggr_view *v, bool ready, const char *role,
+                          const char *leader_id, const char *leader_http, uint64_t epoch) {
+  json_t *j = parse_plain(v->readyz, v->readyz_len);
+  cr_assert_eq(json_is_true(json_object_get(j, "ready")), ready);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "role")), role);
+  json_t *leader = json_object_get(j, "leader");
+  if (!leader_id) {
+    cr_assert(json_is_null(leader), "leader: %s", v->readyz);
+  } else {
+    cr_assert_str_eq(json_string_value(json_object_get(leader, "id")), leader_id);
+    if (leader_http)
+      cr_assert_str_eq(json_string_value(json_object_get(leader, "http")), leader_http);
+    else
+      cr_assert(json_is_null(json_object_get(leader, "http")));
+    cr_assert_eq((uint64_t)json_integer_value(json_object_get(leader, "epoch")), epoch);
+    cr_assert_eq(json_object_size(leader), 3);
+  }
+  cr_assert_eq(json_object_size(j), 3);
+  json_decref(j);
+}
+
+Test(view, leader_carries_election) {
+  healthy_cluster();
+  struct aggr_view *v = publish(true, 1);
+  cr_assert(v->is_leader);
+  cr_assert(v->have_leader);
+  cr_assert_str_eq(v->leader_id, "aggr1");
+  cr_assert_str_eq(v->leader_http, "127.0.0.1:7611");
+  cr_assert_eq(v->epoch, 7);
+  cr_assert_null(v->not_leader, "a leader redirects nowhere");
+  assert_readyz(v, true, "leader", "aggr1", "127.0.0.1:7611", 7);
+  aggr_view_release(v);
+
+  v = publish(false, 1);
+  assert_readyz(v, false, "leader", "aggr1", "127.0.0.1:7611", 7);
+  aggr_view_release(v);
+}
+
+Test(view, follower_carries_election) {
+  healthy_cluster();
+  struct aggr_view *v1 = publish(true, 1);
+
+  /* Stepping down to a known leader: a new view. The health body shows the
+   * leader's id and epoch, so its index moves; node bodies do not show the
+   * leader and are shared. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr2", "10.0.0.2:7611", 8), 1);
+  struct aggr_view *v2 = publish(true, 1);
+  cr_assert_not(v2->is_leader);
+  cr_assert(v2->have_leader);
+  cr_assert_str_eq(v2->leader_id, "aggr2");
+  cr_assert_str_eq(v2->leader_http, "10.0.0.2:7611");
+  cr_assert_eq(v2->epoch, 8);
+  cr_assert_eq(v2->index, v1->index + 1);
+  cr_assert_eq(v2->health->index, v2->index);
+  cr_assert_eq(view_node(v2, "m1")->detail, view_node(v1, "m1")->detail);
+  cr_assert_eq(v2->nodes, v1->nodes);
+  assert_readyz(v2, true, "follower", "aggr2", "10.0.0.2:7611", 8);
+  json_t *j = parse_plain(v2->not_leader, v2->not_leader_len);
+  json_t *e = json_object_get(j, "error");
+  cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "not_leader");
+  cr_assert_str_eq(json_string_value(json_object_get(e, "message")),
+                   "this aggregator is a follower; the leader is at http://10.0.0.2:7611");
+  json_decref(j);
+  /* The leader's own view is untouched. */
+  cr_assert(v1->is_leader);
+  cr_assert_str_eq(v1->leader_id, "aggr1");
+
+  /* Only the leader's HTTP address moves: a new view, no index moved. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr2", "10.0.0.3:7611", 8), 1);
+  struct aggr_view *v3 = publish(true, 1);
+  cr_assert_neq(v3, v2);
+  cr_assert_eq(v3->index, v2->index);
+  cr_assert_eq(v3->health, v2->health);
+  cr_assert_str_eq(v3->leader_http, "10.0.0.3:7611");
+  cr_assert_not_null(strstr(v3->not_leader, "http://10.0.0.3:7611"));
+  cr_assert_str_eq(v2->leader_http, "10.0.0.2:7611", "a held view does not change");
+
+  /* Nothing changed: no new view. */
+  struct aggr_view *v4 = publish(true, 0);
+  cr_assert_eq(v4, v3);
+
+  /* A known leader without an HTTP address: nowhere to redirect to. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, "aggr2", NULL, 8), 1);
+  struct aggr_view *v5 = publish(true, 1);
+  cr_assert(v5->have_leader);
+  cr_assert_null(v5->leader_http);
+  cr_assert_null(v5->not_leader);
+  assert_readyz(v5, true, "follower", "aggr2", NULL, 8);
+
+  /* No leader known: the health body says so, readyz has leader null. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, NULL, NULL, 0), 1);
+  struct aggr_view *v6 = publish(true, 1);
+  cr_assert_not(v6->is_leader);
+  cr_assert_not(v6->have_leader);
+  cr_assert_null(v6->leader_id);
+  cr_assert_null(v6->leader_http);
+  cr_assert_null(v6->not_leader);
+  assert_readyz(v6, true, "follower", NULL, NULL, 0);
+  j = parse_body(v6->health);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "verdict")), "unknown");
+  cr_assert(json_is_null(json_object_get(json_object_get(j, "leader"), "id")));
+  json_decref(j);
+
+  /* Leading again. */
+  cr_assert_eq(aggr_model_set_leader(&model, true, "aggr1", "127.0.0.1:7611", 9), 1);
+  struct aggr_view *v7 = publish(true, 1);
+  cr_assert(v7->is_leader);
+  cr_assert_null(v7->not_leader);
+  assert_readyz(v7, true, "leader", "aggr1", "127.0.0.1:7611", 9);
+
+  struct aggr_view *held[] = {v1, v2, v3, v4, v5, v6, v7};
+  for (size_t i = 0; i < ELEMENTSOF(held); i++)
+    aggr_view_release(held[i]);
+}
+
+Test(view, election_text_is_escaped) {
+  /* Ids come from znodes: whatever they hold, the bodies stay JSON. */
+  cr_assert_eq(aggr_model_set_leader(&model, false, "a\"b\\c\n\xff", "h:1", 3), 1);
+  struct aggr_view *v = publish(true, 1);
+  json_t *j = parse_plain(v->readyz, v->readyz_len);
+  cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "leader"), "id")),
+                   "a\"b\\c\n\xef\xbf\xbd");
+  json_decref(j);
+  json_decref(parse_plain(v->not_leader, v->not_leader_len));
+  aggr_view_release(v);
 }
 
 struct reader {
