@@ -37,8 +37,11 @@ def cluster(env):
         clients.append((cl, mk))
     aggr.dcos = lambda path: requests.get(f"http://127.0.0.1:{aggr.http_port}{BASE}{path}",
                                           timeout=5)
-    wait_until(lambda: aggr.dcos("/nodes").status_code == 200 and
-               len(aggr.dcos("/nodes").json()["nodes"]) == 3, desc="DC/OS node list")
+    # The DC/OS view is a snapshot taken a few times a second: wait for both
+    # nodes' components to be in it.
+    wait_until(lambda: aggr.dcos("/units").status_code == 200 and
+               {"dcos-mesos-slave.service", "dcos-mesos-master.service"} <=
+               {u["id"] for u in aggr.dcos("/units").json()["units"]}, desc="DC/OS unit list")
     yield aggr, clients
     for cl, _ in clients:
         cl.close()
