@@ -39,9 +39,14 @@ def cluster(env):
                                           timeout=5)
     # The DC/OS view is a snapshot taken a few times a second: wait for both
     # nodes' components to be in it.
-    wait_until(lambda: aggr.dcos("/units").status_code == 200 and
-               {"dcos-mesos-slave.service", "dcos-mesos-master.service"} <=
-               {u["id"] for u in aggr.dcos("/units").json()["units"]}, desc="DC/OS unit list")
+    def settled():
+        if aggr.dcos("/units").status_code != 200:
+            return False
+        units = {u["id"] for u in aggr.dcos("/units").json()["units"]}
+        health = {n["host_ip"]: n["health"] for n in aggr.dcos("/nodes").json()["nodes"]}
+        return ({"dcos-mesos-slave.service", "dcos-mesos-master.service"} <= units and
+                health.get("10.0.0.1") == 0 and health.get("10.0.0.2") == 0)
+    wait_until(settled, desc="both nodes healthy in the DC/OS view")
     yield aggr, clients
     for cl, _ in clients:
         cl.close()
