@@ -32,8 +32,8 @@
 
 #include "dcos.h"
 #include "history.h"
-#include "metrics.h"
 #include "http.h"
+#include "metrics.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
@@ -67,9 +67,11 @@ static const char body_healthz_none[] = "{\"status\":\"ok\",\"role\":\"none\"}";
 static const char body_not_started[] = "{\"ready\":false,\"role\":\"none\",\"leader\":null}";
 
 static const char error_bad_after[] =
-    "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"after must be a row id\"}}";
+    "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"after must be a row "
+    "id\"}}";
 static const char error_bad_limit[] =
-    "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"limit must be 1 to 10000\"}}";
+    "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"limit must be 1 to "
+    "10000\"}}";
 
 #define NODES_PREFIX "/v1/nodes/"
 
@@ -377,7 +379,8 @@ static bool is_mark(const void *p) {
   return p == &mark_fresh || p == &mark_seen || p == &mark_lost_fresh || p == &mark_lost_seen;
 }
 
-/* --- query parameters ------------------------------------------------------ */
+/* --- query parameters ------------------------------------------------------
+ */
 
 #define QUERY_VALUE_MAX   256
 #define WAIT_DEFAULT_USEC (60 * USEC_PER_SEC)
@@ -467,7 +470,8 @@ static enum MHD_Result queue_bad_parameter(struct MHD_Connection *c, const char 
                MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE), &none);
 }
 
-/* --- blocking reads ---------------------------------------------------------- */
+/* --- blocking reads ----------------------------------------------------------
+ */
 
 /* The index of the resource a route names, in view v. */
 static uint64_t resource_index(const struct aggr_view *v, int route, const char *node) {
@@ -481,8 +485,8 @@ static uint64_t resource_index(const struct aggr_view *v, int route, const char 
   return v->nodes->index; /* the list, or a node not (yet) in it */
 }
 
-/* Resumes w's connection and forgets w. Called with h->lock held. */
-static void waiter_wake(struct aggr_http *h, struct waiter *w) {
+/* Takes w off the parked list. Called with h->lock held. */
+static void waiter_unlink(struct aggr_http *h, struct waiter *w) {
   if (w->prev)
     w->prev->next = w->next;
   else
@@ -491,6 +495,11 @@ static void waiter_wake(struct aggr_http *h, struct waiter *w) {
     w->next->prev = w->prev;
   h->n_parked--;
   atomic_fetch_sub(&aggr_counters.parked_reads, 1);
+}
+
+/* Resumes w's connection and forgets w. Called with h->lock held. */
+static void waiter_wake(struct aggr_http *h, struct waiter *w) {
+  waiter_unlink(h, w);
   w->rq->parked = NULL;
   w->rq->woken = true;
   MHD_resume_connection(w->c);
@@ -636,7 +645,9 @@ static enum MHD_Result serve_history(struct MHD_Connection *c, bool cluster, uin
       continue;
     if (mst_time_parse_rfc3339(v, &u) < 0 || u == 0) {
       snprintf(msg, sizeof(msg),
-               "parameter '%s' must be an RFC 3339 time such as 2026-11-25T01:02:03Z", times[i]);
+               "parameter '%s' must be an RFC 3339 time such as "
+               "2026-11-25T01:02:03Z",
+               times[i]);
       return queue_bad_parameter(c, msg);
     }
     if (i == 0)
@@ -814,14 +825,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
       /* Ended while parked (the server is stopping): forget the waiter. */
       pthread_mutex_lock(&h->lock);
       struct waiter *w = rq->parked;
-      if (w->prev)
-        w->prev->next = w->next;
-      else
-        h->parked = w->next;
-      if (w->next)
-        w->next->prev = w->prev;
-      h->n_parked--;
-      atomic_fetch_sub(&aggr_counters.parked_reads, 1);
+      waiter_unlink(h, w);
       pthread_mutex_unlock(&h->lock);
       free(w);
     }
