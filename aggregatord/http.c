@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "dashboard.h"
 #include "dcos.h"
 #include "history.h"
 #include "http.h"
@@ -755,6 +756,37 @@ static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned status, cha
   return ret;
 }
 
+/* The dashboard's embedded files (dashboard.c), answered locally, on
+ * followers too. The page may change with the binary, so it is revalidated;
+ * its script and styles may be kept a few minutes. */
+static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *url, bool method_ok) {
+  struct headers none = {0}, allow = {.allow = true};
+  const char *type;
+  const unsigned char *data;
+  size_t len;
+
+  if (aggr_dashboard_find(url, &type, &data, &len) < 0)
+    return queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &none);
+  if (!method_ok)
+    return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+  if (!r)
+    return MHD_NO;
+  aggr_metrics_http(current_route, MHD_HTTP_OK);
+  enum MHD_Result ret =
+      MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type) == MHD_YES &&
+              MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL,
+                                      strcmp(url, "/") == 0 ? "no-cache" : "max-age=300") ==
+                  MHD_YES &&
+              MHD_add_response_header(r, "X-Content-Type-Options", "nosniff") == MHD_YES &&
+              MHD_add_response_header(r, "Content-Security-Policy", "default-src 'self'") == MHD_YES
+          ? MHD_queue_response(c, MHD_HTTP_OK, r)
+          : MHD_NO;
+  MHD_destroy_response(r);
+  return ret;
+}
+
 /* DC/OS diagnostics' routes (dcos.c), on the leader; followers redirect
  * like for /v1/. */
 static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c, const char *path,
@@ -790,6 +822,8 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
     current_route = AGGR_ROUTE_DCOS;
     return serve_dcos(h, c, url + strlen(AGGR_DCOS_PREFIX), target, method_ok);
   }
+  if (route == ROUTE_NONE && (strcmp(url, "/") == 0 || strncmp(url, "/ui/", 4) == 0))
+    return serve_dashboard(c, url, method_ok);
   switch (route) {
   case ROUTE_METRICS: {
     /* Answered locally, on followers too. */
