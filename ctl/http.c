@@ -1,0 +1,215 @@
+/* The libcurl side of musterctl (see http.h): an easy handle reused for
+ * every request (redirects followed up to 5 hops, http and https only,
+ * proxies as the environment says), a write callback with a hard cap, a
+ * header callback that picks out X-Muster-Index, and curl's error codes
+ * turned into -errno at this boundary, with the text kept for the user. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "http.h"
+#include "mst/macro.h"
+
+struct ctl_http {
+  CURL *curl;
+  char *base;
+  volatile sig_atomic_t *interrupted;
+};
+
+struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *interrupted) {
+  struct ctl_http *h = calloc(1, sizeof(*h));
+  if (!h)
+    return NULL;
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    goto fail;
+  h->curl = curl_easy_init();
+  h->base = strdup(base_url);
+  if (!h->curl || !h->base)
+    goto fail;
+  size_t n = strlen(h->base);
+  while (n > 0 && h->base[n - 1] == '/')
+    h->base[--n] = '\0';
+  h->interrupted = interrupted;
+  return h;
+fail:
+  ctl_http_free(h);
+  return NULL;
+}
+
+void ctl_http_free(struct ctl_http *h) {
+  if (!h)
+    return;
+  if (h->curl) {
+    curl_easy_cleanup(h->curl);
+    curl_global_cleanup();
+  }
+  free(h->base);
+  free(h);
+}
+
+char *ctl_http_escape(struct ctl_http *h, const char *s) {
+  char *e = curl_easy_escape(h->curl, s, 0);
+  if (!e)
+    return NULL;
+  /* curl's string must go back through curl_free(); hand out a malloc'd copy */
+  char *copy = strdup(e);
+  curl_free(e);
+  return copy;
+}
+
+void ctl_response_done(struct ctl_response *r) {
+  free(r->body);
+  r->body = NULL;
+  r->size = 0;
+}
+
+struct transfer {
+  struct ctl_response *resp;
+  size_t cap;
+  bool too_big;
+  volatile sig_atomic_t *interrupted;
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
+  struct transfer *t = userdata;
+  size_t n = size * nmemb;
+  struct ctl_response *r = t->resp;
+
+  if (n > CTL_HTTP_MAX_BODY - r->size) {
+    t->too_big = true;
+    return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+  }
+  if (r->size + n + 1 > t->cap) {
+    size_t cap = MST_MAX(t->cap * 2, r->size + n + 1);
+    cap = MST_MAX(cap, (size_t)4096);
+    char *b = realloc(r->body, cap);
+    if (!b)
+      return 0;
+    r->body = b;
+    t->cap = cap;
+  }
+  memcpy(r->body + r->size, data, n);
+  r->size += n;
+  r->body[r->size] = '\0';
+  return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
+  struct transfer *t = userdata;
+  size_t n = size * nitems;
+  static const char name[] = "x-muster-index:";
+
+  /* Each response of a redirect chain starts with a status line: forget the
+   * index a follower's 307 may have carried. */
+  if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+    t->resp->has_index = false;
+  if (n > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
+    char buf[32];
+    size_t len = MST_MIN(n - (sizeof(name) - 1), sizeof(buf) - 1);
+    memcpy(buf, data + sizeof(name) - 1, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (errno == 0 && end != buf) {
+      t->resp->index = v;
+      t->resp->has_index = true;
+    }
+  }
+  return n;
+}
+
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+  struct transfer *t = userdata;
+  return t->interrupted && *t->interrupted ? 1 : 0;
+}
+
+int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret) {
+  struct transfer t = {.resp = ret, .interrupted = h->interrupted};
+  _cleanup_free_ char *url = NULL;
+  CURLcode rc;
+
+  memset(ret, 0, sizeof(*ret));
+  if (asprintf(&url, "%s%s", h->base, path) < 0) {
+    url = NULL;
+    snprintf(ret->error, sizeof(ret->error), "out of memory");
+    return -ENOMEM;
+  }
+
+  curl_easy_reset(h->curl);
+  curl_easy_setopt(h->curl, CURLOPT_URL, url);
+  curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h->curl, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h->curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT, 5L);
+  curl_easy_setopt(h->curl, CURLOPT_TIMEOUT, timeout_sec);
+  curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "musterctl/" MUSTER_VERSION);
+  curl_easy_setopt(h->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)CTL_HTTP_MAX_BODY);
+  curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(h->curl, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(h->curl, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(h->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(h->curl, CURLOPT_XFERINFODATA, &t);
+  curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L);
+
+  rc = curl_easy_perform(h->curl);
+  if (rc == CURLE_OK) {
+    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &ret->status);
+    if (!ret->body) {
+      ret->body = strdup("");
+      if (!ret->body)
+        return -ENOMEM;
+    }
+    return 0;
+  }
+
+  ctl_response_done(ret);
+  ret->has_index = false;
+  switch (rc) {
+  case CURLE_COULDNT_CONNECT:
+    snprintf(ret->error, sizeof(ret->error), "cannot reach the muster server at %s: %s", h->base,
+             curl_easy_strerror(rc));
+    return -ECONNREFUSED;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+    snprintf(ret->error, sizeof(ret->error), "cannot reach the muster server at %s: unknown host",
+             h->base);
+    return -EHOSTUNREACH;
+  case CURLE_OPERATION_TIMEDOUT:
+    snprintf(ret->error, sizeof(ret->error), "%s did not answer in time", h->base);
+    return -ETIMEDOUT;
+  case CURLE_ABORTED_BY_CALLBACK:
+    snprintf(ret->error, sizeof(ret->error), "interrupted");
+    return -EINTR;
+  case CURLE_FILESIZE_EXCEEDED:
+  case CURLE_WRITE_ERROR:
+    if (t.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+      snprintf(ret->error, sizeof(ret->error), "answer from %s is larger than %u MiB, refused",
+               h->base, CTL_HTTP_MAX_BODY / (1024u * 1024u));
+      return -EFBIG;
+    }
+    snprintf(ret->error, sizeof(ret->error), "out of memory reading the answer");
+    return -ENOMEM;
+  case CURLE_TOO_MANY_REDIRECTS:
+    snprintf(ret->error, sizeof(ret->error), "%s: more than 5 redirects", h->base);
+    return -ELOOP;
+  case CURLE_URL_MALFORMAT:
+  case CURLE_UNSUPPORTED_PROTOCOL:
+    snprintf(ret->error, sizeof(ret->error), "bad server URL %s: %s", h->base,
+             curl_easy_strerror(rc));
+    return -EINVAL;
+  default:
+    snprintf(ret->error, sizeof(ret->error), "request to %s failed: %s", h->base,
+             curl_easy_strerror(rc));
+    return -EIO;
+  }
+}

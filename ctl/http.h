@@ -1,0 +1,45 @@
+/* musterctl's HTTP client: one libcurl easy handle, GETs against the
+ * aggregator's API (docs/api.md) with redirects from followers followed and
+ * every response body capped. A CLI does one request at a time, so the easy
+ * interface is enough; blocking reads simply take longer. */
+#pragma once
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bodies larger than this are refused (the transfer is aborted). */
+#define CTL_HTTP_MAX_BODY (64u * 1024u * 1024u)
+
+struct ctl_http;
+
+struct ctl_response {
+  long status;    /* HTTP status of the last response (after redirects) */
+  char *body;     /* NUL-terminated; owned by the response */
+  size_t size;    /* bytes in body, without the NUL */
+  uint64_t index; /* X-Muster-Index, when has_index */
+  bool has_index;
+  char error[256]; /* why a request failed, for the user */
+};
+
+/* Creates a client for the server at base_url ("http://host:port", a trailing
+ * '/' is dropped). interrupted, when not NULL, is polled during transfers: a
+ * non-zero value aborts them (SIGINT in `watch`). Returns NULL on OOM. The
+ * caller owns the client. Main thread only. */
+struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *interrupted);
+void ctl_http_free(struct ctl_http *h);
+
+/* GETs base_url + path (path starts with '/', query already escaped), with a
+ * total timeout of timeout_sec. Returns 0 when an HTTP answer arrived
+ * (whatever its status; see ret->status), -ECONNREFUSED or -EHOSTUNREACH when
+ * the server could not be reached, -ETIMEDOUT, -EFBIG when the body passed
+ * the cap, -EINTR when interrupted, -EIO for other failures; ret->error says
+ * why. ret is reset first and must be released with ctl_response_done(). */
+int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret);
+
+/* Escapes one query value or path segment. The caller frees the result with
+ * free(). Returns NULL on OOM. */
+char *ctl_http_escape(struct ctl_http *h, const char *s);
+
+void ctl_response_done(struct ctl_response *r);
