@@ -288,3 +288,56 @@ int aggr_history_cluster_json(const struct aggr_history_query *q, char **ret_bod
                               size_t *ret_len) {
   return history_page_json(q, true, ret_body, ret_len);
 }
+
+int aggr_history_replicate_verdicts_json(uint64_t after, unsigned limit, char **ret_body,
+                                         size_t *ret_len) {
+  _cleanup_stmt_ sqlite3_stmt *st = NULL;
+  json_t *root, *rows;
+  sqlite3 *db;
+  uint64_t last = after;
+  int rc, r;
+
+  r = history_db(&db);
+  if (r < 0)
+    return r;
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT id, verdict, at_ms, reasons, epoch FROM cluster_verdicts"
+                          " WHERE id > ? ORDER BY id LIMIT ?",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK) {
+    log_error("history: cannot query verdicts: %s", sqlite3_errmsg(db));
+    return mst_store_errno(rc);
+  }
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+  sqlite3_bind_int(st, 2, (int)limit);
+  root = json_object();
+  rows = json_array();
+  if (!root || !rows) {
+    json_decref(root);
+    json_decref(rows);
+    return -ENOMEM;
+  }
+  json_object_set_new(root, "rows", rows);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    json_t *row =
+        json_pack("{sI ss sI ss sI}", "id", (json_int_t)sqlite3_column_int64(st, 0), "verdict",
+                  col_text(st, 1), "at_ms", (json_int_t)sqlite3_column_int64(st, 2), "reasons",
+                  col_text(st, 3), "epoch", (json_int_t)sqlite3_column_int64(st, 4));
+    if (!row || json_array_append_new(rows, row) < 0) {
+      json_decref(root);
+      return -ENOMEM;
+    }
+    last = (uint64_t)sqlite3_column_int64(st, 0);
+  }
+  if (rc != SQLITE_DONE) {
+    json_decref(root);
+    return mst_store_errno(rc);
+  }
+  json_object_set_new(root, "last_id", json_integer((json_int_t)last));
+  *ret_body = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
+  if (!*ret_body)
+    return -ENOMEM;
+  *ret_len = strlen(*ret_body);
+  return 0;
+}

@@ -20,6 +20,10 @@ void aggr_history_done(void);
  * a malloc'd body, or -errno. Any thread. */
 int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body, size_t *ret_len);
 
+/* The same for the cluster verdict changes. */
+int aggr_history_replicate_verdicts_json(uint64_t after, unsigned limit, char **ret_body,
+                                         size_t *ret_len);
+
 /* A history query, already validated by the HTTP layer. */
 struct aggr_history_query {
   const char *node;            /* NULL: every node */

@@ -105,7 +105,8 @@ enum route {
   ROUTE_HEALTH,
   ROUTE_NODES,
   ROUTE_NODE,
-  ROUTE_REPLICATE, /* a follower copying the leader's history */
+  ROUTE_REPLICATE,          /* a follower copying the leader's history */
+  ROUTE_REPLICATE_VERDICTS, /* ... and its cluster verdicts */
   ROUTE_HISTORY,
   ROUTE_HISTORY_CLUSTER,
   ROUTE_METRICS,
@@ -120,6 +121,8 @@ static enum route route_of(const char *url) {
     return ROUTE_NODE;
   if (strcmp(url, "/v1/internal/replicate") == 0)
     return ROUTE_REPLICATE;
+  if (strcmp(url, "/v1/internal/replicate/verdicts") == 0)
+    return ROUTE_REPLICATE_VERDICTS;
   if (strcmp(url, "/v1/history") == 0)
     return ROUTE_HISTORY;
   if (strcmp(url, "/v1/history/cluster") == 0)
@@ -193,6 +196,7 @@ static enum aggr_metric_route metric_route(enum route r) {
   case ROUTE_READYZ:
     return AGGR_ROUTE_READYZ;
   case ROUTE_REPLICATE:
+  case ROUTE_REPLICATE_VERDICTS:
     return AGGR_ROUTE_INTERNAL;
   default:
     return AGGR_ROUTE_OTHER;
@@ -317,7 +321,7 @@ static enum MHD_Result serve_follower(struct MHD_Connection *c, struct aggr_view
 /* GET /v1/internal/replicate?after=ID&limit=N: rows of the leader's history
  * for a follower's warm copy (see replica.c), read on this HTTP thread's own
  * read-only connection. */
-static enum MHD_Result serve_replicate(struct MHD_Connection *c) {
+static enum MHD_Result serve_replicate(struct MHD_Connection *c, bool verdicts) {
   struct headers none = {0};
   const char *after_s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
   const char *limit_s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
@@ -337,7 +341,8 @@ static enum MHD_Result serve_replicate(struct MHD_Connection *c) {
     if (errno || *end || !*limit_s || limit < 1 || limit > 10000)
       return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_limit, &none);
   }
-  if (aggr_history_replicate_json(after, (unsigned)limit, &body, &len) < 0)
+  if ((verdicts ? aggr_history_replicate_verdicts_json(after, (unsigned)limit, &body, &len)
+                : aggr_history_replicate_json(after, (unsigned)limit, &body, &len)) < 0)
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
   return queue(c, MHD_HTTP_OK, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
                &none);
@@ -690,8 +695,8 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
     ret = queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &hd);
   } else if (!v || !v->ready)
     ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &hd);
-  else if (route == ROUTE_REPLICATE)
-    ret = serve_replicate(c);
+  else if (route == ROUTE_REPLICATE || route == ROUTE_REPLICATE_VERDICTS)
+    ret = serve_replicate(c, route == ROUTE_REPLICATE_VERDICTS);
   else {
     static const char *const history_params[] = {"node",  "component", "since", "until", "limit",
                                                  "order", "cursor",    "index", "wait",  NULL};

@@ -24,6 +24,7 @@
 
 #include "mst/log.h"
 #include "mst/state.h"
+#include "mst/verdict.h"
 #include "replica.h"
 #include "writer.h"
 
@@ -125,6 +126,65 @@ static int replica_apply(struct aggr_replica *r, const char *data, uint64_t *cur
   return n;
 }
 
+/* Turns one page of cluster verdict changes into REPLICA_VERDICT jobs.
+ * Returns the number of rows and the last id in *cursor, or -EBADMSG. */
+static int replica_apply_verdicts(struct aggr_replica *r, const char *data, uint64_t *cursor) {
+  json_error_t err;
+  json_t *root = json_loads(data, 0, &err), *rows, *row;
+  size_t i;
+  int n = 0;
+
+  if (!root || !json_is_array(rows = json_object_get(root, "rows"))) {
+    json_decref(root);
+    return -EBADMSG;
+  }
+  json_array_foreach(rows, i, row) {
+    int v = mst_verdict_from_string(json_string_value(json_object_get(row, "verdict")));
+    struct aggr_write *j = v >= 0 ? aggr_write_new(AGGR_WRITE_REPLICA_VERDICT) : NULL;
+    if (!j)
+      continue;
+    j->to_state = mst_verdict_to_string((enum mst_verdict)v);
+    j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
+    j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
+    j->output = dup_str(row, "reasons");
+    if (!j->output) {
+      aggr_write_free(j);
+      continue;
+    }
+    aggr_writer_submit(r->writer, j);
+    n++;
+  }
+  json_t *last = json_object_get(root, "last_id");
+  if (json_is_integer(last) && (uint64_t)json_integer_value(last) > *cursor)
+    *cursor = (uint64_t)json_integer_value(last);
+  json_decref(root);
+  return n;
+}
+
+/* GETs url into a malloc'd body. Returns 0, or -EIO with a reason. */
+static int replica_fetch(CURL *curl, const char *url, struct body *b, const char **ret_why) {
+  long status = 0;
+  curl_easy_reset(curl);
+  curl_easy_setopt(curl, CURLOPT_URL, url);
+  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, body_write);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, b);
+  CURLcode cc = curl_easy_perform(curl);
+  if (cc != CURLE_OK) {
+    *ret_why = curl_easy_strerror(cc);
+    return -EIO;
+  }
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status != 200 || !b->data) {
+    *ret_why = "unexpected HTTP status";
+    return -EIO;
+  }
+  return 0;
+}
+
 /* Waits up to msec, or until stopped or told to follow someone else. */
 static void replica_sleep(struct aggr_replica *r, unsigned msec) {
   struct timespec ts;
@@ -141,7 +201,8 @@ static void replica_sleep(struct aggr_replica *r, unsigned msec) {
 static void *replica_main(void *userdata) {
   struct aggr_replica *r = userdata;
   CURL *curl = curl_easy_init();
-  uint64_t cursor = 0, epoch = 0;
+  uint64_t cursor = 0, verdict_cursor = 0, epoch = 0;
+  char leader_addr[256];
   bool failing = false;
 
   if (!curl) {
@@ -167,37 +228,34 @@ static void *replica_main(void *userdata) {
     }
     if (e != epoch) {
       epoch = e;
-      cursor = 0; /* row ids belong to the leader's own database */
+      cursor = verdict_cursor = 0; /* row ids belong to the leader's own database */
       log_info("replica: copying the history of the leader at %s (epoch %llu)", leader,
                (unsigned long long)epoch);
     }
     snprintf(url, sizeof(url), "http://%s/v1/internal/replicate?after=%llu&limit=%u", leader,
              (unsigned long long)cursor, REPLICA_PAGE);
+    snprintf(leader_addr, sizeof(leader_addr), "%s", leader);
     free(leader);
 
     struct body b = {0};
-    long status = 0;
-    curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, body_write);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
-    CURLcode cc = curl_easy_perform(curl);
-    if (cc == CURLE_OK)
-      curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    int n = -EIO;
-    if (cc == CURLE_OK && status == 200 && b.data)
+    const char *why = "malformed page";
+    int n = replica_fetch(curl, url, &b, &why);
+    if (n >= 0)
       n = replica_apply(r, b.data, &cursor);
     free(b.data);
+    if (n >= 0 && n < REPLICA_PAGE) {
+      /* Caught up with the changes: copy the verdict history too. */
+      struct body bv = {0};
+      char vurl[512];
+      snprintf(vurl, sizeof(vurl), "http://%s/v1/internal/replicate/verdicts?after=%llu&limit=%u",
+               leader_addr, (unsigned long long)verdict_cursor, REPLICA_PAGE);
+      if (replica_fetch(curl, vurl, &bv, &why) >= 0)
+        (void)replica_apply_verdicts(r, bv.data, &verdict_cursor);
+      free(bv.data);
+    }
     if (n < 0) {
       if (!failing)
-        log_warning("replica: cannot copy from %s: %s, will retry", url,
-                    cc != CURLE_OK  ? curl_easy_strerror(cc)
-                    : status != 200 ? "unexpected HTTP status"
-                                    : "malformed page");
+        log_warning("replica: cannot copy from %s: %s, will retry", url, why);
       failing = true;
       replica_sleep(r, REPLICA_IDLE_MSEC);
       continue;

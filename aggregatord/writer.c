@@ -114,7 +114,10 @@ static int writer_prepare(struct aggr_writer *w) {
   if (r < 0)
     return r;
   r = prepare(w->db,
-              "INSERT INTO cluster_verdicts (verdict, at_ms, reasons, epoch) VALUES (?,?,?,?)",
+              /* Copies from a leader may come twice: (epoch, at, verdict)
+               * is unique. */
+              "INSERT OR IGNORE INTO cluster_verdicts (verdict, at_ms, reasons, epoch)"
+              " VALUES (?,?,?,?)",
               &w->ins_verdict);
   if (r < 0)
     return r;
@@ -179,6 +182,7 @@ static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
     sqlite3_bind_int64(s, 4, j->seen_ms);
     return step_reset(w->db, s);
   case AGGR_WRITE_CLUSTER_VERDICT:
+  case AGGR_WRITE_REPLICA_VERDICT:
     s = w->ins_verdict;
     bind_text(s, 1, j->to_state);
     sqlite3_bind_int64(s, 2, j->at_ms);
@@ -301,7 +305,7 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, str
   for (struct aggr_write *j = jobs; j; j = j->next) {
     /* Only copies of the leader's own history may be written without
      * leading; everything else needs the lease. */
-    fenced = fenced || j->kind != AGGR_WRITE_REPLICA;
+    fenced = fenced || (j->kind != AGGR_WRITE_REPLICA && j->kind != AGGR_WRITE_REPLICA_VERDICT);
     bool change = j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA;
     if (change) {
       /* The SQL guard sees what earlier transactions hold; this sees what

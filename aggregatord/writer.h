@@ -18,8 +18,9 @@ enum aggr_write_kind {
   AGGR_WRITE_NODE,
   AGGR_WRITE_BOOT,
   AGGR_WRITE_CLUSTER_VERDICT,
-  AGGR_WRITE_REPLICA, /* a change copied from the leader's history (spool NULL) */
-  AGGR_WRITE_STAGE,   /* a stage completion (stage.h); the first per (node, boot, stage) wins */
+  AGGR_WRITE_REPLICA,         /* a change copied from the leader's history (spool NULL) */
+  AGGR_WRITE_REPLICA_VERDICT, /* a cluster verdict change copied from the leader */
+  AGGR_WRITE_STAGE, /* a stage completion (stage.h); the first per (node, boot, stage) wins */
 };
 
 /* One row to write. Strings are owned by the job. */

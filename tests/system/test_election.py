@@ -21,6 +21,8 @@ import statistics
 import time
 import uuid
 
+import requests
+
 import muster_harness as mh
 from muster_harness import StreamClient, T, wait_until
 from zk_harness import (ElectedAggregator, FailoverClient, agent_check_in, safe_acked, safe_held,
@@ -274,6 +276,12 @@ def test_kill9_leader_while_changes_flow(env, zk, cluster_name, metric):
     for c in clients:
         c.wait_acks(30, port=leader.stream_port)
     wait_agents_acked(agents)
+    # The followers' warm copy has reached the leader's verdict history.
+    for a in aggrs:
+        if a is not leader:
+            wait_until(lambda a=a: a.query("SELECT count(*) FROM cluster_verdicts WHERE epoch = ?",
+                                           (old_epoch,))[0][0] > 0, 10,
+                       desc=f"{a.id} copied the leader's verdicts")
 
     acked_by_old = {c.name: c.max_ack for c in clients}
     t0 = time.monotonic()
@@ -338,6 +346,13 @@ def test_kill9_leader_while_changes_flow(env, zk, cluster_name, metric):
     for c in clients:
         w = c.welcomes_since(t0, new.stream_port)[0]
         assert w[4] == new_epoch and w[3] == new.id, w
+    # The dead leader's cluster verdict history survived in the warm copy.
+    old_verdicts = new.query("SELECT verdict, at_ms FROM cluster_verdicts WHERE epoch = ? "
+                             "ORDER BY at_ms", (old_epoch,))
+    assert old_verdicts, "the new leader has none of the dead leader's cluster verdict history"
+    listed = requests.get(f"http://127.0.0.1:{new.http_port}/v1/history/cluster",
+                          params={"limit": 1000}, timeout=5).json()["changes"]
+    assert any(v["epoch"] == old_epoch for v in listed), listed[:5]
 
     # more changes flow on the new leader, then everything is accounted for
     t_new = time.monotonic()
