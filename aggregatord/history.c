@@ -59,9 +59,13 @@ static const char *col_text(sqlite3_stmt *st, int i) {
   return t ? (const char *)t : "";
 }
 
-int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body, size_t *ret_len) {
+/* One page of a table for a follower's warm copy: the rows with id > after,
+ * oldest first, as {"rows":[...],"last_id":N}. row_json turns the current
+ * row into its object (column 0 is always the id). */
+static int replicate_page_json(const char *sql, json_t *(*row_json)(sqlite3_stmt *st),
+                               uint64_t after, unsigned limit, char **ret_body, size_t *ret_len) {
   _cleanup_stmt_ sqlite3_stmt *st = NULL;
-  json_t *root = NULL, *rows;
+  json_t *root, *rows;
   sqlite3 *db;
   uint64_t last = after;
   int rc, r;
@@ -69,13 +73,9 @@ int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body,
   r = history_db(&db);
   if (r < 0)
     return r;
-  rc = sqlite3_prepare_v2(db,
-                          "SELECT id, node_id, spool_id, seq, component, check_kind, from_state,"
-                          " to_state, at_ms, output, boot_id, health, rise, fall, epoch,"
-                          " received_ms FROM changes WHERE id > ? ORDER BY id LIMIT ?",
-                          -1, &st, NULL);
+  rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
   if (rc != SQLITE_OK) {
-    log_error("history: cannot query changes: %s", sqlite3_errmsg(db));
+    log_error("history: cannot query for a follower: %s", sqlite3_errmsg(db));
     return mst_store_errno(rc);
   }
   sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
@@ -89,15 +89,7 @@ int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body,
   }
   json_object_set_new(root, "rows", rows);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    json_t *row = json_pack(
-        "{sI ss ss sI ss ss ss ss sI ss ss si si si sI sI}", "id",
-        (json_int_t)sqlite3_column_int64(st, 0), "node_id", col_text(st, 1), "spool_id",
-        col_text(st, 2), "seq", (json_int_t)sqlite3_column_int64(st, 3), "component",
-        col_text(st, 4), "check", col_text(st, 5), "from", col_text(st, 6), "to", col_text(st, 7),
-        "at_ms", (json_int_t)sqlite3_column_int64(st, 8), "output", col_text(st, 9), "boot_id",
-        col_text(st, 10), "health", sqlite3_column_int(st, 11), "rise", sqlite3_column_int(st, 12),
-        "fall", sqlite3_column_int(st, 13), "epoch", (json_int_t)sqlite3_column_int64(st, 14),
-        "received_ms", (json_int_t)sqlite3_column_int64(st, 15));
+    json_t *row = row_json(st);
     if (!row || json_array_append_new(rows, row) < 0) {
       json_decref(root);
       return -ENOMEM;
@@ -105,7 +97,7 @@ int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body,
     last = (uint64_t)sqlite3_column_int64(st, 0);
   }
   if (rc != SQLITE_DONE) {
-    log_error("history: reading changes failed: %s", sqlite3_errmsg(db));
+    log_error("history: reading for a follower failed: %s", sqlite3_errmsg(db));
     json_decref(root);
     return mst_store_errno(rc);
   }
@@ -116,6 +108,38 @@ int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body,
     return -ENOMEM;
   *ret_len = strlen(*ret_body);
   return 0;
+}
+
+static json_t *change_row_json(sqlite3_stmt *st) {
+  return json_pack("{sI ss ss sI ss ss ss ss sI ss ss si si si sI sI}", "id",
+                   (json_int_t)sqlite3_column_int64(st, 0), "node_id", col_text(st, 1), "spool_id",
+                   col_text(st, 2), "seq", (json_int_t)sqlite3_column_int64(st, 3), "component",
+                   col_text(st, 4), "check", col_text(st, 5), "from", col_text(st, 6), "to",
+                   col_text(st, 7), "at_ms", (json_int_t)sqlite3_column_int64(st, 8), "output",
+                   col_text(st, 9), "boot_id", col_text(st, 10), "health",
+                   sqlite3_column_int(st, 11), "rise", sqlite3_column_int(st, 12), "fall",
+                   sqlite3_column_int(st, 13), "epoch", (json_int_t)sqlite3_column_int64(st, 14),
+                   "received_ms", (json_int_t)sqlite3_column_int64(st, 15));
+}
+
+static json_t *verdict_row_json(sqlite3_stmt *st) {
+  return json_pack("{sI ss sI ss sI}", "id", (json_int_t)sqlite3_column_int64(st, 0), "verdict",
+                   col_text(st, 1), "at_ms", (json_int_t)sqlite3_column_int64(st, 2), "reasons",
+                   col_text(st, 3), "epoch", (json_int_t)sqlite3_column_int64(st, 4));
+}
+
+int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body, size_t *ret_len) {
+  return replicate_page_json("SELECT id, node_id, spool_id, seq, component, check_kind, from_state,"
+                             " to_state, at_ms, output, boot_id, health, rise, fall, epoch,"
+                             " received_ms FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                             change_row_json, after, limit, ret_body, ret_len);
+}
+
+int aggr_history_replicate_verdicts_json(uint64_t after, unsigned limit, char **ret_body,
+                                         size_t *ret_len) {
+  return replicate_page_json("SELECT id, verdict, at_ms, reasons, epoch FROM cluster_verdicts"
+                             " WHERE id > ? ORDER BY id LIMIT ?",
+                             verdict_row_json, after, limit, ret_body, ret_len);
 }
 
 /* --- paged history ----------------------------------------------------------- */
@@ -287,57 +311,4 @@ int aggr_history_changes_json(const struct aggr_history_query *q, char **ret_bod
 int aggr_history_cluster_json(const struct aggr_history_query *q, char **ret_body,
                               size_t *ret_len) {
   return history_page_json(q, true, ret_body, ret_len);
-}
-
-int aggr_history_replicate_verdicts_json(uint64_t after, unsigned limit, char **ret_body,
-                                         size_t *ret_len) {
-  _cleanup_stmt_ sqlite3_stmt *st = NULL;
-  json_t *root, *rows;
-  sqlite3 *db;
-  uint64_t last = after;
-  int rc, r;
-
-  r = history_db(&db);
-  if (r < 0)
-    return r;
-  rc = sqlite3_prepare_v2(db,
-                          "SELECT id, verdict, at_ms, reasons, epoch FROM cluster_verdicts"
-                          " WHERE id > ? ORDER BY id LIMIT ?",
-                          -1, &st, NULL);
-  if (rc != SQLITE_OK) {
-    log_error("history: cannot query verdicts: %s", sqlite3_errmsg(db));
-    return mst_store_errno(rc);
-  }
-  sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
-  sqlite3_bind_int(st, 2, (int)limit);
-  root = json_object();
-  rows = json_array();
-  if (!root || !rows) {
-    json_decref(root);
-    json_decref(rows);
-    return -ENOMEM;
-  }
-  json_object_set_new(root, "rows", rows);
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    json_t *row =
-        json_pack("{sI ss sI ss sI}", "id", (json_int_t)sqlite3_column_int64(st, 0), "verdict",
-                  col_text(st, 1), "at_ms", (json_int_t)sqlite3_column_int64(st, 2), "reasons",
-                  col_text(st, 3), "epoch", (json_int_t)sqlite3_column_int64(st, 4));
-    if (!row || json_array_append_new(rows, row) < 0) {
-      json_decref(root);
-      return -ENOMEM;
-    }
-    last = (uint64_t)sqlite3_column_int64(st, 0);
-  }
-  if (rc != SQLITE_DONE) {
-    json_decref(root);
-    return mst_store_errno(rc);
-  }
-  json_object_set_new(root, "last_id", json_integer((json_int_t)last));
-  *ret_body = json_dumps(root, JSON_COMPACT);
-  json_decref(root);
-  if (!*ret_body)
-    return -ENOMEM;
-  *ret_len = strlen(*ret_body);
-  return 0;
 }

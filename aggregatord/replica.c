@@ -81,54 +81,56 @@ static char *dup_str(json_t *row, const char *key) {
   return strdup(v ? v : "");
 }
 
-/* Turns one page into REPLICA jobs. Returns the number of rows, and the
- * last id in *cursor, or -EBADMSG. */
-static int replica_apply(struct aggr_replica *r, const char *data, uint64_t *cursor) {
-  json_error_t err;
-  json_t *root = json_loads(data, 0, &err), *rows, *row;
-  size_t i;
-  int n = 0;
-
-  if (!root || !json_is_array(rows = json_object_get(root, "rows"))) {
-    json_decref(root);
-    return -EBADMSG;
+/* A change row of the leader's history as a REPLICA job, or NULL when the
+ * row is incomplete (or memory ran out). */
+static struct aggr_write *change_job(json_t *row) {
+  struct aggr_write *j = aggr_write_new(AGGR_WRITE_REPLICA);
+  if (!j)
+    return NULL;
+  j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
+  j->node_id = dup_str(row, "node_id");
+  j->spool_id = dup_str(row, "spool_id");
+  j->seq = (uint64_t)json_integer_value(json_object_get(row, "seq"));
+  j->component = dup_str(row, "component");
+  j->check_kind = check_name(json_string_value(json_object_get(row, "check")));
+  j->from_state = state_name(json_string_value(json_object_get(row, "from")));
+  j->to_state = state_name(json_string_value(json_object_get(row, "to")));
+  j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
+  j->output = dup_str(row, "output");
+  j->boot_id = dup_str(row, "boot_id");
+  j->health = (unsigned)json_integer_value(json_object_get(row, "health"));
+  j->rise = (unsigned)json_integer_value(json_object_get(row, "rise"));
+  j->fall = (unsigned)json_integer_value(json_object_get(row, "fall"));
+  j->received_ms = json_integer_value(json_object_get(row, "received_ms"));
+  if (!j->node_id || !j->spool_id || !j->component || !j->output || !j->boot_id || j->seq == 0) {
+    aggr_write_free(j);
+    return NULL;
   }
-  json_array_foreach(rows, i, row) {
-    struct aggr_write *j = aggr_write_new(AGGR_WRITE_REPLICA);
-    if (!j)
-      break;
-    j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
-    j->node_id = dup_str(row, "node_id");
-    j->spool_id = dup_str(row, "spool_id");
-    j->seq = (uint64_t)json_integer_value(json_object_get(row, "seq"));
-    j->component = dup_str(row, "component");
-    j->check_kind = check_name(json_string_value(json_object_get(row, "check")));
-    j->from_state = state_name(json_string_value(json_object_get(row, "from")));
-    j->to_state = state_name(json_string_value(json_object_get(row, "to")));
-    j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
-    j->output = dup_str(row, "output");
-    j->boot_id = dup_str(row, "boot_id");
-    j->health = (unsigned)json_integer_value(json_object_get(row, "health"));
-    j->rise = (unsigned)json_integer_value(json_object_get(row, "rise"));
-    j->fall = (unsigned)json_integer_value(json_object_get(row, "fall"));
-    j->received_ms = json_integer_value(json_object_get(row, "received_ms"));
-    if (!j->node_id || !j->spool_id || !j->component || !j->output || !j->boot_id || j->seq == 0) {
-      aggr_write_free(j);
-      continue;
-    }
-    aggr_writer_submit(r->writer, j);
-    n++;
-  }
-  json_t *last = json_object_get(root, "last_id");
-  if (json_is_integer(last) && (uint64_t)json_integer_value(last) > *cursor)
-    *cursor = (uint64_t)json_integer_value(last);
-  json_decref(root);
-  return n;
+  return j;
 }
 
-/* Turns one page of cluster verdict changes into REPLICA_VERDICT jobs.
- * Returns the number of rows and the last id in *cursor, or -EBADMSG. */
-static int replica_apply_verdicts(struct aggr_replica *r, const char *data, uint64_t *cursor) {
+/* A cluster verdict row as a REPLICA_VERDICT job, or NULL. */
+static struct aggr_write *verdict_job(json_t *row) {
+  int v = mst_verdict_from_string(json_string_value(json_object_get(row, "verdict")));
+  struct aggr_write *j = v >= 0 ? aggr_write_new(AGGR_WRITE_REPLICA_VERDICT) : NULL;
+  if (!j)
+    return NULL;
+  j->to_state = mst_verdict_to_string((enum mst_verdict)v);
+  j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
+  j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
+  j->output = dup_str(row, "reasons");
+  if (!j->output) {
+    aggr_write_free(j);
+    return NULL;
+  }
+  return j;
+}
+
+/* Hands every row of one page to the writer as the job row_job makes of it.
+ * Returns the number of rows on the page, with the last id in *cursor, or
+ * -EBADMSG. */
+static int replica_apply(struct aggr_replica *r, const char *data,
+                         struct aggr_write *(*row_job)(json_t *row), uint64_t *cursor) {
   json_error_t err;
   json_t *root = json_loads(data, 0, &err), *rows, *row;
   size_t i;
@@ -139,19 +141,9 @@ static int replica_apply_verdicts(struct aggr_replica *r, const char *data, uint
     return -EBADMSG;
   }
   json_array_foreach(rows, i, row) {
-    int v = mst_verdict_from_string(json_string_value(json_object_get(row, "verdict")));
-    struct aggr_write *j = v >= 0 ? aggr_write_new(AGGR_WRITE_REPLICA_VERDICT) : NULL;
-    if (!j)
-      continue;
-    j->to_state = mst_verdict_to_string((enum mst_verdict)v);
-    j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
-    j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
-    j->output = dup_str(row, "reasons");
-    if (!j->output) {
-      aggr_write_free(j);
-      continue;
-    }
-    aggr_writer_submit(r->writer, j);
+    struct aggr_write *j = row_job(row);
+    if (j)
+      aggr_writer_submit(r->writer, j);
     n++;
   }
   json_t *last = json_object_get(root, "last_id");
@@ -241,7 +233,7 @@ static void *replica_main(void *userdata) {
     const char *why = "malformed page";
     int n = replica_fetch(curl, url, &b, &why);
     if (n >= 0)
-      n = replica_apply(r, b.data, &cursor);
+      n = replica_apply(r, b.data, change_job, &cursor);
     free(b.data);
     if (n >= 0 && n < REPLICA_PAGE) {
       /* Caught up with the changes: copy the verdict history too. */
@@ -250,7 +242,7 @@ static void *replica_main(void *userdata) {
       snprintf(vurl, sizeof(vurl), "http://%s/v1/internal/replicate/verdicts?after=%llu&limit=%u",
                leader_addr, (unsigned long long)verdict_cursor, REPLICA_PAGE);
       if (replica_fetch(curl, vurl, &bv, &why) >= 0)
-        (void)replica_apply_verdicts(r, bv.data, &verdict_cursor);
+        (void)replica_apply(r, bv.data, verdict_job, &verdict_cursor);
       free(bv.data);
     }
     if (n < 0) {
