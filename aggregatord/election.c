@@ -293,6 +293,12 @@ static void create_node(struct aggr_election *el) {
   create_step(el, 0);
 }
 
+/* Lists the candidates, and leaves a watch on the list: any candidate that
+ * comes or goes makes every aggregator look again at once, so a follower
+ * redirects agents to a new leader as soon as it is elected instead of at
+ * its next refresh. There are a handful of aggregators, so this is no herd.
+ * (The client library keeps one registration per path and watcher, however
+ * often the list is read.) */
 static void list_children(struct aggr_election *el) {
   struct el_event *ev;
   if (!el->connected || !el->my_path)
@@ -300,7 +306,7 @@ static void list_children(struct aggr_election *el) {
   ev = event_new(el, EV_CHILDREN);
   if (!ev)
     return;
-  if (zoo_aget_children(el->zh, el->base, 0, strings_done, ev) != ZOK)
+  if (zoo_awget_children(el->zh, el->base, session_watcher, el, strings_done, ev) != ZOK)
     event_free(ev);
 }
 

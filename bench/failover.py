@@ -43,6 +43,7 @@ well under 1 s.
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -292,6 +293,8 @@ def main():
     ap.add_argument("--verbose", action="store_true",
                     help="print the slowest agent's connection log after each round")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    ap.add_argument("--json", action="store_true",
+                    help="progress to stderr, and one JSON object of the figures on stdout")
     args = ap.parse_args()
     rounds_n = args.rounds if args.rounds is not None else (3 if args.quick else 5)
     if rounds_n < 1 or args.agents < 1:
@@ -320,7 +323,8 @@ def main():
     started = time.monotonic()
 
     def log(msg):
-        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True,
+              file=sys.stderr if args.json else sys.stdout)
 
     work = tempfile.mkdtemp(prefix="mst-failover-")
     logs = os.path.join(work, "logs")
@@ -368,16 +372,25 @@ def main():
                 problems.append(f"agent {ag.node_id} exited with {ag.proc.poll()}")
         log(f"final leader {final.id}: {checked} changes checked one by one in its SQLite")
 
-        print()
+        if args.json:
+            print(json.dumps({
+                "agents": len(agents), "session_timeout_s": session_timeout, "tick_s": tick,
+                "kill_goal_s": session_timeout + tick + 0.5, "term_goal_s": 1.0,
+                "rounds": [{"mode": r["mode"], "t_leader": r["t_leader"], "t_all": r["t_all"],
+                            "lost": sum(len(v) for v in r["lost"].values()),
+                            "acked": sum(r["acked"].values())} for r in rounds],
+                "checked": checked}))
+        out = sys.stderr if args.json else sys.stdout
+        print(file=out)
         print(f"Failover, {len(agents)} agents (3 exec checks every {args.interval} each), "
               f"{AGGREGATORS} aggregators, 3-server ZooKeeper (tick {tick:g} s), session timeout "
               f"{session_timeout:g} s, {rounds_n} round{'s' if rounds_n > 1 else ''} of each kind, "
-              f"build {mh.BUILD_DIR}")
-        print()
-        print(report(rounds, session_timeout, tick))
-        print()
+              f"build {mh.BUILD_DIR}", file=out)
+        print(file=out)
+        print(report(rounds, session_timeout, tick), file=out)
+        print(file=out)
         print(f"Changes checked one by one in the final leader's SQLite: {checked}. "
-              f"Total run time {time.monotonic() - started:.0f} s.")
+              f"Total run time {time.monotonic() - started:.0f} s.", file=out)
         lost_total = sum(len(v) for r in rounds for v in r["lost"].values())
         if lost_total:
             problems.append(f"{lost_total} acknowledged changes lost: " + "; ".join(
