@@ -2,10 +2,10 @@
  *
  * One struct agent owns everything the daemon has: the parsed config, the
  * profile of this node's role, one struct agent_component per component of
- * that profile, the SQLite spool, the curl multi handle of the HTTP probes and
- * the stream to the aggregator. All of it lives on one sd-event loop (the
- * thread default loop of the main thread); no function declared here may be
- * called from another thread.
+ * that profile, the SQLite spool, the HTTP probes' shared state (TLS
+ * credentials, the name resolver's door) and the stream to the aggregator.
+ * All of it lives on one sd-event loop (the thread default loop of the main
+ * thread); no function declared here may be called from another thread.
  *
  * How a result flows: a probe (probe_exec.c, probe_http.c, probe_tcp.c)
  * finishes and calls agent_probe_done() (probe.c), which turns raw output into
@@ -102,7 +102,6 @@ struct agent {
   struct agent_spool *spool;
   struct agent_http *http;       /* NULL when no component is checked over HTTP */
   struct agent_systemd *systemd; /* NULL when no component is a systemd unit */
-  bool curl_initialized;
   struct agent_stream *stream;
 
   uint64_t rng_state;
@@ -218,10 +217,76 @@ char *agent_output_clean(const char *text);
 int agent_exec_start(struct agent_component *c);
 void agent_exec_cancel(struct agent_component *c);
 
+/* The HTTP probes' shared state; loads the system's trusted CAs when the
+ * profile has an https check. Free waits up to 2 s for name lookups that
+ * cannot be cancelled. */
 int agent_http_new(struct agent *a, struct agent_http **ret);
 void agent_http_free(struct agent_http *h);
 int agent_http_start(struct agent_component *c);
 void agent_http_cancel(struct agent_component *c);
+
+/* ---- http_url.c ------------------------------------------------------------ */
+
+/* A parsed http check URL; strings owned (agent_http_url_done()). */
+struct agent_http_url {
+  bool tls;          /* https:// */
+  bool ipv6_literal; /* the host was written [v6] */
+  bool numeric_host; /* an IP address rather than a name */
+  uint16_t port;
+  char *host;        /* without brackets */
+  char *host_header; /* the Host header: host, and ":port" when not the default */
+  char *target;      /* path and query, at least "/" */
+  char *basic_auth;  /* base64 of the URL's "user:password", or NULL */
+};
+
+/* Parses an http:// or https:// URL. Returns 0, -ENOMEM, or -EINVAL with a
+ * reason in err. ret is set only on success. */
+int agent_http_url_parse(const char *url, struct agent_http_url *ret, char *err, size_t errsize);
+void agent_http_url_done(struct agent_http_url *u);
+
+/* The address to connect to when the host is numeric or "localhost"
+ * (127.0.0.1). Returns 0, or -EADDRNOTAVAIL for a name to resolve. */
+int agent_http_url_address(const struct agent_http_url *u, struct sockaddr_storage *ret,
+                           socklen_t *ret_len);
+
+/* ---- http_response.c ------------------------------------------------------- */
+
+#define AGENT_HTTP_BODY_MAX    (64 * 1024) /* body bytes looked at */
+#define AGENT_HTTP_HEADERS_MAX (64 * 1024) /* status line and headers */
+
+/* The incremental parser of one response (see http_response.c). Set up with
+ * agent_http_response_init(); expect_body is borrowed and must outlive it. */
+struct agent_http_response {
+  int state;
+  unsigned status; /* 100-599, once the status line is in */
+  bool headers_done;
+  bool chunked;
+  bool has_length;
+  bool body_full;  /* AGENT_HTTP_BODY_MAX bytes were looked at */
+  bool body_found; /* expect_body was seen */
+  uint64_t remaining;
+  uint64_t body_len;
+  uint64_t received;
+  size_t header_bytes;
+  size_t framing_bytes;
+  const char *expect;
+  size_t expect_len;
+  char *carry; /* the body's last expect_len - 1 bytes (owned) */
+  size_t carry_len;
+  size_t line_len;
+  char line[512];
+  char error[256]; /* why, after -EBADMSG */
+};
+
+void agent_http_response_init(struct agent_http_response *p, const char *expect_body);
+void agent_http_response_done(struct agent_http_response *p);
+/* Feeds n bytes. Returns 0 when more is wanted, 1 when the response is
+ * complete (stop reading: what follows is not looked at), -EBADMSG with
+ * p->error, or -ENOMEM. */
+int agent_http_response_feed(struct agent_http_response *p, const char *data, size_t n);
+/* The connection ended. Returns 1 when the response is complete, or
+ * -EBADMSG with p->error. */
+int agent_http_response_eof(struct agent_http_response *p);
 
 int agent_tcp_start(struct agent_component *c);
 void agent_tcp_cancel(struct agent_component *c);

@@ -179,6 +179,17 @@ static void check_components(const struct mst_profile *p, struct mst_diag *diag)
       if (agent_sockaddr_parse(c->address, &ss, &len, err, sizeof(err)) < 0)
         mst_diag_add(diag, p->path, c->line, "component '%s': address %s", c->name, err);
     }
+
+    if (c->check == MST_CHECK_HTTP && c->url) {
+      struct agent_http_url u;
+      char err[512];
+      int r = agent_http_url_parse(c->url, &u, err, sizeof(err));
+
+      if (r == -EINVAL)
+        mst_diag_add(diag, p->path, c->line, "component '%s': url %s", c->name, err);
+      else if (r >= 0)
+        agent_http_url_done(&u);
+    }
   }
 }
 

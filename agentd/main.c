@@ -10,7 +10,6 @@
  * HTTP client, the stream, the probes and the systemd bus. READY=1 follows
  * once the spool is open and the probes are scheduled; it does not wait for
  * the systemd bus, which may be down and is retried in the background. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -153,18 +152,10 @@ static int agent_start(struct agent *a) {
     return r;
   }
 
-  /* libcurl (and the TLS library under it) costs memory at init: only
-   * when some component is checked over HTTP. */
   if (profile_uses_check(a->profile, MST_CHECK_HTTP)) {
-    CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (cc != CURLE_OK) {
-      log_error("cannot initialize libcurl: %s", curl_easy_strerror(cc));
-      return -EIO;
-    }
-    a->curl_initialized = true;
     r = agent_http_new(a, &a->http);
     if (r < 0) {
-      log_error("cannot set up the HTTP client: %s", strerror(-r));
+      log_error("cannot set up the HTTP checks: %s", strerror(-r));
       return r;
     }
   }
@@ -288,8 +279,6 @@ int main(int argc, char *argv[]) {
   }
 
   agent_stop(&a);
-  if (a.curl_initialized)
-    curl_global_cleanup();
   agent_config_done(&a);
   if (r >= 0)
     log_info("stopped");
