@@ -98,6 +98,7 @@ struct agent {
   struct agent_component *components;
   size_t n_components;
   sd_event_source *grace_timer;
+  sd_event_source *trim_timer; /* main.c: gives free heap pages back */
 
   struct agent_spool *spool;
   struct agent_http *http;       /* NULL when no component is checked over HTTP */
@@ -115,6 +116,12 @@ struct agent {
  * has the reasons). The caller frees with agent_config_done() either way. */
 int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag);
 void agent_config_done(struct agent *a);
+
+/* ---- main.c ---------------------------------------------------------------- */
+
+/* Asks for a malloc_trim() within 5 s: something (a state change) has just
+ * churned the heap. Cheap; does nothing before the loop runs. */
+void agent_trim_soon(struct agent *a);
 
 /* ---- util.c ---------------------------------------------------------------- */
 

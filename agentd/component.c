@@ -94,6 +94,7 @@ static int component_record_change(struct agent_component *c, enum mst_state to)
   c->since_usec = now;
   if (a->stream)
     agent_stream_changes_pending(a->stream);
+  agent_trim_soon(a);
   return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,43 @@ static void usage(FILE *f) {
              "      --check-config  check the config and the profiles, then exit\n"
              "      --version       print the version and exit\n"
              "  -h, --help          this help\n");
+}
+
+/* The agent's heap is small (a few hundred KiB) and lives for months. glibc's
+ * defaults suit a busy program better: one arena per thread that ever
+ * mallocs (the resolver's threads would each get one), and a threshold for
+ * mmap()ing large blocks that rises to the largest block ever freed, after
+ * which such blocks stay in the heap for good. Fixed thresholds keep large
+ * transient buffers out of the heap, and malloc_trim() gives back the pages
+ * that start-up and bursts of changes leave free inside it: 30 s after the
+ * start, 5 s after a state change (agent_trim_soon()), and every 10 min. */
+#define AGENT_MMAP_THRESHOLD         (64 * 1024)
+#define AGENT_TRIM_THRESHOLD         (64 * 1024)
+#define AGENT_TRIM_FIRST_USEC        (30 * USEC_PER_SEC)
+#define AGENT_TRIM_EVERY_USEC        (10 * 60 * USEC_PER_SEC)
+#define AGENT_TRIM_AFTER_CHANGE_USEC (5 * USEC_PER_SEC)
+#define AGENT_TRIM_ACCURACY_USEC     (5 * USEC_PER_SEC)
+
+static void agent_malloc_setup(void) {
+  (void)mallopt(M_ARENA_MAX, 1);
+  (void)mallopt(M_MMAP_THRESHOLD, AGENT_MMAP_THRESHOLD);
+  (void)mallopt(M_TRIM_THRESHOLD, AGENT_TRIM_THRESHOLD);
+}
+
+static int on_trim_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+  (void)malloc_trim(0);
+  (void)sd_event_source_set_time_relative(source, AGENT_TRIM_EVERY_USEC);
+  return 0;
+}
+
+void agent_trim_soon(struct agent *a) {
+  uint64_t now, at;
+
+  if (!a->trim_timer || sd_event_now(a->event, CLOCK_MONOTONIC, &now) < 0 ||
+      sd_event_source_get_time(a->trim_timer, &at) < 0)
+    return;
+  if (at > now + AGENT_TRIM_AFTER_CHANGE_USEC)
+    (void)sd_event_source_set_time(a->trim_timer, now + AGENT_TRIM_AFTER_CHANGE_USEC);
 }
 
 static int on_terminate(sd_event_source *source, const struct signalfd_siginfo *si,
@@ -179,10 +217,19 @@ static int agent_start(struct agent *a) {
     log_error("cannot arm the startup grace timer: %s", strerror(-r));
     return r;
   }
+  r = sd_event_add_time_relative(a->event, &a->trim_timer, CLOCK_MONOTONIC, AGENT_TRIM_FIRST_USEC,
+                                 AGENT_TRIM_ACCURACY_USEC, on_trim_timer, a);
+  if (r < 0) {
+    log_error("cannot arm the memory trim timer: %s", strerror(-r));
+    return r;
+  }
+  (void)sd_event_source_set_description(a->trim_timer, "malloc-trim");
+  (void)sd_event_source_set_enabled(a->trim_timer, SD_EVENT_ON);
   return 0;
 }
 
 static void agent_stop(struct agent *a) {
+  a->trim_timer = sd_event_source_disable_unref(a->trim_timer);
   agent_probes_stop(a);
   agent_systemd_free(a->systemd);
   a->systemd = NULL;
@@ -216,6 +263,7 @@ int main(int argc, char *argv[]) {
   int c, r;
 
   mst_log_set_ident("agentd: ");
+  agent_malloc_setup();
   while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
     switch (c) {
     case 'c':

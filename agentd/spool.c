@@ -294,12 +294,18 @@ int agent_spool_open(const char *path, struct agent_spool **ret) {
   r = spool_lock(s);
   if (r < 0)
     goto fail;
+  /* Before SQLite initializes (it is the agent's only user): no bulk page
+   * cache allocation at open. By default each connection takes 20 pages
+   * (about 90 KiB) at once, more than the idle spool ever holds; pages now
+   * come one by one, up to cache_size below. Refused, harmlessly, when
+   * SQLite is already initialized. */
+  (void)sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
   r = mst_store_open(path, 0, &s->db);
   if (r < 0)
     goto fail;
   /* The spool is small and read in order: a small page cache will do
    * (SQLite's default grows to 2 MiB). */
-  r = mst_store_exec(s->db, "PRAGMA cache_size=-256");
+  r = mst_store_exec(s->db, "PRAGMA cache_size=-128");
   if (r < 0)
     goto fail;
   r = mst_store_migrate(s->db, spool_migrations, ELEMENTSOF(spool_migrations));

@@ -73,6 +73,7 @@
 #define STREAM_LOW_WATER            (1024 * 1024)
 #define STREAM_BATCH_MAX            256
 #define STREAM_READS_PER_EVENT      16
+#define STREAM_READ_CHUNK           (4 * 1024)
 #define STREAM_HEARTBEAT_MIN_USEC   (100 * USEC_PER_MSEC)
 #define STREAM_REFRESH_MIN_USEC     (1 * USEC_PER_SEC) /* between snapshots for outputs */
 
@@ -702,9 +703,32 @@ static int stream_on_frame(struct agent_stream *s, const uint8_t *data, size_t l
   return -1;
 }
 
+/* Reads what the socket has into the frame reader. Through a small buffer
+ * on the stack rather than mst_frame_reader_fill(), which reserves 64 KiB
+ * in the reader: the aggregator sends small frames (Welcome, Acks,
+ * heartbeats), so the reader stays at a page or two for the agent's life.
+ * Returns bytes read, 0 at EOF, -EAGAIN, or -errno. */
+static ssize_t stream_fill(struct agent_stream *s) {
+  uint8_t buf[STREAM_READ_CHUNK];
+  ssize_t n;
+  int r;
+
+  do
+    n = read(s->fd, buf, sizeof(buf));
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  if (n > 0) {
+    r = mst_frame_reader_feed(&s->reader, buf, (size_t)n);
+    if (r < 0)
+      return r;
+  }
+  return n;
+}
+
 static void stream_read(struct agent_stream *s) {
   for (int i = 0; i < STREAM_READS_PER_EVENT; i++) {
-    ssize_t n = mst_frame_reader_fill(&s->reader, s->fd);
+    ssize_t n = stream_fill(s);
     const uint8_t *data;
     size_t len;
     int r;
