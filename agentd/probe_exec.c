@@ -2,22 +2,30 @@
  * convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; any other exit code,
  * death by a signal or a timeout count as UNKNOWN).
  *
- * The child is started with posix_spawn() (see exec_spawn()) and gets its
- * own process group, stdin from /dev/null, stdout and
- * stderr into one pipe, default signal dispositions and an empty signal mask
- * (the agent blocks SIGCHLD/SIGTERM/SIGINT and ignores SIGPIPE), every other
- * descriptor closed, and the environment without the agent's systemd
- * variables (NOTIFY_SOCKET and friends), so that a check cannot speak for the
- * agent. Three sources watch a run on the loop: the child's exit (sd-event
- * needs SIGCHLD blocked, which main() does before anything starts), the pipe
+ * What a check runs with (docs/runbook.md, "How exec checks run"): the child
+ * is started with posix_spawn() (see exec_spawn()) in its own process group,
+ * with stdin from /dev/null, stdout and stderr into one pipe, every other
+ * descriptor closed, default signal dispositions and an empty signal mask
+ * (the agent blocks SIGCHLD/SIGTERM/SIGINT and ignores SIGPIPE), and a clean
+ * environment: PATH and LANG fixed (EXEC_PATH, EXEC_LANG), plus the agent's
+ * own MUSTER_* variables, the one deliberate way to hand a setting to
+ * checks. Nothing else of the agent's environment (the unit's, proxies,
+ * credentials, NOTIFY_SOCKET) reaches a check, so a check cannot speak for
+ * the agent and behaves the same however the agent was started.
+ *
+ * Three sources watch a run on the loop: the child's exit (sd-event needs
+ * SIGCHLD blocked, which main() does before anything starts), the pipe
  * (non-blocking, read as data comes so that a chatty child never stalls on a
  * full pipe) and the timeout, which kills the whole group with SIGKILL.
  *
  * Only the first line of output is kept (bounded); the rest is read and
- * thrown away, at most EXEC_READ_PER_EVENT bytes per loop iteration. The run
- * is over when the child has exited: whatever it wrote is then drained from
- * the pipe without waiting for EOF, since a background grandchild may hold
- * the pipe open, and whatever is left of its process group is killed. */
+ * thrown away, at most EXEC_READ_PER_EVENT bytes per loop iteration and
+ * EXEC_OUTPUT_MAX in all: past that the agent closes its end of the pipe,
+ * and a child that goes on writing gets EPIPE or dies of SIGPIPE. The run is
+ * over when the child has exited: whatever it wrote is then drained from the
+ * pipe (within the same bound) without waiting for EOF, since a background
+ * grandchild may hold the pipe open, and whatever is left of its process
+ * group is killed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -37,7 +45,11 @@
  * AGENT_OUTPUT_MAX) plus room for perfdata. */
 #define EXEC_LINE_MAX       (2 * AGENT_OUTPUT_MAX)
 #define EXEC_READ_PER_EVENT (256 * 1024)
-#define EXEC_DRAIN_MAX      (1024 * 1024)
+#define EXEC_OUTPUT_MAX     (1024 * 1024) /* read per run, then the pipe is closed */
+
+#define EXEC_PATH       "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define EXEC_LANG       "LANG=C.UTF-8"
+#define EXEC_ENV_PREFIX "MUSTER_" /* the agent's variables that checks get */
 
 extern char **environ;
 
@@ -51,6 +63,8 @@ struct exec_run {
   bool timed_out;
   bool line_done; /* the first line is complete (newline seen or cap reached) */
   bool line_cut;  /* the first line was longer than EXEC_LINE_MAX */
+  bool overflow;  /* EXEC_OUTPUT_MAX read: the pipe was closed on the child */
+  size_t output_len;
   size_t line_len;
   char line[EXEC_LINE_MAX];
 };
@@ -95,13 +109,24 @@ static void exec_take_output(struct exec_run *run, const char *data, size_t n) {
   }
 }
 
-/* Reads what the pipe has, up to budget bytes. Returns 0 at EOF, 1 when more
- * may come, or -errno. */
+static void exec_close_pipe(struct exec_run *run) {
+  run->io = sd_event_source_disable_unref(run->io);
+  if (run->pipe_fd >= 0)
+    close(run->pipe_fd);
+  run->pipe_fd = -1;
+}
+
+/* Reads what the pipe has, up to budget bytes and what is left of
+ * EXEC_OUTPUT_MAX. Returns 0 at EOF, 1 when more may come, -ENOBUFS when
+ * the run has read all it may, or -errno. */
 static int exec_read_pipe(struct exec_run *run, size_t budget) {
   char buf[16 * 1024];
 
   while (budget > 0) {
-    ssize_t n = read(run->pipe_fd, buf, MST_MIN(sizeof(buf), budget));
+    size_t left = EXEC_OUTPUT_MAX - run->output_len;
+    if (left == 0)
+      return -ENOBUFS;
+    ssize_t n = read(run->pipe_fd, buf, MST_MIN(sizeof(buf), MST_MIN(budget, left)));
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -112,6 +137,7 @@ static int exec_read_pipe(struct exec_run *run, size_t budget) {
     if (n == 0)
       return 0;
     exec_take_output(run, buf, (size_t)n);
+    run->output_len += (size_t)n;
     budget -= (size_t)n;
   }
   return 1;
@@ -121,11 +147,15 @@ static int exec_on_output(sd_event_source *source, int fd, uint32_t revents, voi
   struct exec_run *run = userdata;
   int r = exec_read_pipe(run, EXEC_READ_PER_EVENT);
 
-  if (r <= 0) {
+  if (r == -ENOBUFS) {
+    /* Enough: the child's next write fails (EPIPE, or SIGPIPE kills it). */
+    log_debug("component %s: more than %d bytes of output, closing the pipe", run->c->conf->name,
+              EXEC_OUTPUT_MAX);
+    run->overflow = true;
+    exec_close_pipe(run);
+  } else if (r <= 0) {
     /* EOF or a broken pipe: nothing more to read; the exit decides. */
-    run->io = sd_event_source_disable_unref(run->io);
-    close(run->pipe_fd);
-    run->pipe_fd = -1;
+    exec_close_pipe(run);
   }
   return 0;
 }
@@ -152,8 +182,9 @@ static int exec_on_exit(sd_event_source *source, const siginfo_t *si, void *user
   /* The child is still a zombie here, so its pid (the group id) cannot have
    * been reused: leftovers of the group are safe to kill. */
   (void)kill(-run->pid, SIGKILL);
-  if (run->pipe_fd >= 0)
-    (void)exec_read_pipe(run, EXEC_DRAIN_MAX);
+  if (run->pipe_fd >= 0 && exec_read_pipe(run, EXEC_OUTPUT_MAX) == -ENOBUFS)
+    run->overflow = true;
+  const char *overflow = run->overflow ? " after more than 1 MiB of output" : "";
 
   r = agent_output_parse(run->line, run->line_len, run->line_cut, &text, &perfdata);
   if (r < 0)
@@ -172,10 +203,17 @@ static int exec_on_exit(sd_event_source *source, const siginfo_t *si, void *user
       r = asprintf(&msg, "exit code %d", si->si_status);
   } else if (si->si_code == CLD_EXITED) {
     result = MST_RESULT_UNKNOWN;
-    r = asprintf(&msg, "exit code %d%s%s", si->si_status, *out ? ": " : "", out);
+    r = asprintf(&msg, "exit code %d%s%s%s", si->si_status, overflow, *out ? ": " : "", out);
   } else {
+    const char *name = sigabbrev_np(si->si_status);
+    char sig[32];
+
+    if (name)
+      snprintf(sig, sizeof(sig), "%d (SIG%s)", si->si_status, name);
+    else
+      snprintf(sig, sizeof(sig), "%d", si->si_status);
     result = MST_RESULT_UNKNOWN;
-    r = asprintf(&msg, "killed by signal %d%s%s", si->si_status, *out ? ": " : "", out);
+    r = asprintf(&msg, "killed by signal %s%s%s%s", sig, overflow, *out ? ": " : "", out);
   }
   if (r < 0)
     msg = NULL;
@@ -186,25 +224,23 @@ static int exec_on_exit(sd_event_source *source, const siginfo_t *si, void *user
   return 0;
 }
 
-/* The environment for checks: the agent's, without what belongs to it. */
+/* The environment of checks: PATH and LANG, and the agent's MUSTER_*
+ * variables (borrowed from environ: only the child uses them). */
 static char **exec_environment(void) {
-  static const char *const drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
-                                     "LISTEN_FDS=",    "LISTEN_PID=",    "LISTEN_FDNAMES="};
   size_t n = 0, k = 0;
   char **env;
 
   while (environ && environ[n])
     n++;
-  env = calloc(n + 1, sizeof(char *));
+  env = calloc(n + 3, sizeof(char *));
   if (!env)
     return NULL;
-  for (size_t i = 0; i < n; i++) {
-    bool keep = true;
-    for (size_t d = 0; d < ELEMENTSOF(drop) && keep; d++)
-      keep = strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
-    if (keep)
-      env[k++] = environ[i]; /* borrowed: only the child uses it */
-  }
+  env[k++] = (char *)EXEC_PATH;
+  env[k++] = (char *)EXEC_LANG;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], EXEC_ENV_PREFIX, strlen(EXEC_ENV_PREFIX)) == 0 &&
+        strchr(environ[i], '='))
+      env[k++] = environ[i];
   return env;
 }
 
