@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "config_keys.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
@@ -21,26 +22,6 @@
 #include "mst/profile.h"
 
 #define AGENT_NODE_ID_MAX 253
-
-#define KEY(sec, name, type, field, lo, hi, dflt)                                                  \
-  { sec, name, type, offsetof(struct agent_config, field), lo, hi, dflt }
-
-static const struct mst_conf_key agent_conf_table[] = {
-    KEY("agent", "node_id", MST_CONF_STRING, node_id, 0, 0, NULL),
-    KEY("agent", "role", MST_CONF_STRING, role, 0, 0, NULL),
-    KEY("agent", "profiles", MST_CONF_STRING, profiles, 0, 0, NULL),
-    KEY("agent", "spool", MST_CONF_STRING, spool, 0, 0, NULL),
-    KEY("agent", "aggregators", MST_CONF_STRING, aggregators, 0, 0, NULL),
-    KEY("agent", "token_file", MST_CONF_STRING, token_file, 0, 0, NULL),
-    KEY("agent", "heartbeat", MST_CONF_DURATION, heartbeat_usec, 100 * USEC_PER_MSEC,
-        300 * USEC_PER_SEC, "5s"),
-    KEY("agent", "systemd", MST_CONF_STRING, systemd, 0, 0, "system"),
-    KEY("agent", "boot_id_file", MST_CONF_STRING, boot_id_file, 0, 0, AGENT_DEFAULT_BOOT_ID_FILE),
-    KEY("agent", "retention", MST_CONF_DURATION, retention_usec, USEC_PER_SEC,
-        3650ULL * 24 * 3600 * USEC_PER_SEC, "7d"),
-    KEY("agent", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64ULL * 1024 * 1024, "1MiB"),
-    KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
-};
 
 /* Lines where the [agent] keys that get later checks were set (0: unset). */
 struct key_lines {
@@ -218,7 +199,7 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
   struct mst_diag scratch = {};
   int r;
 
-  r = mst_conf_load(path, agent_conf_table, ELEMENTSOF(agent_conf_table), &a->cfg, diag);
+  r = mst_conf_load(path, agent_config_keys, agent_config_keys_count, &a->cfg, diag);
   if (r < 0 && r != -EINVAL)
     return r; /* the file could not be read; diag says so */
 
@@ -268,7 +249,7 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
 }
 
 void agent_config_done(struct agent *a) {
-  mst_conf_free(agent_conf_table, ELEMENTSOF(agent_conf_table), &a->cfg);
+  mst_conf_free(agent_config_keys, agent_config_keys_count, &a->cfg);
   mst_profile_set_free(a->profiles);
   a->profiles = NULL;
   a->profile = NULL;

@@ -26,13 +26,13 @@
 
 #include "aggr.h"
 #include "election.h"
+#include "envelope.h"
 #include "metrics.h"
 #include "mst/auth.h"
 #include "mst/net.h"
 #include "mst/frame.h"
 #include "mst/log.h"
 #include "mst/time.h"
-#include "mst/utf8.h"
 #include "writer.h"
 
 #define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
@@ -207,29 +207,7 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   struct aggr_spool *spool;
   uint64_t now = mst_now_realtime_usec();
 
-  if (c->state != CONN_HELLO) {
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "a second Hello on the same connection");
-    return -1;
-  }
-  if (!h->node_id || !h->node_id[0]) {
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without node_id");
-    return -1;
-  }
-  if (strlen(h->node_id) > 253 || !h->spool_id || strlen(h->spool_id) > 128) {
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
-                "Hello with an overlong node_id or spool_id");
-    return -1;
-  }
-  if (!mst_utf8_valid(h->node_id) || !mst_utf8_valid(h->role) || !mst_utf8_valid(h->hostname) ||
-      !mst_utf8_valid(h->boot_id) || !mst_utf8_valid(h->spool_id) ||
-      !mst_utf8_valid(h->profile_digest)) {
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello with a string that is not UTF-8");
-    return -1;
-  }
-  if (!h->spool_id[0]) {
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
-    return -1;
-  }
+  /* Its fields were checked by aggr_envelope_check(). */
   if (!a->leading) {
     const char *leader = a->election ? aggr_election_leader_stream(a->election) : NULL;
     if (leader) {
@@ -350,10 +328,6 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   return 0;
 }
 
-static bool state_valid(int s) {
-  return s >= MST_STATE_STARTING && s <= MST_STATE_UNKNOWN;
-}
-
 static void component_apply(struct aggr_component *comp, int check, int state, int64_t since_ms,
                             const char *output, unsigned health, unsigned rise, unsigned fall) {
   comp->check = (enum mst_check_kind)check;
@@ -374,22 +348,7 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
   uint64_t now = mst_now_realtime_usec();
   bool duplicate = false, fresh = false;
 
-  for (size_t i = 0; i < b->n_changes; i++) {
-    const Muster__Change *ch = b->changes[i];
-    if (!ch->component || !ch->component[0] || strlen(ch->component) > 256 ||
-        !state_valid(ch->to) || ch->seq == 0) {
-      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
-                  "change seq %llu has no component, an overlong name or an invalid state",
-                  (unsigned long long)ch->seq);
-      return -1;
-    }
-    if (!mst_utf8_valid(ch->component) || !mst_utf8_valid(ch->output) ||
-        !mst_utf8_valid(ch->boot_id)) {
-      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
-                  "change seq %llu has a string that is not UTF-8", (unsigned long long)ch->seq);
-      return -1;
-    }
-  }
+  /* Every change was checked by aggr_envelope_check(). */
   for (size_t i = 0; i < b->n_changes; i++) {
     const Muster__Change *ch = b->changes[i];
     if (ch->seq <= spool->received_seq) {
@@ -451,15 +410,7 @@ static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
   struct aggr_node *node = c->node;
   bool *keep;
 
-  for (size_t i = 0; i < s->n_components; i++) {
-    const Muster__ComponentStatus *cs = s->components[i];
-    if (!cs->component || !cs->component[0] || strlen(cs->component) > 256 ||
-        !state_valid(cs->state) || !mst_utf8_valid(cs->component) || !mst_utf8_valid(cs->output)) {
-      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
-                  "snapshot entry without component name or with an invalid state");
-      return -1;
-    }
-  }
+  /* Every entry was checked by aggr_envelope_check(). */
   for (size_t i = 0; i < s->n_components; i++) {
     const Muster__ComponentStatus *cs = s->components[i];
     struct aggr_component *comp = aggr_node_get_component(node, cs->component);
@@ -500,16 +451,21 @@ static int conn_on_heartbeat(struct aggr_conn *c, const Muster__Heartbeat *hb) {
   return conn_send(c, &env);
 }
 
-/* Dispatches one decoded frame. Returns 0, or -1 when c is gone or closing. */
+/* Checks one decoded frame (envelope.c) and dispatches it. Returns 0, or -1
+ * when c is gone or closing. */
 static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
-  if (env->body_case == MUSTER__ENVELOPE__BODY_HELLO)
-    return conn_on_hello(c, env->hello);
-  if (c->state != CONN_STREAMING) {
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "a report before Hello");
+  bool streaming = c->state == CONN_STREAMING;
+  struct aggr_reject rej;
+
+  if (streaming && env->body_case != MUSTER__ENVELOPE__BODY_HELLO)
+    c->node->last_seen_usec = mst_now_realtime_usec();
+  if (aggr_envelope_check(env, streaming, &rej) < 0) {
+    conn_reject(c, rej.code, "%s", rej.reason);
     return -1;
   }
-  c->node->last_seen_usec = mst_now_realtime_usec();
   switch (env->body_case) {
+  case MUSTER__ENVELOPE__BODY_HELLO:
+    return conn_on_hello(c, env->hello);
   case MUSTER__ENVELOPE__BODY_CHANGES:
     return conn_on_changes(c, env->changes);
   case MUSTER__ENVELOPE__BODY_SNAPSHOT:
@@ -521,9 +477,7 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
       return -1;
     }
     return 0;
-  default:
-    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "unexpected message %d from an agent",
-                (int)env->body_case);
+  default: /* refused by aggr_envelope_check() */
     return -1;
   }
 }
@@ -565,9 +519,9 @@ static void conn_read_frames(struct aggr_conn *c) {
       return;
     }
     _cleanup_envelope_ Muster__Envelope *env = NULL;
-    if (mst_envelope_decode(data, len, &env) < 0) {
-      conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED,
-                  "a %zu-byte frame that does not decode as an Envelope", len);
+    struct aggr_reject rej;
+    if (aggr_envelope_decode(data, len, &env, &rej) < 0) {
+      conn_reject(c, rej.code, "%s", rej.reason);
       return;
     }
     c->last_heard_usec = mst_now_monotonic_usec();

@@ -144,44 +144,6 @@ int aggr_history_replicate_verdicts_json(uint64_t after, unsigned limit, char **
 
 /* --- paged history ----------------------------------------------------------- */
 
-/* A cursor is "<row id>.<a|d>.<check>", all hex, where check is an FNV-1a
- * hash of the id, the order and the filters: a cursor edited by hand, or
- * reused with other filters, is refused rather than silently misread. Row
- * ids only grow, so paging by id is stable while new rows arrive. */
-static uint64_t cursor_check(const struct aggr_history_query *q, bool cluster, uint64_t id) {
-  char buf[1024];
-  uint64_t h = 0xcbf29ce484222325ULL;
-  int n = snprintf(buf, sizeof(buf), "%d|%llu|%d|%s|%s|%llu|%llu", cluster ? 1 : 0,
-                   (unsigned long long)id, q->ascending ? 1 : 0, q->node ? q->node : "",
-                   q->component ? q->component : "", (unsigned long long)q->since_ms,
-                   (unsigned long long)q->until_ms);
-  for (int i = 0; i < n && i < (int)sizeof(buf); i++) {
-    h ^= (unsigned char)buf[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
-static char *cursor_make(const struct aggr_history_query *q, bool cluster, uint64_t id) {
-  char *c = NULL;
-  if (asprintf(&c, "%llx.%c.%llx", (unsigned long long)id, q->ascending ? 'a' : 'd',
-               (unsigned long long)cursor_check(q, cluster, id)) < 0)
-    return NULL;
-  return c;
-}
-
-int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
-                              uint64_t *ret_id) {
-  unsigned long long id, check;
-  char order, tail;
-  if (sscanf(cursor, "%llx.%c.%llx%c", &id, &order, &check, &tail) != 3)
-    return -EINVAL;
-  if (order != (q->ascending ? 'a' : 'd') || id == 0 || check != cursor_check(q, cluster, id))
-    return -EINVAL;
-  *ret_id = id;
-  return 0;
-}
-
 static json_t *time_json(int64_t ms) {
   char buf[MST_RFC3339_MAX];
   if (ms <= 0)
@@ -290,7 +252,7 @@ static int history_page_json(const struct aggr_history_query *q, bool cluster, c
     return mst_store_errno(rc);
   }
   if (more) {
-    char *c = cursor_make(q, cluster, last_id);
+    char *c = aggr_history_cursor_make(q, cluster, last_id);
     json_object_set_new(root, "next_cursor", c ? json_string(c) : json_null());
     free(c);
   } else

@@ -36,9 +36,12 @@ struct aggr_history_query {
 
 /* Parses an opaque cursor made by a previous page of the same query.
  * Returns 0 and the row id to continue after, or -EINVAL when it is not
- * one of ours or belongs to other filters. */
+ * one of ours or belongs to other filters. (httpparse.c, with _make.) */
 int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
                               uint64_t *ret_id);
+
+/* The cursor of the page after row id for query q: malloc'd, or NULL. */
+char *aggr_history_cursor_make(const struct aggr_history_query *q, bool cluster, uint64_t id);
 
 /* GET /v1/history: {"changes":[...],"next_cursor":...}. Returns 0 with a
  * malloc'd body, or -errno. Any thread (its own read-only connection). */

@@ -34,8 +34,8 @@
 #include "dcos.h"
 #include "history.h"
 #include "http.h"
+#include "httpparse.h"
 #include "metrics.h"
-#include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -74,8 +74,6 @@ static const char error_bad_limit[] =
     "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"limit must be 1 to "
     "10000\"}}";
 
-#define NODES_PREFIX "/v1/nodes/"
-
 /* A blocking read parked until its resource's index moves or its wait ends.
  * Guarded by aggr_http.lock. */
 struct waiter {
@@ -85,7 +83,7 @@ struct waiter {
   int route;
   uint64_t index;    /* the index the client has seen */
   uint64_t deadline; /* monotonic usec */
-  char node[];       /* for ROUTE_NODE */
+  char node[];       /* for AGGR_HTTP_ROUTE_NODE */
 };
 
 struct aggr_http {
@@ -96,47 +94,6 @@ struct aggr_http {
   struct waiter *parked;
   size_t n_parked;
 };
-
-enum route {
-  ROUTE_NONE,
-  ROUTE_V1_UNKNOWN, /* under /v1/ but no such resource */
-  ROUTE_HEALTHZ,
-  ROUTE_READYZ,
-  ROUTE_HEALTH,
-  ROUTE_NODES,
-  ROUTE_NODE,
-  ROUTE_REPLICATE,          /* a follower copying the leader's history */
-  ROUTE_REPLICATE_VERDICTS, /* ... and its cluster verdicts */
-  ROUTE_HISTORY,
-  ROUTE_HISTORY_CLUSTER,
-  ROUTE_METRICS,
-};
-
-static enum route route_of(const char *url) {
-  if (strcmp(url, "/v1/health") == 0)
-    return ROUTE_HEALTH;
-  if (strcmp(url, "/v1/nodes") == 0)
-    return ROUTE_NODES;
-  if (strncmp(url, NODES_PREFIX, strlen(NODES_PREFIX)) == 0 && url[strlen(NODES_PREFIX)])
-    return ROUTE_NODE;
-  if (strcmp(url, "/v1/internal/replicate") == 0)
-    return ROUTE_REPLICATE;
-  if (strcmp(url, "/v1/internal/replicate/verdicts") == 0)
-    return ROUTE_REPLICATE_VERDICTS;
-  if (strcmp(url, "/v1/history") == 0)
-    return ROUTE_HISTORY;
-  if (strcmp(url, "/v1/history/cluster") == 0)
-    return ROUTE_HISTORY_CLUSTER;
-  if (strcmp(url, "/healthz") == 0)
-    return ROUTE_HEALTHZ;
-  if (strcmp(url, "/metrics") == 0)
-    return ROUTE_METRICS;
-  if (strcmp(url, "/readyz") == 0)
-    return ROUTE_READYZ;
-  if (strncmp(url, "/v1/", 4) == 0)
-    return ROUTE_V1_UNKNOWN;
-  return ROUTE_NONE;
-}
 
 /* --- responses ------------------------------------------------------------ */
 
@@ -177,26 +134,26 @@ static bool add_headers(struct MHD_Response *r, const struct headers *h) {
 /* The route of the request this thread is answering, for the metrics. */
 static _Thread_local enum aggr_metric_route current_route = AGGR_ROUTE_OTHER;
 
-static enum aggr_metric_route metric_route(enum route r) {
+static enum aggr_metric_route metric_route(enum aggr_http_route r) {
   switch (r) {
-  case ROUTE_HEALTH:
+  case AGGR_HTTP_ROUTE_HEALTH:
     return AGGR_ROUTE_HEALTH;
-  case ROUTE_NODES:
+  case AGGR_HTTP_ROUTE_NODES:
     return AGGR_ROUTE_NODES;
-  case ROUTE_NODE:
+  case AGGR_HTTP_ROUTE_NODE:
     return AGGR_ROUTE_NODE;
-  case ROUTE_HISTORY:
+  case AGGR_HTTP_ROUTE_HISTORY:
     return AGGR_ROUTE_HISTORY;
-  case ROUTE_HISTORY_CLUSTER:
+  case AGGR_HTTP_ROUTE_HISTORY_CLUSTER:
     return AGGR_ROUTE_HISTORY_CLUSTER;
-  case ROUTE_METRICS:
+  case AGGR_HTTP_ROUTE_METRICS:
     return AGGR_ROUTE_METRICS;
-  case ROUTE_HEALTHZ:
+  case AGGR_HTTP_ROUTE_HEALTHZ:
     return AGGR_ROUTE_HEALTHZ;
-  case ROUTE_READYZ:
+  case AGGR_HTTP_ROUTE_READYZ:
     return AGGR_ROUTE_READYZ;
-  case ROUTE_REPLICATE:
-  case ROUTE_REPLICATE_VERDICTS:
+  case AGGR_HTTP_ROUTE_REPLICATE:
+  case AGGR_HTTP_ROUTE_REPLICATE_VERDICTS:
     return AGGR_ROUTE_INTERNAL;
   default:
     return AGGR_ROUTE_OTHER;
@@ -325,24 +282,17 @@ static enum MHD_Result serve_replicate(struct MHD_Connection *c, bool verdicts) 
   struct headers none = {0};
   const char *after_s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
   const char *limit_s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
-  unsigned long long after = 0, limit = 1000;
-  char *end, *body = NULL;
+  uint64_t after = 0;
+  unsigned limit = 1000;
+  char *body = NULL;
   size_t len = 0;
 
-  if (after_s) {
-    errno = 0;
-    after = strtoull(after_s, &end, 10);
-    if (errno || *end || !*after_s || *after_s == '-')
-      return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_after, &none);
-  }
-  if (limit_s) {
-    errno = 0;
-    limit = strtoull(limit_s, &end, 10);
-    if (errno || *end || !*limit_s || limit < 1 || limit > 10000)
-      return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_limit, &none);
-  }
-  if ((verdicts ? aggr_history_replicate_verdicts_json(after, (unsigned)limit, &body, &len)
-                : aggr_history_replicate_json(after, (unsigned)limit, &body, &len)) < 0)
+  if (!aggr_http_replicate_after_parse(after_s, &after))
+    return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_after, &none);
+  if (!aggr_http_replicate_limit_parse(limit_s, &limit))
+    return queue_static(c, MHD_HTTP_BAD_REQUEST, error_bad_limit, &none);
+  if ((verdicts ? aggr_history_replicate_verdicts_json(after, limit, &body, &len)
+                : aggr_history_replicate_json(after, limit, &body, &len)) < 0)
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
   return queue(c, MHD_HTTP_OK, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
                &none);
@@ -388,79 +338,20 @@ static bool is_mark(const void *p) {
 /* --- query parameters ------------------------------------------------------
  */
 
-#define QUERY_VALUE_MAX   256
-#define WAIT_DEFAULT_USEC (60 * USEC_PER_SEC)
-#define WAIT_MAX_USEC     (300 * USEC_PER_SEC)
-
-struct query {
-  const char *const *allowed; /* NULL-terminated names this route takes */
-  char error[192];            /* the first problem, for a 400 */
-  bool have_index;
-  uint64_t index;
-  uint64_t wait_usec;
-};
-
 static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
                                        const char *value) {
-  struct query *q = cls;
-  bool known = false;
-  if (q->error[0])
-    return MHD_NO;
-  for (const char *const *a = q->allowed; *a; a++)
-    known = known || strcmp(*a, key) == 0;
-  if (!known) {
-    snprintf(q->error, sizeof(q->error), "unknown parameter '%.64s'", key);
-    return MHD_NO;
-  }
-  if (value && strlen(value) > QUERY_VALUE_MAX)
-    snprintf(q->error, sizeof(q->error), "parameter '%s' is longer than %d bytes", key,
-             QUERY_VALUE_MAX);
-  return q->error[0] ? MHD_NO : MHD_YES;
+  return aggr_http_query_check_param(cls, key, value) ? MHD_YES : MHD_NO;
 }
 
-/* Parses a decimal uint64 with nothing else around it. */
-static bool parse_u64(const char *s, uint64_t *ret) {
-  char *end;
-  if (!s || *s < '0' || *s > '9')
-    return false;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end)
-    return false;
-  *ret = v;
-  return true;
+static const char *query_lookup(void *user, const char *key) {
+  return MHD_lookup_connection_value(user, MHD_GET_ARGUMENT_KIND, key);
 }
 
-/* Checks the query of a blocking-read route: only index and wait, each
- * well-formed. Returns false with q->error set. */
-static bool query_parse_blocking(struct MHD_Connection *c, struct query *q) {
-  static const char *const blocking_only[] = {"index", "wait", NULL};
-  const char *v;
-
-  if (!q->allowed)
-    q->allowed = blocking_only;
-  q->wait_usec = WAIT_DEFAULT_USEC;
+/* Checks the query of a /v1/ read (httpparse.c): only the route's
+ * parameters, each well-formed. Returns false with q->error set. */
+static bool query_parse_blocking(struct MHD_Connection *c, struct aggr_http_query *q) {
   MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_check_one, q);
-  if (q->error[0])
-    return false;
-  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "index"))) {
-    if (!parse_u64(v, &q->index)) {
-      snprintf(q->error, sizeof(q->error), "parameter 'index' must be a non-negative integer");
-      return false;
-    }
-    q->have_index = true;
-  }
-  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait"))) {
-    uint64_t secs;
-    if (parse_u64(v, &secs) && secs <= WAIT_MAX_USEC / USEC_PER_SEC)
-      q->wait_usec = secs * USEC_PER_SEC;
-    else if (mst_duration_parse(v, &q->wait_usec) < 0 || q->wait_usec > WAIT_MAX_USEC) {
-      snprintf(q->error, sizeof(q->error),
-               "parameter 'wait' must be a duration such as 30s, at most 5m");
-      return false;
-    }
-  }
-  return true;
+  return aggr_http_query_parse_blocking(q, query_lookup, c);
 }
 
 static enum MHD_Result queue_bad_parameter(struct MHD_Connection *c, const char *message) {
@@ -482,11 +373,11 @@ static enum MHD_Result queue_bad_parameter(struct MHD_Connection *c, const char 
 /* The index of the resource a route names, in view v. */
 static uint64_t resource_index(const struct aggr_view *v, int route, const char *node) {
   const struct aggr_view_node *n;
-  if (route == ROUTE_HEALTH)
+  if (route == AGGR_HTTP_ROUTE_HEALTH)
     return v->health->index;
-  if (route == ROUTE_HISTORY || route == ROUTE_HISTORY_CLUSTER)
+  if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
     return v->index; /* history grows with every published change */
-  if (route == ROUTE_NODE && (n = aggr_view_find_node(v, node)))
+  if (route == AGGR_HTTP_ROUTE_NODE && (n = aggr_view_find_node(v, node)))
     return n->detail->index;
   return v->nodes->index; /* the list, or a node not (yet) in it */
 }
@@ -516,7 +407,7 @@ static void waiter_wake(struct aggr_http *h, struct waiter *w) {
  * ends. Returns true when parked; false when it should be answered now
  * (the index already moved, or the request cannot be parked). */
 static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, int route,
-                 const char *node, const struct query *q) {
+                 const char *node, const struct aggr_http_query *q) {
   struct request *rq = *con_cls;
   struct aggr_view *v;
   struct waiter *w;
@@ -603,19 +494,7 @@ size_t aggr_http_parked(struct aggr_http *h) {
 /* If-None-Match naming the current ETag (weak or strong, or *) → 304. */
 static bool not_modified(struct MHD_Connection *c, uint64_t index) {
   const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-  char tag[32];
-  if (!inm)
-    return false;
-  if (strcmp(inm, "*") == 0)
-    return true;
-  snprintf(tag, sizeof(tag), "\"%" PRIu64 "\"", index);
-  /* A list of tags, each possibly weak. */
-  for (const char *p = strstr(inm, tag); p; p = strstr(p + 1, tag)) {
-    bool start_ok = p == inm || p[-1] == ' ' || p[-1] == ',' || p[-1] == '/';
-    if (start_ok)
-      return true;
-  }
-  return false;
+  return aggr_http_etag_matches(inm, index);
 }
 
 static enum MHD_Result queue_not_modified(struct MHD_Connection *c, uint64_t index) {
@@ -628,47 +507,14 @@ static enum MHD_Result queue_not_modified(struct MHD_Connection *c, uint64_t ind
  * opaque cursor, each checked; the page is read on this thread's read-only
  * connection. */
 static enum MHD_Result serve_history(struct MHD_Connection *c, bool cluster, uint64_t index) {
-  struct aggr_history_query hq = {.limit = 100};
+  struct aggr_history_query hq;
   struct headers hd = {.indexed = true, .index = index};
-  const char *v, *cursor;
   char msg[160];
   char *body = NULL;
   size_t len = 0;
-  uint64_t u;
 
-  if (!cluster) {
-    hq.node = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "node");
-    hq.component = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "component");
-  }
-  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"))) {
-    if (!parse_u64(v, &u) || u < 1 || u > 1000)
-      return queue_bad_parameter(c, "parameter 'limit' must be an integer from 1 to 1000");
-    hq.limit = (unsigned)u;
-  }
-  static const char *const times[] = {"since", "until"};
-  for (size_t i = 0; i < 2; i++) {
-    if (!(v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, times[i])))
-      continue;
-    if (mst_time_parse_rfc3339(v, &u) < 0 || u == 0) {
-      snprintf(msg, sizeof(msg),
-               "parameter '%s' must be an RFC 3339 time such as "
-               "2026-11-25T01:02:03Z",
-               times[i]);
-      return queue_bad_parameter(c, msg);
-    }
-    if (i == 0)
-      hq.since_ms = u / 1000;
-    else
-      hq.until_ms = u / 1000;
-  }
-  if ((v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "order"))) {
-    if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0)
-      return queue_bad_parameter(c, "parameter 'order' must be 'asc' or 'desc'");
-    hq.ascending = strcmp(v, "asc") == 0;
-  }
-  if ((cursor = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor")) &&
-      aggr_history_cursor_parse(cursor, &hq, cluster, &hq.after_id) < 0)
-    return queue_bad_parameter(c, "parameter 'cursor' is not a cursor of this query");
+  if (aggr_http_history_parse(&hq, cluster, query_lookup, c, msg, sizeof(msg)) < 0)
+    return queue_bad_parameter(c, msg);
   int r = cluster ? aggr_history_cluster_json(&hq, &body, &len)
                   : aggr_history_changes_json(&hq, &body, &len);
   if (r < 0)
@@ -678,35 +524,34 @@ static enum MHD_Result serve_history(struct MHD_Connection *c, bool cluster, uin
 }
 
 static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
-                                enum route route, const char *url, const char *target,
+                                enum aggr_http_route route, const char *url, const char *target,
                                 bool method_ok) {
   struct aggr_view *v = aggr_view_acquire(h->views);
   struct headers hd = {.indexed = true, .index = v ? v->index : 0};
   const struct aggr_view_node *node;
-  const char *node_id = route == ROUTE_NODE ? url + strlen(NODES_PREFIX) : NULL;
+  const char *node_id = route == AGGR_HTTP_ROUTE_NODE ? aggr_http_route_node(url) : NULL;
   enum MHD_Result ret;
 
   if (v && !v->is_leader && method_ok)
     return serve_follower(c, v, target);
-  if (route == ROUTE_V1_UNKNOWN)
+  if (route == AGGR_HTTP_ROUTE_V1_UNKNOWN)
     ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &hd);
   else if (!method_ok) {
     hd.allow = true;
     ret = queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &hd);
   } else if (!v || !v->ready)
     ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &hd);
-  else if (route == ROUTE_REPLICATE || route == ROUTE_REPLICATE_VERDICTS)
-    ret = serve_replicate(c, route == ROUTE_REPLICATE_VERDICTS);
+  else if (route == AGGR_HTTP_ROUTE_REPLICATE || route == AGGR_HTTP_ROUTE_REPLICATE_VERDICTS)
+    ret = serve_replicate(c, route == AGGR_HTTP_ROUTE_REPLICATE_VERDICTS);
   else {
     static const char *const history_params[] = {"node",  "component", "since", "until", "limit",
                                                  "order", "cursor",    "index", "wait",  NULL};
     static const char *const cluster_params[] = {"since",  "until", "limit", "order",
                                                  "cursor", "index", "wait",  NULL};
-    struct query q = {0};
-    if (route == ROUTE_HISTORY)
-      q.allowed = history_params;
-    else if (route == ROUTE_HISTORY_CLUSTER)
-      q.allowed = cluster_params;
+    struct aggr_http_query q;
+    aggr_http_query_init(&q, route == AGGR_HTTP_ROUTE_HISTORY           ? history_params
+                             : route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER ? cluster_params
+                                                                        : NULL);
     if (!query_parse_blocking(c, &q)) {
       aggr_view_release(v);
       return queue_bad_parameter(c, q.error);
@@ -721,17 +566,17 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
     if (!v || !v->is_leader)
       return v ? serve_follower(c, v, target) : MHD_NO;
     uint64_t index = resource_index(v, route, node_id);
-    if (route == ROUTE_HISTORY || route == ROUTE_HISTORY_CLUSTER) {
+    if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER) {
       aggr_view_release(v);
-      return serve_history(c, route == ROUTE_HISTORY_CLUSTER, index);
+      return serve_history(c, route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER, index);
     }
     if (not_modified(c, index)) {
       aggr_view_release(v);
       return queue_not_modified(c, index);
     }
-    if (route == ROUTE_HEALTH)
+    if (route == AGGR_HTTP_ROUTE_HEALTH)
       return queue_body(c, v, v->health);
-    if (route == ROUTE_NODES)
+    if (route == AGGR_HTTP_ROUTE_NODES)
       return queue_body(c, v, v->nodes);
     if ((node = aggr_view_find_node(v, node_id)))
       return queue_body(c, v, node->detail);
@@ -819,18 +664,18 @@ static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c,
 static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
                               const char *url, const char *target, bool method_ok) {
   struct headers none = {0}, allow = {.allow = true};
-  enum route route = route_of(url);
+  enum aggr_http_route route = aggr_http_route_of(url);
 
   current_route = metric_route(route);
-  if (route == ROUTE_NONE &&
+  if (route == AGGR_HTTP_ROUTE_NONE &&
       strncmp(url, AGGR_DCOS_PREFIX "/", strlen(AGGR_DCOS_PREFIX) + 1) == 0) {
     current_route = AGGR_ROUTE_DCOS;
     return serve_dcos(h, c, url + strlen(AGGR_DCOS_PREFIX), target, method_ok);
   }
-  if (route == ROUTE_NONE && (strcmp(url, "/") == 0 || strncmp(url, "/ui/", 4) == 0))
+  if (route == AGGR_HTTP_ROUTE_NONE && (strcmp(url, "/") == 0 || strncmp(url, "/ui/", 4) == 0))
     return serve_dashboard(c, url, method_ok);
   switch (route) {
-  case ROUTE_METRICS: {
+  case AGGR_HTTP_ROUTE_METRICS: {
     /* Answered locally, on followers too. */
     char *body;
     size_t len;
@@ -840,13 +685,13 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
       return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
     return queue_text(c, MHD_HTTP_OK, body, len, "text/plain; version=0.0.4; charset=utf-8");
   }
-  case ROUTE_NONE:
+  case AGGR_HTTP_ROUTE_NONE:
     return queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &none);
-  case ROUTE_HEALTHZ:
+  case AGGR_HTTP_ROUTE_HEALTHZ:
     if (!method_ok)
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
     return serve_healthz(h, c);
-  case ROUTE_READYZ:
+  case AGGR_HTTP_ROUTE_READYZ:
     if (!method_ok)
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
     return serve_readyz(h, c);

@@ -758,9 +758,9 @@ static int profile_validate(struct profile_loader *l) {
 /* --- loading ------------------------------------------------------------------- */
 
 static int profile_digest(const char *path, char ret[static 65], struct mst_diag *diag) {
-  _cleanup_free_ char *data = NULL;
-  unsigned char hash[32];
-  size_t size = 0;
+  unsigned char hash[32], chunk[64 * 1024];
+  gnutls_hash_hd_t h;
+  size_t size = 0, n;
   FILE *f;
   int r;
 
@@ -770,27 +770,29 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
     mst_diag_add(diag, path, 0, "cannot open: %s", strerror(-r));
     return r;
   }
-  data = malloc(PROFILE_FILE_MAX + 1);
-  if (!data) {
+  if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
     fclose(f);
-    return -ENOMEM;
+    mst_diag_add(diag, path, 0, "cannot compute SHA-256");
+    return -EIO;
   }
-  size = fread(data, 1, PROFILE_FILE_MAX + 1, f);
-  r = ferror(f) ? -EIO : 0;
+  /* Hashed as it is read: no buffer of the whole file. */
+  r = 0;
+  while (r == 0 && size <= PROFILE_FILE_MAX && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+    size += n;
+    r = gnutls_hash(h, chunk, n);
+  }
+  bool hash_failed = r < 0, read_failed = ferror(f);
   fclose(f);
-  if (r < 0) {
-    mst_diag_add(diag, path, 0, "read error");
-    return r;
+  gnutls_hash_deinit(h, hash);
+  if (hash_failed || read_failed) {
+    mst_diag_add(diag, path, 0, "%s", read_failed ? "read error" : "cannot compute SHA-256");
+    return -EIO;
   }
   if (size > PROFILE_FILE_MAX) {
     mst_diag_add(diag, path, 0, "file is larger than %d bytes", PROFILE_FILE_MAX);
     return -EFBIG;
   }
 
-  if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data, size, hash) < 0) {
-    mst_diag_add(diag, path, 0, "cannot compute SHA-256");
-    return -EIO;
-  }
   for (size_t i = 0; i < sizeof(hash); i++)
     snprintf(ret + 2 * i, 3, "%02x", hash[i]);
   return 0;

@@ -1,0 +1,38 @@
+/* The aggregator's config keys; see config_keys.h. */
+#include <stddef.h>
+
+#include "aggr.h"
+#include "config_keys.h"
+#include "mst/macro.h"
+
+#define KEY(sec, name, type, field, min, max, dflt)                                                \
+  { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt }
+
+const struct mst_conf_key aggr_config_keys[] = {
+    KEY("aggregator", "id", MST_CONF_STRING, id, 0, 0, NULL),
+    KEY("aggregator", "cluster", MST_CONF_STRING, cluster, 0, 0, "default"),
+    KEY("aggregator", "listen_stream", MST_CONF_STRING, listen_stream, 0, 0, "0.0.0.0:7610"),
+    KEY("aggregator", "listen_http", MST_CONF_STRING, listen_http, 0, 0, "0.0.0.0:7611"),
+    KEY("aggregator", "advertise_stream", MST_CONF_STRING, advertise_stream, 0, 0, NULL),
+    KEY("aggregator", "advertise_http", MST_CONF_STRING, advertise_http, 0, 0, NULL),
+    KEY("aggregator", "database", MST_CONF_STRING, database, 0, 0, "/var/lib/muster/aggregator.db"),
+    KEY("aggregator", "profiles", MST_CONF_STRING, profiles, 0, 0, "/etc/muster/profiles"),
+    KEY("aggregator", "expected_masters", MST_CONF_STRING, expected_masters, 0, 0, NULL),
+    KEY("aggregator", "stale_timeout", MST_CONF_DURATION, stale_timeout_usec, 200 * USEC_PER_MSEC,
+        3600 * USEC_PER_SEC, "30s"),
+    KEY("aggregator", "retention", MST_CONF_DURATION, retention_usec, USEC_PER_SEC,
+        3650ULL * 86400 * USEC_PER_SEC, "7d"),
+    KEY("aggregator", "token_file", MST_CONF_STRING, token_file, 0, 0, NULL),
+    KEY("aggregator", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64 * 1024 * 1024, "1MiB"),
+    KEY("aggregator", "http_threads", MST_CONF_UINT, http_threads, 1, 64, "2"),
+    KEY("aggregator", "synchronous", MST_CONF_STRING, synchronous, 0, 0, "full"),
+    KEY("aggregator", "hello_timeout", MST_CONF_DURATION, hello_timeout_usec, 100 * USEC_PER_MSEC,
+        600 * USEC_PER_SEC, "10s"),
+    KEY("aggregator", "max_connections", MST_CONF_UINT, max_connections, 1, 1000000, "20000"),
+    KEY("zookeeper", "hosts", MST_CONF_STRING, zk_hosts, 0, 0, NULL),
+    KEY("zookeeper", "session_timeout", MST_CONF_DURATION, zk_session_timeout_usec, USEC_PER_SEC,
+        60 * USEC_PER_SEC, "4s"),
+    KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
+};
+
+const size_t aggr_config_keys_count = ELEMENTSOF(aggr_config_keys);

@@ -1,0 +1,117 @@
+/* What an agent may send, checked without a connection: see envelope.h.
+ *
+ * Everything here only reads the decoded message, so the same checks serve
+ * conn.c (which then applies the frame to the model) and the fuzz target
+ * (which feeds it arbitrary bytes). The reasons are the texts the Reject
+ * carries and the log quotes. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "envelope.h"
+#include "mst/frame.h"
+#include "mst/macro.h"
+#include "mst/state.h"
+#include "mst/utf8.h"
+
+/* Caps on what an agent names; longer is refused, not cut. */
+#define HELLO_NODE_ID_MAX  253 /* a DNS name */
+#define HELLO_SPOOL_ID_MAX 128
+#define COMPONENT_NAME_MAX 256
+
+_printf_(3, 4) static int refuse(struct aggr_reject *rej, Muster__RejectCode code, const char *fmt,
+                                 ...) {
+  va_list ap;
+
+  rej->code = code;
+  va_start(ap, fmt);
+  vsnprintf(rej->reason, sizeof(rej->reason), fmt, ap);
+  va_end(ap);
+  return code == MUSTER__REJECT_CODE__REJECT_PROTOCOL ? -EPROTO : -EBADMSG;
+}
+
+static bool state_valid(int s) {
+  return s >= MST_STATE_STARTING && s <= MST_STATE_UNKNOWN;
+}
+
+static bool component_name_valid(const char *name) {
+  return name && name[0] && strlen(name) <= COMPONENT_NAME_MAX;
+}
+
+int aggr_envelope_decode(const uint8_t *data, size_t len, Muster__Envelope **ret_env,
+                         struct aggr_reject *ret_reject) {
+  if (mst_envelope_decode(data, len, ret_env) < 0)
+    return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "a %zu-byte frame that does not decode as an Envelope", len);
+  return 0;
+}
+
+/* The Hello's own fields; whether it may come at all is checked before. */
+static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
+  if (!h->node_id || !h->node_id[0])
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without node_id");
+  if (strlen(h->node_id) > HELLO_NODE_ID_MAX || !h->spool_id ||
+      strlen(h->spool_id) > HELLO_SPOOL_ID_MAX)
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
+                  "Hello with an overlong node_id or spool_id");
+  if (!mst_utf8_valid(h->node_id) || !mst_utf8_valid(h->role) || !mst_utf8_valid(h->hostname) ||
+      !mst_utf8_valid(h->boot_id) || !mst_utf8_valid(h->spool_id) ||
+      !mst_utf8_valid(h->profile_digest))
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
+                  "Hello with a string that is not UTF-8");
+  if (!h->spool_id[0])
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
+  return 0;
+}
+
+/* Every change of a batch, before any of it is applied: one bad change
+ * refuses the whole batch. */
+static int changes_check(const Muster__ChangeBatch *b, struct aggr_reject *rej) {
+  for (size_t i = 0; i < b->n_changes; i++) {
+    const Muster__Change *ch = b->changes[i];
+    if (!component_name_valid(ch->component) || !state_valid(ch->to) || ch->seq == 0)
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                    "change seq %llu has no component, an overlong name or an invalid state",
+                    (unsigned long long)ch->seq);
+    if (!mst_utf8_valid(ch->component) || !mst_utf8_valid(ch->output) ||
+        !mst_utf8_valid(ch->boot_id))
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                    "change seq %llu has a string that is not UTF-8", (unsigned long long)ch->seq);
+  }
+  return 0;
+}
+
+static int snapshot_check(const Muster__Snapshot *s, struct aggr_reject *rej) {
+  for (size_t i = 0; i < s->n_components; i++) {
+    const Muster__ComponentStatus *cs = s->components[i];
+    if (!component_name_valid(cs->component) || !state_valid(cs->state) ||
+        !mst_utf8_valid(cs->component) || !mst_utf8_valid(cs->output))
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                    "snapshot entry without component name or with an invalid state");
+  }
+  return 0;
+}
+
+int aggr_envelope_check(const Muster__Envelope *env, bool hello_done,
+                        struct aggr_reject *ret_reject) {
+  if (env->body_case == MUSTER__ENVELOPE__BODY_HELLO) {
+    if (hello_done)
+      return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
+                    "a second Hello on the same connection");
+    return hello_check(env->hello, ret_reject);
+  }
+  if (!hello_done)
+    return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "a report before Hello");
+  switch (env->body_case) {
+  case MUSTER__ENVELOPE__BODY_CHANGES:
+    return changes_check(env->changes, ret_reject);
+  case MUSTER__ENVELOPE__BODY_SNAPSHOT:
+    return snapshot_check(env->snapshot, ret_reject);
+  case MUSTER__ENVELOPE__BODY_HEARTBEAT:
+    return 0;
+  default:
+    return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
+                  "unexpected message %d from an agent", (int)env->body_case);
+  }
+}

@@ -1,0 +1,249 @@
+/* Parsing of HTTP request paths and query parameters, and the history
+ * cursors; see httpparse.h. Kept apart from http.c (libmicrohttpd) and
+ * history.c (SQLite) so that it can be tested on its own: everything here
+ * reads strings and writes into the caller's structs. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httpparse.h"
+#include "mst/duration.h"
+#include "mst/macro.h"
+#include "mst/time.h"
+
+#define WAIT_DEFAULT_USEC (60 * USEC_PER_SEC)
+#define WAIT_MAX_USEC     (300 * USEC_PER_SEC)
+#define HISTORY_LIMIT_MAX 1000
+
+/* --- routes ------------------------------------------------------------------ */
+
+enum aggr_http_route aggr_http_route_of(const char *url) {
+  if (strcmp(url, "/v1/health") == 0)
+    return AGGR_HTTP_ROUTE_HEALTH;
+  if (strcmp(url, "/v1/nodes") == 0)
+    return AGGR_HTTP_ROUTE_NODES;
+  if (strncmp(url, AGGR_HTTP_NODES_PREFIX, strlen(AGGR_HTTP_NODES_PREFIX)) == 0 &&
+      url[strlen(AGGR_HTTP_NODES_PREFIX)])
+    return AGGR_HTTP_ROUTE_NODE;
+  if (strcmp(url, "/v1/internal/replicate") == 0)
+    return AGGR_HTTP_ROUTE_REPLICATE;
+  if (strcmp(url, "/v1/internal/replicate/verdicts") == 0)
+    return AGGR_HTTP_ROUTE_REPLICATE_VERDICTS;
+  if (strcmp(url, "/v1/history") == 0)
+    return AGGR_HTTP_ROUTE_HISTORY;
+  if (strcmp(url, "/v1/history/cluster") == 0)
+    return AGGR_HTTP_ROUTE_HISTORY_CLUSTER;
+  if (strcmp(url, "/healthz") == 0)
+    return AGGR_HTTP_ROUTE_HEALTHZ;
+  if (strcmp(url, "/metrics") == 0)
+    return AGGR_HTTP_ROUTE_METRICS;
+  if (strcmp(url, "/readyz") == 0)
+    return AGGR_HTTP_ROUTE_READYZ;
+  if (strncmp(url, "/v1/", 4) == 0)
+    return AGGR_HTTP_ROUTE_V1_UNKNOWN;
+  return AGGR_HTTP_ROUTE_NONE;
+}
+
+const char *aggr_http_route_node(const char *path) {
+  return path + strlen(AGGR_HTTP_NODES_PREFIX);
+}
+
+/* --- query parameters -------------------------------------------------------- */
+
+void aggr_http_query_init(struct aggr_http_query *q, const char *const *allowed) {
+  static const char *const blocking_only[] = {"index", "wait", NULL};
+
+  *q = (struct aggr_http_query){
+      .allowed = allowed ? allowed : blocking_only,
+      .wait_usec = WAIT_DEFAULT_USEC,
+  };
+}
+
+bool aggr_http_query_check_param(struct aggr_http_query *q, const char *key, const char *value) {
+  bool known = false;
+  if (q->error[0])
+    return false;
+  for (const char *const *a = q->allowed; *a; a++)
+    known = known || strcmp(*a, key) == 0;
+  if (!known) {
+    snprintf(q->error, sizeof(q->error), "unknown parameter '%.64s'", key);
+    return false;
+  }
+  if (value && strlen(value) > AGGR_HTTP_QUERY_VALUE_MAX)
+    snprintf(q->error, sizeof(q->error), "parameter '%s' is longer than %d bytes", key,
+             AGGR_HTTP_QUERY_VALUE_MAX);
+  return !q->error[0];
+}
+
+/* Parses a decimal uint64 with nothing else around it. */
+static bool parse_u64(const char *s, uint64_t *ret) {
+  char *end;
+  if (!s || *s < '0' || *s > '9')
+    return false;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end)
+    return false;
+  *ret = v;
+  return true;
+}
+
+bool aggr_http_query_parse_blocking(struct aggr_http_query *q, aggr_http_lookup lookup,
+                                    void *user) {
+  const char *v;
+
+  if (q->error[0])
+    return false;
+  if ((v = lookup(user, "index"))) {
+    if (!parse_u64(v, &q->index)) {
+      snprintf(q->error, sizeof(q->error), "parameter 'index' must be a non-negative integer");
+      return false;
+    }
+    q->have_index = true;
+  }
+  if ((v = lookup(user, "wait"))) {
+    uint64_t secs;
+    if (parse_u64(v, &secs) && secs <= WAIT_MAX_USEC / USEC_PER_SEC)
+      q->wait_usec = secs * USEC_PER_SEC;
+    else if (mst_duration_parse(v, &q->wait_usec) < 0 || q->wait_usec > WAIT_MAX_USEC) {
+      snprintf(q->error, sizeof(q->error),
+               "parameter 'wait' must be a duration such as 30s, at most 5m");
+      return false;
+    }
+  }
+  return true;
+}
+
+int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_http_lookup lookup,
+                            void *user, char *err, size_t errsize) {
+  static const char *const times[] = {"since", "until"};
+  const char *v;
+  uint64_t u;
+
+  *hq = (struct aggr_history_query){.limit = 100};
+  if (!cluster) {
+    hq->node = lookup(user, "node");
+    hq->component = lookup(user, "component");
+  }
+  if ((v = lookup(user, "limit"))) {
+    if (!parse_u64(v, &u) || u < 1 || u > HISTORY_LIMIT_MAX) {
+      snprintf(err, errsize, "parameter 'limit' must be an integer from 1 to %d",
+               HISTORY_LIMIT_MAX);
+      return -EINVAL;
+    }
+    hq->limit = (unsigned)u;
+  }
+  for (size_t i = 0; i < ELEMENTSOF(times); i++) {
+    if (!(v = lookup(user, times[i])))
+      continue;
+    if (mst_time_parse_rfc3339(v, &u) < 0 || u == 0) {
+      snprintf(err, errsize,
+               "parameter '%s' must be an RFC 3339 time such as "
+               "2026-11-25T01:02:03Z",
+               times[i]);
+      return -EINVAL;
+    }
+    if (i == 0)
+      hq->since_ms = u / 1000;
+    else
+      hq->until_ms = u / 1000;
+  }
+  if ((v = lookup(user, "order"))) {
+    if (strcmp(v, "asc") != 0 && strcmp(v, "desc") != 0) {
+      snprintf(err, errsize, "parameter 'order' must be 'asc' or 'desc'");
+      return -EINVAL;
+    }
+    hq->ascending = strcmp(v, "asc") == 0;
+  }
+  if ((v = lookup(user, "cursor")) &&
+      aggr_history_cursor_parse(v, hq, cluster, &hq->after_id) < 0) {
+    snprintf(err, errsize, "parameter 'cursor' is not a cursor of this query");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+bool aggr_http_replicate_after_parse(const char *s, uint64_t *ret_after) {
+  unsigned long long v;
+  char *end;
+
+  if (!s)
+    return true;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno || *end || !*s || *s == '-')
+    return false;
+  *ret_after = v;
+  return true;
+}
+
+bool aggr_http_replicate_limit_parse(const char *s, unsigned *ret_limit) {
+  unsigned long long v;
+  char *end;
+
+  if (!s)
+    return true;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno || *end || !*s || v < 1 || v > 10000)
+    return false;
+  *ret_limit = (unsigned)v;
+  return true;
+}
+
+bool aggr_http_etag_matches(const char *inm, uint64_t index) {
+  char tag[32];
+  if (!inm)
+    return false;
+  if (strcmp(inm, "*") == 0)
+    return true;
+  snprintf(tag, sizeof(tag), "\"%llu\"", (unsigned long long)index);
+  /* A list of tags, each possibly weak. */
+  for (const char *p = strstr(inm, tag); p; p = strstr(p + 1, tag)) {
+    bool start_ok = p == inm || p[-1] == ' ' || p[-1] == ',' || p[-1] == '/';
+    if (start_ok)
+      return true;
+  }
+  return false;
+}
+
+/* --- history cursors ---------------------------------------------------------- */
+
+/* A cursor is "<row id>.<a|d>.<check>", all hex, where check is an FNV-1a
+ * hash of the id, the order and the filters: a cursor edited by hand, or
+ * reused with other filters, is refused rather than silently misread. Row
+ * ids only grow, so paging by id is stable while new rows arrive. */
+static uint64_t cursor_check(const struct aggr_history_query *q, bool cluster, uint64_t id) {
+  char buf[1024];
+  uint64_t h = 0xcbf29ce484222325ULL;
+  int n = snprintf(buf, sizeof(buf), "%d|%llu|%d|%s|%s|%llu|%llu", cluster ? 1 : 0,
+                   (unsigned long long)id, q->ascending ? 1 : 0, q->node ? q->node : "",
+                   q->component ? q->component : "", (unsigned long long)q->since_ms,
+                   (unsigned long long)q->until_ms);
+  for (int i = 0; i < n && i < (int)sizeof(buf); i++) {
+    h ^= (unsigned char)buf[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+char *aggr_history_cursor_make(const struct aggr_history_query *q, bool cluster, uint64_t id) {
+  char *c = NULL;
+  if (asprintf(&c, "%llx.%c.%llx", (unsigned long long)id, q->ascending ? 'a' : 'd',
+               (unsigned long long)cursor_check(q, cluster, id)) < 0)
+    return NULL;
+  return c;
+}
+
+int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
+                              uint64_t *ret_id) {
+  unsigned long long id, check;
+  char order, tail;
+  if (sscanf(cursor, "%llx.%c.%llx%c", &id, &order, &check, &tail) != 3)
+    return -EINVAL;
+  if (order != (q->ascending ? 'a' : 'd') || id == 0 || check != cursor_check(q, cluster, id))
+    return -EINVAL;
+  *ret_id = id;
+  return 0;
+}

@@ -1,0 +1,84 @@
+/* The HTTP API's parsing of what a client sends, apart from libmicrohttpd and
+ * SQLite: which route a path names (and the node id in /v1/nodes/{id}), the
+ * query parameters of blocking reads (?index=&wait=), of /v1/history (filters,
+ * limit, order, cursor) and of the followers' replication reads, and the
+ * If-None-Match check. http.c calls these with the values MHD has decoded;
+ * the fuzz target tests/fuzz/fuzz_http.c calls them with its own.
+ *
+ * Parameters are read through a lookup function (key → value or NULL), so
+ * the same code serves MHD's connection and a plain list. The history
+ * cursors (history.h) are made and read here too. Pure functions: any
+ * thread; nothing here allocates but aggr_history_cursor_make(). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "history.h"
+
+#define AGGR_HTTP_NODES_PREFIX "/v1/nodes/"
+
+enum aggr_http_route {
+  AGGR_HTTP_ROUTE_NONE,
+  AGGR_HTTP_ROUTE_V1_UNKNOWN, /* under /v1/ but no such resource */
+  AGGR_HTTP_ROUTE_HEALTHZ,
+  AGGR_HTTP_ROUTE_READYZ,
+  AGGR_HTTP_ROUTE_HEALTH,
+  AGGR_HTTP_ROUTE_NODES,
+  AGGR_HTTP_ROUTE_NODE,
+  AGGR_HTTP_ROUTE_REPLICATE,          /* a follower copying the leader's history */
+  AGGR_HTTP_ROUTE_REPLICATE_VERDICTS, /* ... and its cluster verdicts */
+  AGGR_HTTP_ROUTE_HISTORY,
+  AGGR_HTTP_ROUTE_HISTORY_CLUSTER,
+  AGGR_HTTP_ROUTE_METRICS,
+};
+
+/* The route of a decoded request path. */
+enum aggr_http_route aggr_http_route_of(const char *path);
+
+/* The node id of a path whose route is AGGR_HTTP_ROUTE_NODE (points into
+ * path). */
+const char *aggr_http_route_node(const char *path);
+
+/* Returns the value of query parameter key, or NULL when it is absent (or
+ * has no value). */
+typedef const char *(*aggr_http_lookup)(void *user, const char *key);
+
+#define AGGR_HTTP_QUERY_VALUE_MAX 256
+
+/* The query of a /v1/ read: the parameters its route takes, and the
+ * blocking-read ones every route takes. */
+struct aggr_http_query {
+  const char *const *allowed; /* NULL-terminated names this route takes */
+  char error[192];            /* the first problem, for a 400 */
+  bool have_index;
+  uint64_t index;
+  uint64_t wait_usec;
+};
+
+/* Starts checking a query; allowed NULL means only index and wait. */
+void aggr_http_query_init(struct aggr_http_query *q, const char *const *allowed);
+
+/* Checks one parameter as it comes (name allowed, value not too long).
+ * Returns false once q->error is set; then stop. */
+bool aggr_http_query_check_param(struct aggr_http_query *q, const char *key, const char *value);
+
+/* After every parameter passed aggr_http_query_check_param(): parses index
+ * and wait. Returns false with q->error set. */
+bool aggr_http_query_parse_blocking(struct aggr_http_query *q, aggr_http_lookup lookup, void *user);
+
+/* Parses the filters of GET /v1/history (cluster: /v1/history/cluster)
+ * into *hq, whose strings then point at the lookup's values. Returns 0, or
+ * -EINVAL with the message for the 400 in err. */
+int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_http_lookup lookup,
+                            void *user, char *err, size_t errsize);
+
+/* The follower's replication read: after=ID and limit=N (1 to 10000). A
+ * NULL value keeps the default. Return false when the value is bad. */
+bool aggr_http_replicate_after_parse(const char *s, uint64_t *ret_after);
+bool aggr_http_replicate_limit_parse(const char *s, unsigned *ret_limit);
+
+/* Whether an If-None-Match header names the ETag of index (weak or strong,
+ * in a list, or "*"). */
+bool aggr_http_etag_matches(const char *if_none_match, uint64_t index);

@@ -1,0 +1,262 @@
+#!/usr/bin/python3
+"""Writes the seed corpora of the fuzz targets into tests/fuzz/corpus/<target>/.
+
+The seeds are committed; run this again after a change to the wire protocol,
+the shipped configs or the profiles, and commit what changes:
+
+    /usr/bin/python3 tests/fuzz/make_corpus.py
+
+- fuzz_frame: agent streams as the aggregator reads them (Hello, ChangeBatch,
+  Snapshot, Heartbeat; a report before Hello, a second Hello, bad UTF-8, an
+  invalid state, an oversized length), each behind the two bytes that pick
+  how the bytes arrive and the frame cap (see fuzz_frame.c). The protobuf messages
+  come from Google's protobuf, with the module generated from
+  proto/muster.proto as tests/system/muster_harness.py does.
+- fuzz_config: deploy/examples/*.conf and the configs of the tests.
+- fuzz_profile: deploy/profiles/*.ini, alone and in pairs.
+- fuzz_http: typical request targets and If-None-Match headers.
+"""
+
+import hashlib
+import os
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
+
+import muster_harness as mh  # noqa: E402  (load_pb: protoc + import)
+
+PROFILE_SEPARATOR = b"#--- next profile ---\n"
+
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def frame(env):
+    body = env.SerializeToString()
+    return varint(len(body)) + body
+
+
+FEED, FILL = 0, 1
+
+
+def stream(how, write_size, cap_byte, *frames):
+    """The two bytes fuzz_frame reads first: how the bytes arrive (FEED or
+    FILL, through a pipe) in writes of write_size (1 to 1017, by 8), and the
+    frame cap (64 B << cap_byte % 12)."""
+    return bytes([((write_size - 1) // 8) << 1 | how, cap_byte]) + b"".join(frames)
+
+
+def frame_seeds():
+    pb = mh.load_pb()
+
+    def hello(**kw):
+        fields = dict(node_id="master-1", role="master", profile_digest="ab" * 32,
+                      hostname="master-1.example", boot_id="b0a1", boot_time_ms=1764000000000,
+                      agent_version="0.1.0", spool_id="5f0d1c2b", last_seq=3, protocol_version=1)
+        fields.update(kw)
+        env = pb.Envelope()
+        env.hello.CopyFrom(pb.Hello(addresses=["10.0.0.1"], **fields))
+        return frame(env)
+
+    def changes(*items):
+        env = pb.Envelope()
+        for seq, comp, frm, to, out in items:
+            env.changes.changes.add(seq=seq, component=comp, check=pb.CHECK_SYSTEMD,
+                                    to=to, at_ms=1764000001000 + seq, output=out,
+                                    boot_id="b0a1", health=2, rise=2, fall=3,
+                                    **{"from": frm})
+        return frame(env)
+
+    def snapshot(*items):
+        env = pb.Envelope()
+        env.snapshot.seq = 3
+        env.snapshot.at_ms = 1764000002000
+        for comp, state in items:
+            env.snapshot.components.add(component=comp, check=pb.CHECK_EXEC, state=state,
+                                        since_ms=1764000000500, output="OK - fine | t=1s",
+                                        health=2, rise=2, fall=3)
+        return frame(env)
+
+    def heartbeat():
+        env = pb.Envelope()
+        env.heartbeat.sent_ms = 1764000003000
+        env.heartbeat.seq = 3
+        return frame(env)
+
+    def ack():
+        env = pb.Envelope()
+        env.ack.seq = 1
+        return frame(env)
+
+    ok_changes = changes((1, "exhibitor", pb.STATE_STARTING, pb.STATE_HEALTHY, "active"),
+                         (2, "mesos-master", pb.STATE_UNSPECIFIED, pb.STATE_STARTING, ""),
+                         (3, "mesos-dns", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY,
+                          "failed (Result: exit-code) ExecMainStatus=1"))
+    ok_snapshot = snapshot(("exhibitor", pb.STATE_HEALTHY), ("mesos-master", pb.STATE_STARTING),
+                           ("mesos-dns", pb.STATE_UNHEALTHY))
+    big_snapshot = snapshot(*[(f"component-{i}", 1 + i % 5) for i in range(200)])
+    cap = 10  # 64 B << 10 = 64 KiB frames
+    return {
+        "hello": stream(FILL, 1017, cap, hello()),
+        "conversation": stream(FILL, 1017, cap, hello(), ok_changes, ok_snapshot, heartbeat(),
+                               ok_changes, heartbeat()),
+        "conversation-fed": stream(FEED, 1017, cap, hello(), ok_changes, ok_snapshot,
+                                   heartbeat()),
+        "conversation-byte-writes": stream(FILL, 1, cap, hello(), ok_changes, ok_snapshot,
+                                           heartbeat()),
+        "conversation-byte-feeds": stream(FEED, 1, cap, hello(), ok_changes, ok_snapshot,
+                                          heartbeat()),
+        "conversation-small-writes": stream(FILL, 9, cap, hello(), ok_changes, ok_snapshot,
+                                            heartbeat()),
+        "many-heartbeats": stream(FILL, 1017, 2, hello(), *[heartbeat()] * 300),
+        "big-snapshot": stream(FILL, 257, cap, hello(), big_snapshot, heartbeat()),
+        "big-snapshot-fed": stream(FEED, 257, cap, hello(), big_snapshot, heartbeat()),
+        "big-snapshot-small-cap": stream(FILL, 257, 4, hello(), big_snapshot),
+        "report-before-hello": stream(FILL, 1017, cap, ok_changes, hello()),
+        "second-hello": stream(FILL, 1017, cap, hello(), hello()),
+        "hello-without-node": stream(FILL, 1017, cap, hello(node_id="")),
+        "hello-without-spool": stream(FILL, 1017, cap, hello(spool_id="")),
+        "hello-long-node": stream(FILL, 1017, cap, hello(node_id="n" * 254)),
+        "hello-bad-utf8": stream(FILL, 1017, cap, hello(node_id="master-1").replace(
+            b"master-1.example", b"master-1.ex\xc3\x28ple")),  # same length
+        "change-invalid-state": stream(FILL, 1017, cap, hello(),
+                                       changes((1, "x", pb.STATE_HEALTHY, 9, ""))),
+        "change-seq-zero": stream(FILL, 1017, cap, hello(),
+                                  changes((0, "x", pb.STATE_HEALTHY, pb.STATE_HEALTHY, ""))),
+        "change-no-component": stream(FILL, 1017, cap, hello(),
+                                      changes((1, "", pb.STATE_HEALTHY, pb.STATE_HEALTHY, ""))),
+        "snapshot-invalid-state": stream(FILL, 1017, cap, hello(), snapshot(("x", 0))),
+        "unexpected-ack": stream(FILL, 1017, cap, hello(), ack()),
+        "empty-envelope": stream(FILL, 1017, cap, hello(), varint(0)),
+        "undecodable": stream(FILL, 1017, cap, hello(), varint(4) + b"\xff\xff\xff\xff"),
+        "oversized-length": stream(FILL, 1017, 0, hello()),
+        "overlong-varint": stream(FEED, 1017, cap, b"\xff" * 11),
+    }
+
+
+def config_seeds():
+    seeds = {}
+    for name in sorted(os.listdir(os.path.join(ROOT, "deploy", "examples"))):
+        if name.endswith(".conf"):
+            with open(os.path.join(ROOT, "deploy", "examples", name), "rb") as f:
+                seeds[name] = f.read()
+    seeds["aggregator-broken"] = "\n".join([
+        "[aggregator]", "id = a1", "cluster = test", "stale_timeout = banana",
+        "listen_stream = 127.0.0.1:7610", "no_such_key = 1", "listen_http = 127.0.0.1:7611",
+        "database = /tmp/broken.db", "profiles = /tmp/profiles", "[log]", "level = debug",
+        ""]).encode()
+    seeds["agent-broken"] = "\n".join([
+        "[agent]", "node_id = m1", "role = master", "heartbeat = banana",
+        "profiles = /tmp/profiles", "no_such_key = 1", "spool = /tmp/broken.spool",
+        "aggregators = 127.0.0.1:7610", "boot_id_file = /tmp/boot_id", "[log]",
+        "level = debug", ""]).encode()
+    seeds["quoting"] = (b'; comment\n# comment\n[agent]\nnode_id = "a ; b" ; cut\n'
+                        b'role = x;y\nspool = "say \\"hi\\""\n'
+                        b'aggregators = "/opt/check" --fast "x"\n'
+                        b'max_frame = 512KiB\nheartbeat = 1m30s\n[log]\nlevel: debug\n')
+    seeds["crlf-bom"] = b"\xef\xbb\xbf[aggregator]\r\nmax_connections = 7\r\n[log]\r\nlevel = err\r\n"
+    seeds["errors"] = (b"count = 3\n[aggregator\n[]\n[aggregator]\njust some words\n= 3\n"
+                       b"http_threads = 99\nhttp_threads = 2\nmax_frame = 1TiB\n"
+                       b"retention = 99999999999999999999d\n[nope]\nx = 1\n"
+                       b"[zookeeper]\nsession_timeout = 5\n")
+    seeds["ranges"] = (b"[aggregator]\nmax_frame = 64MiB\nhello_timeout = 100ms\n"
+                       b"stale_timeout = 1h\nmax_connections = 1000000\nretention = 3650d\n"
+                       b"synchronous = normal\n[zookeeper]\nhosts = 10.0.0.1:2181\n")
+    seeds["long-line"] = b"[aggregator]\nid = " + b"x" * 5000 + b"\ncluster = c\n"
+    seeds["nul-byte"] = b"[aggregator]\nid = a\x00b\ncluster = c"  # and no final newline
+    seeds["cr-only"] = b"[log]\rlevel = info\r"
+    return seeds
+
+
+def profile_seeds():
+    d = os.path.join(ROOT, "deploy", "profiles")
+    files = {}
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".ini"):
+            with open(os.path.join(d, name), "rb") as f:
+                files[name[:-4]] = f.read()
+    seeds = {f"{role}.ini": data for role, data in files.items()}
+    if "master" in files and "agent" in files:
+        seeds["agent+master"] = files["agent"] + PROFILE_SEPARATOR + files["master"]
+    small = mh.profile_ini("a", [
+        ("svc", dict(check="exec", command="true", interval="1s", rise=1, fall=1)),
+        ("web", dict(check="http", url="http://127.0.0.1:8080/health", expect_status=200,
+                     expect_body="ok", timeout="2s")),
+        ("port", dict(check="tcp", address="127.0.0.1:53")),
+        ("unit", dict(check="systemd", unit="dcos-net.service"))],
+        [("base", ["svc"]), ("serve", ["web", "port", "unit"])]).encode()
+    seeds["small"] = small
+    seeds["requires-pair"] = (small + b'[stage "late"]\ncomponents = svc\nafter = serve\n'
+                              b"requires = b:up@quorum\n" + PROFILE_SEPARATOR +
+                              b'[profile]\nrole = b\n[component "c"]\ncheck = exec\n'
+                              b'command = "/bin/true" --x\n[stage "up"]\ncomponents = c\n'
+                              b"milestones = c\nrequires = a:base@all\n")
+    seeds["errors"] = (b'[profile]\nrole = bad role\nstartup_grace = 8d\n[component "x"]\n'
+                       b"check = nope\nrise = 0\nfall = 101\nurl = ftp://x\naddress = :99999\n"
+                       b'[component "x"]\n[component "y"]\ncheck = tcp\nexpect_status = 200\n'
+                       b'[stage "s1"]\nafter = s2\ncomponents = ghost\n'
+                       b'[stage "s2"]\nafter = s1\nrequires = nocolon x:y@some\n'
+                       b'[stage "s1"]\n[widget "w"]\n[component]\n[component "a b"]\n')
+    return seeds
+
+
+def http_seeds():
+    targets = [
+        "/v1/health", "/v1/health?index=42&wait=30s", "/v1/health?index=7&wait=300",
+        "/v1/nodes", "/v1/nodes?index=0&wait=5m", "/v1/nodes/master-1",
+        "/v1/nodes/master-1?index=12&wait=1m30s", "/v1/nodes/a%2Fb%20c?index=1",
+        "/v1/history", "/v1/history?node=master-1&component=mesos-dns&limit=50&order=asc",
+        "/v1/history?since=2026-11-25T01:02:03Z&until=2026-11-26T00:00:00.123456%2B02:00"
+        "&order=desc&limit=1000",
+        "/v1/history?cursor=2a.d.9f3c0e1b2a4d5e6f&limit=10",
+        "/v1/history?index=99&wait=10s&node=n1",
+        "/v1/history/cluster?since=2026-01-01T00:00:00Z&limit=5&order=asc",
+        "/v1/history/cluster?node=x", "/v1/history?limit=0", "/v1/history?order=sideways",
+        "/v1/history?since=2026-02-30T00:00:00Z", "/v1/health?index=-1", "/v1/health?wait=6m",
+        "/v1/health?colour=blue", "/v1/health?index", "/v1/health?index=1&index=2",
+        "/v1/internal/replicate?after=0&limit=1000",
+        "/v1/internal/replicate/verdicts?after=18446744073709551615&limit=10000",
+        "/v1/internal/replicate?after=-1&limit=0", "/v1/nope", "/healthz", "/readyz",
+        "/metrics", "/", "/ui/app.js", "/system/health/v1/units",
+    ]
+    seeds = {}
+    for i, t in enumerate(targets):
+        seeds[f"target-{i:02d}"] = t.encode()
+    seeds["etag-list"] = b'/v1/health?index=5\nW/"4", "5"'
+    seeds["etag-star"] = b"/v1/nodes\n*"
+    seeds["etag-weak"] = b'/v1/nodes/n1?index=17&wait=1s\nW/"17"'
+    return seeds
+
+
+def write(target, seeds):
+    d = os.path.join(HERE, "corpus", target)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    for name, data in sorted(seeds.items()):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    print(f"{target}: {len(seeds)} seeds, "
+          f"{hashlib.sha256(b''.join(seeds[k] for k in sorted(seeds))).hexdigest()[:12]}")
+
+
+def main():
+    try:
+        write("fuzz_frame", frame_seeds())
+    finally:
+        mh.unload_pb()
+    write("fuzz_config", config_seeds())
+    write("fuzz_profile", profile_seeds())
+    write("fuzz_http", http_seeds())
+
+
+if __name__ == "__main__":
+    main()
