@@ -563,7 +563,11 @@ static int http_resolve_start(struct http_run *run) {
   snprintf(res->port, sizeof(res->port), "%u", (unsigned)run->url.port);
   res->notify_fd = h->resolved_pipe[1];
   res->hints = (struct addrinfo){
-      .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG,
+      /* No AI_ADDRCONFIG: it ignores loopback, so on a host whose only
+       * IPv4 address is 127.0.0.1 a name for it would not resolve. An
+       * address of a family the host lacks fails to connect, and the next
+       * one is tried. */
+      .ai_flags = AI_NUMERICSERV,
       .ai_family = AF_UNSPEC,
       .ai_socktype = SOCK_STREAM,
   };
