@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,7 +49,7 @@ enum conn_state {
 struct aggr_conn {
   struct aggr *aggr;
   int fd;
-  sd_event_source *io;
+  uint32_t events;        /* what the connection set (a->conn_epfd) waits for */
   sd_event_source *timer; /* hello deadline, idle timeout, or linger */
   struct mst_frame_reader rd;
   struct mst_buf wr;
@@ -58,6 +59,7 @@ struct aggr_conn {
   struct aggr_spool *spool;
   uint64_t last_heard_usec; /* monotonic */
   bool dead;                /* to be freed once the current event handler returns */
+  bool freed;               /* closed; its memory goes once the batch of events is done */
   struct aggr_conn *prev, *next;
 };
 
@@ -78,7 +80,16 @@ static char *strdup_or_empty(const char *s) {
   return strdup(s ? s : "");
 }
 
-/* Detaches the connection from its node and spool and frees it. */
+static void conn_release(struct aggr_conn *c) {
+  mst_frame_reader_done(&c->rd);
+  mst_buf_done(&c->wr);
+  free(c);
+}
+
+/* Detaches the connection from its node and spool, closes it and frees it.
+ * While a batch of ready connections is being handled (conns_io), another
+ * connection of the batch may be closed (a new stream of the same spool
+ * replaces the old one): its memory is then kept until the batch is done. */
 static void conn_free(struct aggr_conn *c) {
   struct aggr *a;
   if (!c)
@@ -99,13 +110,20 @@ static void conn_free(struct aggr_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   a->n_conns--;
-  sd_event_source_disable_unref(c->io);
   sd_event_source_disable_unref(c->timer);
-  mst_frame_reader_done(&c->rd);
-  mst_buf_done(&c->wr);
-  if (c->fd >= 0)
+  c->timer = NULL;
+  if (c->fd >= 0) {
+    (void)epoll_ctl(a->conn_epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
-  free(c);
+    c->fd = -1;
+  }
+  if (a->dispatching) {
+    c->freed = true;
+    c->next = a->graveyard;
+    a->graveyard = c;
+    return;
+  }
+  conn_release(c);
 }
 
 static int conn_send(struct aggr_conn *c, const Muster__Envelope *env) {
@@ -495,7 +513,13 @@ static int conn_update_events(struct aggr_conn *c) {
     /* The Reject is out: stop sending and wait for the peer to hang up (or
      * the linger timer), so the Reject is not lost to a reset. */
     (void)shutdown(c->fd, SHUT_WR);
-  return sd_event_source_set_io_events(c->io, ev);
+  if (ev == c->events)
+    return 0;
+  struct epoll_event e = {.events = ev, .data.ptr = c};
+  if (epoll_ctl(c->aggr->conn_epfd, EPOLL_CTL_MOD, c->fd, &e) < 0)
+    return -errno;
+  c->events = ev;
+  return 0;
 }
 
 /* Handles the whole frames buffered. Stops when the connection is closing or
@@ -530,13 +554,11 @@ static void conn_read_frames(struct aggr_conn *c) {
   }
 }
 
-static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-  struct aggr_conn *c = userdata;
-
+static void conn_io(struct aggr_conn *c, uint32_t revents) {
   if ((revents & EPOLLOUT) && conn_update_events(c) < 0)
     c->dead = true;
   if (!c->dead && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-    ssize_t n = mst_frame_reader_fill(&c->rd, fd);
+    ssize_t n = mst_frame_reader_fill(&c->rd, c->fd);
     bool gone = n == 0 || (n < 0 && n != -EAGAIN);
     if (c->state == CONN_CLOSING) {
       /* Discard input; the peer hanging up ends the linger. */
@@ -555,6 +577,32 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
   }
   if (c->dead)
     conn_free(c);
+}
+
+/* The connections are watched by an epoll set of their own, itself one
+ * source of the loop. sd-event dispatches one source per iteration and
+ * polls its epoll set again before each, which costs O(ready connections)
+ * per dispatch and O(n^2) per round once thousands of agents send at once;
+ * here one dispatch handles a whole batch of ready connections. */
+static int conns_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+  struct aggr *a = userdata;
+  struct epoll_event ev[512];
+  int n = epoll_wait(fd, ev, (int)ELEMENTSOF(ev), 0);
+
+  if (n < 0 && errno != EINTR)
+    log_warning("stream: epoll_wait failed: %m, ignoring");
+  a->dispatching = true;
+  for (int i = 0; i < n; i++) {
+    struct aggr_conn *c = ev[i].data.ptr;
+    if (!c->freed)
+      conn_io(c, ev[i].events);
+  }
+  a->dispatching = false;
+  while (a->graveyard) {
+    struct aggr_conn *c = a->graveyard;
+    a->graveyard = c->next;
+    conn_release(c);
+  }
   return 0;
 }
 
@@ -630,7 +678,9 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
       a->conns->prev = c;
     a->conns = c;
     a->n_conns++;
-    if (sd_event_add_io(a->event, &c->io, cfd, EPOLLIN, conn_io, c) < 0 ||
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+    c->events = EPOLLIN;
+    if (epoll_ctl(a->conn_epfd, EPOLL_CTL_ADD, cfd, &e) < 0 ||
         sd_event_add_time(a->event, &c->timer, CLOCK_MONOTONIC,
                           c->last_heard_usec + a->cfg.hello_timeout_usec, 0, conn_timer, c) < 0) {
       conn_free(c);
@@ -662,6 +712,12 @@ int aggr_stream_listen(struct aggr *a) {
   }
   if (listen(fd, 1024) < 0)
     return -errno;
+  a->conn_epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (a->conn_epfd < 0)
+    return -errno;
+  r = sd_event_add_io(a->event, &a->conns_source, a->conn_epfd, EPOLLIN, conns_io, a);
+  if (r < 0)
+    return r;
   r = sd_event_add_io(a->event, &a->listen_source, fd, EPOLLIN, listen_io, a);
   if (r < 0)
     return r;
@@ -682,4 +738,9 @@ void aggr_stream_close_all(struct aggr *a) {
   if (a->listen_fd >= 0)
     close(a->listen_fd);
   a->listen_fd = -1;
+  sd_event_source_disable_unref(a->conns_source);
+  a->conns_source = NULL;
+  if (a->conn_epfd >= 0)
+    close(a->conn_epfd);
+  a->conn_epfd = -1;
 }

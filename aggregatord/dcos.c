@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "dcos.h"
+#include "demand.h"
 #include "model.h"
 #include "mst/profile.h"
 #include "mst/time.h"
@@ -32,7 +33,7 @@ struct dcos_unit {
   char *id, *name, *description;
   int health; /* max over nodes */
   struct dcos_unit_on_node *on;
-  size_t n_on;
+  size_t n_on, cap_on;
 };
 
 struct dcos_node {
@@ -49,8 +50,11 @@ struct dcos_snapshot {
   uint64_t at_usec;
 };
 
+#define DCOS_REFRESH_USEC (200 * USEC_PER_MSEC)
+
 static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct dcos_snapshot *current;
+static struct aggr_demand demand = AGGR_DEMAND_INIT;
 
 static void snapshot_unref(struct dcos_snapshot *s) {
   if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
@@ -115,10 +119,16 @@ static const char *unit_id(const struct aggr_model *m, const struct aggr_node *n
   return c && c->unit ? c->unit : component;
 }
 
-static struct dcos_unit *unit_find(struct dcos_snapshot *s, const char *id) {
+/* Nodes of one role list their components in the same order, so the unit
+ * found for a node's k-th component is tried first for the next node's. */
+static struct dcos_unit *unit_find(struct dcos_snapshot *s, const char *id, size_t *hint) {
+  if (*hint < s->n_units && strcmp(s->units[*hint].id, id) == 0)
+    return &s->units[*hint];
   for (size_t i = 0; i < s->n_units; i++)
-    if (strcmp(s->units[i].id, id) == 0)
+    if (strcmp(s->units[i].id, id) == 0) {
+      *hint = i;
       return &s->units[i];
+    }
   return NULL;
 }
 
@@ -126,9 +136,22 @@ static int unit_cmp(const void *a, const void *b) {
   return strcmp(((const struct dcos_unit *)a)->id, ((const struct dcos_unit *)b)->id);
 }
 
+/* A published snapshot's units are sorted by id. */
+static const struct dcos_unit *unit_lookup(const struct dcos_snapshot *s, const char *id) {
+  struct dcos_unit key = {.id = (char *)id};
+  return s->n_units ? bsearch(&key, s->units, s->n_units, sizeof(*s->units), unit_cmp) : NULL;
+}
+
+bool aggr_dcos_due(uint64_t now_usec, bool changed) {
+  return aggr_demand_due(&demand, now_usec, DCOS_REFRESH_USEC, changed);
+}
+
 void aggr_dcos_update(const struct aggr_model *m) {
   struct dcos_snapshot *s = calloc(1, sizeof(*s));
-  size_t cap_units = 0;
+  size_t cap_units = 0, n_hints = 0;
+  _cleanup_free_ size_t *hints = NULL;
+
+  aggr_demand_done(&demand, mst_now_monotonic_usec());
 
   if (!s)
     return;
@@ -148,10 +171,19 @@ void aggr_dcos_update(const struct aggr_model *m) {
       goto fail;
     /* An unreachable node's units are unknown now, but it stays in every
      * unit's node list (DC/OS dropped it, hiding the failure). */
+    if (n->n_components > n_hints) {
+      size_t *nh = realloc(hints, n->n_components * sizeof(*nh));
+      if (!nh)
+        goto fail;
+      for (size_t k = n_hints; k < n->n_components; k++)
+        nh[k] = SIZE_MAX;
+      hints = nh;
+      n_hints = n->n_components;
+    }
     for (size_t k = 0; k < n->n_components; k++) {
       const struct aggr_component *c = &n->components[k];
       const char *id = unit_id(m, n, c->name);
-      struct dcos_unit *u = unit_find(s, id);
+      struct dcos_unit *u = unit_find(s, id, &hints[k]);
       if (!u) {
         if (s->n_units == cap_units) {
           size_t nc = cap_units ? cap_units * 2 : 32;
@@ -166,14 +198,19 @@ void aggr_dcos_update(const struct aggr_model *m) {
         u->id = strdup(id);
         u->name = strdup(c->name);
         u->description = strdup("");
+        hints[k] = s->n_units - 1;
         if (!u->id || !u->name || !u->description)
           goto fail;
       }
-      struct dcos_unit_on_node *on = realloc(u->on, (u->n_on + 1) * sizeof(*on));
-      if (!on)
-        goto fail;
-      u->on = on;
-      on = &u->on[u->n_on++];
+      if (u->n_on == u->cap_on) {
+        size_t nc = u->cap_on ? u->cap_on * 2 : 8;
+        struct dcos_unit_on_node *on = realloc(u->on, nc * sizeof(*on));
+        if (!on)
+          goto fail;
+        u->on = on;
+        u->cap_on = nc;
+      }
+      struct dcos_unit_on_node *on = &u->on[u->n_on++];
       on->node = s->n_nodes - 1;
       on->health = dn->health == 3 ? 3 : component_health(c->state);
       on->output = strdup(c->output ? c->output : "");
@@ -291,6 +328,7 @@ static json_t *report_json(const struct dcos_snapshot *s) {
 
 int aggr_dcos_answer(const char *path, unsigned *ret_status, char **ret_body, size_t *ret_len,
                      bool *ret_json) {
+  aggr_demand_read(&demand, USEC_PER_SEC);
   struct dcos_snapshot *s = snapshot_get();
   char *copy = strdup(path), *seg[4];
   json_t *body = NULL;
@@ -320,7 +358,7 @@ int aggr_dcos_answer(const char *path, unsigned *ret_status, char **ret_body, si
   } else if (n == 1 && strcmp(seg[0], "report") == 0) {
     body = report_json(s);
   } else if (n >= 2 && strcmp(seg[0], "units") == 0) {
-    const struct dcos_unit *u = unit_find(s, seg[1]);
+    const struct dcos_unit *u = unit_lookup(s, seg[1]);
     size_t idx;
     const struct dcos_node *nd;
     const struct dcos_unit_on_node *on;
@@ -364,7 +402,7 @@ int aggr_dcos_answer(const char *path, unsigned *ret_status, char **ret_body, si
       }
       body = json_pack("{so}", "units", a);
     } else if (n == 4 && strcmp(seg[2], "units") == 0) {
-      const struct dcos_unit *u = unit_find(s, seg[3]);
+      const struct dcos_unit *u = unit_lookup(s, seg[3]);
       const struct dcos_unit_on_node *on = u ? unit_on(u, idx) : NULL;
       if (!on)
         missing = seg[3];

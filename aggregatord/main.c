@@ -29,6 +29,7 @@
 #include "http.h"
 #include "mst/auth.h"
 #include "mst/config.h"
+#include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/net.h"
 #include "mst/store.h"
@@ -42,14 +43,43 @@ extern const size_t aggr_schema_migrations_count;
 
 #define PUBLISH_MIN_SPACING_USEC (5 * USEC_PER_MSEC)
 #define PUBLISH_LAZY_USEC        (1 * USEC_PER_SEC)
-#define DCOS_REFRESH_USEC        (200 * USEC_PER_MSEC)
 #define LONGPOLL_TICK_USEC       (50 * USEC_PER_MSEC)
 
+static uint64_t spool_hash(const char *node_id, const char *spool_id) {
+  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node_id), spool_id);
+}
+
+static int spools_grow(struct aggr_spools *t) {
+  size_t n = t->n_buckets ? t->n_buckets * 2 : 256;
+  struct aggr_spool **b = calloc(n, sizeof(*b));
+  if (!b)
+    return -ENOMEM;
+  for (size_t i = 0; i < t->n_buckets; i++)
+    while (t->buckets[i]) {
+      struct aggr_spool *s = t->buckets[i];
+      t->buckets[i] = s->next;
+      size_t k = spool_hash(s->node_id, s->spool_id) & (n - 1);
+      s->next = b[k];
+      b[k] = s;
+    }
+  free(t->buckets);
+  t->buckets = b;
+  t->n_buckets = n;
+  return 0;
+}
+
 struct aggr_spool *aggr_spool_get(struct aggr *a, const char *node_id, const char *spool_id) {
+  struct aggr_spools *t = &a->spools;
   struct aggr_spool *s;
-  for (s = a->spools; s; s = s->next)
-    if (strcmp(s->node_id, node_id) == 0 && strcmp(s->spool_id, spool_id) == 0)
-      return s;
+
+  if (t->n_buckets) {
+    size_t k = spool_hash(node_id, spool_id) & (t->n_buckets - 1);
+    for (s = t->buckets[k]; s; s = s->next)
+      if (strcmp(s->node_id, node_id) == 0 && strcmp(s->spool_id, spool_id) == 0)
+        return s;
+  }
+  if (t->n >= t->n_buckets && spools_grow(t) < 0)
+    return NULL;
   s = calloc(1, sizeof(*s));
   if (!s)
     return NULL;
@@ -61,19 +91,25 @@ struct aggr_spool *aggr_spool_get(struct aggr *a, const char *node_id, const cha
     free(s);
     return NULL;
   }
-  s->next = a->spools;
-  a->spools = s;
+  size_t k = spool_hash(node_id, spool_id) & (t->n_buckets - 1);
+  s->next = t->buckets[k];
+  t->buckets[k] = s;
+  t->n++;
   return s;
 }
 
 static void spools_free(struct aggr *a) {
-  while (a->spools) {
-    struct aggr_spool *next = a->spools->next;
-    free(a->spools->node_id);
-    free(a->spools->spool_id);
-    free(a->spools);
-    a->spools = next;
-  }
+  struct aggr_spools *t = &a->spools;
+  for (size_t i = 0; i < t->n_buckets; i++)
+    while (t->buckets[i]) {
+      struct aggr_spool *next = t->buckets[i]->next;
+      free(t->buckets[i]->node_id);
+      free(t->buckets[i]->spool_id);
+      free(t->buckets[i]);
+      t->buckets[i] = next;
+    }
+  free(t->buckets);
+  *t = (struct aggr_spools){0};
 }
 
 /* Arms the stale timer at the moment the next node turns unreachable. */
@@ -166,15 +202,14 @@ void aggr_request_publish(struct aggr *a, bool urgent) {
 static int longpoll_tick(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   aggr_http_expire(a->http);
-  /* The metrics' cluster gauges: rendered from the model once a second. */
-  if (usec - a->last_metrics_usec >= USEC_PER_SEC) {
-    a->last_metrics_usec = usec;
+  /* The metrics' cluster gauges and DC/OS's view of the model: rendered
+   * from the model while they are being read (demand.h), once a second and
+   * a few times a second at most. */
+  uint64_t now = mst_now_monotonic_usec();
+  if (aggr_metrics_model_due(now))
     aggr_metrics_update_model(&a->model, a->n_conns, a->model.epoch);
-  }
-  /* DC/OS's view of the model: a few times a second at most. */
-  if (a->dcos_dirty && usec - a->last_dcos_usec >= DCOS_REFRESH_USEC) {
+  if (aggr_dcos_due(now, a->dcos_dirty)) {
     a->dcos_dirty = false;
-    a->last_dcos_usec = usec;
     aggr_dcos_update(&a->model);
   }
   sd_event_source_set_time(s, usec + LONGPOLL_TICK_USEC);
@@ -378,8 +413,9 @@ static void on_election_changed(struct aggr_election *el, void *userdata) {
     /* Agents reconnect and are redirected to whoever leads next. Anything
      * received but not committed will be replayed to the next leader. */
     aggr_stream_close_conns(a);
-    for (struct aggr_spool *sp = a->spools; sp; sp = sp->next)
-      sp->received_seq = sp->held_seq;
+    for (size_t i = 0; i < a->spools.n_buckets; i++)
+      for (struct aggr_spool *sp = a->spools.buckets[i]; sp; sp = sp->next)
+        sp->received_seq = sp->held_seq;
     sd_notify(0, "STATUS=following");
     log_notice("no longer leading; following %s",
                aggr_election_leader_id(el) ? aggr_election_leader_id(el) : "(unknown)");
@@ -420,7 +456,7 @@ int main(int argc, char **argv) {
   };
   const char *config_path = "/etc/muster/aggregator.conf";
   bool check_only = false;
-  struct aggr a = {.listen_fd = -1};
+  struct aggr a = {.listen_fd = -1, .conn_epfd = -1};
   char **masters = NULL;
   sqlite3 *db = NULL;
   int opt, r, ret = EXIT_FAILURE;

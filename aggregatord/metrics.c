@@ -9,15 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "demand.h"
 #include "metrics.h"
 #include "model.h"
 #include "mst/macro.h"
+#include "mst/time.h"
 
 struct aggr_counters aggr_counters;
 
 static pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *model_text; /* guarded by model_lock */
 static size_t model_len;
+/* The cluster gauges are rendered only while /metrics is being scraped. */
+static struct aggr_demand model_demand = AGGR_DEMAND_INIT;
 
 static const unsigned batch_bounds[AGGR_BATCH_BUCKETS] = {1, 10, 50, 100, 500, 1000, 5000, 20000};
 
@@ -95,22 +99,75 @@ static void text_printf(struct text *t, const char *fmt, ...) {
   }
 }
 
+static void text_append(struct text *t, const char *s, size_t n) {
+  if (t->failed)
+    return;
+  if (t->len + n + 1 > t->cap) {
+    size_t ncap = MST_MAX(t->cap * 2, t->len + n + 4096);
+    char *p = realloc(t->s, ncap);
+    if (!p) {
+      t->failed = true;
+      return;
+    }
+    t->s = p;
+    t->cap = ncap;
+  }
+  memcpy(t->s + t->len, s, n);
+  t->len += n;
+  t->s[t->len] = 0;
+}
+
 /* Appends v as a label value: backslash, quote and newline escaped. */
 static void text_label(struct text *t, const char *v) {
-  for (const char *p = v ? v : ""; *p; p++) {
-    if (*p == '\\')
-      text_printf(t, "\\\\");
-    else if (*p == '"')
-      text_printf(t, "\\\"");
-    else if (*p == '\n')
-      text_printf(t, "\\n");
-    else
-      text_printf(t, "%c", *p);
+  const char *p = v ? v : "";
+  for (;;) {
+    size_t run = strcspn(p, "\\\"\n");
+    text_append(t, p, run);
+    p += run;
+    if (!*p)
+      return;
+    text_append(t, *p == '\n' ? "\\n" : *p == '"' ? "\\\"" : "\\\\", 2);
+    p++;
   }
 }
 
-void aggr_metrics_update_model(const struct aggr_model *m, size_t connected_agents,
-                               uint64_t epoch) {
+/* Renders n's lines again when its rendering moved since the last time. */
+static int node_lines(struct aggr_node *n) {
+  struct text t = {0};
+
+  if (n->metrics_text && n->metrics_index == n->index)
+    return 0;
+  text_printf(&t, "muster_node_verdict{node=\"");
+  text_label(&t, n->id);
+  text_printf(&t, "\",role=\"");
+  text_label(&t, n->role);
+  text_printf(&t, "\",verdict=\"%s\"} 1\n", mst_verdict_to_string(n->verdict));
+  size_t verdict_len = t.len;
+  for (size_t k = 0; k < n->n_components; k++) {
+    const char *st = mst_state_to_string(n->components[k].state);
+    text_printf(&t, "muster_component_state{node=\"");
+    text_label(&t, n->id);
+    text_printf(&t, "\",component=\"");
+    text_label(&t, n->components[k].name);
+    text_printf(&t, "\",state=\"%s\"} 1\n", st ? st : "unspecified");
+  }
+  if (t.failed) {
+    free(t.s);
+    return -ENOMEM;
+  }
+  free(n->metrics_text);
+  n->metrics_text = t.s;
+  n->metrics_verdict_len = verdict_len;
+  n->metrics_len = t.len;
+  n->metrics_index = n->index;
+  return 0;
+}
+
+bool aggr_metrics_model_due(uint64_t now_usec) {
+  return aggr_demand_due(&model_demand, now_usec, USEC_PER_SEC, true);
+}
+
+void aggr_metrics_update_model(struct aggr_model *m, size_t connected_agents, uint64_t epoch) {
   struct text t = {0};
 
   text_printf(&t,
@@ -133,29 +190,23 @@ void aggr_metrics_update_model(const struct aggr_model *m, size_t connected_agen
     text_printf(&t, "muster_cluster_verdict{verdict=\"%s\"} %d\n",
                 mst_verdict_to_string((enum mst_verdict)v), m->verdict == (enum mst_verdict)v);
   }
+  for (size_t i = 0; i < m->n_nodes; i++)
+    if (node_lines(m->nodes[i]) < 0)
+      t.failed = true;
+  /* A family's lines go together: every node's verdict line, then every
+   * node's component lines. */
   text_printf(&t, "# HELP muster_node_verdict Each node's verdict (1 for the current one).\n"
                   "# TYPE muster_node_verdict gauge\n");
-  for (size_t i = 0; i < m->n_nodes; i++) {
-    const struct aggr_node *n = m->nodes[i];
-    text_printf(&t, "muster_node_verdict{node=\"");
-    text_label(&t, n->id);
-    text_printf(&t, "\",role=\"");
-    text_label(&t, n->role);
-    text_printf(&t, "\",verdict=\"%s\"} 1\n", mst_verdict_to_string(n->verdict));
-  }
+  for (size_t i = 0; i < m->n_nodes && !t.failed; i++)
+    text_append(&t, m->nodes[i]->metrics_text, m->nodes[i]->metrics_verdict_len);
   text_printf(&t, "# HELP muster_component_state Each component's current state, as its state "
                   "label.\n# TYPE muster_component_state gauge\n");
-  for (size_t i = 0; i < m->n_nodes; i++) {
+  for (size_t i = 0; i < m->n_nodes && !t.failed; i++) {
     const struct aggr_node *n = m->nodes[i];
-    for (size_t k = 0; k < n->n_components; k++) {
-      const char *st = mst_state_to_string(n->components[k].state);
-      text_printf(&t, "muster_component_state{node=\"");
-      text_label(&t, n->id);
-      text_printf(&t, "\",component=\"");
-      text_label(&t, n->components[k].name);
-      text_printf(&t, "\",state=\"%s\"} 1\n", st ? st : "unspecified");
-    }
+    text_append(&t, n->metrics_text + n->metrics_verdict_len,
+                n->metrics_len - n->metrics_verdict_len);
   }
+  aggr_demand_done(&model_demand, mst_now_monotonic_usec());
   if (t.failed) {
     free(t.s);
     return; /* keep the previous text */
@@ -221,9 +272,10 @@ int aggr_metrics_render(char **ret, size_t *ret_len) {
               "# HELP muster_http_parked_reads Blocking reads waiting for a change.\n"
               "# TYPE muster_http_parked_reads gauge\nmuster_http_parked_reads %llu\n",
               (unsigned long long)atomic_load(&c->parked_reads));
+  aggr_demand_read(&model_demand, USEC_PER_SEC);
   pthread_mutex_lock(&model_lock);
   if (model_text)
-    text_printf(&t, "%s", model_text);
+    text_append(&t, model_text, model_len);
   pthread_mutex_unlock(&model_lock);
   if (t.failed) {
     free(t.s);

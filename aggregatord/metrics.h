@@ -3,11 +3,13 @@
  * Counters are process-wide atomics that any thread bumps without a lock.
  * The gauges that describe the cluster (node verdicts, component states,
  * connected agents, leadership) are rendered by the loop thread from its
- * model, at most once a second, into a text block that HTTP threads copy
- * under a short mutex. */
+ * model, once a second while /metrics is being scraped (demand.h), into a
+ * text block that HTTP threads copy under a short mutex. Each node's lines
+ * are kept with the node and rendered again only when the node changed. */
 #pragma once
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,9 +55,12 @@ void aggr_metrics_commit(size_t rows, uint64_t usec);
 /* Notes one HTTP answer. Any thread. */
 void aggr_metrics_http(enum aggr_metric_route route, unsigned status);
 
+/* Loop thread: whether the cluster gauges are to be rendered now. */
+bool aggr_metrics_model_due(uint64_t now_usec);
+
 /* Renders the cluster gauges from the model (loop thread) and keeps them
- * for the HTTP threads. */
-void aggr_metrics_update_model(const struct aggr_model *m, size_t connected_agents, uint64_t epoch);
+ * for the HTTP threads. Updates each node's cached lines. */
+void aggr_metrics_update_model(struct aggr_model *m, size_t connected_agents, uint64_t epoch);
 
 /* The whole exposition text. Returns 0 with a malloc'd body, or -ENOMEM.
  * Any thread. */

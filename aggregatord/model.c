@@ -20,6 +20,7 @@
 
 #include "cause.h"
 #include "model.h"
+#include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -174,6 +175,7 @@ static int reason_copy(const struct aggr_reason *s, struct aggr_reason *ret) {
     return -ENOMEM;
   }
   ret->n_refs = s->n_refs;
+  ret->n_refs_total = s->n_refs_total;
   return 0;
 }
 
@@ -186,13 +188,58 @@ static const struct aggr_reason *reasons_find(const struct aggr_reasons *r, cons
   return NULL;
 }
 
-/* Copies every reason of src; with unique, only those about a (node,
- * component) dst does not name yet. */
-static int reasons_copy_all(struct aggr_reasons *dst, const struct aggr_reasons *src, bool unique) {
+/* A set of the (node, component) pairs reasons name, so that the cluster's
+ * lists name each once without comparing every pair (10,000 failing nodes
+ * are 10,000 root causes). Open addressing over borrowed strings. */
+struct reason_set {
+  const struct aggr_reason **slots;
+  size_t cap; /* a power of two */
+};
+
+static uint64_t reason_hash(const char *node, const char *component) {
+  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node), component) ^ (component ? 1 : 0);
+}
+
+/* Adds r unless its pair is in the set already. Returns 1 when added, 0
+ * when present, -ENOMEM. */
+static int reason_set_add(struct reason_set *set, size_t n_max, const struct aggr_reason *r) {
+  if (!set->slots) {
+    size_t cap = 16;
+    while (cap < n_max * 2)
+      cap *= 2;
+    if (!(set->slots = calloc(cap, sizeof(*set->slots))))
+      return -ENOMEM;
+    set->cap = cap;
+  }
+  for (size_t k = reason_hash(r->node, r->component) & (set->cap - 1);;
+       k = (k + 1) & (set->cap - 1)) {
+    const struct aggr_reason *s = set->slots[k];
+    if (!s) {
+      set->slots[k] = r;
+      return 1;
+    }
+    if (streq_null(s->node, r->node) && streq_null(s->component, r->component))
+      return 0;
+  }
+}
+
+/* Counts every reason of src into dst's total, and copies it while dst
+ * holds fewer than AGGR_CLUSTER_REASONS_MAX; with a set, only the reasons
+ * about a (node, component) not in it yet, which are then added (the set
+ * holds at most n_max). */
+static int reasons_copy_all(struct aggr_reasons *dst, const struct aggr_reasons *src,
+                            struct reason_set *unique, size_t n_max) {
   for (size_t i = 0; i < src->n; i++) {
     const struct aggr_reason *s = &src->v[i];
     struct aggr_reason copy;
-    if (unique && reasons_find(dst, s->node, s->component))
+    int r;
+    if (unique && (r = reason_set_add(unique, n_max, s)) <= 0) {
+      if (r < 0)
+        return r;
+      continue;
+    }
+    dst->n_total++;
+    if (dst->n >= AGGR_CLUSTER_REASONS_MAX)
       continue;
     if (reason_copy(s, &copy) < 0 || reasons_take(dst, &copy) < 0)
       return -ENOMEM;
@@ -201,13 +248,14 @@ static int reasons_copy_all(struct aggr_reasons *dst, const struct aggr_reasons 
 }
 
 static bool reasons_equal(const struct aggr_reasons *a, const struct aggr_reasons *b) {
-  if (a->n != b->n)
+  if (a->n != b->n || a->n_total != b->n_total)
     return false;
   for (size_t i = 0; i < a->n; i++) {
     const struct aggr_reason *x = &a->v[i], *y = &b->v[i];
     if (!streq_null(x->node, y->node) || !streq_null(x->component, y->component) ||
         !streq_null(x->state, y->state) || !streq_null(x->message, y->message) ||
-        !streq_null(x->summary, y->summary) || x->n_refs != y->n_refs)
+        !streq_null(x->summary, y->summary) || x->n_refs != y->n_refs ||
+        x->n_refs_total != y->n_refs_total)
       return false;
     for (size_t k = 0; k < x->n_refs; k++)
       if (!streq_null(x->refs[k].node, y->refs[k].node) ||
@@ -244,6 +292,7 @@ static void node_free(struct aggr_node *n) {
   aggr_startup_free(n->startup);
   aggr_reasons_clear(&n->reasons);
   aggr_reasons_clear(&n->root_causes);
+  free(n->metrics_text);
   free(n);
 }
 
@@ -769,8 +818,11 @@ static int root_summary(const struct explain *x, size_t v, char **ret) {
   return 0;
 }
 
+/* The first AGGR_REFS_MAX of the n vertices vs, and their count. */
 static int refs_from_vertices(const struct aggr_cause *c, const size_t *vs, size_t n,
                               struct aggr_reason *item) {
+  item->n_refs_total = n;
+  n = MST_MIN(n, (size_t)AGGR_REFS_MAX);
   if (n == 0)
     return 0;
   item->refs = calloc(n, sizeof(item->refs[0]));
@@ -1021,16 +1073,24 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
     return r;
 
   /* A root cause on one node is also listed by the nodes it blocks: each
-   * is named once. */
+   * is named once. The set borrows the nodes' reasons, which stay put. */
+  size_t n_roots = 0;
+  for (size_t i = 0; i < m->n_nodes; i++)
+    if (m->nodes[i]->verdict != MST_VERDICT_HEALTHY)
+      n_roots += m->nodes[i]->root_causes.n;
+  struct reason_set seen = {0};
+  r = 0;
+  reasons->n_total = reasons->n; /* the cluster-wide ones */
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
     if (n->verdict == MST_VERDICT_HEALTHY)
       continue;
-    if ((r = reasons_copy_all(reasons, &n->reasons, false)) < 0 ||
-        (r = reasons_copy_all(roots, &n->root_causes, true)) < 0)
-      return r;
+    if ((r = reasons_copy_all(reasons, &n->reasons, NULL, 0)) < 0 ||
+        (r = reasons_copy_all(roots, &n->root_causes, &seen, n_roots)) < 0)
+      break;
   }
-  return 0;
+  free(seen.slots);
+  return r < 0 ? r : 0;
 }
 
 bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec) {

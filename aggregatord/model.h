@@ -44,12 +44,22 @@ struct aggr_reason {
   char *message;
   char *summary; /* root causes only, else NULL */
   struct aggr_reason_ref *refs;
-  size_t n_refs;
+  size_t n_refs;       /* at most AGGR_REFS_MAX */
+  size_t n_refs_total; /* how many there are: refs names the first n_refs */
 };
+
+/* Bounds that keep a cluster-wide failure (a master down blocking every
+ * agent's components, or every component of 10,000 nodes failing at once)
+ * from making bodies of hundreds of megabytes: what a reason names, and how
+ * many reasons and root causes the cluster lists. Each list keeps its total;
+ * the full detail is on each node. */
+#define AGGR_REFS_MAX            64
+#define AGGR_CLUSTER_REASONS_MAX 100
 
 struct aggr_reasons {
   struct aggr_reason *v;
   size_t n;
+  size_t n_total; /* cluster lists: how many there are, of which v holds n */
 };
 
 struct aggr_node {
@@ -79,6 +89,13 @@ struct aggr_node {
 
   uint64_t index; /* model index at which this node's rendering last changed */
   bool dirty;     /* changed since the last publish */
+
+  /* This node's lines of /metrics (metrics.c), rendered again only when
+   * index moves: its muster_node_verdict line, then its
+   * muster_component_state lines. */
+  char *metrics_text;
+  size_t metrics_verdict_len, metrics_len;
+  uint64_t metrics_index;
 };
 
 struct aggr_model {

@@ -331,6 +331,8 @@ static void reasons_write(struct json_writer *w, const struct aggr_reasons *r) {
     jw_string(w, x->message);
     jw_key(w, "blocked_by");
     refs_write(w, x);
+    jw_key(w, "blocked_by_total");
+    jw_uint(w, x->n_refs_total);
     jw_close(w, '}');
   }
   jw_close(w, ']');
@@ -363,6 +365,8 @@ static void root_causes_write(struct json_writer *w, const struct aggr_model *m,
     jw_string(w, x->summary);
     jw_key(w, "blocked");
     refs_write(w, x);
+    jw_key(w, "blocked_total");
+    jw_uint(w, x->n_refs_total);
     jw_close(w, '}');
   }
   jw_close(w, ']');
@@ -648,8 +652,12 @@ static int health_write(struct json_writer *w, const struct aggr_model *m) {
   jw_time(w, m->verdict_since_usec);
   jw_key(w, "reasons");
   reasons_write(w, &m->reasons);
+  jw_key(w, "reasons_total");
+  jw_uint(w, m->reasons.n_total);
   jw_key(w, "root_causes");
   root_causes_write(w, m, &m->root_causes);
+  jw_key(w, "root_causes_total");
+  jw_uint(w, m->root_causes.n_total);
   jw_key(w, "counts");
   int r = counts_write(w, m);
   if (r < 0)

@@ -11,7 +11,14 @@
  * drop the streams and let the agents replay: nothing unacknowledged is lost
  * and nothing is acknowledged that is not on disk.
  *
- * No lock is held across I/O: the mutex only guards the two list heads. */
+ * No lock is held across I/O: the mutex only guards the two list heads.
+ *
+ * WAL checkpoints run on a thread of their own with its own connection
+ * (PASSIVE, a few times a second while commits come). Left to SQLite's
+ * automatic checkpoint, the commit that crosses 1,000 WAL pages would copy
+ * them into the database and fsync it before it returns, holding every Ack
+ * behind it for hundreds of milliseconds under load. A passive checkpoint
+ * never blocks the writer. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -46,7 +53,16 @@ struct aggr_writer {
   size_t n_done, cap_done;
 
   sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict, *ins_stage;
+
+  /* The checkpointer: its own connection and thread. */
+  sqlite3 *ckpt_db;
+  pthread_cond_t ckpt_cond; /* with lock; signalled only to stop */
+  pthread_t ckpt_thread;
+  bool ckpt_running;
+  _Atomic uint64_t commits; /* committed transactions, for the checkpointer */
 };
+
+#define CHECKPOINT_PERIOD_NSEC (200 * 1000 * 1000L)
 
 struct aggr_write *aggr_write_new(enum aggr_write_kind kind) {
   struct aggr_write *j = calloc(1, sizeof(*j));
@@ -486,6 +502,7 @@ static void *writer_main(void *userdata) {
     uint64_t t0 = mst_now_monotonic_usec();
     int r = write_transaction(w, jobs, &marks);
     if (r >= 0) {
+      atomic_fetch_add(&w->commits, 1);
       aggr_metrics_commit(n, mst_now_monotonic_usec() - t0);
       for (struct aggr_write *j = jobs; j; j = j->next)
         if (j->kind == AGGR_WRITE_REPLICA)
@@ -510,6 +527,61 @@ static void *writer_main(void *userdata) {
   return NULL;
 }
 
+static void *checkpointer_main(void *userdata) {
+  struct aggr_writer *w = userdata;
+  uint64_t seen = 0;
+
+  pthread_mutex_lock(&w->lock);
+  while (!w->stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += CHECKPOINT_PERIOD_NSEC;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    (void)pthread_cond_timedwait(&w->ckpt_cond, &w->lock, &ts);
+    uint64_t commits = atomic_load(&w->commits);
+    if (w->stop || commits == seen)
+      continue;
+    seen = commits;
+    pthread_mutex_unlock(&w->lock);
+    int log_frames = 0, done_frames = 0;
+    int rc = sqlite3_wal_checkpoint_v2(w->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                       &done_frames);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+      log_warning("writer: checkpoint failed: %s", sqlite3_errmsg(w->ckpt_db));
+    pthread_mutex_lock(&w->lock);
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+/* Hands checkpoints to a thread of their own (see DESIGN). Without it the
+ * writer keeps SQLite's automatic checkpoints. */
+static void checkpointer_start(struct aggr_writer *w) {
+  const char *path = sqlite3_db_filename(w->db, "main");
+  /* mst_store_open() reads the database in WAL mode, which a checkpoint
+   * needs: a connection that has not looked at the WAL has none to copy. */
+  if (!path || !*path || mst_store_open(path, 0, &w->ckpt_db) < 0 ||
+      sqlite3_exec(w->ckpt_db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  if (sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  if (pthread_create(&w->ckpt_thread, NULL, checkpointer_main, w) != 0) {
+    (void)sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
+    goto fail;
+  }
+  w->ckpt_running = true;
+  return;
+
+fail:
+  log_warning("writer: no checkpoint thread (%s); commits checkpoint as they go",
+              w->ckpt_db ? sqlite3_errmsg(w->ckpt_db) : "cannot open the database");
+  sqlite3_close_v2(w->ckpt_db);
+  w->ckpt_db = NULL;
+}
+
 int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct aggr_writer **ret) {
   struct aggr_writer *w = calloc(1, sizeof(*w));
   int r;
@@ -525,12 +597,14 @@ int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct agg
   }
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
+  pthread_cond_init(&w->ckpt_cond, NULL);
   r = writer_prepare(w);
   if (r < 0)
     goto fail;
   r = -pthread_create(&w->thread, NULL, writer_main, w);
   if (r < 0)
     goto fail;
+  checkpointer_start(w);
   *ret = w;
   return 0;
 
@@ -543,6 +617,7 @@ fail:
   sqlite3_finalize(w->ins_stage);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
+  pthread_cond_destroy(&w->ckpt_cond);
   close(w->efd);
   free(w);
   return r;
@@ -554,8 +629,12 @@ void aggr_writer_free(struct aggr_writer *w) {
   pthread_mutex_lock(&w->lock);
   w->stop = true;
   pthread_cond_signal(&w->cond);
+  pthread_cond_signal(&w->ckpt_cond);
   pthread_mutex_unlock(&w->lock);
   pthread_join(w->thread, NULL);
+  if (w->ckpt_running)
+    pthread_join(w->ckpt_thread, NULL);
+  sqlite3_close_v2(w->ckpt_db);
 
   sqlite3_finalize(w->ins_change);
   sqlite3_finalize(w->up_spool);
@@ -566,6 +645,7 @@ void aggr_writer_free(struct aggr_writer *w) {
   sqlite3_close_v2(w->db);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
+  pthread_cond_destroy(&w->ckpt_cond);
   close(w->efd);
   free(w->done);
   free(w);

@@ -285,6 +285,35 @@ Test(model, root_causes_follow_stage_graph) {
   cr_assert_null(find_reason(&m1->root_causes, "m1", "web"));
 }
 
+Test(model, cluster_lists_are_bounded_with_totals) {
+  /* 150 failing agents: each is a reason and a root cause of the cluster,
+   * which lists the first AGGR_CLUSTER_REASONS_MAX and counts them all. */
+  healthy_cluster();
+  for (int i = 0; i < 150; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "w%03d", i);
+    struct aggr_node *w = report(id, "agent", T0);
+    set_comp(w, "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0);
+  }
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(model.reasons.n, AGGR_CLUSTER_REASONS_MAX);
+  cr_assert_eq(model.reasons.n_total, 150);
+  cr_assert_eq(model.root_causes.n, AGGR_CLUSTER_REASONS_MAX);
+  cr_assert_eq(model.root_causes.n_total, 150);
+  cr_assert_str_eq(model.root_causes.v[0].node, "w000");
+
+  /* Back under the bound: everything is listed again. */
+  for (int i = 0; i < 100; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "w%03d", i);
+    set_comp(aggr_model_find(&model, id), "wsvc", MST_STATE_HEALTHY, "ok", T0);
+  }
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(model.reasons.n, 50);
+  cr_assert_eq(model.reasons.n_total, 50);
+  cr_assert_eq(model.root_causes.n_total, 50);
+}
+
 Test(model, unreachable_after_stale_timeout) {
   healthy_cluster();
   struct aggr_node *w1 = aggr_model_find(&model, "w1");
@@ -835,7 +864,7 @@ Test(view, reasons_to_json) {
   s = aggr_reasons_to_json(&one);
   cr_assert_str_eq(s,
                    "[{\"node\":\"m1\",\"component\":null,\"state\":\"missing\",\"message\":\"m1: "
-                   "\\\"x\\\"\",\"blocked_by\":[]}]");
+                   "\\\"x\\\"\",\"blocked_by\":[],\"blocked_by_total\":0}]");
   free(s);
 }
 
