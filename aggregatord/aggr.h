@@ -80,6 +80,8 @@ struct aggr {
   sd_event_source *conns_source;
   bool dispatching;            /* handling a batch of ready streams */
   struct aggr_conn *graveyard; /* streams closed during that batch */
+  struct aggr_conn *backlog;   /* streams with whole frames left to handle */
+  sd_event_source *backlog_source;
   sd_event_source *publish_timer;
   sd_event_source *stale_timer;
   sd_event_source *longpoll_timer;

@@ -60,7 +60,9 @@ struct aggr_conn {
   uint64_t last_heard_usec; /* monotonic */
   bool dead;                /* to be freed once the current event handler returns */
   bool freed;               /* closed; its memory goes once the batch of events is done */
+  bool backlogged;          /* on a->backlog: whole frames wait in rd */
   struct aggr_conn *prev, *next;
+  struct aggr_conn *backlog_next;
 };
 
 static void conn_free(struct aggr_conn *c);
@@ -116,6 +118,10 @@ static void conn_free(struct aggr_conn *c) {
     (void)epoll_ctl(a->conn_epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+  }
+  if (c->backlogged) {
+    c->freed = true; /* released when the backlog comes to it */
+    return;
   }
   if (a->dispatching) {
     c->freed = true;
@@ -522,11 +528,29 @@ static int conn_update_events(struct aggr_conn *c) {
   return 0;
 }
 
-/* Handles the whole frames buffered. Stops when the connection is closing or
- * dead; the caller frees a dead one. */
+/* Frames beyond one turn's budget wait in the buffer, and the socket may
+ * have nothing more to say: the backlog makes sure they are handled, after
+ * the other connections had their turn. */
+static void conn_backlog(struct aggr_conn *c) {
+  struct aggr *a = c->aggr;
+  if (c->backlogged)
+    return;
+  c->backlogged = true;
+  c->backlog_next = a->backlog;
+  a->backlog = c;
+  sd_event_source_set_enabled(a->backlog_source, SD_EVENT_ONESHOT);
+}
+
+/* Handles the whole frames buffered, up to a budget per turn. Stops when the
+ * connection is closing or dead; the caller frees a dead one. */
 static void conn_read_frames(struct aggr_conn *c) {
-  for (int budget = CONN_MAX_FRAMES_PER_WAKE; budget > 0 && !c->dead && c->state != CONN_CLOSING;
-       budget--) {
+  for (int budget = CONN_MAX_FRAMES_PER_WAKE;; budget--) {
+    if (c->dead || c->state == CONN_CLOSING)
+      return;
+    if (budget == 0) {
+      conn_backlog(c);
+      return;
+    }
     const uint8_t *data;
     size_t len;
     int r = mst_frame_reader_next(&c->rd, &data, &len);
@@ -596,6 +620,33 @@ static int conns_io(sd_event_source *s, int fd, uint32_t revents, void *userdata
     struct aggr_conn *c = ev[i].data.ptr;
     if (!c->freed)
       conn_io(c, ev[i].events);
+  }
+  a->dispatching = false;
+  while (a->graveyard) {
+    struct aggr_conn *c = a->graveyard;
+    a->graveyard = c->next;
+    conn_release(c);
+  }
+  return 0;
+}
+
+static int backlog_run(sd_event_source *s, void *userdata) {
+  struct aggr *a = userdata;
+  struct aggr_conn *list = a->backlog;
+
+  a->backlog = NULL;
+  a->dispatching = true;
+  while (list) {
+    struct aggr_conn *c = list;
+    list = c->backlog_next;
+    c->backlogged = false;
+    if (c->freed) {
+      conn_release(c);
+      continue;
+    }
+    conn_read_frames(c);
+    if (c->dead)
+      conn_free(c);
   }
   a->dispatching = false;
   while (a->graveyard) {
@@ -718,6 +769,10 @@ int aggr_stream_listen(struct aggr *a) {
   r = sd_event_add_io(a->event, &a->conns_source, a->conn_epfd, EPOLLIN, conns_io, a);
   if (r < 0)
     return r;
+  r = sd_event_add_defer(a->event, &a->backlog_source, backlog_run, a);
+  if (r < 0)
+    return r;
+  sd_event_source_set_enabled(a->backlog_source, SD_EVENT_OFF);
   r = sd_event_add_io(a->event, &a->listen_source, fd, EPOLLIN, listen_io, a);
   if (r < 0)
     return r;
@@ -740,6 +795,13 @@ void aggr_stream_close_all(struct aggr *a) {
   a->listen_fd = -1;
   sd_event_source_disable_unref(a->conns_source);
   a->conns_source = NULL;
+  sd_event_source_disable_unref(a->backlog_source);
+  a->backlog_source = NULL;
+  while (a->backlog) { /* closed above: every one is freed */
+    struct aggr_conn *c = a->backlog;
+    a->backlog = c->backlog_next;
+    conn_release(c);
+  }
   if (a->conn_epfd >= 0)
     close(a->conn_epfd);
   a->conn_epfd = -1;

@@ -341,3 +341,20 @@ def test_max_frame_boundary(aggr):
     cl.expect_closed()
     assert aggr.held_seq("f-big", aggr.query(
         "SELECT spool_id FROM spools WHERE node_id='f-big'")[0][0]) == last
+
+
+def test_burst_beyond_one_turn_is_handled_without_more_bytes(aggr):
+    """An agent that writes more frames at once than the aggregator handles in
+    one turn (256) and then waits gets every one of them acknowledged: the
+    frames left in the buffer are not stuck until the agent sends again."""
+    sp = new_spool()
+    cl, _ = welcomed(aggr, "burst1", sp)
+    mk = ChangeMaker(COMPONENTS)
+    burst = b""
+    for _ in range(600):
+        data = mh.pb().Envelope(changes=mh.pb().ChangeBatch(changes=mk.make(1))).SerializeToString()
+        burst += mh.encode_varint(len(data)) + data
+    cl.send_raw(burst)
+    # No heartbeat, nothing more: the last change must still be acked soon.
+    cl.wait_ack(600, timeout=3.0)
+    assert len(rows_for(aggr, "burst1", sp)) == 600
