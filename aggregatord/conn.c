@@ -371,6 +371,7 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
   struct aggr_spool *spool = c->spool;
   uint64_t now = mst_now_realtime_usec();
   bool duplicate = false, fresh = false;
+  struct aggr_write *first = NULL, **tail = &first; /* handed to the writer at once */
 
   /* Every change was checked by aggr_envelope_check(). */
   for (size_t i = 0; i < b->n_changes; i++) {
@@ -389,13 +390,16 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
 
     struct aggr_write *j = aggr_write_new(AGGR_WRITE_CHANGE);
     if (!j) {
+      /* What came before it is queued: the Ack stays behind this one. */
+      if (first)
+        aggr_writer_submit(a->writer, first);
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
       return -1;
     }
     j->epoch = a->epoch;
     j->spool = spool;
-    j->node_id = strdup(spool->node_id);
-    j->spool_id = strdup(spool->spool_id);
+    j->node_id = spool->node_id; /* borrowed, see writer.h */
+    j->spool_id = spool->spool_id;
     j->seq = ch->seq;
     j->component = strdup(ch->component);
     j->check_kind = check_name(ch->check);
@@ -408,7 +412,8 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
     j->rise = ch->rise;
     j->fall = ch->fall;
     j->received_ms = (int64_t)(now / USEC_PER_MSEC);
-    aggr_writer_submit(a->writer, j);
+    *tail = j;
+    tail = &j->next;
     fresh = true;
 
     /* The live model follows at once; the Ack waits for the commit. Changes
@@ -421,6 +426,8 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
       c->node->dirty = true;
     }
   }
+  if (first)
+    aggr_writer_submit(a->writer, first);
   if (fresh)
     aggr_request_publish(a, true);
   if (duplicate && spool->held_seq > 0 && conn_send_ack(c, spool->held_seq) < 0) {

@@ -30,12 +30,29 @@
 
 #include "election.h"
 #include "metrics.h"
+#include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/store.h"
 #include "mst/time.h"
 #include "writer.h"
 
 #define WRITER_MAX_JOBS_PER_TXN 20000
+
+/* What the database holds per spool (spools.held_seq), kept by the writer:
+ * every row of `spools` is written by this thread, so after a commit the
+ * cache is exact, and the guard against storing a change twice costs a hash
+ * lookup instead of a B-tree lookup per row. A spool is read from the
+ * database the first time it is seen. */
+struct held_entry {
+  char *node_id, *spool_id;
+  uint64_t seq;
+  struct held_entry *next;
+};
+
+struct held {
+  struct held_entry **buckets;
+  size_t n_buckets, n; /* n_buckets: a power of two, or 0 */
+};
 
 struct aggr_writer {
   sqlite3 *db;
@@ -44,6 +61,7 @@ struct aggr_writer {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool stop;
+  bool waiting; /* the writer waits on cond for jobs (guarded by lock) */
   int efd;
   _Atomic uint64_t retention_usec; /* 0: keep everything */
   uint64_t next_prune_usec;        /* monotonic; writer thread only */
@@ -52,7 +70,8 @@ struct aggr_writer {
   struct aggr_commit *done;       /* finished commits, guarded by lock */
   size_t n_done, cap_done;
 
-  sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict, *ins_stage;
+  sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict, *ins_stage, *sel_held;
+  struct held held; /* writer thread only */
 
   /* The checkpointer: its own connection and thread. */
   sqlite3 *ckpt_db;
@@ -74,8 +93,10 @@ struct aggr_write *aggr_write_new(enum aggr_write_kind kind) {
 void aggr_write_free(struct aggr_write *j) {
   if (!j)
     return;
-  free(j->node_id);
-  free(j->spool_id);
+  if (!j->spool) {
+    free(j->node_id);
+    free(j->spool_id);
+  }
   free(j->component);
   free(j->output);
   free(j->boot_id);
@@ -102,10 +123,12 @@ static int writer_prepare(struct aggr_writer *w) {
                * earlier leader) is not stored twice. */
               "INSERT INTO changes (node_id, spool_id, seq, component, check_kind, from_state,"
               " to_state, at_ms, output, boot_id, health, rise, fall, epoch, received_ms)"
-              " SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15"
-              " WHERE ?3 > coalesce((SELECT held_seq FROM spools"
-              " WHERE node_id = ?1 AND spool_id = ?2), 0)",
+              " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
               &w->ins_change);
+  if (r < 0)
+    return r;
+  r = prepare(w->db, "SELECT held_seq FROM spools WHERE node_id = ?1 AND spool_id = ?2",
+              &w->sel_held);
   if (r < 0)
     return r;
   r = prepare(w->db,
@@ -313,6 +336,104 @@ static int marks_note(struct marks *m, const struct aggr_write *j) {
   return 0;
 }
 
+static uint64_t held_hash(const char *node_id, const char *spool_id) {
+  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node_id), spool_id);
+}
+
+static struct held_entry *held_find(const struct held *h, const char *node_id,
+                                    const char *spool_id) {
+  if (!h->n_buckets)
+    return NULL;
+  for (struct held_entry *e = h->buckets[held_hash(node_id, spool_id) & (h->n_buckets - 1)]; e;
+       e = e->next)
+    if (strcmp(e->node_id, node_id) == 0 && strcmp(e->spool_id, spool_id) == 0)
+      return e;
+  return NULL;
+}
+
+static int held_add(struct held *h, const char *node_id, const char *spool_id, uint64_t seq) {
+  if (h->n >= h->n_buckets) {
+    size_t nb = h->n_buckets ? h->n_buckets * 2 : 1024;
+    struct held_entry **b = calloc(nb, sizeof(*b));
+    if (!b)
+      return -ENOMEM;
+    for (size_t i = 0; i < h->n_buckets; i++)
+      while (h->buckets[i]) {
+        struct held_entry *e = h->buckets[i];
+        h->buckets[i] = e->next;
+        size_t k = held_hash(e->node_id, e->spool_id) & (nb - 1);
+        e->next = b[k];
+        b[k] = e;
+      }
+    free(h->buckets);
+    h->buckets = b;
+    h->n_buckets = nb;
+  }
+  struct held_entry *e = calloc(1, sizeof(*e));
+  if (!e || !(e->node_id = strdup(node_id)) || !(e->spool_id = strdup(spool_id))) {
+    if (e)
+      free(e->node_id);
+    free(e);
+    return -ENOMEM;
+  }
+  e->seq = seq;
+  size_t k = held_hash(node_id, spool_id) & (h->n_buckets - 1);
+  e->next = h->buckets[k];
+  h->buckets[k] = e;
+  h->n++;
+  return 0;
+}
+
+static void held_done(struct held *h) {
+  for (size_t i = 0; i < h->n_buckets; i++)
+    while (h->buckets[i]) {
+      struct held_entry *e = h->buckets[i];
+      h->buckets[i] = e->next;
+      free(e->node_id);
+      free(e->spool_id);
+      free(e);
+    }
+  free(h->buckets);
+  *h = (struct held){0};
+}
+
+/* The highest seq the database holds for j's spool: from the cache, or read
+ * once. */
+static int held_get(struct aggr_writer *w, const struct aggr_write *j, uint64_t *ret) {
+  const struct held_entry *e = held_find(&w->held, j->node_id, j->spool_id);
+  if (e) {
+    *ret = e->seq;
+    return 0;
+  }
+  sqlite3_stmt *s = w->sel_held;
+  uint64_t seq = 0;
+  bind_text(s, 1, j->node_id);
+  bind_text(s, 2, j->spool_id);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW)
+    seq = (uint64_t)sqlite3_column_int64(s, 0);
+  sqlite3_reset(s);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    log_error("writer: cannot read what a spool holds: %s", sqlite3_errmsg(w->db));
+    return mst_store_errno(rc);
+  }
+  *ret = seq;
+  return held_add(&w->held, j->node_id, j->spool_id, seq);
+}
+
+/* After a commit: the cache learns what the transaction stored. */
+static void held_commit(struct aggr_writer *w, const struct marks *marks) {
+  for (size_t i = 0; i < marks->n; i++) {
+    const struct aggr_write *j = marks->v[i].job;
+    struct held_entry *e = held_find(&w->held, j->node_id, j->spool_id);
+    if (e && marks->v[i].seq > e->seq)
+      e->seq = marks->v[i].seq;
+    else if (!e && held_add(&w->held, j->node_id, j->spool_id, marks->v[i].seq) < 0)
+      /* Without the entry the next row of the spool reads it again. */
+      log_warning("writer: out of memory caching a spool, ignoring");
+  }
+}
+
 static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, struct marks *marks) {
   bool fenced = false;
   int r = mst_store_exec(w->db, "BEGIN IMMEDIATE");
@@ -324,11 +445,17 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, str
     fenced = fenced || (j->kind != AGGR_WRITE_REPLICA && j->kind != AGGR_WRITE_REPLICA_VERDICT);
     bool change = j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA;
     if (change) {
-      /* The SQL guard sees what earlier transactions hold; this sees what
-       * this one already wrote for the spool (a copy from the old leader and
-       * the agent's own replay can meet in one transaction). */
+      /* What earlier transactions hold (the held cache), or what this one
+       * already wrote for the spool (a copy from the old leader and the
+       * agent's own replay can meet in one transaction): a change at or
+       * below it is stored already. */
       const struct spool_mark *k = marks_find(marks, j);
-      if (k && j->seq <= k->seq)
+      uint64_t held = 0;
+      if (k)
+        held = k->seq;
+      else if ((r = held_get(w, j, &held)) < 0)
+        goto rollback;
+      if (j->seq <= held)
         continue;
     }
     r = write_job(w, j);
@@ -361,6 +488,7 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, str
   r = mst_store_exec(w->db, "COMMIT");
   if (r < 0)
     goto rollback;
+  held_commit(w, marks);
   return 0;
 
 rollback:
@@ -464,14 +592,19 @@ static void *writer_main(void *userdata) {
     while (!w->head && !w->stop) {
       uint64_t retention = atomic_load(&w->retention_usec);
       if (!retention) {
+        w->waiting = true;
         pthread_cond_wait(&w->cond, &w->lock);
+        w->waiting = false;
         continue;
       }
       /* Wake up for the next prune even when nothing is written. */
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_sec += 1;
-      if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+      w->waiting = true;
+      int rc = pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+      w->waiting = false;
+      if (rc == ETIMEDOUT)
         break;
     }
     if (!w->head) {
@@ -610,6 +743,7 @@ int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct agg
 
 fail:
   sqlite3_finalize(w->ins_change);
+  sqlite3_finalize(w->sel_held);
   sqlite3_finalize(w->up_spool);
   sqlite3_finalize(w->up_node);
   sqlite3_finalize(w->up_boot);
@@ -637,12 +771,14 @@ void aggr_writer_free(struct aggr_writer *w) {
   sqlite3_close_v2(w->ckpt_db);
 
   sqlite3_finalize(w->ins_change);
+  sqlite3_finalize(w->sel_held);
   sqlite3_finalize(w->up_spool);
   sqlite3_finalize(w->up_node);
   sqlite3_finalize(w->up_boot);
   sqlite3_finalize(w->ins_verdict);
   sqlite3_finalize(w->ins_stage);
   sqlite3_close_v2(w->db);
+  held_done(&w->held);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   pthread_cond_destroy(&w->ckpt_cond);
@@ -668,14 +804,19 @@ int aggr_writer_fd(const struct aggr_writer *w) {
 }
 
 void aggr_writer_submit(struct aggr_writer *w, struct aggr_write *job) {
-  job->next = NULL;
+  struct aggr_write *last = job;
+  while (last->next)
+    last = last->next;
   pthread_mutex_lock(&w->lock);
   if (w->tail)
     w->tail->next = job;
   else
     w->head = job;
-  w->tail = job;
-  pthread_cond_signal(&w->cond);
+  w->tail = last;
+  /* Only a waiting writer needs the futex wake-up; a busy one takes the
+   * whole queue when its commit is done. */
+  if (w->waiting)
+    pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
 }
 

@@ -29,6 +29,8 @@ struct aggr_write {
   enum aggr_write_kind kind;
   uint64_t epoch;
   struct aggr_spool *spool; /* CHANGE: reported back on commit (not dereferenced) */
+  /* With spool set, node_id and spool_id are the spool record's own strings,
+   * borrowed: the record outlives the writer and never changes. */
   char *node_id, *spool_id, *component, *output, *boot_id;
   const char *check_kind, *from_state, *to_state; /* static strings */
   uint64_t seq;
@@ -69,7 +71,8 @@ void aggr_writer_free(struct aggr_writer *w);
 /* The eventfd that becomes readable when commits are ready to collect. */
 int aggr_writer_fd(const struct aggr_writer *w);
 
-/* Queues a job (ownership passes to the writer). Any thread. */
+/* Queues a job and every job linked after it through next (ownership
+ * passes to the writer), with one wake-up. Any thread. */
 void aggr_writer_submit(struct aggr_writer *w, struct aggr_write *job);
 
 /* Collects finished commits: returns a malloc'd array and its length in

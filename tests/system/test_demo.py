@@ -46,6 +46,16 @@ def processes_of(state):
     return found
 
 
+def cmdline(pid):
+    """A process's command line, or "" once it has exited (the agents' check
+    commands come and go between a listing of /proc and this read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def wait_for(pred, timeout, desc, interval=0.25):
     deadline = time.monotonic() + timeout
     last = None
@@ -133,8 +143,7 @@ def test_demo_boots_fails_recovers_and_stops(tmp_path, mode):
         if mode == "zk":   # kill the leader: another aggregator takes over
             leader = health()["leader"]["id"]
             n = int(leader.rsplit("aggregator", 1)[1])
-            victims = [p for p in started if f"{state}/aggregator{n}.conf" in
-                       open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")]
+            victims = [p for p in started if f"{state}/aggregator{n}.conf" in cmdline(p)]
             assert len(victims) == 1, (leader, victims)
             os.kill(victims[0], signal.SIGTERM)
             other = f"http://127.0.0.1:{port + (n % 3)}"
