@@ -36,6 +36,11 @@ struct aggr_config {
   char *synchronous; /* "full" or "normal" */
   uint64_t hello_timeout_usec;
   uint64_t max_connections;
+  uint64_t max_connections_per_address;
+  uint64_t max_frames_per_second;
+  uint64_t http_timeout_usec;
+  uint64_t http_max_parked;
+  uint64_t http_max_url;
   char *zk_hosts;
   uint64_t zk_session_timeout_usec;
   int log_level;
@@ -90,7 +95,8 @@ struct aggr {
   bool dcos_dirty;            /* the model changed since that snapshot */
   bool publish_armed;
 
-  struct aggr_conn *conns; /* doubly linked */
+  struct aggr_addr_count **addr_counts; /* streams per peer address (conn.c) */
+  struct aggr_conn *conns;              /* doubly linked */
   size_t n_conns;
   struct aggr_spools spools;
 

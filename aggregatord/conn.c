@@ -32,6 +32,7 @@
 #include "mst/auth.h"
 #include "mst/net.h"
 #include "mst/frame.h"
+#include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/time.h"
 #include "writer.h"
@@ -39,6 +40,14 @@
 #define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
 #define CONN_LINGER_USEC         (1 * USEC_PER_SEC)
 #define CONN_MAX_FRAMES_PER_WAKE 256
+#define ADDR_BUCKETS             1024
+
+/* How many streams each peer address has open (max_connections_per_address). */
+struct aggr_addr_count {
+  uint8_t key[17]; /* family, then the address's 4 or 16 bytes */
+  size_t n;
+  struct aggr_addr_count *next;
+};
 
 enum conn_state {
   CONN_HELLO,
@@ -58,9 +67,12 @@ struct aggr_conn {
   struct aggr_node *node;
   struct aggr_spool *spool;
   uint64_t last_heard_usec; /* monotonic */
-  bool dead;                /* to be freed once the current event handler returns */
-  bool freed;               /* closed; its memory goes once the batch of events is done */
-  bool backlogged;          /* on a->backlog: whole frames wait in rd */
+  struct aggr_addr_count *addr;
+  double frame_tokens;  /* max_frames_per_second's bucket */
+  uint64_t tokens_usec; /* monotonic: when it was last filled */
+  bool dead;            /* to be freed once the current event handler returns */
+  bool freed;           /* closed; its memory goes once the batch of events is done */
+  bool backlogged;      /* on a->backlog: whole frames wait in rd */
   struct aggr_conn *prev, *next;
   struct aggr_conn *backlog_next;
 };
@@ -80,6 +92,58 @@ static const char *check_name(int k) {
 
 static char *strdup_or_empty(const char *s) {
   return strdup(s ? s : "");
+}
+
+static uint8_t *addr_key(const struct sockaddr_storage *ss, uint8_t key[17]) {
+  memset(key, 0, 17);
+  key[0] = (uint8_t)ss->ss_family;
+  if (ss->ss_family == AF_INET)
+    memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+  else if (ss->ss_family == AF_INET6)
+    memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+  return key;
+}
+
+static size_t addr_bucket(const uint8_t key[17]) {
+  uint64_t h = MST_HASH_INIT;
+  for (size_t i = 0; i < 17; i++)
+    h = (h ^ key[i]) * 1099511628211ULL;
+  return h % ADDR_BUCKETS;
+}
+
+/* Counts one more stream from ss; NULL when the address has its maximum
+ * (or on no memory). */
+static struct aggr_addr_count *addr_take(struct aggr *a, const struct sockaddr_storage *ss) {
+  uint8_t key[17];
+  if (!a->addr_counts && !(a->addr_counts = calloc(ADDR_BUCKETS, sizeof(*a->addr_counts))))
+    return NULL;
+  addr_key(ss, key);
+  struct aggr_addr_count **b = &a->addr_counts[addr_bucket(key)], *e;
+  for (e = *b; e; e = e->next)
+    if (memcmp(e->key, key, sizeof(key)) == 0)
+      break;
+  if (e && e->n >= a->cfg.max_connections_per_address)
+    return NULL;
+  if (!e) {
+    if (!(e = calloc(1, sizeof(*e))))
+      return NULL;
+    memcpy(e->key, key, sizeof(key));
+    e->next = *b;
+    *b = e;
+  }
+  e->n++;
+  return e;
+}
+
+static void addr_give_back(struct aggr *a, struct aggr_addr_count *e) {
+  if (!e || --e->n > 0)
+    return;
+  for (struct aggr_addr_count **p = &a->addr_counts[addr_bucket(e->key)]; *p; p = &(*p)->next)
+    if (*p == e) {
+      *p = e->next;
+      free(e);
+      return;
+    }
 }
 
 static void conn_release(struct aggr_conn *c) {
@@ -112,6 +176,8 @@ static void conn_free(struct aggr_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   a->n_conns--;
+  addr_give_back(a, c->addr);
+  c->addr = NULL;
   sd_event_source_disable_unref(c->timer);
   c->timer = NULL;
   if (c->fd >= 0) {
@@ -558,12 +624,20 @@ static void conn_read_frames(struct aggr_conn *c) {
       conn_backlog(c);
       return;
     }
+    if (mst_frame_reader_pending(&c->rd) == 0)
+      return;
+    /* max_frames_per_second: a token bucket holding a second's worth. */
+    uint64_t now = mst_now_monotonic_usec();
+    double rate = (double)c->aggr->cfg.max_frames_per_second;
+    c->frame_tokens = MST_MIN(rate, c->frame_tokens + (double)(now - c->tokens_usec) * rate / 1e6);
+    c->tokens_usec = now;
     const uint8_t *data;
     size_t len;
     int r = mst_frame_reader_next(&c->rd, &data, &len);
     if (r == 0)
       return;
     if (r == -EMSGSIZE) {
+      aggr_metrics_limit(AGGR_LIMIT_STREAM_FRAME_SIZE);
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_TOO_LARGE,
                   "frame larger than the maximum of %llu bytes",
                   (unsigned long long)c->aggr->cfg.max_frame);
@@ -573,6 +647,13 @@ static void conn_read_frames(struct aggr_conn *c) {
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED, "malformed frame length");
       return;
     }
+    if (c->frame_tokens < 1.0) {
+      aggr_metrics_limit(AGGR_LIMIT_STREAM_FRAMES_PER_SECOND);
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "more than %llu frames per second",
+                  (unsigned long long)c->aggr->cfg.max_frames_per_second);
+      return;
+    }
+    c->frame_tokens -= 1.0;
     _cleanup_envelope_ Muster__Envelope *env = NULL;
     struct aggr_reject rej;
     if (aggr_envelope_decode(data, len, &env, &rej) < 0) {
@@ -670,6 +751,7 @@ static int conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
   uint64_t now = mst_now_monotonic_usec();
 
   if (c->state == CONN_HELLO) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_HELLO_TIMEOUT);
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "no Hello within %llu ms",
                 (unsigned long long)(a->cfg.hello_timeout_usec / USEC_PER_MSEC));
     if (c->dead)
@@ -677,6 +759,7 @@ static int conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     return 0;
   }
   if (now - c->last_heard_usec >= a->cfg.stale_timeout_usec) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_IDLE_TIMEOUT);
     log_warning("stream %s: node %s silent for %llu ms; closing", c->peer,
                 c->node ? c->node->id : "?",
                 (unsigned long long)((now - c->last_heard_usec) / USEC_PER_MSEC));
@@ -701,13 +784,24 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
       return 0;
     }
     if (a->n_conns >= a->cfg.max_connections) {
+      aggr_metrics_limit(AGGR_LIMIT_STREAM_CONNECTIONS);
       log_warning("stream: connection limit %llu reached; refusing a connection",
                   (unsigned long long)a->cfg.max_connections);
       close(cfd);
       continue;
     }
+    struct aggr_addr_count *addr = addr_take(a, &ss);
+    if (!addr) {
+      aggr_metrics_limit(AGGR_LIMIT_STREAM_CONNECTIONS_PER_ADDRESS);
+      log_warning("stream: %llu streams from one address already (max_connections_per_address); "
+                  "refusing a connection",
+                  (unsigned long long)a->cfg.max_connections_per_address);
+      close(cfd);
+      continue;
+    }
     struct aggr_conn *c = calloc(1, sizeof(*c));
     if (!c) {
+      addr_give_back(a, addr);
       close(cfd);
       continue;
     }
@@ -715,6 +809,9 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     (void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->aggr = a;
     c->fd = cfd;
+    c->addr = addr;
+    c->frame_tokens = (double)a->cfg.max_frames_per_second;
+    c->tokens_usec = mst_now_monotonic_usec();
     mst_frame_reader_init(&c->rd, a->cfg.max_frame);
     mst_buf_init(&c->wr, CONN_OUTBUF_MAX);
     c->last_heard_usec = mst_now_monotonic_usec();
@@ -812,4 +909,6 @@ void aggr_stream_close_all(struct aggr *a) {
   if (a->conn_epfd >= 0)
     close(a->conn_epfd);
   a->conn_epfd = -1;
+  free(a->addr_counts); /* every stream is closed: every count is gone */
+  a->addr_counts = NULL;
 }

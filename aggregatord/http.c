@@ -40,9 +40,8 @@
 #include "mst/macro.h"
 #include "mst/time.h"
 
-#define HTTP_DEFAULT_THREADS        2
-#define HTTP_MAX_THREADS            64
-#define HTTP_CONNECTION_TIMEOUT_SEC 60
+#define HTTP_DEFAULT_THREADS 2
+#define HTTP_MAX_THREADS     64
 /* Room for the parked long-polls of a later issue (10,000 measured); the
  * process needs RLIMIT_NOFILE above this to use it all. */
 #define HTTP_CONNECTION_LIMIT 20000
@@ -57,6 +56,10 @@ static const char error_method[] =
     ERROR_JSON("method_not_allowed", "only GET and HEAD are allowed here");
 static const char error_not_ready[] = ERROR_JSON("not_ready", "the aggregator is not ready");
 static const char error_internal[] = ERROR_JSON("internal", "out of memory");
+static const char error_busy[] =
+    ERROR_JSON("busy", "too many blocking reads are waiting (http_max_parked); retry");
+static const char error_url[] =
+    ERROR_JSON("uri_too_long", "the request target is longer than http_max_url");
 static const char error_no_leader[] =
     ERROR_JSON("no_leader", "this aggregator is a follower and no leader is known; retry later");
 static const char error_no_leader_http[] =
@@ -93,6 +96,7 @@ struct aggr_http {
   pthread_mutex_t lock; /* guards the parked list; never held across I/O */
   struct waiter *parked;
   size_t n_parked;
+  struct aggr_http_limits limits;
 };
 
 /* --- responses ------------------------------------------------------------ */
@@ -405,9 +409,10 @@ static void waiter_wake(struct aggr_http *h, struct waiter *w) {
 
 /* Parks the request until the resource moves past q->index or the wait
  * ends. Returns true when parked; false when it should be answered now
- * (the index already moved, or the request cannot be parked). */
+ * (the index already moved, or the request cannot be parked). Sets *full
+ * when http_max_parked reads wait already. */
 static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, int route,
-                 const char *node, const struct aggr_http_query *q) {
+                 const char *node, const struct aggr_http_query *q, bool *full) {
   struct request *rq = *con_cls;
   struct aggr_view *v;
   struct waiter *w;
@@ -424,7 +429,10 @@ static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, 
   /* Compare under the lock against the newest view: a publish after this
    * point runs aggr_http_wake() after it, and finds this waiter. */
   v = aggr_view_acquire(h->views);
-  if (v && v->is_leader && v->ready && resource_index(v, route, node) == q->index) {
+  if (v && v->is_leader && v->ready && resource_index(v, route, node) == q->index &&
+      h->n_parked >= h->limits.max_parked) {
+    *full = true;
+  } else if (v && v->is_leader && v->ready && resource_index(v, route, node) == q->index) {
     size_t nl = node ? strlen(node) : 0;
     w = calloc(1, sizeof(*w) + nl + 1);
     if (w) {
@@ -556,9 +564,16 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
       aggr_view_release(v);
       return queue_bad_parameter(c, q.error);
     }
-    if (q.have_index && park(h, c, con_cls, route, node_id, &q)) {
+    bool full = false;
+    if (q.have_index && park(h, c, con_cls, route, node_id, &q, &full)) {
       aggr_view_release(v);
       return MHD_YES;
+    }
+    if (full) {
+      aggr_view_release(v);
+      aggr_metrics_limit(AGGR_LIMIT_HTTP_PARKED_READS);
+      struct headers busy = {.retry_after = true};
+      return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_busy, &busy);
     }
     /* Answer from the newest view (a resumed read wants what woke it). */
     aggr_view_release(v);
@@ -667,6 +682,10 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   enum aggr_http_route route = aggr_http_route_of(url);
 
   current_route = metric_route(route);
+  if (strlen(target) > h->limits.max_url) {
+    aggr_metrics_limit(AGGR_LIMIT_HTTP_URL_LENGTH);
+    return queue_static(c, MHD_HTTP_URI_TOO_LONG, error_url, &none);
+  }
   if (route == AGGR_HTTP_ROUTE_NONE &&
       strncmp(url, AGGR_DCOS_PREFIX "/", strlen(AGGR_DCOS_PREFIX) + 1) == 0) {
     current_route = AGGR_ROUTE_DCOS;
@@ -703,6 +722,8 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   struct aggr_http *h = cls;
+  if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+    aggr_metrics_limit(AGGR_LIMIT_HTTP_TIMEOUT);
   if (*con_cls && !is_mark(*con_cls)) {
     struct request *rq = *con_cls;
     if (rq->parked) {
@@ -827,7 +848,8 @@ static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_i
   return 0;
 }
 
-int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views *vs,
+int aggr_http_start(const char *listen_addr, unsigned threads,
+                    const struct aggr_http_limits *limits, struct aggr_views *vs,
                     struct aggr_http **ret) {
   struct sockaddr_storage addr;
   bool ipv6;
@@ -844,6 +866,7 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
   if (!h)
     return -ENOMEM;
   h->views = vs;
+  h->limits = *limits;
   pthread_mutex_init(&h->lock, NULL);
 
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -855,9 +878,9 @@ int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
       MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
       MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_SEC,
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTION_LIMIT,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_TIMEOUT, limits->timeout_sec, MHD_OPTION_CONNECTION_LIMIT,
+      (unsigned)HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
   if (!h->daemon) {
     int r = errno > 0 ? -errno : -EIO;
     log_error("Cannot serve HTTP on %s: %s", listen_addr, strerror(-r));

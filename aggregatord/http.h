@@ -8,6 +8,7 @@
  * outlive the server (free the server first). */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "view.h"
@@ -19,7 +20,14 @@ struct aggr_http;
  * of threads (0 means the default, 2). On success stores the server in *ret.
  * Returns 0, -EINVAL for a bad address, or -errno (EADDRINUSE, ...) with
  * the cause logged. */
-int aggr_http_start(const char *listen_addr, unsigned threads, struct aggr_views *vs,
+struct aggr_http_limits {
+  unsigned timeout_sec; /* an idle or slow connection is closed after this */
+  size_t max_parked;    /* blocking reads waiting at once; more get 503 */
+  size_t max_url;       /* longest request target; longer ones get 414 */
+};
+
+int aggr_http_start(const char *listen_addr, unsigned threads,
+                    const struct aggr_http_limits *limits, struct aggr_views *vs,
                     struct aggr_http **ret);
 /* Stops the server, waiting for its threads, and frees it. Accepts NULL. */
 void aggr_http_free(struct aggr_http *h);

@@ -603,7 +603,12 @@ int main(int argc, char **argv) {
   if (r < 0)
     goto out;
   aggr_history_init(a.cfg.database);
-  r = aggr_http_start(a.cfg.listen_http, (unsigned)a.cfg.http_threads, a.views, &a.http);
+  struct aggr_http_limits limits = {
+      .timeout_sec = (unsigned)(a.cfg.http_timeout_usec / USEC_PER_SEC),
+      .max_parked = a.cfg.http_max_parked,
+      .max_url = a.cfg.http_max_url,
+  };
+  r = aggr_http_start(a.cfg.listen_http, (unsigned)a.cfg.http_threads, &limits, a.views, &a.http);
   if (r < 0) {
     log_error("cannot serve HTTP on %s: %s", a.cfg.listen_http, strerror(-r));
     goto out;

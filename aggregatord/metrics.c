@@ -51,6 +51,23 @@ void aggr_metrics_commit(size_t rows, uint64_t usec) {
   atomic_fetch_add(&aggr_counters.commit_rows_bucket[b], 1);
 }
 
+static const char *const limit_names[_AGGR_LIMIT_MAX] = {
+    [AGGR_LIMIT_STREAM_CONNECTIONS] = "stream_connections",
+    [AGGR_LIMIT_STREAM_CONNECTIONS_PER_ADDRESS] = "stream_connections_per_address",
+    [AGGR_LIMIT_STREAM_FRAME_SIZE] = "stream_frame_size",
+    [AGGR_LIMIT_STREAM_FRAMES_PER_SECOND] = "stream_frames_per_second",
+    [AGGR_LIMIT_STREAM_HELLO_TIMEOUT] = "stream_hello_timeout",
+    [AGGR_LIMIT_STREAM_IDLE_TIMEOUT] = "stream_idle_timeout",
+    [AGGR_LIMIT_HTTP_URL_LENGTH] = "http_url_length",
+    [AGGR_LIMIT_HTTP_PARKED_READS] = "http_parked_reads",
+    [AGGR_LIMIT_HTTP_TIMEOUT] = "http_timeout",
+};
+
+void aggr_metrics_limit(enum aggr_limit limit) {
+  if ((unsigned)limit < _AGGR_LIMIT_MAX)
+    atomic_fetch_add(&aggr_counters.limit_hits[limit], 1);
+}
+
 void aggr_metrics_http(enum aggr_metric_route route, unsigned status) {
   size_t k = status < 300    ? 0
              : status < 400  ? 1
@@ -272,6 +289,11 @@ int aggr_metrics_render(char **ret, size_t *ret_len) {
               "# HELP muster_http_parked_reads Blocking reads waiting for a change.\n"
               "# TYPE muster_http_parked_reads gauge\nmuster_http_parked_reads %llu\n",
               (unsigned long long)atomic_load(&c->parked_reads));
+  text_printf(&t, "# HELP muster_limit_hits_total Inputs refused or cut off by a configured "
+                  "limit.\n# TYPE muster_limit_hits_total counter\n");
+  for (size_t l = 0; l < _AGGR_LIMIT_MAX; l++)
+    text_printf(&t, "muster_limit_hits_total{limit=\"%s\"} %llu\n", limit_names[l],
+                (unsigned long long)atomic_load(&c->limit_hits[l]));
   aggr_demand_read(&model_demand, USEC_PER_SEC);
   pthread_mutex_lock(&model_lock);
   if (model_text)

@@ -30,6 +30,21 @@ enum aggr_metric_route {
   _AGGR_ROUTE_MAX,
 };
 
+/* The limits on what arrives from outside (docs/configuration.md), each
+ * counted when hit: muster_limit_hits_total{limit="..."}. */
+enum aggr_limit {
+  AGGR_LIMIT_STREAM_CONNECTIONS,
+  AGGR_LIMIT_STREAM_CONNECTIONS_PER_ADDRESS,
+  AGGR_LIMIT_STREAM_FRAME_SIZE,
+  AGGR_LIMIT_STREAM_FRAMES_PER_SECOND,
+  AGGR_LIMIT_STREAM_HELLO_TIMEOUT,
+  AGGR_LIMIT_STREAM_IDLE_TIMEOUT,
+  AGGR_LIMIT_HTTP_URL_LENGTH,
+  AGGR_LIMIT_HTTP_PARKED_READS,
+  AGGR_LIMIT_HTTP_TIMEOUT,
+  _AGGR_LIMIT_MAX,
+};
+
 /* Commit batch size buckets (rows per transaction). */
 #define AGGR_BATCH_BUCKETS 8
 
@@ -46,12 +61,16 @@ struct aggr_counters {
   atomic_uint_fast64_t replicated_rows;                   /* rows copied from the leader */
   atomic_uint_fast64_t http_requests[_AGGR_ROUTE_MAX][6]; /* by class: 2xx 3xx 400 404 4xx 5xx */
   atomic_uint_fast64_t parked_reads;                      /* gauge, kept by the HTTP server */
+  atomic_uint_fast64_t limit_hits[_AGGR_LIMIT_MAX];
 };
 
 extern struct aggr_counters aggr_counters;
 
 /* Notes one committed transaction of rows rows that took usec. Any thread. */
 void aggr_metrics_commit(size_t rows, uint64_t usec);
+/* Notes one hit of a limit. Any thread. */
+void aggr_metrics_limit(enum aggr_limit limit);
+
 /* Notes one HTTP answer. Any thread. */
 void aggr_metrics_http(enum aggr_metric_route route, unsigned status);
 

@@ -96,6 +96,9 @@ def test_paging_is_exact_while_changes_arrive(aggr):
 def test_filters(aggr):
     cl, mk = feeder(aggr, "f1")
     feed(cl, mk, 30)
+    # A clear gap on both sides of t_mid: a change stamped in t_mid's own
+    # millisecond would fall on either side of the filter.
+    time.sleep(0.05)
     t_mid = mh.now_ms()
     time.sleep(0.05)
     feed(cl, mk, 30)
