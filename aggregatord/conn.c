@@ -41,11 +41,19 @@
 #define CONN_LINGER_USEC         (1 * USEC_PER_SEC)
 #define CONN_MAX_FRAMES_PER_WAKE 256
 #define ADDR_BUCKETS             1024
+#define AUTH_PENALTY_FIRST_USEC  (100 * USEC_PER_MSEC)
+#define AUTH_PENALTY_MAX_USEC    (60 * USEC_PER_SEC)
 
-/* How many streams each peer address has open (max_connections_per_address). */
+/* Per peer address: how many streams it has open (max_connections_per_address)
+ * and, against guessing the token, its failed Hellos in a row and until when
+ * its new connections are closed at accept (100 ms after the first failure,
+ * doubling up to a minute). An entry stays while it has streams or a
+ * penalty. */
 struct aggr_addr_count {
   uint8_t key[17]; /* family, then the address's 4 or 16 bytes */
   size_t n;
+  unsigned auth_failures;
+  uint64_t penalty_until_usec; /* monotonic */
   struct aggr_addr_count *next;
 };
 
@@ -118,12 +126,24 @@ static struct aggr_addr_count *addr_take(struct aggr *a, const struct sockaddr_s
   if (!a->addr_counts && !(a->addr_counts = calloc(ADDR_BUCKETS, sizeof(*a->addr_counts))))
     return NULL;
   addr_key(ss, key);
-  struct aggr_addr_count **b = &a->addr_counts[addr_bucket(key)], *e;
-  for (e = *b; e; e = e->next)
+  uint64_t now = mst_now_monotonic_usec();
+  struct aggr_addr_count **b = &a->addr_counts[addr_bucket(key)], *e, **p = b;
+  while ((e = *p)) {
     if (memcmp(e->key, key, sizeof(key)) == 0)
       break;
+    if (e->n == 0 && now >= e->penalty_until_usec) { /* a penalty that ran out */
+      *p = e->next;
+      free(e);
+      continue;
+    }
+    p = &e->next;
+  }
   if (e && e->n >= a->cfg.max_connections_per_address)
     return NULL;
+  if (e && mst_now_monotonic_usec() < e->penalty_until_usec) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_AUTH_BACKOFF);
+    return NULL;
+  }
   if (!e) {
     if (!(e = calloc(1, sizeof(*e))))
       return NULL;
@@ -136,7 +156,7 @@ static struct aggr_addr_count *addr_take(struct aggr *a, const struct sockaddr_s
 }
 
 static void addr_give_back(struct aggr *a, struct aggr_addr_count *e) {
-  if (!e || --e->n > 0)
+  if (!e || --e->n > 0 || mst_now_monotonic_usec() < e->penalty_until_usec)
     return;
   for (struct aggr_addr_count **p = &a->addr_counts[addr_bucket(e->key)]; *p; p = &(*p)->next)
     if (*p == e) {
@@ -322,9 +342,20 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     return -1;
   }
   if (a->token && !mst_token_equal(a->token, h->token)) {
+    struct aggr_addr_count *e = c->addr;
+    if (e) {
+      unsigned shift = MST_MIN(e->auth_failures, 10u);
+      e->auth_failures++;
+      e->penalty_until_usec = mst_now_monotonic_usec() +
+                              MST_MIN(AUTH_PENALTY_FIRST_USEC << shift, AUTH_PENALTY_MAX_USEC);
+    }
+    log_warning("stream %s: wrong or missing token (%u in a row from this address)", c->peer,
+                e ? e->auth_failures : 1);
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_UNAUTHORIZED, "wrong or missing token");
     return -1;
   }
+  if (c->addr)
+    c->addr->auth_failures = 0;
   profile = mst_profile_set_find(a->profiles, h->role);
   if (!profile) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE, "unknown role '%.64s'",
@@ -909,6 +940,12 @@ void aggr_stream_close_all(struct aggr *a) {
   if (a->conn_epfd >= 0)
     close(a->conn_epfd);
   a->conn_epfd = -1;
-  free(a->addr_counts); /* every stream is closed: every count is gone */
+  for (size_t i = 0; a->addr_counts && i < ADDR_BUCKETS; i++)
+    while (a->addr_counts[i]) { /* only penalties are left: every stream is closed */
+      struct aggr_addr_count *e = a->addr_counts[i];
+      a->addr_counts[i] = e->next;
+      free(e);
+    }
+  free(a->addr_counts);
   a->addr_counts = NULL;
 }

@@ -58,6 +58,7 @@ static const char *const limit_names[_AGGR_LIMIT_MAX] = {
     [AGGR_LIMIT_STREAM_FRAMES_PER_SECOND] = "stream_frames_per_second",
     [AGGR_LIMIT_STREAM_HELLO_TIMEOUT] = "stream_hello_timeout",
     [AGGR_LIMIT_STREAM_IDLE_TIMEOUT] = "stream_idle_timeout",
+    [AGGR_LIMIT_STREAM_AUTH_BACKOFF] = "stream_auth_backoff",
     [AGGR_LIMIT_HTTP_URL_LENGTH] = "http_url_length",
     [AGGR_LIMIT_HTTP_PARKED_READS] = "http_parked_reads",
     [AGGR_LIMIT_HTTP_TIMEOUT] = "http_timeout",
