@@ -51,6 +51,10 @@ struct agent_config {
   uint64_t heartbeat_usec;
   uint64_t retention_usec;
   uint64_t max_frame;
+  char *tls_ca;          /* [tls] ca: set, the stream is TLS and the aggregator is verified */
+  char *tls_cert;        /* [tls] cert and key: the agent's client certificate (mTLS) */
+  char *tls_key;
+  char *tls_server_name; /* [tls] server_name: the name to verify instead of the host */
   int log_level;
 };
 

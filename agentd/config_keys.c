@@ -22,6 +22,10 @@ const struct mst_conf_key agent_config_keys[] = {
     KEY("agent", "retention", MST_CONF_DURATION, retention_usec, USEC_PER_SEC,
         3650ULL * 24 * 3600 * USEC_PER_SEC, "7d"),
     KEY("agent", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64ULL * 1024 * 1024, "1MiB"),
+    KEY("tls", "ca", MST_CONF_STRING, tls_ca, 0, 0, NULL),
+    KEY("tls", "cert", MST_CONF_STRING, tls_cert, 0, 0, NULL),
+    KEY("tls", "key", MST_CONF_STRING, tls_key, 0, 0, NULL),
+    KEY("tls", "server_name", MST_CONF_STRING, tls_server_name, 0, 0, NULL),
     KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
 };
 

@@ -41,6 +41,12 @@ struct aggr_config {
   uint64_t http_timeout_usec;
   uint64_t http_max_parked;
   uint64_t http_max_url;
+  char *http_token_file; /* bearer token for the HTTP API (not /healthz, /readyz) */
+  char *tls_cert;        /* [tls] cert and key: set, the agent stream is TLS */
+  char *tls_key;
+  char *tls_ca;                 /* [tls] ca: verifies agents' certificates and the leader's */
+  bool tls_require_client_cert; /* [tls] require_client_cert: agents must present one */
+  bool tls_http;                /* [tls] http: HTTPS on listen_http too (default yes) */
   char *zk_hosts;
   uint64_t zk_session_timeout_usec;
   int log_level;

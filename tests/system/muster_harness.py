@@ -898,9 +898,10 @@ class TestEnv:
 
 class Aggregator:
     def __init__(self, env, id="aggr1", cluster="test", expected_masters=None, stale_timeout="2s",
-                 max_frame=None, log_level="debug", db_name=None, extra=None):
+                 max_frame=None, log_level="debug", db_name=None, extra=None, sections=None):
         self.env = env
         self.id = id
+        self.sections = sections or {}  # more INI sections, e.g. {"tls": {...}}
         self.cluster = cluster
         self.expected_masters = expected_masters
         self.stale_timeout = stale_timeout
@@ -928,6 +929,7 @@ class Aggregator:
                 "max_frame": self.max_frame,
             }, **self.extra)),
             ("log", {"level": self.log_level}),
+            *self.sections.items(),
         ])
 
     def write_config(self):
@@ -1065,9 +1067,10 @@ class Aggregator:
 
 class Agent:
     def __init__(self, env, node_id, role, aggregator, heartbeat="200ms", log_level="debug",
-                 boot_id=None, spool_name=None, extra=None):
+                 boot_id=None, spool_name=None, extra=None, sections=None):
         self.env = env
         self.node_id = node_id
+        self.sections = sections or {}  # more INI sections, e.g. {"tls": {...}}
         self.role = role
         self.aggregator = aggregator
         self.heartbeat = heartbeat
@@ -1094,6 +1097,7 @@ class Agent:
                 "boot_id_file": self.boot_id_file,
             }, **self.extra)),
             ("log", {"level": self.log_level}),
+            *self.sections.items(),
         ])
 
     def write_config(self):
