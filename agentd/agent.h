@@ -37,6 +37,7 @@ struct agent_spool;
 struct agent_stream;
 struct agent_http;
 struct agent_systemd;
+struct mst_tls_creds;
 
 /* [agent] and [log] of the config file; strings owned (mst_conf_free). */
 struct agent_config {
@@ -51,8 +52,8 @@ struct agent_config {
   uint64_t heartbeat_usec;
   uint64_t retention_usec;
   uint64_t max_frame;
-  char *tls_ca;          /* [tls] ca: set, the stream is TLS and the aggregator is verified */
-  char *tls_cert;        /* [tls] cert and key: the agent's client certificate (mTLS) */
+  char *tls_ca;   /* [tls] ca: set, the stream is TLS and the aggregator is verified */
+  char *tls_cert; /* [tls] cert and key: the agent's client certificate (mTLS) */
   char *tls_key;
   char *tls_server_name; /* [tls] server_name: the name to verify instead of the host */
   int log_level;
@@ -94,6 +95,8 @@ struct agent {
   struct mst_profile_set *profiles;
   const struct mst_profile *profile; /* of cfg.role, inside profiles */
   char *token;                       /* from token_file, trimmed; "" when none */
+  struct mst_tls_creds *tls_creds;   /* from [tls]; NULL for a plain stream */
+  const char *config_path;           /* for reloads */
   char *hostname;
   char *boot_id;
   uint64_t boot_start_usec; /* realtime start of the grace period's clock */
@@ -120,6 +123,11 @@ struct agent {
  * has the reasons). The caller frees with agent_config_done() either way. */
 int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag);
 void agent_config_done(struct agent *a);
+/* Loads the [tls] files named in a->cfg: *ret is NULL when TLS is off
+ * ([tls] ca unset). Problems go to diag as "path:line: message". Returns 0
+ * or a negative errno. Loop thread (start-up and SIGHUP). */
+int agent_tls_load(const struct agent *a, const char *path, struct mst_tls_creds **ret,
+                   struct mst_diag *diag);
 
 /* ---- main.c ---------------------------------------------------------------- */
 
@@ -321,6 +329,9 @@ int agent_stream_new(struct agent *a, struct agent_stream **ret);
 void agent_stream_free(struct agent_stream *s);
 /* A change was committed to the spool: send it when streaming. */
 void agent_stream_changes_pending(struct agent_stream *s);
+/* Tries to connect at once when the stream waits for its next attempt
+ * (new credentials were loaded). Loop thread. */
+void agent_stream_retry_now(struct agent_stream *s);
 /* Some component's output changed without a state change: send a fresh
  * snapshot soon (rate-limited; see stream.c). Accepts NULL. */
 void agent_stream_outputs_changed(struct agent_stream *s);

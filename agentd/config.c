@@ -20,6 +20,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/profile.h"
+#include "mst/tls.h"
 
 #define AGENT_NODE_ID_MAX 253
 
@@ -174,6 +175,34 @@ static void check_components(const struct mst_profile *p, struct mst_diag *diag)
   }
 }
 
+int agent_tls_load(const struct agent *a, const char *path, struct mst_tls_creds **ret,
+                   struct mst_diag *diag) {
+  const struct mst_tls_files files = {a->cfg.tls_cert, a->cfg.tls_key, a->cfg.tls_ca};
+  char err[512];
+  int r;
+
+  *ret = NULL;
+  if (!a->cfg.tls_ca) {
+    if (a->cfg.tls_cert || a->cfg.tls_key || a->cfg.tls_server_name)
+      mst_diag_add(diag, path,
+                   mst_conf_key_line(path, "tls",
+                                     a->cfg.tls_cert  ? "cert"
+                                     : a->cfg.tls_key ? "key"
+                                                      : "server_name"),
+                   "[tls] ca is required to use TLS: the CA that signs the aggregators' "
+                   "certificates");
+    return diag->n > 0 ? -EINVAL : 0;
+  }
+  r = mst_tls_creds_load(&files, ret, err, sizeof(err));
+  if (r < 0) {
+    const char *key = strncmp(err, "key:", 4) == 0  ? "key"
+                      : strncmp(err, "ca:", 3) == 0 ? "ca"
+                                                    : "cert";
+    mst_diag_add(diag, path, mst_conf_key_line(path, "tls", key), "[tls] %s", err);
+  }
+  return r;
+}
+
 static void check_role(struct agent *a, const char *path, unsigned line, struct mst_diag *diag) {
   char known[512] = "";
   size_t off = 0;
@@ -224,6 +253,8 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
     read_token(a, path, kl.token_file, diag);
   if (!a->cfg.boot_id_file || !*a->cfg.boot_id_file)
     mst_diag_add(diag, path, 0, "[agent] boot_id_file must not be empty");
+  (void)agent_tls_load(a, path, &a->tls_creds, diag);
+  a->config_path = path;
 
   if (a->cfg.profiles && *a->cfg.profiles) {
     r = mst_profile_set_load(a->cfg.profiles, &a->profiles, diag);
@@ -255,4 +286,6 @@ void agent_config_done(struct agent *a) {
   a->profile = NULL;
   free(a->token);
   a->token = NULL;
+  mst_tls_creds_unref(a->tls_creds);
+  a->tls_creds = NULL;
 }

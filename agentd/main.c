@@ -27,6 +27,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/tls.h"
 #include "spool.h"
 
 static void usage(FILE *f) {
@@ -85,8 +86,29 @@ static int on_terminate(sd_event_source *source, const struct signalfd_siginfo *
   return sd_event_exit(sd_event_source_get_event(source), 0);
 }
 
+/* SIGHUP reloads the TLS certificate, key and CA for the next connection;
+ * the rest of the config needs a restart. */
 static int on_hangup(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
-  log_notice("received HUP: reloading the config is not supported (restart instead), ignoring");
+  struct agent *a = userdata;
+  struct mst_tls_creds *creds = NULL;
+  struct mst_diag diag = {0};
+
+  if (!a->tls_creds) {
+    log_notice("received HUP: TLS is off, and reloading the rest of the config is not supported "
+               "(restart instead), ignoring");
+    return 0;
+  }
+  if (agent_tls_load(a, a->config_path, &creds, &diag) < 0 || !creds) {
+    mst_diag_print(&diag);
+    log_error("received HUP: the TLS files cannot be used; keeping the ones in use");
+  } else {
+    mst_tls_creds_unref(a->tls_creds);
+    a->tls_creds = creds;
+    log_notice("received HUP: reloaded the TLS certificate, key and CA for the next connection "
+               "(the rest of the config needs a restart)");
+    agent_stream_retry_now(a->stream);
+  }
+  mst_diag_done(&diag);
   return 0;
 }
 

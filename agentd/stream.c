@@ -2,9 +2,16 @@
  * agent's loop, speaking proto/muster.proto in varint-delimited Envelopes.
  *
  *   WAITING ──retry timer──▶ CONNECTING ──connected──▶ HELLO (Hello sent)
- *      ▲                                                 │ Welcome
- *      │ EOF, error, silence, Reject, Redirect            ▼
- *      └──────────────────────────────────────── REPLAY ──▶ LIVE
+ *      ▲                            │ [tls] ca set         ▲   │ Welcome
+ *      │                            └──▶ TLS ──handshake───┘   ▼
+ *      │ EOF, error, silence, Reject, Redirect               REPLAY ──▶ LIVE
+ *      └─────────────────────────────────────────────────────────┘
+ *
+ * With [tls] ca set, the stream is TLS (GnuTLS, non-blocking on the loop):
+ * the aggregator's certificate must be signed by that CA and carry the
+ * name (or IP address) the agent connects to, or [tls] server_name; with
+ * [tls] cert and key the agent presents its own certificate. The Hello,
+ * and the token in it, only go out once the handshake is done.
  *
  * Targets are the configured aggregators in turn; a Redirect names the one
  * to try next, after which the list goes on where it was. Failed attempts
@@ -54,6 +61,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/tls.h"
 #include "spool.h"
 
 #define STREAM_PROTOCOL_VERSION          1
@@ -80,6 +88,7 @@
 enum stream_phase {
   STREAM_WAITING,    /* for the retry timer */
   STREAM_CONNECTING, /* non-blocking connect in flight */
+  STREAM_TLS,        /* TLS handshake in flight */
   STREAM_HELLO,      /* Hello sent; waiting for Welcome, Redirect or Reject */
   STREAM_REPLAY,     /* sending the spool after held_seq, then the snapshot */
   STREAM_LIVE,       /* sending changes as they are committed */
@@ -95,6 +104,7 @@ struct agent_stream {
 
   enum stream_phase phase;
   int fd;
+  struct mst_tls *tls; /* NULL for plain TCP */
   sd_event_source *io;
   sd_event_source *deadline; /* connect timeout, handshake timeout, silence */
   sd_event_source *heartbeat;
@@ -126,6 +136,8 @@ static const char *phase_name(enum stream_phase p) {
     return "waiting";
   case STREAM_CONNECTING:
     return "connecting";
+  case STREAM_TLS:
+    return "tls";
   case STREAM_HELLO:
     return "hello";
   case STREAM_REPLAY:
@@ -156,6 +168,8 @@ static void stream_update_io(struct agent_stream *s) {
     return;
   if (s->phase == STREAM_CONNECTING)
     events = EPOLLOUT;
+  else if (s->phase == STREAM_TLS)
+    events = mst_tls_events(s->tls);
   else
     events = EPOLLIN | (mst_buf_pending(&s->out) > 0 ? EPOLLOUT : 0);
   (void)sd_event_source_set_io_events(s->io, events);
@@ -163,6 +177,8 @@ static void stream_update_io(struct agent_stream *s) {
 
 static void stream_close(struct agent_stream *s) {
   s->io = sd_event_source_disable_unref(s->io);
+  mst_tls_free(s->tls);
+  s->tls = NULL;
   if (s->fd >= 0) {
     close(s->fd);
     s->fd = -1;
@@ -219,12 +235,14 @@ static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *
 /* --- sending ------------------------------------------------------------------------ */
 
 static int stream_flush(struct agent_stream *s) {
-  int r = mst_buf_flush(&s->out, s->fd);
+  int r = s->tls ? mst_buf_flush_with(&s->out, mst_tls_write_cb, s->tls)
+                 : mst_buf_flush(&s->out, s->fd);
 
   if (r == -EAGAIN)
     r = 0;
   if (r < 0) {
-    stream_drop(s, -1, "writing to %s failed: %s", s->peer, strerror(-r));
+    stream_drop(s, -1, "writing to %s failed: %s", s->peer,
+                r == -EPROTO ? mst_tls_error(s->tls) : strerror(-r));
     return r;
   }
   stream_update_io(s);
@@ -572,6 +590,13 @@ static int stream_on_refresh(sd_event_source *source, uint64_t usec, void *userd
   return 0;
 }
 
+void agent_stream_retry_now(struct agent_stream *s) {
+  if (s && s->phase == STREAM_WAITING) {
+    s->attempt = 0;
+    stream_schedule_retry(s, 0);
+  }
+}
+
 void agent_stream_outputs_changed(struct agent_stream *s) {
   if (!s)
     return;
@@ -713,11 +738,17 @@ static ssize_t stream_fill(struct agent_stream *s) {
   ssize_t n;
   int r;
 
-  do
-    n = read(s->fd, buf, sizeof(buf));
-  while (n < 0 && errno == EINTR);
-  if (n < 0)
-    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  if (s->tls) {
+    n = mst_tls_recv(s->tls, buf, sizeof(buf));
+    if (n < 0)
+      return n;
+  } else {
+    do
+      n = read(s->fd, buf, sizeof(buf));
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+      return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  }
   if (n > 0) {
     r = mst_frame_reader_feed(&s->reader, buf, (size_t)n);
     if (r < 0)
@@ -727,7 +758,8 @@ static ssize_t stream_fill(struct agent_stream *s) {
 }
 
 static void stream_read(struct agent_stream *s) {
-  for (int i = 0; i < STREAM_READS_PER_EVENT; i++) {
+  /* Bytes GnuTLS already decrypted do not show as readiness: read them all. */
+  for (int i = 0; i < STREAM_READS_PER_EVENT || (s->tls && mst_tls_pending(s->tls) > 0); i++) {
     ssize_t n = stream_fill(s);
     const uint8_t *data;
     size_t len;
@@ -740,7 +772,8 @@ static void stream_read(struct agent_stream *s) {
       return;
     }
     if (n < 0) {
-      stream_drop(s, -1, "reading from %s failed: %s", s->peer, strerror((int)-n));
+      stream_drop(s, -1, "reading from %s failed: %s", s->peer,
+                  n == -EPROTO ? mst_tls_error(s->tls) : strerror((int)-n));
       return;
     }
     while ((r = mst_frame_reader_next(&s->reader, &data, &len)) == 1)
@@ -760,20 +793,84 @@ static void stream_read(struct agent_stream *s) {
 
 /* --- connecting --------------------------------------------------------------------- */
 
-static void stream_on_connected(struct agent_stream *s) {
+static uint64_t stream_handshake_timeout(const struct agent_stream *s) {
+  return MST_MAX(3 * s->agent->cfg.heartbeat_usec, STREAM_HANDSHAKE_MIN_USEC);
+}
+
+/* The TLS session is up (or there is none): say Hello. */
+static void stream_on_secure(struct agent_stream *s) {
   char hs[32];
+  uint64_t handshake = stream_handshake_timeout(s);
 
   s->phase = STREAM_HELLO;
   mst_frame_reader_init(&s->reader, s->agent->cfg.max_frame);
   mst_buf_init(&s->out, STREAM_OUT_MAX);
   stream_update_io(s);
-  uint64_t handshake = MST_MAX(3 * s->agent->cfg.heartbeat_usec, STREAM_HANDSHAKE_MIN_USEC);
   set_deadline(s, handshake);
   log_info("stream: connected to %s, sending Hello (spool %s, last seq %" PRIu64
            ", handshake timeout %s)",
            s->peer, agent_spool_id(s->agent->spool), agent_spool_last_seq(s->agent->spool),
            mst_duration_format(handshake, hs, sizeof(hs)));
   (void)stream_send_hello(s);
+}
+
+/* One step of the TLS handshake, as the socket allows. */
+static void stream_tls_step(struct agent_stream *s) {
+  char err[512];
+  int r = mst_tls_handshake(s->tls, err, sizeof(err));
+
+  if (r == 0) {
+    stream_update_io(s);
+    return;
+  }
+  if (r < 0) {
+    log_error("stream: TLS handshake with %s failed: %s", s->peer, err);
+    /* A certificate refused either way is a configuration problem that a
+     * quick retry will not mend. */
+    stream_drop(s, r == -EACCES ? (int64_t)STREAM_REJECT_RETRY_USEC : -1,
+                "TLS handshake with %s failed", s->peer);
+    return;
+  }
+  if (MST_LOG_INFO <= mst_log_max_level) {
+    char desc[256];
+    mst_tls_describe(s->tls, desc, sizeof(desc));
+    log_info("stream: TLS with %s: %s", s->peer, desc);
+  }
+  stream_on_secure(s);
+}
+
+/* The host part of "host:port" or "[v6]:port", for certificate checks. */
+static void peer_host(const char *peer, char *buf, size_t size) {
+  const char *end;
+
+  if (peer[0] == '[' && (end = strchr(peer, ']'))) {
+    snprintf(buf, size, "%.*s", (int)(end - peer - 1), peer + 1);
+    return;
+  }
+  end = strrchr(peer, ':');
+  snprintf(buf, size, "%.*s", end ? (int)(end - peer) : (int)strlen(peer), peer);
+}
+
+static void stream_on_connected(struct agent_stream *s) {
+  struct agent *a = s->agent;
+  char host[256], err[512];
+  int r;
+
+  if (!a->tls_creds) {
+    stream_on_secure(s);
+    return;
+  }
+  peer_host(s->peer, host, sizeof(host));
+  r = mst_tls_new(a->tls_creds, MST_TLS_CLIENT, s->fd,
+                  a->cfg.tls_server_name ? a->cfg.tls_server_name : host, &s->tls, err,
+                  sizeof(err));
+  if (r < 0) {
+    stream_drop(s, -1, "TLS with %s: %s", s->peer, err);
+    return;
+  }
+  s->phase = STREAM_TLS;
+  set_deadline(s, stream_handshake_timeout(s));
+  stream_tls_step(s);
 }
 
 static int stream_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
@@ -786,6 +883,10 @@ static int stream_on_io(sd_event_source *source, int fd, uint32_t revents, void 
       return 0;
     }
     stream_on_connected(s);
+    return 0;
+  }
+  if (s->phase == STREAM_TLS) {
+    stream_tls_step(s);
     return 0;
   }
 
@@ -811,6 +912,10 @@ static int stream_on_deadline(sd_event_source *source, uint64_t usec, void *user
   case STREAM_CONNECTING:
     stream_drop(s, -1, "connecting to %s timed out after %s", s->peer,
                 mst_duration_format(STREAM_CONNECT_TIMEOUT_USEC, d, sizeof(d)));
+    break;
+  case STREAM_TLS:
+    stream_drop(s, -1, "no TLS handshake with %s within %s", s->peer,
+                mst_duration_format(stream_handshake_timeout(s), d, sizeof(d)));
     break;
   case STREAM_HELLO:
     stream_drop(s, -1, "no answer to Hello from %s", s->peer);

@@ -17,6 +17,7 @@ struct aggr_http;
 struct aggr_conn;
 struct aggr_election;
 struct aggr_replica;
+struct mst_tls_creds;
 
 struct aggr_config {
   char *id;
@@ -75,7 +76,9 @@ struct aggr_spools {
 
 struct aggr {
   struct aggr_config cfg;
-  char *token; /* contents of token_file, or NULL */
+  const char *config_path;         /* for reloads */
+  char *token;                     /* contents of token_file, or NULL */
+  struct mst_tls_creds *tls_creds; /* the agent stream's, when [tls] cert and key are set */
   sd_event *event;
   struct mst_profile_set *profiles;
   struct aggr_model model;

@@ -12,7 +12,15 @@
  * a report before Hello, a second Hello, a Hello without node id, an unknown
  * role, a bad token) gets a Reject with the reason, a log line, and the
  * connection is closed after the Reject is flushed. Other connections are
- * not affected. */
+ * not affected.
+ *
+ * With [tls] cert and key, a connection starts in TLS instead: its first
+ * bytes must be a TLS handshake (a plain frame gets a plain Reject saying
+ * that TLS is required, so the token of a misconfigured agent is never
+ * read), then the GnuTLS handshake runs on the loop within the same hello
+ * timeout, and from then on every frame goes through the session. A
+ * handshake that fails on the agent's certificate counts as a failed
+ * credential for the address's back-off, like a wrong token. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,6 +43,7 @@
 #include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/time.h"
+#include "mst/tls.h"
 #include "writer.h"
 
 #define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
@@ -59,6 +68,7 @@ struct aggr_addr_count {
 
 enum conn_state {
   CONN_HELLO,
+  CONN_TLS, /* before HELLO when TLS is on: sniffing, then the handshake */
   CONN_STREAMING,
   CONN_CLOSING, /* a Reject is being flushed; input is discarded */
 };
@@ -66,6 +76,7 @@ enum conn_state {
 struct aggr_conn {
   struct aggr *aggr;
   int fd;
+  struct mst_tls *tls;    /* NULL for plain TCP (and before the handshake starts) */
   uint32_t events;        /* what the connection set (a->conn_epfd) waits for */
   sd_event_source *timer; /* hello deadline, idle timeout, or linger */
   struct mst_frame_reader rd;
@@ -202,6 +213,8 @@ static void conn_free(struct aggr_conn *c) {
   c->timer = NULL;
   if (c->fd >= 0) {
     (void)epoll_ctl(a->conn_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    mst_tls_free(c->tls);
+    c->tls = NULL;
     close(c->fd);
     c->fd = -1;
   }
@@ -275,6 +288,20 @@ static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char
   conn_send_last(c, &env);
 }
 
+/* A wrong credential (token or certificate): the address's new connections
+ * are refused at accept for a while, doubling with each failure in a row.
+ * Returns how many in a row. */
+static unsigned conn_auth_failed(struct aggr_conn *c) {
+  struct aggr_addr_count *e = c->addr;
+  if (!e)
+    return 1;
+  unsigned shift = MST_MIN(e->auth_failures, 10u);
+  e->auth_failures++;
+  e->penalty_until_usec =
+      mst_now_monotonic_usec() + MST_MIN(AUTH_PENALTY_FIRST_USEC << shift, AUTH_PENALTY_MAX_USEC);
+  return e->auth_failures;
+}
+
 static int conn_send_ack(struct aggr_conn *c, uint64_t seq) {
   Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   Muster__Ack ack = MUSTER__ACK__INIT;
@@ -342,15 +369,8 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     return -1;
   }
   if (a->token && !mst_token_equal(a->token, h->token)) {
-    struct aggr_addr_count *e = c->addr;
-    if (e) {
-      unsigned shift = MST_MIN(e->auth_failures, 10u);
-      e->auth_failures++;
-      e->penalty_until_usec = mst_now_monotonic_usec() +
-                              MST_MIN(AUTH_PENALTY_FIRST_USEC << shift, AUTH_PENALTY_MAX_USEC);
-    }
     log_warning("stream %s: wrong or missing token (%u in a row from this address)", c->peer,
-                e ? e->auth_failures : 1);
+                conn_auth_failed(c));
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_UNAUTHORIZED, "wrong or missing token");
     return -1;
   }
@@ -610,10 +630,23 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
   }
 }
 
+static int conn_set_events(struct aggr_conn *c, uint32_t ev) {
+  if (ev == c->events)
+    return 0;
+  struct epoll_event e = {.events = ev, .data.ptr = c};
+  if (epoll_ctl(c->aggr->conn_epfd, EPOLL_CTL_MOD, c->fd, &e) < 0)
+    return -errno;
+  c->events = ev;
+  return 0;
+}
+
 static int conn_update_events(struct aggr_conn *c) {
   uint32_t ev = EPOLLIN;
+  if (c->state == CONN_TLS)
+    return 0; /* the handshake sets its own */
   if (mst_buf_pending(&c->wr) > 0) {
-    int r = mst_buf_flush(&c->wr, c->fd);
+    int r = c->tls ? mst_buf_flush_with(&c->wr, mst_tls_write_cb, c->tls)
+                   : mst_buf_flush(&c->wr, c->fd);
     if (r == -EAGAIN)
       ev |= EPOLLOUT;
     else if (r < 0)
@@ -623,13 +656,7 @@ static int conn_update_events(struct aggr_conn *c) {
     /* The Reject is out: stop sending and wait for the peer to hang up (or
      * the linger timer), so the Reject is not lost to a reset. */
     (void)shutdown(c->fd, SHUT_WR);
-  if (ev == c->events)
-    return 0;
-  struct epoll_event e = {.events = ev, .data.ptr = c};
-  if (epoll_ctl(c->aggr->conn_epfd, EPOLL_CTL_MOD, c->fd, &e) < 0)
-    return -errno;
-  c->events = ev;
-  return 0;
+  return conn_set_events(c, ev);
 }
 
 /* Frames beyond one turn's budget wait in the buffer, and the socket may
@@ -678,6 +705,12 @@ static void conn_read_frames(struct aggr_conn *c) {
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_MALFORMED, "malformed frame length");
       return;
     }
+    if (c->state == CONN_HELLO && !c->tls && mst_tls_looks_like_hello(data - 1, len + 1)) {
+      /* A 22-byte "frame" that is a TLS ClientHello: name the mistake. */
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
+                  "the agent speaks TLS, but this aggregator has no [tls] cert and key");
+      return;
+    }
     if (c->frame_tokens < 1.0) {
       aggr_metrics_limit(AGGR_LIMIT_STREAM_FRAMES_PER_SECOND);
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "more than %llu frames per second",
@@ -697,26 +730,110 @@ static void conn_read_frames(struct aggr_conn *c) {
   }
 }
 
-static void conn_io(struct aggr_conn *c, uint32_t revents) {
-  if ((revents & EPOLLOUT) && conn_update_events(c) < 0)
+/* Reads what there is and handles the whole frames. Through TLS, GnuTLS
+ * may hold decrypted bytes that the socket's readiness does not show: the
+ * backlog comes back for them. */
+static void conn_fill_and_read(struct aggr_conn *c) {
+  ssize_t n = c->tls ? mst_frame_reader_fill_with(&c->rd, mst_tls_read_cb, c->tls)
+                     : mst_frame_reader_fill(&c->rd, c->fd);
+  bool gone = n == 0 || (n < 0 && n != -EAGAIN && n != -ENOBUFS);
+  if (c->state == CONN_CLOSING) {
+    /* Discard input; the peer hanging up ends the linger. */
+    c->rd.start = c->rd.len = 0;
+    c->dead = gone;
+    return;
+  }
+  /* Frames complete in the buffer count even when the peer is gone. */
+  conn_read_frames(c);
+  if (gone && c->state != CONN_CLOSING) {
+    if (c->node)
+      log_info("stream %s: node %s disconnected%s%s", c->peer, c->node->id, n < 0 ? ": " : "",
+               n == -EPROTO ? mst_tls_error(c->tls)
+               : n < 0      ? strerror((int)-n)
+                            : "");
+    else if (n == -EPROTO)
+      log_info("stream %s: TLS error: %s; closing", c->peer, mst_tls_error(c->tls));
     c->dead = true;
-  if (!c->dead && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-    ssize_t n = mst_frame_reader_fill(&c->rd, c->fd);
-    bool gone = n == 0 || (n < 0 && n != -EAGAIN);
-    if (c->state == CONN_CLOSING) {
-      /* Discard input; the peer hanging up ends the linger. */
-      c->rd.start = c->rd.len = 0;
-      c->dead = gone;
-    } else {
-      /* Frames complete in the buffer count even when the peer is gone. */
-      conn_read_frames(c);
-      if (gone && c->state != CONN_CLOSING) {
-        if (c->node)
-          log_info("stream %s: node %s disconnected%s%s", c->peer, c->node->id, n < 0 ? ": " : "",
-                   n < 0 ? strerror((int)-n) : "");
-        c->dead = true;
-      }
+    return;
+  }
+  if (c->tls && !c->dead && c->state != CONN_CLOSING && mst_tls_pending(c->tls) > 0)
+    conn_backlog(c);
+}
+
+/* Before the Hello when TLS is on: the first bytes must open a TLS
+ * handshake, which then runs step by step as the socket allows. */
+static void conn_tls_step(struct aggr_conn *c) {
+  struct aggr *a = c->aggr;
+  char err[512];
+  int r;
+
+  if (!c->tls) {
+    uint8_t first[2];
+    ssize_t n = recv(c->fd, first, sizeof(first), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+      return;
+    if (n <= 0) {
+      c->dead = true;
+      return;
     }
+    if (n == 1 && first[0] == 0x16)
+      return; /* the rest of the record header is on its way */
+    if (!mst_tls_looks_like_hello(first, (size_t)n)) {
+      /* A plain agent: tell it in its own terms, before it sends a token
+       * anyone on the path could read. */
+      c->state = CONN_HELLO;
+      conn_reject(c, MUSTER__REJECT_CODE__REJECT_TLS_REQUIRED,
+                  "this aggregator requires TLS on the agent stream (set [tls] ca on the agent)");
+      return;
+    }
+    r = mst_tls_new(a->tls_creds,
+                    a->cfg.tls_require_client_cert ? MST_TLS_SERVER_REQUIRE_CLIENT_CERT
+                                                   : MST_TLS_SERVER,
+                    c->fd, NULL, &c->tls, err, sizeof(err));
+    if (r < 0) {
+      log_warning("stream %s: %s; closing", c->peer, err);
+      c->dead = true;
+      return;
+    }
+  }
+  r = mst_tls_handshake(c->tls, err, sizeof(err));
+  if (r == 0) {
+    if (conn_set_events(c, mst_tls_events(c->tls)) < 0)
+      c->dead = true;
+    return;
+  }
+  if (r < 0) {
+    if (r == -EACCES)
+      log_warning("stream %s: TLS handshake refused: %s (%u in a row from this address); closing",
+                  c->peer, err, conn_auth_failed(c));
+    else
+      log_warning("stream %s: TLS handshake failed: %s; closing", c->peer, err);
+    atomic_fetch_add(&aggr_counters.tls_failures, 1);
+    c->dead = true;
+    return;
+  }
+  if (MST_LOG_DEBUG <= mst_log_max_level) {
+    char desc[256];
+    mst_tls_describe(c->tls, desc, sizeof(desc));
+    log_debug("stream %s: TLS established: %s", c->peer, desc);
+  }
+  c->state = CONN_HELLO;
+  if (conn_update_events(c) < 0) {
+    c->dead = true;
+    return;
+  }
+  /* The Hello may have come with the handshake's last flight. */
+  conn_fill_and_read(c);
+}
+
+static void conn_io(struct aggr_conn *c, uint32_t revents) {
+  if (c->state == CONN_TLS) {
+    conn_tls_step(c);
+  } else {
+    if ((revents & EPOLLOUT) && conn_update_events(c) < 0)
+      c->dead = true;
+    if (!c->dead && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+      conn_fill_and_read(c);
   }
   if (c->dead)
     conn_free(c);
@@ -763,7 +880,10 @@ static int backlog_run(sd_event_source *s, void *userdata) {
       conn_release(c);
       continue;
     }
-    conn_read_frames(c);
+    if (c->tls && mst_frame_reader_pending(&c->rd) == 0 && mst_tls_pending(c->tls) > 0)
+      conn_fill_and_read(c);
+    else
+      conn_read_frames(c);
     if (c->dead)
       conn_free(c);
   }
@@ -781,6 +901,13 @@ static int conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = c->aggr;
   uint64_t now = mst_now_monotonic_usec();
 
+  if (c->state == CONN_TLS) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_HELLO_TIMEOUT);
+    log_warning("stream %s: no TLS handshake within %llu ms; closing", c->peer,
+                (unsigned long long)(a->cfg.hello_timeout_usec / USEC_PER_MSEC));
+    conn_free(c);
+    return 0;
+  }
   if (c->state == CONN_HELLO) {
     aggr_metrics_limit(AGGR_LIMIT_STREAM_HELLO_TIMEOUT);
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL, "no Hello within %llu ms",
@@ -840,6 +967,7 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     (void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->aggr = a;
     c->fd = cfd;
+    c->state = a->tls_creds ? CONN_TLS : CONN_HELLO;
     c->addr = addr;
     c->frame_tokens = (double)a->cfg.max_frames_per_second;
     c->tokens_usec = mst_now_monotonic_usec();

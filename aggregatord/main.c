@@ -34,6 +34,7 @@
 #include "mst/net.h"
 #include "mst/store.h"
 #include "mst/time.h"
+#include "mst/tls.h"
 #include "replica.h"
 #include "view.h"
 #include "writer.h"
@@ -249,6 +250,48 @@ static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userd
   return 0;
 }
 
+/* Loads the agent stream's TLS credentials from [tls]: cert and key turn
+ * TLS on; ca verifies the agents' certificates. A file that cannot be used
+ * is reported at the line of its key. Returns 0 or a negative errno. */
+static int load_stream_tls(const char *path, const struct aggr_config *cfg,
+                           struct mst_tls_creds **ret, struct mst_diag *diag) {
+  const struct mst_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+  char err[512];
+  int r;
+
+  r = mst_tls_creds_load(&files, ret, err, sizeof(err));
+  if (r < 0) {
+    const char *key = strncmp(err, "key:", 4) == 0  ? "key"
+                      : strncmp(err, "ca:", 3) == 0 ? "ca"
+                                                    : "cert";
+    mst_diag_add(diag, path, mst_conf_key_line(path, "tls", key), "[tls] %s", err);
+  }
+  return r;
+}
+
+/* SIGHUP: new certificates, keys and CAs for new connections; the open
+ * ones keep theirs. Files that cannot be used leave the old ones in use. */
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+  struct aggr *a = userdata;
+  struct mst_tls_creds *creds = NULL;
+  struct mst_diag diag = {0};
+
+  if (!a->tls_creds) {
+    log_info("received SIGHUP: TLS is off ([tls] cert and key are not set), nothing to reload");
+    return 0;
+  }
+  if (load_stream_tls(a->config_path, &a->cfg, &creds, &diag) < 0) {
+    mst_diag_print(&diag);
+    log_error("received SIGHUP: the TLS files cannot be used; keeping the ones in use");
+  } else {
+    mst_tls_creds_unref(a->tls_creds);
+    a->tls_creds = creds;
+    log_notice("received SIGHUP: reloaded the agent stream's TLS certificate, key and CA");
+  }
+  mst_diag_done(&diag);
+  return 0;
+}
+
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
   log_info("received %s, shutting down", strsignal((int)si->ssi_signo));
   sd_notify(0, "STOPPING=1");
@@ -392,6 +435,15 @@ static int load_config(const char *path, struct aggr *a) {
         mst_diag_add(&diag, a->cfg.token_file, 0, "cannot use token file: %s%s", strerror(-r),
                      r == -EPERM ? " (it must be readable by its owner only)" : "");
     }
+    if (a->cfg.tls_require_client_cert && !a->cfg.tls_ca)
+      mst_diag_add(&diag, path, mst_conf_key_line(path, "tls", "require_client_cert"),
+                   "[tls] require_client_cert needs ca, the CA that signs the agents' "
+                   "certificates");
+    if (a->cfg.tls_cert || a->cfg.tls_key)
+      (void)load_stream_tls(path, &a->cfg, &a->tls_creds, &diag);
+    else if (a->cfg.tls_require_client_cert)
+      mst_diag_add(&diag, path, mst_conf_key_line(path, "tls", "require_client_cert"),
+                   "[tls] require_client_cert needs cert and key: TLS is off without them");
   }
   if (diag.n > 0) {
     mst_diag_print(&diag);
@@ -499,10 +551,12 @@ int main(int argc, char **argv) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
   sigprocmask(SIG_BLOCK, &mask, NULL);
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
 
+  a.config_path = config_path;
   if (load_config(config_path, &a) < 0)
     goto out;
   if (check_only) {
@@ -511,12 +565,17 @@ int main(int argc, char **argv) {
     goto out;
   }
   mst_log_set_level(a.cfg.log_level);
-  if (!a.token) {
+  {
     struct sockaddr_in sin;
-    if (mst_parse_host_port(a.cfg.listen_stream, &sin) == 0 &&
-        sin.sin_addr.s_addr != htonl(INADDR_LOOPBACK))
-      log_warning("no token_file configured and the agent stream listens on %s: any host that "
-                  "can reach it can report as any node",
+    bool exposed = mst_parse_host_port(a.cfg.listen_stream, &sin) == 0 &&
+                   sin.sin_addr.s_addr != htonl(INADDR_LOOPBACK);
+    if (exposed && !a.token && !(a.tls_creds && a.cfg.tls_require_client_cert))
+      log_warning("no token_file and no required client certificates, and the agent stream "
+                  "listens on %s: any host that can reach it can report as any node",
+                  a.cfg.listen_stream);
+    else if (exposed && a.token && !a.tls_creds)
+      log_warning("the agent stream on %s is plain TCP: agents' tokens travel in clear text "
+                  "(set [tls] cert and key)",
                   a.cfg.listen_stream);
   }
 
@@ -545,7 +604,8 @@ int main(int argc, char **argv) {
   if (r < 0)
     goto out;
   if (sd_event_add_signal(a.event, NULL, SIGTERM, on_signal, &a) < 0 ||
-      sd_event_add_signal(a.event, NULL, SIGINT, on_signal, &a) < 0)
+      sd_event_add_signal(a.event, NULL, SIGINT, on_signal, &a) < 0 ||
+      sd_event_add_signal(a.event, NULL, SIGHUP, on_reload, &a) < 0)
     goto out;
 
   if (a.cfg.zk_hosts) {
@@ -660,6 +720,7 @@ out:
   mst_strv_free(masters);
   mst_profile_set_free(a.profiles);
   free(a.token);
+  mst_tls_creds_unref(a.tls_creds);
   config_free(&a.cfg);
   sd_event_unref(a.event);
   curl_global_cleanup();

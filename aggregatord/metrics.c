@@ -62,6 +62,7 @@ static const char *const limit_names[_AGGR_LIMIT_MAX] = {
     [AGGR_LIMIT_HTTP_URL_LENGTH] = "http_url_length",
     [AGGR_LIMIT_HTTP_PARKED_READS] = "http_parked_reads",
     [AGGR_LIMIT_HTTP_TIMEOUT] = "http_timeout",
+    [AGGR_LIMIT_HTTP_UNAUTHORIZED] = "http_unauthorized",
 };
 
 void aggr_metrics_limit(enum aggr_limit limit) {
@@ -251,6 +252,9 @@ int aggr_metrics_render(char **ret, size_t *ret_len) {
               "# TYPE muster_ingest_acks_total counter\nmuster_ingest_acks_total %llu\n"
               "# HELP muster_stream_rejects_total Agent connections refused with a Reject.\n"
               "# TYPE muster_stream_rejects_total counter\nmuster_stream_rejects_total %llu\n"
+              "# HELP muster_stream_tls_failures_total Agent streams whose TLS handshake failed.\n"
+              "# TYPE muster_stream_tls_failures_total counter\n"
+              "muster_stream_tls_failures_total %llu\n"
               "# HELP muster_replicated_rows_total History rows copied from the leader.\n"
               "# TYPE muster_replicated_rows_total counter\nmuster_replicated_rows_total %llu\n"
               "# HELP muster_commit_failures_total Transactions rolled back.\n"
@@ -261,6 +265,7 @@ int aggr_metrics_render(char **ret, size_t *ret_len) {
               (unsigned long long)atomic_load(&c->changes_duplicate),
               (unsigned long long)atomic_load(&c->acks_sent),
               (unsigned long long)atomic_load(&c->rejects),
+              (unsigned long long)atomic_load(&c->tls_failures),
               (unsigned long long)atomic_load(&c->replicated_rows),
               (unsigned long long)atomic_load(&c->commit_failures),
               (double)atomic_load(&c->commit_usec_sum) / 1e6);

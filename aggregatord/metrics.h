@@ -43,6 +43,7 @@ enum aggr_limit {
   AGGR_LIMIT_HTTP_URL_LENGTH,
   AGGR_LIMIT_HTTP_PARKED_READS,
   AGGR_LIMIT_HTTP_TIMEOUT,
+  AGGR_LIMIT_HTTP_UNAUTHORIZED, /* a request without the right bearer token (401) */
   _AGGR_LIMIT_MAX,
 };
 
@@ -54,6 +55,7 @@ struct aggr_counters {
   atomic_uint_fast64_t changes_duplicate; /* replayed changes already held */
   atomic_uint_fast64_t acks_sent;
   atomic_uint_fast64_t rejects;         /* connections refused with a Reject */
+  atomic_uint_fast64_t tls_failures;    /* agent streams whose TLS handshake failed */
   atomic_uint_fast64_t commits;         /* transactions committed */
   atomic_uint_fast64_t commit_failures; /* rolled back (error or no lease) */
   atomic_uint_fast64_t commit_rows_sum;

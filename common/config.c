@@ -324,6 +324,30 @@ out:
   return r;
 }
 
+struct key_line_query {
+  const char *section, *key;
+  unsigned line;
+};
+
+static int key_line_visit(void *user, const char *section, const char *name, const char *value,
+                          unsigned line) {
+  struct key_line_query *q = user;
+  if (name && q->line == 0 && strcmp(section, q->section) == 0 && strcmp(name, q->key) == 0)
+    q->line = line;
+  return 0;
+}
+
+unsigned mst_conf_key_line(const char *path, const char *section, const char *key) {
+  struct key_line_query q = {section, key, 0};
+  struct mst_diag scratch = {0};
+
+  if (!path)
+    return 0;
+  (void)mst_ini_parse(path, key_line_visit, &q, &scratch);
+  mst_diag_done(&scratch);
+  return q.line;
+}
+
 int mst_ini_section_split(const char *section, char **ret_kind, char **ret_name) {
   const char *s = section, *kind_end, *q, *name_end;
   _cleanup_free_ char *kind = NULL, *name = NULL;

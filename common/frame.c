@@ -101,7 +101,19 @@ int mst_frame_reader_feed(struct mst_frame_reader *r, const void *data, size_t n
   return 0;
 }
 
-ssize_t mst_frame_reader_fill(struct mst_frame_reader *r, int fd) {
+static ssize_t fd_read(void *ctx, void *buf, size_t n) {
+  int fd = *(const int *)ctx;
+  ssize_t r;
+
+  do
+    r = read(fd, buf, n);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  return r;
+}
+
+ssize_t mst_frame_reader_fill_with(struct mst_frame_reader *r, mst_read_fn read_fn, void *ctx) {
   size_t pending, room;
   ssize_t n;
   int ret;
@@ -116,13 +128,14 @@ ssize_t mst_frame_reader_fill(struct mst_frame_reader *r, int fd) {
   if (ret < 0)
     return ret;
 
-  do
-    n = read(fd, r->buf + r->len, room);
-  while (n < 0 && errno == EINTR);
-  if (n < 0)
-    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-  r->len += (size_t)n;
+  n = read_fn(ctx, r->buf + r->len, room);
+  if (n > 0)
+    r->len += (size_t)n;
   return n;
+}
+
+ssize_t mst_frame_reader_fill(struct mst_frame_reader *r, int fd) {
+  return mst_frame_reader_fill_with(r, fd_read, &fd);
 }
 
 int mst_frame_reader_next(struct mst_frame_reader *r, const uint8_t **ret_data, size_t *ret_len) {
@@ -232,25 +245,36 @@ int mst_buf_append(struct mst_buf *b, const void *data, size_t n) {
   return 0;
 }
 
-int mst_buf_flush(struct mst_buf *b, int fd) {
-  while (b->off < b->len) {
-    size_t n = b->len - b->off;
-    ssize_t w;
+static ssize_t fd_write(void *ctx, const void *data, size_t n) {
+  int fd = *(const int *)ctx;
+  ssize_t w;
 
-    /* send() with MSG_NOSIGNAL so a closed peer is -EPIPE, not SIGPIPE;
-     * write() for pipes and other non-sockets. */
-    w = send(fd, b->data + b->off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  /* send() with MSG_NOSIGNAL so a closed peer is -EPIPE, not SIGPIPE;
+   * write() for pipes and other non-sockets. */
+  do {
+    w = send(fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0 && errno == ENOTSOCK)
-      w = write(fd, b->data + b->off, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return (errno == EAGAIN || errno == EWOULDBLOCK) ? -EAGAIN : -errno;
-    }
+      w = write(fd, data, n);
+  } while (w < 0 && errno == EINTR);
+  if (w < 0)
+    return (errno == EAGAIN || errno == EWOULDBLOCK) ? -EAGAIN : -errno;
+  return w;
+}
+
+int mst_buf_flush_with(struct mst_buf *b, mst_write_fn write_fn, void *ctx) {
+  while (b->off < b->len) {
+    ssize_t w = write_fn(ctx, b->data + b->off, b->len - b->off);
+
+    if (w < 0)
+      return (int)w;
     b->off += (size_t)w;
   }
   b->off = b->len = 0;
   return 0;
+}
+
+int mst_buf_flush(struct mst_buf *b, int fd) {
+  return mst_buf_flush_with(b, fd_write, &fd);
 }
 
 size_t mst_varint_encode(uint64_t v, uint8_t *out) {

@@ -61,6 +61,11 @@ typedef int (*mst_ini_handler)(void *user, const char *section, const char *name
  * -errno when the file cannot be opened. */
 int mst_ini_parse(const char *path, mst_ini_handler h, void *user, struct mst_diag *diag);
 
+/* The line where [section] key was first set in path, or 0 (unset, or the
+ * file unreadable): for errors found after parsing, such as a file a key
+ * names that cannot be loaded. */
+unsigned mst_conf_key_line(const char *path, const char *section, const char *key);
+
 /* Splits a named section header `kind "name"` into its parts: returns 1 and
  * sets *ret_kind and *ret_name (malloc'd) for a named section, 0 for a plain one
  * (only *ret_kind set), -EINVAL when the quoting is broken. */

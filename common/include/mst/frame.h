@@ -37,6 +37,15 @@ int mst_frame_reader_feed(struct mst_frame_reader *r, const void *data, size_t n
  * read (> 0), 0 at EOF, -EAGAIN when nothing is there, or -errno. */
 ssize_t mst_frame_reader_fill(struct mst_frame_reader *r, int fd);
 
+/* A transport's read or write, for TLS: bytes (> 0; 0 at EOF for reads),
+ * -EAGAIN, or -errno. */
+typedef ssize_t (*mst_read_fn)(void *ctx, void *buf, size_t n);
+typedef ssize_t (*mst_write_fn)(void *ctx, const void *buf, size_t n);
+
+/* mst_frame_reader_fill() through read_fn: one call of it, into up to
+ * 64 KiB of room. Same returns. */
+ssize_t mst_frame_reader_fill_with(struct mst_frame_reader *r, mst_read_fn read_fn, void *ctx);
+
 /* Takes the next whole frame. Returns 1 with *ret_data and *ret_len pointing
  * into the reader (valid until the next call on r), 0 when more bytes are
  * needed, -EMSGSIZE when the announced length is over max_frame, -EBADMSG
@@ -77,6 +86,8 @@ int mst_buf_append(struct mst_buf *b, const void *data, size_t n);
 /* Writes as much as the non-blocking fd takes. Returns 0 when empty, -EAGAIN
  * when bytes remain, or -errno (e.g. -EPIPE) on a write error. */
 int mst_buf_flush(struct mst_buf *b, int fd);
+/* mst_buf_flush() through write_fn, which may take less than it is given. */
+int mst_buf_flush_with(struct mst_buf *b, mst_write_fn write_fn, void *ctx);
 
 /* Appends varint(length) + packed Envelope to b. Returns 0, -EMSGSIZE when
  * the packed envelope is over max_frame, -ENOBUFS/-ENOMEM from the buffer. */
