@@ -490,3 +490,70 @@ Test(frame, flush_to_a_closed_peer) {
   close(sv[0]);
   mst_buf_done(&b);
 }
+
+/* A transport that takes or gives at most a few bytes a call and says
+ * "again" every other call, like a TLS session on a busy socket. */
+struct trickle {
+  uint8_t data[256];
+  size_t len, pos;
+  unsigned calls;
+};
+
+static ssize_t trickle_write(void *ctx, const void *buf, size_t n) {
+  struct trickle *t = ctx;
+  if (t->calls++ % 2 == 1)
+    return -EAGAIN;
+  size_t take = MST_MIN(n, (size_t)3);
+  cr_assert_leq(t->len + take, sizeof(t->data));
+  memcpy(t->data + t->len, buf, take);
+  t->len += take;
+  return (ssize_t)take;
+}
+
+static ssize_t trickle_read(void *ctx, void *buf, size_t n) {
+  struct trickle *t = ctx;
+  if (t->calls++ % 2 == 1)
+    return -EAGAIN;
+  if (t->pos == t->len)
+    return 0;
+  size_t give = MST_MIN(MST_MIN(n, (size_t)3), t->len - t->pos);
+  memcpy(buf, t->data + t->pos, give);
+  t->pos += give;
+  return (ssize_t)give;
+}
+
+Test(frame, through_a_transport_that_trickles) {
+  struct trickle t = {0};
+  struct mst_buf b;
+  struct mst_frame_reader rd;
+  uint8_t frame[64];
+  size_t n = heartbeat_frame(frame, sizeof(frame), 42);
+  const uint8_t *data;
+  size_t len;
+  int r;
+
+  mst_buf_init(&b, 4096);
+  cr_assert_eq(mst_buf_append(&b, frame, n), 0);
+  cr_assert_eq(mst_buf_append(&b, frame, n), 0);
+  while ((r = mst_buf_flush_with(&b, trickle_write, &t)) == -EAGAIN)
+    ;
+  cr_assert_eq(r, 0);
+  cr_assert_eq(mst_buf_pending(&b), 0);
+  cr_assert_eq(t.len, 2 * n);
+  mst_buf_done(&b);
+
+  t.calls = 0;
+  mst_frame_reader_init(&rd, MST_FRAME_DEFAULT_MAX);
+  unsigned frames = 0;
+  ssize_t got;
+  while ((got = mst_frame_reader_fill_with(&rd, trickle_read, &t)) != 0) {
+    cr_assert(got > 0 || got == -EAGAIN, "fill returned %zd", got);
+    while ((r = mst_frame_reader_next(&rd, &data, &len)) == 1) {
+      cr_assert_eq(decode_heartbeat_seq(data, len), 42);
+      frames++;
+    }
+    cr_assert_eq(r, 0);
+  }
+  cr_assert_eq(frames, 2);
+  mst_frame_reader_done(&rd);
+}
