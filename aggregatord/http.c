@@ -13,12 +13,25 @@
  * no_leader with Retry-After: 1 when no leader is known. /healthz and
  * /readyz answer locally and say which role this aggregator has.
  *
- * Threads: aggr_http_start/free on the main or loop thread; everything else
- * here runs on MHD's threads and reads only views (and the clock). */
+ * HTTPS (when [tls] cert and key are set) is MHD's GnuTLS, with the
+ * certificate handed over per handshake by a callback from a store that
+ * aggr_http_tls_reload() swaps (see "TLS material" below), so a reload on
+ * SIGHUP drops no connection and no parked read. With a bearer token every
+ * route but /healthz, /readyz and the dashboard's own files (which hold no
+ * data) answers 401 to a request without "Authorization: Bearer <token>";
+ * the check is a constant-time compare, cheap enough for the hot path.
+ *
+ * Threads: aggr_http_start/free and aggr_http_tls_reload on the main or loop
+ * thread; everything else here runs on MHD's threads and reads only views,
+ * the clock, and (under a short lock, once per connection) the TLS store. */
 #include <netinet/in.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -29,13 +42,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "aggr.h"
 #include "dashboard.h"
 #include "dcos.h"
 #include "history.h"
 #include "http.h"
 #include "httpparse.h"
 #include "metrics.h"
+#include "mst/auth.h"
+#include "mst/config.h"
+#include "mst/diag.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -47,6 +66,12 @@
 #define HTTP_CONNECTION_LIMIT 20000
 /* Per connection, caps the request line and headers (MHD answers 414/431). */
 #define HTTP_CONNECTION_MEMORY (32 * 1024)
+
+/* TLS 1.2 and 1.3 only. */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+/* Certificates in one chain file, and the bytes read from a PEM file. */
+#define TLS_CHAIN_MAX 16
+#define TLS_FILE_MAX  (1024 * 1024)
 
 #define ERROR_JSON(code, message) "{\"error\":{\"code\":\"" code "\",\"message\":\"" message "\"}}"
 
@@ -65,6 +90,10 @@ static const char error_no_leader[] =
 static const char error_no_leader_http[] =
     ERROR_JSON("no_leader", "this aggregator is a follower and the leader's HTTP address is "
                             "unknown; retry later");
+static const char error_no_token[] =
+    ERROR_JSON("unauthorized", "this API needs a bearer token: send Authorization: Bearer <token> "
+                               "(the token in the aggregator's http_token_file)");
+static const char error_bad_token[] = ERROR_JSON("unauthorized", "the bearer token was refused");
 static const char body_healthz_leader[] = "{\"status\":\"ok\",\"role\":\"leader\"}";
 static const char body_healthz_follower[] = "{\"status\":\"ok\",\"role\":\"follower\"}";
 static const char body_healthz_none[] = "{\"status\":\"ok\",\"role\":\"none\"}";
@@ -89,10 +118,29 @@ struct waiter {
   char node[];       /* for AGGR_HTTP_ROUTE_NODE */
 };
 
+/* One certificate chain and its key, as GnuTLS takes them from the
+ * certificate callback. A generation serves the handshakes of the
+ * connections accepted while it was current (and of older ones still in
+ * their handshake), so it is freed once it is retired and no connection of
+ * it or of an older generation is open. Guarded by aggr_http.tls_lock. */
+struct tls_material {
+  gnutls_pcert_st pcerts[TLS_CHAIN_MAX];
+  unsigned n_pcerts;
+  gnutls_privkey_t key;
+  size_t conns;               /* open connections accepted while it was current */
+  struct tls_material *newer; /* the next generation, NULL for the current one */
+};
+
 struct aggr_http {
   struct MHD_Daemon *daemon;
   struct aggr_views *views;
   uint16_t port;
+  char *token; /* the bearer token every data route needs, or NULL */
+  /* HTTPS: the files, and the generations from the oldest still in use to
+   * the current one. */
+  char *cert_file, *key_file;
+  pthread_mutex_t tls_lock; /* never held across I/O */
+  struct tls_material *tls_oldest, *tls_current;
   pthread_mutex_t lock; /* guards the parked list; never held across I/O */
   struct waiter *parked;
   size_t n_parked;
@@ -108,6 +156,7 @@ struct headers {
   bool weak; /* the bytes may differ under one index (live fields) */
   bool allow;
   bool retry_after;     /* Retry-After: 1 */
+  bool authenticate;    /* WWW-Authenticate: Bearer (a 401) */
   const char *location; /* Location, or NULL */
 };
 
@@ -130,6 +179,9 @@ static bool add_headers(struct MHD_Response *r, const struct headers *h) {
   if (h->retry_after && MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
     return false;
   if (h->location && MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, h->location) != MHD_YES)
+    return false;
+  if (h->authenticate && MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                                 "Bearer realm=\"muster\"") != MHD_YES)
     return false;
   return true;
 }
@@ -250,9 +302,10 @@ static enum MHD_Result serve_readyz(struct aggr_http *h, struct MHD_Connection *
 /* A follower's answer to a data request: 307 to the leader with target (the
  * request target as sent; NULL when it could not be kept), or 503 when no
  * leader is known. Takes over the caller's reference on v. */
-static enum MHD_Result serve_follower(struct MHD_Connection *c, struct aggr_view *v,
-                                      const char *target) {
-  static const char scheme[] = "http://";
+static enum MHD_Result serve_follower(struct aggr_http *h, struct MHD_Connection *c,
+                                      struct aggr_view *v, const char *target) {
+  /* The leader serves as this aggregator does: the cluster shares [tls]. */
+  const char *scheme = h->cert_file ? "https://" : "http://";
   struct headers hd = {0};
   enum MHD_Result ret;
 
@@ -541,7 +594,7 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
   enum MHD_Result ret;
 
   if (v && !v->is_leader && method_ok)
-    return serve_follower(c, v, target);
+    return serve_follower(h, c, v, target);
   if (route == AGGR_HTTP_ROUTE_V1_UNKNOWN)
     ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &hd);
   else if (!method_ok) {
@@ -579,7 +632,7 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
     aggr_view_release(v);
     v = aggr_view_acquire(h->views);
     if (!v || !v->is_leader)
-      return v ? serve_follower(c, v, target) : MHD_NO;
+      return v ? serve_follower(h, c, v, target) : MHD_NO;
     uint64_t index = resource_index(v, route, node_id);
     if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER) {
       aggr_view_release(v);
@@ -667,11 +720,33 @@ static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c,
     return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
   v = aggr_view_acquire(h->views);
   if (v && !v->is_leader)
-    return serve_follower(c, v, target);
+    return serve_follower(h, c, v, target);
   aggr_view_release(v);
   if (aggr_dcos_answer(path, &status, &body, &len, &json) < 0)
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
   return queue_text(c, status, body, len, json ? "application/json" : "text/plain; charset=utf-8");
+}
+
+/* Whether a request for url (of route) is answered without the bearer
+ * token: liveness, readiness and the dashboard's files, none of which
+ * carries cluster data. */
+static bool route_is_open(enum aggr_http_route route, const char *url) {
+  return route == AGGR_HTTP_ROUTE_HEALTHZ || route == AGGR_HTTP_ROUTE_READYZ ||
+         (route == AGGR_HTTP_ROUTE_NONE && (strcmp(url, "/") == 0 || strncmp(url, "/ui/", 4) == 0));
+}
+
+/* With a token configured: whether the request carries it. If not, queues
+ * the 401 into *ret. */
+static bool authorized(struct aggr_http *h, struct MHD_Connection *c, enum MHD_Result *ret) {
+  struct headers hd = {.authenticate = true};
+  const char *given = aggr_http_bearer_token(
+      MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+
+  if (given && mst_token_equal(h->token, given))
+    return true;
+  aggr_metrics_limit(AGGR_LIMIT_HTTP_UNAUTHORIZED);
+  *ret = queue_static(c, MHD_HTTP_UNAUTHORIZED, given ? error_bad_token : error_no_token, &hd);
+  return false;
 }
 
 /* Answers a request whose headers are in. target is the request target as
@@ -682,16 +757,19 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   enum aggr_http_route route = aggr_http_route_of(url);
 
   current_route = metric_route(route);
-  if (strlen(target) > h->limits.max_url) {
+  if (strlen(target ? target : url) > h->limits.max_url) {
     aggr_metrics_limit(AGGR_LIMIT_HTTP_URL_LENGTH);
     return queue_static(c, MHD_HTTP_URI_TOO_LONG, error_url, &none);
   }
+  enum MHD_Result refused;
+  if (h->token && !route_is_open(route, url) && !authorized(h, c, &refused))
+    return refused;
   if (route == AGGR_HTTP_ROUTE_NONE &&
       strncmp(url, AGGR_DCOS_PREFIX "/", strlen(AGGR_DCOS_PREFIX) + 1) == 0) {
     current_route = AGGR_ROUTE_DCOS;
     return serve_dcos(h, c, url + strlen(AGGR_DCOS_PREFIX), target, method_ok);
   }
-  if (route == AGGR_HTTP_ROUTE_NONE && (strcmp(url, "/") == 0 || strncmp(url, "/ui/", 4) == 0))
+  if (route == AGGR_HTTP_ROUTE_NONE && route_is_open(route, url))
     return serve_dashboard(c, url, method_ok);
   switch (route) {
   case AGGR_HTTP_ROUTE_METRICS: {
@@ -788,6 +866,238 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   return answer(h, c, con_cls, url, target, true);
 }
 
+/* --- TLS material ---------------------------------------------------------
+ *
+ * GnuTLS asks for the certificate in each handshake through a callback
+ * without a closure, so the one HTTPS server of the process is found through
+ * tls_server. MHD tells us when a connection starts (before its handshake)
+ * and when it closes: a connection counts on the generation current at its
+ * start, which keeps that generation and every newer one alive for it. */
+
+static struct aggr_http *tls_server;
+
+static void tls_material_free(struct tls_material *m) {
+  if (!m)
+    return;
+  for (unsigned i = 0; i < m->n_pcerts; i++)
+    gnutls_pcert_deinit(&m->pcerts[i]);
+  if (m->key)
+    gnutls_privkey_deinit(m->key);
+  free(m);
+}
+
+/* Reads a whole PEM file of at most TLS_FILE_MAX bytes. The caller frees
+ * ret->data with gnutls_free(). */
+static int read_pem(const char *what, const char *path, gnutls_datum_t *ret, char *err,
+                    size_t errsize) {
+  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  ssize_t n;
+
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    int e = errno;
+    snprintf(err, errsize, "[tls] %s: cannot read %s: %s", what, path, strerror(e));
+    return -e;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > TLS_FILE_MAX) {
+    snprintf(err, errsize, "[tls] %s: %s is not a PEM file of 1 byte to %u KiB", what, path,
+             TLS_FILE_MAX / 1024);
+    return -EINVAL;
+  }
+  ret->data = gnutls_malloc((size_t)st.st_size + 1);
+  if (!ret->data) {
+    snprintf(err, errsize, "[tls] %s: out of memory reading %s", what, path);
+    return -ENOMEM;
+  }
+  n = read(fd, ret->data, (size_t)st.st_size);
+  if (n != st.st_size) {
+    int e = n < 0 ? errno : EIO;
+    gnutls_free(ret->data);
+    ret->data = NULL;
+    snprintf(err, errsize, "[tls] %s: cannot read %s: %s", what, path, strerror(e));
+    return -e;
+  }
+  ret->data[n] = 0;
+  ret->size = (unsigned)n;
+  return 0;
+}
+
+/* Whether key is the private half of the certificate's public key. */
+static bool key_matches(gnutls_privkey_t key, gnutls_pcert_st *pc) {
+  gnutls_pubkey_t pub = NULL;
+  gnutls_datum_t a = {0}, b = {0};
+  bool same = false;
+
+  if (gnutls_pubkey_init(&pub) >= 0 && gnutls_pubkey_import_privkey(pub, key, 0, 0) >= 0 &&
+      gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &a) >= 0 &&
+      gnutls_pubkey_export2(pc->pubkey, GNUTLS_X509_FMT_DER, &b) >= 0)
+    same = a.size == b.size && memcmp(a.data, b.data, a.size) == 0;
+  gnutls_free(a.data);
+  gnutls_free(b.data);
+  if (pub)
+    gnutls_pubkey_deinit(pub);
+  return same;
+}
+
+/* Loads a certificate chain and its private key (which others must not be
+ * able to read), checking that they belong together. Returns 0 and *ret, or
+ * -errno with the file and the reason in err. */
+static int tls_material_load(const char *cert_file, const char *key_file, struct tls_material **ret,
+                             char *err, size_t errsize) {
+  gnutls_datum_t cert = {0}, key = {0};
+  struct tls_material *m = NULL;
+  struct stat st;
+  int r, g;
+
+  if (stat(key_file, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
+    snprintf(err, errsize, "[tls] key: %s is readable by others; make it private (chmod 600)",
+             key_file);
+    return -EPERM;
+  }
+  if ((r = read_pem("cert", cert_file, &cert, err, errsize)) < 0 ||
+      (r = read_pem("key", key_file, &key, err, errsize)) < 0)
+    goto out;
+  m = calloc(1, sizeof(*m));
+  if (!m) {
+    snprintf(err, errsize, "[tls] out of memory");
+    r = -ENOMEM;
+    goto out;
+  }
+  m->n_pcerts = TLS_CHAIN_MAX;
+  g = gnutls_pcert_list_import_x509_raw(m->pcerts, &m->n_pcerts, &cert, GNUTLS_X509_FMT_PEM, 0);
+  if (g < 0 || m->n_pcerts == 0) {
+    m->n_pcerts = 0;
+    snprintf(err, errsize, "[tls] cert: %s holds no usable PEM certificate chain (at most %d): %s",
+             cert_file, TLS_CHAIN_MAX, g < 0 ? gnutls_strerror(g) : "empty");
+    r = -EINVAL;
+    goto out;
+  }
+  if ((g = gnutls_privkey_init(&m->key)) < 0 ||
+      (g = gnutls_privkey_import_x509_raw(m->key, &key, GNUTLS_X509_FMT_PEM, NULL, 0)) < 0) {
+    snprintf(err, errsize, "[tls] key: %s holds no usable PEM private key: %s", key_file,
+             gnutls_strerror(g));
+    r = -EINVAL;
+    goto out;
+  }
+  if (!key_matches(m->key, &m->pcerts[0])) {
+    snprintf(err, errsize, "[tls] key: %s is not the key of the certificate in %s", key_file,
+             cert_file);
+    r = -EINVAL;
+    goto out;
+  }
+  *ret = TAKE_PTR(m);
+  r = 0;
+out:
+  tls_material_free(m);
+  gnutls_free(cert.data);
+  if (key.data) {
+    memset(key.data, 0, key.size);
+    gnutls_free(key.data);
+  }
+  return r;
+}
+
+/* The first certificate's subject and expiry, for the log. */
+static void tls_describe(const struct tls_material *m, char *buf, size_t size) {
+  gnutls_x509_crt_t crt;
+  char dn[256] = "?";
+  size_t dn_len = sizeof(dn);
+  time_t exp = 0;
+
+  snprintf(buf, size, "a certificate");
+  if (gnutls_x509_crt_init(&crt) < 0)
+    return;
+  if (gnutls_x509_crt_import(crt, &m->pcerts[0].cert, GNUTLS_X509_FMT_DER) >= 0) {
+    if (gnutls_x509_crt_get_dn(crt, dn, &dn_len) < 0)
+      snprintf(dn, sizeof(dn), "?");
+    exp = gnutls_x509_crt_get_expiration_time(crt);
+    char when[MST_RFC3339_MAX];
+    snprintf(buf, size, "%s, expires %s", dn,
+             mst_time_format_rfc3339((uint64_t)MST_MAX(exp, 0) * USEC_PER_SEC, when, sizeof(when)));
+  }
+  gnutls_x509_crt_deinit(crt);
+}
+
+/* Frees the retired generations nothing can use any more. Called with
+ * tls_lock held. */
+static void tls_collect(struct aggr_http *h) {
+  while (h->tls_oldest != h->tls_current && h->tls_oldest->conns == 0) {
+    struct tls_material *m = h->tls_oldest;
+    h->tls_oldest = m->newer;
+    tls_material_free(m);
+  }
+}
+
+static int tls_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                        const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                        gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                        gnutls_privkey_t *pkey) {
+  struct aggr_http *h = tls_server;
+  if (!h)
+    return -1;
+  pthread_mutex_lock(&h->tls_lock);
+  *pcert = h->tls_current->pcerts;
+  *pcert_length = h->tls_current->n_pcerts;
+  *pkey = h->tls_current->key;
+  pthread_mutex_unlock(&h->tls_lock);
+  return 0;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+  struct aggr_http *h = cls;
+  pthread_mutex_lock(&h->tls_lock);
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    h->tls_current->conns++;
+    *socket_context = h->tls_current;
+  } else if (*socket_context) {
+    struct tls_material *m = *socket_context;
+    m->conns--;
+    *socket_context = NULL;
+    tls_collect(h);
+  }
+  pthread_mutex_unlock(&h->tls_lock);
+}
+
+int aggr_http_tls_reload(struct aggr_http *h) {
+  struct tls_material *m;
+  char err[512], desc[384];
+  int r;
+
+  if (!h || !h->cert_file)
+    return 0; /* plain HTTP: nothing to reload */
+  r = tls_material_load(h->cert_file, h->key_file, &m, err, sizeof(err));
+  if (r < 0) {
+    log_error("cannot reload the HTTPS certificate: %s; keeping the one in use", err);
+    return r;
+  }
+  tls_describe(m, desc, sizeof(desc));
+  pthread_mutex_lock(&h->tls_lock);
+  h->tls_current->newer = m;
+  h->tls_current = m;
+  tls_collect(h);
+  pthread_mutex_unlock(&h->tls_lock);
+  log_info("HTTPS certificate reloaded from %s: %s", h->cert_file, desc);
+  return 0;
+}
+
+void aggr_http_config_check(const char *path, const struct aggr_config *cfg,
+                            struct mst_diag *diag) {
+  _cleanup_free_ char *token = NULL;
+  int r;
+
+  /* [tls] cert, key and ca are checked with the agent stream's (main.c). */
+  if (!cfg->http_token_file)
+    return;
+  r = mst_token_read(cfg->http_token_file, &token);
+  if (r < 0)
+    mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", "http_token_file"),
+                 "[aggregator] http_token_file: cannot use %s: %s%s", cfg->http_token_file,
+                 strerror(-r), r == -EPERM ? " (it must be readable by its owner only)" : "");
+  else
+    memset(token, 0, strlen(token));
+}
+
 /* --- server --------------------------------------------------------------- */
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) _printf_(2, 0);
@@ -848,11 +1158,70 @@ static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_i
   return 0;
 }
 
-int aggr_http_start(const char *listen_addr, unsigned threads,
-                    const struct aggr_http_limits *limits, struct aggr_views *vs,
+static void http_free_state(struct aggr_http *h) {
+  while (h->tls_oldest) {
+    struct tls_material *m = h->tls_oldest;
+    h->tls_oldest = m->newer;
+    tls_material_free(m);
+  }
+  if (tls_server == h)
+    tls_server = NULL;
+  pthread_mutex_destroy(&h->tls_lock);
+  pthread_mutex_destroy(&h->lock);
+  free(h->cert_file);
+  free(h->key_file);
+  if (h->token) {
+    memset(h->token, 0, strlen(h->token));
+    free(h->token);
+  }
+  free(h);
+}
+
+/* Reads the token and the certificate of o into h. Logs why not. */
+static int http_load_credentials(struct aggr_http *h, const struct aggr_http_options *o) {
+  char err[512];
+  int r;
+
+  if (o->token_file) {
+    r = mst_token_read(o->token_file, &h->token);
+    if (r < 0) {
+      log_error("[aggregator] http_token_file: cannot use %s: %s%s", o->token_file, strerror(-r),
+                r == -EPERM ? " (it must be readable by its owner only)" : "");
+      return r;
+    }
+  }
+  if (o->cert_file && o->key_file) {
+    if (tls_server) {
+      log_error("only one HTTPS server per process");
+      return -EBUSY;
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
+        MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES) {
+      log_error("this libmicrohttpd has no HTTPS with certificate callbacks");
+      return -EOPNOTSUPP;
+    }
+    h->cert_file = strdup(o->cert_file);
+    h->key_file = strdup(o->key_file);
+    if (!h->cert_file || !h->key_file)
+      return -ENOMEM;
+    r = tls_material_load(o->cert_file, o->key_file, &h->tls_current, err, sizeof(err));
+    if (r < 0) {
+      log_error("%s", err);
+      return r;
+    }
+    h->tls_oldest = h->tls_current;
+    tls_server = h;
+  }
+  return 0;
+}
+
+int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
                     struct aggr_http **ret) {
+  const char *listen_addr = o->listen;
+  unsigned threads = o->threads;
   struct sockaddr_storage addr;
   bool ipv6;
+  int r;
 
   if (parse_listen(listen_addr, &addr, &ipv6) < 0) {
     log_error("Bad HTTP listen address \"%s\": expected HOST:PORT", listen_addr);
@@ -866,30 +1235,48 @@ int aggr_http_start(const char *listen_addr, unsigned threads,
   if (!h)
     return -ENOMEM;
   h->views = vs;
-  h->limits = *limits;
+  h->limits = o->limits;
   pthread_mutex_init(&h->lock, NULL);
+  pthread_mutex_init(&h->tls_lock, NULL);
+  r = http_load_credentials(h, o);
+  if (r < 0) {
+    http_free_state(h);
+    return r;
+  }
 
+  bool tls = h->cert_file != NULL;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                   MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
+                   MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
   uint16_t port = ipv6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
                        : ntohs(((struct sockaddr_in *)&addr)->sin_port);
+  /* The TLS options come last: MHD_OPTION_END ends the list early when
+   * serving plain HTTP. */
   errno = 0;
   h->daemon = MHD_start_daemon(
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
       MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
       MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-      MHD_OPTION_CONNECTION_TIMEOUT, limits->timeout_sec, MHD_OPTION_CONNECTION_LIMIT,
+      MHD_OPTION_CONNECTION_TIMEOUT, o->limits.timeout_sec, MHD_OPTION_CONNECTION_LIMIT,
       (unsigned)HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_END);
+      (size_t)HTTP_CONNECTION_MEMORY, tls ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END,
+      on_connection, h, MHD_OPTION_HTTPS_CERT_CALLBACK, tls_retrieve, MHD_OPTION_HTTPS_PRIORITIES,
+      HTTP_TLS_PRIORITIES, MHD_OPTION_END);
   if (!h->daemon) {
-    int r = errno > 0 ? -errno : -EIO;
-    log_error("Cannot serve HTTP on %s: %s", listen_addr, strerror(-r));
-    free(h);
+    r = errno > 0 ? -errno : -EIO;
+    log_error("Cannot serve HTTP%s on %s: %s", tls ? "S" : "", listen_addr, strerror(-r));
+    http_free_state(h);
     return r;
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
   h->port = info ? info->port : port;
-  log_info("Serving HTTP on %s (port %u, %u threads)", listen_addr, h->port, threads);
+  if (tls) {
+    char desc[384];
+    tls_describe(h->tls_current, desc, sizeof(desc));
+    log_info("Serving HTTPS on %s (port %u, %u threads) with %s from %s%s", listen_addr, h->port,
+             threads, desc, h->cert_file, h->token ? "; the API needs the bearer token" : "");
+  } else
+    log_info("Serving HTTP on %s (port %u, %u threads)%s", listen_addr, h->port, threads,
+             h->token ? "; the API needs the bearer token" : "");
   *ret = h;
   return 0;
 }
@@ -906,8 +1293,7 @@ void aggr_http_free(struct aggr_http *h) {
     pthread_mutex_unlock(&h->lock);
     MHD_stop_daemon(h->daemon);
   }
-  pthread_mutex_destroy(&h->lock);
-  free(h);
+  http_free_state(h);
 }
 
 uint16_t aggr_http_port(const struct aggr_http *h) {

@@ -1,4 +1,5 @@
-/* The aggregator's HTTP API on libmicrohttpd's thread pool: /v1/health,
+/* The aggregator's HTTP API on libmicrohttpd's thread pool (HTTPS with
+ * GnuTLS when configured, and an optional bearer token): /v1/health,
  * /v1/nodes, /v1/nodes/{id}, /healthz and /readyz. Handlers serve the bodies
  * of the current published view (view.h) without copying them and without
  * touching the live model; the loop thread is never blocked by a request.
@@ -15,20 +16,50 @@
 
 struct aggr_http;
 
-/* Starts serving on listen_addr, "HOST:PORT" (an IPv4 address, "localhost",
- * "*" or empty for any, or "[IPv6]"; port 0 picks a free port) with a pool
- * of threads (0 means the default, 2). On success stores the server in *ret.
- * Returns 0, -EINVAL for a bad address, or -errno (EADDRINUSE, ...) with
- * the cause logged. */
 struct aggr_http_limits {
   unsigned timeout_sec; /* an idle or slow connection is closed after this */
   size_t max_parked;    /* blocking reads waiting at once; more get 503 */
   size_t max_url;       /* longest request target; longer ones get 414 */
 };
 
-int aggr_http_start(const char *listen_addr, unsigned threads,
-                    const struct aggr_http_limits *limits, struct aggr_views *vs,
+struct aggr_http_options {
+  const char *listen; /* "HOST:PORT" */
+  unsigned threads;   /* 0: the default, 2 */
+  struct aggr_http_limits limits;
+  /* Both set: HTTPS with this certificate chain and key (PEM; the key not
+   * readable by others), reloadable with aggr_http_tls_reload(). */
+  const char *cert_file;
+  const char *key_file;
+  /* Set: every route but /healthz, /readyz and the dashboard's files needs
+   * "Authorization: Bearer <the token in this file>" (mst_token_read()). */
+  const char *token_file;
+};
+
+/* Starts serving on o->listen (an IPv4 address, "localhost", "*" or empty
+ * for any, or "[IPv6]"; port 0 picks a free port) with a pool of threads.
+ * The strings of o are copied. On success stores the server in *ret.
+ * Returns 0, -EINVAL for a bad address or a bad certificate or key, -EPERM
+ * for a key or token file others can read, or -errno (EADDRINUSE, ENOENT,
+ * ...) with the cause logged, naming the file. At most one HTTPS server per
+ * process (GnuTLS's certificate callback has no closure). */
+int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
                     struct aggr_http **ret);
+
+/* Reads the certificate and key files again and serves them to the
+ * handshakes from now on; open connections and parked reads go on
+ * undisturbed. Returns 0 (also when serving plain HTTP: nothing to do), or
+ * -errno with the reason logged, and the material in use kept, when the
+ * files are bad. Loop thread (on SIGHUP). */
+int aggr_http_tls_reload(struct aggr_http *h);
+
+/* Checks what aggr_http_start() will read from cfg that the agent stream
+ * does not: the http_token_file; adds "path:line: [aggregator]
+ * http_token_file: cannot use X: ..." to diag. For load_config (and
+ * --check-config). */
+struct aggr_config;
+struct mst_diag;
+void aggr_http_config_check(const char *path, const struct aggr_config *cfg, struct mst_diag *diag);
+
 /* Stops the server, waiting for its threads, and frees it. Accepts NULL. */
 void aggr_http_free(struct aggr_http *h);
 /* Blocking reads (GET /v1/...?index=N&wait=D) park until the index of

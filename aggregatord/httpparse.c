@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "httpparse.h"
 #include "mst/duration.h"
@@ -246,4 +247,24 @@ int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_quer
     return -EINVAL;
   *ret_id = id;
   return 0;
+}
+
+/* --- credentials ------------------------------------------------------------- */
+
+const char *aggr_http_bearer_token(const char *header) {
+  static const char scheme[] = "Bearer";
+  const char *p = header;
+
+  if (!p)
+    return NULL;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  if (strncasecmp(p, scheme, strlen(scheme)) != 0)
+    return NULL;
+  p += strlen(scheme);
+  if (*p != ' ' && *p != '\t')
+    return NULL;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return *p ? p : NULL;
 }

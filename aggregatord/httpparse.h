@@ -1,9 +1,10 @@
 /* The HTTP API's parsing of what a client sends, apart from libmicrohttpd and
  * SQLite: which route a path names (and the node id in /v1/nodes/{id}), the
  * query parameters of blocking reads (?index=&wait=), of /v1/history (filters,
- * limit, order, cursor) and of the followers' replication reads, and the
- * If-None-Match check. http.c calls these with the values MHD has decoded;
- * the fuzz target tests/fuzz/fuzz_http.c calls them with its own.
+ * limit, order, cursor) and of the followers' replication reads, the
+ * If-None-Match check, and the token of an Authorization header. http.c
+ * calls these with the values MHD has decoded; the fuzz target
+ * tests/fuzz/fuzz_http.c calls them with its own.
  *
  * Parameters are read through a lookup function (key → value or NULL), so
  * the same code serves MHD's connection and a plain list. The history
@@ -82,3 +83,8 @@ bool aggr_http_replicate_limit_parse(const char *s, unsigned *ret_limit);
 /* Whether an If-None-Match header names the ETag of index (weak or strong,
  * in a list, or "*"). */
 bool aggr_http_etag_matches(const char *if_none_match, uint64_t index);
+
+/* The token of an Authorization header value "Bearer <token>" (the scheme in
+ * any case, RFC 6750 section 2.1), pointing into header; NULL when header is
+ * NULL, names another scheme, or carries no token. */
+const char *aggr_http_bearer_token(const char *header);

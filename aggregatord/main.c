@@ -444,6 +444,7 @@ static int load_config(const char *path, struct aggr *a) {
     else if (a->cfg.tls_require_client_cert)
       mst_diag_add(&diag, path, mst_conf_key_line(path, "tls", "require_client_cert"),
                    "[tls] require_client_cert needs cert and key: TLS is off without them");
+    aggr_http_config_check(path, &a->cfg, &diag);
   }
   if (diag.n > 0) {
     mst_diag_print(&diag);
@@ -636,7 +637,12 @@ int main(int argc, char **argv) {
   db = NULL; /* the writer owns it now */
   aggr_writer_set_retention(a.writer, a.cfg.retention_usec);
   if (a.election) {
-    r = aggr_replica_start(a.writer, &a.replica);
+    struct aggr_replica_options ro = {
+        .https = a.cfg.tls_http && a.tls_creds,
+        .ca_file = a.cfg.tls_ca,
+        .token_file = a.cfg.http_token_file,
+    };
+    r = aggr_replica_start(a.writer, &ro, &a.replica);
     if (r < 0) {
       log_error("cannot start the replica thread: %s", strerror(-r));
       goto out;
@@ -667,12 +673,20 @@ int main(int argc, char **argv) {
   if (r < 0)
     goto out;
   aggr_history_init(a.cfg.database);
-  struct aggr_http_limits limits = {
-      .timeout_sec = (unsigned)(a.cfg.http_timeout_usec / USEC_PER_SEC),
-      .max_parked = a.cfg.http_max_parked,
-      .max_url = a.cfg.http_max_url,
+  struct aggr_http_options ho = {
+      .listen = a.cfg.listen_http,
+      .threads = (unsigned)a.cfg.http_threads,
+      .limits =
+          {
+              .timeout_sec = (unsigned)(a.cfg.http_timeout_usec / USEC_PER_SEC),
+              .max_parked = a.cfg.http_max_parked,
+              .max_url = a.cfg.http_max_url,
+          },
+      .cert_file = a.cfg.tls_http ? a.cfg.tls_cert : NULL,
+      .key_file = a.cfg.tls_http ? a.cfg.tls_key : NULL,
+      .token_file = a.cfg.http_token_file,
   };
-  r = aggr_http_start(a.cfg.listen_http, (unsigned)a.cfg.http_threads, &limits, a.views, &a.http);
+  r = aggr_http_start(&ho, a.views, &a.http);
   if (r < 0) {
     log_error("cannot serve HTTP on %s: %s", a.cfg.listen_http, strerror(-r));
     goto out;

@@ -13,16 +13,21 @@
  *
  * The loop tells the thread whom to follow through aggr_replica_follow()
  * (under a mutex; the thread copies the address). A new leader epoch resets
- * the cursor, since row ids are per database. */
+ * the cursor, since row ids are per database. Over HTTPS the leader's
+ * certificate is verified (against [tls] ca, or the system's CAs) and the
+ * bearer token, when the cluster has one, goes with every request. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "mst/auth.h"
 #include "mst/log.h"
+#include "mst/macro.h"
 #include "mst/state.h"
 #include "mst/verdict.h"
 #include "replica.h"
@@ -41,6 +46,10 @@ struct aggr_replica {
   char *leader_http; /* guarded by lock; NULL: not following */
   uint64_t leader_epoch;
   bool started;
+  /* Read by the thread only, set before it starts. */
+  bool https;
+  char *ca_file;
+  struct curl_slist *headers; /* Authorization: Bearer, or NULL */
 };
 
 struct body {
@@ -153,11 +162,19 @@ static int replica_apply(struct aggr_replica *r, const char *data,
   return n;
 }
 
-/* GETs url into a malloc'd body. Returns 0, or -EIO with a reason. */
-static int replica_fetch(CURL *curl, const char *url, struct body *b, const char **ret_why) {
+/* GETs url into a malloc'd body. Returns 0, or -EIO with a reason in why. */
+static int replica_fetch(struct aggr_replica *r, CURL *curl, const char *url, struct body *b,
+                         char *why, size_t why_size) {
+  char errbuf[CURL_ERROR_SIZE] = "";
   long status = 0;
   curl_easy_reset(curl);
   curl_easy_setopt(curl, CURLOPT_URL, url);
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, r->https ? "https" : "http");
+  if (r->https && r->ca_file)
+    curl_easy_setopt(curl, CURLOPT_CAINFO, r->ca_file);
+  if (r->headers)
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, r->headers);
   curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
@@ -166,12 +183,19 @@ static int replica_fetch(CURL *curl, const char *url, struct body *b, const char
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, b);
   CURLcode cc = curl_easy_perform(curl);
   if (cc != CURLE_OK) {
-    *ret_why = curl_easy_strerror(cc);
+    snprintf(why, why_size, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
     return -EIO;
   }
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status == 401) {
+    snprintf(why, why_size,
+             "the leader refused %s (401): the aggregators' http_token_file "
+             "must hold the same token",
+             r->headers ? "this aggregator's bearer token" : "a request without a bearer token");
+    return -EIO;
+  }
   if (status != 200 || !b->data) {
-    *ret_why = "unexpected HTTP status";
+    snprintf(why, why_size, "unexpected HTTP status %ld", status);
     return -EIO;
   }
   return 0;
@@ -195,6 +219,7 @@ static void *replica_main(void *userdata) {
   CURL *curl = curl_easy_init();
   uint64_t cursor = 0, verdict_cursor = 0, epoch = 0;
   char leader_addr[256];
+  const char *scheme = r->https ? "https" : "http";
   bool failing = false;
 
   if (!curl) {
@@ -224,14 +249,14 @@ static void *replica_main(void *userdata) {
       log_info("replica: copying the history of the leader at %s (epoch %llu)", leader,
                (unsigned long long)epoch);
     }
-    snprintf(url, sizeof(url), "http://%s/v1/internal/replicate?after=%llu&limit=%u", leader,
+    snprintf(url, sizeof(url), "%s://%s/v1/internal/replicate?after=%llu&limit=%u", scheme, leader,
              (unsigned long long)cursor, REPLICA_PAGE);
     snprintf(leader_addr, sizeof(leader_addr), "%s", leader);
     free(leader);
 
     struct body b = {0};
-    const char *why = "malformed page";
-    int n = replica_fetch(curl, url, &b, &why);
+    char why[CURL_ERROR_SIZE + 128] = "malformed page";
+    int n = replica_fetch(r, curl, url, &b, why, sizeof(why));
     if (n >= 0)
       n = replica_apply(r, b.data, change_job, &cursor);
     free(b.data);
@@ -239,9 +264,9 @@ static void *replica_main(void *userdata) {
       /* Caught up with the changes: copy the verdict history too. */
       struct body bv = {0};
       char vurl[512];
-      snprintf(vurl, sizeof(vurl), "http://%s/v1/internal/replicate/verdicts?after=%llu&limit=%u",
-               leader_addr, (unsigned long long)verdict_cursor, REPLICA_PAGE);
-      if (replica_fetch(curl, vurl, &bv, &why) >= 0)
+      snprintf(vurl, sizeof(vurl), "%s://%s/v1/internal/replicate/verdicts?after=%llu&limit=%u",
+               scheme, leader_addr, (unsigned long long)verdict_cursor, REPLICA_PAGE);
+      if (replica_fetch(r, curl, vurl, &bv, why, sizeof(why)) >= 0)
         (void)replica_apply(r, bv.data, verdict_job, &verdict_cursor);
       free(bv.data);
     }
@@ -260,18 +285,54 @@ static void *replica_main(void *userdata) {
   return NULL;
 }
 
-int aggr_replica_start(struct aggr_writer *w, struct aggr_replica **ret) {
+static void replica_free_options(struct aggr_replica *r) {
+  free(r->ca_file);
+  curl_slist_free_all(r->headers);
+}
+
+/* The Authorization header for the token in path. */
+static int replica_auth_header(const char *path, struct curl_slist **ret) {
+  _cleanup_free_ char *token = NULL, *line = NULL;
+  int rc = mst_token_read(path, &token);
+  if (rc < 0) {
+    log_error("replica: cannot use http_token_file %s: %s", path, strerror(-rc));
+    return rc;
+  }
+  if (asprintf(&line, "Authorization: Bearer %s", token) < 0) {
+    line = NULL;
+    return -ENOMEM;
+  }
+  *ret = curl_slist_append(NULL, line);
+  memset(line, 0, strlen(line));
+  memset(token, 0, strlen(token));
+  return *ret ? 0 : -ENOMEM;
+}
+
+int aggr_replica_start(struct aggr_writer *w, const struct aggr_replica_options *o,
+                       struct aggr_replica **ret) {
   struct aggr_replica *r = calloc(1, sizeof(*r));
   int rc;
   if (!r)
     return -ENOMEM;
   r->writer = w;
+  r->https = o->https;
+  rc = 0;
+  if (o->ca_file && !(r->ca_file = strdup(o->ca_file)))
+    rc = -ENOMEM;
+  else if (o->token_file)
+    rc = replica_auth_header(o->token_file, &r->headers);
+  if (rc < 0) {
+    replica_free_options(r);
+    free(r);
+    return rc;
+  }
   pthread_mutex_init(&r->lock, NULL);
   pthread_cond_init(&r->cond, NULL);
   rc = pthread_create(&r->thread, NULL, replica_main, r);
   if (rc != 0) {
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->cond);
+    replica_free_options(r);
     free(r);
     return -rc;
   }
@@ -306,5 +367,6 @@ void aggr_replica_free(struct aggr_replica *r) {
   pthread_mutex_destroy(&r->lock);
   pthread_cond_destroy(&r->cond);
   free(r->leader_http);
+  replica_free_options(r);
   free(r);
 }

@@ -1,8 +1,9 @@
 /* The libcurl side of musterctl (see http.h): an easy handle reused for
  * every request (redirects followed up to 5 hops, http and https only,
  * proxies as the environment says), a write callback with a hard cap, a
- * header callback that picks out X-Muster-Index, and curl's error codes
- * turned into -errno at this boundary, with the text kept for the user. */
+ * header callback that picks out X-Muster-Index, the bearer token and the
+ * CA file when given, and curl's error codes turned into -errno at this
+ * boundary, with the text kept for the user. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,7 +19,10 @@
 struct ctl_http {
   CURL *curl;
   char *base;
+  bool https;
   volatile sig_atomic_t *interrupted;
+  struct curl_slist *headers; /* Authorization, when a token was set */
+  char *cacert;
 };
 
 struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *interrupted) {
@@ -35,6 +39,7 @@ struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *inter
   while (n > 0 && h->base[n - 1] == '/')
     h->base[--n] = '\0';
   h->interrupted = interrupted;
+  h->https = strncasecmp(h->base, "https://", 8) == 0;
   return h;
 fail:
   ctl_http_free(h);
@@ -48,8 +53,39 @@ void ctl_http_free(struct ctl_http *h) {
     curl_easy_cleanup(h->curl);
     curl_global_cleanup();
   }
+  if (h->headers) {
+    /* the token is a secret: do not leave it in freed memory */
+    for (struct curl_slist *l = h->headers; l; l = l->next)
+      memset(l->data, 0, strlen(l->data));
+    curl_slist_free_all(h->headers);
+  }
+  free(h->cacert);
   free(h->base);
   free(h);
+}
+
+int ctl_http_set_token(struct ctl_http *h, const char *token) {
+  _cleanup_free_ char *line = NULL;
+  if (asprintf(&line, "Authorization: Bearer %s", token) < 0) {
+    line = NULL;
+    return -ENOMEM;
+  }
+  struct curl_slist *l = curl_slist_append(h->headers, line);
+  memset(line, 0, strlen(line));
+  if (!l)
+    return -ENOMEM;
+  h->headers = l;
+  return 0;
+}
+
+int ctl_http_set_cacert(struct ctl_http *h, const char *path) {
+  free(h->cacert);
+  h->cacert = strdup(path);
+  return h->cacert ? 0 : -ENOMEM;
+}
+
+bool ctl_http_has_token(const struct ctl_http *h) {
+  return h->headers != NULL;
 }
 
 char *ctl_http_escape(struct ctl_http *h, const char *s) {
@@ -132,6 +168,7 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 
 int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret) {
   struct transfer t = {.resp = ret, .interrupted = h->interrupted};
+  char errbuf[CURL_ERROR_SIZE] = "";
   _cleanup_free_ char *url = NULL;
   CURLcode rc;
 
@@ -147,7 +184,17 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
   curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(h->curl, CURLOPT_MAXREDIRS, 5L);
   curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h->curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  /* Once on TLS, never follow a redirect out of it (the token goes along). */
+  curl_easy_setopt(h->curl, CURLOPT_REDIR_PROTOCOLS_STR, h->https ? "https" : "http,https");
+  curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, errbuf);
+  if (h->headers) {
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, h->headers);
+    /* A follower redirects to the leader, another host:port with the same
+     * token; curl would drop the header there otherwise. */
+    curl_easy_setopt(h->curl, CURLOPT_UNRESTRICTED_AUTH, 1L);
+  }
+  if (h->cacert)
+    curl_easy_setopt(h->curl, CURLOPT_CAINFO, h->cacert);
   curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT, 5L);
   curl_easy_setopt(h->curl, CURLOPT_TIMEOUT, timeout_sec);
   curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
@@ -199,6 +246,14 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
     }
     snprintf(ret->error, sizeof(ret->error), "out of memory reading the answer");
     return -ENOMEM;
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CACERT_BADFILE:
+    snprintf(ret->error, sizeof(ret->error), "TLS with %s failed: %s%s", h->base,
+             errbuf[0] ? errbuf : curl_easy_strerror(rc),
+             h->cacert ? "" : " (give the cluster's CA with --cacert PATH or $MUSTER_CACERT)");
+    return -EACCES;
   case CURLE_TOO_MANY_REDIRECTS:
     snprintf(ret->error, sizeof(ret->error), "%s: more than 5 redirects", h->base);
     return -ELOOP;
@@ -207,9 +262,15 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
     snprintf(ret->error, sizeof(ret->error), "bad server URL %s: %s", h->base,
              curl_easy_strerror(rc));
     return -EINVAL;
+  case CURLE_GOT_NOTHING:
+  case CURLE_RECV_ERROR:
+    snprintf(ret->error, sizeof(ret->error), "request to %s failed: %s%s", h->base,
+             errbuf[0] ? errbuf : curl_easy_strerror(rc),
+             h->https ? "" : " (does the server speak HTTPS? then use https://)");
+    return -EIO;
   default:
     snprintf(ret->error, sizeof(ret->error), "request to %s failed: %s", h->base,
-             curl_easy_strerror(rc));
+             errbuf[0] ? errbuf : curl_easy_strerror(rc));
     return -EIO;
   }
 }

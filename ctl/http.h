@@ -23,19 +23,32 @@ struct ctl_response {
   char error[256]; /* why a request failed, for the user */
 };
 
-/* Creates a client for the server at base_url ("http://host:port", a trailing
- * '/' is dropped). interrupted, when not NULL, is polled during transfers: a
- * non-zero value aborts them (SIGINT in `watch`). Returns NULL on OOM. The
- * caller owns the client. Main thread only. */
+/* Creates a client for the server at base_url ("http://host:port" or
+ * "https://host:port", a trailing '/' is dropped). interrupted, when not
+ * NULL, is polled during transfers: a non-zero value aborts them (SIGINT in
+ * `watch`). Returns NULL on OOM. The caller owns the client. Main thread
+ * only. */
 struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *interrupted);
+
+/* Sends "Authorization: Bearer token" with every request from now on, also
+ * after a follower's redirect to the leader (whose token is the same); a
+ * client whose base URL is https:// then follows redirects to https:// only,
+ * so the token never leaves TLS. Returns 0 or -ENOMEM. */
+int ctl_http_set_token(struct ctl_http *h, const char *token);
+/* Verifies an https:// server against the CA certificates in path (PEM)
+ * instead of the system's. Returns 0 or -ENOMEM. */
+int ctl_http_set_cacert(struct ctl_http *h, const char *path);
+/* Whether a token was set (for the message of a 401). */
+bool ctl_http_has_token(const struct ctl_http *h);
 void ctl_http_free(struct ctl_http *h);
 
 /* GETs base_url + path (path starts with '/', query already escaped), with a
  * total timeout of timeout_sec. Returns 0 when an HTTP answer arrived
  * (whatever its status; see ret->status), -ECONNREFUSED or -EHOSTUNREACH when
- * the server could not be reached, -ETIMEDOUT, -EFBIG when the body passed
- * the cap, -EINTR when interrupted, -EIO for other failures; ret->error says
- * why. ret is reset first and must be released with ctl_response_done(). */
+ * the server could not be reached, -EACCES when its TLS certificate could
+ * not be verified, -ETIMEDOUT, -EFBIG when the body passed the cap, -EINTR
+ * when interrupted, -EIO for other failures; ret->error says why. ret is reset first and must be
+ * released with ctl_response_done(). */
 int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret);
 
 /* Escapes one query value or path segment. The caller frees the result with

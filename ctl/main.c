@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "http.h"
+#include "mst/auth.h"
 #include "mst/duration.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -36,6 +37,8 @@
 
 struct ctl_options {
   const char *server;
+  const char *token_file; /* --token-file, else $MUSTER_TOKEN_FILE */
+  const char *cacert;     /* --cacert, else $MUSTER_CACERT */
   bool json;
   const char *command;
   const char *node_id; /* `node ID` */
@@ -66,14 +69,19 @@ static void usage(FILE *f) {
           "  watch                  follow the cluster verdict live (Ctrl-C stops)\n"
           "\n"
           "Options (before or after the command):\n"
-          "  --server URL   the aggregator (default $MUSTER_SERVER, then %s)\n"
+          "  --server URL   the aggregator, http:// or https:// (default $MUSTER_SERVER,\n"
+          "                 then %s)\n"
+          "  --token-file PATH  send the API's bearer token read from PATH (a file only\n"
+          "                 its owner can read; default $MUSTER_TOKEN_FILE)\n"
+          "  --cacert PATH  verify an https:// server against the CA certificates in\n"
+          "                 PATH (default $MUSTER_CACERT, then the system's)\n"
           "  --json         print the server's JSON\n"
           "  -h, --help     this text;  --version  the version\n"
           "T is an RFC 3339 time (2026-11-25T01:00:00Z) or a duration ago (90s, 15m, 2h).\n"
           "\n"
           "Exit codes: 0 healthy, 1 degraded or starting, 2 unhealthy or late,\n"
-          "3 unknown, unreachable or not found, 64 bad usage (status and node ID follow\n"
-          "the verdict; other commands exit 0 on success).\n",
+          "3 unknown, unreachable, refused (401) or not found, 64 bad usage (status and\n"
+          "node ID follow the verdict; other commands exit 0 on success).\n",
           HISTORY_DEFAULT_LIMIT, DEFAULT_SERVER);
 }
 
@@ -111,6 +119,8 @@ enum {
   OPT_LIMIT,
   OPT_ALL,
   OPT_VERSION,
+  OPT_TOKEN_FILE,
+  OPT_CACERT,
 };
 
 /* Parses argv into o. Options may come before or after the command word.
@@ -119,6 +129,8 @@ enum {
 static int parse_args(int argc, char **argv, struct ctl_options *o) {
   static const struct option longopts[] = {
       {"server", required_argument, NULL, OPT_SERVER},
+      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+      {"cacert", required_argument, NULL, OPT_CACERT},
       {"json", no_argument, NULL, OPT_JSON},
       {"node", required_argument, NULL, OPT_NODE},
       {"component", required_argument, NULL, OPT_COMPONENT},
@@ -139,6 +151,12 @@ static int parse_args(int argc, char **argv, struct ctl_options *o) {
     switch (c) {
     case OPT_SERVER:
       o->server = optarg;
+      break;
+    case OPT_TOKEN_FILE:
+      o->token_file = optarg;
+      break;
+    case OPT_CACERT:
+      o->cacert = optarg;
       break;
     case OPT_JSON:
       o->json = true;
@@ -231,6 +249,21 @@ static char *server_url(const char *opt) {
 /* jansson's own json_decrefp() */
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
+/* The client's token file, for the message of a 401 (set in main). */
+static const char *token_file_used;
+
+/* Prints why the server refused a request with 401. */
+static void print_unauthorized(void) {
+  if (token_file_used)
+    fprintf(stderr,
+            "musterctl: the server refused the token in %s (401 unauthorized): it is not the "
+            "token of the aggregators' http_token_file\n",
+            token_file_used);
+  else
+    fprintf(stderr, "musterctl: the server needs a bearer token (401 unauthorized): give it with "
+                    "--token-file PATH or $MUSTER_TOKEN_FILE\n");
+}
+
 /* Checks the result r of GET path and parses the answer. On failure prints one message to stderr
  * and returns the exit code (3 unreachable, server error or not found; 64 for
  * a parameter the server refused); on success returns 0 with *ret_json set
@@ -242,6 +275,10 @@ static int decode(const char *path, int r, struct ctl_response *resp, json_t **r
   if (r < 0) {
     fprintf(stderr, "musterctl: %s\n", resp->error);
     return r == -EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
+  }
+  if (resp->status == 401) {
+    print_unauthorized();
+    return EXIT_UNREACHABLE;
   }
   json_t *j = json_loadb(resp->body, resp->size, 0, &jerr);
   if (resp->status != 200) {
@@ -470,6 +507,8 @@ static int cmd_watch(struct ctl_http *h, const struct ctl_options *o) {
       if (!connected) {
         if (r < 0)
           fprintf(stderr, "musterctl: %s\n", resp.error);
+        else if (resp.status == 401)
+          print_unauthorized();
         else
           fprintf(stderr, "musterctl: the server answered %ld\n", resp.status);
         ctl_response_done(&resp);
@@ -513,6 +552,43 @@ static int cmd_watch(struct ctl_http *h, const struct ctl_options *o) {
   return 0;
 }
 
+/* The token file and CA file: the options, then the environment. Returns 0,
+ * or an exit code after saying why. */
+static int setup_credentials(struct ctl_http *h, const struct ctl_options *o) {
+  const char *token_file = o->token_file, *cacert = o->cacert;
+  if (!token_file || !*token_file)
+    token_file = getenv("MUSTER_TOKEN_FILE");
+  if (!cacert || !*cacert)
+    cacert = getenv("MUSTER_CACERT");
+  if (cacert && *cacert) {
+    if (access(cacert, R_OK) < 0) {
+      fprintf(stderr, "musterctl: cannot read the CA file %s: %s\n", cacert, strerror(errno));
+      return EXIT_USAGE;
+    }
+    if (ctl_http_set_cacert(h, cacert) < 0) {
+      fprintf(stderr, "musterctl: out of memory\n");
+      return EXIT_UNREACHABLE;
+    }
+  }
+  if (token_file && *token_file) {
+    _cleanup_free_ char *token = NULL;
+    int r = mst_token_read(token_file, &token);
+    if (r < 0) {
+      fprintf(stderr, "musterctl: cannot use the token file %s: %s%s\n", token_file, strerror(-r),
+              r == -EPERM ? " (it must be readable by its owner only)" : "");
+      return EXIT_USAGE;
+    }
+    r = ctl_http_set_token(h, token);
+    memset(token, 0, strlen(token));
+    if (r < 0) {
+      fprintf(stderr, "musterctl: out of memory\n");
+      return EXIT_UNREACHABLE;
+    }
+    token_file_used = token_file;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct ctl_options o = {};
   struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps wake */
@@ -536,7 +612,9 @@ int main(int argc, char **argv) {
   if (!h) {
     fprintf(stderr, "musterctl: out of memory\n");
     r = EXIT_UNREACHABLE;
-  } else if (strcmp(o.command, "status") == 0)
+  } else if ((r = setup_credentials(h, &o)) != 0)
+    ;
+  else if (strcmp(o.command, "status") == 0)
     r = cmd_status(h, &o);
   else if (strcmp(o.command, "nodes") == 0)
     r = cmd_nodes(h, &o);

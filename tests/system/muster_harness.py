@@ -325,16 +325,17 @@ _http = requests.Session()
 _http.trust_env = False   # never send loopback traffic through a proxy
 
 
-def http_get(port, path, timeout=2.0, **kw):
-    return _http.get(f"http://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
+def http_get(port, path, timeout=2.0, scheme="http", **kw):
+    """GET scheme://127.0.0.1:port/path. For https pass verify= (a CA file)."""
+    return _http.get(f"{scheme}://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
 
 
-def http_request(method, port, path, timeout=2.0, **kw):
-    return _http.request(method, f"http://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
+def http_request(method, port, path, timeout=2.0, scheme="http", **kw):
+    return _http.request(method, f"{scheme}://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
 
 
-def http_json(port, path, timeout=2.0):
-    r = http_get(port, path, timeout)
+def http_json(port, path, timeout=2.0, **kw):
+    r = http_get(port, path, timeout, **kw)
     assert r.status_code == 200, f"GET {path} -> {r.status_code}: {r.text[:500]}"
     try:
         return r.json()
@@ -959,7 +960,7 @@ class Aggregator:
 
     def readyz(self):
         try:
-            r = http_get(self.http_port, "/readyz", timeout=0.5)
+            r = self.get("/readyz", timeout=0.5)
         except requests.RequestException:
             return None
         if r.status_code != 200:
@@ -989,12 +990,55 @@ class Aggregator:
     def kill9(self):
         self.proc.kill9()
 
-    # --- HTTP
-    def get(self, path, **kw):
-        return http_get(self.http_port, path, **kw)
+    # --- HTTP: https when the config serves it ([tls] cert and key, http not
+    # off), verified against [tls] ca; the bearer token of http_token_file
+    # with every request unless a test says otherwise (token=None: none).
+    @property
+    def http_scheme(self):
+        tls = self.sections.get("tls", {})
+        off = str(tls.get("http", "yes")).lower() in ("no", "false", "off", "0")
+        return "https" if tls.get("cert") and tls.get("key") and not off else "http"
+
+    @property
+    def http_verify(self):
+        return self.sections.get("tls", {}).get("ca") or True
+
+    @property
+    def http_token(self):
+        path = self.extra.get("http_token_file")
+        if not path:
+            return None
+        with open(path) as f:
+            return f.readline().strip()
+
+    def url(self, path=""):
+        return f"{self.http_scheme}://127.0.0.1:{self.http_port}{path}"
+
+    _CONFIGURED = object()
+
+    def http_kw(self, token=_CONFIGURED, **kw):
+        """requests' keyword arguments for this aggregator: verify, and an
+        Authorization header with token (the configured one by default)."""
+        if token is Aggregator._CONFIGURED:
+            token = self.http_token
+        headers = dict(kw.pop("headers", None) or {})
+        if token is not None:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        if self.http_scheme == "https":
+            kw.setdefault("verify", self.http_verify)
+        return dict(kw, headers=headers)
+
+    def get(self, path, token=_CONFIGURED, **kw):
+        return http_get(self.http_port, path, scheme=self.http_scheme,
+                        **self.http_kw(token, **kw))
 
     def json(self, path):
-        return http_json(self.http_port, path)
+        r = self.get(path)
+        assert r.status_code == 200, f"GET {path} -> {r.status_code}: {r.text[:500]}"
+        try:
+            return r.json()
+        except ValueError:
+            raise AssertionError(f"GET {path}: body is not JSON: {r.text[:500]!r}")
 
     def health(self):
         return self.json("/v1/health")
