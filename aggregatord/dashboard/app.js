@@ -4,7 +4,11 @@
  * per host are never all parked. Node details, which hold the stages, are
  * fetched once when a node's entry in the list changes. Everything pauses
  * while the tab is hidden; a failing read backs off and the page says it is
- * stale. No external requests. */
+ * stale. No external requests.
+ *
+ * When the aggregator has a bearer token (http_token_file) and answers 401,
+ * the page asks for the token in a small form, keeps it in sessionStorage
+ * (this tab only) and sends it as Authorization on every API read. */
 'use strict';
 
 const WAIT = '30s';
@@ -22,7 +26,10 @@ const state = {
   failing: new Set(),     // loops whose last read failed
   retryAt: 0,
   lastOk: 0,
+  needToken: false,       // the token form is showing
 };
+
+const TOKEN_KEY = 'muster-token';
 
 const $ = (id) => document.getElementById(id);
 
@@ -100,7 +107,10 @@ function sleep(ms) {
 function renderConn() {
   const c = $('conn');
   let st, text;
-  if (document.hidden) {
+  if (state.needToken) {
+    st = 'locked';
+    text = 'needs the API token';
+  } else if (document.hidden) {
     st = 'paused';
     text = 'paused while hidden';
   } else if (state.failing.size) {
@@ -120,11 +130,62 @@ function renderConn() {
   document.body.classList.toggle('stale', st === 'stale');
 }
 
+/* --- the API token ----------------------------------------------------------- */
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch (e) {
+    return null;
+  }
+}
+
+let tokenWanted = null;  // the promise the reads wait on while the form shows
+
+/* Shows the token form (once, however many reads were refused) and resolves
+ * when a token is entered. used is the token the refused read carried: if
+ * the token was changed since, the read just tries again. */
+function needToken(used) {
+  const now = storedToken();
+  if (now && now !== used) return Promise.resolve();
+  if (tokenWanted) return tokenWanted;
+  if (now) sessionStorage.removeItem(TOKEN_KEY);
+  $('auth-msg').textContent = now
+    ? 'The aggregator refused that token. Enter the token of its http_token_file.'
+    : 'This aggregator\'s API needs a token: the one in its http_token_file.';
+  state.needToken = true;
+  $('auth').hidden = false;
+  renderConn();
+  $('auth-token').focus();
+  tokenWanted = new Promise((resolve) => {
+    const form = $('auth-form');
+    const submit = (ev) => {
+      ev.preventDefault();
+      const t = $('auth-token').value.trim();
+      if (!t) return;
+      sessionStorage.setItem(TOKEN_KEY, t);
+      $('auth-token').value = '';
+      $('auth').hidden = true;
+      form.removeEventListener('submit', submit);
+      state.needToken = false;
+      tokenWanted = null;
+      renderConn();
+      resolve();
+    };
+    form.addEventListener('submit', submit);
+  });
+  return tokenWanted;
+}
+
 async function getJSON(path, signal) {
-  const r = await fetch(path, { signal, cache: 'no-store', headers: { Accept: 'application/json' } });
+  const token = storedToken();
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  const r = await fetch(path, { signal, cache: 'no-store', headers });
   if (!r.ok) {
     const e = new Error(path + ': HTTP ' + r.status);
     e.status = r.status;
+    e.token = token;
     throw e;
   }
   return { body: await r.json(), index: r.headers.get('X-Muster-Index') };
@@ -153,6 +214,11 @@ function watch(name, path, onData) {
       } catch (e) {
         if (stopped) break;
         if (e.name === 'AbortError' && document.hidden) continue;
+        if (e.status === 401) {
+          index = null;
+          await needToken(e.token);
+          continue;
+        }
         if (e.status === 404) { onData(null); index = null; }
         backoff = Math.min(backoff ? backoff * 2 : 1000, 30000);
         state.failing.add(name);
@@ -185,7 +251,7 @@ function pumpDetails() {
     detailRunning++;
     getJSON('/v1/nodes/' + encodeURIComponent(id))
       .then(({ body }) => { state.details.set(id, { node: body, at: Date.now() }); renderNodes(); })
-      .catch(() => {})
+      .catch((e) => { if (e.status === 401) needToken(e.token).then(() => wantDetail(id)); })
       .finally(() => { detailRunning--; pumpDetails(); });
   }
 }
