@@ -289,6 +289,8 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
     log_notice("received SIGHUP: reloaded the agent stream's TLS certificate, key and CA");
   }
   mst_diag_done(&diag);
+  /* HTTPS serves the same files; it logs for itself. */
+  (void)aggr_http_tls_reload(a->http);
   return 0;
 }
 

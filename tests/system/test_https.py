@@ -259,13 +259,6 @@ def test_blocking_read_with_token(env, cluster_pki):
 
 # ---------------------------------------------------------------- SIGHUP reload
 
-# COORDINATION: the SIGHUP handler is main.c's on_reload (owned by the agent
-# stream's TLS work). This test needs it to call aggr_http_tls_reload(a->http)
-# as well. Until it does, the served HTTPS certificate does not change on
-# SIGHUP and this test fails on the fingerprint check; the xfail below is
-# strict, so it turns into a failure the moment the call is in: remove the
-# mark then.
-@pytest.mark.xfail(strict=True, reason="needs main.c's on_reload to call aggr_http_tls_reload()")
 def test_sighup_reloads_the_https_certificate(env, cluster_pki):
     aggr = https_aggregator(env, cluster_pki).start()
     cert, key = cluster_pki.server
