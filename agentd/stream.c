@@ -991,6 +991,19 @@ static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdat
 
 /* --- life cycle --------------------------------------------------------------------- */
 
+static bool target_is_loopback(const char *target) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  char err[256];
+
+  if (agent_sockaddr_parse(target, &ss, &len, err, sizeof(err)) < 0)
+    return false;
+  if (ss.ss_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+  return ss.ss_family == AF_INET6 &&
+         IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&ss)->sin6_addr);
+}
+
 int agent_stream_new(struct agent *a, struct agent_stream **ret) {
   struct agent_stream *s;
   int r;
@@ -1009,6 +1022,14 @@ int agent_stream_new(struct agent *a, struct agent_stream **ret) {
     return r < 0 ? r : -EINVAL;
   }
   s->n_targets = (size_t)r;
+  if (*a->token && !a->tls_creds)
+    for (size_t i = 0; i < s->n_targets; i++)
+      if (!target_is_loopback(s->targets[i])) {
+        log_warning("stream: the token goes to %s in clear text: the stream is plain TCP (set "
+                    "[tls] ca, and TLS on the aggregators)",
+                    s->targets[i]);
+        break;
+      }
   /* Agents of one cluster should not all start with the same aggregator. */
   s->next_target = agent_random_below(a, s->n_targets);
 
