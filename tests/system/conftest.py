@@ -2,7 +2,8 @@
 
 Run: /usr/bin/python3 -m pytest -v tests/system
      MUSTER_BUILD_DIR=/path/to/build  (default /work/main/build)
-     MUSTER_TEST_WRAPPER="valgrind --error-exitcode=99 -q"  (optional)
+     MUSTER_VALGRIND=1  (optional: every muster binary under memcheck; see
+                        muster_harness.py)
 """
 
 import os
@@ -25,6 +26,34 @@ def protobuf_module():
     mod = mh.load_pb()
     yield mod
     mh.unload_pb()
+
+
+@pytest.fixture(autouse=True)
+def valgrind_wrapped_processes(request):
+    """Under MUSTER_VALGRIND: processes a test ran through mh.WRAPPER itself
+    (musterctl) log into mh.VALGRIND_DIR; a finding in a log the test left
+    there fails the test."""
+    if not mh.VALGRIND:
+        yield
+        return
+    def logs():
+        return {os.path.join(mh.VALGRIND_DIR, f) for f in os.listdir(mh.VALGRIND_DIR)
+                if f.startswith("wrapped.")}
+    before = logs()
+    yield
+    new = logs() - before
+    problems = mh.valgrind_problems("a process the test ran", new)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+    for path in new:
+        os.unlink(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def valgrind_log_dir():
+    yield
+    if mh.VALGRIND_DIR:
+        shutil.rmtree(mh.VALGRIND_DIR, ignore_errors=True)
 
 
 @pytest.fixture

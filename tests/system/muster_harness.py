@@ -5,13 +5,22 @@ fixture (conftest.py) tears down: SIGTERM, up to 5 s, then SIGKILL. A daemon
 stopped by SIGTERM must exit 0 (this catches sanitizer reports at exit), and a
 daemon that died on its own while the test thought it was running is reported.
 
+A daemon's stderr is also searched for sanitizer reports (ASan, LSan, UBSan,
+TSan) at the end of every test, so a report from a daemon the test killed, or
+one that does not change the exit code, still fails the test.
+
 Environment:
   MUSTER_BUILD_DIR            where muster-aggregatord and muster-agentd live
                               (default /work/main/build)
-  MUSTER_TEST_WRAPPER         prefix for daemon commands, e.g.
-                              "valgrind --error-exitcode=99 -q"
-  MUSTER_TEST_TIMEOUT_SCALE   multiplies every deadline (default 1, or 5 when
-                              the wrapper is valgrind)
+  MUSTER_TEST_WRAPPER         prefix for daemon commands, e.g. "strace -f"
+  MUSTER_VALGRIND=1           run every muster binary the tests start (the
+                              daemons, their --check-config runs, musterctl)
+                              under valgrind's memcheck (VALGRIND_ARGV), each
+                              process logging to its own file; a test fails
+                              if any log holds an error or a definite or
+                              indirect leak
+  MUSTER_TEST_TIMEOUT_SCALE   multiplies every deadline (default 1, or 5 under
+                              valgrind)
 """
 
 import errno
@@ -40,8 +49,31 @@ import requests
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROTO_DIR = os.path.join(REPO, "proto")
 BUILD_DIR = os.environ.get("MUSTER_BUILD_DIR", os.path.join(REPO, "build"))
-WRAPPER = shlex.split(os.environ.get("MUSTER_TEST_WRAPPER", ""))
-_default_scale = "5" if any("valgrind" in w for w in WRAPPER) else "1"
+USER_WRAPPER = shlex.split(os.environ.get("MUSTER_TEST_WRAPPER", ""))
+VALGRIND = os.environ.get("MUSTER_VALGRIND", "0") == "1"
+VALGRIND_SUPP = os.path.join(REPO, "tests", "valgrind.supp")
+# memcheck as the valgrind pass of tests/run uses it:
+# - errors of every kind, and "definitely" and "indirectly" lost blocks, are
+#   errors (exit code 99 and a failed test). "Still reachable" and "possibly
+#   lost" are not: a daemon stopped by SIGTERM leaves its libraries' one-time
+#   allocations reachable (GnuTLS, libzookeeper-mt, SQLite), and "possibly"
+#   is what interior pointers into live pools look like;
+# - children are not traced: exec checks run plugins that are not ours;
+# - --track-origins makes uninitialised-value reports name the allocation,
+#   at about twice the cost, which the subset of tests it runs affords.
+VALGRIND_ARGV = ["valgrind", "-q", "--tool=memcheck", "--error-exitcode=99",
+                 "--leak-check=full", "--show-leak-kinds=definite,indirect",
+                 "--errors-for-leak-kinds=definite,indirect", "--track-origins=yes",
+                 "--num-callers=30"]
+if os.path.exists(VALGRIND_SUPP):
+    VALGRIND_ARGV.append(f"--suppressions={VALGRIND_SUPP}")
+# Where processes started without a ProcessRegistry (musterctl through
+# WRAPPER) write their valgrind logs; conftest checks it after every test.
+VALGRIND_DIR = tempfile.mkdtemp(prefix="muster-valgrind-") if VALGRIND else None
+WRAPPER = USER_WRAPPER
+if VALGRIND:
+    WRAPPER = VALGRIND_ARGV + [f"--log-file={VALGRIND_DIR}/wrapped.%p.log"] + USER_WRAPPER
+_default_scale = "5" if VALGRIND or any("valgrind" in w for w in USER_WRAPPER) else "1"
 TIMEOUT_SCALE = float(os.environ.get("MUSTER_TEST_TIMEOUT_SCALE", _default_scale))
 
 
@@ -174,13 +206,92 @@ RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 # ---------------------------------------------------------------- processes
 
+# The first line of a report from a sanitizer runtime, in a daemon's stderr.
+SANITIZER_REPORT = re.compile(
+    r"^(?:==\d+==ERROR: (?:Address|Leak)Sanitizer\b.*"
+    r"|WARNING: ThreadSanitizer: .*|FATAL: ThreadSanitizer.*"
+    r"|\S+:\d+:\d+: runtime error: .*)$", re.M)
+
+
+def sanitizer_reports(path):
+    """The first lines of the sanitizer reports in the file at path."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return SANITIZER_REPORT.findall(text)
+
+
+def _is_muster_binary(arg):
+    return (os.path.isabs(arg) and
+            os.path.dirname(os.path.realpath(arg)) == os.path.realpath(BUILD_DIR))
+
+
+def wrap_argv(argv, valgrind_log):
+    """The command that runs argv: MUSTER_TEST_WRAPPER first, and under
+    MUSTER_VALGRIND memcheck logging to valgrind_log (a valgrind --log-file
+    pattern), put right before the muster binary. A tool a test put in front
+    of the daemon (unshare, setpriv) so runs natively and the daemon under
+    memcheck, which does not trace children."""
+    argv = list(argv)
+    if VALGRIND:
+        vg = VALGRIND_ARGV + [f"--log-file={valgrind_log}"]
+        at = next((i for i, a in enumerate(argv) if _is_muster_binary(a)), 0)
+        argv[at:at] = vg
+    return USER_WRAPPER + argv
+
+
+def valgrind_findings(path):
+    """The reports in a memcheck log (-q, so it holds only reports), each as
+    its text. Valgrind's own notices are not findings, and memcheck does not
+    count them either: "Warning: ..." blocks (set address range perms,
+    unhandled ioctls), and the "--pid--" lines about syscalls valgrind 3.19
+    does not know (pidfd_open, which sd-event then does without)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return [f"<cannot read {path}: {e}>"]
+    blocks, cur = [], []
+    for line in text.splitlines():
+        if re.match(r"^--\d+-- ", line):
+            continue
+        m = re.match(r"^==\d+== ?(.*)$", line)
+        body = m.group(1) if m else line
+        if body.strip():
+            cur.append((body, line))
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    if cur:
+        blocks.append(cur)
+    return ["\n".join(line for _, line in b) for b in blocks
+            if not b[0][0].startswith("Warning:")]
+
+
+def valgrind_problems(what, paths):
+    """One problem string per log among paths that holds findings."""
+    problems = []
+    for path in sorted(paths):
+        found = valgrind_findings(path)
+        if found:
+            shown = "\n".join(found[:6])
+            more = f"\n... and {len(found) - 6} more" if len(found) > 6 else ""
+            problems.append(f"valgrind found {len(found)} problem(s) in {what} ({path}):\n"
+                            f"{shown}{more}")
+    return problems
+
 
 class DaemonProcess:
     def __init__(self, name, argv, logdir):
         self.name = name
-        self.argv = argv
         self.stdout_path = os.path.join(logdir, f"{name}.stdout.log")
         self.stderr_path = os.path.join(logdir, f"{name}.stderr.log")
+        # Under MUSTER_VALGRIND: one log per process (%p), so that a child
+        # forked before its exec does not write into the daemon's log.
+        self._valgrind_prefix = os.path.join(logdir, f"{name}.valgrind.")
+        self.argv = argv = wrap_argv(argv, self._valgrind_prefix + "%p.log")
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
@@ -239,6 +350,26 @@ class DaemonProcess:
             if not f.closed:
                 f.close()
 
+    def valgrind_logs(self):
+        d = os.path.dirname(self._valgrind_prefix)
+        base = os.path.basename(self._valgrind_prefix)
+        try:
+            return [os.path.join(d, f) for f in os.listdir(d)
+                    if f.startswith(base) and f.endswith(".log")]
+        except OSError:
+            return []
+
+    def memory_problems(self):
+        """Sanitizer reports in stderr and valgrind findings, as problem
+        strings; checked whether the daemon was stopped, killed or died."""
+        problems = []
+        reports = sanitizer_reports(self.stderr_path)
+        if reports:
+            problems.append(f"{self.name} (pid {self.pid}): {len(reports)} sanitizer report(s), "
+                            f"first: {reports[0]}; see {self.stderr_path}")
+        problems += valgrind_problems(f"{self.name} (pid {self.pid})", self.valgrind_logs())
+        return problems
+
     def stderr_text(self):
         with open(self.stderr_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -264,13 +395,20 @@ class ProcessRegistry:
         n = self._names.get(name, 0) + 1
         self._names[name] = n
         unique = name if n == 1 else f"{name}-{n}"
-        p = DaemonProcess(unique, WRAPPER + list(argv), self.logdir)
+        p = DaemonProcess(unique, argv, self.logdir)
         self.procs.append(p)
         return p
 
     def finalize(self):
         """Stops everything. Returns a list of problems (strings)."""
+        problems = self._stop_all()
+        for p in self.procs:
+            problems += p.memory_problems()
+        return problems
+
+    def _stop_all(self):
         problems = []
+        why = " (99: valgrind's exit code for errors)" if VALGRIND else ""
         for p in reversed(self.procs):
             if p.killed:
                 continue
@@ -282,7 +420,7 @@ class ProcessRegistry:
                     continue
                 if rc != 0:
                     problems.append(f"{p.name} (pid {p.pid}) exited with {rc} after SIGTERM "
-                                    f"(expected 0); see {p.stderr_path}")
+                                    f"(expected 0{why if rc == 99 else ''}); see {p.stderr_path}")
             elif not p.terminated:
                 p._close()
                 problems.append(f"{p.name} (pid {p.pid}) died on its own during the test with "
@@ -291,14 +429,14 @@ class ProcessRegistry:
                 rc = p.popen.returncode
                 if rc != 0:
                     problems.append(f"{p.name} (pid {p.pid}) exited with {rc} after SIGTERM "
-                                    f"(expected 0); see {p.stderr_path}")
+                                    f"(expected 0{why if rc == 99 else ''}); see {p.stderr_path}")
         return problems
 
     def log_report(self, lines=60):
         out = []
         for p in self.procs:
             out.append(f"===== {p.name} pid={p.pid} rc={p.popen.poll()} argv={' '.join(p.argv)}")
-            for path in (p.stderr_path, p.stdout_path):
+            for path in [p.stderr_path, p.stdout_path] + sorted(p.valgrind_logs()):
                 if os.path.exists(path) and os.path.getsize(path) > 0:
                     out.append(f"----- tail of {path}")
                     out.append(tail(path, lines))
@@ -309,14 +447,25 @@ def run_to_completion(argv, timeout=10.0):
     """Runs a daemon in a mode that should exit by itself (e.g. --check-config
     or a broken config). Returns (returncode, stdout, stderr, seconds)."""
     t0 = time.monotonic()
+    vg_dir = tempfile.mkdtemp(prefix="muster-run-", dir=VALGRIND_DIR) if VALGRIND else None
     try:
-        r = subprocess.run(WRAPPER + list(argv), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=T(timeout))
+        r = subprocess.run(wrap_argv(argv, f"{vg_dir}/%p.log"), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=T(timeout))
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"{argv[0]} did not exit within {T(timeout)}s; stderr so far:\n"
                              f"{(e.stderr or b'').decode('utf-8', 'replace')[-3000:]}")
-    return (r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"),
-            time.monotonic() - t0)
+    secs = time.monotonic() - t0
+    err = r.stderr.decode("utf-8", "replace")
+    problems = [f"{argv[0]}: sanitizer report: {line}" for line in SANITIZER_REPORT.findall(err)]
+    if vg_dir:
+        logs = [os.path.join(vg_dir, f) for f in os.listdir(vg_dir)]
+        problems += valgrind_problems(" ".join(argv), logs)
+        if not problems:
+            import shutil
+            shutil.rmtree(vg_dir, ignore_errors=True)
+    if problems:
+        raise AssertionError("\n".join(problems) + f"\nstderr:\n{err[-3000:]}")
+    return (r.returncode, r.stdout.decode("utf-8", "replace"), err, secs)
 
 
 # ---------------------------------------------------------------- HTTP
