@@ -11,8 +11,7 @@ musterctl, and the followers' warm copy through a real ZooKeeper.
   routes and unknown paths need the token; refusals are counted.
 - Blocking reads with the token park and wake; without it they do not park.
 - SIGHUP serves a new certificate to new connections while an open
-  connection and a parked read go on (needs main.c's SIGHUP handler to call
-  aggr_http_tls_reload(); see the mark on that test).
+  connection and a parked read go on; a broken file keeps the old one.
 - musterctl with --token-file/--cacert (and their environment variables).
 - A follower's warm copy from an HTTPS + token leader, and its redirects.
 - The dashboard's token form in Chromium (tests/browser/auth.test.js)."""
