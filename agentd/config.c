@@ -178,29 +178,19 @@ static void check_components(const struct mst_profile *p, struct mst_diag *diag)
 int agent_tls_load(const struct agent *a, const char *path, struct mst_tls_creds **ret,
                    struct mst_diag *diag) {
   const struct mst_tls_files files = {a->cfg.tls_cert, a->cfg.tls_key, a->cfg.tls_ca};
-  char err[512];
-  int r;
+  const char *orphan = a->cfg.tls_cert          ? "cert"
+                       : a->cfg.tls_key         ? "key"
+                       : a->cfg.tls_server_name ? "server_name"
+                                                : NULL;
 
   *ret = NULL;
-  if (!a->cfg.tls_ca) {
-    if (a->cfg.tls_cert || a->cfg.tls_key || a->cfg.tls_server_name)
-      mst_diag_add(diag, path,
-                   mst_conf_key_line(path, "tls",
-                                     a->cfg.tls_cert  ? "cert"
-                                     : a->cfg.tls_key ? "key"
-                                                      : "server_name"),
-                   "[tls] ca is required to use TLS: the CA that signs the aggregators' "
-                   "certificates");
-    return diag->n > 0 ? -EINVAL : 0;
-  }
-  r = mst_tls_creds_load(&files, ret, err, sizeof(err));
-  if (r < 0) {
-    const char *key = strncmp(err, "key:", 4) == 0  ? "key"
-                      : strncmp(err, "ca:", 3) == 0 ? "ca"
-                                                    : "cert";
-    mst_diag_add(diag, path, mst_conf_key_line(path, "tls", key), "[tls] %s", err);
-  }
-  return r;
+  if (a->cfg.tls_ca)
+    return mst_tls_creds_load_config(path, &files, ret, diag);
+  if (!orphan)
+    return 0; /* TLS is off */
+  mst_diag_add(diag, path, mst_conf_key_line(path, "tls", orphan),
+               "[tls] ca is required to use TLS: the CA that signs the aggregators' certificates");
+  return -EINVAL;
 }
 
 static void check_role(struct agent *a, const char *path, unsigned line, struct mst_diag *diag) {

@@ -256,17 +256,7 @@ static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userd
 static int load_stream_tls(const char *path, const struct aggr_config *cfg,
                            struct mst_tls_creds **ret, struct mst_diag *diag) {
   const struct mst_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
-  char err[512];
-  int r;
-
-  r = mst_tls_creds_load(&files, ret, err, sizeof(err));
-  if (r < 0) {
-    const char *key = strncmp(err, "key:", 4) == 0  ? "key"
-                      : strncmp(err, "ca:", 3) == 0 ? "ca"
-                                                    : "cert";
-    mst_diag_add(diag, path, mst_conf_key_line(path, "tls", key), "[tls] %s", err);
-  }
-  return r;
+  return mst_tls_creds_load_config(path, &files, ret, diag);
 }
 
 /* SIGHUP: new certificates, keys and CAs for new connections; the open

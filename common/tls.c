@@ -13,6 +13,7 @@
 
 #include <gnutls/x509.h>
 
+#include "mst/config.h"
 #include "mst/macro.h"
 #include "mst/tls.h"
 
@@ -101,6 +102,23 @@ fail:
   gnutls_certificate_free_credentials(c->cred);
   free(c);
   return -EINVAL;
+}
+
+int mst_tls_creds_load_config(const char *path, const struct mst_tls_files *files,
+                              struct mst_tls_creds **ret, struct mst_diag *diag) {
+  static const char *const keys[] = {"cert", "key", "ca"};
+  char err[512];
+  int r = mst_tls_creds_load(files, ret, err, sizeof(err));
+
+  if (r < 0) {
+    /* Each message starts with the key it is about ("key: ..."). */
+    const char *key = "cert";
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+      if (strncmp(err, keys[i], strlen(keys[i])) == 0 && err[strlen(keys[i])] == ':')
+        key = keys[i];
+    mst_diag_add(diag, path, mst_conf_key_line(path, "tls", key), "[tls] %s", err);
+  }
+  return r;
 }
 
 struct mst_tls_creds *mst_tls_creds_ref(struct mst_tls_creds *c) {

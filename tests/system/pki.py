@@ -2,7 +2,9 @@
 a cluster CA, a server certificate for 127.0.0.1 / localhost, client
 certificates, and a second CA that nobody trusts. Keys are EC P-256 so that
 making a set takes a few tens of milliseconds."""
+import hashlib
 import os
+import ssl
 import subprocess
 
 
@@ -48,8 +50,17 @@ class PKI:
         return cert, key
 
 
+def _der_fingerprint(der):
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
 def fingerprint(cert_path):
-    """The SHA-256 fingerprint of a PEM certificate, as openssl prints it."""
-    out = subprocess.run(["openssl", "x509", "-in", cert_path, "-noout", "-fingerprint",
-                          "-sha256"], check=True, capture_output=True, text=True).stdout
-    return out.strip().split("=", 1)[1]
+    """The SHA-256 fingerprint of a PEM certificate, written as openssl does."""
+    with open(cert_path) as f:
+        return _der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
+
+
+def served_fingerprint(port, host="127.0.0.1"):
+    """The fingerprint of the certificate a TLS server on host:port serves
+    (not verified: this is for telling which one it is)."""
+    return _der_fingerprint(ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((host, port))))

@@ -78,11 +78,6 @@ def https_aggregator(env, ca, token=True, **kw):
                           extra=extra, **kw)
 
 
-def served_fingerprint(env, port):
-    pem = ssl.get_server_certificate(("127.0.0.1", port))
-    return pki.fingerprint(env.write(f"served-{uuid.uuid4().hex[:6]}.pem", pem))
-
-
 def unauthorized_hits(aggr):
     prefix = 'muster_limit_hits_total{limit="http_unauthorized"} '
     for line in aggr.get("/metrics").text.splitlines():
@@ -129,7 +124,7 @@ def test_https_served_verified_and_plain_http_refused(env, cluster_pki):
     # Verified against the cluster CA; the certificate is the configured one.
     r = requests.get(aggr.url("/v1/health"), verify=cluster_pki.ca, timeout=T(2))
     assert r.status_code == 200 and "verdict" in r.json(), r.text[:300]
-    assert served_fingerprint(env, aggr.http_port) == pki.fingerprint(cluster_pki.server[0])
+    assert pki.served_fingerprint(aggr.http_port) == pki.fingerprint(cluster_pki.server[0])
 
     # A client that trusts another CA refuses the server.
     other = pki.PKI(env.path("other-pki"), "other")
@@ -262,7 +257,7 @@ def test_sighup_reloads_the_https_certificate(env, cluster_pki):
     aggr = https_aggregator(env, cluster_pki).start()
     cert, key = cluster_pki.server
     first = pki.fingerprint(cert)
-    assert served_fingerprint(env, aggr.http_port) == first
+    assert pki.served_fingerprint(aggr.http_port) == first
 
     # A keep-alive connection and a parked read, both from before the reload.
     keep = requests.Session()
@@ -287,7 +282,7 @@ def test_sighup_reloads_the_https_certificate(env, cluster_pki):
     wait_until(lambda: "cannot reload the HTTPS certificate" in aggr.log_since(offset), 5,
                desc="the broken file is refused")
     assert cert in aggr.log_since(offset)
-    assert served_fingerprint(env, aggr.http_port) == first
+    assert pki.served_fingerprint(aggr.http_port) == first
     with open(cert, "w") as f:
         f.write(good)
 
@@ -299,7 +294,7 @@ def test_sighup_reloads_the_https_certificate(env, cluster_pki):
     aggr.proc.signal(signal.SIGHUP)
     wait_until(lambda: "HTTPS certificate reloaded" in aggr.log_since(offset), 5,
                desc="the reload is logged")
-    renewed = served_fingerprint(env, aggr.http_port)
+    renewed = pki.served_fingerprint(aggr.http_port)
     assert renewed != first and renewed == pki.fingerprint(cert)
 
     # The open connection and the parked read went on.

@@ -22,6 +22,8 @@
 
 #include <gnutls/gnutls.h>
 
+#include "mst/diag.h"
+
 /* What a daemon's [tls] section names. Any of the paths may be NULL. */
 struct mst_tls_files {
   const char *cert; /* our certificate chain (PEM) */
@@ -41,6 +43,10 @@ struct mst_tls_creds {
  * reason in err: the file and what is wrong with it. */
 int mst_tls_creds_load(const struct mst_tls_files *files, struct mst_tls_creds **ret, char *err,
                        size_t errsize);
+/* The same for the [tls] section of the config file path: a problem goes to
+ * diag as "path:line: [tls] KEY: ...", at the line of the key it is about. */
+int mst_tls_creds_load_config(const char *path, const struct mst_tls_files *files,
+                              struct mst_tls_creds **ret, struct mst_diag *diag);
 struct mst_tls_creds *mst_tls_creds_ref(struct mst_tls_creds *c);
 /* Drops a reference; NULL is fine. */
 void mst_tls_creds_unref(struct mst_tls_creds *c);
