@@ -893,7 +893,8 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
 
   if (v->is_leader || !v->leader_http)
     return 0;
-  static const char prefix[] = "this aggregator is a follower; the leader is at http://";
+  /* The address only: Location has the URL, with the scheme this server uses. */
+  static const char prefix[] = "this aggregator is a follower; the leader is at ";
   size_t len = strlen(prefix) + strlen(v->leader_http) + 1;
   _cleanup_free_ char *message = malloc(len);
   if (!message)

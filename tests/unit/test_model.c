@@ -958,7 +958,7 @@ Test(view, follower_carries_election) {
   json_t *e = json_object_get(j, "error");
   cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "not_leader");
   cr_assert_str_eq(json_string_value(json_object_get(e, "message")),
-                   "this aggregator is a follower; the leader is at http://10.0.0.2:7611");
+                   "this aggregator is a follower; the leader is at 10.0.0.2:7611");
   json_decref(j);
   /* The leader's own view is untouched. */
   cr_assert(v1->is_leader);
@@ -971,7 +971,7 @@ Test(view, follower_carries_election) {
   cr_assert_eq(v3->index, v2->index);
   cr_assert_eq(v3->health, v2->health);
   cr_assert_str_eq(v3->leader_http, "10.0.0.3:7611");
-  cr_assert_not_null(strstr(v3->not_leader, "http://10.0.0.3:7611"));
+  cr_assert_not_null(strstr(v3->not_leader, "the leader is at 10.0.0.3:7611"));
   cr_assert_str_eq(v2->leader_http, "10.0.0.2:7611", "a held view does not change");
 
   /* Nothing changed: no new view. */
