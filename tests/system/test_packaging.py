@@ -42,7 +42,8 @@ def test_unit_verifies(tmp_path, unit):
     assert f"ExecStart=/usr/bin/{unit} --config /etc/muster/" in text
     for key in ("Type=notify", "WatchdogSec=", "User=muster", "Group=muster", "StateDirectory=muster",
                 "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                "CapabilityBoundingSet=\n", "MemoryDenyWriteExecute=yes", "Restart=on-failure"):
+                "CapabilityBoundingSet=\n", "MemoryDenyWriteExecute=yes", "Restart=on-failure",
+                "ExecReload=/bin/kill -HUP $MAINPID"):
         assert key in text, key
     copy = tmp_path / (unit + ".service")
     copy.write_text(text.replace(f"ExecStart=/usr/bin/{unit}", f"ExecStart={BUILD}/{unit}"))
