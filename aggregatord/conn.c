@@ -483,33 +483,51 @@ static void component_apply(struct aggr_component *comp, int check, int state, i
   comp->fall = fall;
 }
 
+/* Whether a change of the batch is new: above what was received so far. The
+ * walk is done twice (to size the writer's job, then to fill it), so it
+ * keeps its own copy of received_seq. */
+static bool change_is_new(const Muster__Change *ch, uint64_t *received) {
+  if (ch->seq <= *received)
+    return false;
+  *received = ch->seq;
+  return true;
+}
+
+static char *copy_string(char **room, const char *s, uint32_t *ret_len) {
+  size_t n = strlen(s);
+  char *p = *room;
+  memcpy(p, s, n + 1);
+  *room += n + 1;
+  *ret_len = (uint32_t)n;
+  return p;
+}
+
 static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
   struct aggr *a = c->aggr;
   struct aggr_spool *spool = c->spool;
   uint64_t now = mst_now_realtime_usec();
-  bool duplicate = false, fresh = false;
-  struct aggr_write *first = NULL, **tail = &first; /* handed to the writer at once */
+  size_t n_new = 0, bytes = 0;
+  uint64_t received = spool->received_seq;
 
-  /* Every change was checked by aggr_envelope_check(). */
+  /* Every change was checked by aggr_envelope_check(): its strings are
+   * capped by the frame size. The new ones go to the writer as one job, in
+   * one allocation with their strings. */
   for (size_t i = 0; i < b->n_changes; i++) {
     const Muster__Change *ch = b->changes[i];
-    if (ch->seq <= spool->received_seq) {
-      duplicate = true; /* already held or on its way to disk */
-      atomic_fetch_add(&aggr_counters.changes_duplicate, 1);
+    if (!change_is_new(ch, &received))
       continue;
-    }
-    atomic_fetch_add(&aggr_counters.changes_received, 1);
-    if (ch->seq != spool->received_seq + 1 && spool->received_seq != 0)
-      log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)",
-                 c->peer, c->node->id, (unsigned long long)spool->received_seq,
-                 (unsigned long long)ch->seq);
-    spool->received_seq = ch->seq;
+    n_new++;
+    bytes += strlen(ch->component) + strlen(ch->output ? ch->output : "") +
+             strlen(ch->boot_id ? ch->boot_id : "") + 3;
+  }
+  atomic_fetch_add(&aggr_counters.changes_duplicate, b->n_changes - n_new);
+  atomic_fetch_add(&aggr_counters.changes_received, n_new);
 
-    struct aggr_write *j = aggr_write_new(AGGR_WRITE_CHANGE);
+  if (n_new > 0) {
+    char *room;
+    struct aggr_write *j = aggr_write_new_changes(n_new, bytes, &room);
     if (!j) {
-      /* What came before it is queued: the Ack stays behind this one. */
-      if (first)
-        aggr_writer_submit(a->writer, first);
+      /* Nothing of the frame is taken: the agent replays it. */
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
       return -1;
     }
@@ -517,37 +535,43 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
     j->spool = spool;
     j->node_id = spool->node_id; /* borrowed, see writer.h */
     j->spool_id = spool->spool_id;
-    j->seq = ch->seq;
-    j->component = strdup(ch->component);
-    j->check_kind = check_name(ch->check);
-    j->from_state = state_name(ch->from);
-    j->to_state = state_name(ch->to);
-    j->at_ms = ch->at_ms;
-    j->output = strdup_or_empty(ch->output);
-    j->boot_id = strdup_or_empty(ch->boot_id);
-    j->health = ch->health;
-    j->rise = ch->rise;
-    j->fall = ch->fall;
     j->received_ms = (int64_t)(now / USEC_PER_MSEC);
-    *tail = j;
-    tail = &j->next;
-    fresh = true;
+    size_t k = 0;
+    for (size_t i = 0; i < b->n_changes; i++) {
+      const Muster__Change *ch = b->changes[i];
+      uint64_t prev = spool->received_seq;
+      if (!change_is_new(ch, &spool->received_seq))
+        continue;
+      if (ch->seq != prev + 1 && prev != 0)
+        log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)",
+                   c->peer, c->node->id, (unsigned long long)prev, (unsigned long long)ch->seq);
+      struct aggr_change_row *row = &j->rows[k++];
+      row->seq = ch->seq;
+      row->at_ms = ch->at_ms;
+      row->component = copy_string(&room, ch->component, &row->component_len);
+      row->output = copy_string(&room, ch->output ? ch->output : "", &row->output_len);
+      row->boot_id = copy_string(&room, ch->boot_id ? ch->boot_id : "", &row->boot_id_len);
+      row->check_kind = check_name(ch->check);
+      row->from_state = state_name(ch->from);
+      row->to_state = state_name(ch->to);
+      row->health = ch->health;
+      row->rise = ch->rise;
+      row->fall = ch->fall;
 
-    /* The live model follows at once; the Ack waits for the commit. Changes
-     * of an earlier boot are history only. */
-    if (!ch->boot_id || !c->node->boot_id || strcmp(ch->boot_id, c->node->boot_id) == 0) {
-      struct aggr_component *comp = aggr_node_get_component(c->node, ch->component);
-      if (comp)
-        component_apply(comp, ch->check, ch->to, ch->at_ms, ch->output, ch->health, ch->rise,
-                        ch->fall);
-      c->node->dirty = true;
+      /* The live model follows at once; the Ack waits for the commit.
+       * Changes of an earlier boot are history only. */
+      if (!ch->boot_id || !c->node->boot_id || strcmp(ch->boot_id, c->node->boot_id) == 0) {
+        struct aggr_component *comp = aggr_node_get_component(c->node, ch->component);
+        if (comp)
+          component_apply(comp, ch->check, ch->to, ch->at_ms, ch->output, ch->health, ch->rise,
+                          ch->fall);
+        c->node->dirty = true;
+      }
     }
-  }
-  if (first)
-    aggr_writer_submit(a->writer, first);
-  if (fresh)
+    aggr_writer_submit(a->writer, j);
     aggr_request_publish(a, true);
-  if (duplicate && spool->held_seq > 0 && conn_send_ack(c, spool->held_seq) < 0) {
+  }
+  if (n_new < b->n_changes && spool->held_seq > 0 && conn_send_ack(c, spool->held_seq) < 0) {
     c->dead = true;
     return -1;
   }
@@ -672,6 +696,11 @@ static void conn_backlog(struct aggr_conn *c) {
   sd_event_source_set_enabled(a->backlog_source, SD_EVENT_ONESHOT);
 }
 
+/* Every frame of every stream is decoded into this one decoder's memory
+ * (envelope.h): a frame is handled before the next is decoded, and nothing
+ * keeps pointers into it. Loop thread only. */
+static struct aggr_decoder frame_decoder = AGGR_DECODER_INIT;
+
 /* Handles the whole frames buffered, up to a budget per turn. Stops when the
  * connection is closing or dead; the caller frees a dead one. */
 static void conn_read_frames(struct aggr_conn *c) {
@@ -718,9 +747,9 @@ static void conn_read_frames(struct aggr_conn *c) {
       return;
     }
     c->frame_tokens -= 1.0;
-    _cleanup_envelope_ Muster__Envelope *env = NULL;
+    Muster__Envelope *env = NULL;
     struct aggr_reject rej;
-    if (aggr_envelope_decode(data, len, &env, &rej) < 0) {
+    if (aggr_decoder_decode(&frame_decoder, data, len, &env, &rej) < 0) {
       conn_reject(c, rej.code, "%s", rej.reason);
       return;
     }

@@ -5,8 +5,11 @@
  * (which feeds it arbitrary bytes). The reasons are the texts the Reject
  * carries and the log quotes. */
 #include <errno.h>
+#include <stdalign.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "envelope.h"
@@ -31,6 +34,17 @@ _printf_(3, 4) static int refuse(struct aggr_reject *rej, Muster__RejectCode cod
   return code == MUSTER__REJECT_CODE__REJECT_PROTOCOL ? -EPROTO : -EBADMSG;
 }
 
+/* UTF-8 of names and outputs: almost always plain ASCII, which a byte loop
+ * passes quickly; the full check starts at the first byte above 0x7F. */
+static bool utf8_valid(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  if (!p)
+    return true;
+  while (*p && *p < 0x80)
+    p++;
+  return !*p || mst_utf8_valid((const char *)p);
+}
+
 static bool state_valid(int s) {
   return s >= MST_STATE_STARTING && s <= MST_STATE_UNKNOWN;
 }
@@ -45,6 +59,100 @@ int aggr_envelope_decode(const uint8_t *data, size_t len, Muster__Envelope **ret
     return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                   "a %zu-byte frame that does not decode as an Envelope", len);
   return 0;
+}
+
+/* --- the decoder's memory --------------------------------------------------- */
+
+/* A chunk of at least this much; one of at most DECODER_KEEP_MAX is kept
+ * between frames (a larger frame's memory goes back after it). */
+#define DECODER_CHUNK_MIN (64u * 1024)
+#define DECODER_KEEP_MAX  (1024u * 1024)
+#define DECODER_ALIGN     alignof(max_align_t)
+
+struct aggr_decoder_chunk {
+  struct aggr_decoder_chunk *next;
+  size_t cap, used;
+  alignas(max_align_t) unsigned char data[];
+};
+
+static void *decoder_alloc(void *userdata, size_t size) {
+  struct aggr_decoder *d = userdata;
+  struct aggr_decoder_chunk *c = d->chunks;
+  if (size > SIZE_MAX / 2) {
+    d->oom = true;
+    return NULL;
+  }
+  size = (size + DECODER_ALIGN - 1) & ~(DECODER_ALIGN - 1);
+  if (!c || c->cap - c->used < size) {
+    size_t cap = MST_MAX(MST_MAX(d->next_cap, (size_t)DECODER_CHUNK_MIN), size);
+    c = malloc(sizeof(*c) + cap);
+    if (!c) {
+      d->oom = true;
+      return NULL;
+    }
+    c->cap = cap;
+    c->used = 0;
+    c->next = d->chunks;
+    d->chunks = c;
+    d->next_cap = cap * 2; /* a frame that needs more grows geometrically */
+  }
+  void *p = c->data + c->used;
+  c->used += size;
+  return p;
+}
+
+static void decoder_free(void *userdata, void *p) {
+  (void)userdata;
+  (void)p; /* everything goes at once, in decoder_reset() */
+}
+
+/* Forgets the last frame. When it took more than one chunk, the next frame
+ * gets one chunk as large as all of them (up to DECODER_KEEP_MAX). */
+static void decoder_reset(struct aggr_decoder *d) {
+  struct aggr_decoder_chunk *c = d->chunks;
+  d->oom = false;
+  if (!c)
+    return;
+  if (!c->next && c->cap <= DECODER_KEEP_MAX) {
+    c->used = 0;
+    return;
+  }
+  size_t total = 0;
+  while (c) {
+    struct aggr_decoder_chunk *next = c->next;
+    total += c->cap;
+    free(c);
+    c = next;
+  }
+  d->chunks = NULL;
+  d->next_cap = MST_MIN(total, (size_t)DECODER_KEEP_MAX);
+}
+
+int aggr_decoder_decode(struct aggr_decoder *d, const uint8_t *data, size_t len,
+                        Muster__Envelope **ret_env, struct aggr_reject *ret_reject) {
+  static const uint8_t empty[1];
+  ProtobufCAllocator allocator = {
+      .alloc = decoder_alloc,
+      .free = decoder_free,
+      .allocator_data = d,
+  };
+  decoder_reset(d);
+  Muster__Envelope *env = muster__envelope__unpack(&allocator, len, data ? data : empty);
+  if (!env && d->oom) {
+    refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+    return -ENOMEM;
+  }
+  if (!env || env->body_case == MUSTER__ENVELOPE__BODY__NOT_SET)
+    return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "a %zu-byte frame that does not decode as an Envelope", len);
+  *ret_env = env;
+  return 0;
+}
+
+void aggr_decoder_done(struct aggr_decoder *d) {
+  decoder_reset(d);
+  free(d->chunks);
+  *d = (struct aggr_decoder)AGGR_DECODER_INIT;
 }
 
 /* The Hello's own fields; whether it may come at all is checked before. */
@@ -74,8 +182,7 @@ static int changes_check(const Muster__ChangeBatch *b, struct aggr_reject *rej) 
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "change seq %llu has no component, an overlong name or an invalid state",
                     (unsigned long long)ch->seq);
-    if (!mst_utf8_valid(ch->component) || !mst_utf8_valid(ch->output) ||
-        !mst_utf8_valid(ch->boot_id))
+    if (!utf8_valid(ch->component) || !utf8_valid(ch->output) || !utf8_valid(ch->boot_id))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "change seq %llu has a string that is not UTF-8", (unsigned long long)ch->seq);
   }
@@ -86,7 +193,7 @@ static int snapshot_check(const Muster__Snapshot *s, struct aggr_reject *rej) {
   for (size_t i = 0; i < s->n_components; i++) {
     const Muster__ComponentStatus *cs = s->components[i];
     if (!component_name_valid(cs->component) || !state_valid(cs->state) ||
-        !mst_utf8_valid(cs->component) || !mst_utf8_valid(cs->output))
+        !utf8_valid(cs->component) || !utf8_valid(cs->output))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "snapshot entry without component name or with an invalid state");
   }

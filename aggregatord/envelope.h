@@ -27,6 +27,27 @@ struct aggr_reject {
 int aggr_envelope_decode(const uint8_t *data, size_t len, Muster__Envelope **ret_env,
                          struct aggr_reject *ret_reject);
 
+/* A decoder for one thread's frames: each frame is decoded into memory the
+ * decoder keeps and reuses (a bump allocator), instead of a malloc and a
+ * free for every message and string in it. AGGR_DECODER_INIT makes an empty
+ * one; aggr_decoder_done() gives its memory back. One thread at a time. */
+struct aggr_decoder_chunk;
+struct aggr_decoder {
+  struct aggr_decoder_chunk *chunks; /* the newest first */
+  size_t next_cap;                   /* the size of the next chunk */
+  bool oom;                          /* an allocation failed in this decode */
+};
+#define AGGR_DECODER_INIT                                                                          \
+  { 0 }
+
+/* Decodes a frame's payload like aggr_envelope_decode(), into d's memory:
+ * *ret_env stays valid until the next call on d or aggr_decoder_done(), and
+ * must not be freed. Without memory, -ENOMEM with a REJECT_OVERLOADED
+ * reason. */
+int aggr_decoder_decode(struct aggr_decoder *d, const uint8_t *data, size_t len,
+                        Muster__Envelope **ret_env, struct aggr_reject *ret_reject);
+void aggr_decoder_done(struct aggr_decoder *d);
+
 /* Checks a decoded Envelope from an agent. hello_done tells whether the
  * connection has had its Hello. Returns 0 when conn.c may act on it, or
  * -EPROTO (a body not allowed now) or -EBADMSG (bad fields) with

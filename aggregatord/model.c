@@ -284,6 +284,7 @@ static void node_free(struct aggr_node *n) {
   for (size_t i = 0; i < n->n_components; i++)
     component_done(&n->components[i]);
   free(n->components);
+  free(n->comp_slots);
   free(n->id);
   free(n->role);
   free(n->hostname);
@@ -337,7 +338,39 @@ struct aggr_node *aggr_model_get(struct aggr_model *m, const char *id) {
   return n;
 }
 
+/* --- the component index (aggr_node.comp_slots) --- */
+
+static void comp_slots_put(uint32_t *slots, size_t nslots, const char *name, size_t index) {
+  size_t i = mst_hash_str(MST_HASH_INIT, name) & (nslots - 1);
+  while (slots[i])
+    i = (i + 1) & (nslots - 1);
+  slots[i] = (uint32_t)(index + 1);
+}
+
+/* Rebuilds the index for at least n components. Without memory it is
+ * dropped, and look-ups scan. */
+static void comp_slots_rebuild(struct aggr_node *n, size_t at_least) {
+  size_t nslots = n->n_comp_slots ? n->n_comp_slots : 16;
+  while (nslots < 2 * at_least)
+    nslots *= 2;
+  free(n->comp_slots);
+  n->comp_slots = calloc(nslots, sizeof(*n->comp_slots));
+  n->n_comp_slots = n->comp_slots ? nslots : 0;
+  for (size_t k = 0; n->comp_slots && k < n->n_components; k++)
+    comp_slots_put(n->comp_slots, nslots, n->components[k].name, k);
+}
+
 struct aggr_component *aggr_node_find_component(const struct aggr_node *n, const char *name) {
+  if (n->n_comp_slots) {
+    size_t mask = n->n_comp_slots - 1;
+    for (size_t i = mst_hash_str(MST_HASH_INIT, name) & mask;; i = (i + 1) & mask) {
+      uint32_t s = n->comp_slots[i];
+      if (!s)
+        return NULL;
+      if (strcmp(n->components[s - 1].name, name) == 0)
+        return &n->components[s - 1];
+    }
+  }
   for (size_t i = 0; i < n->n_components; i++)
     if (strcmp(n->components[i].name, name) == 0)
       return &n->components[i];
@@ -356,6 +389,10 @@ struct aggr_component *aggr_node_get_component(struct aggr_node *n, const char *
   c = &n->components[n->n_components++];
   *c = (struct aggr_component){.name = copy, .state = MST_STATE_UNSPECIFIED};
   n->dirty = true;
+  if (2 * n->n_components > n->n_comp_slots)
+    comp_slots_rebuild(n, n->n_components);
+  else
+    comp_slots_put(n->comp_slots, n->n_comp_slots, copy, n->n_components - 1);
   return c;
 }
 
@@ -367,9 +404,11 @@ void aggr_node_retain_components(struct aggr_node *n, const bool *keep) {
     else
       component_done(&n->components[i]);
   }
-  if (kept != n->n_components)
+  if (kept != n->n_components) {
     n->dirty = true;
-  n->n_components = kept;
+    n->n_components = kept;
+    comp_slots_rebuild(n, kept);
+  }
 }
 
 /* --- model ---------------------------------------------------------------- */

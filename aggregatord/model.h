@@ -79,6 +79,12 @@ struct aggr_node {
 
   struct aggr_component *components;
   size_t n_components;
+  /* Finds a component by name without a scan (every change looks one up):
+   * open addressing over components[], slot = index + 1, 0 = empty;
+   * n_comp_slots is 0 or a power of two at least twice n_components. Kept
+   * by model.c. */
+  uint32_t *comp_slots;
+  size_t n_comp_slots;
 
   /* Derived by aggr_model_evaluate(). */
   struct aggr_startup *startup; /* this boot's progress (stage.h); NULL without a profile */

@@ -76,10 +76,12 @@ struct json_writer {
   bool oom;
   unsigned depth;
   bool has_item[JSON_MAX_DEPTH];
-  /* The last second formatted by jw_time, "YYYY-MM-DDTHH:MM:SS": components
-   * that changed in the same second are common, and formatting is costly. */
-  uint64_t time_secs;
+  /* The last day formatted by jw_time, "YYYY-MM-DDT": the calendar is the
+   * costly part, and nearly every time in a view falls on one of a few
+   * days; the time of day is plain arithmetic. */
+  uint64_t time_day;
   char time_prefix[MST_RFC3339_MAX];
+  size_t time_prefix_len;
 };
 
 static bool jw_reserve(struct json_writer *w, size_t n) {
@@ -251,28 +253,36 @@ static void jw_time(struct json_writer *w, uint64_t usec) {
     jw_null(w);
     return;
   }
-  uint64_t secs = usec / USEC_PER_SEC;
+  uint64_t secs = usec / USEC_PER_SEC, day = secs / 86400;
+  unsigned sod = (unsigned)(secs % 86400);
   unsigned msec = (unsigned)(usec % USEC_PER_SEC / USEC_PER_MSEC);
-  if (secs != w->time_secs || !w->time_prefix[0]) {
+  if (day != w->time_day || !w->time_prefix_len) {
     char buf[MST_RFC3339_MAX];
-    mst_time_format_rfc3339(secs * USEC_PER_SEC, buf, sizeof(buf));
-    /* Keep "YYYY-MM-DDTHH:MM:SS"; the milliseconds are ours to add. */
-    char *dot = strchr(buf, '.');
-    if (!dot || (size_t)(dot - buf) >= sizeof(w->time_prefix)) {
+    mst_time_format_rfc3339(day * 86400 * USEC_PER_SEC, buf, sizeof(buf));
+    /* Keep "YYYY-MM-DDT"; the time of day is ours to add. */
+    char *t = strchr(buf, 'T');
+    if (!t || (size_t)(t + 1 - buf) >= sizeof(w->time_prefix)) {
       jw_null(w); /* a time the formatter cannot print */
       return;
     }
-    memcpy(w->time_prefix, buf, (size_t)(dot - buf));
-    w->time_prefix[dot - buf] = 0;
-    w->time_secs = secs;
+    w->time_prefix_len = (size_t)(t + 1 - buf);
+    memcpy(w->time_prefix, buf, w->time_prefix_len);
+    w->time_day = day;
   }
-  char millis[] = ".000Z\"";
-  millis[1] = (char)('0' + msec / 100);
-  millis[2] = (char)('0' + msec / 10 % 10);
-  millis[3] = (char)('0' + msec % 10);
+  unsigned hh = sod / 3600, mm = sod / 60 % 60, ss = sod % 60;
+  char tail[] = "00:00:00.000Z\"";
+  tail[0] = (char)('0' + hh / 10);
+  tail[1] = (char)('0' + hh % 10);
+  tail[3] = (char)('0' + mm / 10);
+  tail[4] = (char)('0' + mm % 10);
+  tail[6] = (char)('0' + ss / 10);
+  tail[7] = (char)('0' + ss % 10);
+  tail[9] = (char)('0' + msec / 100);
+  tail[10] = (char)('0' + msec / 10 % 10);
+  tail[11] = (char)('0' + msec % 10);
   jw_char(w, '"');
-  jw_raw(w, w->time_prefix, strlen(w->time_prefix));
-  jw_raw(w, millis, strlen(millis));
+  jw_raw(w, w->time_prefix, w->time_prefix_len);
+  jw_raw(w, tail, sizeof(tail) - 1);
 }
 
 /* Starts a member of the open object: `"key":`. Keys are ours, plain ASCII. */

@@ -36,7 +36,9 @@
 #include "mst/time.h"
 #include "writer.h"
 
-#define WRITER_MAX_JOBS_PER_TXN 20000
+/* Rows per transaction at most (a CHANGES job counts its rows, and is never
+ * split). */
+#define WRITER_MAX_ROWS_PER_TXN 20000
 
 /* What the database holds per spool (spools.held_seq), kept by the writer:
  * every row of `spools` is written by this thread, so after a commit the
@@ -87,6 +89,22 @@ struct aggr_write *aggr_write_new(enum aggr_write_kind kind) {
   struct aggr_write *j = calloc(1, sizeof(*j));
   if (j)
     j->kind = kind;
+  return j;
+}
+
+struct aggr_write *aggr_write_new_changes(size_t n_rows, size_t string_bytes, char **ret_strings) {
+  if (n_rows >
+      (SIZE_MAX - sizeof(struct aggr_write) - string_bytes) / sizeof(struct aggr_change_row))
+    return NULL;
+  /* The job, its rows, then their strings: the rows are aligned since the
+   * job's size is a multiple of its alignment, which covers theirs. */
+  struct aggr_write *j =
+      malloc(sizeof(struct aggr_write) + n_rows * sizeof(struct aggr_change_row) + string_bytes);
+  if (!j)
+    return NULL;
+  *j = (struct aggr_write){.kind = AGGR_WRITE_CHANGES, .n_rows = n_rows};
+  j->rows = (struct aggr_change_row *)(j + 1);
+  *ret_strings = (char *)(j->rows + n_rows);
   return j;
 }
 
@@ -172,6 +190,11 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v) {
   sqlite3_bind_text(s, i, v ? v : "", -1, SQLITE_STATIC);
 }
 
+/* A string whose length is known (the hot insert): SQLite need not scan it. */
+static void bind_text_len(sqlite3_stmt *s, int i, const char *v, size_t len) {
+  sqlite3_bind_text(s, i, v, (int)len, SQLITE_STATIC);
+}
+
 static int step_reset(sqlite3 *db, sqlite3_stmt *s) {
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
@@ -183,9 +206,41 @@ static int step_reset(sqlite3 *db, sqlite3_stmt *s) {
   return 0;
 }
 
+/* One row of a CHANGES job. Every parameter is bound on every row, so the
+ * bindings need no clearing in between (the next row replaces them all). */
+static int write_change_row(struct aggr_writer *w, const struct aggr_write *j,
+                            const struct aggr_change_row *row, size_t node_id_len,
+                            size_t spool_id_len) {
+  sqlite3_stmt *s = w->ins_change;
+  bind_text_len(s, 1, j->node_id, node_id_len);
+  bind_text_len(s, 2, j->spool_id, spool_id_len);
+  sqlite3_bind_int64(s, 3, (sqlite3_int64)row->seq);
+  bind_text_len(s, 4, row->component, row->component_len);
+  bind_text(s, 5, row->check_kind);
+  bind_text(s, 6, row->from_state);
+  bind_text(s, 7, row->to_state);
+  sqlite3_bind_int64(s, 8, row->at_ms);
+  bind_text_len(s, 9, row->output, row->output_len);
+  bind_text_len(s, 10, row->boot_id, row->boot_id_len);
+  sqlite3_bind_int(s, 11, (int)row->health);
+  sqlite3_bind_int(s, 12, (int)row->rise);
+  sqlite3_bind_int(s, 13, (int)row->fall);
+  sqlite3_bind_int64(s, 14, (sqlite3_int64)j->epoch);
+  sqlite3_bind_int64(s, 15, j->received_ms);
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  if (rc != SQLITE_DONE) {
+    log_error("writer: write failed: %s", sqlite3_errmsg(w->db));
+    return mst_store_errno(rc);
+  }
+  return 0;
+}
+
 static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
   sqlite3_stmt *s;
   switch (j->kind) {
+  case AGGR_WRITE_CHANGES: /* written row by row by write_transaction() */
+    return -EINVAL;
   case AGGR_WRITE_CHANGE:
   case AGGR_WRITE_REPLICA:
     s = w->ins_change;
@@ -309,11 +364,12 @@ static void marks_reset(struct marks *m) {
     memset(m->slots, 0, m->nslots * sizeof(*m->slots));
 }
 
-static int marks_note(struct marks *m, const struct aggr_write *j) {
+/* Notes that the transaction wrote up to seq of j's spool, under j's epoch. */
+static int marks_note(struct marks *m, const struct aggr_write *j, uint64_t seq) {
   struct spool_mark *k = marks_find(m, j);
   if (k) {
-    if (j->seq > k->seq)
-      k->seq = j->seq;
+    if (seq > k->seq)
+      k->seq = seq;
     if (j->epoch > k->epoch)
       k->epoch = j->epoch;
     return 0;
@@ -326,7 +382,7 @@ static int marks_note(struct marks *m, const struct aggr_write *j) {
     m->v = v;
     m->cap = ncap;
   }
-  m->v[m->n++] = (struct spool_mark){.job = j, .seq = j->seq, .epoch = j->epoch};
+  m->v[m->n++] = (struct spool_mark){.job = j, .seq = seq, .epoch = j->epoch};
   if (m->n * 2 > m->nslots)
     return marks_rehash(m, m->nslots ? m->nslots * 2 : 128);
   size_t i = mark_hash(j) & (m->nslots - 1);
@@ -434,7 +490,57 @@ static void held_commit(struct aggr_writer *w, const struct marks *marks) {
   }
 }
 
+/* What is stored for j's spool: what this transaction already wrote for it
+ * (a copy from the old leader and the agent's own replay can meet in one
+ * transaction), or else what earlier transactions hold (the held cache). A
+ * change at or below it is stored already. */
+static int stored_seq(struct aggr_writer *w, const struct marks *marks, const struct aggr_write *j,
+                      uint64_t *ret) {
+  const struct spool_mark *k = marks_find(marks, j);
+  if (k) {
+    *ret = k->seq;
+    return 0;
+  }
+  return held_get(w, j, ret);
+}
+
+/* A CHANGES job: one look-up of what its spool holds, then its rows above
+ * that (they come in rising seq). */
+static int write_changes(struct aggr_writer *w, const struct aggr_write *j, struct marks *marks) {
+  uint64_t held = 0, top = 0;
+  int r = stored_seq(w, marks, j, &held);
+  if (r < 0)
+    return r;
+  size_t node_id_len = strlen(j->node_id), spool_id_len = strlen(j->spool_id);
+  for (size_t i = 0; i < j->n_rows; i++) {
+    const struct aggr_change_row *row = &j->rows[i];
+    if (row->seq <= held || row->seq <= top)
+      continue;
+    r = write_change_row(w, j, row, node_id_len, spool_id_len);
+    if (r < 0)
+      return r;
+    top = row->seq;
+  }
+  return top ? marks_note(marks, j, top) : 0;
+}
+
+static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jobs,
+                                    struct marks *marks);
+
+/* The connection's own mutex is held across the whole transaction: only this
+ * thread uses the connection, and SQLite takes that mutex in every call (15
+ * binds, a step and a reset per row), which held here is a recursive
+ * re-entry instead of two atomic operations each time. */
 static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, struct marks *marks) {
+  sqlite3_mutex *mx = sqlite3_db_mutex(w->db); /* NULL without mutexes: then a no-op */
+  sqlite3_mutex_enter(mx);
+  int r = write_transaction_locked(w, jobs, marks);
+  sqlite3_mutex_leave(mx);
+  return r;
+}
+
+static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jobs,
+                                    struct marks *marks) {
   bool fenced = false;
   int r = mst_store_exec(w->db, "BEGIN IMMEDIATE");
   if (r < 0)
@@ -443,17 +549,16 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, str
     /* Only copies of the leader's own history may be written without
      * leading; everything else needs the lease. */
     fenced = fenced || (j->kind != AGGR_WRITE_REPLICA && j->kind != AGGR_WRITE_REPLICA_VERDICT);
+    if (j->kind == AGGR_WRITE_CHANGES) {
+      r = write_changes(w, j, marks);
+      if (r < 0)
+        goto rollback;
+      continue;
+    }
     bool change = j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA;
     if (change) {
-      /* What earlier transactions hold (the held cache), or what this one
-       * already wrote for the spool (a copy from the old leader and the
-       * agent's own replay can meet in one transaction): a change at or
-       * below it is stored already. */
-      const struct spool_mark *k = marks_find(marks, j);
       uint64_t held = 0;
-      if (k)
-        held = k->seq;
-      else if ((r = held_get(w, j, &held)) < 0)
+      if ((r = stored_seq(w, marks, j, &held)) < 0)
         goto rollback;
       if (j->seq <= held)
         continue;
@@ -462,7 +567,7 @@ static int write_transaction(struct aggr_writer *w, struct aggr_write *jobs, str
     if (r < 0)
       goto rollback;
     if (change) {
-      r = marks_note(marks, j);
+      r = marks_note(marks, j, j->seq);
       if (r < 0)
         goto rollback;
     }
@@ -582,6 +687,10 @@ static void writer_prune(struct aggr_writer *w) {
     log_info("writer: pruned %zu rows older than the retention", total);
 }
 
+static size_t job_rows(const struct aggr_write *j) {
+  return j->kind == AGGR_WRITE_CHANGES ? j->n_rows : 1;
+}
+
 static void *writer_main(void *userdata) {
   struct aggr_writer *w = userdata;
   struct marks marks = {0};
@@ -620,10 +729,10 @@ static void *writer_main(void *userdata) {
     }
     /* Take up to the cap off the head of the queue. */
     struct aggr_write *jobs = w->head, *last = w->head;
-    size_t n = 1;
-    while (last->next && n < WRITER_MAX_JOBS_PER_TXN) {
+    size_t n = job_rows(last);
+    while (last->next && n < WRITER_MAX_ROWS_PER_TXN) {
       last = last->next;
-      n++;
+      n += job_rows(last);
     }
     w->head = last->next;
     if (!w->head)

@@ -14,7 +14,8 @@ struct aggr_writer;
 struct aggr_election;
 
 enum aggr_write_kind {
-  AGGR_WRITE_CHANGE,
+  AGGR_WRITE_CHANGE,  /* one change, its strings in the job (agent streams use CHANGES) */
+  AGGR_WRITE_CHANGES, /* a frame's changes of one spool, in one allocation */
   AGGR_WRITE_NODE,
   AGGR_WRITE_BOOT,
   AGGR_WRITE_CLUSTER_VERDICT,
@@ -23,7 +24,20 @@ enum aggr_write_kind {
   AGGR_WRITE_STAGE, /* a stage completion (stage.h); the first per (node, boot, stage) wins */
 };
 
-/* One row to write. Strings are owned by the job. */
+/* One change of a CHANGES job. Its strings live in the job's own allocation
+ * (aggr_write_new_changes), with their lengths; the state and check names
+ * are static strings. */
+struct aggr_change_row {
+  uint64_t seq;
+  int64_t at_ms;
+  const char *component, *output, *boot_id;
+  const char *check_kind, *from_state, *to_state; /* static strings */
+  uint32_t component_len, output_len, boot_id_len;
+  uint32_t health, rise, fall;
+};
+
+/* One row to write, or (CHANGES) one spool's rows. Strings are owned by the
+ * job. */
 struct aggr_write {
   struct aggr_write *next;
   enum aggr_write_kind kind;
@@ -45,6 +59,10 @@ struct aggr_write {
   /* STAGE: node_id, boot_id, role, stage; reached in at_ms */
   char *stage;
   int64_t duration_ms;
+  /* CHANGES: spool, node_id, spool_id, epoch and received_ms as for CHANGE,
+   * and n_rows rows of rising seq in the same allocation as the job. */
+  size_t n_rows;
+  struct aggr_change_row *rows;
 };
 
 /* A commit result for one spool. */
@@ -82,4 +100,12 @@ struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n);
 void aggr_commits_free(struct aggr_commit *c, size_t n);
 
 struct aggr_write *aggr_write_new(enum aggr_write_kind kind);
+
+/* A CHANGES job with room for n_rows rows and string_bytes bytes of their
+ * strings (NULs included), all in one allocation, so that a frame's changes
+ * cost one malloc on the loop and one free on the writer. *ret_strings is
+ * where the strings go; the caller fills rows[0..n_rows) and points their
+ * strings into that room. Returns NULL without memory. Any thread. */
+struct aggr_write *aggr_write_new_changes(size_t n_rows, size_t string_bytes, char **ret_strings);
+
 void aggr_write_free(struct aggr_write *job);
