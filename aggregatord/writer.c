@@ -18,7 +18,17 @@
  * automatic checkpoint, the commit that crosses 1,000 WAL pages would copy
  * them into the database and fsync it before it returns, holding every Ack
  * behind it for hundreds of milliseconds under load. A passive checkpoint
- * never blocks the writer. */
+ * never blocks the writer.
+ *
+ * But the WAL starts over from its beginning only at a write transaction
+ * that finds all of it copied into the database, and with commits coming
+ * back to back a pass running beside them never gets there: under sustained
+ * ingest the WAL grew without bound (1 GB in 10 s at full speed, with the
+ * kernel zeroing and allocating every new page of it). So the checkpointer
+ * runs a pass after every commit, and once the WAL holds WAL_RESTART_FRAMES
+ * the writer waits for the pass in progress, copies the little that is left
+ * (what that pass could not see) itself, and its next transaction starts the
+ * WAL over. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -81,7 +91,15 @@ struct aggr_writer {
   pthread_t ckpt_thread;
   bool ckpt_running;
   _Atomic uint64_t commits; /* committed transactions, for the checkpointer */
+  bool ckpt_pass;           /* a pass is running (guarded by lock) */
+  bool ckpt_hold;           /* the writer catches the WAL up: no pass starts (lock) */
+  pthread_cond_t ckpt_idle; /* with lock: a pass ended */
+  int wal_frames;           /* frames in the WAL after the last commit (writer thread) */
+  int wal_catch_up_at;      /* catch up once wal_frames reaches this (writer thread) */
 };
+
+/* 32 MiB of 4 KiB pages: a few of the largest transactions. */
+#define WAL_RESTART_FRAMES 8192
 
 #define CHECKPOINT_PERIOD_NSEC (200 * 1000 * 1000L)
 
@@ -687,6 +705,44 @@ static void writer_prune(struct aggr_writer *w) {
     log_info("writer: pruned %zu rows older than the retention", total);
 }
 
+/* After each commit of the writer's connection (writer thread): how many
+ * frames the WAL holds. */
+static int wal_hook(void *userdata, sqlite3 *db, const char *name, int n_frames) {
+  struct aggr_writer *w = userdata;
+  (void)db;
+  (void)name;
+  w->wal_frames = n_frames;
+  if (n_frames < WAL_RESTART_FRAMES)
+    w->wal_catch_up_at = WAL_RESTART_FRAMES; /* it started over */
+  return SQLITE_OK;
+}
+
+/* Copies what the checkpointer has not yet copied, with no pass running
+ * beside it and no commit of ours in between, so that the next transaction
+ * finds the whole WAL in the database and starts it over (see DESIGN).
+ * Writer thread, between transactions. */
+static void wal_catch_up(struct aggr_writer *w) {
+  pthread_mutex_lock(&w->lock);
+  w->ckpt_hold = true;
+  while (w->ckpt_pass)
+    pthread_cond_wait(&w->ckpt_idle, &w->lock);
+  pthread_mutex_unlock(&w->lock);
+
+  int log_frames = 0, done_frames = 0;
+  int rc =
+      sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done_frames);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    log_warning("writer: checkpoint failed: %s, ignoring", sqlite3_errmsg(w->db));
+
+  pthread_mutex_lock(&w->lock);
+  w->ckpt_hold = false;
+  pthread_mutex_unlock(&w->lock);
+  /* A reader still on old frames keeps the WAL from starting over: try
+   * again once it has grown by as much again, not before every commit. */
+  if (rc != SQLITE_OK || log_frames != done_frames)
+    w->wal_catch_up_at = w->wal_frames + WAL_RESTART_FRAMES;
+}
+
 static size_t job_rows(const struct aggr_write *j) {
   return j->kind == AGGR_WRITE_CHANGES ? j->n_rows : 1;
 }
@@ -741,10 +797,16 @@ static void *writer_main(void *userdata) {
     pthread_mutex_unlock(&w->lock);
 
     marks_reset(&marks);
+    /* wal_frames moves only with a checkpointer (wal_hook). */
+    if (w->wal_frames >= w->wal_catch_up_at)
+      wal_catch_up(w);
     uint64_t t0 = mst_now_monotonic_usec();
     int r = write_transaction(w, jobs, &marks);
     if (r >= 0) {
       atomic_fetch_add(&w->commits, 1);
+      pthread_mutex_lock(&w->lock);
+      pthread_cond_signal(&w->ckpt_cond); /* a pass for what this commit added */
+      pthread_mutex_unlock(&w->lock);
       aggr_metrics_commit(n, mst_now_monotonic_usec() - t0);
       for (struct aggr_write *j = jobs; j; j = j->next)
         if (j->kind == AGGR_WRITE_REPLICA)
@@ -784,9 +846,10 @@ static void *checkpointer_main(void *userdata) {
     }
     (void)pthread_cond_timedwait(&w->ckpt_cond, &w->lock, &ts);
     uint64_t commits = atomic_load(&w->commits);
-    if (w->stop || commits == seen)
+    if (w->stop || commits == seen || w->ckpt_hold)
       continue;
     seen = commits;
+    w->ckpt_pass = true;
     pthread_mutex_unlock(&w->lock);
     int log_frames = 0, done_frames = 0;
     int rc = sqlite3_wal_checkpoint_v2(w->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
@@ -794,6 +857,8 @@ static void *checkpointer_main(void *userdata) {
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
       log_warning("writer: checkpoint failed: %s", sqlite3_errmsg(w->ckpt_db));
     pthread_mutex_lock(&w->lock);
+    w->ckpt_pass = false;
+    pthread_cond_broadcast(&w->ckpt_idle);
   }
   pthread_mutex_unlock(&w->lock);
   return NULL;
@@ -814,6 +879,10 @@ static void checkpointer_start(struct aggr_writer *w) {
     (void)sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
     goto fail;
   }
+  (void)pthread_setname_np(w->ckpt_thread, "muster-ckpt");
+  /* After the pragma, which would replace it. The writer thread may be in
+   * a transaction already: SQLite's connection mutex orders the two. */
+  sqlite3_wal_hook(w->db, wal_hook, w);
   w->ckpt_running = true;
   return;
 
@@ -840,12 +909,15 @@ int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct agg
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
   pthread_cond_init(&w->ckpt_cond, NULL);
+  pthread_cond_init(&w->ckpt_idle, NULL);
+  w->wal_catch_up_at = WAL_RESTART_FRAMES;
   r = writer_prepare(w);
   if (r < 0)
     goto fail;
   r = -pthread_create(&w->thread, NULL, writer_main, w);
   if (r < 0)
     goto fail;
+  (void)pthread_setname_np(w->thread, "muster-writer"); /* for top -H and perf */
   checkpointer_start(w);
   *ret = w;
   return 0;
@@ -861,6 +933,7 @@ fail:
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   pthread_cond_destroy(&w->ckpt_cond);
+  pthread_cond_destroy(&w->ckpt_idle);
   close(w->efd);
   free(w);
   return r;
@@ -891,6 +964,7 @@ void aggr_writer_free(struct aggr_writer *w) {
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   pthread_cond_destroy(&w->ckpt_cond);
+  pthread_cond_destroy(&w->ckpt_idle);
   close(w->efd);
   free(w->done);
   free(w);
