@@ -20,7 +20,7 @@ struct ctl_response {
   size_t size;    /* bytes in body, without the NUL */
   uint64_t index; /* X-Muster-Index, when has_index */
   bool has_index;
-  char error[256]; /* why a request failed, for the user */
+  char error[640]; /* why a request failed, for the user (curl's text is up to 256) */
 };
 
 /* Creates a client for the server at base_url ("http://host:port" or
