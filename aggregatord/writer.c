@@ -966,7 +966,9 @@ void aggr_writer_free(struct aggr_writer *w) {
   pthread_cond_destroy(&w->ckpt_cond);
   pthread_cond_destroy(&w->ckpt_idle);
   close(w->efd);
-  free(w->done);
+  /* Commits the loop never collected (the last ones before shutdown) still
+   * own the node and spool ids report() copied for them. */
+  aggr_commits_free(w->done, w->n_done);
   free(w);
 }
 
