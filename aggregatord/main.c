@@ -132,8 +132,10 @@ static void record_cluster_verdict(struct aggr *a) {
   j->to_state = mst_verdict_to_string(a->model.verdict);
   j->at_ms = (int64_t)(a->model.verdict_since_usec / USEC_PER_MSEC);
   j->output = aggr_reasons_to_json(&a->model.reasons);
-  aggr_writer_submit(a->writer, j);
+  /* Before the hand-off: from then on the job is the writer's, which may
+   * free it at once. */
   log_info("cluster verdict: %s (%zu reasons)", j->to_state, a->model.reasons.n);
+  aggr_writer_submit(a->writer, j);
 }
 
 /* Stores the stage completions the last evaluation reached. Only the
