@@ -18,6 +18,7 @@
  * skips the damping but is otherwise the same path. */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,10 @@
 #define AGENT_OUTPUT_MAX           4096           /* bytes of kept output text */
 #define AGENT_TRUNCATED_MARK       "…[truncated]" /* appended when output was cut */
 #define AGENT_DEFAULT_BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
+
+/* The queued signal that brings a finished name lookup of an http check
+ * back to the loop (probe_http.c); blocked from the start, like the others. */
+#define AGENT_RESOLVED_SIGNAL (SIGRTMIN + 2)
 
 struct agent_spool;
 struct agent_stream;

@@ -163,6 +163,7 @@ static int agent_start(struct agent *a) {
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
   sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, AGENT_RESOLVED_SIGNAL);
   if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
     return -errno;
   /* Writes to a closed socket report EPIPE instead. */

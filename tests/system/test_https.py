@@ -444,7 +444,12 @@ def test_follower_copies_and_redirects_over_https_with_token(env, zk, cluster_na
     wait_until(lambda: follower.query("SELECT count(*) FROM cluster_verdicts WHERE epoch=?",
                                       (epoch,))[0][0] > 0, 10,
                desc="the follower copied the leader's verdicts")
-    assert "cannot copy" not in follower.proc.stderr_text()
+    # It was never refused for its token or over the leader's certificate (a
+    # copy that timed out under memcheck's slowness and was retried is fine).
+    refused = [line for line in follower.proc.stderr_text().splitlines()
+               if "cannot copy" in line and
+               ("401" in line or "certificate" in line.lower() or "SSL peer" in line)]
+    assert not refused, refused
     # An aggregator with another token is refused by the leader, and says so.
     wait_until(lambda: "refused this aggregator's bearer token (401)" in stranger.proc.stderr_text(),
                10, desc="the stranger's copy is refused")
