@@ -191,16 +191,19 @@ def test_blocking_read_wakes_only_for_its_resource(aggr):
     a.send(mka.snapshot())
     feed(b, mkb, 3)
     b.send(mkb.snapshot())
-    wait_until(lambda: requests.get(url(aggr, "/v1/nodes/wb"), timeout=5).status_code == 200)
+    def snapshot_shown(node):
+        # The node's view has its snapshot: nothing of it is pending.
+        r = requests.get(url(aggr, f"/v1/nodes/{node}"), timeout=5)
+        if r.status_code != 200:
+            return None
+        n = r.json()
+        comps = n.get("components") or []
+        return (n, int(r.headers["X-Muster-Index"])) if comps and all(
+            c["output"] == "snap" for c in comps) else None
 
-    def settled_index():
-        # Both snapshots published and nothing pending: the index holds still.
-        a1 = get_index(aggr, "/v1/nodes/wa")
-        time.sleep(0.2)
-        return a1 if get_index(aggr, "/v1/nodes/wa") == a1 else None
-
-    idx_a = wait_until(settled_index, desc="wa's index settles")
-    body_before = requests.get(url(aggr, "/v1/nodes/wa"), timeout=5).json()
+    wait_until(lambda: snapshot_shown("wb"), desc="wb's snapshot is published")
+    body_before, idx_a = wait_until(lambda: snapshot_shown("wa"),
+                                    desc="wa's snapshot is published")
     result = {}
 
     def park():
