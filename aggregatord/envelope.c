@@ -53,14 +53,6 @@ static bool component_name_valid(const char *name) {
   return name && name[0] && strlen(name) <= COMPONENT_NAME_MAX;
 }
 
-int aggr_envelope_decode(const uint8_t *data, size_t len, Muster__Envelope **ret_env,
-                         struct aggr_reject *ret_reject) {
-  if (mst_envelope_decode(data, len, ret_env) < 0)
-    return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_MALFORMED,
-                  "a %zu-byte frame that does not decode as an Envelope", len);
-  return 0;
-}
-
 /* --- the decoder's memory --------------------------------------------------- */
 
 /* A chunk of at least this much; one of at most DECODER_KEEP_MAX is kept

@@ -21,12 +21,6 @@ struct aggr_reject {
   char reason[256];
 };
 
-/* Decodes a frame's payload. Returns 0 and *ret_env (free with
- * muster__envelope__free_unpacked(), or _cleanup_envelope_), or -EBADMSG
- * with *ret_reject filled when it does not decode or has no body. */
-int aggr_envelope_decode(const uint8_t *data, size_t len, Muster__Envelope **ret_env,
-                         struct aggr_reject *ret_reject);
-
 /* A decoder for one thread's frames: each frame is decoded into memory the
  * decoder keeps and reuses (a bump allocator), instead of a malloc and a
  * free for every message and string in it. AGGR_DECODER_INIT makes an empty
@@ -40,10 +34,10 @@ struct aggr_decoder {
 #define AGGR_DECODER_INIT                                                                          \
   { 0 }
 
-/* Decodes a frame's payload like aggr_envelope_decode(), into d's memory:
- * *ret_env stays valid until the next call on d or aggr_decoder_done(), and
- * must not be freed. Without memory, -ENOMEM with a REJECT_OVERLOADED
- * reason. */
+/* Decodes a frame's payload into d's memory. Returns 0 and *ret_env, valid
+ * until the next call on d or aggr_decoder_done() and not to be freed;
+ * -EBADMSG with *ret_reject filled when it does not decode or has no body;
+ * -ENOMEM with a REJECT_OVERLOADED reason. */
 int aggr_decoder_decode(struct aggr_decoder *d, const uint8_t *data, size_t len,
                         Muster__Envelope **ret_env, struct aggr_reject *ret_reject);
 void aggr_decoder_done(struct aggr_decoder *d);

@@ -108,6 +108,10 @@ static int verbose = -1;
 /* Where the reads of accepted frames go, so that they are not optimized out. */
 static volatile size_t fuzz_sink;
 
+/* Frames decode into memory reused from frame to frame, as on the
+ * aggregator's loop (one decoder for the process's life). */
+static struct aggr_decoder decoder = AGGR_DECODER_INIT;
+
 /* Takes every whole frame out of the reader and handles it as conn.c does;
  * the first refusal closes the conversation. */
 static void read_frames(struct conversation *cv) {
@@ -115,7 +119,7 @@ static void read_frames(struct conversation *cv) {
     const uint8_t *frame;
     size_t len;
     struct aggr_reject rej;
-    _cleanup_envelope_ Muster__Envelope *env = NULL;
+    Muster__Envelope *env = NULL; /* in the decoder's memory, until its next frame */
 
     int r = mst_frame_reader_next(&cv->rd, &frame, &len);
     if (r == 0)
@@ -128,7 +132,7 @@ static void read_frames(struct conversation *cv) {
       return;
     }
     FUZZ_CHECK(len <= cv->max_frame);
-    if (aggr_envelope_decode(frame, len, &env, &rej) < 0 ||
+    if (aggr_decoder_decode(&decoder, frame, len, &env, &rej) < 0 ||
         aggr_envelope_check(env, cv->hello_done, &rej) < 0) {
       if (verbose)
         fprintf(stderr, "frame %zu: rejected (%d): %s\n", cv->frames, (int)rej.code, rej.reason);
