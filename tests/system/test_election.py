@@ -67,8 +67,13 @@ def port_names(aggrs):
 
 def clients_for(env, aggrs, names, **kw):
     digest = env.profile_digest("agent")
-    return [FailoverClient(n, [a.stream_port for a in aggrs], digest, port_names=port_names(aggrs),
-                           **kw) for n in names]
+    clients = [FailoverClient(n, [a.stream_port for a in aggrs], digest,
+                              port_names=port_names(aggrs), **kw) for n in names]
+    for c in clients:
+        # Stopped with the test: a client left running keeps reconnecting to
+        # its old ports, which a later test's aggregator may be given.
+        env._cleanups.append(c.stop)
+    return clients
 
 
 def start_togglers(togglers):
@@ -386,6 +391,7 @@ def test_sigstop_leader_is_fenced(env, zk, cluster_name, metric):
     # is still connected when the paused leader wakes up.
     pinned = FailoverClient("pinned", [leader.stream_port], digest, silence=None,
                             port_names=names).start()
+    env._cleanups.append(pinned.stop)
     mover = clients_for(env, aggrs, ["mover"])[0].start()
     agents = [env.agent("ra1", "flappy", aggrs).start()]
     start_togglers(togglers)

@@ -111,7 +111,15 @@ def test_http_parked_reads(env):
     cl = welcomed(aggr, "n1")
     mk = ChangeMaker(COMPONENTS)
     acked_change(cl, mk)
-    index = aggr.get("/v1/nodes/n1").headers["X-Muster-Index"]
+
+    def settled_index():
+        # The view has the change and the verdict it leads to (the verdict
+        # may come with a later publish, which would wake the reads).
+        r = aggr.get("/v1/nodes/n1")
+        n = r.json()
+        return r.headers["X-Muster-Index"] if n.get("verdict") == "starting" and any(
+            c["state"] != "starting" for c in n.get("components", [])) else None
+    index = mh.wait_until(settled_index, 3, desc="n1's view has the change and its verdict")
     req = f"GET /v1/nodes/n1?index={index}&wait=30s HTTP/1.1\r\nHost: t\r\n\r\n".encode()
     parked = []
     for _ in range(2):

@@ -39,7 +39,11 @@ def cluster(env):
     aggr = env.aggregator(expected_masters=["m1"], stale_timeout="1s").start()
     m1 = env.agent("m1", "master", aggr).start()
     w1 = env.agent("w1", "agent", aggr).start()
-    aggr.wait_verdict("healthy", timeout=5)
+    # Healthy with both nodes in: the verdict needs only the master, and a
+    # worker that has not reported yet does not count against it.
+    aggr.wait_health(lambda h: h.get("verdict") == "healthy" and
+                     counts(h).get("agent") == {"healthy": 1}, timeout=5,
+                     desc="healthy, with m1 and w1 reported")
     return SimpleNamespace(env=env, aggr=aggr, m1=m1, w1=w1, web=web, port=port, svc_rc=svc_rc,
                            w_rc=w_rc)
 
