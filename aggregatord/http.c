@@ -56,6 +56,7 @@
 #include "mst/config.h"
 #include "mst/diag.h"
 #include "mst/log.h"
+#include "mst/tls.h"
 #include "mst/macro.h"
 #include "mst/time.h"
 
@@ -946,13 +947,12 @@ static int tls_material_load(const char *cert_file, const char *key_file, struct
                              char *err, size_t errsize) {
   gnutls_datum_t cert = {0}, key = {0};
   struct tls_material *m = NULL;
-  struct stat st;
   int r, g;
 
-  if (stat(key_file, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
-    snprintf(err, errsize, "[tls] key: %s is readable by others; make it private (chmod 600)",
-             key_file);
-    return -EPERM;
+  char why[400]; /* room for the "[tls] " prefix in err */
+  if ((r = mst_tls_key_file_check(key_file, why, sizeof(why))) < 0) {
+    snprintf(err, errsize, "[tls] %s", why);
+    return r;
   }
   if ((r = read_pem("cert", cert_file, &cert, err, errsize)) < 0 ||
       (r = read_pem("key", key_file, &key, err, errsize)) < 0)

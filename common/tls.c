@@ -38,10 +38,19 @@ static int readable_file(const char *what, const char *path, char *err, size_t e
   return 0;
 }
 
+int mst_tls_key_file_check(const char *path, char *err, size_t errsize) {
+  struct stat st;
+
+  if (stat(path, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
+    snprintf(err, errsize, "key: %s is readable by others; make it private (chmod 600)", path);
+    return -EPERM;
+  }
+  return 0;
+}
+
 int mst_tls_creds_load(const struct mst_tls_files *files, struct mst_tls_creds **ret, char *err,
                        size_t errsize) {
   struct mst_tls_creds *c;
-  struct stat st;
   int r;
 
   if (!files->cert != !files->key) {
@@ -52,11 +61,9 @@ int mst_tls_creds_load(const struct mst_tls_files *files, struct mst_tls_creds *
     r = readable_file("key", files->key, err, errsize);
     if (r < 0)
       return r;
-    if (stat(files->key, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
-      snprintf(err, errsize, "key: %s is readable by others; make it private (chmod 600)",
-               files->key);
-      return -EPERM;
-    }
+    r = mst_tls_key_file_check(files->key, err, errsize);
+    if (r < 0)
+      return r;
     r = readable_file("cert", files->cert, err, errsize);
     if (r < 0)
       return r;

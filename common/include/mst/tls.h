@@ -47,6 +47,11 @@ int mst_tls_creds_load(const struct mst_tls_files *files, struct mst_tls_creds *
  * diag as "path:line: [tls] KEY: ...", at the line of the key it is about. */
 int mst_tls_creds_load_config(const char *path, const struct mst_tls_files *files,
                               struct mst_tls_creds **ret, struct mst_diag *diag);
+/* The rule for private key files, shared with HTTPS: refused (-EPERM, with
+ * "key: PATH is readable by others; ..." in err) when others may read or
+ * write it. 0 otherwise, also when it cannot be stat'ed (reading it says
+ * why). */
+int mst_tls_key_file_check(const char *path, char *err, size_t errsize);
 struct mst_tls_creds *mst_tls_creds_ref(struct mst_tls_creds *c);
 /* Drops a reference; NULL is fine. */
 void mst_tls_creds_unref(struct mst_tls_creds *c);
