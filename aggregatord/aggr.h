@@ -114,6 +114,7 @@ struct aggr {
   bool leading;        /* this aggregator is the leader */
   bool record_verdict; /* record the cluster verdict at the next publish */
   bool ready;
+  bool check_evaluate; /* MUSTER_CHECK_EVALUATE=1: aggr_model_check() after each evaluation */
 };
 
 /* Asks for the model to be evaluated and a view published: at once (spaced

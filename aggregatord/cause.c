@@ -175,7 +175,7 @@ static int vertices_build(struct analysis *a) {
       c->count[i] = c->n - c->first[i];
       continue;
     }
-    for (size_t k = 0; k < n->n_components; k++) {
+    for (size_t k = 0; n->n_down > 0 && k < n->n_components; k++) {
       const struct aggr_component *comp = &n->components[k];
       if (up_state(comp->state))
         continue;
@@ -429,12 +429,8 @@ static bool any_problem_at_all(const struct aggr_model *m, uint64_t now) {
     const struct aggr_node *n = m->nodes[i];
     if (!n->reported ? n->expected_master : aggr_node_silent(m, n, now))
       return true;
-    if (n->startup && n->startup->late)
+    if ((n->startup && n->startup->late) || n->n_failing > 0)
       return true;
-    for (size_t k = 0; k < n->n_components; k++)
-      if (failing_state(n->components[k].state) &&
-          !(n->startup && aggr_stage_milestone_only(n->startup->graph, n->components[k].name)))
-        return true;
   }
   return false;
 }

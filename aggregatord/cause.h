@@ -24,7 +24,9 @@
  * by the root causes it reaches (a problem inside a dependency cycle that
  * reaches no root is a root itself).
  *
- * Threads: the loop thread, on the live model, after aggr_stage_evaluate(). */
+ * Threads: the loop thread, on the live model, after aggr_stage_evaluate()
+ * and after the model counted every node's components that are down and
+ * failing (aggr_node.n_down, n_failing: nodes with none are not walked). */
 #pragma once
 
 #include <stdbool.h>

@@ -161,6 +161,17 @@ static void store_stage_completions(struct aggr *a) {
   aggr_stage_completions_free(c, n);
 }
 
+/* Evaluates the model at now; returns whether the cluster verdict changed.
+ * Tests run every aggregator with MUSTER_CHECK_EVALUATE=1, which derives the
+ * whole model again after each evaluation and logs what the incremental one
+ * missed. */
+static bool evaluate(struct aggr *a, uint64_t now) {
+  bool changed = aggr_model_evaluate(&a->model, now);
+  if (a->check_evaluate)
+    (void)aggr_model_check(&a->model, now);
+  return changed;
+}
+
 static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   uint64_t now = mst_now_realtime_usec();
@@ -169,7 +180,7 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   a->last_publish_usec = mst_now_monotonic_usec();
   /* Only the leader records verdict history; a new leader starts its term
    * with the verdict as it stands. */
-  if ((aggr_model_evaluate(&a->model, now) || a->record_verdict) && a->leading) {
+  if ((evaluate(a, now) || a->record_verdict) && a->leading) {
     record_cluster_verdict(a);
     a->record_verdict = false;
   }
@@ -658,7 +669,9 @@ int main(int argc, char **argv) {
   if (!a.views)
     goto out;
   /* Publish a first view before HTTP starts, so no reader ever sees none. */
-  if (aggr_model_evaluate(&a.model, mst_now_realtime_usec()) && a.leading)
+  const char *check = getenv("MUSTER_CHECK_EVALUATE");
+  a.check_evaluate = check && strcmp(check, "1") == 0;
+  if (evaluate(&a, mst_now_realtime_usec()) && a.leading)
     record_cluster_verdict(&a);
   store_stage_completions(&a);
   if (aggr_view_publish(a.views, &a.model, false) < 0)

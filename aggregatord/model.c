@@ -628,9 +628,12 @@ static bool counts_for_health(const struct aggr_node *n, const struct aggr_compo
   return !n->startup || !aggr_stage_milestone_only(n->startup->graph, c->name);
 }
 
-/* The node's verdict at now, from the pure rules of mst/verdict.h. */
-static enum mst_verdict node_verdict(const struct aggr_model *m, const struct aggr_node *n,
+/* The node's verdict at now, from the pure rules of mst/verdict.h; counts
+ * its components that are down and failing on the way (n_down, n_failing:
+ * the cause graph starts from them). */
+static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_node *n,
                                      uint64_t now) {
+  n->n_down = n->n_failing = 0;
   if (!n->reported)
     /* Only expected masters exist before their agent's Hello; anything else
      * is a placeholder that counts for nothing. */
@@ -642,9 +645,15 @@ static enum mst_verdict node_verdict(const struct aggr_model *m, const struct ag
       .late = n->startup && n->startup->late,
   };
   for (size_t i = 0; i < n->n_components; i++) {
-    if (!counts_for_health(n, &n->components[i]))
+    const struct aggr_component *c = &n->components[i];
+    bool counts = counts_for_health(n, c);
+    if (c->state != MST_STATE_HEALTHY && c->state != MST_STATE_WARNING) {
+      n->n_down++;
+      n->n_failing += counts && component_failing(c->state);
+    }
+    if (!counts)
       continue;
-    switch (n->components[i].state) {
+    switch (c->state) {
     case MST_STATE_HEALTHY:
       facts.n_healthy++;
       break;
@@ -1132,37 +1141,87 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
   return r < 0 ? r : 0;
 }
 
-bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec) {
-  if (aggr_stage_evaluate(m, now_usec) < 0)
-    log_error("Out of memory while following startup progress, ignoring");
+/* Whether the cause graph may link node n to others: it has something that
+ * is not up, or it is a problem itself (silent, or an expected master never
+ * seen). Its reasons then depend on other nodes' state. */
+static bool node_may_link(const struct aggr_node *n) {
+  return n->n_down > 0 || n->eval_silent || (!n->reported && n->expected_master);
+}
 
+enum {
+  NODE_DERIVE = 1 << 0,  /* derive its verdict again */
+  NODE_DIFFERS = 1 << 1, /* something derived came out different */
+};
+
+/* Derives again the verdict of every node that needs it (every node with
+ * all), then the reasons and root causes of those and of every node the
+ * cause graph may link. Returns how many nodes came out different; the first
+ * one's index goes to *ret_first. */
+static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_t *ret_first) {
+  _cleanup_free_ uint8_t *flags = m->n_nodes ? calloc(m->n_nodes, 1) : NULL;
+  size_t differ = 0;
+
+  if (m->n_nodes > 0 && !flags) {
+    log_error("Out of memory while evaluating, deriving every node");
+    all = true;
+  }
+  m->n_derived = m->n_explained = 0;
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
-    enum mst_verdict verdict = node_verdict(m, n, now_usec);
+    bool silent = aggr_node_silent(m, n, now);
+    if (!all && n->evaluated && !n->dirty && silent == n->eval_silent)
+      continue;
+    if (flags)
+      flags[i] |= NODE_DERIVE;
+    m->n_derived++;
+    n->evaluated = true;
+    n->eval_silent = silent;
+    enum mst_verdict verdict = node_verdict(m, n, now);
     if (verdict != n->verdict || n->verdict_since_usec == 0) {
       n->verdict = verdict;
-      n->verdict_since_usec = now_usec;
+      n->verdict_since_usec = now;
       n->dirty = true;
+      if (flags)
+        flags[i] |= NODE_DIFFERS;
     }
   }
 
   struct aggr_cause cause;
-  if (aggr_cause_analyze(m, now_usec, &cause) < 0)
+  if (aggr_cause_analyze(m, now, &cause) < 0)
     /* Every failing component then stands alone as its own root cause. */
     log_error("Out of memory while looking for root causes, ignoring");
-  struct explain x = {.m = m, .cause = &cause, .now = now_usec};
+  struct explain x = {.m = m, .cause = &cause, .now = now};
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
+    if (flags && !(flags[i] & NODE_DERIVE) && !node_may_link(n))
+      continue;
+    m->n_explained++;
     struct aggr_reasons reasons = {0}, roots = {0};
     if (node_explain(&x, i, &reasons, &roots) < 0)
       /* Keep the verdict; the reasons are what fits in memory. */
       log_error("Out of memory while listing the reasons for node %s, ignoring", n->id);
-    if (!reasons_equal(&reasons, &n->reasons) || !reasons_equal(&roots, &n->root_causes))
+    if (!reasons_equal(&reasons, &n->reasons) || !reasons_equal(&roots, &n->root_causes)) {
       n->dirty = true;
+      if (flags)
+        flags[i] |= NODE_DIFFERS;
+    }
     reasons_replace(&n->reasons, &reasons);
     reasons_replace(&n->root_causes, &roots);
   }
   aggr_cause_done(&cause);
+
+  for (size_t i = 0; flags && i < m->n_nodes; i++)
+    if ((flags[i] & NODE_DIFFERS) && differ++ == 0)
+      *ret_first = i;
+  return differ;
+}
+
+bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec) {
+  size_t first;
+
+  if (aggr_stage_evaluate(m, now_usec) < 0)
+    log_error("Out of memory while following startup progress, ignoring");
+  (void)nodes_evaluate(m, now_usec, false, &first);
 
   struct aggr_reasons reasons = {0}, roots = {0};
   enum mst_verdict verdict = _MST_VERDICT_MAX; /* stays so when the facts did not fit */
@@ -1185,6 +1244,16 @@ bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec) {
   m->verdict = verdict;
   m->verdict_since_usec = now_usec;
   return true;
+}
+
+size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec) {
+  size_t first = 0, n = nodes_evaluate(m, now_usec, true, &first);
+  if (n > 0)
+    log_error("Incremental evaluation missed a change: %zu node(s) differ when derived again, "
+              "first %s (verdict %s): a change not marked dirty, or a link between nodes "
+              "not followed",
+              n, m->nodes[first]->id, verdict_name(m->nodes[first]->verdict));
+  return n;
 }
 
 uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {

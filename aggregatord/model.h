@@ -96,6 +96,14 @@ struct aggr_node {
   uint64_t index; /* model index at which this node's rendering last changed */
   bool dirty;     /* changed since the last publish */
 
+  /* What aggr_model_evaluate() last found of the node itself. It holds
+   * until the node is dirty again or its silence turns: a clean node is not
+   * derived again (model.c). */
+  bool evaluated;   /* derived at least once */
+  bool eval_silent; /* silent at that evaluation */
+  size_t n_down;    /* components neither healthy nor warning */
+  size_t n_failing; /* of those, unhealthy or unknown, counting for health */
+
   /* This node's lines of /metrics (metrics.c), rendered again only when
    * index moves: its muster_node_verdict line, then its
    * muster_component_state lines. */
@@ -124,6 +132,8 @@ struct aggr_model {
   uint64_t verdict_since_usec;
   struct aggr_reasons reasons;
   struct aggr_reasons root_causes;
+  size_t n_derived;   /* nodes the last evaluation derived again */
+  size_t n_explained; /* nodes whose reasons it listed again */
 
   /* The election's outcome, set by aggr_model_set_leader(). */
   bool is_leader;    /* this aggregator leads (also when standalone) */
@@ -178,12 +188,27 @@ struct aggr_component *aggr_node_get_component(struct aggr_node *n, const char *
 /* Removes every component whose keep[] entry is false (snapshot reconcile). */
 void aggr_node_retain_components(struct aggr_node *n, const bool *keep);
 
-/* Recomputes every node's startup progress (stage.h), every node verdict
- * and the cluster verdict with their reasons and root causes (cause.h), at
+/* Brings every node's startup progress (stage.h), every node verdict and
+ * the cluster verdict with their reasons and root causes (cause.h) up to
  * realtime now. Marks nodes whose rendering changed dirty. Queues the stage
  * completions reached (aggr_model_take_completions). Returns true when the
- * cluster verdict changed (the caller records it). */
+ * cluster verdict changed (the caller records it).
+ *
+ * The work follows what changed, not the cluster's size: a node is derived
+ * again only when it is dirty (the loop marks every change it makes to a
+ * node, and the publish that follows every evaluation clears the marks),
+ * when its silence turned, or when it has something that is not up, which
+ * the cause graph may link to other nodes. A change the loop forgets to
+ * mark is therefore not seen: aggr_model_check() finds such omissions. */
 bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec);
+
+/* Derives every node again at now, as if none had been derived before, and
+ * returns how many came out different from what aggr_model_evaluate() left
+ * (their verdict, reasons or root causes): 0 when the incremental evaluation
+ * missed nothing. Those nodes are corrected and marked dirty; the first one
+ * is logged. For tests and debugging (MUSTER_CHECK_EVALUATE=1 runs it after
+ * every evaluation): it costs a full walk of the model. */
+size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec);
 
 /* The earliest realtime at which a verdict can change by the clock alone:
  * some node turns unreachable, or a stage in progress turns late. UINT64_MAX

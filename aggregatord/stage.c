@@ -546,6 +546,8 @@ struct stage_ctx {
   struct aggr_model *m;
   uint64_t now;
   bool masters_configured;
+  bool roles_built; /* roles, masters_configured and times: on first use */
+  bool oom;         /* grouping them did not fit */
   struct role_members *roles;
   size_t n_roles;
   uint64_t *times;     /* scratch for requirement_holds, one per node */
@@ -571,6 +573,13 @@ static void ctx_done(struct stage_ctx *ctx) {
 /* Node i's components by name; they do not change during an evaluation.
  * NULL on ENOMEM. */
 static const struct comp_index *ctx_index(struct stage_ctx *ctx, size_t i) {
+  if (!ctx->indexes) {
+    /* Most evaluations touch a few nodes: allocated on first use. */
+    ctx->indexes = calloc(ctx->m->n_nodes, sizeof(ctx->indexes[0]));
+    ctx->indexed = calloc(ctx->m->n_nodes, sizeof(ctx->indexed[0]));
+    if (!ctx->indexes || !ctx->indexed)
+      return NULL;
+  }
   if (!ctx->indexed[i]) {
     if (comp_index_build(ctx->m->nodes[i], &ctx->indexes[i]) < 0)
       return NULL;
@@ -579,15 +588,20 @@ static const struct comp_index *ctx_index(struct stage_ctx *ctx, size_t i) {
   return &ctx->indexes[i];
 }
 
-static int ctx_init(struct stage_ctx *ctx, struct aggr_model *m, uint64_t now) {
+static void ctx_init(struct stage_ctx *ctx, struct aggr_model *m, uint64_t now) {
   *ctx = (struct stage_ctx){.m = m, .now = now};
+}
+
+/* Groups the nodes by role, for requirements: done on the first one asked
+ * about. -ENOMEM leaves the roles known so far. */
+static int ctx_roles_build(struct stage_ctx *ctx) {
+  struct aggr_model *m = ctx->m;
+  ctx->roles_built = true;
   if (m->n_nodes == 0)
     return 0;
   ctx->roles = calloc(m->n_nodes, sizeof(ctx->roles[0]));
   ctx->times = calloc(m->n_nodes, sizeof(ctx->times[0]));
-  ctx->indexes = calloc(m->n_nodes, sizeof(ctx->indexes[0]));
-  ctx->indexed = calloc(m->n_nodes, sizeof(ctx->indexed[0]));
-  if (!ctx->roles || !ctx->times || !ctx->indexes || !ctx->indexed)
+  if (!ctx->roles || !ctx->times)
     return -ENOMEM;
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
@@ -608,8 +622,11 @@ static int ctx_init(struct stage_ctx *ctx, struct aggr_model *m, uint64_t now) {
   return 0;
 }
 
-static const struct role_members *ctx_role(const struct stage_ctx *ctx, const char *role) {
-  for (size_t k = 0; k < ctx->n_roles; k++)
+/* The nodes of role, or NULL (none, or no memory to group them). */
+static const struct role_members *ctx_role(struct stage_ctx *ctx, const char *role) {
+  if (!ctx->roles_built && ctx_roles_build(ctx) < 0)
+    ctx->oom = true; /* aggr_stage_evaluate() says so */
+  for (size_t k = 0; ctx->times && k < ctx->n_roles; k++)
     if (strcmp(ctx->roles[k].role, role) == 0)
       return &ctx->roles[k];
   return NULL;
@@ -1071,15 +1088,18 @@ int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec) {
 
   if (m->n_nodes == 0)
     return 0;
-  if (ctx_init(&ctx, m, now_usec) < 0 || !(touched = calloc(m->n_nodes, sizeof(bool))))
+  ctx_init(&ctx, m, now_usec);
+  if (!(touched = calloc(m->n_nodes, sizeof(bool))))
     return -ENOMEM;
 
   /* Every startup belongs to its node's current boot before any pass reads
    * another node's (requirements). */
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
-    bool reset;
-    if (startup_prepare(m, n, &reset) < 0) {
+    bool reset = false;
+    /* What startup_prepare() reads (role, boot) changes only with a Hello,
+     * which marks the node dirty. */
+    if ((n->dirty || !n->startup || !n->startup->evaluated) && startup_prepare(m, n, &reset) < 0) {
       r = -ENOMEM;
       continue;
     }
@@ -1148,5 +1168,5 @@ int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec) {
     if (!before.evaluated || !startup_same(s, &before, seen))
       n->dirty = true;
   }
-  return r;
+  return ctx.oom ? -ENOMEM : r;
 }

@@ -1014,6 +1014,17 @@ static int node_render(const struct aggr_model *m, const struct aggr_node *n,
   return body_settle(&r, prev ? prev->summary : NULL, index, NULL, &ret->summary, changed);
 }
 
+/* Whether v lists the very summaries old does (nodes and bodies alike), so
+ * that its node list is old's. */
+static bool same_summaries(const struct aggr_view *old, const struct aggr_view *v) {
+  if (!old || !old->nodes || old->n_nodes != v->n_nodes)
+    return false;
+  for (size_t i = 0; i < v->n_nodes; i++)
+    if (old->node_v[i].summary != v->node_v[i].summary)
+      return false;
+  return true;
+}
+
 int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
   struct aggr_view *old = atomic_load(&vs->current);
   uint64_t next = vs->index + 1;
@@ -1054,8 +1065,10 @@ int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
       goto fail;
     }
   }
-  if ((k = render_node_list(v, &r)) < 0 ||
-      (k = body_settle(&r, old ? old->nodes : NULL, next, NULL, &v->nodes, &changed)) < 0)
+  if (same_summaries(old, v))
+    v->nodes = body_ref(old->nodes); /* not rendered again: the same bytes */
+  else if ((k = render_node_list(v, &r)) < 0 ||
+           (k = body_settle(&r, old ? old->nodes : NULL, next, NULL, &v->nodes, &changed)) < 0)
     goto fail;
   if ((k = render_health(m, &r)) < 0 ||
       (k = body_settle(&r, old ? old->health : NULL, next, NULL, &v->health, &changed)) < 0)

@@ -9,6 +9,10 @@ A daemon's stderr is also searched for sanitizer reports (ASan, LSan, UBSan,
 TSan) at the end of every test, so a report from a daemon the test killed, or
 one that does not change the exit code, still fails the test.
 
+Every daemon runs with MUSTER_CHECK_EVALUATE=1: after each evaluation the
+aggregator derives its whole model again and logs any node the incremental
+evaluation got wrong (aggr_model_check); such a line fails the test too.
+
 Environment:
   MUSTER_BUILD_DIR            where muster-aggregatord and muster-agentd live
                               (default /work/main/build)
@@ -213,14 +217,21 @@ SANITIZER_REPORT = re.compile(
     r"|\S+:\d+:\d+: runtime error: .*)$", re.M)
 
 
+# Every process the tests start inherits it (see the top of this file).
+os.environ["MUSTER_CHECK_EVALUATE"] = "1"
+# What aggr_model_check() logs when the incremental evaluation missed a change.
+EVALUATE_MISS = re.compile(r"^.*Incremental evaluation missed a change.*$", re.M)
+
+
 def sanitizer_reports(path):
-    """The first lines of the sanitizer reports in the file at path."""
+    """The first lines of the sanitizer reports in the file at path, and
+    of the aggregator's reports of an incremental evaluation gone wrong."""
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return SANITIZER_REPORT.findall(text)
+    return SANITIZER_REPORT.findall(text) + EVALUATE_MISS.findall(text)
 
 
 def _is_muster_binary(arg):
@@ -365,7 +376,7 @@ class DaemonProcess:
         problems = []
         reports = sanitizer_reports(self.stderr_path)
         if reports:
-            problems.append(f"{self.name} (pid {self.pid}): {len(reports)} sanitizer report(s), "
+            problems.append(f"{self.name} (pid {self.pid}): {len(reports)} sanitizer or evaluation report(s), "
                             f"first: {reports[0]}; see {self.stderr_path}")
         problems += valgrind_problems(f"{self.name} (pid {self.pid})", self.valgrind_logs())
         return problems

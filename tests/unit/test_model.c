@@ -452,13 +452,33 @@ Test(model, dirty_only_on_change) {
   healthy_cluster();
   aggr_model_evaluate(&model, T0);
   struct aggr_node *m1 = aggr_model_find(&model, "m1");
-  m1->dirty = false;
+  struct aggr_node *w1 = aggr_model_find(&model, "w1");
+  m1->dirty = w1->dirty = false;
   aggr_model_evaluate(&model, T0 + 1);
   cr_assert_not(m1->dirty, "an evaluation that changed nothing leaves the node clean");
-  m1->components[0].state = MST_STATE_UNHEALTHY; /* as if the loop forgot to mark it */
+  cr_assert_eq(model.n_derived, 0, "no node changed: none is derived again");
+  cr_assert_eq(model.n_explained, 0);
+  set_comp(m1, "svc", MST_STATE_UNHEALTHY, "down", T0 + 2);
   aggr_model_evaluate(&model, T0 + 2);
   cr_assert(m1->dirty, "a verdict change marks the node dirty");
   cr_assert_eq(m1->verdict_since_usec, T0 + 2);
+  cr_assert_eq(model.n_derived, 1, "only the changed node is derived again");
+  cr_assert_not(w1->dirty);
+}
+
+Test(model, check_finds_a_change_not_marked_dirty) {
+  healthy_cluster();
+  aggr_model_evaluate(&model, T0);
+  cr_assert_eq(aggr_model_check(&model, T0), 0, "a first evaluation derives everything");
+  struct aggr_node *m1 = aggr_model_find(&model, "m1");
+  m1->dirty = aggr_model_find(&model, "w1")->dirty = false;
+  m1->components[0].state = MST_STATE_UNHEALTHY; /* as if the loop forgot to mark it */
+  aggr_model_evaluate(&model, T0 + 1);
+  cr_assert_eq(m1->verdict, MST_VERDICT_HEALTHY, "an unmarked change is not seen");
+  cr_assert_eq(aggr_model_check(&model, T0 + 1), 1, "but the check finds it");
+  cr_assert_eq(m1->verdict, MST_VERDICT_UNHEALTHY, "and corrects the node");
+  cr_assert(m1->dirty);
+  cr_assert_eq(aggr_model_check(&model, T0 + 1), 0);
 }
 
 Test(model, starts_with_no_leader) {

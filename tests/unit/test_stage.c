@@ -8,6 +8,7 @@
  * completions, and root-cause selection on tricky graphs (a diamond, two
  * independent failures, cross-node chains). */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <string.h>
 
@@ -149,12 +150,29 @@ static void set_all(struct aggr_node *n, enum mst_state state, uint64_t since) {
     set_comp(n, p->components[i].name, state, since);
 }
 
+/* Evaluates as the loop does, then derives the whole model again: the
+ * incremental evaluation must have missed nothing. The publish that follows
+ * an evaluation in the loop clears the nodes' dirty marks; so does this. */
+static size_t last_derived, last_explained; /* by the incremental evaluation */
+
+static void evaluate_checked(uint64_t now) {
+  aggr_model_evaluate(&model, now);
+  last_derived = model.n_derived;
+  last_explained = model.n_explained;
+  cr_assert_eq(aggr_model_check(&model, now), 0,
+               "the incremental evaluation at T0+%" PRIu64 " ms differs from a full one",
+               (now - T0) / 1000);
+  for (size_t i = 0; i < model.n_nodes; i++)
+    model.nodes[i]->dirty = false;
+}
+
 static void evaluate(uint64_t now) {
-  /* Keep everyone speaking: silence is not what these tests are about. */
+  /* Keep everyone speaking, as heartbeats do (they do not mark a node
+   * dirty): silence is not what these tests are about. */
   for (size_t i = 0; i < model.n_nodes; i++)
     if (model.nodes[i]->reported)
       model.nodes[i]->last_seen_usec = MST_MAX(model.nodes[i]->last_seen_usec, now);
-  aggr_model_evaluate(&model, now);
+  evaluate_checked(now);
 }
 
 static const struct aggr_stage_progress *stage_of(const char *node, const char *stage) {
@@ -863,4 +881,69 @@ Test(unconfigured, roles_count_the_nodes_that_reported) {
   set_all(m2, MST_STATE_STARTING, T0);
   evaluate(T0 + 3 * SEC);
   cr_assert_str_eq(state_of("m1", "mesos-master"), "pending", "1 of 2 is not");
+}
+
+/* --- incremental evaluation ------------------------------------------------------ */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static unsigned rnd(unsigned below) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (unsigned)(rng_state % below);
+}
+
+/* Random changes to a cluster of three masters, five agents, a strict node
+ * and a diamond: components change state, nodes reboot, fall silent and
+ * speak again, time moves on. After every evaluation, the nodes derived
+ * again from scratch must come out exactly as the incremental evaluation
+ * left them (evaluate_checked). */
+Test(cause, incremental_evaluation_matches_a_full_one) {
+  static const char *const ids[] = {"m1", "m2", "m3", "a1", "a2", "a3", "a4", "a5", "s1", "d1"};
+  static const char *const roles[] = {"master", "master", "master", "agent", "agent",
+                                      "agent",  "agent",  "agent",  "strict", "diamond"};
+  static const enum mst_state states[] = {MST_STATE_HEALTHY, MST_STATE_HEALTHY,
+                                          MST_STATE_WARNING, MST_STATE_STARTING,
+                                          MST_STATE_UNHEALTHY, MST_STATE_UNKNOWN};
+  bool speaking[ELEMENTSOF(ids)];
+  unsigned boots[ELEMENTSOF(ids)] = {0};
+  uint64_t now = T0;
+  size_t derived = 0, explained = 0, steps = 3000;
+
+  for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+    set_all(report(ids[i], roles[i], "boot-0", T0), MST_STATE_STARTING, T0);
+    speaking[i] = true;
+  }
+  for (size_t step = 0; step < steps; step++) {
+    size_t i = rnd(ELEMENTSOF(ids));
+    struct aggr_node *n = aggr_model_find(&model, ids[i]);
+    const struct mst_profile *p = mst_profile_set_find(profiles, roles[i]);
+    unsigned what = rnd(100);
+    if (what < 70) {
+      set_comp(n, p->components[rnd(p->n_components)].name, states[rnd(ELEMENTSOF(states))], now);
+    } else if (what < 75) {
+      char boot[16];
+      snprintf(boot, sizeof(boot), "boot-%u", ++boots[i]);
+      set_all(report(ids[i], roles[i], boot, now), MST_STATE_STARTING, now);
+      speaking[i] = true;
+    } else if (what < 85) {
+      speaking[i] = !speaking[i];
+    } else {
+      now += rnd(20) * SEC; /* past the stale timeout of 30 s, some time */
+    }
+    now += 100 * USEC_PER_MSEC;
+    /* A speaking node's frames move last_seen without marking it dirty. */
+    for (size_t k = 0; k < ELEMENTSOF(ids); k++)
+      if (speaking[k])
+        aggr_model_find(&model, ids[k])->last_seen_usec = now;
+    evaluate_checked(now);
+    derived += last_derived;
+    explained += last_explained;
+  }
+  /* It was incremental: most evaluations derived a node or two, not all. */
+  cr_assert_lt(derived, steps * ELEMENTSOF(ids) / 3, "derived %zu node verdicts in %zu steps",
+               derived, steps);
+  cr_assert_lt(explained, steps * ELEMENTSOF(ids), "explained %zu nodes in %zu steps", explained,
+               steps);
 }
