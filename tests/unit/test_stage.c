@@ -901,10 +901,10 @@ static unsigned rnd(unsigned below) {
  * left them (evaluate_checked). */
 Test(cause, incremental_evaluation_matches_a_full_one) {
   static const char *const ids[] = {"m1", "m2", "m3", "a1", "a2", "a3", "a4", "a5", "s1", "d1"};
-  static const char *const roles[] = {"master", "master", "master", "agent", "agent",
+  static const char *const roles[] = {"master", "master", "master", "agent",  "agent",
                                       "agent",  "agent",  "agent",  "strict", "diamond"};
-  static const enum mst_state states[] = {MST_STATE_HEALTHY, MST_STATE_HEALTHY,
-                                          MST_STATE_WARNING, MST_STATE_STARTING,
+  static const enum mst_state states[] = {MST_STATE_HEALTHY,   MST_STATE_HEALTHY,
+                                          MST_STATE_WARNING,   MST_STATE_STARTING,
                                           MST_STATE_UNHEALTHY, MST_STATE_UNKNOWN};
   bool speaking[ELEMENTSOF(ids)];
   unsigned boots[ELEMENTSOF(ids)] = {0};
