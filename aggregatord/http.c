@@ -56,9 +56,9 @@
 #include "mst/config.h"
 #include "mst/diag.h"
 #include "mst/log.h"
-#include "mst/tls.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/tls.h"
 
 #define HTTP_DEFAULT_THREADS 2
 #define HTTP_MAX_THREADS     64

@@ -14,6 +14,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Every process the tests start inherits it: each aggregator checks its
+# incremental evaluation against a full one (muster_harness.py).
+os.environ["MUSTER_CHECK_EVALUATE"] = "1"
+
 import muster_harness as mh  # noqa: E402
 import systemd_manager as sdm  # noqa: E402
 

@@ -9,9 +9,11 @@ A daemon's stderr is also searched for sanitizer reports (ASan, LSan, UBSan,
 TSan) at the end of every test, so a report from a daemon the test killed, or
 one that does not change the exit code, still fails the test.
 
-Every daemon runs with MUSTER_CHECK_EVALUATE=1: after each evaluation the
-aggregator derives its whole model again and logs any node the incremental
-evaluation got wrong (aggr_model_check); such a line fails the test too.
+Every daemon the system tests start runs with MUSTER_CHECK_EVALUATE=1
+(conftest.py sets it; the benchmarks that use this harness leave it off):
+after each evaluation the aggregator derives its whole model again and logs
+any node the incremental evaluation got wrong (aggr_model_check); such a
+line fails the test too.
 
 Environment:
   MUSTER_BUILD_DIR            where muster-aggregatord and muster-agentd live
@@ -217,8 +219,6 @@ SANITIZER_REPORT = re.compile(
     r"|\S+:\d+:\d+: runtime error: .*)$", re.M)
 
 
-# Every process the tests start inherits it (see the top of this file).
-os.environ["MUSTER_CHECK_EVALUATE"] = "1"
 # What aggr_model_check() logs when the incremental evaluation missed a change.
 EVALUATE_MISS = re.compile(r"^.*Incremental evaluation missed a change.*$", re.M)
 
@@ -376,8 +376,8 @@ class DaemonProcess:
         problems = []
         reports = sanitizer_reports(self.stderr_path)
         if reports:
-            problems.append(f"{self.name} (pid {self.pid}): {len(reports)} sanitizer or evaluation report(s), "
-                            f"first: {reports[0]}; see {self.stderr_path}")
+            problems.append(f"{self.name} (pid {self.pid}): {len(reports)} sanitizer or "
+                            f"evaluation report(s), first: {reports[0]}; see {self.stderr_path}")
         problems += valgrind_problems(f"{self.name} (pid {self.pid})", self.valgrind_logs())
         return problems
 
