@@ -28,7 +28,7 @@
 #include "mst/damp.h"
 #include "mst/profile.h"
 #include "mst/state.h"
-#include "systemd_map.h"
+#include "probe/systemd_map.h"
 
 #define AGENT_OUTPUT_MAX           4096           /* bytes of kept output text */
 #define AGENT_TRUNCATED_MARK       "…[truncated]" /* appended when output was cut */

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
-#include "model.h"
+#include "model/model.h"
 #include "mst/profile.h"
 
 struct aggr_writer;

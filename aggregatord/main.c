@@ -23,10 +23,10 @@
 #include "aggr.h"
 #include "config_keys.h"
 #include "election.h"
-#include "dcos.h"
-#include "history.h"
-#include "metrics.h"
-#include "http.h"
+#include "serve/dcos.h"
+#include "serve/history.h"
+#include "serve/metrics.h"
+#include "serve/http.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/hash.h"
@@ -35,9 +35,9 @@
 #include "mst/store.h"
 #include "mst/time.h"
 #include "mst/tls.h"
-#include "replica.h"
-#include "view.h"
-#include "writer.h"
+#include "ingest/replica.h"
+#include "serve/view.h"
+#include "ingest/writer.h"
 
 extern const struct mst_migration aggr_schema_migrations[];
 extern const size_t aggr_schema_migrations_count;

@@ -7,7 +7,7 @@
  * the same busy timeout), applies the schema/ migrations in order with
  * mst_store_migrate as the aggregator does at start, pre-fills `changes` to
  * --prefill rows spread over --nodes nodes, and then inserts rows with the
- * columns of the aggregator's INSERT (aggregatord/writer.c), from one
+ * columns of the aggregator's INSERT (aggregatord/ingest/writer.c), from one
  * prepared statement, in transactions of --batch rows, for --duration
  * seconds or --rows rows. The values have the shapes muster-loadgen sends
  * (node ids, spool ids, component names, check output lines of the same
@@ -171,7 +171,7 @@ out:
 /* --- the insert loop ---------------------------------------------------------- */
 
 static int prepare_insert(struct ceiling *c) {
-  /* The columns of the aggregator's INSERT (aggregatord/writer.c), without
+  /* The columns of the aggregator's INSERT (aggregatord/ingest/writer.c), without
    * its idempotency guard: the ceiling does only the insert. */
   int rc = sqlite3_prepare_v3(c->db,
                               "INSERT INTO changes (node_id, spool_id, seq, component, check_kind,"

@@ -1,8 +1,8 @@
-# Turns the dashboard's files (aggregatord/dashboard/) into a C array of
+# Turns the dashboard's files (aggregatord/serve/dashboard/) into a C array of
 # {path, content type, bytes, length}, served under /ui/<name>.
 # Invoked at build time with -DOUT=<file.c> -DFILES=<files, '|'-separated>.
-set(body "/* Generated from aggregatord/dashboard/ by cmake/embed_assets.cmake. Do not edit. */\n")
-string(APPEND body "#include \"dashboard.h\"\n\n")
+set(body "/* Generated from aggregatord/serve/dashboard/ by cmake/embed_assets.cmake. Do not edit. */\n")
+string(APPEND body "#include \"serve/dashboard.h\"\n\n")
 set(entries "")
 set(count 0)
 string(REPLACE "|" ";" FILES "${FILES}")

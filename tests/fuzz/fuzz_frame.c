@@ -2,7 +2,7 @@
  * socket. The input is a byte stream as an agent would send it, cut into
  * reads of a size chosen by the input: frames come out of the frame reader
  * (common/frame.c), each is decoded and checked as conn.c does
- * (aggregatord/envelope.c), and the conversation goes on after a good Hello
+ * (aggregatord/ingest/envelope.c), and the conversation goes on after a good Hello
  * as it would on a connection, until something is refused.
  *
  * Input: byte 0 picks how bytes arrive (bit 0: through a pipe and
@@ -19,7 +19,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "envelope.h"
+#include "ingest/envelope.h"
 #include "fuzz.h"
 #include "mst/auth.h"
 #include "mst/frame.h"

@@ -1,5 +1,5 @@
 /* libFuzzer target: what the aggregator's HTTP API parses of a request
- * (aggregatord/httpparse.c): the route of the path (and the node id of
+ * (aggregatord/serve/httpparse.c): the route of the path (and the node id of
  * /v1/nodes/{id}), the query of the route as serve_v1() checks it (allowed
  * names, value caps, ?index=&wait=), the /v1/history filters and cursor,
  * the replication reads' after= and limit=, and If-None-Match.
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "httpparse.h"
+#include "serve/httpparse.h"
 #include "mst/macro.h"
 #include "mst/time.h"
 

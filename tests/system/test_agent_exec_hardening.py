@@ -1,5 +1,5 @@
 """What an exec check runs with, and what it cannot do to the agent
-(agentd/probe_exec.c; docs/runbook.md, "How exec checks run"):
+(agentd/probe/exec.c; docs/runbook.md, "How exec checks run"):
 
 - a clean environment: PATH and LANG fixed, plus the agent's MUSTER_*
   variables, and nothing else of the agent's;

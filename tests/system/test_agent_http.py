@@ -1,4 +1,4 @@
-"""The agent's http checks, built in (agentd/probe_http.c): what goes on the
+"""The agent's http checks, built in (agentd/probe/http.c): what goes on the
 wire and how every kind of answer is judged, against raw-socket servers that
 answer exactly as each test needs, plus a real TLS server.
 

@@ -1,4 +1,4 @@
-/* Unit tests for aggregatord/model.c and aggregatord/view.c: node and cluster
+/* Unit tests for aggregatord/model/model.c and aggregatord/serve/view.c: node and cluster
  * verdicts derived from component states (including silence and missing
  * expected masters), the reasons and root causes users read, and the views:
  * the JSON bodies, index semantics (unchanged bytes keep their index), the
@@ -11,9 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model.h"
+#include "model/model.h"
 #include "mst/macro.h"
-#include "view.h"
+#include "serve/view.h"
 
 #define T0            (1700000000ULL * USEC_PER_SEC) /* some realtime */
 #define STALE         (30 * USEC_PER_SEC)

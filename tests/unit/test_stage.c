@@ -1,5 +1,5 @@
-/* Unit tests for the stage engine (aggregatord/stage.c) and the root causes
- * across the dependency graph (aggregatord/cause.c), through the live model:
+/* Unit tests for the stage engine (aggregatord/model/stage.c) and the root causes
+ * across the dependency graph (aggregatord/model/cause.c), through the live model:
  * profiles are loaded from files like the daemons load them, nodes report
  * component states, aggr_model_evaluate() runs at chosen times. Covered:
  * "after" defaults and cycles, requires conditions (any, @quorum, @all),
@@ -12,12 +12,12 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "model.h"
+#include "model/model.h"
 #include "mst/diag.h"
 #include "mst/macro.h"
-#include "stage.h"
+#include "model/stage.h"
 #include "unit-helpers.h"
-#include "view.h"
+#include "serve/view.h"
 
 #define T0  (1700000000ULL * USEC_PER_SEC)
 #define SEC USEC_PER_SEC

@@ -1,4 +1,4 @@
-/* Unit tests for agentd/systemd_map.c: the systemd mapping, one table row
+/* Unit tests for agentd/probe/systemd_map.c: the systemd mapping, one table row
  * per unit situation as systemd 252 reports it (the property values are
  * those seen on a real user manager), and DC/OS's Description split.
  *
@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 
 #include "mst/macro.h"
-#include "systemd_map.c"
+#include "probe/systemd_map.c"
 
 struct map_case {
   const char *load, *active, *sub, *result;

@@ -11,7 +11,7 @@
 #include "mst/profile.h"
 #include "mst/state.h"
 #include "mst/verdict.h"
-#include "stage.h"
+#include "model/stage.h"
 
 struct aggr_conn;
 

@@ -35,8 +35,8 @@
 
 #include "aggr.h"
 #include "election.h"
-#include "envelope.h"
-#include "metrics.h"
+#include "ingest/envelope.h"
+#include "serve/metrics.h"
 #include "mst/auth.h"
 #include "mst/net.h"
 #include "mst/frame.h"
@@ -44,7 +44,7 @@
 #include "mst/log.h"
 #include "mst/time.h"
 #include "mst/tls.h"
-#include "writer.h"
+#include "ingest/writer.h"
 
 #define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
 #define CONN_LINGER_USEC         (1 * USEC_PER_SEC)

@@ -45,7 +45,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
-#include "view.h"
+#include "serve/view.h"
 
 /* The maximum ',"index":18446744073709551615}' takes 30 bytes. */
 #define INDEX_SUFFIX_MAX 32

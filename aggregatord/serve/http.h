@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "view.h"
+#include "serve/view.h"
 
 struct aggr_http;
 

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "demand.h"
-#include "metrics.h"
-#include "model.h"
+#include "serve/demand.h"
+#include "serve/metrics.h"
+#include "model/model.h"
 #include "mst/macro.h"
 #include "mst/time.h"
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
+#include "ingest/envelope.h"
 #include "mst/frame.h"
 #include "mst/macro.h"
 #include "mst/state.h"

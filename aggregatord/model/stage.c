@@ -35,9 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "model/model.h"
 #include "mst/macro.h"
-#include "stage.h"
+#include "model/stage.h"
 
 /* Rounds of an evaluation: chains of requires are short; this only bounds a
  * profile set that keeps unblocking itself. */

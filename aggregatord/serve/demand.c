@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <time.h>
 
-#include "demand.h"
+#include "serve/demand.h"
 #include "mst/macro.h"
 #include "mst/time.h"
 

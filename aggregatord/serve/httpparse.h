@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "history.h"
+#include "serve/history.h"
 
 #define AGGR_HTTP_NODES_PREFIX "/v1/nodes/"
 

@@ -1,7 +1,7 @@
 /* The embedded dashboard: a lookup in the generated table. */
 #include <string.h>
 
-#include "dashboard.h"
+#include "serve/dashboard.h"
 
 int aggr_dashboard_find(const char *path, const char **ret_type, const unsigned char **ret_data,
                         size_t *ret_len) {

@@ -37,7 +37,7 @@
 #include <sys/wait.h>
 
 #include "mst/macro.h"
-#include "systemd_map.h"
+#include "probe/systemd_map.h"
 
 /* A bounded string builder: appends while there is room, cuts otherwise. */
 struct text_buf {

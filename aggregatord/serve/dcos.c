@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dcos.h"
-#include "demand.h"
-#include "model.h"
+#include "serve/dcos.h"
+#include "serve/demand.h"
+#include "model/model.h"
 #include "mst/profile.h"
 #include "mst/time.h"
 

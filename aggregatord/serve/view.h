@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
+#include "model/model.h"
 
 /* One rendered resource. Shared between consecutive views; its refcount is
  * touched only by the loop thread, which is the only one that creates and

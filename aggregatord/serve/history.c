@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "history.h"
+#include "serve/history.h"
 #include "mst/log.h"
 #include "mst/store.h"
 #include "mst/time.h"

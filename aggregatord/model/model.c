@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cause.h"
-#include "model.h"
+#include "model/cause.h"
+#include "model/model.h"
 #include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/macro.h"

@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cause.h"
-#include "model.h"
+#include "model/cause.h"
+#include "model/model.h"
 #include "mst/macro.h"
-#include "stage.h"
+#include "model/stage.h"
 
 struct set {
   size_t *v;

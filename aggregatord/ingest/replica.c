@@ -30,8 +30,8 @@
 #include "mst/macro.h"
 #include "mst/state.h"
 #include "mst/verdict.h"
-#include "replica.h"
-#include "writer.h"
+#include "ingest/replica.h"
+#include "ingest/writer.h"
 
 #define REPLICA_PAGE      2000
 #define REPLICA_IDLE_MSEC 500

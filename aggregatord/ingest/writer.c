@@ -39,12 +39,12 @@
 #include <unistd.h>
 
 #include "election.h"
-#include "metrics.h"
+#include "serve/metrics.h"
 #include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/store.h"
 #include "mst/time.h"
-#include "writer.h"
+#include "ingest/writer.h"
 
 /* Rows per transaction at most (a CHANGES job counts its rows, and is never
  * split). */

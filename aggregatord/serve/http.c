@@ -46,12 +46,12 @@
 #include <unistd.h>
 
 #include "aggr.h"
-#include "dashboard.h"
-#include "dcos.h"
-#include "history.h"
-#include "http.h"
-#include "httpparse.h"
-#include "metrics.h"
+#include "serve/dashboard.h"
+#include "serve/dcos.h"
+#include "serve/history.h"
+#include "serve/http.h"
+#include "serve/httpparse.h"
+#include "serve/metrics.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"

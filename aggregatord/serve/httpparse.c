@@ -8,7 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "httpparse.h"
+#include "serve/httpparse.h"
 #include "mst/duration.h"
 #include "mst/macro.h"
 #include "mst/time.h"
