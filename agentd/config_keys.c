@@ -6,7 +6,7 @@
 #include "mst/macro.h"
 
 #define KEY(sec, name, type, field, lo, hi, dflt)                                                  \
-  { sec, name, type, offsetof(struct agent_config, field), lo, hi, dflt }
+  { sec, name, type, offsetof(struct agent_config, field), lo, hi, dflt, NULL }
 
 const struct mst_conf_key agent_config_keys[] = {
     KEY("agent", "node_id", MST_CONF_STRING, node_id, 0, 0, NULL),

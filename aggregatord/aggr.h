@@ -1,13 +1,47 @@
-/* The aggregator daemon's shared state: its configuration, the sd-event loop
- * that owns the live model and the agent streams, the SQLite writer thread,
- * the published views and the HTTP server. Everything here belongs to the
- * loop thread unless a field says otherwise. */
+/* The aggregator daemon's shared state: its configuration and what the
+ * loop thread owns. Everything here belongs to the loop thread unless a
+ * field says otherwise.
+ *
+ * DESIGN. One sd-event loop thread owns every mutable thing: the live model,
+ * the agent streams, the spool table and the timers. Every other thread has
+ * exactly one door to it, and none of them ever reads the loop's data:
+ *
+ *   thread                 door to the loop
+ *   ---------------------  -------------------------------------------------
+ *   loop (main)            (owns the state; never waits on SQLite, ZooKeeper
+ *                          or HTTP)
+ *   muster-writer          ingest/writer.c: takes jobs from a queue the loop
+ *                          fills; reports commits on a result queue and an
+ *                          eventfd that ingest/committed.c reads on the loop
+ *   muster-ckpt            ingest/writer.c: talks to the writer thread only
+ *                          (WAL checkpoints on its own connection)
+ *   muster-replica         ingest/replica.c (followers): copies the leader's
+ *                          history into writer jobs; the loop learns of them
+ *                          through the writer's commits. The loop tells it
+ *                          whom to follow (aggr_replica_follow, a mutex)
+ *   libmicrohttpd's pool   serve/view.h: reads only immutable published
+ *                          views (refcounted, swapped by the loop at each
+ *                          publish, publish.c), history from SQLite on its
+ *                          own read-only connections (serve/history.c), and
+ *                          atomic counters (serve/metrics.h). The loop wakes
+ *                          parked blocking reads (aggr_http_wake)
+ *   ZooKeeper's threads    election.c: each watcher or completion copies its
+ *                          event into a queue under a mutex and writes an
+ *                          eventfd; the loop runs the state machine
+ *
+ * The data path: a probe result on a node becomes a change in the agent's
+ * spool, a frame on its stream (ingest/conn.c, ingest/envelope.c), a
+ * change applied to the model (model/model.c) and a job for the writer;
+ * once committed, an Ack to the agent; at the next publish (publish.c) an
+ * evaluation (model/evaluate.c, stage.c, cause.c) and a new view that HTTP
+ * serves (serve/). docs/internals.md says more. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "ingest/spools.h"
 #include "model/model.h"
 #include "mst/profile.h"
 
@@ -18,6 +52,12 @@ struct aggr_conn;
 struct aggr_election;
 struct aggr_replica;
 struct mst_tls_creds;
+
+/* [aggregator] synchronous: SQLite's synchronous setting for the history. */
+enum aggr_synchronous {
+  AGGR_SYNCHRONOUS_FULL, /* an fsync at every commit: nothing acknowledged is lost on power loss */
+  AGGR_SYNCHRONOUS_NORMAL, /* WAL without fsync per commit: survives a crash, not a power cut */
+};
 
 struct aggr_config {
   char *id;
@@ -34,7 +74,7 @@ struct aggr_config {
   char *token_file;
   uint64_t max_frame;
   uint64_t http_threads;
-  char *synchronous; /* "full" or "normal" */
+  int synchronous; /* enum aggr_synchronous */
   uint64_t hello_timeout_usec;
   uint64_t max_connections;
   uint64_t max_connections_per_address;
@@ -51,27 +91,6 @@ struct aggr_config {
   char *zk_hosts;
   uint64_t zk_session_timeout_usec;
   int log_level;
-};
-
-/* What the aggregator holds for one (node, spool id): everything up to
- * held_seq is committed; received_seq is the highest seq handed to the
- * writer. Never freed while the daemon runs, so writer completions can refer
- * to it by pointer. */
-struct aggr_spool {
-  char *node_id;
-  char *spool_id;
-  uint64_t held_seq;
-  uint64_t received_seq;
-  struct aggr_conn *conn;  /* the stream currently feeding it, or NULL */
-  struct aggr_spool *next; /* in its hash bucket */
-};
-
-/* Every spool record, hashed by (node id, spool id): a Hello or a warm-copy
- * commit finds its record in O(1) with 10,000 nodes as with 10. */
-struct aggr_spools {
-  struct aggr_spool **buckets;
-  size_t n_buckets; /* a power of two, or 0 */
-  size_t n;
 };
 
 struct aggr {
@@ -108,7 +127,7 @@ struct aggr {
   struct aggr_addr_count **addr_counts; /* streams per peer address (conn.c) */
   struct aggr_conn *conns;              /* doubly linked */
   size_t n_conns;
-  struct aggr_spools spools;
+  struct aggr_spools spools; /* ingest/spools.h */
 
   uint64_t epoch;      /* of the current leadership term */
   bool leading;        /* this aggregator is the leader */
@@ -116,18 +135,3 @@ struct aggr {
   bool ready;
   bool check_evaluate; /* MUSTER_CHECK_EVALUATE=1: aggr_model_check() after each evaluation */
 };
-
-/* Asks for the model to be evaluated and a view published: at once (spaced
- * by a few ms under load) when urgent, else within a second. Loop thread. */
-void aggr_request_publish(struct aggr *a, bool urgent);
-
-/* Finds or creates the spool record for (node, spool id). Loop thread. */
-struct aggr_spool *aggr_spool_get(struct aggr *a, const char *node_id, const char *spool_id);
-
-/* conn.c: the agent stream listener and connections. Loop thread. */
-int aggr_stream_listen(struct aggr *a);
-void aggr_stream_close_all(struct aggr *a);
-/* Closes every agent stream but keeps listening (on losing leadership). */
-void aggr_stream_close_conns(struct aggr *a);
-/* Called by the loop when the writer committed a spool up to seq (or failed). */
-void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq, bool ok);

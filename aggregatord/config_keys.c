@@ -6,7 +6,13 @@
 #include "mst/macro.h"
 
 #define KEY(sec, name, type, field, min, max, dflt)                                                \
-  { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt }
+  { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt, NULL }
+
+#define ENUM_KEY(sec, name, field, names, dflt)                                                    \
+  { sec, name, MST_CONF_ENUM, offsetof(struct aggr_config, field), 0, 0, dflt, names }
+
+/* In the order of enum aggr_synchronous. */
+static const char *const synchronous_names[] = {"full", "normal", NULL};
 
 const struct mst_conf_key aggr_config_keys[] = {
     KEY("aggregator", "id", MST_CONF_STRING, id, 0, 0, NULL),
@@ -25,7 +31,7 @@ const struct mst_conf_key aggr_config_keys[] = {
     KEY("aggregator", "token_file", MST_CONF_STRING, token_file, 0, 0, NULL),
     KEY("aggregator", "max_frame", MST_CONF_SIZE, max_frame, 1024, 64 * 1024 * 1024, "1MiB"),
     KEY("aggregator", "http_threads", MST_CONF_UINT, http_threads, 1, 64, "2"),
-    KEY("aggregator", "synchronous", MST_CONF_STRING, synchronous, 0, 0, "full"),
+    ENUM_KEY("aggregator", "synchronous", synchronous, synchronous_names, "full"),
     KEY("aggregator", "hello_timeout", MST_CONF_DURATION, hello_timeout_usec, 100 * USEC_PER_MSEC,
         600 * USEC_PER_SEC, "10s"),
     KEY("aggregator", "max_connections", MST_CONF_UINT, max_connections, 1, 1000000, "20000"),

@@ -533,6 +533,16 @@ static int parse_bool(const char *s) {
   return -EINVAL;
 }
 
+/* "invalid value 'x' (full, normal)": the values an ENUM key takes. */
+static void enum_expected(const struct mst_conf_key *k, const char *value, char *err,
+                          size_t errsize) {
+  size_t n = (size_t)snprintf(err, errsize, "invalid value '%s' (", value);
+  for (int i = 0; k->names && k->names[i] && n < errsize; i++)
+    n += (size_t)snprintf(err + n, errsize - n, "%s%s", i ? ", " : "", k->names[i]);
+  if (n < errsize)
+    snprintf(err + n, errsize - n, ")");
+}
+
 int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *target, char *err,
                          size_t errsize) {
   void *field = (char *)target + k->offset;
@@ -573,6 +583,15 @@ int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *
     }
     *(int *)field = r;
     return 0;
+
+  case MST_CONF_ENUM:
+    for (int i = 0; k->names && k->names[i]; i++)
+      if (strcasecmp(value, k->names[i]) == 0) {
+        *(int *)field = i;
+        return 0;
+      }
+    enum_expected(k, value, err, errsize);
+    return -EINVAL;
 
   case MST_CONF_UINT:
     r = parse_uint(value, &v);

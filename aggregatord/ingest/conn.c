@@ -34,6 +34,8 @@
 #include <unistd.h>
 
 #include "aggr.h"
+#include "ingest/conn.h"
+#include "publish.h"
 #include "election.h"
 #include "ingest/envelope.h"
 #include "serve/metrics.h"
@@ -384,7 +386,7 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   }
 
   node = aggr_model_get(&a->model, h->node_id);
-  spool = node ? aggr_spool_get(a, h->node_id, h->spool_id) : NULL;
+  spool = node ? aggr_spools_get(&a->spools, h->node_id, h->spool_id) : NULL;
   if (!node || !spool) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
     return -1;

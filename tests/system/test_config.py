@@ -143,3 +143,35 @@ def test_broken_profile_reports_file_and_line(env, daemon, check_only):
     assert rc != 0, f"{daemon} accepted a broken profile; stderr:\n{err}"
     assert f"{prof}:6:" in err, f"no '{prof}:6:' (unknown check kind) in stderr:\n{err}"
     assert f"{prof}:11:" in err, f"no '{prof}:11:' (bad interval) in stderr:\n{err}"
+
+
+def test_aggregator_checks_after_parsing_name_their_line(env):
+    """The checks that need several keys or other files (addresses, the
+    synchronous setting, the token file, advertised addresses with ZooKeeper)
+    point at the line of the key that set the value, never at line 0."""
+    good_profiles(env)
+    path = env.write("aggr-lines.ini", "\n".join([
+        "[aggregator]",                                          # 1
+        "id = a1",                                               # 2
+        "listen_stream = nowhere",                               # 3
+        "listen_http = 127.0.0.1:not-a-port",                    # 4
+        f"database = {env.path('lines.db')}",                    # 5
+        f"profiles = {env.profiles}",                            # 6
+        "synchronous = sometimes",                               # 7
+        f"token_file = {env.path('no-such-token')}",             # 8
+        "advertise_http = 0.0.0.0:7611",                         # 9
+        "[zookeeper]",                                           # 10
+        "hosts = 127.0.0.1:1",                                   # 11
+        ""]))
+    rc, out, err, _ = run_to_completion(
+        [mh.binary("muster-aggregatord"), "--config", path, "--check-config"], timeout=5)
+    assert rc != 0, f"a broken config was accepted; stderr:\n{err}"
+    expected = {3: "listen_stream 'nowhere'", 4: "listen_http '127.0.0.1:not-a-port'",
+                7: "invalid value 'sometimes' (full, normal)", 8: "token_file",
+                9: "advertise_http '0.0.0.0:7611'"}
+    for line, text in expected.items():
+        assert any(l.startswith(f"{path}:{line}:") and text in l for l in err.splitlines()), \
+            f"no '{path}:{line}: ...{text}...' in stderr:\n{err}"
+    for l in err.splitlines():
+        if "error" in l.lower() or path in l:
+            assert not l.split(path, 1)[-1].startswith(": "), f"an error without its line: {l}"

@@ -40,17 +40,17 @@ struct test_config {
 #define SEC 1000000ULL
 
 static const struct mst_conf_key table[] = {
-    {"agent", "name", MST_CONF_STRING, offsetof(struct test_config, name), 0, 0, NULL},
-    {"agent", "listen", MST_CONF_STRING, offsetof(struct test_config, listen), 0, 0,
-     "0.0.0.0:7610"},
-    {"agent", "count", MST_CONF_UINT, offsetof(struct test_config, count), 1, 10, "5"},
+    {"agent", "name", MST_CONF_STRING, offsetof(struct test_config, name), 0, 0, NULL, NULL},
+    {"agent", "listen", MST_CONF_STRING, offsetof(struct test_config, listen), 0, 0, "0.0.0.0:7610",
+     NULL},
+    {"agent", "count", MST_CONF_UINT, offsetof(struct test_config, count), 1, 10, "5", NULL},
     {"agent", "heartbeat", MST_CONF_DURATION, offsetof(struct test_config, heartbeat), 100 * MS,
-     3600 * SEC, "5s"},
+     3600 * SEC, "5s", NULL},
     {"agent", "max_frame", MST_CONF_SIZE, offsetof(struct test_config, max_frame), 1024, 16 << 20,
-     "1MiB"},
-    {"agent", "anything", MST_CONF_UINT, offsetof(struct test_config, anything), 0, 0, NULL},
-    {"agent", "tls", MST_CONF_BOOL, offsetof(struct test_config, tls), 0, 0, "no"},
-    {"log", "level", MST_CONF_LOGLEVEL, offsetof(struct test_config, level), 0, 0, "info"},
+     "1MiB", NULL},
+    {"agent", "anything", MST_CONF_UINT, offsetof(struct test_config, anything), 0, 0, NULL, NULL},
+    {"agent", "tls", MST_CONF_BOOL, offsetof(struct test_config, tls), 0, 0, "no", NULL},
+    {"log", "level", MST_CONF_LOGLEVEL, offsetof(struct test_config, level), 0, 0, "info", NULL},
 };
 
 struct loaded {
@@ -295,7 +295,7 @@ Test(config, missing_file) {
 
 Test(config, bad_default_is_reported) {
   static const struct mst_conf_key bad[] = {
-      {"x", "d", MST_CONF_DURATION, offsetof(struct test_config, heartbeat), 0, 0, "5"},
+      {"x", "d", MST_CONF_DURATION, offsetof(struct test_config, heartbeat), 0, 0, "5", NULL},
   };
   struct mst_diag diag = {0};
   struct test_config cfg = {0};
@@ -379,6 +379,33 @@ Test(config, parse_value) {
                    : c->type == MST_CONF_LOGLEVEL ? (uint64_t)target.level
                                                   : target.u;
     cr_assert_eq(got, c->want, "case %zu '%s': got %llu", i, c->in, (unsigned long long)got);
+  }
+}
+
+/* An ENUM key takes one of its names, in any case, as that name's index;
+ * anything else is refused with the names listed, and nothing is written. */
+Test(config, enum_values) {
+  static const char *const names[] = {"full", "normal", NULL};
+  static const struct {
+    const char *in;
+    int ret, want;
+  } cases[] = {
+      {"full", 0, 0},       {"normal", 0, 1},          {"NORMAL", 0, 1},
+      {"", -EINVAL, 0},     {"sometimes", -EINVAL, 0}, {"full ", -EINVAL, 0},
+      {"norm", -EINVAL, 0},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+    int target = 42;
+    struct mst_conf_key k = {.section = "s", .name = "k", .type = MST_CONF_ENUM, .names = names};
+    char err[256] = "";
+    int r = mst_conf_parse_value(&k, cases[i].in, &target, err, sizeof(err));
+    cr_assert_eq(r, cases[i].ret, "case '%s': ret %d", cases[i].in, r);
+    if (r < 0) {
+      cr_assert(strstr(err, "(full, normal)"), "case '%s': names listed: %s", cases[i].in, err);
+      cr_assert_eq(target, 42, "case '%s': no write", cases[i].in);
+    } else {
+      cr_assert_eq(target, cases[i].want, "case '%s': got %d", cases[i].in, target);
+    }
   }
 }
 

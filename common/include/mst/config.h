@@ -22,6 +22,7 @@ enum mst_conf_type {
   MST_CONF_SIZE,     /* uint64_t bytes: "1048576", "512KiB", "1MiB", "1GiB" */
   MST_CONF_BOOL,     /* bool: yes/no, true/false, on/off, 1/0 */
   MST_CONF_LOGLEVEL, /* int: err, warning, notice, info, debug */
+  MST_CONF_ENUM,     /* int: the index in names[] of the value (case-insensitive) */
 };
 
 struct mst_conf_key {
@@ -32,6 +33,7 @@ struct mst_conf_key {
   uint64_t min;  /* bounds for UINT/DURATION/SIZE; 0,0 means unbounded */
   uint64_t max;
   const char *dflt; /* default, written as in a file; NULL leaves it zero */
+  const char *const *names; /* ENUM: the values allowed, NULL-terminated */
 };
 
 /* Sets every default, then reads path (when non-NULL) into target. Returns 0;

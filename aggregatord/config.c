@@ -1,0 +1,143 @@
+/* The aggregator's configuration (config.h). The table in config_keys.c
+ * checks each key alone; what is checked here needs several keys, the
+ * network or other files. Errors found after the file was parsed are
+ * reported at the line of the key that set the value, so every message
+ * reads path:line. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aggr.h"
+#include "config.h"
+#include "config_keys.h"
+#include "mst/auth.h"
+#include "mst/config.h"
+#include "mst/diag.h"
+#include "mst/net.h"
+#include "mst/profile.h"
+#include "mst/tls.h"
+#include "serve/http.h"
+
+int aggr_config_stream_tls(const char *path, const struct aggr_config *cfg,
+                           struct mst_tls_creds **ret, struct mst_diag *diag) {
+  const struct mst_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+  return mst_tls_creds_load_config(path, &files, ret, diag);
+}
+
+/* The line of [section] key in path; for a key left at its default, the line
+ * of the key that made the default matter (fallback_key), if set. */
+static unsigned key_line(const char *path, const char *section, const char *key,
+                         const char *fallback_section, const char *fallback_key) {
+  unsigned line = mst_conf_key_line(path, section, key);
+  if (line == 0 && fallback_key)
+    line = mst_conf_key_line(path, fallback_section, fallback_key);
+  return line;
+}
+
+/* listen_stream, listen_http: IPv4 host:port. */
+static void check_listen(const char *path, const char *key, const char *value,
+                         struct mst_diag *diag) {
+  struct sockaddr_in sin;
+  if (mst_parse_host_port(value, &sin) < 0)
+    mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", key),
+                 "[aggregator] %s '%s' is not an IPv4 host:port", key, value);
+}
+
+/* With ZooKeeper, redirects name the advertised addresses: others must be
+ * able to reach them. */
+static void check_advertised(const char *path, const char *key, const char *value,
+                             struct mst_diag *diag) {
+  struct sockaddr_in sin;
+  if (mst_parse_host_port(value, &sin) == 0 && sin.sin_addr.s_addr != htonl(INADDR_ANY))
+    return;
+  /* Defaulted from listen_*: point at that key, or at [zookeeper] hosts. */
+  const char *listen_key = strcmp(key, "advertise_stream") == 0 ? "listen_stream" : "listen_http";
+  unsigned line = key_line(path, "aggregator", key, "aggregator", listen_key);
+  if (line == 0)
+    line = mst_conf_key_line(path, "zookeeper", "hosts");
+  mst_diag_add(diag, path, line,
+               "[aggregator] %s '%s' must be an address other aggregators and agents can reach "
+               "(with [zookeeper] hosts set, redirects name it)",
+               key, value);
+}
+
+static int default_string(char **field, const char *value) {
+  if (*field)
+    return 0;
+  *field = strdup(value);
+  return *field ? 0 : -ENOMEM;
+}
+
+/* The checks that follow a parsed file. */
+static void check_loaded(struct aggr *a, const char *path, struct mst_diag *diag) {
+  struct aggr_config *cfg = &a->cfg;
+  int r;
+
+  if (default_string(&cfg->advertise_stream, cfg->listen_stream) < 0 ||
+      default_string(&cfg->advertise_http, cfg->listen_http) < 0) {
+    mst_diag_add(diag, path, 0, "out of memory");
+    return;
+  }
+  if (!cfg->id) {
+    char host[256] = "aggregator";
+    (void)gethostname(host, sizeof(host) - 1);
+    if (default_string(&cfg->id, host) < 0) {
+      mst_diag_add(diag, path, 0, "out of memory");
+      return;
+    }
+  }
+  check_listen(path, "listen_stream", cfg->listen_stream, diag);
+  check_listen(path, "listen_http", cfg->listen_http, diag);
+  if (cfg->zk_hosts) {
+    check_advertised(path, "advertise_stream", cfg->advertise_stream, diag);
+    check_advertised(path, "advertise_http", cfg->advertise_http, diag);
+  }
+
+  /* The profiles report their own files' lines. */
+  r = mst_profile_set_load(cfg->profiles, &a->profiles, diag);
+  if (r >= 0 && cfg->token_file) {
+    r = mst_token_read(cfg->token_file, &a->token);
+    if (r < 0)
+      mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", "token_file"),
+                   "[aggregator] token_file: cannot use %s: %s%s", cfg->token_file, strerror(-r),
+                   r == -EPERM ? " (it must be readable by its owner only)" : "");
+  }
+
+  unsigned require_line = mst_conf_key_line(path, "tls", "require_client_cert");
+  if (cfg->tls_require_client_cert && !cfg->tls_ca)
+    mst_diag_add(diag, path, require_line,
+                 "[tls] require_client_cert needs ca, the CA that signs the agents' "
+                 "certificates");
+  if (cfg->tls_cert || cfg->tls_key)
+    (void)aggr_config_stream_tls(path, cfg, &a->tls_creds, diag);
+  else if (cfg->tls_require_client_cert)
+    mst_diag_add(diag, path, require_line,
+                 "[tls] require_client_cert needs cert and key: TLS is off without them");
+  aggr_http_config_check(path, cfg, diag);
+}
+
+int aggr_config_load(struct aggr *a, const char *path) {
+  struct mst_diag diag = {0};
+  int r = mst_conf_load(path, aggr_config_keys, aggr_config_keys_count, &a->cfg, &diag);
+
+  /* A file that parsed with bad values is checked further too: the operator
+   * sees every problem at once. */
+  if (r >= 0 || r == -EINVAL)
+    check_loaded(a, path, &diag);
+  if (diag.n > 0) {
+    mst_diag_print(&diag);
+    r = -EINVAL;
+  }
+  mst_diag_done(&diag);
+  return r;
+}
+
+void aggr_config_done(struct aggr *a) {
+  mst_profile_set_free(TAKE_PTR(a->profiles));
+  free(TAKE_PTR(a->token));
+  mst_tls_creds_unref(TAKE_PTR(a->tls_creds));
+  mst_conf_free(aggr_config_keys, aggr_config_keys_count, &a->cfg);
+}

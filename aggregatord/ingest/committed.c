@@ -1,0 +1,29 @@
+/* The writer's completions on the loop (committed.h). */
+#include "aggr.h"
+#include "ingest/committed.h"
+#include "ingest/conn.h"
+#include "ingest/writer.h"
+#include "mst/log.h"
+
+static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+  struct aggr *a = userdata;
+  size_t n = 0;
+  struct aggr_commit *done = aggr_writer_collect(a->writer, &n);
+  for (size_t i = 0; i < n; i++) {
+    if (done[i].spool) {
+      aggr_conn_committed(a, done[i].spool, done[i].seq, done[i].ok);
+      continue;
+    }
+    /* Copied from the leader: what this aggregator holds grew. */
+    if (done[i].ok && done[i].node_id && done[i].spool_id &&
+        aggr_spools_copied(&a->spools, done[i].node_id, done[i].spool_id, done[i].seq) < 0)
+      log_error("out of memory recording a copied commit of %s, ignoring", done[i].node_id);
+  }
+  aggr_commits_free(done, n);
+  return 0;
+}
+
+int aggr_committed_watch(struct aggr *a) {
+  return sd_event_add_io(a->event, &a->writer_source, aggr_writer_fd(a->writer), EPOLLIN,
+                         writer_done, a);
+}

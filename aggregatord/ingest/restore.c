@@ -1,0 +1,104 @@
+/* Reading the history database back at start (restore.h). Nodes known from
+ * an earlier run show as silent since their last contact until their agents
+ * return; spools resume at what was committed. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ingest/restore.h"
+#include "ingest/spools.h"
+#include "model/model.h"
+#include "mst/log.h"
+#include "mst/macro.h"
+#include "mst/store.h"
+#include "mst/time.h"
+
+int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *model,
+                 uint64_t *ret_epoch) {
+  _cleanup_stmt_ sqlite3_stmt *st = NULL;
+  uint64_t epoch = 1;
+  char buf[32];
+  int rc;
+
+  rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'epoch'", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    epoch = strtoull((const char *)sqlite3_column_text(st, 0), NULL, 10) + 1;
+  sqlite3_finalize(TAKE_PTR(st));
+  snprintf(buf, sizeof(buf), "%llu", (unsigned long long)epoch);
+  rc = sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", -1,
+                          &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  sqlite3_bind_text(st, 1, buf, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  rc = sqlite3_prepare_v2(db, "SELECT node_id, spool_id, held_seq FROM spools", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct aggr_spool *sp = aggr_spools_get(spools, (const char *)sqlite3_column_text(st, 0),
+                                            (const char *)sqlite3_column_text(st, 1));
+    if (!sp)
+      return -ENOMEM;
+    sp->held_seq = sp->received_seq = (uint64_t)sqlite3_column_int64(st, 2);
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  /* Known nodes show as silent since their last contact until they return. */
+  rc = sqlite3_prepare_v2(
+      db, "SELECT node_id, role, hostname, first_seen_ms, last_seen_ms FROM nodes", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct aggr_node *n = aggr_model_get(model, (const char *)sqlite3_column_text(st, 0));
+    if (!n)
+      return -ENOMEM;
+    free(n->role);
+    n->role = strdup((const char *)sqlite3_column_text(st, 1));
+    free(n->hostname);
+    n->hostname = strdup((const char *)sqlite3_column_text(st, 2));
+    n->first_seen_usec = (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC;
+    n->last_seen_usec = (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC;
+    n->reported = true;
+    n->dirty = true;
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  /* Stage completions, oldest first: the durations the estimates learn
+   * from, and the stages each node's latest boot already reached. */
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT c.node_id, c.role, c.boot_id, coalesce(b.boot_time_ms, 0),"
+                          " c.stage, c.reached_ms, c.duration_ms FROM stage_completions c"
+                          " LEFT JOIN boots b USING (node_id, boot_id) ORDER BY c.reached_ms",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int64_t boot_ms = sqlite3_column_int64(st, 3), reached_ms = sqlite3_column_int64(st, 5),
+            duration_ms = sqlite3_column_int64(st, 6);
+    if (aggr_stage_restore(
+            model, (const char *)sqlite3_column_text(st, 0),
+            (const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
+            (uint64_t)MST_MAX(boot_ms, 0) * USEC_PER_MSEC, (const char *)sqlite3_column_text(st, 4),
+            (uint64_t)MST_MAX(reached_ms, 0) * USEC_PER_MSEC,
+            (uint64_t)MST_MAX(duration_ms, 0) * USEC_PER_MSEC) < 0)
+      return -ENOMEM;
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  *ret_epoch = epoch;
+  return 0;
+
+fail:
+  log_error("cannot read the history database: %s", sqlite3_errmsg(db));
+  return -EIO;
+}

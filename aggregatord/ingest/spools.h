@@ -1,0 +1,47 @@
+/* The spool table: what the aggregator holds of each agent's spool.
+ *
+ * An agent's changes are numbered by (node id, spool id, seq). For each
+ * spool the table keeps the highest seq committed to the history (held_seq:
+ * what a Welcome tells the agent and what an Ack may cover) and the highest
+ * seq handed to the writer (received_seq). The records are hashed by their
+ * pair, so a Hello or a warm-copy commit finds its record in O(1) with
+ * 10,000 nodes as with 10. Records are never freed while the daemon runs, so
+ * writer completions can name them by pointer. Loop thread only. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct aggr_conn;
+
+struct aggr_spool {
+  char *node_id;
+  char *spool_id;
+  uint64_t held_seq;
+  uint64_t received_seq;
+  struct aggr_conn *conn;  /* the stream currently feeding it, or NULL */
+  struct aggr_spool *next; /* in its hash bucket */
+};
+
+struct aggr_spools {
+  struct aggr_spool **buckets;
+  size_t n_buckets; /* a power of two, or 0 */
+  size_t n;
+};
+
+/* Finds or creates the record for (node id, spool id); NULL when out of
+ * memory. The table owns the record. */
+struct aggr_spool *aggr_spools_get(struct aggr_spools *t, const char *node_id,
+                                   const char *spool_id);
+
+/* What a follower copied from the leader is committed up to seq: the record
+ * holds at least that much from now on. Returns 0 or -ENOMEM. */
+int aggr_spools_copied(struct aggr_spools *t, const char *node_id, const char *spool_id,
+                       uint64_t seq);
+
+/* Forgets what was received but not committed (on losing leadership: the
+ * agents replay it to the next leader). */
+void aggr_spools_rewind(struct aggr_spools *t);
+
+/* Frees every record; the table is empty afterwards. */
+void aggr_spools_done(struct aggr_spools *t);
