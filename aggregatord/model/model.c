@@ -318,6 +318,12 @@ bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uin
 
 /* --- what the loop learns of a node ----------------------------------------- */
 
+/* Replaces the string *field with *copy, which it takes. */
+static void string_replace(char **field, char **copy) {
+  free(*field);
+  *field = TAKE_PTR(*copy);
+}
+
 int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
                            const struct aggr_hello_report *h, struct aggr_conn *conn,
                            uint64_t now_usec) {
@@ -332,19 +338,14 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   if ((new_role && !role_copy) || (new_boot && !boot_copy) || !hostname || !digest)
     return -ENOMEM;
 
-  if (new_role) {
-    free(n->role);
-    n->role = TAKE_PTR(role_copy);
-  }
+  if (new_role)
+    string_replace(&n->role, &role_copy);
   if (new_boot) {
-    free(n->boot_id);
-    n->boot_id = TAKE_PTR(boot_copy);
+    string_replace(&n->boot_id, &boot_copy);
     n->have_snapshot = false;
   }
-  free(n->hostname);
-  n->hostname = TAKE_PTR(hostname);
-  free(n->profile_digest);
-  n->profile_digest = TAKE_PTR(digest);
+  string_replace(&n->hostname, &hostname);
+  string_replace(&n->profile_digest, &digest);
   n->boot_time_usec = h->boot_time_usec;
   const struct mst_profile *p = m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
   n->profile_drift = !p || strcmp(n->profile_digest, p->digest) != 0;
@@ -416,16 +417,12 @@ void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uin
 
 int aggr_node_apply_restored(struct aggr_node *n, const char *role, const char *hostname,
                              uint64_t first_seen_usec, uint64_t last_seen_usec) {
-  char *role_copy = strdup(role ? role : ""), *hostname_copy = strdup(hostname ? hostname : "");
-  if (!role_copy || !hostname_copy) {
-    free(role_copy);
-    free(hostname_copy);
+  _cleanup_free_ char *role_copy = strdup(role ? role : "");
+  _cleanup_free_ char *hostname_copy = strdup(hostname ? hostname : "");
+  if (!role_copy || !hostname_copy)
     return -ENOMEM;
-  }
-  free(n->role);
-  n->role = role_copy;
-  free(n->hostname);
-  n->hostname = hostname_copy;
+  string_replace(&n->role, &role_copy);
+  string_replace(&n->hostname, &hostname_copy);
   n->first_seen_usec = first_seen_usec;
   n->last_seen_usec = last_seen_usec;
   n->reported = true;
