@@ -198,8 +198,9 @@ bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uin
 
 /* --- changes: what the loop learns of a node ----------------------------------
  *
- * Loop thread. Each call sets the node's fields and marks it dirty, so that
- * the next aggr_model_evaluate() derives it again. Strings are copied. */
+ * Loop thread. Each call sets the node's fields and marks it dirty (all but
+ * aggr_node_apply_seen(), see there), so that the next aggr_model_evaluate()
+ * derives it again. Strings are copied. */
 
 /* What a Hello says of the node (strings NULL for empty). */
 struct aggr_hello_report {
@@ -232,7 +233,7 @@ struct aggr_component_report {
 /* A change of one component in boot boot_id (NULL: the current one). A
  * change of another boot is history only and leaves the node alone (returns
  * 0). Returns 0, or -ENOMEM (then the component may be missing or its
- * output empty; the node is marked all the same). */
+ * output left out; the node is marked all the same). */
 int aggr_node_apply_change(struct aggr_node *n, const char *boot_id,
                            const struct aggr_component_report *r);
 
