@@ -101,6 +101,7 @@ struct aggr {
   sd_event *event;
   struct mst_profile_set *profiles;
   struct aggr_model model;
+  struct aggr_stage stage; /* the stage engine's state, next to the model it evaluates */
   struct aggr_views *views;
   struct aggr_http *http;
   struct aggr_writer *writer;

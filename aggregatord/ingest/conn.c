@@ -111,10 +111,6 @@ static const char *check_name(int k) {
   return n ? n : "unspecified";
 }
 
-static char *strdup_or_empty(const char *s) {
-  return strdup(s ? s : "");
-}
-
 static uint8_t *addr_key(const struct sockaddr_storage *ss, uint8_t key[17]) {
   memset(key, 0, 17);
   key[0] = (uint8_t)ss->ss_family;
@@ -195,9 +191,7 @@ static void conn_free(struct aggr_conn *c) {
     return;
   a = c->aggr;
   if (c->node && c->node->conn == c) {
-    c->node->conn = NULL;
-    c->node->last_seen_usec = mst_now_realtime_usec();
-    c->node->dirty = true;
+    aggr_node_apply_disconnect(c->node, c, mst_now_realtime_usec());
     aggr_request_publish(a, true);
   }
   if (c->spool && c->spool->conn == c)
@@ -400,28 +394,17 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     conn_free(spool->conn);
 
   /* Record who the node is. */
-  if (!node->role || strcmp(node->role, h->role) != 0) {
-    free(node->role);
-    node->role = strdup(h->role);
+  const struct aggr_hello_report hello = {
+      .role = h->role,
+      .hostname = h->hostname,
+      .boot_id = h->boot_id,
+      .boot_time_usec = h->boot_time_ms > 0 ? (uint64_t)h->boot_time_ms * USEC_PER_MSEC : 0,
+      .profile_digest = h->profile_digest,
+  };
+  if (aggr_model_apply_hello(&a->model, node, &hello, c, now) < 0) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+    return -1;
   }
-  free(node->hostname);
-  node->hostname = strdup_or_empty(h->hostname);
-  if (!node->boot_id || strcmp(node->boot_id, h->boot_id) != 0) {
-    free(node->boot_id);
-    node->boot_id = strdup_or_empty(h->boot_id);
-    /* A new boot: what was known of the components belongs to the old one. */
-    node->have_snapshot = false;
-  }
-  node->boot_time_usec = h->boot_time_ms > 0 ? (uint64_t)h->boot_time_ms * USEC_PER_MSEC : 0;
-  free(node->profile_digest);
-  node->profile_digest = strdup_or_empty(h->profile_digest);
-  node->profile_drift = strcmp(node->profile_digest, profile->digest) != 0;
-  if (!node->reported)
-    node->first_seen_usec = now;
-  node->reported = true;
-  node->last_seen_usec = now;
-  node->conn = c;
-  node->dirty = true;
   c->node = node;
   c->spool = spool;
   spool->conn = c;
@@ -471,18 +454,21 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   return 0;
 }
 
-static void component_apply(struct aggr_component *comp, int check, int state, int64_t since_ms,
-                            const char *output, unsigned health, unsigned rise, unsigned fall) {
-  comp->check = (enum mst_check_kind)check;
-  comp->state = (enum mst_state)state;
-  comp->since_usec = since_ms > 0 ? (uint64_t)since_ms * USEC_PER_MSEC : 0;
-  if (!comp->output || strcmp(comp->output, output ? output : "") != 0) {
-    free(comp->output);
-    comp->output = strdup_or_empty(output);
-  }
-  comp->health = health;
-  comp->rise = rise;
-  comp->fall = fall;
+/* What a Change or a Snapshot entry says of a component, for the model. */
+static struct aggr_component_report component_report(const char *name, int check, int state,
+                                                     int64_t since_ms, const char *output,
+                                                     unsigned health, unsigned rise,
+                                                     unsigned fall) {
+  return (struct aggr_component_report){
+      .name = name,
+      .check = (enum mst_check_kind)check,
+      .state = (enum mst_state)state,
+      .since_usec = since_ms > 0 ? (uint64_t)since_ms * USEC_PER_MSEC : 0,
+      .output = output ? output : "",
+      .health = health,
+      .rise = rise,
+      .fall = fall,
+  };
 }
 
 /* Whether a change of the batch is new: above what was received so far. The
@@ -560,15 +546,12 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
       row->rise = ch->rise;
       row->fall = ch->fall;
 
-      /* The live model follows at once; the Ack waits for the commit.
-       * Changes of an earlier boot are history only. */
-      if (!ch->boot_id || !c->node->boot_id || strcmp(ch->boot_id, c->node->boot_id) == 0) {
-        struct aggr_component *comp = aggr_node_get_component(c->node, ch->component);
-        if (comp)
-          component_apply(comp, ch->check, ch->to, ch->at_ms, ch->output, ch->health, ch->rise,
-                          ch->fall);
-        c->node->dirty = true;
-      }
+      /* The live model follows at once (a change of an earlier boot is
+       * history only); the Ack waits for the commit. Without memory the
+       * model misses this change: the next snapshot brings it back. */
+      const struct aggr_component_report cr = component_report(
+          ch->component, ch->check, ch->to, ch->at_ms, ch->output, ch->health, ch->rise, ch->fall);
+      (void)aggr_node_apply_change(c->node, ch->boot_id, &cr);
     }
     aggr_writer_submit(a->writer, j);
     aggr_request_publish(a, true);
@@ -581,36 +564,22 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
 }
 
 static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
-  struct aggr_node *node = c->node;
-  bool *keep;
-
-  /* Every entry was checked by aggr_envelope_check(). */
-  for (size_t i = 0; i < s->n_components; i++) {
-    const Muster__ComponentStatus *cs = s->components[i];
-    struct aggr_component *comp = aggr_node_get_component(node, cs->component);
-    if (!comp) {
-      conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
-      return -1;
-    }
-    component_apply(comp, cs->check, cs->state, cs->since_ms, cs->output, cs->health, cs->rise,
-                    cs->fall);
-  }
-  /* The snapshot is the truth: a component missing from it is gone. */
-  keep = calloc(node->n_components + 1, sizeof(bool));
-  if (!keep) {
+  /* Every entry was checked by aggr_envelope_check(). The snapshot is the
+   * truth: the model drops the components missing from it. */
+  _cleanup_free_ struct aggr_component_report *v = calloc(s->n_components + 1, sizeof(v[0]));
+  if (!v) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
     return -1;
   }
-  for (size_t i = 0; i < node->n_components; i++)
-    for (size_t k = 0; k < s->n_components; k++)
-      if (strcmp(node->components[i].name, s->components[k]->component) == 0) {
-        keep[i] = true;
-        break;
-      }
-  aggr_node_retain_components(node, keep);
-  free(keep);
-  node->have_snapshot = true;
-  node->dirty = true;
+  for (size_t i = 0; i < s->n_components; i++) {
+    const Muster__ComponentStatus *cs = s->components[i];
+    v[i] = component_report(cs->component, cs->check, cs->state, cs->since_ms, cs->output,
+                            cs->health, cs->rise, cs->fall);
+  }
+  if (aggr_node_apply_snapshot(c->node, v, s->n_components) < 0) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+    return -1;
+  }
   aggr_request_publish(c->aggr, true);
   return 0;
 }
@@ -632,7 +601,7 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
   struct aggr_reject rej;
 
   if (streaming && env->body_case != MUSTER__ENVELOPE__BODY_HELLO)
-    c->node->last_seen_usec = mst_now_realtime_usec();
+    aggr_node_apply_seen(c->node, mst_now_realtime_usec());
   if (aggr_envelope_check(env, streaming, &rej) < 0) {
     conn_reject(c, rej.code, "%s", rej.reason);
     return -1;

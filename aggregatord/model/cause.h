@@ -25,8 +25,10 @@
  * reaches no root is a root itself).
  *
  * Threads: the loop thread, on the live model, after aggr_stage_evaluate()
- * and after the model counted every node's components that are down and
- * failing (aggr_node.n_down, n_failing: nodes with none are not walked). */
+ * and after evaluation counted every node's components that are down and
+ * failing (aggr_node.n_down, n_failing: nodes with none are not walked).
+ * It reads the container (model.h) and the stage engine's graphs; it calls
+ * nothing of evaluation (evaluate.c drives it). */
 #pragma once
 
 #include <stdbool.h>

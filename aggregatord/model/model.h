@@ -1,7 +1,17 @@
-/* The aggregator's live cluster model. Owned and mutated only by the loop
+/* The aggregator's live cluster model: the container. It holds what the
+ * agents last reported (nodes, their Hello fields and components), the
+ * election's outcome, and the fields that evaluation derives from them
+ * (evaluate.h: verdicts, reasons, root causes; stage.h: each node's startup
+ * progress), which the views render. Owned and mutated only by the loop
  * thread; HTTP threads never see it, they read immutable views rendered from
- * it (view.h). The model holds what the agents last reported, plus the
- * verdicts and reasons that aggr_model_evaluate() derives from it. */
+ * it (view.h).
+ *
+ * Evaluation is incremental: it derives again only the nodes marked dirty
+ * (and those whose silence turned or that the cause graph may link). So
+ * whatever changes a node goes through the calls here, which mark it:
+ * aggr_model_apply_hello() and aggr_node_apply_change(), _snapshot(),
+ * _seen(), _disconnect(), _restored(). Nothing else writes what a node
+ * reported. */
 #pragma once
 
 #include <stdbool.h>
@@ -11,6 +21,8 @@
 #include "mst/profile.h"
 #include "mst/state.h"
 #include "mst/verdict.h"
+/* For struct aggr_startup, which a node holds; the views read it through
+ * this header. stage.h does not include this one. */
 #include "model/stage.h"
 
 struct aggr_conn;
@@ -86,19 +98,21 @@ struct aggr_node {
   uint32_t *comp_slots;
   size_t n_comp_slots;
 
-  /* Derived by aggr_model_evaluate(). */
-  struct aggr_startup *startup; /* this boot's progress (stage.h); NULL without a profile */
+  /* Derived by aggr_model_evaluate() (evaluate.h). */
+  struct aggr_startup *startup; /* this boot's progress (stage.h): set by the stage engine,
+                                 * one allocation freed with the node; NULL without a profile */
   enum mst_verdict verdict;
   uint64_t verdict_since_usec;
   struct aggr_reasons reasons;     /* why the verdict is not healthy */
   struct aggr_reasons root_causes; /* the components at the root */
 
   uint64_t index; /* model index at which this node's rendering last changed */
-  bool dirty;     /* changed since the last publish */
+  bool dirty;     /* changed since the last publish: set by the apply calls and
+                   * by evaluation, cleared by aggr_view_publish() */
 
   /* What aggr_model_evaluate() last found of the node itself. It holds
    * until the node is dirty again or its silence turns: a clean node is not
-   * derived again (model.c). */
+   * derived again (evaluate.c). */
   bool evaluated;   /* derived at least once */
   bool eval_silent; /* silent at that evaluation */
   size_t n_down;    /* components neither healthy nor warning */
@@ -119,15 +133,7 @@ struct aggr_model {
   const struct mst_profile_set *profiles; /* borrowed */
   uint64_t stale_timeout_usec;
 
-  /* The stage engine's state (stage.h): each profile's graph, the durations
-   * learned per role and stage, and the completions not yet taken by
-   * aggr_model_take_completions(). */
-  struct aggr_stage_graphs stage_graphs;
-  struct aggr_stage_history stage_history;
-  struct aggr_stage_completion *completions;
-  size_t n_completions;
-
-  /* Derived by aggr_model_evaluate(). */
+  /* Derived by aggr_model_evaluate() (evaluate.h). */
   enum mst_verdict verdict;
   uint64_t verdict_since_usec;
   struct aggr_reasons reasons;
@@ -179,48 +185,89 @@ int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *lead
 
 /* Returns the node, or NULL. */
 struct aggr_node *aggr_model_find(const struct aggr_model *m, const char *id);
-/* Returns the node, creating it (sorted in) when absent; NULL on ENOMEM. */
+/* Returns the node, creating it (sorted in, marked dirty) when absent; NULL
+ * on ENOMEM. A node is created for an expected master, a Hello or a row of
+ * the database; until one of the apply calls below it has reported nothing. */
 struct aggr_node *aggr_model_get(struct aggr_model *m, const char *id);
 
+/* Finds a component by name through the node's index; NULL when absent. */
 struct aggr_component *aggr_node_find_component(const struct aggr_node *n, const char *name);
-/* Finds or appends a component; NULL on ENOMEM. */
-struct aggr_component *aggr_node_get_component(struct aggr_node *n, const char *name);
-/* Removes every component whose keep[] entry is false (snapshot reconcile). */
-void aggr_node_retain_components(struct aggr_node *n, const bool *keep);
-
-/* Brings every node's startup progress (stage.h), every node verdict and
- * the cluster verdict with their reasons and root causes (cause.h) up to
- * realtime now. Marks nodes whose rendering changed dirty. Queues the stage
- * completions reached (aggr_model_take_completions). Returns true when the
- * cluster verdict changed (the caller records it).
- *
- * The work follows what changed, not the cluster's size: a node is derived
- * again only when it is dirty (the loop marks every change it makes to a
- * node, and the publish that follows every evaluation clears the marks),
- * when its silence turned, or when it has something that is not up, which
- * the cause graph may link to other nodes. A change the loop forgets to
- * mark is therefore not seen: aggr_model_check() finds such omissions. */
-bool aggr_model_evaluate(struct aggr_model *m, uint64_t now_usec);
-
-/* Derives every node again at now, as if none had been derived before, and
- * returns how many came out different from what aggr_model_evaluate() left
- * (their verdict, reasons or root causes): 0 when the incremental evaluation
- * missed nothing. Those nodes are corrected and marked dirty; the first one
- * is logged. For tests and debugging (MUSTER_CHECK_EVALUATE=1 runs it after
- * every evaluation): it costs a full walk of the model. */
-size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec);
-
-/* The earliest realtime at which a verdict can change by the clock alone:
- * some node turns unreachable, or a stage in progress turns late. UINT64_MAX
- * when nothing will. The loop arms a timer there. */
-uint64_t aggr_model_next_stale_usec(const struct aggr_model *m);
 
 /* Whether the node has been silent longer than the stale timeout at now. */
 bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
 
-/* Hands over the stage completions queued by evaluations since the last
- * call (the caller stores them; free with aggr_stage_completions_free()).
- * Returns NULL with *ret_n 0 when there are none. Loop thread. */
-struct aggr_stage_completion *aggr_model_take_completions(struct aggr_model *m, size_t *ret_n);
+/* --- changes: what the loop learns of a node ----------------------------------
+ *
+ * Loop thread. Each call sets the node's fields and marks it dirty (all but
+ * aggr_node_apply_seen(), see there), so that the next aggr_model_evaluate()
+ * derives it again. Strings are copied. */
 
+/* What a Hello says of the node (strings NULL for empty). */
+struct aggr_hello_report {
+  const char *role;
+  const char *hostname;
+  const char *boot_id;
+  uint64_t boot_time_usec; /* 0: unknown */
+  const char *profile_digest;
+};
+
+/* An agent said Hello on stream conn at realtime now: records who the node
+ * is, that it has reported and is connected, and whether its profile digest
+ * differs from the aggregator's profile for its role (profile_drift). A new
+ * boot id drops the snapshot flag: what was known of the components belongs
+ * to the old boot. Returns 0, or -ENOMEM with the node left as it was. */
+int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
+                           const struct aggr_hello_report *h, struct aggr_conn *conn,
+                           uint64_t now_usec);
+
+/* What an agent reports of one component, in a Change or a Snapshot. */
+struct aggr_component_report {
+  const char *name;
+  enum mst_check_kind check;
+  enum mst_state state;
+  uint64_t since_usec; /* realtime of the state change on the agent; 0 unknown */
+  const char *output;  /* NULL: none (the views show null) */
+  unsigned health, rise, fall;
+};
+
+/* A change of one component in boot boot_id (NULL: the current one). A
+ * change of another boot is history only and leaves the node alone (returns
+ * 0). Returns 0, or -ENOMEM (then the component may be missing or its
+ * output left out; the node is marked all the same). */
+int aggr_node_apply_change(struct aggr_node *n, const char *boot_id,
+                           const struct aggr_component_report *r);
+
+/* The agent's snapshot: every component it has, which is the truth: the
+ * components are set to these, any other is removed, and the node's
+ * component list becomes the agent's (have_snapshot). Returns 0, or -ENOMEM
+ * with some of them applied and the snapshot not taken. */
+int aggr_node_apply_snapshot(struct aggr_node *n, const struct aggr_component_report *v,
+                             size_t n_v);
+
+/* A frame from the node's agent at now. Only last_seen moves, and the node is
+ * not marked: a heartbeat changes nothing a view shows until the silence
+ * turns, which evaluation follows by itself (aggr_node.eval_silent), and
+ * the views refresh last_seen on their own schedule (view.c). */
+void aggr_node_apply_seen(struct aggr_node *n, uint64_t now_usec);
+
+/* The node's stream conn closed at now; nothing changes when the node has
+ * another stream by then. */
+void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec);
+
+/* At start: what the database knows of a node from an earlier run (role,
+ * hostname, first and last contact). It counts as reported, silent since
+ * last_seen until its agent returns. Returns 0 or -ENOMEM (the node is left
+ * as it was). */
+int aggr_node_apply_restored(struct aggr_node *n, const char *role, const char *hostname,
+                             uint64_t first_seen_usec, uint64_t last_seen_usec);
+
+/* --- for evaluation ------------------------------------------------------------- */
+
+/* Grows *array (of n elements of size bytes) for one more: the arrays of the
+ * model (nodes, components, reasons) and of the stage engine grow in powers
+ * of two computed from their length alone, so they need no capacity field.
+ * Returns 0 or -ENOMEM (the array is left as it was). */
+int aggr_model_grow_array(void *array, size_t n, size_t size);
+
+void aggr_reason_done(struct aggr_reason *r);
 void aggr_reasons_clear(struct aggr_reasons *r);

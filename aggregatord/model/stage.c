@@ -324,14 +324,6 @@ void aggr_stage_graphs_done(struct aggr_stage_graphs *gs) {
 
 /* --- per node state ------------------------------------------------------------ */
 
-void aggr_startup_free(struct aggr_startup *s) {
-  if (!s)
-    return;
-  free(s->boot_id);
-  free(s->stages);
-  free(s);
-}
-
 void aggr_stage_completions_free(struct aggr_stage_completion *c, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(c[i].node_id);
@@ -349,27 +341,29 @@ uint64_t aggr_startup_eta_seconds(const struct aggr_startup *s, uint64_t now_use
   return (left + USEC_PER_SEC - 1) / USEC_PER_SEC;
 }
 
-/* A fresh startup for the node's current boot, or NULL on ENOMEM. */
-static struct aggr_startup *startup_new(struct aggr_model *m, const struct aggr_node *n,
-                                        const struct mst_profile *p,
-                                        const struct aggr_stage_graph *g) {
-  struct aggr_startup *s = calloc(1, sizeof(*s));
+/* A fresh startup of profile p for boot boot_id (NULL: unknown), which
+ * began at boot_usec; NULL on ENOMEM. One allocation (stage.h): the stages,
+ * then the boot id. */
+static struct aggr_startup *startup_new(struct aggr_stage *st, const struct mst_profile *p,
+                                        const struct aggr_stage_graph *g, const char *boot_id,
+                                        uint64_t boot_usec) {
+  size_t stages_size = p->n_stages * sizeof(struct aggr_stage_progress);
+  size_t id_size = boot_id ? strlen(boot_id) + 1 : 0;
+  struct aggr_startup *s = calloc(1, sizeof(*s) + stages_size + id_size);
   if (!s)
     return NULL;
+  s->stages = (struct aggr_stage_progress *)(s + 1);
+  if (boot_id)
+    s->boot_id = memcpy((char *)s->stages + stages_size, boot_id, id_size);
   s->profile = p;
   s->graph = g;
-  s->boot_usec = n->boot_time_usec;
+  s->boot_usec = boot_usec;
   s->next_usec = s->confirm_usec = UINT64_MAX;
   s->waiting = p->n_stages;
-  if ((n->boot_id && !(s->boot_id = strdup(n->boot_id))) ||
-      !(s->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(s->stages[0])))) {
-    aggr_startup_free(s);
-    return NULL;
-  }
   for (size_t i = 0; i < p->n_stages; i++) {
-    s->stages[i].learned = aggr_stage_history_get(&m->stage_history, p->role, p->stages[i].name);
+    s->stages[i].learned = aggr_stage_history_get(&st->history, p->role, p->stages[i].name);
     if (!s->stages[i].learned) {
-      aggr_startup_free(s);
+      free(s);
       return NULL;
     }
   }
@@ -384,15 +378,15 @@ static const struct mst_profile *node_profile(const struct aggr_model *m,
 /* A boot is over (the node booted again, or changed role): what its stages
  * took becomes history. Frees s. Returns 0 or -ENOMEM (s is freed anyway;
  * what did not fit is not learned). */
-static int startup_retire(struct aggr_model *m, struct aggr_startup *s) {
+static int startup_retire(struct aggr_stage *st, struct aggr_startup *s) {
   int r = 0;
   for (size_t i = 0; s && i < s->profile->n_stages && r >= 0; i++) {
     const struct aggr_stage_progress *sp = &s->stages[i];
     if (sp->reached_usec > 0 && sp->reached_usec >= sp->started_usec)
-      r = aggr_stage_history_add(&m->stage_history, s->profile->role, s->profile->stages[i].name,
+      r = aggr_stage_history_add(&st->history, s->profile->role, s->profile->stages[i].name,
                                  sp->reached_usec - sp->started_usec);
   }
-  aggr_startup_free(s);
+  free(s);
   return r;
 }
 
@@ -400,7 +394,8 @@ static int startup_retire(struct aggr_model *m, struct aggr_startup *s) {
  * id or another role starts over. A startup restored from the database
  * keeps its boot until the node's Hello names one. Sets *ret_reset when it
  * started over. */
-static int startup_prepare(struct aggr_model *m, struct aggr_node *n, bool *ret_reset) {
+static int startup_prepare(struct aggr_stage *st, const struct aggr_model *m, struct aggr_node *n,
+                           bool *ret_reset) {
   const struct mst_profile *p = node_profile(m, n);
   struct aggr_startup *s = n->startup;
 
@@ -409,7 +404,7 @@ static int startup_prepare(struct aggr_model *m, struct aggr_node *n, bool *ret_
     if (s) {
       n->dirty = true;
       *ret_reset = true;
-      return startup_retire(m, TAKE_PTR(n->startup));
+      return startup_retire(st, TAKE_PTR(n->startup));
     }
     return 0;
   }
@@ -419,15 +414,15 @@ static int startup_prepare(struct aggr_model *m, struct aggr_node *n, bool *ret_
       s->boot_usec = n->boot_time_usec;
     return 0;
   }
-  const struct aggr_stage_graph *g = aggr_stage_graph_get(&m->stage_graphs, p);
-  struct aggr_startup *fresh = g ? startup_new(m, n, p, g) : NULL;
+  const struct aggr_stage_graph *g = aggr_stage_graph_get(&st->graphs, p);
+  struct aggr_startup *fresh = g ? startup_new(st, p, g, n->boot_id, n->boot_time_usec) : NULL;
   if (!fresh)
     return -ENOMEM;
   struct aggr_startup *old = n->startup;
   n->startup = fresh;
   n->dirty = true;
   *ret_reset = true;
-  return startup_retire(m, old);
+  return startup_retire(st, old);
 }
 
 /* The node's components sorted by name, for lookups by name. */
@@ -543,6 +538,7 @@ struct requirement_memo {
 };
 
 struct stage_ctx {
+  struct aggr_stage *st;
   struct aggr_model *m;
   uint64_t now;
   bool masters_configured;
@@ -588,8 +584,9 @@ static const struct comp_index *ctx_index(struct stage_ctx *ctx, size_t i) {
   return &ctx->indexes[i];
 }
 
-static void ctx_init(struct stage_ctx *ctx, struct aggr_model *m, uint64_t now) {
-  *ctx = (struct stage_ctx){.m = m, .now = now};
+static void ctx_init(struct stage_ctx *ctx, struct aggr_stage *st, struct aggr_model *m,
+                     uint64_t now) {
+  *ctx = (struct stage_ctx){.st = st, .m = m, .now = now};
 }
 
 /* Groups the nodes by role, for requirements: done on the first one asked
@@ -722,23 +719,15 @@ static bool stage_startable(struct stage_ctx *ctx, const struct aggr_node *n, si
   return true;
 }
 
-static int completion_push(struct aggr_model *m, const struct aggr_node *n, size_t stage) {
+static int completion_push(struct aggr_stage *st, const struct aggr_node *n, size_t stage) {
   const struct aggr_startup *s = n->startup;
   const struct aggr_stage_progress *sp = &s->stages[stage];
   const char *name = s->profile->stages[stage].name;
   uint64_t duration = sp->reached_usec - sp->started_usec;
 
-  /* Room in powers of two from the length alone (the model keeps no
-   * capacity): 4, 8, 16, ... */
-  size_t n_c = m->n_completions;
-  if (n_c == 0 || (n_c >= 4 && (n_c & (n_c - 1)) == 0)) {
-    size_t cap = n_c == 0 ? 4 : n_c * 2;
-    struct aggr_stage_completion *v = realloc(m->completions, cap * sizeof(m->completions[0]));
-    if (!v)
-      return -ENOMEM;
-    m->completions = v;
-  }
-  struct aggr_stage_completion *c = &m->completions[n_c];
+  if (aggr_model_grow_array(&st->completions, st->n_completions, sizeof(st->completions[0])) < 0)
+    return -ENOMEM;
+  struct aggr_stage_completion *c = &st->completions[st->n_completions];
   *c = (struct aggr_stage_completion){
       .node_id = strdup(n->id),
       .role = strdup(s->profile->role),
@@ -754,7 +743,7 @@ static int completion_push(struct aggr_model *m, const struct aggr_node *n, size
     free(c->stage);
     return -ENOMEM;
   }
-  m->n_completions++;
+  st->n_completions++;
   return 0;
 }
 
@@ -791,7 +780,7 @@ static int stage_reach(struct stage_ctx *ctx, struct aggr_node *n, size_t i, uin
   ctx->generation++;
   n->startup->stages[i].started_usec = start;
   n->startup->stages[i].reached_usec = reached;
-  return completion_push(ctx->m, n, i);
+  return completion_push(ctx->st, n, i);
 }
 
 /* Reaches every stage without a "requires" of its own that the node's
@@ -1046,30 +1035,24 @@ static size_t count_reached(const struct aggr_startup *s) {
   return k;
 }
 
-int aggr_stage_restore(struct aggr_model *m, const char *node_id, const char *role,
-                       const char *boot_id, uint64_t boot_usec, const char *stage,
+int aggr_stage_restore(struct aggr_stage *st, struct aggr_model *m, const char *node_id,
+                       const char *role, const char *boot_id, uint64_t boot_usec, const char *stage,
                        uint64_t reached_usec, uint64_t duration_usec) {
   struct aggr_node *n = aggr_model_find(m, node_id);
   const struct mst_profile *p = n ? node_profile(m, n) : NULL;
   size_t k = aggr_stage_index(p, stage);
   if (!p || strcmp(p->role, role) != 0 || k == SIZE_MAX || reached_usec == 0)
     /* Nothing to resume: a boot that is over. */
-    return aggr_stage_history_add(&m->stage_history, role, stage, duration_usec);
+    return aggr_stage_history_add(&st->history, role, stage, duration_usec);
   struct aggr_startup *s = n->startup;
   if (!s || s->profile != p || !s->boot_id || strcmp(s->boot_id, boot_id) != 0) {
-    const struct aggr_stage_graph *g = aggr_stage_graph_get(&m->stage_graphs, p);
-    struct aggr_startup *fresh = g ? startup_new(m, n, p, g) : NULL;
+    const struct aggr_stage_graph *g = aggr_stage_graph_get(&st->graphs, p);
+    struct aggr_startup *fresh = g ? startup_new(st, p, g, boot_id, boot_usec) : NULL;
     if (!fresh)
       return -ENOMEM;
-    free(fresh->boot_id);
-    if (!(fresh->boot_id = strdup(boot_id))) {
-      aggr_startup_free(fresh);
-      return -ENOMEM;
-    }
-    fresh->boot_usec = boot_usec;
     struct aggr_startup *older = n->startup;
     n->startup = s = fresh;
-    if (startup_retire(m, older) < 0)
+    if (startup_retire(st, older) < 0)
       return -ENOMEM;
   }
   s->stages[k].reached_usec = reached_usec;
@@ -1078,7 +1061,7 @@ int aggr_stage_restore(struct aggr_model *m, const char *node_id, const char *ro
   return 0;
 }
 
-int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec) {
+int aggr_stage_evaluate(struct aggr_stage *st, struct aggr_model *m, uint64_t now_usec) {
   _cleanup_(ctx_done) struct stage_ctx ctx = {0};
   _cleanup_free_ bool *touched = NULL;
   _cleanup_free_ struct progress_seen *seen = NULL;
@@ -1088,7 +1071,7 @@ int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec) {
 
   if (m->n_nodes == 0)
     return 0;
-  ctx_init(&ctx, m, now_usec);
+  ctx_init(&ctx, st, m, now_usec);
   if (!(touched = calloc(m->n_nodes, sizeof(bool))))
     return -ENOMEM;
 
@@ -1099,7 +1082,8 @@ int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec) {
     bool reset = false;
     /* What startup_prepare() reads (role, boot) changes only with a Hello,
      * which marks the node dirty. */
-    if ((n->dirty || !n->startup || !n->startup->evaluated) && startup_prepare(m, n, &reset) < 0) {
+    if ((n->dirty || !n->startup || !n->startup->evaluated) &&
+        startup_prepare(st, m, n, &reset) < 0) {
       r = -ENOMEM;
       continue;
     }
@@ -1169,4 +1153,17 @@ int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec) {
       n->dirty = true;
   }
   return ctx.oom ? -ENOMEM : r;
+}
+
+struct aggr_stage_completion *aggr_stage_take_completions(struct aggr_stage *st, size_t *ret_n) {
+  *ret_n = st->n_completions;
+  st->n_completions = 0;
+  return TAKE_PTR(st->completions);
+}
+
+void aggr_stage_done(struct aggr_stage *st) {
+  aggr_stage_graphs_done(&st->graphs);
+  aggr_stage_history_done(&st->history);
+  aggr_stage_completions_free(st->completions, st->n_completions);
+  *st = (struct aggr_stage){0};
 }

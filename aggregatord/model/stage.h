@@ -26,7 +26,7 @@
  * p95 used for lateness: a boot's durations are learned when it is over
  * (the node booted again), so that a node is never judged by its own boot,
  * nor by its peers' boots still under way. The aggregator stores every
- * completion (aggr_model_take_completions) and learns them again at start
+ * completion (aggr_stage_take_completions) and learns them again at start
  * (aggr_stage_restore).
  *
  * "requires" conditions: ROLE:STAGE holds when some node of ROLE has reached
@@ -34,6 +34,12 @@
  * one has. The nodes of a role are the expected masters for role "master"
  * when expected masters are configured, otherwise the nodes of that role
  * that have reported.
+ *
+ * The engine's own state (struct aggr_stage: the graphs, what was learned,
+ * the completions not yet stored) is held next to the model, not in it;
+ * each node's progress hangs on the node (aggr_node.startup), where the
+ * views read it. The engine reads the container (model.h) and calls nothing
+ * of evaluation: evaluate.c drives it.
  *
  * Threads: everything here runs on the loop thread, on the live model. */
 #pragma once
@@ -125,7 +131,9 @@ struct aggr_stage_progress {
   const struct aggr_stage_samples *learned; /* its role's samples; never NULL once set up */
 };
 
-/* A node's progress in its current boot. */
+/* A node's progress in its current boot. One allocation, stages[] and the
+ * boot id following the struct, so that the node holding it frees it with
+ * free() (model.c) without calling back into the engine. */
 struct aggr_startup {
   const struct mst_profile *profile;    /* its role's profile */
   const struct aggr_stage_graph *graph; /* that profile's graph */
@@ -157,12 +165,30 @@ struct aggr_stage_completion {
   uint64_t duration_usec;
 };
 
+/* The stage engine's state: each profile's graph, the durations learned per
+ * role and stage, and the completions not yet taken. A zeroed struct is an
+ * empty engine; aggr_stage_done() frees what it holds. The nodes' startups
+ * point into it (graph, learned): it outlives the evaluations of the model. */
+struct aggr_stage {
+  struct aggr_stage_graphs graphs;
+  struct aggr_stage_history history;
+  struct aggr_stage_completion *completions;
+  size_t n_completions;
+};
+
+void aggr_stage_done(struct aggr_stage *st);
+
 /* Updates the startup of every node of m at now (realtime): stages reached,
  * states, waiting stage, lateness, estimate. Queues the completions of
- * stages reached in this call on m (aggr_model_take_completions); learns the
- * durations of boots that ended. Marks nodes whose startup changed dirty.
- * Returns 0 or -ENOMEM (then some nodes are left as they were). */
-int aggr_stage_evaluate(struct aggr_model *m, uint64_t now_usec);
+ * stages reached in this call on st (aggr_stage_take_completions); learns
+ * the durations of boots that ended. Marks nodes whose startup changed
+ * dirty. Returns 0 or -ENOMEM (then some nodes are left as they were). */
+int aggr_stage_evaluate(struct aggr_stage *st, struct aggr_model *m, uint64_t now_usec);
+
+/* Hands over the stage completions queued by evaluations since the last
+ * call (the caller stores them; free with aggr_stage_completions_free()).
+ * Returns NULL with *ret_n 0 when there are none. */
+struct aggr_stage_completion *aggr_stage_take_completions(struct aggr_stage *st, size_t *ret_n);
 
 /* The graph of profile p, built on first use and kept in gs. NULL on ENOMEM. */
 const struct aggr_stage_graph *aggr_stage_graph_get(struct aggr_stage_graphs *gs,
@@ -195,12 +221,11 @@ bool aggr_stage_milestone_only(const struct aggr_stage_graph *g, const char *com
  * is not counted again when its agent returns; those of earlier boots (and
  * of unknown nodes, or roles without a profile) are learned as durations.
  * Returns 0 or -ENOMEM. */
-int aggr_stage_restore(struct aggr_model *m, const char *node_id, const char *role,
-                       const char *boot_id, uint64_t boot_usec, const char *stage,
+int aggr_stage_restore(struct aggr_stage *st, struct aggr_model *m, const char *node_id,
+                       const char *role, const char *boot_id, uint64_t boot_usec, const char *stage,
                        uint64_t reached_usec, uint64_t duration_usec);
 
 /* The stage's index in p, or SIZE_MAX. */
 size_t aggr_stage_index(const struct mst_profile *p, const char *name);
 
-void aggr_startup_free(struct aggr_startup *s);
 void aggr_stage_completions_free(struct aggr_stage_completion *c, size_t n);

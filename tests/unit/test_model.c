@@ -1,6 +1,8 @@
-/* Unit tests for aggregatord/model/model.c and aggregatord/serve/view.c: node and cluster
- * verdicts derived from component states (including silence and missing
- * expected masters), the reasons and root causes users read, and the views:
+/* Unit tests for aggregatord/model/model.c, aggregatord/model/evaluate.c and
+ * aggregatord/serve/view.c: what the apply calls record and mark, node and
+ * cluster verdicts derived from component states (including silence and
+ * missing expected masters), the reasons and root causes users read, and the
+ * views:
  * the JSON bodies, index semantics (unchanged bytes keep their index), the
  * election's fields a follower answers from, and acquire/release/reap, also
  * under concurrent readers. */
@@ -11,7 +13,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "model/evaluate.h"
 #include "model/model.h"
+#include "model/stage.h"
 #include "mst/macro.h"
 #include "serve/view.h"
 
@@ -42,6 +46,7 @@ static struct mst_profile *profile_list[] = {&master_profile, &agent_profile};
 static const struct mst_profile_set profiles = {.profiles = profile_list, .n = 2};
 
 static struct aggr_model model;
+static struct aggr_stage engine;
 
 static void model_setup(char *const *masters) {
   cr_assert_eq(aggr_model_init(&model, &profiles, masters, STALE), 0);
@@ -58,48 +63,67 @@ static void setup_m1(void) {
 }
 
 static void teardown(void) {
+  aggr_stage_done(&engine);
   aggr_model_done(&model);
 }
 
 /* Starts over with these expected masters (a suite's init already ran). */
 static void reset_with_masters(char *const *masters) {
-  aggr_model_done(&model);
+  teardown();
   model_setup(masters);
 }
 
-/* A node whose agent said Hello at `at` and sent its snapshot. */
-static struct aggr_node *report(const char *id, const char *role, uint64_t at) {
+/* A node whose agent said Hello at `at` as this host, with this profile
+ * digest (NULL: its role's, no drift). */
+static struct aggr_node *hello_as(const char *id, const char *role, const char *hostname,
+                                  const char *digest, uint64_t at) {
   struct aggr_node *n = aggr_model_get(&model, id);
   cr_assert_not_null(n);
-  free(n->role);
-  n->role = strdup(role);
-  free(n->hostname);
-  n->hostname = strdup("host-of-node");
-  free(n->boot_id);
-  n->boot_id = strdup("boot-1");
-  n->boot_time_usec = at - 100 * USEC_PER_SEC;
-  n->reported = true;
-  n->have_snapshot = true;
-  n->first_seen_usec = n->first_seen_usec ? n->first_seen_usec : at;
-  n->last_seen_usec = at;
-  n->conn = (struct aggr_conn *)n; /* any non-NULL pointer: connected */
-  n->dirty = true;
+  const struct mst_profile *p = mst_profile_set_find(&profiles, role);
+  const struct aggr_hello_report h = {
+      .role = role,
+      .hostname = hostname,
+      .boot_id = "boot-1",
+      .boot_time_usec = at - 100 * USEC_PER_SEC,
+      .profile_digest = digest ? digest
+                        : p    ? p->digest
+                               : "",
+  };
+  /* Any non-NULL pointer: connected. */
+  cr_assert_eq(aggr_model_apply_hello(&model, n, &h, (struct aggr_conn *)n, at), 0);
+  cr_assert(n->dirty);
+  return n;
+}
+
+static struct aggr_node *hello(const char *id, const char *role, uint64_t at) {
+  return hello_as(id, role, "host-of-node", NULL, at);
+}
+
+/* A node whose agent said Hello at `at` and sent its snapshot (still empty
+ * on a new node; the components come as changes, set_comp). */
+static struct aggr_node *report(const char *id, const char *role, uint64_t at) {
+  struct aggr_node *n = hello(id, role, at);
+  if (!n->have_snapshot)
+    cr_assert_eq(aggr_node_apply_snapshot(n, NULL, 0), 0);
   return n;
 }
 
 static void set_comp(struct aggr_node *n, const char *name, enum mst_state state,
                      const char *output, uint64_t since) {
-  struct aggr_component *c = aggr_node_get_component(n, name);
-  cr_assert_not_null(c);
-  c->check = MST_CHECK_EXEC;
-  c->state = state;
-  c->since_usec = since;
-  free(c->output);
-  c->output = output ? strdup(output) : NULL;
-  c->health = state == MST_STATE_HEALTHY ? 4 : 0;
-  c->rise = 2;
-  c->fall = 3;
-  n->dirty = true;
+  const struct aggr_component_report r = {
+      .name = name,
+      .check = MST_CHECK_EXEC,
+      .state = state,
+      .since_usec = since,
+      .output = output,
+      .health = state == MST_STATE_HEALTHY ? 4 : 0,
+      .rise = 2,
+      .fall = 3,
+  };
+  n->dirty = false;
+  cr_assert_eq(aggr_node_apply_change(n, NULL, &r), 0);
+  cr_assert(n->dirty, "a change marks the node dirty");
+  cr_assert_eq(aggr_node_find_component(n, name)->state, state);
 }
 
 static const struct aggr_reason *find_reason(const struct aggr_reasons *r, const char *node,
@@ -141,23 +165,43 @@ Test(model, nodes_sorted_and_found) {
   cr_assert_null(aggr_model_find(&model, ""));
 }
 
-Test(model, components_find_get_retain) {
+Test(model, components_change_and_snapshot) {
   struct aggr_node *n = report("n1", "agent", T0);
   const char *names[] = {"a", "b", "c", "d", "e", "f"};
   for (size_t i = 0; i < ELEMENTSOF(names); i++)
     set_comp(n, names[i], MST_STATE_HEALTHY, names[i], T0);
   cr_assert_eq(n->n_components, 6);
-  cr_assert_eq(aggr_node_get_component(n, "c"), aggr_node_find_component(n, "c"));
-  cr_assert_eq(n->n_components, 6);
+  struct aggr_component *c = aggr_node_find_component(n, "c");
+  set_comp(n, "c", MST_STATE_UNHEALTHY, "exit 2", T0 + 1);
+  cr_assert_eq(n->n_components, 6, "a change of a known component adds none");
+  cr_assert_eq(aggr_node_find_component(n, "c"), c);
+  cr_assert_str_eq(c->output, "exit 2");
+  cr_assert_eq(c->since_usec, T0 + 1);
+
+  /* A change of another boot is history only. */
+  const struct aggr_component_report old = {.name = "g", .state = MST_STATE_UNHEALTHY};
   n->dirty = false;
-  bool keep[] = {true, false, true, false, false, true};
-  aggr_node_retain_components(n, keep);
+  cr_assert_eq(aggr_node_apply_change(n, "boot-0", &old), 0);
+  cr_assert_null(aggr_node_find_component(n, "g"));
+  cr_assert_not(n->dirty);
+
+  /* A snapshot is the truth: what it does not list is gone. */
+  const struct aggr_component_report snap[] = {
+      {.name = "f", .state = MST_STATE_HEALTHY, .output = "f"},
+      {.name = "a", .state = MST_STATE_HEALTHY, .output = "a"},
+      {.name = "c", .state = MST_STATE_HEALTHY, .output = "c again"},
+  };
+  n->dirty = false;
+  cr_assert_eq(aggr_node_apply_snapshot(n, snap, ELEMENTSOF(snap)), 0);
   cr_assert_eq(n->n_components, 3);
-  cr_assert(n->dirty, "removing components must mark the node dirty");
+  cr_assert(n->dirty, "a snapshot must mark the node dirty");
+  cr_assert(n->have_snapshot);
   cr_assert_str_eq(n->components[0].name, "a");
   cr_assert_str_eq(n->components[1].name, "c");
   cr_assert_str_eq(n->components[2].name, "f");
+  cr_assert_str_eq(n->components[1].output, "c again");
   cr_assert_null(aggr_node_find_component(n, "b"));
+  cr_assert_eq(aggr_node_find_component(n, "f"), &n->components[2]);
   /* Appending after a shrink still works (capacity bookkeeping). */
   for (int i = 0; i < 20; i++) {
     char name[16];
@@ -189,14 +233,13 @@ Test(model, node_verdicts_from_component_states) {
     const struct verdict_case *c = &cases[i];
     char id[16];
     snprintf(id, sizeof(id), "n%zu", i);
-    struct aggr_node *n = report(id, "agent", T0);
-    n->have_snapshot = c->have_snapshot;
+    struct aggr_node *n = c->have_snapshot ? report(id, "agent", T0) : hello(id, "agent", T0);
     for (size_t k = 0; c->states[k]; k++) {
       char comp[16];
       snprintf(comp, sizeof(comp), "c%zu", k);
       set_comp(n, comp, c->states[k], "out", T0);
     }
-    aggr_model_evaluate(&model, T0 + USEC_PER_SEC);
+    aggr_model_evaluate(&model, &engine, T0 + USEC_PER_SEC);
     cr_expect_eq(n->verdict, c->want, "%s: got %s, want %s", c->what,
                  mst_verdict_to_string(n->verdict), mst_verdict_to_string(c->want));
     if (c->want == MST_VERDICT_HEALTHY)
@@ -216,7 +259,7 @@ Test(model, reason_and_root_cause_text) {
   struct aggr_node *m1 = report("m1", "master", T0);
   set_comp(m1, "svc", MST_STATE_UNHEALTHY, "exit code 2", T0 + 5);
   set_comp(m1, "web", MST_STATE_HEALTHY, "ok", T0);
-  aggr_model_evaluate(&model, T0 + 10);
+  aggr_model_evaluate(&model, &engine, T0 + 10);
 
   cr_assert_eq(m1->verdict, MST_VERDICT_UNHEALTHY);
   cr_assert_eq(m1->reasons.n, 1);
@@ -231,7 +274,7 @@ Test(model, reason_and_root_cause_text) {
   /* Warnings and starting components are reasons, never root causes. */
   set_comp(m1, "svc", MST_STATE_WARNING, "slow", T0 + 20);
   set_comp(m1, "web", MST_STATE_STARTING, NULL, T0 + 20);
-  aggr_model_evaluate(&model, T0 + 30);
+  aggr_model_evaluate(&model, &engine, T0 + 30);
   cr_assert_eq(m1->verdict, MST_VERDICT_STARTING);
   cr_assert_eq(m1->reasons.n, 2);
   cr_assert_str_eq(m1->reasons.v[0].message, "m1: svc has a warning: slow");
@@ -246,7 +289,7 @@ Test(model, long_output_is_cut_in_reasons) {
   memcpy(out + 1023, "\xC3\xA9", 2); /* é straddling the 1024-byte cut */
   struct aggr_node *n = report("n1", "agent", T0);
   set_comp(n, "c", MST_STATE_UNHEALTHY, out, T0);
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   const char *msg = n->reasons.v[0].message;
   const char *prefix = "n1: c is unhealthy: ";
   cr_assert_eq(strncmp(msg, prefix, strlen(prefix)), 0);
@@ -260,7 +303,7 @@ Test(model, root_causes_follow_stage_graph) {
   struct aggr_node *m1 = report("m1", "master", T0);
   set_comp(m1, "svc", MST_STATE_UNHEALTHY, "exit 2", T0);
   set_comp(m1, "web", MST_STATE_UNHEALTHY, "HTTP 503", T0);
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(m1->root_causes.n, 1);
   cr_assert_str_eq(m1->root_causes.v[0].component, "svc");
   const struct aggr_reason *web = find_reason(&m1->reasons, "m1", "web");
@@ -269,7 +312,7 @@ Test(model, root_causes_follow_stage_graph) {
 
   /* With its dependency healthy, web is its own root cause. */
   set_comp(m1, "svc", MST_STATE_HEALTHY, "ok", T0);
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(m1->root_causes.n, 1);
   cr_assert_str_eq(m1->root_causes.v[0].component, "web");
   cr_assert_str_eq(find_reason(&m1->reasons, "m1", "web")->message,
@@ -278,7 +321,7 @@ Test(model, root_causes_follow_stage_graph) {
   /* A component in no stage is never blocked. */
   set_comp(m1, "svc", MST_STATE_UNKNOWN, NULL, T0);
   set_comp(m1, "extra", MST_STATE_UNHEALTHY, NULL, T0);
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(m1->root_causes.n, 2);
   cr_assert_not_null(find_reason(&m1->root_causes, "m1", "svc"));
   cr_assert_not_null(find_reason(&m1->root_causes, "m1", "extra"));
@@ -295,7 +338,7 @@ Test(model, cluster_lists_are_bounded_with_totals) {
     struct aggr_node *w = report(id, "agent", T0);
     set_comp(w, "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0);
   }
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(model.reasons.n, AGGR_CLUSTER_REASONS_MAX);
   cr_assert_eq(model.reasons.n_total, 150);
   cr_assert_eq(model.root_causes.n, AGGR_CLUSTER_REASONS_MAX);
@@ -308,7 +351,7 @@ Test(model, cluster_lists_are_bounded_with_totals) {
     snprintf(id, sizeof(id), "w%03d", i);
     set_comp(aggr_model_find(&model, id), "wsvc", MST_STATE_HEALTHY, "ok", T0);
   }
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(model.reasons.n, 50);
   cr_assert_eq(model.reasons.n_total, 50);
   cr_assert_eq(model.root_causes.n_total, 50);
@@ -317,14 +360,14 @@ Test(model, cluster_lists_are_bounded_with_totals) {
 Test(model, unreachable_after_stale_timeout) {
   healthy_cluster();
   struct aggr_node *w1 = aggr_model_find(&model, "w1");
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(aggr_model_next_stale_usec(&model), T0 + STALE + USEC_PER_MSEC);
 
-  aggr_model_evaluate(&model, T0 + STALE);
+  aggr_model_evaluate(&model, &engine, T0 + STALE);
   cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY, "silent exactly stale_timeout is not silent");
 
-  aggr_model_find(&model, "m1")->last_seen_usec = T0 + STALE; /* m1 keeps talking */
-  aggr_model_evaluate(&model, T0 + STALE + 1);
+  aggr_node_apply_seen(aggr_model_find(&model, "m1"), T0 + STALE); /* m1 keeps talking */
+  aggr_model_evaluate(&model, &engine, T0 + STALE + 1);
   cr_assert_eq(w1->verdict, MST_VERDICT_UNREACHABLE);
   cr_assert_eq(w1->verdict_since_usec, T0 + STALE + 1);
   cr_assert(w1->dirty);
@@ -341,8 +384,8 @@ Test(model, unreachable_after_stale_timeout) {
   /* The reason text does not change while the silence goes on. */
   char *before = strdup(w1->reasons.v[0].message);
   w1->dirty = false;
-  aggr_model_find(&model, "m1")->last_seen_usec = T0 + 10 * STALE;
-  aggr_model_evaluate(&model, T0 + 10 * STALE);
+  aggr_node_apply_seen(aggr_model_find(&model, "m1"), T0 + 10 * STALE);
+  aggr_model_evaluate(&model, &engine, T0 + 10 * STALE);
   cr_assert_str_eq(w1->reasons.v[0].message, before);
   cr_assert_not(w1->dirty);
   free(before);
@@ -350,16 +393,68 @@ Test(model, unreachable_after_stale_timeout) {
   /* Only m1 can still turn silent. */
   cr_assert_eq(aggr_model_next_stale_usec(&model), T0 + 11 * STALE + USEC_PER_MSEC);
 
-  /* A frame brings it back. */
-  w1->last_seen_usec = T0 + 10 * STALE;
-  aggr_model_evaluate(&model, T0 + 10 * STALE);
+  /* A frame brings it back, without marking the node: evaluation follows
+   * the silence turning by itself. */
+  aggr_node_apply_seen(w1, T0 + 10 * STALE);
+  cr_assert_not(w1->dirty);
+  aggr_model_evaluate(&model, &engine, T0 + 10 * STALE);
   cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY);
+}
+
+Test(model, hello_disconnect_restored) {
+  struct aggr_node *n = report("n1", "agent", T0);
+  set_comp(n, "wsvc", MST_STATE_HEALTHY, "ok", T0);
+  cr_assert(n->reported);
+  cr_assert_eq(n->first_seen_usec, T0);
+  cr_assert_eq(n->conn, (struct aggr_conn *)n);
+  cr_assert_str_eq(n->hostname, "host-of-node");
+
+  /* The same boot again keeps the snapshot and the first contact. */
+  n->dirty = false;
+  hello("n1", "agent", T0 + 5);
+  cr_assert(n->have_snapshot);
+  cr_assert_eq(n->first_seen_usec, T0);
+  cr_assert_eq(n->last_seen_usec, T0 + 5);
+
+  /* A new boot: the components known belong to the old one. */
+  const struct aggr_hello_report h = {
+      .role = "agent", .hostname = "h2", .boot_id = "boot-2", .profile_digest = "feedface"};
+  cr_assert_eq(aggr_model_apply_hello(&model, n, &h, NULL, T0 + 10), 0);
+  cr_assert_not(n->have_snapshot);
+  cr_assert_str_eq(n->boot_id, "boot-2");
+  cr_assert_str_eq(n->hostname, "h2");
+  cr_assert_eq(n->boot_time_usec, 0);
+  cr_assert_not(n->profile_drift);
+
+  /* Only the stream the node is on disconnects it. */
+  hello("n1", "agent", T0 + 20);
+  n->dirty = false;
+  aggr_node_apply_disconnect(n, (struct aggr_conn *)&model, T0 + 25);
+  cr_assert_eq(n->conn, (struct aggr_conn *)n);
+  cr_assert_not(n->dirty);
+  aggr_node_apply_disconnect(n, (struct aggr_conn *)n, T0 + 30);
+  cr_assert_null(n->conn);
+  cr_assert_eq(n->last_seen_usec, T0 + 30);
+  cr_assert(n->dirty);
+
+  /* What the database knows of a node from an earlier run. */
+  struct aggr_node *r = aggr_model_get(&model, "r1");
+  r->dirty = false;
+  cr_assert_eq(aggr_node_apply_restored(r, "agent", "h-r1", T0 - 100, T0 - 50), 0);
+  cr_assert(r->reported);
+  cr_assert(r->dirty);
+  cr_assert_str_eq(r->role, "agent");
+  cr_assert_str_eq(r->hostname, "h-r1");
+  cr_assert_eq(r->first_seen_usec, T0 - 100);
+  cr_assert_eq(r->last_seen_usec, T0 - 50);
+  aggr_model_evaluate(&model, &engine, T0 + STALE);
+  cr_assert_eq(r->verdict, MST_VERDICT_UNREACHABLE, "silent since its last contact");
 }
 
 Test(model, stale_timeout_zero_disables_silence) {
   model.stale_timeout_usec = 0;
   healthy_cluster();
-  aggr_model_evaluate(&model, T0 + 1000 * STALE);
+  aggr_model_evaluate(&model, &engine, T0 + 1000 * STALE);
   cr_assert_eq(aggr_model_find(&model, "w1")->verdict, MST_VERDICT_HEALTHY);
   cr_assert_eq(aggr_model_next_stale_usec(&model), UINT64_MAX);
 }
@@ -373,7 +468,8 @@ Test(model, missing_expected_master) {
   cr_assert(m9->expected_master);
   cr_assert_not(m9->reported);
 
-  cr_assert(aggr_model_evaluate(&model, T0), "the first evaluation establishes the verdict");
+  cr_assert(aggr_model_evaluate(&model, &engine, T0),
+            "the first evaluation establishes the verdict");
   cr_assert_eq(m9->verdict, MST_VERDICT_MISSING);
   cr_assert_eq(model.verdict, MST_VERDICT_UNKNOWN, "no agent has reported: no data");
   cr_assert_not_null(find_reason(&model.reasons, NULL, NULL));
@@ -382,7 +478,7 @@ Test(model, missing_expected_master) {
   struct aggr_node *m1 = report("m1", "master", T0);
   set_comp(m1, "svc", MST_STATE_HEALTHY, NULL, T0);
   set_comp(m1, "web", MST_STATE_HEALTHY, NULL, T0);
-  cr_assert(aggr_model_evaluate(&model, T0 + 1));
+  cr_assert(aggr_model_evaluate(&model, &engine, T0 + 1));
   cr_assert_eq(m1->verdict, MST_VERDICT_HEALTHY);
   cr_assert_eq(model.verdict, MST_VERDICT_UNHEALTHY);
   const struct aggr_reason *r = find_reason(&model.reasons, "m9", NULL);
@@ -394,10 +490,10 @@ Test(model, missing_expected_master) {
 
 Test(model, masters_by_role_when_none_configured) {
   healthy_cluster();
-  cr_assert(aggr_model_evaluate(&model, T0));
+  cr_assert(aggr_model_evaluate(&model, &engine, T0));
   cr_assert_eq(model.verdict, MST_VERDICT_HEALTHY);
   set_comp(aggr_model_find(&model, "m1"), "svc", MST_STATE_UNHEALTHY, "down", T0);
-  cr_assert(aggr_model_evaluate(&model, T0));
+  cr_assert(aggr_model_evaluate(&model, &engine, T0));
   cr_assert_eq(model.verdict, MST_VERDICT_UNHEALTHY, "a reported master counts as expected");
 }
 
@@ -405,16 +501,16 @@ Test(model, cluster_verdict_changes) {
   static char *masters[] = {"m1", NULL};
   reset_with_masters(masters);
   healthy_cluster();
-  cr_assert(aggr_model_evaluate(&model, T0 + 1));
+  cr_assert(aggr_model_evaluate(&model, &engine, T0 + 1));
   cr_assert_eq(model.verdict, MST_VERDICT_HEALTHY);
   cr_assert_eq(model.verdict_since_usec, T0 + 1);
   cr_assert_eq(model.reasons.n, 0);
-  cr_assert_not(aggr_model_evaluate(&model, T0 + 2), "nothing changed");
+  cr_assert_not(aggr_model_evaluate(&model, &engine, T0 + 2), "nothing changed");
   cr_assert_eq(model.verdict_since_usec, T0 + 1);
 
   struct aggr_node *w1 = aggr_model_find(&model, "w1");
   set_comp(w1, "wsvc", MST_STATE_UNHEALTHY, "exit 2", T0 + 3);
-  cr_assert(aggr_model_evaluate(&model, T0 + 3));
+  cr_assert(aggr_model_evaluate(&model, &engine, T0 + 3));
   cr_assert_eq(model.verdict, MST_VERDICT_DEGRADED);
   cr_assert_eq(model.verdict_since_usec, T0 + 3);
   cr_assert_not_null(find_reason(&model.reasons, "w1", "wsvc"));
@@ -422,13 +518,13 @@ Test(model, cluster_verdict_changes) {
 
   /* A different failure with the same verdict is no change. */
   set_comp(w1, "wsvc", MST_STATE_UNKNOWN, "timeout", T0 + 4);
-  cr_assert_not(aggr_model_evaluate(&model, T0 + 4));
+  cr_assert_not(aggr_model_evaluate(&model, &engine, T0 + 4));
   cr_assert_eq(model.verdict_since_usec, T0 + 3);
   cr_assert_str_eq(find_reason(&model.reasons, "w1", "wsvc")->message,
                    "w1: wsvc is in an unknown state: timeout");
 
   model.have_leader = false;
-  cr_assert(aggr_model_evaluate(&model, T0 + 5));
+  cr_assert(aggr_model_evaluate(&model, &engine, T0 + 5));
   cr_assert_eq(model.verdict, MST_VERDICT_UNKNOWN);
   cr_assert_str_eq(model.reasons.v[0].message, "no leader elected");
   cr_assert_null(model.reasons.v[0].node);
@@ -437,9 +533,10 @@ Test(model, cluster_verdict_changes) {
 Test(model, profile_drift_is_a_reason_not_a_verdict) {
   struct aggr_node *m1 = report("m1", "master", T0);
   set_comp(m1, "svc", MST_STATE_HEALTHY, NULL, T0);
-  m1->profile_digest = strdup("abcdef0123456789abcdef");
-  m1->profile_drift = true;
-  aggr_model_evaluate(&model, T0);
+  cr_assert_not(m1->profile_drift);
+  hello_as("m1", "master", "host-of-node", "abcdef0123456789abcdef", T0);
+  cr_assert(m1->profile_drift);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(m1->verdict, MST_VERDICT_HEALTHY);
   cr_assert_eq(m1->reasons.n, 1);
   cr_assert_str_eq(m1->reasons.v[0].message,
@@ -450,16 +547,16 @@ Test(model, profile_drift_is_a_reason_not_a_verdict) {
 
 Test(model, dirty_only_on_change) {
   healthy_cluster();
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   struct aggr_node *m1 = aggr_model_find(&model, "m1");
   struct aggr_node *w1 = aggr_model_find(&model, "w1");
   m1->dirty = w1->dirty = false;
-  aggr_model_evaluate(&model, T0 + 1);
+  aggr_model_evaluate(&model, &engine, T0 + 1);
   cr_assert_not(m1->dirty, "an evaluation that changed nothing leaves the node clean");
   cr_assert_eq(model.n_derived, 0, "no node changed: none is derived again");
   cr_assert_eq(model.n_explained, 0);
   set_comp(m1, "svc", MST_STATE_UNHEALTHY, "down", T0 + 2);
-  aggr_model_evaluate(&model, T0 + 2);
+  aggr_model_evaluate(&model, &engine, T0 + 2);
   cr_assert(m1->dirty, "a verdict change marks the node dirty");
   cr_assert_eq(m1->verdict_since_usec, T0 + 2);
   cr_assert_eq(model.n_derived, 1, "only the changed node is derived again");
@@ -468,12 +565,12 @@ Test(model, dirty_only_on_change) {
 
 Test(model, check_finds_a_change_not_marked_dirty) {
   healthy_cluster();
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(aggr_model_check(&model, T0), 0, "a first evaluation derives everything");
   struct aggr_node *m1 = aggr_model_find(&model, "m1");
   m1->dirty = aggr_model_find(&model, "w1")->dirty = false;
   m1->components[0].state = MST_STATE_UNHEALTHY; /* as if the loop forgot to mark it */
-  aggr_model_evaluate(&model, T0 + 1);
+  aggr_model_evaluate(&model, &engine, T0 + 1);
   cr_assert_eq(m1->verdict, MST_VERDICT_HEALTHY, "an unmarked change is not seen");
   cr_assert_eq(aggr_model_check(&model, T0 + 1), 1, "but the check finds it");
   cr_assert_eq(m1->verdict, MST_VERDICT_UNHEALTHY, "and corrects the node");
@@ -538,7 +635,7 @@ Test(model, set_leader) {
   cr_assert_not(model.have_leader);
   cr_assert_null(model.leader_id);
   cr_assert_null(model.leader_http);
-  aggr_model_evaluate(&model, T0);
+  aggr_model_evaluate(&model, &engine, T0);
   cr_assert_eq(model.verdict, MST_VERDICT_UNKNOWN);
   const struct aggr_reason *why = find_reason(&model.reasons, NULL, NULL);
   cr_assert_not_null(why);
@@ -585,7 +682,7 @@ static const struct aggr_view_node *view_node(const struct aggr_view *v, const c
 }
 
 static struct aggr_view *publish(bool ready, int want) {
-  aggr_model_evaluate(&model, T0 + 1);
+  aggr_model_evaluate(&model, &engine, T0 + 1);
   int r = aggr_view_publish(views, &model, ready);
   cr_assert_eq(r, want, "publish returned %d, want %d", r, want);
   struct aggr_view *v = aggr_view_acquire(views);
@@ -667,11 +764,12 @@ Test(view, heartbeats_refresh_last_seen_coarsely) {
   struct aggr_node *w1 = aggr_model_find(&model, "w1");
 
   /* Heartbeats move last_seen without marking the node dirty. */
-  w1->last_seen_usec = T0 + AGGR_VIEW_LAST_SEEN_REFRESH_USEC;
+  aggr_node_apply_seen(w1, T0 + AGGR_VIEW_LAST_SEEN_REFRESH_USEC);
+  cr_assert_not(w1->dirty);
   struct aggr_view *v2 = publish(true, 0);
   cr_assert_eq(v2, v1, "a small last_seen move re-renders nothing");
 
-  w1->last_seen_usec = T0 + AGGR_VIEW_LAST_SEEN_REFRESH_USEC + 1000;
+  aggr_node_apply_seen(w1, T0 + AGGR_VIEW_LAST_SEEN_REFRESH_USEC + 1000);
   struct aggr_view *v3 = publish(true, 1);
   cr_assert_eq(view_node(v3, "w1")->detail->index, v3->index);
   cr_assert_eq(view_node(v3, "m1")->detail->index, v1->index);
@@ -812,10 +910,8 @@ Test(view, node_detail_body_and_live_elapsed) {
 }
 
 Test(view, invalid_utf8_is_repaired) {
-  struct aggr_node *n = report("n1", "agent", T0);
+  struct aggr_node *n = hello_as("n1", "agent", "h\x80st\"quote", NULL, T0);
   set_comp(n, "wsvc", MST_STATE_UNHEALTHY, "bad \xff\xfe bytes \xC3", T0);
-  free(n->hostname);
-  n->hostname = strdup("h\x80st\"quote");
   struct aggr_view *v = publish(true, 1);
   json_t *j = parse_body(view_node(v, "n1")->detail);
   cr_assert_str_eq(json_string_value(json_object_get(j, "hostname")), "h\xEF\xBF\xBDst\"quote");
@@ -850,9 +946,7 @@ Test(view, random_agent_text_gives_valid_json) {
         text[t][i] = (char)(1 + rand_r(&seed) % 255); /* any byte but NUL */
       text[t][len] = 0;
     }
-    struct aggr_node *n = report(text[0], text[1], T0);
-    free(n->hostname);
-    n->hostname = strdup(text[2]);
+    struct aggr_node *n = hello_as(text[0], text[1], text[2], NULL, T0);
     set_comp(n, text[3], MST_STATE_UNHEALTHY, text[2], T0);
   }
   struct aggr_view *v = publish(true, 1);
@@ -1086,7 +1180,7 @@ Test(view, concurrent_readers) {
     char out[32];
     snprintf(out, sizeof(out), "run %d", i);
     set_comp(w1, "wsvc", i % 2 ? MST_STATE_UNHEALTHY : MST_STATE_HEALTHY, out, T0 + i);
-    aggr_model_evaluate(&model, T0 + (uint64_t)i);
+    aggr_model_evaluate(&model, &engine, T0 + (uint64_t)i);
     cr_assert_eq(aggr_view_publish(views, &model, true), 1);
   }
   atomic_store(&stop, true);

@@ -1,7 +1,8 @@
 /* Unit tests for the stage engine (aggregatord/model/stage.c) and the root causes
  * across the dependency graph (aggregatord/model/cause.c), through the live model:
  * profiles are loaded from files like the daemons load them, nodes report
- * component states, aggr_model_evaluate() runs at chosen times. Covered:
+ * through the model's apply calls as conn.c does, aggr_model_evaluate()
+ * runs at chosen times. Covered:
  * "after" defaults and cycles, requires conditions (any, @quorum, @all),
  * percent and the stage waited on, completions and learned durations, the
  * estimate from a known history, lateness as a verdict, restoring stored
@@ -12,10 +13,11 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "model/evaluate.h"
 #include "model/model.h"
+#include "model/stage.h"
 #include "mst/diag.h"
 #include "mst/macro.h"
-#include "model/stage.h"
 #include "unit-helpers.h"
 #include "serve/view.h"
 
@@ -74,6 +76,7 @@ static const char diamond_ini[] =
 static char *dir;
 static struct mst_profile_set *profiles;
 static struct aggr_model model;
+static struct aggr_stage engine;
 
 static void load_profiles(void) {
   struct mst_diag diag = {0};
@@ -105,42 +108,55 @@ static void setup_none(void) {
 }
 
 static void teardown(void) {
+  aggr_stage_done(&engine);
   aggr_model_done(&model);
   mst_profile_set_free(profiles);
   unit_rmtree(dir);
 }
 
-/* A node whose agent said Hello (boot at `boot`) and sent its snapshot. */
+/* A node's agent says Hello in boot boot_id (which began at `boot`) as
+ * the model hears it from conn.c; the same boot again keeps what the node
+ * had. */
+static struct aggr_node *hello_in(struct aggr_model *m, const char *id, const char *role,
+                                  const char *boot_id, uint64_t boot) {
+  struct aggr_node *n = aggr_model_get(m, id);
+  cr_assert_not_null(n);
+  const struct mst_profile *p = mst_profile_set_find(m->profiles, role);
+  const struct aggr_hello_report h = {
+      .role = role,
+      .hostname = id,
+      .boot_id = boot_id,
+      .boot_time_usec = boot,
+      .profile_digest = p ? p->digest : "",
+  };
+  uint64_t seen = MST_MAX(n->last_seen_usec, boot);
+  /* Any non-NULL pointer: connected. */
+  cr_assert_eq(aggr_model_apply_hello(m, n, &h, (struct aggr_conn *)n, seen), 0);
+  return n;
+}
+
+/* A node whose agent said Hello (boot at `boot`) and sent its snapshot: on
+ * a new boot an empty one, the components then coming as changes. */
 static struct aggr_node *report(const char *id, const char *role, const char *boot_id,
                                 uint64_t boot) {
-  struct aggr_node *n = aggr_model_get(&model, id);
-  cr_assert_not_null(n);
-  free(n->role);
-  n->role = strdup(role);
-  free(n->boot_id);
-  n->boot_id = strdup(boot_id);
-  n->boot_time_usec = boot;
-  n->reported = true;
-  n->have_snapshot = true;
-  n->first_seen_usec = n->first_seen_usec ? n->first_seen_usec : boot;
-  n->last_seen_usec = boot;
-  n->conn = (struct aggr_conn *)n; /* any non-NULL pointer: connected */
-  n->dirty = true;
+  struct aggr_node *n = hello_in(&model, id, role, boot_id, boot);
+  if (!n->have_snapshot)
+    cr_assert_eq(aggr_node_apply_snapshot(n, NULL, 0), 0);
   return n;
 }
 
 static void set_comp(struct aggr_node *n, const char *name, enum mst_state state, uint64_t since) {
-  struct aggr_component *c = aggr_node_get_component(n, name);
-  cr_assert_not_null(c);
-  c->check = MST_CHECK_EXEC;
-  c->state = state;
-  c->since_usec = since;
-  free(c->output);
-  c->output = strdup(state == MST_STATE_HEALTHY ? "ok" : "not ok");
-  c->rise = 1;
-  c->fall = 1;
-  n->dirty = true;
-  n->last_seen_usec = MST_MAX(n->last_seen_usec, since);
+  const struct aggr_component_report r = {
+      .name = name,
+      .check = MST_CHECK_EXEC,
+      .state = state,
+      .since_usec = since,
+      .output = state == MST_STATE_HEALTHY ? "ok" : "not ok",
+      .rise = 1,
+      .fall = 1,
+  };
+  cr_assert_eq(aggr_node_apply_change(n, NULL, &r), 0);
+  aggr_node_apply_seen(n, MST_MAX(n->last_seen_usec, since));
 }
 
 /* Every component of the node's profile at state, since `since`. */
@@ -156,7 +172,7 @@ static void set_all(struct aggr_node *n, enum mst_state state, uint64_t since) {
 static size_t last_derived, last_explained; /* by the incremental evaluation */
 
 static void evaluate_checked(uint64_t now) {
-  aggr_model_evaluate(&model, now);
+  aggr_model_evaluate(&model, &engine, now);
   last_derived = model.n_derived;
   last_explained = model.n_explained;
   cr_assert_eq(aggr_model_check(&model, now), 0,
@@ -171,7 +187,7 @@ static void evaluate(uint64_t now) {
    * dirty): silence is not what these tests are about. */
   for (size_t i = 0; i < model.n_nodes; i++)
     if (model.nodes[i]->reported)
-      model.nodes[i]->last_seen_usec = MST_MAX(model.nodes[i]->last_seen_usec, now);
+      aggr_node_apply_seen(model.nodes[i], MST_MAX(model.nodes[i]->last_seen_usec, now));
   evaluate_checked(now);
 }
 
@@ -239,7 +255,7 @@ Test(stage, after_defaults_to_the_previous_stage) {
   cr_assert_null(p->stages[1].after[1]);
   cr_assert_null(p->stages[0].after[0], "the first stage comes after nothing");
 
-  const struct aggr_stage_graph *g = aggr_stage_graph_get(&model.stage_graphs, p);
+  const struct aggr_stage_graph *g = aggr_stage_graph_get(&engine.graphs, p);
   cr_assert_not_null(g);
   cr_assert_eq(g->stages[2].n_upstream, 2, "web comes after both, transitively");
   cr_assert(g->has_requires);
@@ -287,21 +303,21 @@ Test(stage, a_cycle_that_slipped_through_does_not_hang) {
   static struct mst_profile *list[] = {&cyclic};
   static const struct mst_profile_set set = {.profiles = list, .n = 1};
   struct aggr_model m;
+  struct aggr_stage st = {0};
   cr_assert_eq(aggr_model_init(&m, &set, NULL, 30 * SEC), 0);
-  struct aggr_node *n = aggr_model_get(&m, "n1");
-  n->role = strdup("cyclic");
-  n->boot_id = strdup("b");
-  n->boot_time_usec = T0;
-  n->reported = n->have_snapshot = true;
-  n->last_seen_usec = T0;
-  aggr_node_get_component(n, "x")->state = MST_STATE_UNHEALTHY;
-  aggr_node_get_component(n, "y")->state = MST_STATE_UNHEALTHY;
-  aggr_model_evaluate(&m, T0 + SEC);
+  struct aggr_node *n = hello_in(&m, "n1", "cyclic", "b", T0);
+  const struct aggr_component_report snap[] = {
+      {.name = "x", .state = MST_STATE_UNHEALTHY},
+      {.name = "y", .state = MST_STATE_UNHEALTHY},
+  };
+  cr_assert_eq(aggr_node_apply_snapshot(n, snap, ELEMENTSOF(snap)), 0);
+  aggr_model_evaluate(&m, &st, T0 + SEC);
   cr_assert_eq(n->verdict, MST_VERDICT_UNHEALTHY);
   cr_assert_eq(n->startup->n_reached, 0);
   /* Each problem of the cycle reaches the other and no root: both stand
    * as roots rather than vanish. */
   cr_assert_eq(n->root_causes.n, 2);
+  aggr_stage_done(&st);
   aggr_model_done(&m);
 }
 
@@ -403,7 +419,7 @@ Test(stage, completions_are_queued_and_learned) {
   masters_up();
   evaluate(T0 + 4 * SEC);
   size_t n = 0;
-  struct aggr_stage_completion *c = aggr_model_take_completions(&model, &n);
+  struct aggr_stage_completion *c = aggr_stage_take_completions(&engine, &n);
   cr_assert_eq(n, 9, "three stages on three masters");
   bool seen = false;
   for (size_t i = 0; i < n; i++)
@@ -416,23 +432,23 @@ Test(stage, completions_are_queued_and_learned) {
     }
   cr_assert(seen);
   aggr_stage_completions_free(c, n);
-  cr_assert_null(aggr_model_take_completions(&model, &n));
+  cr_assert_null(aggr_stage_take_completions(&engine, &n));
   cr_assert_eq(n, 0);
 
   /* Nothing new: nothing is queued again. */
   evaluate(T0 + 5 * SEC);
-  cr_assert_null(aggr_model_take_completions(&model, &n));
+  cr_assert_null(aggr_stage_take_completions(&engine, &n));
 
   /* Boots under way teach nothing yet: a node is judged by earlier boots
    * only. m1 boots again: its first boot's durations are learned. */
   const struct aggr_stage_samples *zk =
-      aggr_stage_history_get(&model.stage_history, "master", "zookeeper");
+      aggr_stage_history_get(&engine.history, "master", "zookeeper");
   cr_assert_eq(zk->n, 0);
   set_all(report("m1", "master", "boot-2", T0 + 100 * SEC), MST_STATE_STARTING, T0 + 100 * SEC);
   evaluate(T0 + 101 * SEC);
   cr_assert_eq(zk->n, 1);
   cr_assert_eq(zk->p50_usec, 1 * SEC, "reached at T0+1s, a second after the boot");
-  cr_assert_eq(aggr_stage_history_get(&model.stage_history, "master", "web")->n, 1);
+  cr_assert_eq(aggr_stage_history_get(&engine.history, "master", "web")->n, 1);
 }
 
 Test(stage, percentiles_are_nearest_rank) {
@@ -459,8 +475,7 @@ static void learn_master_history(void) {
               {"mesos-master", 5}, {"web", 7},        {"web", 7}};
   for (size_t i = 0; i < ELEMENTSOF(rows); i++)
     cr_assert_eq(
-        aggr_stage_history_add(&model.stage_history, "master", rows[i].stage, rows[i].secs * SEC),
-        0);
+        aggr_stage_history_add(&engine.history, "master", rows[i].stage, rows[i].secs * SEC), 0);
 }
 
 Test(stage, eta_follows_the_p50_along_the_critical_path) {
@@ -560,19 +575,20 @@ Test(stage, a_new_boot_starts_over) {
 Test(stage, restored_completions_keep_the_boot_and_teach_durations) {
   /* A restart: the node is known from the registry, not yet back. */
   struct aggr_node *m1 = aggr_model_get(&model, "m1");
-  m1->reported = true;
-  m1->last_seen_usec = T0 + 3 * SEC;
-  cr_assert_eq(aggr_stage_restore(&model, "m1", "master", "boot-0", T0 - 50 * SEC, "zookeeper",
-                                  T0 - 40 * SEC, 10 * SEC),
+  cr_assert_eq(aggr_node_apply_restored(m1, "master", "m1", 0, T0 + 3 * SEC), 0);
+  cr_assert_eq(aggr_stage_restore(&engine, &model, "m1", "master", "boot-0", T0 - 50 * SEC,
+                                  "zookeeper", T0 - 40 * SEC, 10 * SEC),
                0);
-  cr_assert_eq(aggr_stage_restore(&model, "m1", "master", "boot-1", T0, "zookeeper", T0 + SEC, SEC),
-               0);
-  cr_assert_eq(aggr_stage_restore(&model, "gone", "master", "boot-9", T0, "zookeeper", T0, SEC), 0,
-               "an unknown node only teaches");
+  cr_assert_eq(
+      aggr_stage_restore(&engine, &model, "m1", "master", "boot-1", T0, "zookeeper", T0 + SEC, SEC),
+      0);
+  cr_assert_eq(
+      aggr_stage_restore(&engine, &model, "gone", "master", "boot-9", T0, "zookeeper", T0, SEC), 0,
+      "an unknown node only teaches");
   /* boot-0 is over and teaches; so does the unknown node; boot-1 is the
    * node's current boot and goes on. */
   const struct aggr_stage_samples *zk =
-      aggr_stage_history_get(&model.stage_history, "master", "zookeeper");
+      aggr_stage_history_get(&engine.history, "master", "zookeeper");
   cr_assert_eq(zk->n, 2);
   cr_assert_str_eq(m1->startup->boot_id, "boot-1", "the latest boot");
 
@@ -584,7 +600,7 @@ Test(stage, restored_completions_keep_the_boot_and_teach_durations) {
   evaluate(T0 + 5 * SEC);
   cr_assert_str_eq(state_of("m1", "zookeeper"), "done");
   size_t n;
-  struct aggr_stage_completion *c = aggr_model_take_completions(&model, &n);
+  struct aggr_stage_completion *c = aggr_stage_take_completions(&engine, &n);
   for (size_t i = 0; i < n; i++)
     cr_assert_str_neq(c[i].stage, "zookeeper", "a restored stage was counted again");
   aggr_stage_completions_free(c, n);
@@ -743,15 +759,15 @@ Test(cause, an_unreachable_master_is_a_root) {
   for (size_t i = 0; i < 3; i++) {
     const char *ids[] = {"m1", "m2", "m3"};
     struct aggr_node *m = aggr_model_find(&model, ids[i]);
-    m->last_seen_usec = T0;
+    aggr_node_apply_seen(m, T0);
   }
   /* Past the stale timeout without the helper keeping them fresh. */
   for (int i = 1; i <= 5; i++) {
     char id[8];
     snprintf(id, sizeof(id), "a%d", i);
-    aggr_model_find(&model, id)->last_seen_usec = T0 + 40 * SEC;
+    aggr_node_apply_seen(aggr_model_find(&model, id), T0 + 40 * SEC);
   }
-  aggr_model_evaluate(&model, T0 + 40 * SEC);
+  aggr_model_evaluate(&model, &engine, T0 + 40 * SEC);
   cr_assert_eq(aggr_model_find(&model, "m1")->verdict, MST_VERDICT_UNREACHABLE);
   const struct aggr_reason *root = root_of("m1", NULL);
   cr_assert_not_null(root);
@@ -936,7 +952,7 @@ Test(cause, incremental_evaluation_matches_a_full_one) {
     /* A speaking node's frames move last_seen without marking it dirty. */
     for (size_t k = 0; k < ELEMENTSOF(ids); k++)
       if (speaking[k])
-        aggr_model_find(&model, ids[k])->last_seen_usec = now;
+        aggr_node_apply_seen(aggr_model_find(&model, ids[k]), now);
     evaluate_checked(now);
     derived += last_derived;
     explained += last_explained;

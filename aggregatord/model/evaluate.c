@@ -1,0 +1,979 @@
+/* Evaluation (evaluate.h): what the model's nodes come to. Each node's
+ * startup progress (the stage engine, stage.c), the node verdicts (the pure
+ * rules of mst/verdict.h), the reasons and root causes (the dependency
+ * graph, cause.c) in the sentences operators read, and the cluster verdict.
+ * What it derives goes back into the container (model.h), where the views
+ * read it; a node whose rendering changed is marked dirty.
+ *
+ * This file drives the stage engine and the cause graph; they and it read
+ * the container. Nothing below calls back up here.
+ *
+ * Threads: the loop thread only. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/cause.h"
+#include "model/evaluate.h"
+#include "model/model.h"
+#include "model/stage.h"
+#include "mst/hash.h"
+#include "mst/log.h"
+#include "mst/macro.h"
+#include "mst/time.h"
+
+/* Component output quoted in a reason is cut here: the full output is in the
+ * node's component list. */
+#define REASON_OUTPUT_MAX 1024
+/* ... and in a root cause's sentence, shorter. */
+#define REASON_SUMMARY_OUTPUT_MAX 200
+/* Profile digests are shown shortened in the drift reason. */
+#define REASON_DIGEST_CHARS 12
+/* Lists in sentences ("blocked: ...") name at most this many items. */
+#define REASON_LIST_MAX 12
+
+static bool streq_null(const char *a, const char *b) {
+  if (!a || !b)
+    return a == b;
+  return strcmp(a, b) == 0;
+}
+
+static char *strdup_null(const char *s, bool *failed) {
+  if (!s)
+    return NULL;
+  char *copy = strdup(s);
+  if (!copy)
+    *failed = true;
+  return copy;
+}
+
+/* --- reasons -------------------------------------------------------------- */
+
+/* Appends item, taking what it owns (also on failure). */
+static int reasons_take(struct aggr_reasons *r, struct aggr_reason *item) {
+  if (aggr_model_grow_array(&r->v, r->n, sizeof(r->v[0])) < 0) {
+    aggr_reason_done(item);
+    return -ENOMEM;
+  }
+  r->v[r->n++] = *item;
+  *item = (struct aggr_reason){0};
+  return 0;
+}
+
+/* Appends a copy of the four strings (any may be NULL). */
+static int reasons_push(struct aggr_reasons *r, const char *node, const char *component,
+                        const char *state, const char *message) {
+  bool failed = false;
+  struct aggr_reason item = {
+      .node = strdup_null(node, &failed),
+      .component = strdup_null(component, &failed),
+      .state = strdup_null(state, &failed),
+      .message = strdup_null(message, &failed),
+  };
+  if (failed) {
+    aggr_reason_done(&item);
+    return -ENOMEM;
+  }
+  return reasons_take(r, &item);
+}
+
+static int reasons_pushf(struct aggr_reasons *r, const char *node, const char *component,
+                         const char *state, const char *fmt, ...) _printf_(5, 6);
+static int reasons_pushf(struct aggr_reasons *r, const char *node, const char *component,
+                         const char *state, const char *fmt, ...) {
+  char *message;
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vasprintf(&message, fmt, ap);
+  va_end(ap);
+  if (k < 0)
+    return -ENOMEM;
+  int ret = reasons_push(r, node, component, state, message);
+  free(message);
+  return ret;
+}
+
+static int reason_copy(const struct aggr_reason *s, struct aggr_reason *ret) {
+  bool failed = false;
+  *ret = (struct aggr_reason){
+      .node = strdup_null(s->node, &failed),
+      .component = strdup_null(s->component, &failed),
+      .state = strdup_null(s->state, &failed),
+      .message = strdup_null(s->message, &failed),
+      .summary = strdup_null(s->summary, &failed),
+      .n_refs_total = s->n_refs_total,
+  };
+  if (!failed && s->n_refs > 0) {
+    ret->refs = calloc(s->n_refs, sizeof(ret->refs[0]));
+    failed = !ret->refs;
+    ret->n_refs = ret->refs ? s->n_refs : 0;
+    for (size_t i = 0; i < ret->n_refs; i++) {
+      ret->refs[i].node = strdup_null(s->refs[i].node, &failed);
+      ret->refs[i].component = strdup_null(s->refs[i].component, &failed);
+    }
+  }
+  if (failed) {
+    aggr_reason_done(ret);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+/* The reason of r about (node, component), or NULL. */
+static const struct aggr_reason *reasons_find(const struct aggr_reasons *r, const char *node,
+                                              const char *component) {
+  for (size_t i = 0; i < r->n; i++)
+    if (streq_null(r->v[i].node, node) && streq_null(r->v[i].component, component))
+      return &r->v[i];
+  return NULL;
+}
+
+/* A set of the (node, component) pairs reasons name, so that the cluster's
+ * lists name each once without comparing every pair (10,000 failing nodes
+ * are 10,000 root causes). Open addressing over borrowed strings. */
+struct reason_set {
+  const struct aggr_reason **slots;
+  size_t cap; /* a power of two */
+};
+
+static uint64_t reason_hash(const char *node, const char *component) {
+  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node), component) ^ (component ? 1 : 0);
+}
+
+/* Adds r unless its pair is in the set already. Returns 1 when added, 0
+ * when present, -ENOMEM. */
+static int reason_set_add(struct reason_set *set, size_t n_max, const struct aggr_reason *r) {
+  if (!set->slots) {
+    size_t cap = 16;
+    while (cap < n_max * 2)
+      cap *= 2;
+    if (!(set->slots = calloc(cap, sizeof(*set->slots))))
+      return -ENOMEM;
+    set->cap = cap;
+  }
+  for (size_t k = reason_hash(r->node, r->component) & (set->cap - 1);;
+       k = (k + 1) & (set->cap - 1)) {
+    const struct aggr_reason *s = set->slots[k];
+    if (!s) {
+      set->slots[k] = r;
+      return 1;
+    }
+    if (streq_null(s->node, r->node) && streq_null(s->component, r->component))
+      return 0;
+  }
+}
+
+/* Counts every reason of src into dst's total, and copies it while dst
+ * holds fewer than AGGR_CLUSTER_REASONS_MAX; with a set, only the reasons
+ * about a (node, component) not in it yet, which are then added (the set
+ * holds at most n_max). */
+static int reasons_copy_all(struct aggr_reasons *dst, const struct aggr_reasons *src,
+                            struct reason_set *unique, size_t n_max) {
+  for (size_t i = 0; i < src->n; i++) {
+    const struct aggr_reason *s = &src->v[i];
+    struct aggr_reason copy;
+    int r;
+    if (unique && (r = reason_set_add(unique, n_max, s)) <= 0) {
+      if (r < 0)
+        return r;
+      continue;
+    }
+    dst->n_total++;
+    if (dst->n >= AGGR_CLUSTER_REASONS_MAX)
+      continue;
+    if (reason_copy(s, &copy) < 0 || reasons_take(dst, &copy) < 0)
+      return -ENOMEM;
+  }
+  return 0;
+}
+
+static bool reasons_equal(const struct aggr_reasons *a, const struct aggr_reasons *b) {
+  if (a->n != b->n || a->n_total != b->n_total)
+    return false;
+  for (size_t i = 0; i < a->n; i++) {
+    const struct aggr_reason *x = &a->v[i], *y = &b->v[i];
+    if (!streq_null(x->node, y->node) || !streq_null(x->component, y->component) ||
+        !streq_null(x->state, y->state) || !streq_null(x->message, y->message) ||
+        !streq_null(x->summary, y->summary) || x->n_refs != y->n_refs ||
+        x->n_refs_total != y->n_refs_total)
+      return false;
+    for (size_t k = 0; k < x->n_refs; k++)
+      if (!streq_null(x->refs[k].node, y->refs[k].node) ||
+          !streq_null(x->refs[k].component, y->refs[k].component))
+        return false;
+  }
+  return true;
+}
+
+static void reasons_replace(struct aggr_reasons *dst, struct aggr_reasons *src) {
+  aggr_reasons_clear(dst);
+  *dst = *src;
+  *src = (struct aggr_reasons){0};
+}
+
+/* --- verdicts ------------------------------------------------------------- */
+
+static bool component_failing(enum mst_state s) {
+  return s != MST_STATE_HEALTHY && s != MST_STATE_STARTING && s != MST_STATE_WARNING;
+}
+
+static const char *state_phrase(enum mst_state s) {
+  switch (s) {
+  case MST_STATE_STARTING:
+    return "is starting";
+  case MST_STATE_WARNING:
+    return "has a warning";
+  case MST_STATE_UNHEALTHY:
+    return "is unhealthy";
+  case MST_STATE_UNKNOWN:
+    return "is in an unknown state";
+  case MST_STATE_HEALTHY:
+    return "is healthy";
+  default:
+    return "has not been checked yet";
+  }
+}
+
+/* The same, after "has been". */
+static const char *state_adjective(enum mst_state s) {
+  switch (s) {
+  case MST_STATE_STARTING:
+    return "starting";
+  case MST_STATE_UNHEALTHY:
+    return "unhealthy";
+  case MST_STATE_UNKNOWN:
+    return "in an unknown state";
+  case MST_STATE_WARNING:
+    return "warning";
+  case MST_STATE_HEALTHY:
+    return "healthy";
+  default:
+    return "unchecked";
+  }
+}
+
+static const char *state_name(enum mst_state s) {
+  const char *name = mst_state_to_string(s);
+  return name ? name : "unknown";
+}
+
+static const char *verdict_name(enum mst_verdict v) {
+  const char *name = mst_verdict_to_string(v);
+  return name ? name : "unknown";
+}
+
+/* How many bytes of s to quote: at most max, cut back to a UTF-8 character
+ * boundary. */
+static int output_quote_len(const char *s, size_t max, bool *ret_cut) {
+  size_t len = strlen(s);
+  *ret_cut = len > max;
+  if (!*ret_cut)
+    return (int)len;
+  len = max;
+  while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+    len--;
+  return (int)len;
+}
+
+/* "30s" or "1500ms". */
+static void format_duration(uint64_t usec, char *buf, size_t size) {
+  if (usec % USEC_PER_SEC == 0)
+    snprintf(buf, size, "%" PRIu64 "s", (uint64_t)(usec / USEC_PER_SEC));
+  else
+    snprintf(buf, size, "%" PRIu64 "ms", (uint64_t)(usec / USEC_PER_MSEC));
+}
+
+/* How long, for people: "800ms", "45s", "4m12s", "1h2m", "3d4h". */
+static void format_duration_human(uint64_t usec, char *buf, size_t size) {
+  if (usec < USEC_PER_SEC) {
+    snprintf(buf, size, "%" PRIu64 "ms", (uint64_t)((usec + USEC_PER_MSEC / 2) / USEC_PER_MSEC));
+    return;
+  }
+  uint64_t s = (usec + USEC_PER_SEC / 2) / USEC_PER_SEC;
+  if (s < 60)
+    snprintf(buf, size, "%" PRIu64 "s", s);
+  else if (s < 3600)
+    snprintf(buf, size, "%" PRIu64 "m%" PRIu64 "s", s / 60, s % 60);
+  else if (s < 86400)
+    snprintf(buf, size, "%" PRIu64 "h%" PRIu64 "m", s / 3600, s % 3600 / 60);
+  else
+    snprintf(buf, size, "%" PRIu64 "d%" PRIu64 "h", s / 86400, s % 86400 / 3600);
+}
+
+static int node_reason_drift(const struct aggr_model *m, const struct aggr_node *n,
+                             const char *verdict, struct aggr_reasons *reasons) {
+  const struct mst_profile *p =
+      n->role && m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
+  const char *agent = n->profile_digest ? n->profile_digest : "(none)";
+  if (!p)
+    return reasons_pushf(reasons, n->id, NULL, verdict,
+                         "%s: profile drift: agent digest %.*s%s, but the aggregator has no "
+                         "profile for role %s",
+                         n->id, REASON_DIGEST_CHARS, agent,
+                         strlen(agent) > REASON_DIGEST_CHARS ? "…" : "",
+                         n->role ? n->role : "(none)");
+  return reasons_pushf(reasons, n->id, NULL, verdict,
+                       "%s: profile drift: agent digest %.*s%s differs from aggregator's %.*s%s",
+                       n->id, REASON_DIGEST_CHARS, agent,
+                       strlen(agent) > REASON_DIGEST_CHARS ? "…" : "", REASON_DIGEST_CHARS,
+                       p->digest, strlen(p->digest) > REASON_DIGEST_CHARS ? "…" : "");
+}
+
+/* A milestone counts for progress only, never for the node's health. */
+static bool counts_for_health(const struct aggr_node *n, const struct aggr_component *c) {
+  return !n->startup || !aggr_stage_milestone_only(n->startup->graph, c->name);
+}
+
+/* The node's verdict at now, from the pure rules of mst/verdict.h; counts
+ * its components that are down and failing on the way (n_down, n_failing:
+ * the cause graph starts from them). */
+static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_node *n,
+                                     uint64_t now) {
+  n->n_down = n->n_failing = 0;
+  if (!n->reported)
+    /* Only expected masters exist before their agent's Hello; anything else
+     * is a placeholder that counts for nothing. */
+    return n->expected_master ? MST_VERDICT_MISSING : MST_VERDICT_UNKNOWN;
+
+  struct mst_node_facts facts = {
+      .silent = aggr_node_silent(m, n, now),
+      .have_snapshot = n->have_snapshot,
+      .late = n->startup && n->startup->late,
+  };
+  for (size_t i = 0; i < n->n_components; i++) {
+    const struct aggr_component *c = &n->components[i];
+    bool counts = counts_for_health(n, c);
+    if (c->state != MST_STATE_HEALTHY && c->state != MST_STATE_WARNING) {
+      n->n_down++;
+      n->n_failing += counts && component_failing(c->state);
+    }
+    if (!counts)
+      continue;
+    switch (c->state) {
+    case MST_STATE_HEALTHY:
+      facts.n_healthy++;
+      break;
+    case MST_STATE_WARNING:
+      facts.n_warning++;
+      break;
+    case MST_STATE_STARTING:
+      facts.n_starting++;
+      break;
+    case MST_STATE_UNHEALTHY:
+      facts.n_unhealthy++;
+      break;
+    default: /* unknown, and a component not yet checked */
+      facts.n_unknown++;
+      break;
+    }
+  }
+  return mst_node_verdict(&facts);
+}
+
+/* --- explaining: reasons and root causes ---------------------------------- */
+
+/* A node id split for natural order: "a10" sorts after "a9". */
+struct natural_id {
+  const char *id;
+  size_t prefix_len; /* up to the trailing digits */
+  unsigned long long number;
+  bool numbered; /* trailing digits without a leading zero */
+};
+
+static void natural_id_init(struct natural_id *x, const char *id) {
+  size_t len = strlen(id), k = len;
+  while (k > 0 && id[k - 1] >= '0' && id[k - 1] <= '9')
+    k--;
+  *x = (struct natural_id){.id = id, .prefix_len = len};
+  /* At most 18 digits (no overflow), and no leading zero (a01 is not a1). */
+  if (k < len && len - k <= 18 && (id[k] != '0' || len - k == 1)) {
+    x->prefix_len = k;
+    x->numbered = true;
+    x->number = strtoull(id + k, NULL, 10);
+  }
+}
+
+static int natural_id_cmp(const void *a, const void *b) {
+  const struct natural_id *x = a, *y = b;
+  size_t n = MST_MIN(x->prefix_len, y->prefix_len);
+  int c = strncmp(x->id, y->id, n);
+  if (c != 0)
+    return c;
+  if (x->prefix_len != y->prefix_len)
+    return x->prefix_len < y->prefix_len ? -1 : 1;
+  if (x->numbered != y->numbered)
+    return x->numbered ? 1 : -1;
+  if (x->number != y->number)
+    return x->number < y->number ? -1 : 1;
+  return strcmp(x->id, y->id);
+}
+
+static bool natural_id_follows(const struct natural_id *prev, const struct natural_id *x) {
+  return prev->numbered && x->numbered && prev->prefix_len == x->prefix_len &&
+         strncmp(prev->id, x->id, x->prefix_len) == 0 && x->number == prev->number + 1;
+}
+
+/* Writes node ids in natural order, runs of three or more written as
+ * "a1..a5", at most REASON_LIST_MAX items. */
+static void write_node_ids(FILE *f, struct natural_id *ids, size_t n) {
+  size_t items = 0;
+  qsort(ids, n, sizeof(ids[0]), natural_id_cmp);
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1;
+    while (j < n && natural_id_follows(&ids[j - 1], &ids[j]))
+      j++;
+    if (items == REASON_LIST_MAX) {
+      fprintf(f, " and %zu more", n - i);
+      return;
+    }
+    if (j - i >= 3) {
+      fprintf(f, "%s%s..%s", items ? ", " : "", ids[i].id, ids[j - 1].id);
+      i = j;
+    } else {
+      fprintf(f, "%s%s", items ? ", " : "", ids[i].id);
+      i++;
+    }
+    items++;
+  }
+}
+
+/* Writes the vertices vs as "marathon on m2, mesos-agent on a1..a5": grouped
+ * by component in order of appearance. Components of here are written bare
+ * ("svc"); nodes themselves as "node m1". */
+static int write_vertices(FILE *f, const struct aggr_cause *c, const size_t *vs, size_t n,
+                          const struct aggr_node *here) {
+  _cleanup_free_ bool *done = calloc(n ? n : 1, sizeof(bool));
+  _cleanup_free_ struct natural_id *ids = calloc(n ? n : 1, sizeof(*ids));
+  size_t groups = 0;
+  if (!done || !ids)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (done[i])
+      continue;
+    const struct aggr_cause_vertex *x = &c->v[vs[i]];
+    const char *name = x->comp ? x->comp->name : NULL;
+    bool bare = here && x->node == here && name;
+    size_t n_ids = 0;
+    for (size_t j = i; j < n; j++) {
+      const struct aggr_cause_vertex *y = &c->v[vs[j]];
+      if (done[j] || !streq_null(name, y->comp ? y->comp->name : NULL) ||
+          bare != (here && y->node == here && name))
+        continue;
+      done[j] = true;
+      natural_id_init(&ids[n_ids++], y->node->id);
+    }
+    if (groups == REASON_LIST_MAX) {
+      size_t left = 0;
+      for (size_t j = i; j < n; j++)
+        left += !done[j];
+      fprintf(f, " and %zu more", left + n_ids);
+      break;
+    }
+    fputs(groups++ ? ", " : "", f);
+    if (bare) {
+      fputs(name, f);
+      continue;
+    }
+    fprintf(f, "%s%s", name ? name : "node", name ? " on " : " ");
+    write_node_ids(f, ids, n_ids);
+  }
+  return 0;
+}
+
+/* The message of a node vertex: why the node itself is the problem. */
+static int node_problem_message(const struct aggr_model *m, const struct aggr_node *n, char **ret) {
+  if (!n->reported)
+    return asprintf(ret, "%s: expected master has never reported", n->id) < 0 ? -ENOMEM : 0;
+  /* The message names when the node was last seen rather than for how long
+   * it has been silent: a growing duration would change the rendered bodies,
+   * and their indexes, on every evaluation. */
+  char seen[MST_RFC3339_MAX] = "never", timeout[32];
+  if (n->last_seen_usec > 0)
+    mst_time_format_rfc3339(n->last_seen_usec, seen, sizeof(seen));
+  format_duration(m->stale_timeout_usec, timeout, sizeof(timeout));
+  return asprintf(ret, "%s: unreachable (last seen %s, silent longer than the %s stale timeout)",
+                  n->id, seen, timeout) < 0
+             ? -ENOMEM
+             : 0;
+}
+
+/* What an evaluation explains with. */
+struct explain {
+  const struct aggr_model *m;
+  const struct aggr_cause *cause;
+  uint64_t now;
+};
+
+/* The operator's sentence for root cause v: what, since when, and what it
+ * blocks. Times, not durations, so that it stays the same bytes while
+ * nothing changes. */
+static int root_summary(const struct explain *x, size_t v, char **ret) {
+  const struct aggr_cause_vertex *cv = &x->cause->v[v];
+  const struct aggr_node *n = cv->node;
+  _cleanup_free_ char *text = NULL;
+  size_t size = 0;
+  char when[MST_RFC3339_MAX];
+  FILE *f = open_memstream(&text, &size);
+  if (!f)
+    return -ENOMEM;
+
+  if (!cv->comp && !n->reported)
+    fprintf(f, "expected master %s has never reported", n->id);
+  else if (!cv->comp) {
+    fprintf(f, "%s is unreachable, last seen %s", n->id,
+            n->last_seen_usec ? mst_time_format_rfc3339(n->last_seen_usec, when, sizeof(when))
+                              : "never");
+  } else if (cv->late && !component_failing(cv->comp->state)) {
+    const struct aggr_stage_progress *sp = &n->startup->stages[cv->late_stage];
+    char p95[32];
+    format_duration_human(sp->learned->p95_usec, p95, sizeof(p95));
+    fprintf(f, "%s on %s has been %s since %s, past the p95 of %s for stage %s", cv->comp->name,
+            n->id, state_adjective(cv->comp->state),
+            mst_time_format_rfc3339(sp->started_usec, when, sizeof(when)), p95,
+            n->startup->profile->stages[cv->late_stage].name);
+  } else {
+    const char *output = cv->comp->output && cv->comp->output[0] ? cv->comp->output : NULL;
+    bool cut = false;
+    int len = output ? output_quote_len(output, REASON_SUMMARY_OUTPUT_MAX, &cut) : 0;
+    fprintf(f, "%s on %s has been %s since %s%s%.*s%s", cv->comp->name, n->id,
+            state_adjective(cv->comp->state),
+            cv->comp->since_usec ? mst_time_format_rfc3339(cv->comp->since_usec, when, sizeof(when))
+                                 : "its first report",
+            output ? ": " : "", len, output ? output : "", cut ? "…" : "");
+  }
+  int r = 0;
+  if (cv->n_blocked > 0) {
+    /* What it blocks on its own node first, then elsewhere. */
+    size_t *order = malloc(cv->n_blocked * sizeof(size_t)), k = 0;
+    if (!order)
+      r = -ENOMEM;
+    for (int pass = 0; order && pass < 2; pass++)
+      for (size_t j = 0; j < cv->n_blocked; j++)
+        if ((x->cause->v[cv->blocked[j]].node == n) == (pass == 0))
+          order[k++] = cv->blocked[j];
+    fputs("; blocked: ", f);
+    if (order)
+      r = write_vertices(f, x->cause, order, cv->n_blocked, NULL);
+    free(order);
+  }
+  if (fclose(f) != 0 || r < 0)
+    return -ENOMEM;
+  *ret = TAKE_PTR(text);
+  return 0;
+}
+
+/* The first AGGR_REFS_MAX of the n vertices vs, and their count. */
+static int refs_from_vertices(const struct aggr_cause *c, const size_t *vs, size_t n,
+                              struct aggr_reason *item) {
+  item->n_refs_total = n;
+  n = MST_MIN(n, (size_t)AGGR_REFS_MAX);
+  if (n == 0)
+    return 0;
+  item->refs = calloc(n, sizeof(item->refs[0]));
+  if (!item->refs)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++, item->n_refs++) {
+    const struct aggr_cause_vertex *y = &c->v[vs[i]];
+    bool failed = false;
+    item->refs[i].node = strdup_null(y->node->id, &failed);
+    item->refs[i].component = strdup_null(y->comp ? y->comp->name : NULL, &failed);
+    if (failed) {
+      item->n_refs++;
+      return -ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Appends root cause v to roots, unless roots already names it. */
+static int root_push(const struct explain *x, size_t v, struct aggr_reasons *roots) {
+  const struct aggr_cause_vertex *cv = &x->cause->v[v];
+  const struct aggr_node *n = cv->node;
+  const char *component = cv->comp ? cv->comp->name : NULL;
+  if (reasons_find(roots, n->id, component))
+    return 0;
+
+  const char *state;
+  if (!cv->comp)
+    state = n->reported ? "unreachable" : "missing";
+  else if (cv->late && !component_failing(cv->comp->state))
+    state = "late";
+  else
+    state = state_name(cv->comp->state);
+  bool failed = false;
+  struct aggr_reason item = {
+      .node = strdup_null(n->id, &failed),
+      .component = strdup_null(component, &failed),
+      .state = strdup_null(state, &failed),
+      .message = cv->comp ? strdup_null(cv->comp->output, &failed) : NULL,
+  };
+  int r = failed ? -ENOMEM : 0;
+  if (r == 0 && !cv->comp)
+    r = node_problem_message(x->m, n, &item.message);
+  if (r == 0)
+    r = root_summary(x, v, &item.summary);
+  if (r == 0)
+    r = refs_from_vertices(x->cause, cv->blocked, cv->n_blocked, &item);
+  if (r < 0) {
+    aggr_reason_done(&item);
+    return r;
+  }
+  return reasons_take(roots, &item);
+}
+
+/* " (blocked by svc, mesos-master on m1..m3 via zookeeper)": the roots v is
+ * blocked by and the other problems in between, seen from node here. */
+static int blocked_text(const struct explain *x, size_t v, const struct aggr_node *here,
+                        char **ret) {
+  const struct aggr_cause_vertex *cv = &x->cause->v[v];
+  char *text = NULL;
+  size_t size = 0;
+  *ret = NULL;
+  if (cv->root || cv->n_roots == 0)
+    return 0;
+  FILE *f = open_memstream(&text, &size);
+  if (!f)
+    return -ENOMEM;
+  fputs(" (blocked by ", f);
+  int r = write_vertices(f, x->cause, cv->roots, cv->n_roots, here);
+  if (r >= 0 && cv->n_via > 0) {
+    fputs(" via ", f);
+    r = write_vertices(f, x->cause, cv->via, cv->n_via, here);
+  }
+  fputc(')', f);
+  if (fclose(f) != 0 || r < 0) {
+    free(text);
+    return -ENOMEM;
+  }
+  *ret = text;
+  return 0;
+}
+
+/* One line per component that is not healthy; v is its vertex, or
+ * SIZE_MAX. */
+static int component_reason(const struct explain *x, size_t node_index,
+                            const struct aggr_component *c, size_t v, struct aggr_reasons *reasons,
+                            struct aggr_reasons *roots) {
+  const struct aggr_node *n = x->m->nodes[node_index];
+  const struct aggr_cause_vertex *cv = v != SIZE_MAX ? &x->cause->v[v] : NULL;
+  if (!cv && !counts_for_health(n, c))
+    return 0; /* a milestone, and its stage is not late */
+
+  _cleanup_free_ char *blocked = NULL;
+  int r = cv ? blocked_text(x, v, n, &blocked) : 0;
+  if (r < 0)
+    return r;
+  const char *output = c->output && c->output[0] ? c->output : NULL;
+  bool cut = false;
+  int len = output ? output_quote_len(output, REASON_OUTPUT_MAX, &cut) : 0;
+  const char *late_stage = cv && cv->late ? n->startup->profile->stages[cv->late_stage].name : NULL;
+  r = reasons_pushf(reasons, n->id, c->name, state_name(c->state), "%s: %s %s%s%.*s%s%s%s%s", n->id,
+                    c->name, state_phrase(c->state), output ? ": " : "", len, output ? output : "",
+                    cut ? "…" : "", late_stage ? " (late for stage " : "",
+                    late_stage ? late_stage : "", late_stage ? ")" : "");
+  if (r < 0)
+    return r;
+  if (blocked) {
+    /* Appended after the fact, to keep the format string readable. */
+    struct aggr_reason *last = &reasons->v[reasons->n - 1];
+    char *joined;
+    if (asprintf(&joined, "%s%s", last->message, blocked) < 0)
+      return -ENOMEM;
+    free(last->message);
+    last->message = joined;
+    if (refs_from_vertices(x->cause, cv->roots, cv->n_roots, last) < 0)
+      return -ENOMEM;
+  }
+  /* The root causes are the problems that nothing failing upstream
+   * explains; each carries the component's own output. Without a graph (it
+   * did not fit in memory) every failing component stands alone. */
+  if (cv && cv->root)
+    return root_push(x, v, roots);
+  if (!cv && component_failing(c->state))
+    return reasons_push(roots, n->id, c->name, state_name(c->state), c->output);
+  return 0;
+}
+
+/* Derives one node's reasons and root causes; its verdict is already set. */
+static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *reasons,
+                        struct aggr_reasons *roots) {
+  const struct aggr_model *m = x->m;
+  const struct aggr_node *n = m->nodes[i];
+  const char *vname = verdict_name(n->verdict);
+  size_t v = aggr_cause_find(x->cause, i, NULL);
+  int r;
+
+  if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE) {
+    /* Missing or silent: the component states are stale (or absent), so the
+     * node itself is the reason and the root cause. */
+    _cleanup_free_ char *message = NULL;
+    if (!n->reported && !n->expected_master)
+      return reasons_pushf(reasons, n->id, NULL, vname, "%s: has never reported", n->id);
+    if ((r = node_problem_message(m, n, &message)) < 0 ||
+        (r = reasons_push(reasons, n->id, NULL, vname, message)) < 0)
+      return r;
+    r = v != SIZE_MAX ? root_push(x, v, roots) : reasons_push(roots, n->id, NULL, vname, message);
+    if (r >= 0 && n->reported && n->profile_drift)
+      r = node_reason_drift(m, n, vname, reasons);
+    return r;
+  }
+
+  if (!n->have_snapshot && n->verdict != MST_VERDICT_HEALTHY) {
+    r = reasons_pushf(reasons, n->id, NULL, vname, "%s: waiting for the agent's first snapshot",
+                      n->id);
+    if (r < 0)
+      return r;
+  }
+
+  /* The node's vertices follow the order of its components: walk both. */
+  size_t next = x->cause->first ? x->cause->first[i] : 0;
+  size_t end = x->cause->first ? next + x->cause->count[i] : 0;
+  for (size_t k = 0; k < n->n_components; k++) {
+    const struct aggr_component *c = &n->components[k];
+    size_t vertex = SIZE_MAX;
+    if (next < end && x->cause->v[next].comp == c)
+      vertex = next++;
+    if (c->state != MST_STATE_HEALTHY &&
+        (r = component_reason(x, i, c, vertex, reasons, roots)) < 0)
+      return r;
+  }
+
+  const struct aggr_startup *s = n->startup;
+  for (size_t k = 0; s && s->late && k < s->profile->n_stages; k++) {
+    const struct aggr_stage_progress *sp = &s->stages[k];
+    char since[MST_RFC3339_MAX], p95[32];
+    if (sp->state != AGGR_STAGE_LATE)
+      continue;
+    format_duration_human(sp->learned->p95_usec, p95, sizeof(p95));
+    r = reasons_pushf(reasons, n->id, NULL, aggr_stage_state_to_string(sp->state),
+                      "%s: startup is late: stage %s in progress since %s, past the p95 of %s "
+                      "of earlier boots",
+                      n->id, s->profile->stages[k].name,
+                      mst_time_format_rfc3339(sp->started_usec, since, sizeof(since)), p95);
+    if (r < 0)
+      return r;
+  }
+
+  /* The root causes elsewhere that this node's components wait on. */
+  for (size_t k = x->cause->first ? x->cause->first[i] : 0;
+       x->cause->first && k < x->cause->first[i] + x->cause->count[i]; k++)
+    for (size_t j = 0; j < x->cause->v[k].n_roots; j++)
+      if (x->cause->v[x->cause->v[k].roots[j]].node != n &&
+          (r = root_push(x, x->cause->v[k].roots[j], roots)) < 0)
+        return r;
+
+  /* Drift is worth showing even on a healthy node, but it does not change
+   * the verdict. */
+  if (n->profile_drift && (r = node_reason_drift(m, n, vname, reasons)) < 0)
+    return r;
+  return 0;
+}
+
+static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_verdict,
+                            struct aggr_reasons *reasons, struct aggr_reasons *roots) {
+  _cleanup_free_ enum mst_verdict *masters = NULL, *others = NULL;
+  size_t n_masters = 0, n_others = 0;
+  bool configured = false, have_data = false;
+  int r;
+
+  if (m->n_nodes > 0) {
+    masters = calloc(m->n_nodes, sizeof(*masters));
+    others = calloc(m->n_nodes, sizeof(*others));
+    if (!masters || !others)
+      return -ENOMEM;
+  }
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    configured = configured || m->nodes[i]->expected_master;
+    have_data = have_data || m->nodes[i]->reported;
+  }
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const struct aggr_node *n = m->nodes[i];
+    bool master =
+        configured ? n->expected_master : n->reported && n->role && strcmp(n->role, "master") == 0;
+    if (master)
+      masters[n_masters++] = n->verdict;
+    else if (n->reported)
+      others[n_others++] = n->verdict;
+  }
+
+  struct mst_cluster_facts facts = {
+      .have_leader = m->have_leader,
+      .have_data = have_data,
+      .masters = masters,
+      .n_masters = n_masters,
+      .others = others,
+      .n_others = n_others,
+  };
+  enum mst_verdict verdict = mst_cluster_verdict(&facts);
+  *ret_verdict = verdict;
+  const char *vname = verdict_name(verdict);
+
+  if (!m->have_leader && (r = reasons_push(reasons, NULL, NULL, vname, "no leader elected")) < 0)
+    return r;
+  if (!have_data && (r = reasons_push(reasons, NULL, NULL, vname, "no agent has reported yet")) < 0)
+    return r;
+  if (have_data && n_masters == 0 && verdict != MST_VERDICT_HEALTHY &&
+      (r = reasons_push(reasons, NULL, NULL, vname, "no master has reported")) < 0)
+    return r;
+
+  /* A root cause on one node is also listed by the nodes it blocks: each
+   * is named once. The set borrows the nodes' reasons, which stay put. */
+  size_t n_roots = 0;
+  for (size_t i = 0; i < m->n_nodes; i++)
+    if (m->nodes[i]->verdict != MST_VERDICT_HEALTHY)
+      n_roots += m->nodes[i]->root_causes.n;
+  struct reason_set seen = {0};
+  r = 0;
+  reasons->n_total = reasons->n; /* the cluster-wide ones */
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const struct aggr_node *n = m->nodes[i];
+    if (n->verdict == MST_VERDICT_HEALTHY)
+      continue;
+    if ((r = reasons_copy_all(reasons, &n->reasons, NULL, 0)) < 0 ||
+        (r = reasons_copy_all(roots, &n->root_causes, &seen, n_roots)) < 0)
+      break;
+  }
+  free(seen.slots);
+  return r < 0 ? r : 0;
+}
+
+/* Whether the cause graph may link node n to others: it has something that
+ * is not up, or it is a problem itself (silent, or an expected master never
+ * seen). Its reasons then depend on other nodes' state. */
+static bool node_may_link(const struct aggr_node *n) {
+  return n->n_down > 0 || n->eval_silent || (!n->reported && n->expected_master);
+}
+
+enum {
+  NODE_DERIVE = 1 << 0,  /* derive its verdict again */
+  NODE_DIFFERS = 1 << 1, /* something derived came out different */
+};
+
+/* Derives again the verdict of every node that needs it (every node with
+ * all), then the reasons and root causes of those and of every node the
+ * cause graph may link. Returns how many nodes came out different; the first
+ * one's index goes to *ret_first. */
+static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_t *ret_first) {
+  _cleanup_free_ uint8_t *flags = m->n_nodes ? calloc(m->n_nodes, 1) : NULL;
+  size_t differ = 0;
+
+  if (m->n_nodes > 0 && !flags) {
+    log_error("Out of memory while evaluating, deriving every node");
+    all = true;
+  }
+  m->n_derived = m->n_explained = 0;
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    struct aggr_node *n = m->nodes[i];
+    bool silent = aggr_node_silent(m, n, now);
+    if (!all && n->evaluated && !n->dirty && silent == n->eval_silent)
+      continue;
+    if (flags)
+      flags[i] |= NODE_DERIVE;
+    m->n_derived++;
+    n->evaluated = true;
+    n->eval_silent = silent;
+    enum mst_verdict verdict = node_verdict(m, n, now);
+    if (verdict != n->verdict || n->verdict_since_usec == 0) {
+      n->verdict = verdict;
+      n->verdict_since_usec = now;
+      n->dirty = true;
+      if (flags)
+        flags[i] |= NODE_DIFFERS;
+    }
+  }
+
+  struct aggr_cause cause;
+  if (aggr_cause_analyze(m, now, &cause) < 0)
+    /* Every failing component then stands alone as its own root cause. */
+    log_error("Out of memory while looking for root causes, ignoring");
+  struct explain x = {.m = m, .cause = &cause, .now = now};
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    struct aggr_node *n = m->nodes[i];
+    if (flags && !(flags[i] & NODE_DERIVE) && !node_may_link(n))
+      continue;
+    m->n_explained++;
+    struct aggr_reasons reasons = {0}, roots = {0};
+    if (node_explain(&x, i, &reasons, &roots) < 0)
+      /* Keep the verdict; the reasons are what fits in memory. */
+      log_error("Out of memory while listing the reasons for node %s, ignoring", n->id);
+    if (!reasons_equal(&reasons, &n->reasons) || !reasons_equal(&roots, &n->root_causes)) {
+      n->dirty = true;
+      if (flags)
+        flags[i] |= NODE_DIFFERS;
+    }
+    reasons_replace(&n->reasons, &reasons);
+    reasons_replace(&n->root_causes, &roots);
+  }
+  aggr_cause_done(&cause);
+
+  for (size_t i = 0; flags && i < m->n_nodes; i++)
+    if ((flags[i] & NODE_DIFFERS) && differ++ == 0)
+      *ret_first = i;
+  return differ;
+}
+
+bool aggr_model_evaluate(struct aggr_model *m, struct aggr_stage *st, uint64_t now_usec) {
+  size_t first;
+
+  if (aggr_stage_evaluate(st, m, now_usec) < 0)
+    log_error("Out of memory while following startup progress, ignoring");
+  (void)nodes_evaluate(m, now_usec, false, &first);
+
+  struct aggr_reasons reasons = {0}, roots = {0};
+  enum mst_verdict verdict = _MST_VERDICT_MAX; /* stays so when the facts did not fit */
+  int r = cluster_evaluate(m, &verdict, &reasons, &roots);
+  if (verdict == _MST_VERDICT_MAX) {
+    log_error("Out of memory while evaluating the cluster verdict, ignoring");
+    aggr_reasons_clear(&reasons);
+    aggr_reasons_clear(&roots);
+    return false;
+  }
+  if (r < 0)
+    log_error("Out of memory while listing the cluster's reasons, ignoring");
+  reasons_replace(&m->reasons, &reasons);
+  reasons_replace(&m->root_causes, &roots);
+
+  /* The first evaluation establishes the verdict: it counts as a change, so
+   * that the caller records where the history starts. */
+  if (verdict == m->verdict && m->verdict_since_usec != 0)
+    return false;
+  m->verdict = verdict;
+  m->verdict_since_usec = now_usec;
+  return true;
+}
+
+size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec) {
+  size_t first = 0, n = nodes_evaluate(m, now_usec, true, &first);
+  if (n > 0)
+    log_error("Incremental evaluation missed a change: %zu node(s) differ when derived again, "
+              "first %s (verdict %s): a change not marked dirty, or a link between nodes "
+              "not followed",
+              n, m->nodes[first]->id, verdict_name(m->nodes[first]->verdict));
+  return n;
+}
+
+uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
+  uint64_t next = UINT64_MAX;
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    const struct aggr_node *n = m->nodes[i];
+    /* Unreachable as of the last evaluation: nothing more to wait for until
+     * a frame arrives, and the loop evaluates after every frame. */
+    if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE)
+      continue;
+    /* A stage in progress turning late. */
+    if (n->startup)
+      next = MST_MIN(next, n->startup->next_usec);
+    if (m->stale_timeout_usec == 0)
+      continue;
+    /* +1 ms: silence is "longer than" the timeout, so the timer must fire
+     * strictly after last_seen + stale_timeout. */
+    uint64_t at = n->last_seen_usec + m->stale_timeout_usec + USEC_PER_MSEC;
+    if (at < n->last_seen_usec)
+      at = UINT64_MAX;
+    next = MST_MIN(next, at);
+  }
+  return next;
+}
