@@ -217,7 +217,7 @@ int main(int argc, char **argv) {
     log_error("cannot migrate database %s: %s", a.cfg.database, strerror(-r));
     goto out;
   }
-  r = aggr_restore(db, &a.spools, &a.model, &a.epoch);
+  r = aggr_restore(db, &a.spools, &a.model, &a.stage, &a.epoch);
   if (r < 0)
     goto out;
 
@@ -331,6 +331,7 @@ out:
   aggr_history_done();
   aggr_metrics_done();
   aggr_dcos_done();
+  aggr_stage_done(&a.stage);
   aggr_model_done(&a.model);
   aggr_spools_done(&a.spools);
   mst_strv_free(masters);

@@ -6,6 +6,7 @@
 
 #include "aggr.h"
 #include "ingest/writer.h"
+#include "model/evaluate.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -48,7 +49,7 @@ static void record_cluster_verdict(struct aggr *a) {
  * leader writes; a follower forgets them (its model has no live agents). */
 static void store_stage_completions(struct aggr *a) {
   size_t n = 0;
-  struct aggr_stage_completion *c = aggr_model_take_completions(&a->model, &n);
+  struct aggr_stage_completion *c = aggr_stage_take_completions(&a->stage, &n);
   for (size_t i = 0; i < n && a->leading; i++) {
     struct aggr_write *j = aggr_write_new(AGGR_WRITE_STAGE);
     if (!j) {
@@ -72,7 +73,7 @@ static void store_stage_completions(struct aggr *a) {
  * whole model again after each evaluation and logs what the incremental one
  * missed. */
 static bool evaluate(struct aggr *a, uint64_t now) {
-  bool changed = aggr_model_evaluate(&a->model, now);
+  bool changed = aggr_model_evaluate(&a->model, &a->stage, now);
   if (a->check_evaluate)
     (void)aggr_model_check(&a->model, now);
   return changed;

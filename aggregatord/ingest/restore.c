@@ -9,13 +9,14 @@
 #include "ingest/restore.h"
 #include "ingest/spools.h"
 #include "model/model.h"
+#include "model/stage.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/store.h"
 #include "mst/time.h"
 
 int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *model,
-                 uint64_t *ret_epoch) {
+                 struct aggr_stage *stage, uint64_t *ret_epoch) {
   _cleanup_stmt_ sqlite3_stmt *st = NULL;
   uint64_t epoch = 1;
   char buf[32];
@@ -60,14 +61,11 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     struct aggr_node *n = aggr_model_get(model, (const char *)sqlite3_column_text(st, 0));
     if (!n)
       return -ENOMEM;
-    free(n->role);
-    n->role = strdup((const char *)sqlite3_column_text(st, 1));
-    free(n->hostname);
-    n->hostname = strdup((const char *)sqlite3_column_text(st, 2));
-    n->first_seen_usec = (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC;
-    n->last_seen_usec = (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC;
-    n->reported = true;
-    n->dirty = true;
+    if (aggr_node_apply_restored(n, (const char *)sqlite3_column_text(st, 1),
+                                 (const char *)sqlite3_column_text(st, 2),
+                                 (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC,
+                                 (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC) < 0)
+      return -ENOMEM;
   }
   if (rc != SQLITE_DONE)
     goto fail;
@@ -86,7 +84,7 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     int64_t boot_ms = sqlite3_column_int64(st, 3), reached_ms = sqlite3_column_int64(st, 5),
             duration_ms = sqlite3_column_int64(st, 6);
     if (aggr_stage_restore(
-            model, (const char *)sqlite3_column_text(st, 0),
+            stage, model, (const char *)sqlite3_column_text(st, 0),
             (const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
             (uint64_t)MST_MAX(boot_ms, 0) * USEC_PER_MSEC, (const char *)sqlite3_column_text(st, 4),
             (uint64_t)MST_MAX(reached_ms, 0) * USEC_PER_MSEC,

@@ -8,10 +8,11 @@
 #include <stdint.h>
 
 struct aggr_model;
+struct aggr_stage;
 struct aggr_spools;
 
-/* Reads db into spools and model, and takes the next epoch: the previous
+/* Reads db into spools, model and the stage engine, and takes the next epoch: the previous
  * one + 1 (1 on an empty database), stored in db before returning in
  * *ret_epoch. Returns 0, -ENOMEM, or -EIO after logging SQLite's message. */
 int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *model,
-                 uint64_t *ret_epoch);
+                 struct aggr_stage *stage, uint64_t *ret_epoch);
