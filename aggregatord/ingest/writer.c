@@ -217,9 +217,10 @@ struct aggr_write *aggr_write_new_verdict(enum aggr_write_kind kind, uint64_t ep
                                           const char *verdict, int64_t at_ms,
                                           const char *reasons_json) {
   char *room;
-  struct aggr_write *j = job_new(kind, epoch, 0, string_size(reasons_json), &room);
+  struct aggr_write *j =
+      job_new(kind, epoch, 0, string_size(verdict) + string_size(reasons_json), &room);
   if (j)
-    j->verdict = (struct aggr_write_verdict){.verdict = verdict,
+    j->verdict = (struct aggr_write_verdict){.verdict = aggr_write_put_string(&room, verdict, NULL),
                                              .reasons_json =
                                                  aggr_write_put_string(&room, reasons_json, NULL),
                                              .at_ms = at_ms};
@@ -247,7 +248,8 @@ void aggr_write_free(struct aggr_write *j) {
   free(j); /* its strings and rows are in the same allocation */
 }
 
-/* The SQL of each statement. */
+/* The SQL of each statement. Those that write_params() binds take their
+ * strings first, then their integers. */
 static const char *const writer_sql[_STMT_MAX] = {
     /* Not guarded here: a change at or below what is held for its spool
      * (replayed, or already copied from an earlier leader) is skipped
@@ -262,7 +264,7 @@ static const char *const writer_sql[_STMT_MAX] = {
         " ON CONFLICT (node_id, spool_id) DO UPDATE SET"
         " held_seq = max(held_seq, excluded.held_seq), epoch = max(epoch, excluded.epoch)",
     [STMT_UPSERT_NODE] = "INSERT INTO nodes (node_id, role, hostname, first_seen_ms, last_seen_ms)"
-                         " VALUES (?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET"
+                         " VALUES (?1,?2,?3,?4,?4) ON CONFLICT (node_id) DO UPDATE SET"
                          " role = excluded.role, hostname = excluded.hostname,"
                          " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
     [STMT_INSERT_BOOT] = "INSERT INTO boots (node_id, boot_id, boot_time_ms, first_seen_ms)"
@@ -270,7 +272,7 @@ static const char *const writer_sql[_STMT_MAX] = {
     /* Copies from a leader may come twice: (epoch, at, verdict) is unique. */
     [STMT_INSERT_VERDICT] =
         "INSERT OR IGNORE INTO cluster_verdicts (verdict, at_ms, reasons, epoch)"
-        " VALUES (?,?,?,?)",
+        " VALUES (?1,?3,?2,?4)",
     /* A boot's stage is reached once; a second report (another leader's
      * term, a restart) keeps the first. */
     [STMT_INSERT_STAGE] =
@@ -344,46 +346,49 @@ static int write_change_row(struct aggr_writer *w, const struct aggr_write *j,
   return 0;
 }
 
+/* The parameters of one row: its strings bind to ?1 onwards, up to the
+ * first NULL, and its integers to the statement's parameters after them. */
+struct row_params {
+  const char *text[4];
+  int64_t integer[3];
+};
+
+static int write_params(struct aggr_writer *w, enum writer_stmt stmt, const struct row_params *p) {
+  sqlite3_stmt *s = w->stmt[stmt];
+  int n = sqlite3_bind_parameter_count(s), i = 0;
+  for (; i < n && i < (int)ELEMENTSOF(p->text) && p->text[i]; i++)
+    bind_text(s, i + 1, p->text[i]);
+  for (size_t k = 0; i < n && k < ELEMENTSOF(p->integer); i++, k++)
+    sqlite3_bind_int64(s, i + 1, p->integer[k]);
+  return step_reset(w->db, s);
+}
+
 /* A job of one row that needs no guard: every kind but the changes. */
 static int write_row(struct aggr_writer *w, const struct aggr_write *j) {
-  sqlite3_stmt *s;
   switch (j->kind) {
   case AGGR_WRITE_CHANGES: /* written by write_changes() */
   case AGGR_WRITE_REPLICA:
     return -EINVAL;
   case AGGR_WRITE_NODE:
-    s = w->stmt[STMT_UPSERT_NODE];
-    bind_text(s, 1, j->node.node_id);
-    bind_text(s, 2, j->node.role);
-    bind_text(s, 3, j->node.hostname);
-    sqlite3_bind_int64(s, 4, j->node.seen_ms);
-    sqlite3_bind_int64(s, 5, j->node.seen_ms);
-    return step_reset(w->db, s);
+    return write_params(
+        w, STMT_UPSERT_NODE,
+        &(struct row_params){.text = {j->node.node_id, j->node.role, j->node.hostname},
+                             .integer = {j->node.seen_ms}});
   case AGGR_WRITE_BOOT:
-    s = w->stmt[STMT_INSERT_BOOT];
-    bind_text(s, 1, j->boot.node_id);
-    bind_text(s, 2, j->boot.boot_id);
-    sqlite3_bind_int64(s, 3, j->boot.boot_time_ms);
-    sqlite3_bind_int64(s, 4, j->boot.seen_ms);
-    return step_reset(w->db, s);
+    return write_params(w, STMT_INSERT_BOOT,
+                        &(struct row_params){.text = {j->boot.node_id, j->boot.boot_id},
+                                             .integer = {j->boot.boot_time_ms, j->boot.seen_ms}});
   case AGGR_WRITE_CLUSTER_VERDICT:
   case AGGR_WRITE_REPLICA_VERDICT:
-    s = w->stmt[STMT_INSERT_VERDICT];
-    bind_text(s, 1, j->verdict.verdict);
-    sqlite3_bind_int64(s, 2, j->verdict.at_ms);
-    bind_text(s, 3, j->verdict.reasons_json);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)j->epoch);
-    return step_reset(w->db, s);
+    return write_params(w, STMT_INSERT_VERDICT,
+                        &(struct row_params){.text = {j->verdict.verdict, j->verdict.reasons_json},
+                                             .integer = {j->verdict.at_ms, (int64_t)j->epoch}});
   case AGGR_WRITE_STAGE:
-    s = w->stmt[STMT_INSERT_STAGE];
-    bind_text(s, 1, j->stage.node_id);
-    bind_text(s, 2, j->stage.boot_id);
-    bind_text(s, 3, j->stage.stage);
-    bind_text(s, 4, j->stage.role);
-    sqlite3_bind_int64(s, 5, j->stage.reached_ms);
-    sqlite3_bind_int64(s, 6, j->stage.duration_ms);
-    sqlite3_bind_int64(s, 7, (sqlite3_int64)j->epoch);
-    return step_reset(w->db, s);
+    return write_params(
+        w, STMT_INSERT_STAGE,
+        &(struct row_params){
+            .text = {j->stage.node_id, j->stage.boot_id, j->stage.stage, j->stage.role},
+            .integer = {j->stage.reached_ms, j->stage.duration_ms, (int64_t)j->epoch}});
   }
   return -EINVAL;
 }
@@ -647,12 +652,10 @@ static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jo
   }
   for (size_t i = 0; i < marks->n; i++) {
     const struct aggr_write_changes *c = &marks->v[i].job->changes;
-    sqlite3_stmt *s = w->stmt[STMT_UPSERT_SPOOL];
-    bind_text(s, 1, c->node_id);
-    bind_text(s, 2, c->spool_id);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)marks->v[i].seq);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)marks->v[i].epoch);
-    r = step_reset(w->db, s);
+    r = write_params(
+        w, STMT_UPSERT_SPOOL,
+        &(struct row_params){.text = {c->node_id, c->spool_id},
+                             .integer = {(int64_t)marks->v[i].seq, (int64_t)marks->v[i].epoch}});
     if (r < 0)
       goto rollback;
   }

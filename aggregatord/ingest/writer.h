@@ -50,22 +50,27 @@ struct aggr_write_changes {
   struct aggr_change_row *rows; /* in the job's allocation */
 };
 
+/* A node's row: created, or its role and hostname updated. */
 struct aggr_write_node {
   const char *node_id, *role, *hostname;
-  int64_t seen_ms;
+  int64_t seen_ms; /* first seen if new; last seen */
 };
 
+/* A boot of a node: kept the first time it is seen. */
 struct aggr_write_boot {
   const char *node_id, *boot_id;
-  int64_t boot_time_ms, seen_ms;
+  int64_t boot_time_ms; /* when the node booted, by its clock */
+  int64_t seen_ms;      /* first seen */
 };
 
+/* A change of the cluster verdict. */
 struct aggr_write_verdict {
-  const char *verdict;      /* static string */
+  const char *verdict;      /* its name, as the API spells it */
   const char *reasons_json; /* the reasons, a JSON array */
   int64_t at_ms;
 };
 
+/* A stage completion of a boot (model/stage.h). */
 struct aggr_write_stage {
   const char *node_id, *boot_id, *role, *stage;
   int64_t reached_ms, duration_ms;
@@ -151,8 +156,7 @@ struct aggr_write *aggr_write_new_node(uint64_t epoch, const char *node_id, cons
 struct aggr_write *aggr_write_new_boot(uint64_t epoch, const char *node_id, const char *boot_id,
                                        int64_t boot_time_ms, int64_t seen_ms);
 
-/* kind: CLUSTER_VERDICT (this leader's) or REPLICA_VERDICT (a copy).
- * verdict is a static string. */
+/* kind: CLUSTER_VERDICT (this leader's) or REPLICA_VERDICT (a copy). */
 struct aggr_write *aggr_write_new_verdict(enum aggr_write_kind kind, uint64_t epoch,
                                           const char *verdict, int64_t at_ms,
                                           const char *reasons_json);
