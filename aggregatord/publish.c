@@ -32,16 +32,16 @@ static void stale_timer_rearm(struct aggr *a) {
 }
 
 static void record_cluster_verdict(struct aggr *a) {
-  struct aggr_write *j = aggr_write_new(AGGR_WRITE_CLUSTER_VERDICT);
-  if (!j)
+  _cleanup_free_ char *reasons = aggr_reasons_to_json(&a->model.reasons);
+  const char *verdict = mst_verdict_to_string(a->model.verdict);
+  struct aggr_write *j =
+      aggr_write_new_verdict(AGGR_WRITE_CLUSTER_VERDICT, a->epoch, verdict,
+                             (int64_t)(a->model.verdict_since_usec / USEC_PER_MSEC), reasons);
+  if (!j) {
+    log_error("out of memory recording the cluster verdict, ignoring");
     return;
-  j->epoch = a->epoch;
-  j->to_state = mst_verdict_to_string(a->model.verdict);
-  j->at_ms = (int64_t)(a->model.verdict_since_usec / USEC_PER_MSEC);
-  j->output = aggr_reasons_to_json(&a->model.reasons);
-  /* Before the hand-off: from then on the job is the writer's, which may
-   * free it at once. */
-  log_info("cluster verdict: %s (%zu reasons)", j->to_state, a->model.reasons.n);
+  }
+  log_info("cluster verdict: %s (%zu reasons)", verdict, a->model.reasons.n);
   aggr_writer_submit(a->writer, j);
 }
 
@@ -51,18 +51,14 @@ static void store_stage_completions(struct aggr *a) {
   size_t n = 0;
   struct aggr_stage_completion *c = aggr_stage_take_completions(&a->stage, &n);
   for (size_t i = 0; i < n && a->leading; i++) {
-    struct aggr_write *j = aggr_write_new(AGGR_WRITE_STAGE);
+    struct aggr_write *j =
+        aggr_write_new_stage(a->epoch, c[i].node_id, c[i].boot_id, c[i].role, c[i].stage,
+                             (int64_t)(c[i].reached_usec / USEC_PER_MSEC),
+                             (int64_t)(c[i].duration_usec / USEC_PER_MSEC));
     if (!j) {
       log_error("out of memory storing a stage completion, ignoring");
       break;
     }
-    j->epoch = a->epoch;
-    j->node_id = TAKE_PTR(c[i].node_id);
-    j->boot_id = TAKE_PTR(c[i].boot_id);
-    j->role = TAKE_PTR(c[i].role);
-    j->stage = TAKE_PTR(c[i].stage);
-    j->at_ms = (int64_t)(c[i].reached_usec / USEC_PER_MSEC);
-    j->duration_ms = (int64_t)(c[i].duration_usec / USEC_PER_MSEC);
     aggr_writer_submit(a->writer, j);
   }
   aggr_stage_completions_free(c, n);

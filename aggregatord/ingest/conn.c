@@ -415,24 +415,15 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     log_warning("stream %s node %s: profile drift: agent digest %.12s, aggregator %.12s", c->peer,
                 node->id, node->profile_digest, profile->digest);
 
-  struct aggr_write *jn = aggr_write_new(AGGR_WRITE_NODE);
-  struct aggr_write *jb = aggr_write_new(AGGR_WRITE_BOOT);
-  if (jn) {
-    jn->epoch = a->epoch;
-    jn->node_id = strdup(node->id);
-    jn->role = strdup(node->role ? node->role : "");
-    jn->hostname = strdup(node->hostname ? node->hostname : "");
-    jn->seen_ms = (int64_t)(now / USEC_PER_MSEC);
+  int64_t now_ms = (int64_t)(now / USEC_PER_MSEC);
+  struct aggr_write *jn =
+      aggr_write_new_node(a->epoch, node->id, node->role, node->hostname, now_ms);
+  struct aggr_write *jb = aggr_write_new_boot(
+      a->epoch, node->id, node->boot_id, (int64_t)(node->boot_time_usec / USEC_PER_MSEC), now_ms);
+  if (jn)
     aggr_writer_submit(a->writer, jn);
-  }
-  if (jb) {
-    jb->epoch = a->epoch;
-    jb->node_id = strdup(node->id);
-    jb->boot_id = strdup(node->boot_id ? node->boot_id : "");
-    jb->boot_time_ms = (int64_t)(node->boot_time_usec / USEC_PER_MSEC);
-    jb->seen_ms = (int64_t)(now / USEC_PER_MSEC);
+  if (jb)
     aggr_writer_submit(a->writer, jb);
-  }
 
   Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   Muster__Welcome w = MUSTER__WELCOME__INIT;
@@ -481,15 +472,6 @@ static bool change_is_new(const Muster__Change *ch, uint64_t *received) {
   return true;
 }
 
-static char *copy_string(char **room, const char *s, uint32_t *ret_len) {
-  size_t n = strlen(s);
-  char *p = *room;
-  memcpy(p, s, n + 1);
-  *room += n + 1;
-  *ret_len = (uint32_t)n;
-  return p;
-}
-
 static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
   struct aggr *a = c->aggr;
   struct aggr_spool *spool = c->spool;
@@ -513,17 +495,14 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
 
   if (n_new > 0) {
     char *room;
-    struct aggr_write *j = aggr_write_new_changes(n_new, bytes, &room);
+    struct aggr_write *j =
+        aggr_write_new_changes(a->epoch, spool, spool->node_id, spool->spool_id,
+                               (int64_t)(now / USEC_PER_MSEC), n_new, bytes, &room);
     if (!j) {
       /* Nothing of the frame is taken: the agent replays it. */
       conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
       return -1;
     }
-    j->epoch = a->epoch;
-    j->spool = spool;
-    j->node_id = spool->node_id; /* borrowed, see writer.h */
-    j->spool_id = spool->spool_id;
-    j->received_ms = (int64_t)(now / USEC_PER_MSEC);
     size_t k = 0;
     for (size_t i = 0; i < b->n_changes; i++) {
       const Muster__Change *ch = b->changes[i];
@@ -533,12 +512,12 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
       if (ch->seq != prev + 1 && prev != 0)
         log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)",
                    c->peer, c->node->id, (unsigned long long)prev, (unsigned long long)ch->seq);
-      struct aggr_change_row *row = &j->rows[k++];
+      struct aggr_change_row *row = &j->changes.rows[k++];
       row->seq = ch->seq;
       row->at_ms = ch->at_ms;
-      row->component = copy_string(&room, ch->component, &row->component_len);
-      row->output = copy_string(&room, ch->output ? ch->output : "", &row->output_len);
-      row->boot_id = copy_string(&room, ch->boot_id ? ch->boot_id : "", &row->boot_id_len);
+      row->component = aggr_write_put_string(&room, ch->component, &row->component_len);
+      row->output = aggr_write_put_string(&room, ch->output, &row->output_len);
+      row->boot_id = aggr_write_put_string(&room, ch->boot_id, &row->boot_id_len);
       row->check_kind = check_name(ch->check);
       row->from_state = state_name(ch->from);
       row->to_state = state_name(ch->to);

@@ -85,54 +85,45 @@ static const char *check_name(const char *s) {
   return n ? n : "unspecified";
 }
 
-static char *dup_str(json_t *row, const char *key) {
-  const char *v = json_string_value(json_object_get(row, key));
-  return strdup(v ? v : "");
+/* A string member of a row, or NULL, which the writer stores as "". */
+static const char *row_str(json_t *row, const char *key) {
+  return json_string_value(json_object_get(row, key));
+}
+
+static int64_t row_int(json_t *row, const char *key) {
+  return json_integer_value(json_object_get(row, key));
 }
 
 /* A change row of the leader's history as a REPLICA job, or NULL when the
- * row is incomplete (or memory ran out). */
+ * row has no seq (or memory ran out). */
 static struct aggr_write *change_job(json_t *row) {
-  struct aggr_write *j = aggr_write_new(AGGR_WRITE_REPLICA);
-  if (!j)
+  const struct aggr_change_row change = {
+      .seq = (uint64_t)row_int(row, "seq"),
+      .at_ms = row_int(row, "at_ms"),
+      .component = row_str(row, "component"),
+      .output = row_str(row, "output"),
+      .boot_id = row_str(row, "boot_id"),
+      .check_kind = check_name(row_str(row, "check")),
+      .from_state = state_name(row_str(row, "from")),
+      .to_state = state_name(row_str(row, "to")),
+      .health = (uint32_t)row_int(row, "health"),
+      .rise = (uint32_t)row_int(row, "rise"),
+      .fall = (uint32_t)row_int(row, "fall"),
+  };
+  if (change.seq == 0)
     return NULL;
-  j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
-  j->node_id = dup_str(row, "node_id");
-  j->spool_id = dup_str(row, "spool_id");
-  j->seq = (uint64_t)json_integer_value(json_object_get(row, "seq"));
-  j->component = dup_str(row, "component");
-  j->check_kind = check_name(json_string_value(json_object_get(row, "check")));
-  j->from_state = state_name(json_string_value(json_object_get(row, "from")));
-  j->to_state = state_name(json_string_value(json_object_get(row, "to")));
-  j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
-  j->output = dup_str(row, "output");
-  j->boot_id = dup_str(row, "boot_id");
-  j->health = (unsigned)json_integer_value(json_object_get(row, "health"));
-  j->rise = (unsigned)json_integer_value(json_object_get(row, "rise"));
-  j->fall = (unsigned)json_integer_value(json_object_get(row, "fall"));
-  j->received_ms = json_integer_value(json_object_get(row, "received_ms"));
-  if (!j->node_id || !j->spool_id || !j->component || !j->output || !j->boot_id || j->seq == 0) {
-    aggr_write_free(j);
-    return NULL;
-  }
-  return j;
+  return aggr_write_new_replica((uint64_t)row_int(row, "epoch"), row_str(row, "node_id"),
+                                row_str(row, "spool_id"), row_int(row, "received_ms"), &change);
 }
 
 /* A cluster verdict row as a REPLICA_VERDICT job, or NULL. */
 static struct aggr_write *verdict_job(json_t *row) {
-  int v = mst_verdict_from_string(json_string_value(json_object_get(row, "verdict")));
-  struct aggr_write *j = v >= 0 ? aggr_write_new(AGGR_WRITE_REPLICA_VERDICT) : NULL;
-  if (!j)
+  int v = mst_verdict_from_string(row_str(row, "verdict"));
+  if (v < 0)
     return NULL;
-  j->to_state = mst_verdict_to_string((enum mst_verdict)v);
-  j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
-  j->epoch = (uint64_t)json_integer_value(json_object_get(row, "epoch"));
-  j->output = dup_str(row, "reasons");
-  if (!j->output) {
-    aggr_write_free(j);
-    return NULL;
-  }
-  return j;
+  return aggr_write_new_verdict(AGGR_WRITE_REPLICA_VERDICT, (uint64_t)row_int(row, "epoch"),
+                                mst_verdict_to_string((enum mst_verdict)v), row_int(row, "at_ms"),
+                                row_str(row, "reasons"));
 }
 
 /* Hands every row of one page to the writer as the job row_job makes of it.

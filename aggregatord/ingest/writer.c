@@ -66,6 +66,19 @@ struct held {
   size_t n_buckets, n; /* n_buckets: a power of two, or 0 */
 };
 
+/* The writer's statements, prepared when it starts (persistent: they live
+ * as long as the writer) and finalized when it stops. */
+enum writer_stmt {
+  STMT_INSERT_CHANGE,
+  STMT_SELECT_HELD,
+  STMT_UPSERT_SPOOL,
+  STMT_UPSERT_NODE,
+  STMT_INSERT_BOOT,
+  STMT_INSERT_VERDICT,
+  STMT_INSERT_STAGE,
+  _STMT_MAX,
+};
+
 struct aggr_writer {
   sqlite3 *db;
   const struct aggr_election *fence;
@@ -82,8 +95,8 @@ struct aggr_writer {
   struct aggr_commit *done;       /* finished commits, guarded by lock */
   size_t n_done, cap_done;
 
-  sqlite3_stmt *ins_change, *up_spool, *up_node, *up_boot, *ins_verdict, *ins_stage, *sel_held;
-  struct held held; /* writer thread only */
+  sqlite3_stmt *stmt[_STMT_MAX]; /* writer_sql[] */
+  struct held held;              /* writer thread only */
 
   /* The checkpointer: its own connection and thread. */
   sqlite3 *ckpt_db;
@@ -103,105 +116,180 @@ struct aggr_writer {
 
 #define CHECKPOINT_PERIOD_NSEC (200 * 1000 * 1000L)
 
-struct aggr_write *aggr_write_new(enum aggr_write_kind kind) {
-  struct aggr_write *j = calloc(1, sizeof(*j));
-  if (j)
-    j->kind = kind;
-  return j;
+/* The room a copy of s takes after a job (NULL is copied as ""). */
+static size_t string_size(const char *s) {
+  return (s ? strlen(s) : 0) + 1;
 }
 
-struct aggr_write *aggr_write_new_changes(size_t n_rows, size_t string_bytes, char **ret_strings) {
+const char *aggr_write_put_string(char **room, const char *s, uint32_t *ret_len) {
+  size_t n = s ? strlen(s) : 0;
+  char *p = *room;
+  memcpy(p, s ? s : "", n + 1);
+  *room += n + 1;
+  if (ret_len)
+    *ret_len = (uint32_t)n;
+  return p;
+}
+
+/* A job of kind with n_rows change rows after it, then string_bytes of room
+ * for strings at *ret_room. The rows are aligned since the job's size is a
+ * multiple of its alignment, which covers theirs. */
+static struct aggr_write *job_new(enum aggr_write_kind kind, uint64_t epoch, size_t n_rows,
+                                  size_t string_bytes, char **ret_room) {
   if (n_rows >
       (SIZE_MAX - sizeof(struct aggr_write) - string_bytes) / sizeof(struct aggr_change_row))
     return NULL;
-  /* The job, its rows, then their strings: the rows are aligned since the
-   * job's size is a multiple of its alignment, which covers theirs. */
   struct aggr_write *j =
       malloc(sizeof(struct aggr_write) + n_rows * sizeof(struct aggr_change_row) + string_bytes);
   if (!j)
     return NULL;
-  *j = (struct aggr_write){.kind = AGGR_WRITE_CHANGES, .n_rows = n_rows};
-  j->rows = (struct aggr_change_row *)(j + 1);
-  *ret_strings = (char *)(j->rows + n_rows);
+  *j = (struct aggr_write){.kind = kind, .epoch = epoch};
+  *ret_room = (char *)(j + 1) + n_rows * sizeof(struct aggr_change_row);
+  return j;
+}
+
+struct aggr_write *aggr_write_new_changes(uint64_t epoch, struct aggr_spool *spool,
+                                          const char *node_id, const char *spool_id,
+                                          int64_t received_ms, size_t n_rows, size_t string_bytes,
+                                          char **ret_strings) {
+  struct aggr_write *j = job_new(AGGR_WRITE_CHANGES, epoch, n_rows, string_bytes, ret_strings);
+  if (j)
+    j->changes = (struct aggr_write_changes){.spool = spool,
+                                             .node_id = node_id,
+                                             .spool_id = spool_id,
+                                             .received_ms = received_ms,
+                                             .n_rows = n_rows,
+                                             .rows = (struct aggr_change_row *)(j + 1)};
+  return j;
+}
+
+struct aggr_write *aggr_write_new_replica(uint64_t epoch, const char *node_id, const char *spool_id,
+                                          int64_t received_ms, const struct aggr_change_row *row) {
+  char *room;
+  struct aggr_write *j =
+      job_new(AGGR_WRITE_REPLICA, epoch, 1,
+              string_size(node_id) + string_size(spool_id) + string_size(row->component) +
+                  string_size(row->output) + string_size(row->boot_id),
+              &room);
+  if (!j)
+    return NULL;
+  struct aggr_change_row *copy = (struct aggr_change_row *)(j + 1);
+  *copy = *row;
+  copy->component = aggr_write_put_string(&room, row->component, &copy->component_len);
+  copy->output = aggr_write_put_string(&room, row->output, &copy->output_len);
+  copy->boot_id = aggr_write_put_string(&room, row->boot_id, &copy->boot_id_len);
+  j->changes = (struct aggr_write_changes){.node_id = aggr_write_put_string(&room, node_id, NULL),
+                                           .spool_id = aggr_write_put_string(&room, spool_id, NULL),
+                                           .received_ms = received_ms,
+                                           .n_rows = 1,
+                                           .rows = copy};
+  return j;
+}
+
+struct aggr_write *aggr_write_new_node(uint64_t epoch, const char *node_id, const char *role,
+                                       const char *hostname, int64_t seen_ms) {
+  char *room;
+  struct aggr_write *j =
+      job_new(AGGR_WRITE_NODE, epoch, 0,
+              string_size(node_id) + string_size(role) + string_size(hostname), &room);
+  if (j)
+    j->node = (struct aggr_write_node){.node_id = aggr_write_put_string(&room, node_id, NULL),
+                                       .role = aggr_write_put_string(&room, role, NULL),
+                                       .hostname = aggr_write_put_string(&room, hostname, NULL),
+                                       .seen_ms = seen_ms};
+  return j;
+}
+
+struct aggr_write *aggr_write_new_boot(uint64_t epoch, const char *node_id, const char *boot_id,
+                                       int64_t boot_time_ms, int64_t seen_ms) {
+  char *room;
+  struct aggr_write *j =
+      job_new(AGGR_WRITE_BOOT, epoch, 0, string_size(node_id) + string_size(boot_id), &room);
+  if (j)
+    j->boot = (struct aggr_write_boot){.node_id = aggr_write_put_string(&room, node_id, NULL),
+                                       .boot_id = aggr_write_put_string(&room, boot_id, NULL),
+                                       .boot_time_ms = boot_time_ms,
+                                       .seen_ms = seen_ms};
+  return j;
+}
+
+struct aggr_write *aggr_write_new_verdict(enum aggr_write_kind kind, uint64_t epoch,
+                                          const char *verdict, int64_t at_ms,
+                                          const char *reasons_json) {
+  char *room;
+  struct aggr_write *j =
+      job_new(kind, epoch, 0, string_size(verdict) + string_size(reasons_json), &room);
+  if (j)
+    j->verdict = (struct aggr_write_verdict){.verdict = aggr_write_put_string(&room, verdict, NULL),
+                                             .reasons_json =
+                                                 aggr_write_put_string(&room, reasons_json, NULL),
+                                             .at_ms = at_ms};
+  return j;
+}
+
+struct aggr_write *aggr_write_new_stage(uint64_t epoch, const char *node_id, const char *boot_id,
+                                        const char *role, const char *stage, int64_t reached_ms,
+                                        int64_t duration_ms) {
+  char *room;
+  struct aggr_write *j = job_new(
+      AGGR_WRITE_STAGE, epoch, 0,
+      string_size(node_id) + string_size(boot_id) + string_size(role) + string_size(stage), &room);
+  if (j)
+    j->stage = (struct aggr_write_stage){.node_id = aggr_write_put_string(&room, node_id, NULL),
+                                         .boot_id = aggr_write_put_string(&room, boot_id, NULL),
+                                         .role = aggr_write_put_string(&room, role, NULL),
+                                         .stage = aggr_write_put_string(&room, stage, NULL),
+                                         .reached_ms = reached_ms,
+                                         .duration_ms = duration_ms};
   return j;
 }
 
 void aggr_write_free(struct aggr_write *j) {
-  if (!j)
-    return;
-  if (!j->spool) {
-    free(j->node_id);
-    free(j->spool_id);
-  }
-  free(j->component);
-  free(j->output);
-  free(j->boot_id);
-  free(j->role);
-  free(j->hostname);
-  free(j->stage);
-  free(j);
+  free(j); /* its strings and rows are in the same allocation */
 }
 
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret) {
-  int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, ret, NULL);
-  if (rc != SQLITE_OK) {
-    log_error("writer: cannot prepare statement: %s", sqlite3_errmsg(db));
-    return mst_store_errno(rc);
-  }
-  return 0;
-}
+/* The SQL of each statement. Those that write_params() binds take their
+ * strings first, then their integers. */
+static const char *const writer_sql[_STMT_MAX] = {
+    /* Not guarded here: a change at or below what is held for its spool
+     * (replayed, or already copied from an earlier leader) is skipped
+     * before (stored_seq()). */
+    [STMT_INSERT_CHANGE] =
+        "INSERT INTO changes (node_id, spool_id, seq, component, check_kind, from_state,"
+        " to_state, at_ms, output, boot_id, health, rise, fall, epoch, received_ms)"
+        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+    [STMT_SELECT_HELD] = "SELECT held_seq FROM spools WHERE node_id = ?1 AND spool_id = ?2",
+    [STMT_UPSERT_SPOOL] =
+        "INSERT INTO spools (node_id, spool_id, held_seq, epoch) VALUES (?,?,?,?)"
+        " ON CONFLICT (node_id, spool_id) DO UPDATE SET"
+        " held_seq = max(held_seq, excluded.held_seq), epoch = max(epoch, excluded.epoch)",
+    [STMT_UPSERT_NODE] = "INSERT INTO nodes (node_id, role, hostname, first_seen_ms, last_seen_ms)"
+                         " VALUES (?1,?2,?3,?4,?4) ON CONFLICT (node_id) DO UPDATE SET"
+                         " role = excluded.role, hostname = excluded.hostname,"
+                         " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+    [STMT_INSERT_BOOT] = "INSERT INTO boots (node_id, boot_id, boot_time_ms, first_seen_ms)"
+                         " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+    /* Copies from a leader may come twice: (epoch, at, verdict) is unique. */
+    [STMT_INSERT_VERDICT] =
+        "INSERT OR IGNORE INTO cluster_verdicts (verdict, at_ms, reasons, epoch)"
+        " VALUES (?1,?3,?2,?4)",
+    /* A boot's stage is reached once; a second report (another leader's
+     * term, a restart) keeps the first. */
+    [STMT_INSERT_STAGE] =
+        "INSERT INTO stage_completions (node_id, boot_id, stage, role, reached_ms,"
+        " duration_ms, epoch) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+};
 
 static int writer_prepare(struct aggr_writer *w) {
-  int r;
-  r = prepare(w->db,
-              /* Idempotent at the database too: a change at or below what is
-               * held for its spool (replayed, or already copied from an
-               * earlier leader) is not stored twice. */
-              "INSERT INTO changes (node_id, spool_id, seq, component, check_kind, from_state,"
-              " to_state, at_ms, output, boot_id, health, rise, fall, epoch, received_ms)"
-              " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
-              &w->ins_change);
-  if (r < 0)
-    return r;
-  r = prepare(w->db, "SELECT held_seq FROM spools WHERE node_id = ?1 AND spool_id = ?2",
-              &w->sel_held);
-  if (r < 0)
-    return r;
-  r = prepare(w->db,
-              "INSERT INTO spools (node_id, spool_id, held_seq, epoch) VALUES (?,?,?,?)"
-              " ON CONFLICT (node_id, spool_id) DO UPDATE SET"
-              " held_seq = max(held_seq, excluded.held_seq), epoch = max(epoch, excluded.epoch)",
-              &w->up_spool);
-  if (r < 0)
-    return r;
-  r = prepare(w->db,
-              "INSERT INTO nodes (node_id, role, hostname, first_seen_ms, last_seen_ms)"
-              " VALUES (?,?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET"
-              " role = excluded.role, hostname = excluded.hostname,"
-              " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-              &w->up_node);
-  if (r < 0)
-    return r;
-  r = prepare(w->db,
-              "INSERT INTO boots (node_id, boot_id, boot_time_ms, first_seen_ms)"
-              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-              &w->up_boot);
-  if (r < 0)
-    return r;
-  r = prepare(w->db,
-              /* Copies from a leader may come twice: (epoch, at, verdict)
-               * is unique. */
-              "INSERT OR IGNORE INTO cluster_verdicts (verdict, at_ms, reasons, epoch)"
-              " VALUES (?,?,?,?)",
-              &w->ins_verdict);
-  if (r < 0)
-    return r;
-  /* A boot's stage is reached once; a second report (another leader's
-   * term, a restart) keeps the first. */
-  return prepare(w->db,
-                 "INSERT INTO stage_completions (node_id, boot_id, stage, role, reached_ms,"
-                 " duration_ms, epoch) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                 &w->ins_stage);
+  for (size_t i = 0; i < _STMT_MAX; i++) {
+    int rc =
+        sqlite3_prepare_v3(w->db, writer_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &w->stmt[i], NULL);
+    if (rc != SQLITE_OK) {
+      log_error("writer: cannot prepare statement: %s", sqlite3_errmsg(w->db));
+      return mst_store_errno(rc);
+    }
+  }
+  return 0;
 }
 
 static void bind_text(sqlite3_stmt *s, int i, const char *v) {
@@ -224,14 +312,18 @@ static int step_reset(sqlite3 *db, sqlite3_stmt *s) {
   return 0;
 }
 
-/* One row of a CHANGES job. Every parameter is bound on every row, so the
+static bool job_has_changes(const struct aggr_write *j) {
+  return j->kind == AGGR_WRITE_CHANGES || j->kind == AGGR_WRITE_REPLICA;
+}
+
+/* One row of a changes job. Every parameter is bound on every row, so the
  * bindings need no clearing in between (the next row replaces them all). */
 static int write_change_row(struct aggr_writer *w, const struct aggr_write *j,
                             const struct aggr_change_row *row, size_t node_id_len,
                             size_t spool_id_len) {
-  sqlite3_stmt *s = w->ins_change;
-  bind_text_len(s, 1, j->node_id, node_id_len);
-  bind_text_len(s, 2, j->spool_id, spool_id_len);
+  sqlite3_stmt *s = w->stmt[STMT_INSERT_CHANGE];
+  bind_text_len(s, 1, j->changes.node_id, node_id_len);
+  bind_text_len(s, 2, j->changes.spool_id, spool_id_len);
   sqlite3_bind_int64(s, 3, (sqlite3_int64)row->seq);
   bind_text_len(s, 4, row->component, row->component_len);
   bind_text(s, 5, row->check_kind);
@@ -244,7 +336,7 @@ static int write_change_row(struct aggr_writer *w, const struct aggr_write *j,
   sqlite3_bind_int(s, 12, (int)row->rise);
   sqlite3_bind_int(s, 13, (int)row->fall);
   sqlite3_bind_int64(s, 14, (sqlite3_int64)j->epoch);
-  sqlite3_bind_int64(s, 15, j->received_ms);
+  sqlite3_bind_int64(s, 15, j->changes.received_ms);
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
   if (rc != SQLITE_DONE) {
@@ -254,63 +346,49 @@ static int write_change_row(struct aggr_writer *w, const struct aggr_write *j,
   return 0;
 }
 
-static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
-  sqlite3_stmt *s;
+/* The parameters of one row: its strings bind to ?1 onwards, up to the
+ * first NULL, and its integers to the statement's parameters after them. */
+struct row_params {
+  const char *text[4];
+  int64_t integer[3];
+};
+
+static int write_params(struct aggr_writer *w, enum writer_stmt stmt, const struct row_params *p) {
+  sqlite3_stmt *s = w->stmt[stmt];
+  int n = sqlite3_bind_parameter_count(s), i = 0;
+  for (; i < n && i < (int)ELEMENTSOF(p->text) && p->text[i]; i++)
+    bind_text(s, i + 1, p->text[i]);
+  for (size_t k = 0; i < n && k < ELEMENTSOF(p->integer); i++, k++)
+    sqlite3_bind_int64(s, i + 1, p->integer[k]);
+  return step_reset(w->db, s);
+}
+
+/* A job of one row that needs no guard: every kind but the changes. */
+static int write_row(struct aggr_writer *w, const struct aggr_write *j) {
   switch (j->kind) {
-  case AGGR_WRITE_CHANGES: /* written row by row by write_transaction() */
-    return -EINVAL;
-  case AGGR_WRITE_CHANGE:
+  case AGGR_WRITE_CHANGES: /* written by write_changes() */
   case AGGR_WRITE_REPLICA:
-    s = w->ins_change;
-    bind_text(s, 1, j->node_id);
-    bind_text(s, 2, j->spool_id);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)j->seq);
-    bind_text(s, 4, j->component);
-    bind_text(s, 5, j->check_kind);
-    bind_text(s, 6, j->from_state);
-    bind_text(s, 7, j->to_state);
-    sqlite3_bind_int64(s, 8, j->at_ms);
-    bind_text(s, 9, j->output);
-    bind_text(s, 10, j->boot_id);
-    sqlite3_bind_int(s, 11, (int)j->health);
-    sqlite3_bind_int(s, 12, (int)j->rise);
-    sqlite3_bind_int(s, 13, (int)j->fall);
-    sqlite3_bind_int64(s, 14, (sqlite3_int64)j->epoch);
-    sqlite3_bind_int64(s, 15, j->received_ms);
-    return step_reset(w->db, s);
+    return -EINVAL;
   case AGGR_WRITE_NODE:
-    s = w->up_node;
-    bind_text(s, 1, j->node_id);
-    bind_text(s, 2, j->role);
-    bind_text(s, 3, j->hostname);
-    sqlite3_bind_int64(s, 4, j->seen_ms);
-    sqlite3_bind_int64(s, 5, j->seen_ms);
-    return step_reset(w->db, s);
+    return write_params(
+        w, STMT_UPSERT_NODE,
+        &(struct row_params){.text = {j->node.node_id, j->node.role, j->node.hostname},
+                             .integer = {j->node.seen_ms}});
   case AGGR_WRITE_BOOT:
-    s = w->up_boot;
-    bind_text(s, 1, j->node_id);
-    bind_text(s, 2, j->boot_id);
-    sqlite3_bind_int64(s, 3, j->boot_time_ms);
-    sqlite3_bind_int64(s, 4, j->seen_ms);
-    return step_reset(w->db, s);
+    return write_params(w, STMT_INSERT_BOOT,
+                        &(struct row_params){.text = {j->boot.node_id, j->boot.boot_id},
+                                             .integer = {j->boot.boot_time_ms, j->boot.seen_ms}});
   case AGGR_WRITE_CLUSTER_VERDICT:
   case AGGR_WRITE_REPLICA_VERDICT:
-    s = w->ins_verdict;
-    bind_text(s, 1, j->to_state);
-    sqlite3_bind_int64(s, 2, j->at_ms);
-    bind_text(s, 3, j->output);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)j->epoch);
-    return step_reset(w->db, s);
+    return write_params(w, STMT_INSERT_VERDICT,
+                        &(struct row_params){.text = {j->verdict.verdict, j->verdict.reasons_json},
+                                             .integer = {j->verdict.at_ms, (int64_t)j->epoch}});
   case AGGR_WRITE_STAGE:
-    s = w->ins_stage;
-    bind_text(s, 1, j->node_id);
-    bind_text(s, 2, j->boot_id);
-    bind_text(s, 3, j->stage);
-    bind_text(s, 4, j->role);
-    sqlite3_bind_int64(s, 5, j->at_ms);
-    sqlite3_bind_int64(s, 6, j->duration_ms);
-    sqlite3_bind_int64(s, 7, (sqlite3_int64)j->epoch);
-    return step_reset(w->db, s);
+    return write_params(
+        w, STMT_INSERT_STAGE,
+        &(struct row_params){
+            .text = {j->stage.node_id, j->stage.boot_id, j->stage.stage, j->stage.role},
+            .integer = {j->stage.reached_ms, j->stage.duration_ms, (int64_t)j->epoch}});
   }
   return -EINVAL;
 }
@@ -318,7 +396,7 @@ static int write_job(struct aggr_writer *w, const struct aggr_write *j) {
 /* Highest seq per spool touched by one transaction, found through a small
  * open-addressing hash of (node id, spool id): a transaction can touch
  * thousands of spools. A spool's copies from the leader (REPLICA) and its
- * agent's own stream (CHANGE) land on the same mark. */
+ * agent's own stream (CHANGES) land on the same mark. */
 struct spool_mark {
   const struct aggr_write *job; /* a job of that spool, for its ids */
   uint64_t seq;
@@ -332,18 +410,18 @@ struct marks {
   size_t nslots;   /* a power of two, at least 2n */
 };
 
+/* The hash of a spool, for the marks and the held cache. */
+static uint64_t spool_hash(const char *node_id, const char *spool_id) {
+  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node_id), spool_id);
+}
+
 static uint64_t mark_hash(const struct aggr_write *j) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (const char *p = j->node_id; *p; p++)
-    h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-  h = (h ^ 0xff) * 0x100000001b3ULL;
-  for (const char *p = j->spool_id; *p; p++)
-    h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
-  return h;
+  return spool_hash(j->changes.node_id, j->changes.spool_id);
 }
 
 static bool mark_same(const struct aggr_write *a, const struct aggr_write *b) {
-  return strcmp(a->node_id, b->node_id) == 0 && strcmp(a->spool_id, b->spool_id) == 0;
+  return strcmp(a->changes.node_id, b->changes.node_id) == 0 &&
+         strcmp(a->changes.spool_id, b->changes.spool_id) == 0;
 }
 
 /* Returns the mark of j's spool, or NULL. */
@@ -410,15 +488,11 @@ static int marks_note(struct marks *m, const struct aggr_write *j, uint64_t seq)
   return 0;
 }
 
-static uint64_t held_hash(const char *node_id, const char *spool_id) {
-  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node_id), spool_id);
-}
-
 static struct held_entry *held_find(const struct held *h, const char *node_id,
                                     const char *spool_id) {
   if (!h->n_buckets)
     return NULL;
-  for (struct held_entry *e = h->buckets[held_hash(node_id, spool_id) & (h->n_buckets - 1)]; e;
+  for (struct held_entry *e = h->buckets[spool_hash(node_id, spool_id) & (h->n_buckets - 1)]; e;
        e = e->next)
     if (strcmp(e->node_id, node_id) == 0 && strcmp(e->spool_id, spool_id) == 0)
       return e;
@@ -435,7 +509,7 @@ static int held_add(struct held *h, const char *node_id, const char *spool_id, u
       while (h->buckets[i]) {
         struct held_entry *e = h->buckets[i];
         h->buckets[i] = e->next;
-        size_t k = held_hash(e->node_id, e->spool_id) & (nb - 1);
+        size_t k = spool_hash(e->node_id, e->spool_id) & (nb - 1);
         e->next = b[k];
         b[k] = e;
       }
@@ -451,7 +525,7 @@ static int held_add(struct held *h, const char *node_id, const char *spool_id, u
     return -ENOMEM;
   }
   e->seq = seq;
-  size_t k = held_hash(node_id, spool_id) & (h->n_buckets - 1);
+  size_t k = spool_hash(node_id, spool_id) & (h->n_buckets - 1);
   e->next = h->buckets[k];
   h->buckets[k] = e;
   h->n++;
@@ -474,15 +548,16 @@ static void held_done(struct held *h) {
 /* The highest seq the database holds for j's spool: from the cache, or read
  * once. */
 static int held_get(struct aggr_writer *w, const struct aggr_write *j, uint64_t *ret) {
-  const struct held_entry *e = held_find(&w->held, j->node_id, j->spool_id);
+  const char *node_id = j->changes.node_id, *spool_id = j->changes.spool_id;
+  const struct held_entry *e = held_find(&w->held, node_id, spool_id);
   if (e) {
     *ret = e->seq;
     return 0;
   }
-  sqlite3_stmt *s = w->sel_held;
+  sqlite3_stmt *s = w->stmt[STMT_SELECT_HELD];
   uint64_t seq = 0;
-  bind_text(s, 1, j->node_id);
-  bind_text(s, 2, j->spool_id);
+  bind_text(s, 1, node_id);
+  bind_text(s, 2, spool_id);
   int rc = sqlite3_step(s);
   if (rc == SQLITE_ROW)
     seq = (uint64_t)sqlite3_column_int64(s, 0);
@@ -492,17 +567,17 @@ static int held_get(struct aggr_writer *w, const struct aggr_write *j, uint64_t 
     return mst_store_errno(rc);
   }
   *ret = seq;
-  return held_add(&w->held, j->node_id, j->spool_id, seq);
+  return held_add(&w->held, node_id, spool_id, seq);
 }
 
 /* After a commit: the cache learns what the transaction stored. */
 static void held_commit(struct aggr_writer *w, const struct marks *marks) {
   for (size_t i = 0; i < marks->n; i++) {
-    const struct aggr_write *j = marks->v[i].job;
-    struct held_entry *e = held_find(&w->held, j->node_id, j->spool_id);
+    const struct aggr_write_changes *c = &marks->v[i].job->changes;
+    struct held_entry *e = held_find(&w->held, c->node_id, c->spool_id);
     if (e && marks->v[i].seq > e->seq)
       e->seq = marks->v[i].seq;
-    else if (!e && held_add(&w->held, j->node_id, j->spool_id, marks->v[i].seq) < 0)
+    else if (!e && held_add(&w->held, c->node_id, c->spool_id, marks->v[i].seq) < 0)
       /* Without the entry the next row of the spool reads it again. */
       log_warning("writer: out of memory caching a spool, ignoring");
   }
@@ -522,16 +597,17 @@ static int stored_seq(struct aggr_writer *w, const struct marks *marks, const st
   return held_get(w, j, ret);
 }
 
-/* A CHANGES job: one look-up of what its spool holds, then its rows above
- * that (they come in rising seq). */
+/* A changes job (CHANGES, REPLICA): one look-up of what its spool holds,
+ * then its rows above that (they come in rising seq). */
 static int write_changes(struct aggr_writer *w, const struct aggr_write *j, struct marks *marks) {
+  const struct aggr_write_changes *c = &j->changes;
   uint64_t held = 0, top = 0;
   int r = stored_seq(w, marks, j, &held);
   if (r < 0)
     return r;
-  size_t node_id_len = strlen(j->node_id), spool_id_len = strlen(j->spool_id);
-  for (size_t i = 0; i < j->n_rows; i++) {
-    const struct aggr_change_row *row = &j->rows[i];
+  size_t node_id_len = strlen(c->node_id), spool_id_len = strlen(c->spool_id);
+  for (size_t i = 0; i < c->n_rows; i++) {
+    const struct aggr_change_row *row = &c->rows[i];
     if (row->seq <= held || row->seq <= top)
       continue;
     r = write_change_row(w, j, row, node_id_len, spool_id_len);
@@ -567,37 +643,19 @@ static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jo
     /* Only copies of the leader's own history may be written without
      * leading; everything else needs the lease. */
     fenced = fenced || (j->kind != AGGR_WRITE_REPLICA && j->kind != AGGR_WRITE_REPLICA_VERDICT);
-    if (j->kind == AGGR_WRITE_CHANGES) {
+    if (job_has_changes(j))
       r = write_changes(w, j, marks);
-      if (r < 0)
-        goto rollback;
-      continue;
-    }
-    bool change = j->kind == AGGR_WRITE_CHANGE || j->kind == AGGR_WRITE_REPLICA;
-    if (change) {
-      uint64_t held = 0;
-      if ((r = stored_seq(w, marks, j, &held)) < 0)
-        goto rollback;
-      if (j->seq <= held)
-        continue;
-    }
-    r = write_job(w, j);
+    else
+      r = write_row(w, j);
     if (r < 0)
       goto rollback;
-    if (change) {
-      r = marks_note(marks, j, j->seq);
-      if (r < 0)
-        goto rollback;
-    }
   }
   for (size_t i = 0; i < marks->n; i++) {
-    const struct aggr_write *j = marks->v[i].job;
-    sqlite3_stmt *s = w->up_spool;
-    bind_text(s, 1, j->node_id);
-    bind_text(s, 2, j->spool_id);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)marks->v[i].seq);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)marks->v[i].epoch);
-    r = step_reset(w->db, s);
+    const struct aggr_write_changes *c = &marks->v[i].job->changes;
+    r = write_params(
+        w, STMT_UPSERT_SPOOL,
+        &(struct row_params){.text = {c->node_id, c->spool_id},
+                             .integer = {(int64_t)marks->v[i].seq, (int64_t)marks->v[i].epoch}});
     if (r < 0)
       goto rollback;
   }
@@ -637,7 +695,7 @@ static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t
     w->cap_done = ncap;
   }
   for (size_t i = 0; i < n; i++) {
-    const struct aggr_write *j = marks[i].job;
+    const struct aggr_write_changes *j = &marks[i].job->changes;
     struct aggr_commit *c = &w->done[w->n_done++];
     *c = (struct aggr_commit){.spool = j->spool, .seq = marks[i].seq, .ok = ok};
     if (!j->spool) {
@@ -744,7 +802,7 @@ static void wal_catch_up(struct aggr_writer *w) {
 }
 
 static size_t job_rows(const struct aggr_write *j) {
-  return j->kind == AGGR_WRITE_CHANGES ? j->n_rows : 1;
+  return job_has_changes(j) ? j->changes.n_rows : 1;
 }
 
 static void *writer_main(void *userdata) {
@@ -893,6 +951,18 @@ fail:
   w->ckpt_db = NULL;
 }
 
+/* Undoes what aggr_writer_start() sets up before it starts the threads:
+ * the statements, the lock and conditions, the eventfd. */
+static void writer_release(struct aggr_writer *w) {
+  for (size_t i = 0; i < _STMT_MAX; i++)
+    sqlite3_finalize(w->stmt[i]);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->cond);
+  pthread_cond_destroy(&w->ckpt_cond);
+  pthread_cond_destroy(&w->ckpt_idle);
+  close(w->efd);
+}
+
 int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct aggr_writer **ret) {
   struct aggr_writer *w = calloc(1, sizeof(*w));
   int r;
@@ -923,18 +993,7 @@ int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct agg
   return 0;
 
 fail:
-  sqlite3_finalize(w->ins_change);
-  sqlite3_finalize(w->sel_held);
-  sqlite3_finalize(w->up_spool);
-  sqlite3_finalize(w->up_node);
-  sqlite3_finalize(w->up_boot);
-  sqlite3_finalize(w->ins_verdict);
-  sqlite3_finalize(w->ins_stage);
-  pthread_mutex_destroy(&w->lock);
-  pthread_cond_destroy(&w->cond);
-  pthread_cond_destroy(&w->ckpt_cond);
-  pthread_cond_destroy(&w->ckpt_idle);
-  close(w->efd);
+  writer_release(w);
   free(w);
   return r;
 }
@@ -951,21 +1010,9 @@ void aggr_writer_free(struct aggr_writer *w) {
   if (w->ckpt_running)
     pthread_join(w->ckpt_thread, NULL);
   sqlite3_close_v2(w->ckpt_db);
-
-  sqlite3_finalize(w->ins_change);
-  sqlite3_finalize(w->sel_held);
-  sqlite3_finalize(w->up_spool);
-  sqlite3_finalize(w->up_node);
-  sqlite3_finalize(w->up_boot);
-  sqlite3_finalize(w->ins_verdict);
-  sqlite3_finalize(w->ins_stage);
+  writer_release(w);
   sqlite3_close_v2(w->db);
   held_done(&w->held);
-  pthread_mutex_destroy(&w->lock);
-  pthread_cond_destroy(&w->cond);
-  pthread_cond_destroy(&w->ckpt_cond);
-  pthread_cond_destroy(&w->ckpt_idle);
-  close(w->efd);
   /* Commits the loop never collected (the last ones before shutdown) still
    * own the node and spool ids report() copied for them. */
   aggr_commits_free(w->done, w->n_done);

@@ -13,20 +13,20 @@ struct aggr_spool;
 struct aggr_writer;
 struct aggr_election;
 
+/* What a job writes, and which member of its union holds it. Every job but
+ * the copies from the leader needs the lease to commit. */
 enum aggr_write_kind {
-  AGGR_WRITE_CHANGE,  /* one change, its strings in the job (agent streams use CHANGES) */
-  AGGR_WRITE_CHANGES, /* a frame's changes of one spool, in one allocation */
-  AGGR_WRITE_NODE,
-  AGGR_WRITE_BOOT,
-  AGGR_WRITE_CLUSTER_VERDICT,
-  AGGR_WRITE_REPLICA,         /* a change copied from the leader's history (spool NULL) */
-  AGGR_WRITE_REPLICA_VERDICT, /* a cluster verdict change copied from the leader */
-  AGGR_WRITE_STAGE, /* a stage completion (stage.h); the first per (node, boot, stage) wins */
+  AGGR_WRITE_CHANGES,         /* changes: a frame's changes of one agent's spool */
+  AGGR_WRITE_REPLICA,         /* changes: one change copied from the leader's history */
+  AGGR_WRITE_NODE,            /* node: a node as it connected */
+  AGGR_WRITE_BOOT,            /* boot: a boot of a node, as it connected */
+  AGGR_WRITE_CLUSTER_VERDICT, /* verdict: the cluster verdict changed */
+  AGGR_WRITE_REPLICA_VERDICT, /* verdict: a cluster verdict copied from the leader */
+  AGGR_WRITE_STAGE,           /* stage: the first per (node, boot, stage) wins */
 };
 
-/* One change of a CHANGES job. Its strings live in the job's own allocation
- * (aggr_write_new_changes), with their lengths; the state and check names
- * are static strings. */
+/* One change of a changes job. Its strings live in the job's allocation,
+ * with their lengths; the state and check names are static strings. */
 struct aggr_change_row {
   uint64_t seq;
   int64_t at_ms;
@@ -36,33 +36,60 @@ struct aggr_change_row {
   uint32_t health, rise, fall;
 };
 
-/* One row to write, or (CHANGES) one spool's rows. Strings are owned by the
- * job. */
-struct aggr_write {
-  struct aggr_write *next;
-  enum aggr_write_kind kind;
-  uint64_t epoch;
-  struct aggr_spool *spool; /* CHANGE: reported back on commit (not dereferenced) */
-  /* With spool set, node_id and spool_id are the spool record's own strings,
-   * borrowed: the record outlives the writer and never changes. */
-  char *node_id, *spool_id, *component, *output, *boot_id;
-  const char *check_kind, *from_state, *to_state; /* static strings */
-  uint64_t seq;
-  int64_t at_ms, received_ms;
-  unsigned health, rise, fall;
-  /* NODE */
-  char *role, *hostname;
-  int64_t seen_ms;
-  /* BOOT */
-  int64_t boot_time_ms;
-  /* CLUSTER_VERDICT: verdict in to_state, reasons JSON in output */
-  /* STAGE: node_id, boot_id, role, stage; reached in at_ms */
-  char *stage;
-  int64_t duration_ms;
-  /* CHANGES: spool, node_id, spool_id, epoch and received_ms as for CHANGE,
-   * and n_rows rows of rising seq in the same allocation as the job. */
+/* Changes of one spool, in rising seq. Rows at or below what the database
+ * holds for the spool are not stored again. */
+struct aggr_write_changes {
+  /* CHANGES: the agent's spool record, reported back on commit (never
+   * dereferenced), and node_id, spool_id its own strings, borrowed: the
+   * record outlives the writer and never changes. REPLICA: NULL, and the
+   * ids in the job's allocation. */
+  struct aggr_spool *spool;
+  const char *node_id, *spool_id;
+  int64_t received_ms;
   size_t n_rows;
-  struct aggr_change_row *rows;
+  struct aggr_change_row *rows; /* in the job's allocation */
+};
+
+/* A node's row: created, or its role and hostname updated. */
+struct aggr_write_node {
+  const char *node_id, *role, *hostname;
+  int64_t seen_ms; /* first seen if new; last seen */
+};
+
+/* A boot of a node: kept the first time it is seen. */
+struct aggr_write_boot {
+  const char *node_id, *boot_id;
+  int64_t boot_time_ms; /* when the node booted, by its clock */
+  int64_t seen_ms;      /* first seen */
+};
+
+/* A change of the cluster verdict. */
+struct aggr_write_verdict {
+  const char *verdict;      /* its name, as the API spells it */
+  const char *reasons_json; /* the reasons, a JSON array */
+  int64_t at_ms;
+};
+
+/* A stage completion of a boot (model/stage.h). */
+struct aggr_write_stage {
+  const char *node_id, *boot_id, *role, *stage;
+  int64_t reached_ms, duration_ms;
+};
+
+/* One job for the writer: a tagged union. Each job is a single allocation
+ * holding its strings (but for the borrowed ids of CHANGES); free it with
+ * aggr_write_free() when it was never submitted. */
+struct aggr_write {
+  struct aggr_write *next; /* the queue; submit links after it */
+  enum aggr_write_kind kind;
+  uint64_t epoch; /* the leader's term the rows belong to */
+  union {
+    struct aggr_write_changes changes; /* CHANGES, REPLICA */
+    struct aggr_write_node node;       /* NODE */
+    struct aggr_write_boot boot;       /* BOOT */
+    struct aggr_write_verdict verdict; /* CLUSTER_VERDICT, REPLICA_VERDICT */
+    struct aggr_write_stage stage;     /* STAGE */
+  };
 };
 
 /* A commit result for one spool. */
@@ -99,13 +126,43 @@ struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n);
 
 void aggr_commits_free(struct aggr_commit *c, size_t n);
 
-struct aggr_write *aggr_write_new(enum aggr_write_kind kind);
+/* The constructors below return a job in one allocation, with copies of
+ * the strings they are given (NULL is taken as ""), or NULL without memory.
+ * Any thread. */
 
-/* A CHANGES job with room for n_rows rows and string_bytes bytes of their
- * strings (NULs included), all in one allocation, so that a frame's changes
- * cost one malloc on the loop and one free on the writer. *ret_strings is
- * where the strings go; the caller fills rows[0..n_rows) and points their
- * strings into that room. Returns NULL without memory. Any thread. */
-struct aggr_write *aggr_write_new_changes(size_t n_rows, size_t string_bytes, char **ret_strings);
+/* A CHANGES job of spool, whose node_id and spool_id it borrows, with room
+ * for n_rows rows and string_bytes bytes of their strings (NULs included),
+ * so that a frame's changes cost one malloc on the loop and one free on the
+ * writer. *ret_strings is where the strings go; the caller fills
+ * rows[0..n_rows) and points their strings into that room. */
+struct aggr_write *aggr_write_new_changes(uint64_t epoch, struct aggr_spool *spool,
+                                          const char *node_id, const char *spool_id,
+                                          int64_t received_ms, size_t n_rows, size_t string_bytes,
+                                          char **ret_strings);
+
+/* Copies s (NULL: "") to *room, moves *room past its NUL, and returns the
+ * copy, with its length in *ret_len unless that is NULL: for filling the
+ * room of aggr_write_new_changes(). */
+const char *aggr_write_put_string(char **room, const char *s, uint32_t *ret_len);
+
+/* A REPLICA job: one change of the leader's history, with copies of the
+ * ids and of row's strings (their lengths are counted here). */
+struct aggr_write *aggr_write_new_replica(uint64_t epoch, const char *node_id, const char *spool_id,
+                                          int64_t received_ms, const struct aggr_change_row *row);
+
+struct aggr_write *aggr_write_new_node(uint64_t epoch, const char *node_id, const char *role,
+                                       const char *hostname, int64_t seen_ms);
+
+struct aggr_write *aggr_write_new_boot(uint64_t epoch, const char *node_id, const char *boot_id,
+                                       int64_t boot_time_ms, int64_t seen_ms);
+
+/* kind: CLUSTER_VERDICT (this leader's) or REPLICA_VERDICT (a copy). */
+struct aggr_write *aggr_write_new_verdict(enum aggr_write_kind kind, uint64_t epoch,
+                                          const char *verdict, int64_t at_ms,
+                                          const char *reasons_json);
+
+struct aggr_write *aggr_write_new_stage(uint64_t epoch, const char *node_id, const char *boot_id,
+                                        const char *role, const char *stage, int64_t reached_ms,
+                                        int64_t duration_ms);
 
 void aggr_write_free(struct aggr_write *job);
