@@ -24,7 +24,8 @@ struct mst_dynbuf {
   int error;  /* 0, or the -errno of the first failed append (sticky) */
 };
 
-#define MST_DYNBUF_INIT(max_len) {.max = (max_len)}
+#define MST_DYNBUF_INIT(max_len)                                                                   \
+  { .max = (max_len) }
 
 /* Starts an empty buffer that may grow to max bytes (max > 0). */
 void mst_dynbuf_init(struct mst_dynbuf *b, size_t max);
