@@ -19,31 +19,34 @@
 
 /* --- routes ------------------------------------------------------------------ */
 
+static const struct {
+  const char *path; /* matched exactly, or NULL */
+  const char *label;
+} routes[_AGGR_HTTP_ROUTE_MAX] = {
+#define ROUTE_ENTRY(route, p, l) [AGGR_HTTP_ROUTE_##route] = {.path = p, .label = l},
+    AGGR_HTTP_ROUTES(ROUTE_ENTRY)
+#undef ROUTE_ENTRY
+};
+
+static bool has_prefix(const char *s, const char *prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 enum aggr_http_route aggr_http_route_of(const char *url) {
-  if (strcmp(url, "/v1/health") == 0)
-    return AGGR_HTTP_ROUTE_HEALTH;
-  if (strcmp(url, "/v1/nodes") == 0)
-    return AGGR_HTTP_ROUTE_NODES;
-  if (strncmp(url, AGGR_HTTP_NODES_PREFIX, strlen(AGGR_HTTP_NODES_PREFIX)) == 0 &&
-      url[strlen(AGGR_HTTP_NODES_PREFIX)])
+  for (size_t r = 0; r < _AGGR_HTTP_ROUTE_MAX; r++)
+    if (routes[r].path && strcmp(url, routes[r].path) == 0)
+      return (enum aggr_http_route)r;
+  if (has_prefix(url, AGGR_HTTP_NODES_PREFIX) && url[strlen(AGGR_HTTP_NODES_PREFIX)])
     return AGGR_HTTP_ROUTE_NODE;
-  if (strcmp(url, "/v1/internal/replicate") == 0)
-    return AGGR_HTTP_ROUTE_REPLICATE;
-  if (strcmp(url, "/v1/internal/replicate/verdicts") == 0)
-    return AGGR_HTTP_ROUTE_REPLICATE_VERDICTS;
-  if (strcmp(url, "/v1/history") == 0)
-    return AGGR_HTTP_ROUTE_HISTORY;
-  if (strcmp(url, "/v1/history/cluster") == 0)
-    return AGGR_HTTP_ROUTE_HISTORY_CLUSTER;
-  if (strcmp(url, "/healthz") == 0)
-    return AGGR_HTTP_ROUTE_HEALTHZ;
-  if (strcmp(url, "/metrics") == 0)
-    return AGGR_HTTP_ROUTE_METRICS;
-  if (strcmp(url, "/readyz") == 0)
-    return AGGR_HTTP_ROUTE_READYZ;
-  if (strncmp(url, "/v1/", 4) == 0)
+  if (has_prefix(url, AGGR_DCOS_PREFIX "/"))
+    return AGGR_HTTP_ROUTE_DCOS;
+  if (has_prefix(url, "/v1/"))
     return AGGR_HTTP_ROUTE_V1_UNKNOWN;
   return AGGR_HTTP_ROUTE_NONE;
+}
+
+const char *aggr_http_route_label(enum aggr_http_route route) {
+  return (unsigned)route < _AGGR_HTTP_ROUTE_MAX ? routes[route].label : "other";
 }
 
 const char *aggr_http_route_node(const char *path) {
