@@ -169,28 +169,14 @@ int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_ht
 }
 
 bool aggr_http_replicate_after_parse(const char *s, uint64_t *ret_after) {
-  unsigned long long v;
-  char *end;
-
-  if (!s)
-    return true;
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno || *end || !*s || *s == '-')
-    return false;
-  *ret_after = v;
-  return true;
+  return !s || parse_u64(s, ret_after);
 }
 
 bool aggr_http_replicate_limit_parse(const char *s, unsigned *ret_limit) {
-  unsigned long long v;
-  char *end;
-
+  uint64_t v;
   if (!s)
     return true;
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno || *end || !*s || v < 1 || v > 10000)
+  if (!parse_u64(s, &v) || v < 1 || v > 10000)
     return false;
   *ret_limit = (unsigned)v;
   return true;
