@@ -62,10 +62,6 @@ int mst_dynbuf_adds(struct mst_dynbuf *b, const char *s) {
   return mst_dynbuf_add(b, s, strlen(s));
 }
 
-int mst_dynbuf_addc(struct mst_dynbuf *b, char c) {
-  return mst_dynbuf_add(b, &c, 1);
-}
-
 int mst_dynbuf_vaddf(struct mst_dynbuf *b, const char *fmt, va_list ap) {
   va_list again;
   int n, r;

@@ -38,7 +38,16 @@ void mst_dynbuf_reset(struct mst_dynbuf *b);
 int mst_dynbuf_add(struct mst_dynbuf *b, const void *p, size_t n);
 /* Appends the string s (without its NUL). */
 int mst_dynbuf_adds(struct mst_dynbuf *b, const char *s);
-int mst_dynbuf_addc(struct mst_dynbuf *b, char c);
+/* One byte; inline, since JSON and text writers add single bytes often. */
+static inline int mst_dynbuf_addc(struct mst_dynbuf *b, char c) {
+  if (b->buf && b->cap - b->len > 1) { /* room for c and the NUL (a failed buffer has none) */
+    b->buf[b->len++] = c;
+    b->buf[b->len] = 0;
+    return 0;
+  }
+  return mst_dynbuf_add(b, &c, 1);
+}
+
 /* Appends printf output. Also fails with -EINVAL for a format error. */
 int mst_dynbuf_addf(struct mst_dynbuf *b, const char *fmt, ...) _printf_(2, 3);
 int mst_dynbuf_vaddf(struct mst_dynbuf *b, const char *fmt, va_list ap) _printf_(2, 0);
