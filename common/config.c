@@ -22,6 +22,7 @@
 
 #include "mst/config.h"
 #include "mst/duration.h"
+#include "mst/dynbuf.h"
 #include "mst/log.h"
 
 /* Longest line accepted, without its newline. */
@@ -58,10 +59,10 @@ _printf_(2, 3) static void ini_report(struct ini_parser *p, const char *fmt, ...
   if (r < 0)
     msg = NULL;
   p->error = 1;
-  flagged = realloc(p->flagged, (p->n_flagged + 1) * sizeof(*flagged));
+  flagged = MST_ARRAY_APPEND(p->flagged, p->n_flagged);
   if (flagged) {
-    p->flagged = flagged;
-    p->flagged[p->n_flagged++] = p->lineno;
+    *flagged = p->lineno;
+    p->n_flagged++;
   }
 }
 
@@ -422,10 +423,8 @@ int mst_strv_split(const char *s, char ***ret) {
     size_t len = strcspn(c, separators);
     if (len == 0)
       break;
-    char **grown = realloc(v, (n + 2) * sizeof(char *));
-    if (!grown)
+    if (!MST_ARRAY_APPEND(v, n + 1)) /* room for the NULL after it */
       goto oom;
-    v = grown;
     v[n] = strndup(c, len);
     if (!v[n])
       goto oom;

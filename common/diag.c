@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mst/diag.h"
+#include "mst/dynbuf.h"
 #include "mst/log.h"
 
 void mst_diag_add(struct mst_diag *d, const char *path, unsigned line, const char *fmt, ...) {
@@ -30,13 +31,13 @@ void mst_diag_add(struct mst_diag *d, const char *path, unsigned line, const cha
   if (r < 0)
     goto oom;
 
-  char **lines = realloc(d->lines, (d->n + 1) * sizeof(char *));
-  if (!lines) {
+  char **slot = MST_ARRAY_APPEND(d->lines, d->n);
+  if (!slot) {
     free(full);
     goto oom;
   }
-  d->lines = lines;
-  d->lines[d->n++] = full;
+  *slot = full;
+  d->n++;
   return;
 
 oom:

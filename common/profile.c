@@ -16,6 +16,7 @@
 
 #include "mst/config.h"
 #include "mst/duration.h"
+#include "mst/dynbuf.h"
 #include "mst/macro.h"
 #include "mst/profile.h"
 
@@ -205,14 +206,12 @@ static int component_add(struct profile_loader *l, const char *name, unsigned li
                   prev->line);
     return -EINVAL;
   }
-  components = realloc(p->components, (p->n_components + 1) * sizeof(*components));
+  components = MST_ARRAY_APPEND(p->components, p->n_components);
   if (!components)
     return -ENOMEM;
-  p->components = components;
-  lines = realloc(l->component_lines, (p->n_components + 1) * sizeof(*lines));
+  lines = MST_ARRAY_APPEND(l->component_lines, p->n_components);
   if (!lines)
     return -ENOMEM;
-  l->component_lines = lines;
 
   char *copy = strdup(name);
   if (!copy)
@@ -242,14 +241,12 @@ static int stage_add(struct profile_loader *l, const char *name, unsigned line) 
     profile_error(l, line, "duplicate stage '%s' (first declared on line %u)", name, prev->line);
     return -EINVAL;
   }
-  stages = realloc(p->stages, (p->n_stages + 1) * sizeof(*stages));
+  stages = MST_ARRAY_APPEND(p->stages, p->n_stages);
   if (!stages)
     return -ENOMEM;
-  p->stages = stages;
-  lines = realloc(l->stage_lines, (p->n_stages + 1) * sizeof(*lines));
+  lines = MST_ARRAY_APPEND(l->stage_lines, p->n_stages);
   if (!lines)
     return -ENOMEM;
-  l->stage_lines = lines;
 
   struct mst_stage s = {.line = line};
   s.name = strdup(name);
@@ -954,12 +951,10 @@ int mst_profile_set_load(const char *dir, struct mst_profile_set **ret, struct m
   while ((de = readdir(d))) {
     if (!is_ini_name(de->d_name))
       continue;
-    char **grown = realloc(names, (n_names + 2) * sizeof(char *));
-    if (!grown) {
+    if (!MST_ARRAY_APPEND(names, n_names + 1)) { /* room for the NULL after it */
       r = -ENOMEM;
       break;
     }
-    names = grown;
     if (asprintf(&names[n_names], "%s/%s", dir, de->d_name) < 0) {
       names[n_names] = NULL;
       r = -ENOMEM;

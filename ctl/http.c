@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 
 #include "http.h"
+#include "mst/dynbuf.h"
 #include "mst/macro.h"
 
 struct ctl_http {
@@ -106,33 +107,15 @@ void ctl_response_done(struct ctl_response *r) {
 
 struct transfer {
   struct ctl_response *resp;
-  size_t cap;
-  bool too_big;
+  struct mst_dynbuf body; /* capped at CTL_HTTP_MAX_BODY */
   volatile sig_atomic_t *interrupted;
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
   struct transfer *t = userdata;
   size_t n = size * nmemb;
-  struct ctl_response *r = t->resp;
-
-  if (n > CTL_HTTP_MAX_BODY - r->size) {
-    t->too_big = true;
-    return 0; /* makes curl fail with CURLE_WRITE_ERROR */
-  }
-  if (r->size + n + 1 > t->cap) {
-    size_t cap = MST_MAX(t->cap * 2, r->size + n + 1);
-    cap = MST_MAX(cap, (size_t)4096);
-    char *b = realloc(r->body, cap);
-    if (!b)
-      return 0;
-    r->body = b;
-    t->cap = cap;
-  }
-  memcpy(r->body + r->size, data, n);
-  r->size += n;
-  r->body[r->size] = '\0';
-  return n;
+  /* Failing makes curl fail with CURLE_WRITE_ERROR; t->body.error says why. */
+  return mst_dynbuf_add(&t->body, data, n) < 0 ? 0 : n;
 }
 
 static size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
@@ -167,7 +150,8 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 }
 
 int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret) {
-  struct transfer t = {.resp = ret, .interrupted = h->interrupted};
+  struct transfer t = {
+      .resp = ret, .body = MST_DYNBUF_INIT(CTL_HTTP_MAX_BODY), .interrupted = h->interrupted};
   char errbuf[CURL_ERROR_SIZE] = "";
   _cleanup_free_ char *url = NULL;
   CURLcode rc;
@@ -211,14 +195,15 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
   rc = curl_easy_perform(h->curl);
   if (rc == CURLE_OK) {
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &ret->status);
-    if (!ret->body) {
-      ret->body = strdup("");
-      if (!ret->body)
-        return -ENOMEM;
+    if (mst_dynbuf_take(&t.body, &ret->body, &ret->size) < 0) {
+      snprintf(ret->error, sizeof(ret->error), "out of memory");
+      return -ENOMEM;
     }
     return 0;
   }
 
+  bool too_big = t.body.error == -EMSGSIZE;
+  mst_dynbuf_reset(&t.body);
   ctl_response_done(ret);
   ret->has_index = false;
   switch (rc) {
@@ -239,7 +224,7 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
     return -EINTR;
   case CURLE_FILESIZE_EXCEEDED:
   case CURLE_WRITE_ERROR:
-    if (t.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+    if (too_big || rc == CURLE_FILESIZE_EXCEEDED) {
       snprintf(ret->error, sizeof(ret->error), "answer from %s is larger than %u MiB, refused",
                h->base, CTL_HTTP_MAX_BODY / (1024u * 1024u));
       return -EFBIG;

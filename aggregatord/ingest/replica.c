@@ -1,6 +1,6 @@
 /* The warm copy: a follower tails the leader's committed history.
  *
- * DESIGN. A named background thread (blocking HTTP has no place on the loop)
+ * DESIGN. A background thread, muster-replica (blocking HTTP has no place on the loop),
  * asks the current leader for the rows of its changes table after a cursor
  * (GET /v1/internal/replicate?after=ID&limit=N), and hands each row to the
  * writer thread as a REPLICA job. The writer stores a row only if its seq is
@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "mst/auth.h"
+#include "mst/dynbuf.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/state.h"
@@ -52,25 +53,11 @@ struct aggr_replica {
   struct curl_slist *headers; /* Authorization: Bearer, or NULL */
 };
 
-struct body {
-  char *data;
-  size_t len;
-};
-
+/* A page's bytes go into a dynbuf capped at REPLICA_BODY_MAX; past it (or
+ * out of memory) the buffer is freed and curl fails the transfer. */
 static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
-  struct body *b = userdata;
   size_t n = size * nmemb;
-  char *d;
-  if (b->len + n > REPLICA_BODY_MAX)
-    return 0;
-  d = realloc(b->data, b->len + n + 1);
-  if (!d)
-    return 0;
-  memcpy(d + b->len, ptr, n);
-  b->len += n;
-  d[b->len] = '\0';
-  b->data = d;
-  return n;
+  return mst_dynbuf_add(userdata, ptr, n) < 0 ? 0 : n;
 }
 
 static const char *state_name(const char *s) {
@@ -154,7 +141,7 @@ static int replica_apply(struct aggr_replica *r, const char *data,
 }
 
 /* GETs url into a malloc'd body. Returns 0, or -EIO with a reason in why. */
-static int replica_fetch(struct aggr_replica *r, CURL *curl, const char *url, struct body *b,
+static int replica_fetch(struct aggr_replica *r, CURL *curl, const char *url, struct mst_dynbuf *b,
                          char *why, size_t why_size) {
   char errbuf[CURL_ERROR_SIZE] = "";
   long status = 0;
@@ -185,7 +172,7 @@ static int replica_fetch(struct aggr_replica *r, CURL *curl, const char *url, st
              r->headers ? "this aggregator's bearer token" : "a request without a bearer token");
     return -EIO;
   }
-  if (status != 200 || !b->data) {
+  if (status != 200 || !b->buf) {
     snprintf(why, why_size, "unexpected HTTP status %ld", status);
     return -EIO;
   }
@@ -245,21 +232,21 @@ static void *replica_main(void *userdata) {
     snprintf(leader_addr, sizeof(leader_addr), "%s", leader);
     free(leader);
 
-    struct body b = {0};
+    struct mst_dynbuf b = MST_DYNBUF_INIT(REPLICA_BODY_MAX);
     char why[CURL_ERROR_SIZE + 128] = "malformed page";
     int n = replica_fetch(r, curl, url, &b, why, sizeof(why));
     if (n >= 0)
-      n = replica_apply(r, b.data, change_job, &cursor);
-    free(b.data);
+      n = replica_apply(r, b.buf, change_job, &cursor);
+    mst_dynbuf_reset(&b);
     if (n >= 0 && n < REPLICA_PAGE) {
       /* Caught up with the changes: copy the verdict history too. */
-      struct body bv = {0};
+      struct mst_dynbuf bv = MST_DYNBUF_INIT(REPLICA_BODY_MAX);
       char vurl[512];
       snprintf(vurl, sizeof(vurl), "%s://%s/v1/internal/replicate/verdicts?after=%llu&limit=%u",
                scheme, leader_addr, (unsigned long long)verdict_cursor, REPLICA_PAGE);
       if (replica_fetch(r, curl, vurl, &bv, why, sizeof(why)) >= 0)
-        (void)replica_apply(r, bv.data, verdict_job, &verdict_cursor);
-      free(bv.data);
+        (void)replica_apply(r, bv.buf, verdict_job, &verdict_cursor);
+      mst_dynbuf_reset(&bv);
     }
     if (n < 0) {
       if (!failing)
@@ -327,6 +314,7 @@ int aggr_replica_start(struct aggr_writer *w, const struct aggr_replica_options 
     free(r);
     return -rc;
   }
+  (void)pthread_setname_np(r->thread, "muster-replica"); /* for top -H and perf */
   r->started = true;
   *ret = r;
   return 0;

@@ -10,82 +10,54 @@
  * text/plain "<id> not found\n", as DC/OS's http.Error gives. */
 #include <errno.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "serve/dcos.h"
-#include "serve/demand.h"
 #include "model/model.h"
+#include "mst/dynbuf.h"
 #include "mst/profile.h"
 #include "mst/time.h"
+#include "serve/dcos.h"
+#include "serve/view.h"
 
 #define DCOS_HELP "Node available at `muster node %s`. Try, `journalctl -xv` to diagnose further."
 
-struct dcos_unit_on_node {
-  size_t node; /* index into snapshot nodes */
+/* One component of a node, as a DC/OS unit on that node. */
+struct dcos_unit_on {
+  const char *id, *name, *output;
   int health;
-  char *output;
+  unsigned order; /* the component's place on the node */
 };
 
-struct dcos_unit {
-  char *id, *name, *description;
-  int health; /* max over nodes */
-  struct dcos_unit_on_node *on;
-  size_t n_on, cap_on;
-};
-
-struct dcos_node {
-  char *ip, *role, *host;
+struct aggr_dcos_node {
+  unsigned refs; /* views holding it (loop thread only) */
+  const char *ip, *role, *host;
   int health;
-};
-
-struct dcos_snapshot {
-  atomic_uint refs;
-  struct dcos_node *nodes;
-  size_t n_nodes;
-  struct dcos_unit *units; /* sorted by id */
   size_t n_units;
-  uint64_t at_usec;
+  struct dcos_unit_on units[]; /* sorted by id, then order; the strings follow */
 };
 
-#define DCOS_REFRESH_USEC (200 * USEC_PER_MSEC)
+/* A unit across the nodes: where on[] lists it. */
+struct dcos_unit {
+  const char *id, *name; /* the name of the first component found for it */
+  int health;            /* max over its nodes */
+  size_t first, n;       /* its run in aggr_dcos_units.on */
+};
 
-static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct dcos_snapshot *current;
-static struct aggr_demand demand = AGGR_DEMAND_INIT;
+struct dcos_on {
+  const struct aggr_dcos_node *node;
+  const struct dcos_unit_on *u;
+};
 
-static void snapshot_unref(struct dcos_snapshot *s) {
-  if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
-    return;
-  for (size_t i = 0; i < s->n_nodes; i++) {
-    free(s->nodes[i].ip);
-    free(s->nodes[i].role);
-    free(s->nodes[i].host);
-  }
-  for (size_t i = 0; i < s->n_units; i++) {
-    free(s->units[i].id);
-    free(s->units[i].name);
-    free(s->units[i].description);
-    for (size_t k = 0; k < s->units[i].n_on; k++)
-      free(s->units[i].on[k].output);
-    free(s->units[i].on);
-  }
-  free(s->nodes);
-  free(s->units);
-  free(s);
-}
+/* A view's units, built from its nodes on first need (units_of). */
+struct aggr_dcos_units {
+  struct dcos_unit *v; /* sorted by id */
+  size_t n;
+  struct dcos_on *on; /* each unit's nodes in node order */
+};
 
-static struct dcos_snapshot *snapshot_get(void) {
-  struct dcos_snapshot *s;
-  pthread_mutex_lock(&snap_lock);
-  s = current;
-  if (s)
-    atomic_fetch_add(&s->refs, 1);
-  pthread_mutex_unlock(&snap_lock);
-  return s;
-}
+/* --- the loop's side: a node as DC/OS shows it ---------------------------- */
 
 /* DC/OS's health ints. A warning is not an error (DC/OS has no warning);
  * starting is not healthy, unlike DC/OS, which called activating healthy. */
@@ -119,157 +91,212 @@ static const char *unit_id(const struct aggr_model *m, const struct aggr_node *n
   return c && c->unit ? c->unit : component;
 }
 
-/* Nodes of one role list their components in the same order, so the unit
- * found for a node's k-th component is tried first for the next node's. */
-static struct dcos_unit *unit_find(struct dcos_snapshot *s, const char *id, size_t *hint) {
-  if (*hint < s->n_units && strcmp(s->units[*hint].id, id) == 0)
-    return &s->units[*hint];
-  for (size_t i = 0; i < s->n_units; i++)
-    if (strcmp(s->units[i].id, id) == 0) {
-      *hint = i;
-      return &s->units[i];
-    }
-  return NULL;
+static int unit_on_cmp(const void *a, const void *b) {
+  const struct dcos_unit_on *x = a, *y = b;
+  int c = strcmp(x->id, y->id);
+  return c ? c : x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Copies s to *at and moves *at past it. */
+static const char *pack(char **at, const char *s) {
+  size_t len = strlen(s) + 1;
+  const char *copy = memcpy(*at, s, len);
+  *at += len;
+  return copy;
+}
+
+struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const struct aggr_node *n) {
+  const char *role = n->role ? n->role : "", *host = n->hostname ? n->hostname : "";
+  size_t size = sizeof(struct aggr_dcos_node) + n->n_components * sizeof(struct dcos_unit_on) +
+                strlen(n->id) + strlen(role) + strlen(host) + 3;
+  for (size_t k = 0; k < n->n_components; k++) {
+    const struct aggr_component *c = &n->components[k];
+    size +=
+        strlen(unit_id(m, n, c->name)) + strlen(c->name) + strlen(c->output ? c->output : "") + 3;
+  }
+  /* One block: the node, its units, then every string. */
+  struct aggr_dcos_node *d = malloc(size);
+  if (!d)
+    return NULL;
+  char *at = (char *)&d->units[n->n_components];
+  d->refs = 1;
+  d->ip = pack(&at, n->id);
+  d->role = pack(&at, role);
+  d->host = pack(&at, host);
+  d->health = node_health(n);
+  d->n_units = n->n_components;
+  for (size_t k = 0; k < n->n_components; k++) {
+    const struct aggr_component *c = &n->components[k];
+    struct dcos_unit_on *u = &d->units[k];
+    u->id = pack(&at, unit_id(m, n, c->name));
+    u->name = pack(&at, c->name);
+    u->output = pack(&at, c->output ? c->output : "");
+    /* An unreachable node's units are unknown now, but it stays in every
+     * unit's node list (DC/OS dropped it, hiding the failure). */
+    u->health = d->health == 3 ? 3 : component_health(c->state);
+    u->order = (unsigned)k;
+  }
+  if (d->n_units > 1)
+    qsort(d->units, d->n_units, sizeof(*d->units), unit_on_cmp);
+  return d;
+}
+
+struct aggr_dcos_node *aggr_dcos_node_ref(struct aggr_dcos_node *d) {
+  if (d)
+    d->refs++;
+  return d;
+}
+
+void aggr_dcos_node_unref(struct aggr_dcos_node *d) {
+  if (d && --d->refs == 0)
+    free(d);
+}
+
+bool aggr_dcos_due(uint64_t now_usec, bool changed) {
+  return false;
+}
+
+void aggr_dcos_update(const struct aggr_model *m) {
+}
+
+void aggr_dcos_done(void) {
+}
+
+/* --- the readers' side: the units across the nodes ------------------------ */
+
+void aggr_dcos_units_free(struct aggr_dcos_units *u) {
+  if (!u)
+    return;
+  free(u->v);
+  free(u->on);
+  free(u);
+}
+
+/* Nodes of one role list their units in the same order, so the unit found
+ * for a node's k-th entry is tried first for the next node's. */
+static size_t unit_find(const struct aggr_dcos_units *x, const char *id, size_t *hint) {
+  if (*hint < x->n && strcmp(x->v[*hint].id, id) == 0)
+    return *hint;
+  for (size_t i = 0; i < x->n; i++)
+    if (strcmp(x->v[i].id, id) == 0)
+      return *hint = i;
+  return SIZE_MAX;
 }
 
 static int unit_cmp(const void *a, const void *b) {
   return strcmp(((const struct dcos_unit *)a)->id, ((const struct dcos_unit *)b)->id);
 }
 
-/* A published snapshot's units are sorted by id. */
-static const struct dcos_unit *unit_lookup(const struct dcos_snapshot *s, const char *id) {
-  struct dcos_unit key = {.id = (char *)id};
-  return s->n_units ? bsearch(&key, s->units, s->n_units, sizeof(*s->units), unit_cmp) : NULL;
-}
+static struct aggr_dcos_units *units_build(const struct aggr_view *v) {
+  struct aggr_dcos_units *x = calloc(1, sizeof(*x));
+  _cleanup_free_ size_t *slot = NULL, *hints = NULL, *fill = NULL;
+  size_t total = 0, n_hints = 0, e = 0;
 
-bool aggr_dcos_due(uint64_t now_usec, bool changed) {
-  return aggr_demand_due(&demand, now_usec, DCOS_REFRESH_USEC, changed);
-}
-
-void aggr_dcos_update(const struct aggr_model *m) {
-  struct dcos_snapshot *s = calloc(1, sizeof(*s));
-  size_t cap_units = 0, n_hints = 0;
-  _cleanup_free_ size_t *hints = NULL;
-
-  aggr_demand_done(&demand, mst_now_monotonic_usec());
-
-  if (!s)
-    return;
-  atomic_init(&s->refs, 1);
-  s->at_usec = mst_now_realtime_usec();
-  s->nodes = calloc(m->n_nodes + 1, sizeof(*s->nodes));
-  if (!s->nodes)
+  if (!x)
+    return NULL;
+  for (size_t i = 0; i < v->n_nodes; i++) {
+    total += v->node_v[i].dcos->n_units;
+    n_hints = MST_MAX(n_hints, v->node_v[i].dcos->n_units);
+  }
+  if (!(slot = malloc((total + 1) * sizeof(*slot))) ||
+      !(hints = malloc((n_hints + 1) * sizeof(*hints))) ||
+      !(x->on = malloc((total + 1) * sizeof(*x->on))))
     goto fail;
-  for (size_t i = 0; i < m->n_nodes; i++) {
-    const struct aggr_node *n = m->nodes[i];
-    struct dcos_node *dn = &s->nodes[s->n_nodes++];
-    dn->ip = strdup(n->id);
-    dn->role = strdup(n->role ? n->role : "");
-    dn->host = strdup(n->hostname ? n->hostname : "");
-    dn->health = node_health(n);
-    if (!dn->ip || !dn->role || !dn->host)
-      goto fail;
-    /* An unreachable node's units are unknown now, but it stays in every
-     * unit's node list (DC/OS dropped it, hiding the failure). */
-    if (n->n_components > n_hints) {
-      size_t *nh = realloc(hints, n->n_components * sizeof(*nh));
-      if (!nh)
-        goto fail;
-      for (size_t k = n_hints; k < n->n_components; k++)
-        nh[k] = SIZE_MAX;
-      hints = nh;
-      n_hints = n->n_components;
-    }
-    for (size_t k = 0; k < n->n_components; k++) {
-      const struct aggr_component *c = &n->components[k];
-      const char *id = unit_id(m, n, c->name);
-      struct dcos_unit *u = unit_find(s, id, &hints[k]);
-      if (!u) {
-        if (s->n_units == cap_units) {
-          size_t nc = cap_units ? cap_units * 2 : 32;
-          struct dcos_unit *nu = realloc(s->units, nc * sizeof(*nu));
-          if (!nu)
-            goto fail;
-          s->units = nu;
-          cap_units = nc;
-        }
-        u = &s->units[s->n_units++];
-        memset(u, 0, sizeof(*u));
-        u->id = strdup(id);
-        u->name = strdup(c->name);
-        u->description = strdup("");
-        hints[k] = s->n_units - 1;
-        if (!u->id || !u->name || !u->description)
+  memset(hints, 0xff, (n_hints + 1) * sizeof(*hints));
+  /* Which unit each entry is, and how many nodes each unit has. */
+  for (size_t i = 0; i < v->n_nodes; i++) {
+    const struct aggr_dcos_node *d = v->node_v[i].dcos;
+    for (size_t k = 0; k < d->n_units; k++, e++) {
+      const struct dcos_unit_on *u = &d->units[k];
+      size_t s = unit_find(x, u->id, &hints[k]);
+      if (s == SIZE_MAX) {
+        struct dcos_unit *nu = MST_ARRAY_APPEND(x->v, x->n);
+        if (!nu)
           goto fail;
+        *nu = (struct dcos_unit){.id = u->id, .name = u->name};
+        s = hints[k] = x->n++;
       }
-      if (u->n_on == u->cap_on) {
-        size_t nc = u->cap_on ? u->cap_on * 2 : 8;
-        struct dcos_unit_on_node *on = realloc(u->on, nc * sizeof(*on));
-        if (!on)
-          goto fail;
-        u->on = on;
-        u->cap_on = nc;
-      }
-      struct dcos_unit_on_node *on = &u->on[u->n_on++];
-      on->node = s->n_nodes - 1;
-      on->health = dn->health == 3 ? 3 : component_health(c->state);
-      on->output = strdup(c->output ? c->output : "");
-      if (!on->output)
-        goto fail;
-      if (on->health > u->health)
-        u->health = on->health;
+      slot[e] = s;
+      x->v[s].n++;
+      x->v[s].health = MST_MAX(x->v[s].health, u->health);
     }
   }
-  if (s->n_units > 1)
-    qsort(s->units, s->n_units, sizeof(*s->units), unit_cmp);
-
-  pthread_mutex_lock(&snap_lock);
-  struct dcos_snapshot *old = current;
-  current = s;
-  pthread_mutex_unlock(&snap_lock);
-  snapshot_unref(old);
-  return;
+  /* Each unit's run in on[], filled in node order. */
+  if (!(fill = calloc(x->n + 1, sizeof(*fill))))
+    goto fail;
+  for (size_t s = 0, at = 0; s < x->n; at += x->v[s].n, s++)
+    x->v[s].first = at;
+  e = 0;
+  for (size_t i = 0; i < v->n_nodes; i++) {
+    const struct aggr_dcos_node *d = v->node_v[i].dcos;
+    for (size_t k = 0; k < d->n_units; k++, e++)
+      x->on[x->v[slot[e]].first + fill[slot[e]]++] = (struct dcos_on){d, &d->units[k]};
+  }
+  if (x->n > 1)
+    qsort(x->v, x->n, sizeof(*x->v), unit_cmp);
+  return x;
 
 fail:
-  snapshot_unref(s); /* keep the previous snapshot */
+  aggr_dcos_units_free(x);
+  return NULL;
 }
 
-void aggr_dcos_done(void) {
-  pthread_mutex_lock(&snap_lock);
-  struct dcos_snapshot *old = current;
-  current = NULL;
-  pthread_mutex_unlock(&snap_lock);
-  snapshot_unref(old);
+/* The units of v, indexed by the first reader that needs them: the index
+ * is a function of the view's immutable nodes, so racing readers build the
+ * same one and the first to store it wins. NULL on ENOMEM. */
+static const struct aggr_dcos_units *units_of(const struct aggr_view *v) {
+  _Atomic(struct aggr_dcos_units *) *cache = (_Atomic(struct aggr_dcos_units *) *)&v->dcos_units;
+  struct aggr_dcos_units *x = atomic_load(cache), *expected = NULL;
+  if (x)
+    return x;
+  if (!(x = units_build(v)))
+    return NULL;
+  if (atomic_compare_exchange_strong(cache, &expected, x))
+    return x;
+  aggr_dcos_units_free(x);
+  return expected;
 }
+
+static const struct dcos_unit *unit_lookup(const struct aggr_dcos_units *x, const char *id) {
+  struct dcos_unit key = {.id = id};
+  return x->n ? bsearch(&key, x->v, x->n, sizeof(*x->v), unit_cmp) : NULL;
+}
+
+/* The node's entry for unit id: the first, when components share a unit. */
+static const struct dcos_unit_on *node_unit(const struct aggr_dcos_node *d, const char *id) {
+  size_t lo = 0, hi = d->n_units;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(d->units[mid].id, id) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < d->n_units && strcmp(d->units[lo].id, id) == 0 ? &d->units[lo] : NULL;
+}
+
+/* Whether entry k of d is the first of its unit on the node. */
+static bool node_unit_first(const struct aggr_dcos_node *d, size_t k) {
+  return k == 0 || strcmp(d->units[k - 1].id, d->units[k].id) != 0;
+}
+
+static const struct aggr_dcos_node *node_find(const struct aggr_view *v, const char *ip) {
+  const struct aggr_view_node *n = aggr_view_find_node(v, ip);
+  return n ? n->dcos : NULL;
+}
+
+/* --- bodies --------------------------------------------------------------- */
 
 static json_t *unit_json(const struct dcos_unit *u, int health) {
   return json_pack("{ss ss si ss}", "id", u->id, "name", u->name, "health", health, "description",
-                   u->description);
+                   "");
 }
 
-static json_t *node_json(const struct dcos_node *n) {
+static json_t *node_json(const struct aggr_dcos_node *n) {
   return json_pack("{ss si ss}", "host_ip", n->ip, "health", n->health, "role", n->role);
 }
 
-static const struct dcos_node *node_find(const struct dcos_snapshot *s, const char *ip,
-                                         size_t *ret_idx) {
-  for (size_t i = 0; i < s->n_nodes; i++)
-    if (strcmp(s->nodes[i].ip, ip) == 0) {
-      if (ret_idx)
-        *ret_idx = i;
-      return &s->nodes[i];
-    }
-  return NULL;
-}
-
-static const struct dcos_unit_on_node *unit_on(const struct dcos_unit *u, size_t node) {
-  for (size_t i = 0; i < u->n_on; i++)
-    if (u->on[i].node == node)
-      return &u->on[i];
-  return NULL;
-}
-
-static char *help_text(const struct dcos_node *n) {
+static char *help_text(const struct aggr_dcos_node *n) {
   char *h = NULL;
   if (asprintf(&h, DCOS_HELP, n->ip) < 0)
     return NULL;
@@ -288,35 +315,36 @@ static int split(char *path, char *seg[4]) {
   return n;
 }
 
-static json_t *report_json(const struct dcos_snapshot *s) {
+static json_t *report_json(const struct aggr_view *v, const struct aggr_dcos_units *x) {
   char ts[MST_RFC3339_MAX];
   json_t *units = json_object(), *nodes = json_object();
-  mst_time_format_rfc3339(s->at_usec, ts, sizeof(ts));
-  for (size_t i = 0; i < s->n_units; i++) {
-    const struct dcos_unit *u = &s->units[i];
+  mst_time_format_rfc3339(v->published_usec, ts, sizeof(ts));
+  for (size_t i = 0; i < x->n; i++) {
+    const struct dcos_unit *u = &x->v[i];
     json_t *un = json_array();
-    for (size_t k = 0; k < u->n_on; k++) {
-      const struct dcos_node *n = &s->nodes[u->on[k].node];
-      json_array_append_new(un, json_pack("{sb ss ss ss si s{ss} ss}", "Leader", 0, "Role", n->role,
-                                          "IP", n->ip, "Host", n->host, "Health", u->on[k].health,
-                                          "Output", u->id, u->on[k].output, "MesosID", ""));
+    for (size_t k = u->first; k < u->first + u->n; k++) {
+      const struct aggr_dcos_node *n = x->on[k].node;
+      json_array_append_new(un,
+                            json_pack("{sb ss ss ss si s{ss} ss}", "Leader", 0, "Role", n->role,
+                                      "IP", n->ip, "Host", n->host, "Health", x->on[k].u->health,
+                                      "Output", u->id, x->on[k].u->output, "MesosID", ""));
     }
     json_object_set_new(units, u->id,
                         json_pack("{ss so si ss ss ss}", "UnitName", u->id, "Nodes", un, "Health",
-                                  u->health, "Title", u->description, "Timestamp", ts, "PrettyName",
-                                  u->name));
+                                  u->health, "Title", "", "Timestamp", ts, "PrettyName", u->name));
   }
-  for (size_t i = 0; i < s->n_nodes; i++) {
-    const struct dcos_node *n = &s->nodes[i];
+  for (size_t i = 0; i < v->n_nodes; i++) {
+    const struct aggr_dcos_node *n = v->node_v[i].dcos;
     json_t *nu = json_array(), *out = json_object();
-    for (size_t k = 0; k < s->n_units; k++) {
-      const struct dcos_unit_on_node *on = unit_on(&s->units[k], i);
-      if (!on)
+    for (size_t k = 0; k < n->n_units; k++) {
+      const struct dcos_unit_on *on = &n->units[k];
+      const struct dcos_unit *u = node_unit_first(n, k) ? unit_lookup(x, on->id) : NULL;
+      if (!u)
         continue;
-      json_object_set_new(out, s->units[k].id, json_string(on->output));
-      json_array_append_new(nu, json_pack("{ss si ss ss ss}", "UnitName", s->units[k].id, "Health",
-                                          on->health, "Title", s->units[k].description, "Timestamp",
-                                          ts, "PrettyName", s->units[k].name));
+      json_object_set_new(out, u->id, json_string(on->output));
+      json_array_append_new(nu,
+                            json_pack("{ss si ss ss ss}", "UnitName", u->id, "Health", on->health,
+                                      "Title", "", "Timestamp", ts, "PrettyName", u->name));
     }
     json_object_set_new(nodes, n->ip,
                         json_pack("{sb ss ss ss si so so ss}", "Leader", 0, "Role", n->role, "IP",
@@ -326,95 +354,113 @@ static json_t *report_json(const struct dcos_snapshot *s) {
   return json_pack("{so so ss}", "Units", units, "Nodes", nodes, "UpdatedTime", ts);
 }
 
-int aggr_dcos_answer(const char *path, unsigned *ret_status, char **ret_body, size_t *ret_len,
-                     bool *ret_json) {
-  aggr_demand_read(&demand, USEC_PER_SEC);
-  struct dcos_snapshot *s = snapshot_get();
-  char *copy = strdup(path), *seg[4];
+/* /units/{id}[/nodes[/{ip}]]: n segments, seg[1] the unit. Sets *missing
+ * to what is not found. */
+static json_t *unit_route(const struct aggr_dcos_units *x, char **seg, int n, const char *path,
+                          const char **missing) {
+  const struct dcos_unit *u = unit_lookup(x, seg[1]);
+  if (!u) {
+    *missing = seg[1];
+    return NULL;
+  }
+  if (n == 2)
+    return unit_json(u, u->health);
+  if (strcmp(seg[2], "nodes") != 0) {
+    *missing = path;
+    return NULL;
+  }
+  if (n == 3) {
+    /* Each node's health *for this unit* (DC/OS showed node health). */
+    json_t *a = json_array();
+    for (size_t k = u->first; k < u->first + u->n; k++)
+      json_array_append_new(a, json_pack("{ss si ss}", "host_ip", x->on[k].node->ip, "health",
+                                         x->on[k].u->health, "role", x->on[k].node->role));
+    return json_pack("{so}", "nodes", a);
+  }
+  for (size_t k = u->first; k < u->first + u->n; k++) {
+    const struct aggr_dcos_node *nd = x->on[k].node;
+    if (strcmp(nd->ip, seg[3]) != 0)
+      continue;
+    _cleanup_free_ char *help = help_text(nd);
+    return json_pack("{ss si ss ss ss}", "host_ip", nd->ip, "health", x->on[k].u->health, "role",
+                     nd->role, "output", x->on[k].u->output, "help", help ? help : "");
+  }
+  *missing = seg[3];
+  return NULL;
+}
+
+/* /nodes/{ip}[/units[/{id}]]: n segments, seg[1] the node. */
+static json_t *node_route(const struct aggr_view *v, const struct aggr_dcos_units *x, char **seg,
+                          int n, const char *path, const char **missing) {
+  const struct aggr_dcos_node *nd = node_find(v, seg[1]);
+  if (!nd) {
+    *missing = seg[1];
+    return NULL;
+  }
+  if (n == 2)
+    return node_json(nd);
+  if (strcmp(seg[2], "units") != 0) {
+    *missing = path;
+    return NULL;
+  }
+  if (n == 3) {
+    json_t *a = json_array();
+    for (size_t k = 0; k < nd->n_units; k++) {
+      const struct dcos_unit *u = node_unit_first(nd, k) ? unit_lookup(x, nd->units[k].id) : NULL;
+      if (u)
+        json_array_append_new(a, unit_json(u, nd->units[k].health));
+    }
+    return json_pack("{so}", "units", a);
+  }
+  const struct dcos_unit_on *on = node_unit(nd, seg[3]);
+  const struct dcos_unit *u = on ? unit_lookup(x, on->id) : NULL;
+  if (!u) {
+    *missing = seg[3];
+    return NULL;
+  }
+  _cleanup_free_ char *help = help_text(nd);
+  return json_pack("{ss si ss ss ss ss}", "id", u->id, "health", on->health, "output", on->output,
+                   "description", "", "help", help ? help : "", "name", u->name);
+}
+
+int aggr_dcos_answer(const struct aggr_view *v, const char *path, unsigned *ret_status,
+                     char **ret_body, size_t *ret_len, bool *ret_json) {
+  _cleanup_free_ char *copy = strdup(path);
+  const struct aggr_dcos_units *x = NULL;
   json_t *body = NULL;
   const char *missing = NULL;
+  char *seg[4];
   int n;
 
   *ret_status = 200;
   *ret_json = true;
-  if (!copy) {
-    snapshot_unref(s);
+  if (!copy)
     return -ENOMEM;
-  }
   n = split(copy, seg);
-  if (!s) {
+  if (!v) {
     *ret_status = 503;
     missing = "health";
-  } else if (n == 1 && strcmp(seg[0], "units") == 0) {
-    json_t *a = json_array();
-    for (size_t i = 0; i < s->n_units; i++)
-      json_array_append_new(a, unit_json(&s->units[i], s->units[i].health));
-    body = json_pack("{so}", "units", a);
   } else if (n == 1 && strcmp(seg[0], "nodes") == 0) {
     json_t *a = json_array();
-    for (size_t i = 0; i < s->n_nodes; i++)
-      json_array_append_new(a, node_json(&s->nodes[i]));
+    for (size_t i = 0; i < v->n_nodes; i++)
+      json_array_append_new(a, node_json(v->node_v[i].dcos));
     body = json_pack("{so}", "nodes", a);
-  } else if (n == 1 && strcmp(seg[0], "report") == 0) {
-    body = report_json(s);
-  } else if (n >= 2 && strcmp(seg[0], "units") == 0) {
-    const struct dcos_unit *u = unit_lookup(s, seg[1]);
-    size_t idx;
-    const struct dcos_node *nd;
-    const struct dcos_unit_on_node *on;
-    if (!u)
-      missing = seg[1];
-    else if (n == 2)
-      body = unit_json(u, u->health);
-    else if (n == 3 && strcmp(seg[2], "nodes") == 0) {
-      /* Each node's health *for this unit* (DC/OS showed node health). */
+  } else if (n >= 1 && (strcmp(seg[0], "units") == 0 || strcmp(seg[0], "nodes") == 0 ||
+                        (n == 1 && strcmp(seg[0], "report") == 0))) {
+    /* Everything but the node alone needs the units across the nodes. */
+    if (!(n == 2 && strcmp(seg[0], "nodes") == 0) && !(x = units_of(v)))
+      return -ENOMEM;
+    if (n == 1 && strcmp(seg[0], "units") == 0) {
       json_t *a = json_array();
-      for (size_t k = 0; k < u->n_on; k++) {
-        const struct dcos_node *dn = &s->nodes[u->on[k].node];
-        json_array_append_new(a, json_pack("{ss si ss}", "host_ip", dn->ip, "health",
-                                           u->on[k].health, "role", dn->role));
-      }
-      body = json_pack("{so}", "nodes", a);
-    } else if (n == 4 && strcmp(seg[2], "nodes") == 0) {
-      if (!(nd = node_find(s, seg[3], &idx)) || !(on = unit_on(u, idx)))
-        missing = seg[3];
-      else {
-        char *help = help_text(nd);
-        body = json_pack("{ss si ss ss ss}", "host_ip", nd->ip, "health", on->health, "role",
-                         nd->role, "output", on->output, "help", help ? help : "");
-        free(help);
-      }
-    } else
-      missing = path;
-  } else if (n >= 2 && strcmp(seg[0], "nodes") == 0) {
-    size_t idx;
-    const struct dcos_node *nd = node_find(s, seg[1], &idx);
-    if (!nd)
-      missing = seg[1];
-    else if (n == 2)
-      body = node_json(nd);
-    else if (n == 3 && strcmp(seg[2], "units") == 0) {
-      json_t *a = json_array();
-      for (size_t k = 0; k < s->n_units; k++) {
-        const struct dcos_unit_on_node *on = unit_on(&s->units[k], idx);
-        if (on)
-          json_array_append_new(a, unit_json(&s->units[k], on->health));
-      }
+      for (size_t i = 0; i < x->n; i++)
+        json_array_append_new(a, unit_json(&x->v[i], x->v[i].health));
       body = json_pack("{so}", "units", a);
-    } else if (n == 4 && strcmp(seg[2], "units") == 0) {
-      const struct dcos_unit *u = unit_lookup(s, seg[3]);
-      const struct dcos_unit_on_node *on = u ? unit_on(u, idx) : NULL;
-      if (!on)
-        missing = seg[3];
-      else {
-        char *help = help_text(nd);
-        body = json_pack("{ss si ss ss ss ss}", "id", u->id, "health", on->health, "output",
-                         on->output, "description", u->description, "help", help ? help : "",
-                         "name", u->name);
-        free(help);
-      }
-    } else
-      missing = path;
+    } else if (n == 1)
+      body = report_json(v, x);
+    else if (strcmp(seg[0], "units") == 0)
+      body = unit_route(x, seg, n, path, &missing);
+    else
+      body = node_route(v, x, seg, n, path, &missing);
   } else {
     missing = path;
   }
@@ -434,8 +480,6 @@ int aggr_dcos_answer(const char *path, unsigned *ret_status, char **ret_body, si
     free(text);
   }
   json_decref(body);
-  free(copy);
-  snapshot_unref(s);
   if (!*ret_body)
     return -ENOMEM;
   *ret_len = strlen(*ret_body);

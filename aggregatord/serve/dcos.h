@@ -1,33 +1,48 @@
 /* DC/OS compatibility: the routes of DC/OS diagnostics' health API under
- * /system/health/v1, with its exact keys, key counts and encodings, so that
- * existing DC/OS tooling reads muster unchanged.
+ * /system/health/v1 (AGGR_DCOS_PREFIX), with its exact keys, key counts and
+ * encodings, so that existing DC/OS tooling reads muster unchanged.
  *
- * The loop thread takes a compact, immutable snapshot of the model
- * (aggr_dcos_update) a few times a second at most, and only while the API is
- * being read (demand.h); HTTP threads render the
- * DC/OS bodies from the current snapshot (aggr_dcos_answer) under a
- * reference, never touching the model. */
+ * What DC/OS shows of a node is part of the published view (view.h), like
+ * every other body: the loop builds it when it renders the node's bodies
+ * (aggr_dcos_node_new), and clean nodes share it with the previous view.
+ * HTTP threads answer from the view they hold (aggr_dcos_answer), never
+ * touching the model and never waiting for the loop; the units across all
+ * nodes are indexed once per view, by the first reader that needs them. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "serve/httpparse.h"
+
 struct aggr_model;
+struct aggr_node;
+struct aggr_view;
+struct aggr_dcos_node;
+struct aggr_dcos_units;
 
-#define AGGR_DCOS_PREFIX "/system/health/v1"
+/* Loop thread: what DC/OS shows of node n (its health, and each component
+ * as a unit), immutable, with one reference. NULL on ENOMEM. */
+struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const struct aggr_node *n);
+/* Loop thread (references are counted by the views that hold it). */
+struct aggr_dcos_node *aggr_dcos_node_ref(struct aggr_dcos_node *d);
+/* Loop thread. Accepts NULL. */
+void aggr_dcos_node_unref(struct aggr_dcos_node *d);
 
-/* Loop thread: whether to take a snapshot now; changed: the model changed
- * since the last one. */
+/* Frees a view's unit index, with the view. Accepts NULL. */
+void aggr_dcos_units_free(struct aggr_dcos_units *u);
+
+/* Answers GET path (under AGGR_DCOS_PREFIX) from view v (NULL before the
+ * first publish: 503 "health not found"). Sets *ret_status, *ret_body
+ * (malloc'd) and *ret_json (false: a text/plain DC/OS error body). Returns
+ * 0, or -ENOMEM. Any thread holding v. */
+int aggr_dcos_answer(const struct aggr_view *v, const char *path, unsigned *ret_status,
+                     char **ret_body, size_t *ret_len, bool *ret_json);
+
+/* Kept for the loop until it stops calling them: DC/OS's data comes with
+ * each view now, so nothing is ever due and there is nothing to update or
+ * free. */
 bool aggr_dcos_due(uint64_t now_usec, bool changed);
-
-/* Replaces the snapshot with the model's current state. Loop thread. */
 void aggr_dcos_update(const struct aggr_model *m);
-
-/* Answers GET path (under AGGR_DCOS_PREFIX). Sets *ret_status, *ret_body
- * (malloc'd) and *ret_json (false: a text/plain DC/OS error body). Returns 0,
- * or -ENOMEM. Any thread. */
-int aggr_dcos_answer(const char *path, unsigned *ret_status, char **ret_body, size_t *ret_len,
-                     bool *ret_json);
-
 void aggr_dcos_done(void);

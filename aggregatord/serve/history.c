@@ -59,6 +59,23 @@ static const char *col_text(sqlite3_stmt *st, int i) {
   return t ? (const char *)t : "";
 }
 
+/* A page's object {key:[]}, with the array in *ret_rows (owned by the
+ * object). NULL on ENOMEM. */
+static json_t *page_root_new(const char *key, json_t **ret_rows) {
+  json_t *root = json_object(), *rows = json_array();
+  if (!root || !rows) {
+    json_decref(root);
+    json_decref(rows);
+    return NULL;
+  }
+  if (json_object_set_new(root, key, rows) < 0) { /* it took rows, failing or not */
+    json_decref(root);
+    return NULL;
+  }
+  *ret_rows = rows;
+  return root;
+}
+
 /* One page of a table for a follower's warm copy: the rows with id > after,
  * oldest first, as {"rows":[...],"last_id":N}. row_json turns the current
  * row into its object (column 0 is always the id). */
@@ -80,14 +97,8 @@ static int replicate_page_json(const char *sql, json_t *(*row_json)(sqlite3_stmt
   }
   sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
   sqlite3_bind_int(st, 2, (int)limit);
-  root = json_object();
-  rows = json_array();
-  if (!root || !rows) {
-    json_decref(root);
-    json_decref(rows);
+  if (!(root = page_root_new("rows", &rows)))
     return -ENOMEM;
-  }
-  json_object_set_new(root, "rows", rows);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     json_t *row = row_json(st);
     if (!row || json_array_append_new(rows, row) < 0) {
@@ -210,14 +221,8 @@ static int history_page_json(const struct aggr_history_query *q, bool cluster, c
   r = page_query(db, q, cluster, &st);
   if (r < 0)
     return r;
-  root = json_object();
-  rows = json_array();
-  if (!root || !rows) {
-    json_decref(root);
-    json_decref(rows);
+  if (!(root = page_root_new("changes", &rows)))
     return -ENOMEM;
-  }
-  json_object_set_new(root, "changes", rows);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     json_t *row;
     if (count == q->limit) {

@@ -1,11 +1,14 @@
 /* The HTTP API server: libmicrohttpd with an internal thread pool (epoll,
- * suspend/resume allowed for the long-polls to come), routing GET and HEAD
- * requests to bodies pre-rendered in the current view.
+ * with suspend/resume for the blocking reads), routing GET and HEAD
+ * requests (the routes are listed once, in httpparse.h) to bodies
+ * pre-rendered in the current view.
  *
  * Each request acquires the current view, hands MHD a response that points
  * into the view's body, and releases the view from the response's free
  * callback, when MHD is done sending. So the hot path takes no lock, copies
- * no body, and never waits for the loop thread. Error bodies are static.
+ * no body, and never waits for the loop thread. /metrics and DC/OS's
+ * routes render their bodies from the view they hold (metrics.h, dcos.h).
+ * Error bodies are static.
  *
  * A view that is not the leader's serves no data: every GET or HEAD under
  * /v1/ is answered 307 with a Location at the leader's HTTP address and the
@@ -62,8 +65,8 @@
 
 #define HTTP_DEFAULT_THREADS 2
 #define HTTP_MAX_THREADS     64
-/* Room for the parked long-polls of a later issue (10,000 measured); the
- * process needs RLIMIT_NOFILE above this to use it all. */
+/* Room for parked blocking reads (10,000 measured); the process needs
+ * RLIMIT_NOFILE above this to use it all. */
 #define HTTP_CONNECTION_LIMIT 20000
 /* Per connection, caps the request line and headers (MHD answers 414/431). */
 #define HTTP_CONNECTION_MEMORY (32 * 1024)
@@ -187,36 +190,10 @@ static bool add_headers(struct MHD_Response *r, const struct headers *h) {
   return true;
 }
 
-/* Queues r (which it consumes) with headers h. */
 /* The route of the request this thread is answering, for the metrics. */
-static _Thread_local enum aggr_metric_route current_route = AGGR_ROUTE_OTHER;
+static _Thread_local enum aggr_http_route current_route = AGGR_HTTP_ROUTE_NONE;
 
-static enum aggr_metric_route metric_route(enum aggr_http_route r) {
-  switch (r) {
-  case AGGR_HTTP_ROUTE_HEALTH:
-    return AGGR_ROUTE_HEALTH;
-  case AGGR_HTTP_ROUTE_NODES:
-    return AGGR_ROUTE_NODES;
-  case AGGR_HTTP_ROUTE_NODE:
-    return AGGR_ROUTE_NODE;
-  case AGGR_HTTP_ROUTE_HISTORY:
-    return AGGR_ROUTE_HISTORY;
-  case AGGR_HTTP_ROUTE_HISTORY_CLUSTER:
-    return AGGR_ROUTE_HISTORY_CLUSTER;
-  case AGGR_HTTP_ROUTE_METRICS:
-    return AGGR_ROUTE_METRICS;
-  case AGGR_HTTP_ROUTE_HEALTHZ:
-    return AGGR_ROUTE_HEALTHZ;
-  case AGGR_HTTP_ROUTE_READYZ:
-    return AGGR_ROUTE_READYZ;
-  case AGGR_HTTP_ROUTE_REPLICATE:
-  case AGGR_HTTP_ROUTE_REPLICATE_VERDICTS:
-    return AGGR_ROUTE_INTERNAL;
-  default:
-    return AGGR_ROUTE_OTHER;
-  }
-}
-
+/* Queues r (which it consumes) with headers h. */
 static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r,
                              const struct headers *h) {
   if (!r)
@@ -722,8 +699,9 @@ static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c,
   v = aggr_view_acquire(h->views);
   if (v && !v->is_leader)
     return serve_follower(h, c, v, target);
+  int r = aggr_dcos_answer(v, path, &status, &body, &len, &json);
   aggr_view_release(v);
-  if (aggr_dcos_answer(path, &status, &body, &len, &json) < 0)
+  if (r < 0)
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
   return queue_text(c, status, body, len, json ? "application/json" : "text/plain; charset=utf-8");
 }
@@ -757,7 +735,7 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   struct headers none = {0}, allow = {.allow = true};
   enum aggr_http_route route = aggr_http_route_of(url);
 
-  current_route = metric_route(route);
+  current_route = route;
   if (strlen(target ? target : url) > h->limits.max_url) {
     aggr_metrics_limit(AGGR_LIMIT_HTTP_URL_LENGTH);
     return queue_static(c, MHD_HTTP_URI_TOO_LONG, error_url, &none);
@@ -765,11 +743,8 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   enum MHD_Result refused;
   if (h->token && !route_is_open(route, url) && !authorized(h, c, &refused))
     return refused;
-  if (route == AGGR_HTTP_ROUTE_NONE &&
-      strncmp(url, AGGR_DCOS_PREFIX "/", strlen(AGGR_DCOS_PREFIX) + 1) == 0) {
-    current_route = AGGR_ROUTE_DCOS;
+  if (route == AGGR_HTTP_ROUTE_DCOS)
     return serve_dcos(h, c, url + strlen(AGGR_DCOS_PREFIX), target, method_ok);
-  }
   if (route == AGGR_HTTP_ROUTE_NONE && route_is_open(route, url))
     return serve_dashboard(c, url, method_ok);
   switch (route) {
@@ -779,7 +754,10 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
     size_t len;
     if (!method_ok)
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
-    if (aggr_metrics_render(&body, &len) < 0)
+    struct aggr_view *v = aggr_view_acquire(h->views);
+    int r = aggr_metrics_render(v, &body, &len);
+    aggr_view_release(v);
+    if (r < 0)
       return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
     return queue_text(c, MHD_HTTP_OK, body, len, "text/plain; version=0.0.4; charset=utf-8");
   }

@@ -1,8 +1,10 @@
 /* The aggregator's HTTP API on libmicrohttpd's thread pool (HTTPS with
- * GnuTLS when configured, and an optional bearer token): /v1/health,
- * /v1/nodes, /v1/nodes/{id}, /healthz and /readyz. Handlers serve the bodies
- * of the current published view (view.h) without copying them and without
- * touching the live model; the loop thread is never blocked by a request.
+ * GnuTLS when configured, and an optional bearer token): every route of
+ * AGGR_HTTP_ROUTES (httpparse.h), DC/OS's health API (dcos.h) and the
+ * dashboard's files (dashboard.h). Handlers serve the bodies of the current
+ * published view (view.h), without copying those pre-rendered, and never
+ * touch the live model; the loop thread is never blocked by a request.
+ * History pages are read from SQLite on the HTTP thread (history.h).
  *
  * Threads: aggr_http_start and aggr_http_free on the main or loop thread;
  * requests run on the server's own threads. The views are borrowed: they must

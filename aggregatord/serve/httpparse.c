@@ -19,31 +19,34 @@
 
 /* --- routes ------------------------------------------------------------------ */
 
+static const struct {
+  const char *path; /* matched exactly, or NULL */
+  const char *label;
+} routes[_AGGR_HTTP_ROUTE_MAX] = {
+#define ROUTE_ENTRY(route, p, l) [AGGR_HTTP_ROUTE_##route] = {.path = p, .label = l},
+    AGGR_HTTP_ROUTES(ROUTE_ENTRY)
+#undef ROUTE_ENTRY
+};
+
+static bool has_prefix(const char *s, const char *prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 enum aggr_http_route aggr_http_route_of(const char *url) {
-  if (strcmp(url, "/v1/health") == 0)
-    return AGGR_HTTP_ROUTE_HEALTH;
-  if (strcmp(url, "/v1/nodes") == 0)
-    return AGGR_HTTP_ROUTE_NODES;
-  if (strncmp(url, AGGR_HTTP_NODES_PREFIX, strlen(AGGR_HTTP_NODES_PREFIX)) == 0 &&
-      url[strlen(AGGR_HTTP_NODES_PREFIX)])
+  for (size_t r = 0; r < _AGGR_HTTP_ROUTE_MAX; r++)
+    if (routes[r].path && strcmp(url, routes[r].path) == 0)
+      return (enum aggr_http_route)r;
+  if (has_prefix(url, AGGR_HTTP_NODES_PREFIX) && url[strlen(AGGR_HTTP_NODES_PREFIX)])
     return AGGR_HTTP_ROUTE_NODE;
-  if (strcmp(url, "/v1/internal/replicate") == 0)
-    return AGGR_HTTP_ROUTE_REPLICATE;
-  if (strcmp(url, "/v1/internal/replicate/verdicts") == 0)
-    return AGGR_HTTP_ROUTE_REPLICATE_VERDICTS;
-  if (strcmp(url, "/v1/history") == 0)
-    return AGGR_HTTP_ROUTE_HISTORY;
-  if (strcmp(url, "/v1/history/cluster") == 0)
-    return AGGR_HTTP_ROUTE_HISTORY_CLUSTER;
-  if (strcmp(url, "/healthz") == 0)
-    return AGGR_HTTP_ROUTE_HEALTHZ;
-  if (strcmp(url, "/metrics") == 0)
-    return AGGR_HTTP_ROUTE_METRICS;
-  if (strcmp(url, "/readyz") == 0)
-    return AGGR_HTTP_ROUTE_READYZ;
-  if (strncmp(url, "/v1/", 4) == 0)
+  if (has_prefix(url, AGGR_DCOS_PREFIX "/"))
+    return AGGR_HTTP_ROUTE_DCOS;
+  if (has_prefix(url, "/v1/"))
     return AGGR_HTTP_ROUTE_V1_UNKNOWN;
   return AGGR_HTTP_ROUTE_NONE;
+}
+
+const char *aggr_http_route_label(enum aggr_http_route route) {
+  return (unsigned)route < _AGGR_HTTP_ROUTE_MAX ? routes[route].label : "other";
 }
 
 const char *aggr_http_route_node(const char *path) {
@@ -166,28 +169,14 @@ int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_ht
 }
 
 bool aggr_http_replicate_after_parse(const char *s, uint64_t *ret_after) {
-  unsigned long long v;
-  char *end;
-
-  if (!s)
-    return true;
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno || *end || !*s || *s == '-')
-    return false;
-  *ret_after = v;
-  return true;
+  return !s || parse_u64(s, ret_after);
 }
 
 bool aggr_http_replicate_limit_parse(const char *s, unsigned *ret_limit) {
-  unsigned long long v;
-  char *end;
-
+  uint64_t v;
   if (!s)
     return true;
-  errno = 0;
-  v = strtoull(s, &end, 10);
-  if (errno || *end || !*s || v < 1 || v > 10000)
+  if (!parse_u64(s, &v) || v < 1 || v > 10000)
     return false;
   *ret_limit = (unsigned)v;
   return true;

@@ -19,24 +19,43 @@
 #include "serve/history.h"
 
 #define AGGR_HTTP_NODES_PREFIX "/v1/nodes/"
+/* DC/OS diagnostics' health API (dcos.h) lives under this. */
+#define AGGR_DCOS_PREFIX "/system/health/v1"
+
+/* Every route of the API, in one list: X(ROUTE, path, label) names
+ * AGGR_HTTP_ROUTE_<ROUTE>, the path it is matched by exactly (NULL: by a
+ * prefix, in aggr_http_route_of()), and the route label its answers are
+ * counted under in muster_http_requests_total (metrics.h). Routes that
+ * share a label stand next to each other; their counts are summed. */
+#define AGGR_HTTP_ROUTES(X)                                                                        \
+  X(HEALTH, "/v1/health", "/v1/health")                                                            \
+  X(NODES, "/v1/nodes", "/v1/nodes")                                                               \
+  X(NODE, NULL, "/v1/nodes/{id}")                                                                  \
+  X(HISTORY, "/v1/history", "/v1/history")                                                         \
+  X(HISTORY_CLUSTER, "/v1/history/cluster", "/v1/history/cluster")                                 \
+  X(METRICS, "/metrics", "/metrics")                                                               \
+  X(HEALTHZ, "/healthz", "/healthz")                                                               \
+  X(READYZ, "/readyz", "/readyz")                                                                  \
+  /* a follower copying the leader's history, and its cluster verdicts */                          \
+  X(REPLICATE, "/v1/internal/replicate", "/v1/internal")                                           \
+  X(REPLICATE_VERDICTS, "/v1/internal/replicate/verdicts", "/v1/internal")                         \
+  X(DCOS, NULL, AGGR_DCOS_PREFIX)                                                                  \
+  X(V1_UNKNOWN, NULL, "other") /* under /v1/ but no such resource */                               \
+  X(NONE, NULL, "other")       /* the dashboard's files, or no such resource */
 
 enum aggr_http_route {
-  AGGR_HTTP_ROUTE_NONE,
-  AGGR_HTTP_ROUTE_V1_UNKNOWN, /* under /v1/ but no such resource */
-  AGGR_HTTP_ROUTE_HEALTHZ,
-  AGGR_HTTP_ROUTE_READYZ,
-  AGGR_HTTP_ROUTE_HEALTH,
-  AGGR_HTTP_ROUTE_NODES,
-  AGGR_HTTP_ROUTE_NODE,
-  AGGR_HTTP_ROUTE_REPLICATE,          /* a follower copying the leader's history */
-  AGGR_HTTP_ROUTE_REPLICATE_VERDICTS, /* ... and its cluster verdicts */
-  AGGR_HTTP_ROUTE_HISTORY,
-  AGGR_HTTP_ROUTE_HISTORY_CLUSTER,
-  AGGR_HTTP_ROUTE_METRICS,
+#define AGGR_HTTP_ROUTE_ENUM(route, path, label) AGGR_HTTP_ROUTE_##route,
+  AGGR_HTTP_ROUTES(AGGR_HTTP_ROUTE_ENUM)
+#undef AGGR_HTTP_ROUTE_ENUM
+      _AGGR_HTTP_ROUTE_MAX,
 };
 
 /* The route of a decoded request path. */
 enum aggr_http_route aggr_http_route_of(const char *path);
+
+/* The route label of muster_http_requests_total for route ("other" for
+ * anything out of range). */
+const char *aggr_http_route_label(enum aggr_http_route route);
 
 /* The node id of a path whose route is AGGR_HTTP_ROUTE_NODE (points into
  * path). */

@@ -1,11 +1,12 @@
 /* Prometheus metrics of the aggregator, served at GET /metrics.
  *
- * Counters are process-wide atomics that any thread bumps without a lock.
- * The gauges that describe the cluster (node verdicts, component states,
- * connected agents, leadership) are rendered by the loop thread from its
- * model, once a second while /metrics is being scraped (demand.h), into a
- * text block that HTTP threads copy under a short mutex. Each node's lines
- * are kept with the node and rendered again only when the node changed. */
+ * Counters are process-wide atomics that any thread bumps without a lock,
+ * rendered when /metrics is read. The gauges that describe the cluster
+ * (leadership, the cluster verdict, each node's verdict and component
+ * states) come from the published view (view.h), like every other body:
+ * the loop renders each node's lines when it renders the node's bodies
+ * (aggr_metrics_node_lines), and a scrape pastes the view's lines after the
+ * counters. So a scrape never waits for the loop and never sees a lock. */
 #pragma once
 
 #include <stdatomic.h>
@@ -13,22 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct aggr_model;
+#include "serve/httpparse.h"
 
-enum aggr_metric_route {
-  AGGR_ROUTE_HEALTH,
-  AGGR_ROUTE_NODES,
-  AGGR_ROUTE_NODE,
-  AGGR_ROUTE_HISTORY,
-  AGGR_ROUTE_HISTORY_CLUSTER,
-  AGGR_ROUTE_METRICS,
-  AGGR_ROUTE_HEALTHZ,
-  AGGR_ROUTE_READYZ,
-  AGGR_ROUTE_INTERNAL,
-  AGGR_ROUTE_DCOS,
-  AGGR_ROUTE_OTHER,
-  _AGGR_ROUTE_MAX,
-};
+struct aggr_model;
+struct aggr_node;
+struct aggr_view;
 
 /* The limits on what arrives from outside (docs/configuration.md), each
  * counted when hit: muster_limit_hits_total{limit="..."}. */
@@ -61,9 +51,11 @@ struct aggr_counters {
   atomic_uint_fast64_t commit_rows_sum;
   atomic_uint_fast64_t commit_rows_bucket[AGGR_BATCH_BUCKETS + 1]; /* +Inf last */
   atomic_uint_fast64_t commit_usec_sum;
-  atomic_uint_fast64_t replicated_rows;                   /* rows copied from the leader */
-  atomic_uint_fast64_t http_requests[_AGGR_ROUTE_MAX][6]; /* by class: 2xx 3xx 400 404 4xx 5xx */
-  atomic_uint_fast64_t parked_reads;                      /* gauge, kept by the HTTP server */
+  atomic_uint_fast64_t replicated_rows; /* rows copied from the leader */
+  atomic_uint_fast64_t http_requests[_AGGR_HTTP_ROUTE_MAX]
+                                    [6]; /* by class: 2xx 3xx 400 404 4xx 5xx */
+  atomic_uint_fast64_t parked_reads;     /* gauge, kept by the HTTP server */
+  atomic_uint_fast64_t agents_connected; /* gauge, kept by the loop */
   atomic_uint_fast64_t limit_hits[_AGGR_LIMIT_MAX];
 };
 
@@ -75,17 +67,26 @@ void aggr_metrics_commit(size_t rows, uint64_t usec);
 void aggr_metrics_limit(enum aggr_limit limit);
 
 /* Notes one HTTP answer. Any thread. */
-void aggr_metrics_http(enum aggr_metric_route route, unsigned status);
+void aggr_metrics_http(enum aggr_http_route route, unsigned status);
 
-/* Loop thread: whether the cluster gauges are to be rendered now. */
+/* Notes how many agent streams are connected now. Loop thread. */
+void aggr_metrics_agents_connected(size_t n);
+
+/* Loop thread, for view.c: node n's lines, its muster_node_verdict line
+ * and then its muster_component_state lines, in *ret (malloc'd, owned by
+ * the caller) with their length in *ret_len and the verdict line's in
+ * *ret_verdict_len. Returns 0 or -ENOMEM. */
+int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_len,
+                            size_t *ret_verdict_len);
+
+/* The whole exposition text: the counters now, and the cluster gauges of
+ * view v (none when v is NULL). Returns 0 with a malloc'd body, or -ENOMEM.
+ * Any thread holding v. */
+int aggr_metrics_render(const struct aggr_view *v, char **ret, size_t *ret_len);
+
+/* Kept for the loop until it stops calling them (the model's gauges come
+ * with each view now): due is always true, update only notes the
+ * connected agents (aggr_metrics_agents_connected), done does nothing. */
 bool aggr_metrics_model_due(uint64_t now_usec);
-
-/* Renders the cluster gauges from the model (loop thread) and keeps them
- * for the HTTP threads. Updates each node's cached lines. */
 void aggr_metrics_update_model(struct aggr_model *m, size_t connected_agents, uint64_t epoch);
-
-/* The whole exposition text. Returns 0 with a malloc'd body, or -ENOMEM.
- * Any thread. */
-int aggr_metrics_render(char **ret, size_t *ret_len);
-
 void aggr_metrics_done(void);

@@ -42,9 +42,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mst/dynbuf.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "serve/dcos.h"
+#include "serve/metrics.h"
 #include "serve/view.h"
 
 /* The maximum ',"index":18446744073709551615}' takes 30 bytes. */
@@ -53,6 +56,8 @@
 #define LIVE_PLACEHOLDER "0"
 /* Nesting the writer tracks; the bodies use 5 levels. */
 #define JSON_MAX_DEPTH 16
+/* The largest body: the node list at 10,000 nodes is a few MB. */
+#define VIEW_BODY_MAX (1024u * 1024 * 1024)
 
 struct aggr_views {
   _Atomic(struct aggr_view *) current;
@@ -66,14 +71,13 @@ struct aggr_views {
 
 /* --- a compact JSON writer ------------------------------------------------ */
 
-/* Appends JSON to a growable buffer. Separators are automatic: the writer
- * knows, per open container, whether it already holds an item. A failed
- * allocation sets oom, after which every call does nothing; check it once
- * at the end. */
+/* Appends JSON to a dynbuf. Separators are automatic: the writer knows,
+ * per open container, whether it already holds an item. A failed
+ * allocation fails the buffer (dynbuf.h), after which every call does
+ * nothing; check it once at the end. */
 struct json_writer {
-  char *buf;
-  size_t len, cap;
-  bool oom;
+  struct mst_dynbuf b;
+  bool too_deep; /* a programming error, reported as a failed render */
   unsigned depth;
   bool has_item[JSON_MAX_DEPTH];
   /* The last day formatted by jw_time, "YYYY-MM-DDT": the calendar is the
@@ -84,39 +88,15 @@ struct json_writer {
   size_t time_prefix_len;
 };
 
-static bool jw_reserve(struct json_writer *w, size_t n) {
-  if (w->oom)
-    return false;
-  if (w->cap - w->len >= n)
-    return true;
-  size_t cap = w->cap ? w->cap : 1024;
-  while (cap - w->len < n) {
-    if (cap > SIZE_MAX / 2) {
-      w->oom = true;
-      return false;
-    }
-    cap *= 2;
-  }
-  char *p = realloc(w->buf, cap);
-  if (!p) {
-    w->oom = true;
-    return false;
-  }
-  w->buf = p;
-  w->cap = cap;
-  return true;
-}
+#define JSON_WRITER_INIT                                                                           \
+  { .b = MST_DYNBUF_INIT(VIEW_BODY_MAX) }
 
 static void jw_raw(struct json_writer *w, const char *s, size_t n) {
-  if (jw_reserve(w, n)) {
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-  }
+  mst_dynbuf_add(&w->b, s, n);
 }
 
 static void jw_char(struct json_writer *w, char c) {
-  if (jw_reserve(w, 1))
-    w->buf[w->len++] = c;
+  mst_dynbuf_addc(&w->b, c);
 }
 
 /* A comma unless this is the first item of the open container. */
@@ -131,7 +111,7 @@ static void jw_separate(struct json_writer *w) {
 static void jw_open(struct json_writer *w, char c) {
   jw_char(w, c);
   if (w->depth >= JSON_MAX_DEPTH) {
-    w->oom = true; /* a programming error, reported as a failed render */
+    w->too_deep = true;
     return;
   }
   w->has_item[w->depth++] = false;
@@ -184,11 +164,10 @@ static void jw_string(struct json_writer *w, const char *s) {
   const unsigned char *p = (const unsigned char *)s;
   size_t len = strlen(s);
   /* Worst case: every byte becomes \u00XX (6) or U+FFFD (3). */
-  if (len > (SIZE_MAX - 2) / 6 || !jw_reserve(w, len * 6 + 2)) {
-    w->oom = true;
+  char *start = mst_dynbuf_reserve(&w->b, len > (SIZE_MAX - 2) / 6 ? SIZE_MAX : len * 6 + 2);
+  if (!start)
     return;
-  }
-  char *o = w->buf + w->len;
+  char *o = start;
   *o++ = '"';
   for (size_t i = 0; i < len;) {
     unsigned char c = p[i];
@@ -225,7 +204,7 @@ static void jw_string(struct json_writer *w, const char *s) {
     }
   }
   *o++ = '"';
-  w->len = (size_t)(o - w->buf);
+  mst_dynbuf_commit(&w->b, (size_t)(o - start));
 }
 
 static void jw_uint(struct json_writer *w, uint64_t v) {
@@ -299,8 +278,19 @@ static void jw_element(struct json_writer *w) {
 }
 
 static void jw_done(struct json_writer *w) {
-  free(w->buf);
-  *w = (struct json_writer){0};
+  mst_dynbuf_reset(&w->b);
+  *w = (struct json_writer)JSON_WRITER_INIT;
+}
+
+/* Takes what w wrote (NUL-terminated) and leaves w empty for the next
+ * document. Returns 0, -ENOMEM, or -EINVAL when the document was not
+ * closed. */
+static int jw_take(struct json_writer *w, char **ret, size_t *ret_len) {
+  int r = w->b.error                     ? -ENOMEM
+          : w->too_deep || w->depth != 0 ? -EINVAL
+                                         : mst_dynbuf_take(&w->b, ret, ret_len);
+  jw_done(w);
+  return r < 0 ? r : 0;
 }
 
 static const char *verdict_name(enum mst_verdict v) {
@@ -325,7 +315,12 @@ static void refs_write(struct json_writer *w, const struct aggr_reason *x) {
   jw_close(w, ']');
 }
 
-static void reasons_write(struct json_writer *w, const struct aggr_reasons *r) {
+/* A list of reasons, or with m of root causes. Root causes carry the
+ * output (a component's, or the node's reason) and the time the failing
+ * state began, looked up in the model being rendered, and name the
+ * summary their message. */
+static void reason_list_write(struct json_writer *w, const struct aggr_model *m,
+                              const struct aggr_reasons *r) {
   jw_open(w, '[');
   for (size_t i = 0; i < r->n; i++) {
     const struct aggr_reason *x = &r->v[i];
@@ -337,49 +332,33 @@ static void reasons_write(struct json_writer *w, const struct aggr_reasons *r) {
     jw_string(w, x->component);
     jw_key(w, "state");
     jw_string(w, x->state);
+    if (m) {
+      const struct aggr_node *n = x->node ? aggr_model_find(m, x->node) : NULL;
+      const struct aggr_component *c =
+          n && x->component ? aggr_node_find_component(n, x->component) : NULL;
+      jw_key(w, "output");
+      jw_string(w, x->message);
+      jw_key(w, "since");
+      jw_time(w, c ? c->since_usec : n && !x->component ? n->verdict_since_usec : 0);
+    }
     jw_key(w, "message");
-    jw_string(w, x->message);
-    jw_key(w, "blocked_by");
+    jw_string(w, m ? x->summary : x->message);
+    jw_key(w, m ? "blocked" : "blocked_by");
     refs_write(w, x);
-    jw_key(w, "blocked_by_total");
+    jw_key(w, m ? "blocked_total" : "blocked_by_total");
     jw_uint(w, x->n_refs_total);
     jw_close(w, '}');
   }
   jw_close(w, ']');
 }
 
-/* Root causes carry the output (a component's, or the node's reason) and the
- * time the failing state began, looked up in the model being rendered. */
+static void reasons_write(struct json_writer *w, const struct aggr_reasons *r) {
+  reason_list_write(w, NULL, r);
+}
+
 static void root_causes_write(struct json_writer *w, const struct aggr_model *m,
                               const struct aggr_reasons *r) {
-  jw_open(w, '[');
-  for (size_t i = 0; i < r->n; i++) {
-    const struct aggr_reason *x = &r->v[i];
-    const struct aggr_node *n = x->node ? aggr_model_find(m, x->node) : NULL;
-    const struct aggr_component *c =
-        n && x->component ? aggr_node_find_component(n, x->component) : NULL;
-    uint64_t since = c ? c->since_usec : n && !x->component ? n->verdict_since_usec : 0;
-    jw_element(w);
-    jw_open(w, '{');
-    jw_key(w, "node");
-    jw_string(w, x->node);
-    jw_key(w, "component");
-    jw_string(w, x->component);
-    jw_key(w, "state");
-    jw_string(w, x->state);
-    jw_key(w, "output");
-    jw_string(w, x->message);
-    jw_key(w, "since");
-    jw_time(w, since);
-    jw_key(w, "message");
-    jw_string(w, x->summary);
-    jw_key(w, "blocked");
-    refs_write(w, x);
-    jw_key(w, "blocked_total");
-    jw_uint(w, x->n_refs_total);
-    jw_close(w, '}');
-  }
-  jw_close(w, ']');
+  reason_list_write(w, m, r);
 }
 
 /* Startup progress, as the stage engine (stage.h) left it in the model. */
@@ -490,7 +469,7 @@ static void startup_write_detail(struct json_writer *w, const struct aggr_node *
     jw_uint(w, (s->done_usec > n->boot_time_usec ? s->done_usec - n->boot_time_usec : 0) /
                    USEC_PER_SEC);
   else {
-    live->elapsed_at = w->len; /* filled in per request */
+    live->elapsed_at = w->b.len; /* filled in per request */
     jw_raw(w, LIVE_PLACEHOLDER, strlen(LIVE_PLACEHOLDER));
   }
   jw_key(w, "eta_seconds");
@@ -501,7 +480,7 @@ static void startup_write_detail(struct json_writer *w, const struct aggr_node *
   else if (s->eta_deadline_usec == 0)
     jw_uint(w, (s->eta_floor_usec + USEC_PER_SEC - 1) / USEC_PER_SEC);
   else {
-    live->eta_at = w->len; /* counts down per request */
+    live->eta_at = w->b.len; /* counts down per request */
     jw_raw(w, LIVE_PLACEHOLDER, strlen(LIVE_PLACEHOLDER));
   }
   jw_key(w, "waiting_on");
@@ -713,15 +692,7 @@ struct rendered {
 /* Takes the writer's buffer as a render. */
 static int rendered_take(struct json_writer *w, bool indexed, struct rendered *ret) {
   *ret = (struct rendered){.indexed = indexed, .live_at = SIZE_MAX, .eta_at = SIZE_MAX};
-  if (w->oom || w->depth != 0) {
-    bool oom = w->oom;
-    jw_done(w);
-    return oom ? -ENOMEM : -EINVAL;
-  }
-  ret->data = TAKE_PTR(w->buf);
-  ret->len = w->len;
-  *w = (struct json_writer){0};
-  return 0;
+  return jw_take(w, &ret->data, &ret->len);
 }
 
 /* Turns a render into the resource's body: the previous body when the bytes
@@ -848,7 +819,7 @@ static int render_node_list(const struct aggr_view *v, struct rendered *ret) {
 }
 
 static int render_health(const struct aggr_model *m, struct rendered *ret) {
-  struct json_writer w = {0};
+  struct json_writer w = JSON_WRITER_INIT;
   int r = health_write(&w, m);
   if (r < 0) {
     jw_done(&w);
@@ -876,7 +847,7 @@ static void leader_write(struct json_writer *w, const struct aggr_view *v) {
 /* Copies the model's election into v and renders what depends on it alone:
  * the /readyz body and a follower's 307 body. */
 static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bool ready) {
-  struct json_writer w = {0};
+  struct json_writer w = JSON_WRITER_INIT;
 
   v->is_leader = m->is_leader;
   v->have_leader = m->have_leader;
@@ -893,13 +864,9 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
   jw_key(&w, "leader");
   leader_write(&w, v);
   jw_close(&w, '}');
-  jw_char(&w, 0);
-  if (w.oom) {
-    jw_done(&w);
-    return -ENOMEM;
-  }
-  v->readyz = w.buf;
-  v->readyz_len = w.len - 1;
+  int r = jw_take(&w, &v->readyz, &v->readyz_len);
+  if (r < 0)
+    return r;
 
   if (v->is_leader || !v->leader_http)
     return 0;
@@ -910,7 +877,6 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
   if (!message)
     return -ENOMEM;
   snprintf(message, len, "%s%s", prefix, v->leader_http);
-  w = (struct json_writer){0};
   jw_open(&w, '{');
   jw_key(&w, "error");
   jw_open(&w, '{');
@@ -920,14 +886,7 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
   jw_string(&w, message);
   jw_close(&w, '}');
   jw_close(&w, '}');
-  jw_char(&w, 0);
-  if (w.oom) {
-    jw_done(&w);
-    return -ENOMEM;
-  }
-  v->not_leader = w.buf;
-  v->not_leader_len = w.len - 1;
-  return 0;
+  return jw_take(&w, &v->not_leader, &v->not_leader_len);
 }
 
 static bool streq_null(const char *a, const char *b) {
@@ -953,8 +912,11 @@ static void view_free(struct aggr_view *v) {
   for (size_t i = 0; i < v->n_nodes; i++) {
     body_unref(v->node_v[i].detail);
     body_unref(v->node_v[i].summary);
+    body_unref(v->node_v[i].metrics);
+    aggr_dcos_node_unref(v->node_v[i].dcos);
   }
   free(v->node_v);
+  aggr_dcos_units_free(atomic_load(&v->dcos_units));
   body_unref(v->health);
   body_unref(v->nodes);
   free(v);
@@ -989,7 +951,7 @@ void aggr_views_free(struct aggr_views *vs) {
 static int node_render(const struct aggr_model *m, const struct aggr_node *n,
                        const struct aggr_view_node *prev, uint64_t index,
                        struct aggr_view_node *ret, bool *changed) {
-  struct json_writer w = {0};
+  struct json_writer w = JSON_WRITER_INIT;
   const struct aggr_startup *s = startup_of(n);
   struct live_fields live = {.elapsed_at = SIZE_MAX, .eta_at = SIZE_MAX};
   struct rendered r;
@@ -1011,7 +973,18 @@ static int node_render(const struct aggr_model *m, const struct aggr_node *n,
   node_write_summary(&w, n, s);
   if ((k = rendered_take(&w, false, &r)) < 0)
     return k;
-  return body_settle(&r, prev ? prev->summary : NULL, index, NULL, &ret->summary, changed);
+  if ((k = body_settle(&r, prev ? prev->summary : NULL, index, NULL, &ret->summary, changed)) < 0)
+    return k;
+
+  /* Not part of the API's bodies: these do not move the index. */
+  bool unindexed = false;
+  r = (struct rendered){.live_at = SIZE_MAX, .eta_at = SIZE_MAX};
+  if ((k = aggr_metrics_node_lines(n, &r.data, &r.len, &ret->metrics_verdict_len)) < 0 ||
+      (k = body_settle(&r, prev ? prev->metrics : NULL, index, NULL, &ret->metrics, &unindexed)) <
+          0)
+    return k;
+  ret->dcos = aggr_dcos_node_new(m, n);
+  return ret->dcos ? 0 : -ENOMEM;
 }
 
 /* Whether v lists the very summaries old does (nodes and bodies alike), so
@@ -1036,6 +1009,9 @@ int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
   if (!v)
     return -ENOMEM;
   atomic_init(&v->refs, 0);
+  atomic_init(&v->dcos_units, NULL);
+  v->verdict = m->verdict;
+  v->published_usec = mst_now_realtime_usec();
   if (m->n_nodes > 0 && !(v->node_v = calloc(m->n_nodes, sizeof(*v->node_v)))) {
     free(v);
     return -ENOMEM;
@@ -1057,6 +1033,9 @@ int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
       *e = (struct aggr_view_node){.id = prev->id,
                                    .detail = body_ref(prev->detail),
                                    .summary = body_ref(prev->summary),
+                                   .metrics = body_ref(prev->metrics),
+                                   .metrics_verdict_len = prev->metrics_verdict_len,
+                                   .dcos = aggr_dcos_node_ref(prev->dcos),
                                    .last_seen_usec = prev->last_seen_usec};
       continue;
     }
@@ -1160,12 +1139,9 @@ const struct aggr_view_node *aggr_view_find_node(const struct aggr_view *v, cons
 }
 
 char *aggr_reasons_to_json(const struct aggr_reasons *r) {
-  struct json_writer w = {0};
+  struct json_writer w = JSON_WRITER_INIT;
+  char *json;
+  size_t len;
   reasons_write(&w, r);
-  jw_char(&w, 0);
-  if (w.oom) {
-    jw_done(&w);
-    return NULL;
-  }
-  return w.buf;
+  return jw_take(&w, &json, &len) < 0 ? NULL : json;
 }

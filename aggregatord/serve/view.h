@@ -1,23 +1,27 @@
-/* Immutable, refcounted views of the live model, for the HTTP threads.
+/* Immutable, refcounted views of the live model, for the HTTP threads: the
+ * only way from an HTTP thread to the loop's data.
  *
  * After each change the loop thread publishes a view: the /v1/health and
  * /v1/nodes bodies, and one /v1/nodes/{id} body per node, all pre-rendered
- * JSON. Each body carries its resource index: the global index of the publish
- * at which its bytes last changed. A body that renders to the same bytes as
- * before keeps its index (Consul's rule), so blocking reads wake only for
- * real changes. Clean nodes share their bodies with the previous view.
+ * JSON; per node too its lines of /metrics (metrics.h) and what DC/OS's
+ * health API shows of it (dcos.h). Each body carries its resource index: the global index of the
+ * publish at which its bytes last changed. A body that renders to the same bytes as before keeps
+ * its index (Consul's rule), so blocking reads wake only for real changes. Clean nodes share their
+ * bodies with the previous view.
  *
  * Threads:
  *   - aggr_views_new/free, aggr_view_publish, aggr_views_reap and
  *     aggr_views_n_retired: the loop thread only (free: after the HTTP
  *     server is stopped);
  *   - aggr_view_acquire, aggr_view_release, aggr_view_find_node and
- *     aggr_body_live_copy: any thread. Acquire takes no lock: it loads the
+ *     aggr_body_live_copy, and reading a held view: any thread. Acquire takes no lock: it loads the
  *     current pointer and bumps the view's atomic refcount inside a reader
  *     gate, and the loop frees a retired view only once the gate has been
  *     seen empty after its retirement and its refcount is 0.
  * A view and its bodies never change after publication; readers may use
- * them without synchronization until they release the view. */
+ * them without synchronization until they release the view. The one
+ * exception is dcos_units, an index built from the view's own data on first
+ * need by whichever reader needs it and set once, atomically (dcos.c). */
 #pragma once
 
 #include <stdatomic.h>
@@ -26,6 +30,9 @@
 #include <stdint.h>
 
 #include "model/model.h"
+
+struct aggr_dcos_node;
+struct aggr_dcos_units;
 
 /* One rendered resource. Shared between consecutive views; its refcount is
  * touched only by the loop thread, which is the only one that creates and
@@ -47,7 +54,12 @@ struct aggr_view_node {
   const char *id;            /* points into detail->id */
   struct aggr_body *detail;  /* GET /v1/nodes/{id} */
   struct aggr_body *summary; /* this node's element of GET /v1/nodes (no index) */
-  uint64_t last_seen_usec;   /* the node's last_seen when its bodies were rendered */
+  /* Its lines of /metrics (no index): the muster_node_verdict line, the
+   * first metrics_verdict_len bytes, then its muster_component_state lines. */
+  struct aggr_body *metrics;
+  size_t metrics_verdict_len;
+  struct aggr_dcos_node *dcos; /* what DC/OS's health API shows of it */
+  uint64_t last_seen_usec;     /* the node's last_seen when its bodies were rendered */
 };
 
 /* Heartbeats move a node's last_seen without marking it dirty. A clean node
@@ -64,6 +76,10 @@ struct aggr_view {
   struct aggr_body *nodes;       /* GET /v1/nodes */
   struct aggr_view_node *node_v; /* sorted by id */
   size_t n_nodes;
+  enum mst_verdict verdict; /* the cluster's, for /metrics */
+  uint64_t published_usec;  /* realtime of publication, for DC/OS's timestamps */
+  /* DC/OS's units across the nodes: NULL until a reader needs it (dcos.c). */
+  _Atomic(struct aggr_dcos_units *) dcos_units;
 
   /* The election as the model had it (aggr_model_set_leader). A view that
    * is not the leader's serves no data: HTTP redirects to leader_http. */
@@ -94,8 +110,9 @@ void aggr_views_free(struct aggr_views *vs);
 
 /* Loop thread. Renders the model into a new view and makes it current:
  * the health and node-list bodies and the election's fields every time, a
- * node's own body only when node->dirty (which it clears) or its last_seen
- * moved more than AGGR_VIEW_LAST_SEEN_REFRESH_USEC. Sets node->index to the
+ * node's own bodies (detail, summary, metrics lines, DC/OS) only when
+ * node->dirty (which it clears) or its last_seen moved more than
+ * AGGR_VIEW_LAST_SEEN_REFRESH_USEC. Sets node->index to the
  * node body's index. Then reaps retired views, also when nothing changed.
  * Returns 1 when a new view was published, 0 when nothing changed (the
  * current view stays; no index moved), or -ENOMEM / -EINVAL (nothing

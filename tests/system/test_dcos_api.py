@@ -3,6 +3,7 @@ exact key sets and counts DC/OS tooling relies on, the 0/1/3 health ints,
 the roles, the /report tree and DC/OS-style 404 bodies, read the way
 DC/OS's own tools read them (`jq '.nodes[].host_ip'` style)."""
 
+import json
 import uuid
 
 import pytest
@@ -37,8 +38,8 @@ def cluster(env):
         clients.append((cl, mk))
     aggr.dcos = lambda path: requests.get(f"http://127.0.0.1:{aggr.http_port}{BASE}{path}",
                                           timeout=5)
-    # The DC/OS view is a snapshot taken a few times a second: wait for both
-    # nodes' components to be in it.
+    # DC/OS's data comes with each published view: wait for both nodes'
+    # components to be in it.
     def settled():
         if aggr.dcos("/units").status_code != 200:
             return False
@@ -109,3 +110,75 @@ def test_report_tree_and_errors(cluster):
     assert r.status_code == 404 and r.text == "10.9.9.9 not found\n"
     r = requests.post(f"http://127.0.0.1:{aggr.http_port}{BASE}/nodes", timeout=5)
     assert r.status_code == 405
+
+
+N_AGENTS = 4
+AGENT_COMPONENTS = ["c1", "c2", "c3"]
+ROUTES = ["/nodes", "/units", "/report", "/units/c1", "/units/c1/nodes",
+          "/nodes/n1/units", "/nodes/n1/units/c1"]
+
+
+def read_all_routes(aggr, answers):
+    """GETs every DC/OS route once, as soon as the server listens, and keeps
+    each (route, status, body). Returns False while the port is not open."""
+    for route in ROUTES:
+        try:
+            r = requests.get(f"http://127.0.0.1:{aggr.http_port}{BASE}{route}", timeout=5)
+        except requests.ConnectionError:
+            return False
+        answers.append((route, r.status_code, r.text))
+    return True
+
+
+def all_healthy(answers):
+    """Whether the last /nodes and /units read show every agent and unit
+    healthy."""
+    last = {route: text for route, status, text in answers if status == 200}
+    if "/nodes" not in last or "/units" not in last:
+        return False
+    nodes = {n["host_ip"]: n["health"] for n in json.loads(last["/nodes"])["nodes"]}
+    units = {u["id"]: u["health"] for u in json.loads(last["/units"])["units"]}
+    return (all(nodes.get(f"n{i}") == 0 for i in range(1, N_AGENTS + 1)) and
+            all(units.get(c) == 0 for c in AGENT_COMPONENTS))
+
+
+def test_first_reads_after_start_are_answered(env):
+    """DC/OS's routes answer from the first published view: read at once and
+    again and again right after a fresh start and after a restart, with
+    agents reporting, never 503 "health not found" (DC/OS's own client used
+    to see it right after a restart), always one of DC/OS's answers."""
+    env.write_profile("agent", mh.profile_ini("agent", [
+        (c, dict(check="exec", command="true", interval="1s", rise=1, fall=1))
+        for c in AGENT_COMPONENTS
+    ], [("work", AGENT_COMPONENTS)]))
+    aggr = env.aggregator(stale_timeout="30s")
+    agents = [env.agent(f"n{i}", "agent", aggr) for i in range(1, N_AGENTS + 1)]
+
+    # The old race lost about one start in four: a fresh start and a few
+    # restarts.
+    for start in ["fresh"] + [f"restart {k}" for k in range(1, 5)]:
+        if start != "fresh":
+            aggr.stop()
+        aggr.start(wait=False)
+        if start == "fresh":
+            for a in agents:
+                a.start()
+        answers = []
+        wait_until(lambda: read_all_routes(aggr, answers), timeout=10,
+                   desc=f"{start}: the first DC/OS reads")
+        # Keep reading until every agent's units are healthy again.
+        wait_until(lambda: read_all_routes(aggr, answers) and all_healthy(answers), timeout=30,
+                   desc=f"{start}: every agent healthy in the DC/OS view")
+        assert len(answers) >= 2 * len(ROUTES)
+        for route, status, text in answers:
+            assert status != 503, f"{start}: {route} answered 503 {text!r}"
+            if route in ("/nodes", "/units", "/report"):
+                assert status == 200, f"{start}: {route} answered {status} {text!r}"
+                json.loads(text)
+            else:
+                # Before the agents have reported, a node or unit may be
+                # missing: DC/OS's own 404 body, nothing else.
+                assert status == 200 or (status == 404 and text.endswith(" not found\n")), \
+                    f"{start}: {route} answered {status} {text!r}"
+        for a in agents:
+            a.assert_alive()

@@ -56,9 +56,9 @@ def test_metrics_pass_promtool_and_follow_the_cluster(env):
         f"http://127.0.0.1:{aggr.http_port}/v1/health", params={"index": idx, "wait": "3s"},
         timeout=10))
     parked.start()
-    time.sleep(1.2)  # the cluster gauges are rendered at most once a second
+    text = wait_until(lambda: (lambda t: sample(t, "muster_http_parked_reads") == 1 and t)(
+        scrape(aggr)), desc="the blocking read parked")
 
-    text = scrape(aggr)
     check = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                            capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
@@ -77,4 +77,50 @@ def test_metrics_pass_promtool_and_follow_the_cluster(env):
     states = [l for l in text.splitlines() if l.startswith("muster_component_state{")]
     assert len(states) == 2
     parked.join(10)
+    cl.close()
+
+
+def test_first_scrape_has_the_cluster_gauges(env):
+    """The cluster gauges come with the published view: the very first
+    scrape after start has them (nothing waits for the loop), and a node's
+    lines follow its changes."""
+    env.write_profile("agent", mh.profile_ini("agent", [
+        (c, dict(check="exec", command="true", interval="10s", rise=1, fall=1)) for c in COMPONENTS
+    ], [("work", COMPONENTS)]))
+    aggr = env.aggregator(stale_timeout="30s").start(wait=False)
+
+    def first_scrape():
+        try:
+            r = requests.get(f"http://127.0.0.1:{aggr.http_port}/metrics", timeout=5)
+        except requests.ConnectionError:
+            return None
+        assert r.status_code == 200
+        return r.text
+
+    text = wait_until(first_scrape, timeout=10, desc="the first scrape")
+    assert sample(text, "muster_leader") in (0, 1)
+    assert sample(text, "muster_leader_epoch") is not None
+    verdicts = [l for l in text.splitlines() if l.startswith("muster_cluster_verdict{")]
+    assert sum(float(l.rsplit(" ", 1)[1]) for l in verdicts) == 1, verdicts
+    assert "# TYPE muster_node_verdict gauge" in text
+    assert "# TYPE muster_component_state gauge" in text
+
+    aggr.wait_ready()
+    cl = StreamClient(aggr.stream_port)
+    assert cl.hello("n1", "agent", uuid.uuid4().hex, 0,
+                    digest=env.profile_digest("agent")).WhichOneof("body") == "welcome"
+    mk = ChangeMaker(COMPONENTS)
+    cl.send_changes(mk.make(len(COMPONENTS)))  # every component goes healthy
+    cl.wait_ack(mk.seq)
+    cl.send(mk.snapshot())
+
+    def node_lines():
+        t = scrape(aggr)
+        states = [l for l in t.splitlines() if l.startswith('muster_component_state{node="n1"')]
+        return (sample(t, "muster_node_verdict", node="n1", role="agent", verdict="healthy") == 1
+                and len(states) == 2 and all(l.endswith('state="healthy"} 1') for l in states)
+                and sample(t, "muster_agents_connected") == 1 and t)
+
+    text = wait_until(node_lines, timeout=10, desc="n1 healthy in /metrics")
+    assert sample(text, "muster_cluster_verdict", verdict="healthy") == 1
     cl.close()
