@@ -122,7 +122,6 @@ struct aggr {
   sd_event_source *writer_source;
   uint64_t last_publish_usec; /* monotonic: when the last publish started */
   uint64_t publish_cost_usec; /* how long it took */
-  bool dcos_dirty;            /* the model changed since that snapshot */
   bool publish_armed;
 
   struct aggr_addr_count **addr_counts; /* streams per peer address (conn.c) */

@@ -37,10 +37,8 @@
 #include "mst/time.h"
 #include "mst/tls.h"
 #include "publish.h"
-#include "serve/dcos.h"
 #include "serve/history.h"
 #include "serve/http.h"
-#include "serve/metrics.h"
 
 extern const struct mst_migration aggr_schema_migrations[];
 extern const size_t aggr_schema_migrations_count;
@@ -329,8 +327,6 @@ out:
   sd_event_source_disable_unref(a.writer_source);
   aggr_publish_stop(&a);
   aggr_history_done();
-  aggr_metrics_done();
-  aggr_dcos_done();
   aggr_stage_done(&a.stage);
   aggr_model_done(&a.model);
   aggr_spools_done(&a.spools);

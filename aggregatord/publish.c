@@ -11,9 +11,7 @@
 #include "mst/macro.h"
 #include "mst/time.h"
 #include "publish.h"
-#include "serve/dcos.h"
 #include "serve/http.h"
-#include "serve/metrics.h"
 #include "serve/view.h"
 
 #define PUBLISH_MIN_SPACING_USEC (5 * USEC_PER_MSEC)
@@ -92,7 +90,6 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
     log_error("cannot publish a new view (out of memory?), ignoring");
   aggr_http_wake(a->http); /* blocking reads whose resource moved */
   a->publish_cost_usec = mst_now_monotonic_usec() - a->last_publish_usec;
-  a->dcos_dirty = true;
   stale_timer_rearm(a);
   return 0;
 }
@@ -123,16 +120,6 @@ void aggr_request_publish(struct aggr *a, bool urgent) {
 static int longpoll_tick(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   aggr_http_expire(a->http);
-  /* The metrics' cluster gauges and DC/OS's view of the model: rendered
-   * from the model while they are being read (demand.h), once a second and
-   * a few times a second at most. */
-  uint64_t now = mst_now_monotonic_usec();
-  if (aggr_metrics_model_due(now))
-    aggr_metrics_update_model(&a->model, a->n_conns, a->model.epoch);
-  if (aggr_dcos_due(now, a->dcos_dirty)) {
-    a->dcos_dirty = false;
-    aggr_dcos_update(&a->model);
-  }
   sd_event_source_set_time(s, usec + LONGPOLL_TICK_USEC);
   sd_event_source_set_enabled(s, SD_EVENT_ON);
   return 0;

@@ -203,6 +203,7 @@ static void conn_free(struct aggr_conn *c) {
   if (c->next)
     c->next->prev = c->prev;
   a->n_conns--;
+  aggr_metrics_agents_connected(a->n_conns);
   addr_give_back(a, c->addr);
   c->addr = NULL;
   sd_event_source_disable_unref(c->timer);
@@ -971,6 +972,7 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
       a->conns->prev = c;
     a->conns = c;
     a->n_conns++;
+    aggr_metrics_agents_connected(a->n_conns);
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
     c->events = EPOLLIN;
     if (epoll_ctl(a->conn_epfd, EPOLL_CTL_ADD, cfd, &e) < 0 ||

@@ -94,7 +94,6 @@ static void node_free(struct aggr_node *n) {
   free(n->startup); /* one allocation (stage.h) */
   aggr_reasons_clear(&n->reasons);
   aggr_reasons_clear(&n->root_causes);
-  free(n->metrics_text);
   free(n);
 }
 

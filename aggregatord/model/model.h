@@ -117,13 +117,6 @@ struct aggr_node {
   bool eval_silent; /* silent at that evaluation */
   size_t n_down;    /* components neither healthy nor warning */
   size_t n_failing; /* of those, unhealthy or unknown, counting for health */
-
-  /* This node's lines of /metrics (metrics.c), rendered again only when
-   * index moves: its muster_node_verdict line, then its
-   * muster_component_state lines. */
-  char *metrics_text;
-  size_t metrics_verdict_len, metrics_len;
-  uint64_t metrics_index;
 };
 
 struct aggr_model {

@@ -152,16 +152,6 @@ void aggr_dcos_node_unref(struct aggr_dcos_node *d) {
     free(d);
 }
 
-bool aggr_dcos_due(uint64_t now_usec, bool changed) {
-  return false;
-}
-
-void aggr_dcos_update(const struct aggr_model *m) {
-}
-
-void aggr_dcos_done(void) {
-}
-
 /* --- the readers' side: the units across the nodes ------------------------ */
 
 void aggr_dcos_units_free(struct aggr_dcos_units *u) {

@@ -39,10 +39,3 @@ void aggr_dcos_units_free(struct aggr_dcos_units *u);
  * 0, or -ENOMEM. Any thread holding v. */
 int aggr_dcos_answer(const struct aggr_view *v, const char *path, unsigned *ret_status,
                      char **ret_body, size_t *ret_len, bool *ret_json);
-
-/* Kept for the loop until it stops calling them: DC/OS's data comes with
- * each view now, so nothing is ever due and there is nothing to update or
- * free. */
-bool aggr_dcos_due(uint64_t now_usec, bool changed);
-void aggr_dcos_update(const struct aggr_model *m);
-void aggr_dcos_done(void);

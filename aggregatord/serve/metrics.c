@@ -217,14 +217,3 @@ int aggr_metrics_render(const struct aggr_view *v, char **ret, size_t *ret_len) 
     cluster_gauges(&t, v);
   return mst_dynbuf_take(&t, ret, ret_len) < 0 ? -ENOMEM : 0;
 }
-
-bool aggr_metrics_model_due(uint64_t now_usec) {
-  return true;
-}
-
-void aggr_metrics_update_model(struct aggr_model *m, size_t connected_agents, uint64_t epoch) {
-  aggr_metrics_agents_connected(connected_agents);
-}
-
-void aggr_metrics_done(void) {
-}

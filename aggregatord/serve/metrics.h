@@ -83,10 +83,3 @@ int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_l
  * view v (none when v is NULL). Returns 0 with a malloc'd body, or -ENOMEM.
  * Any thread holding v. */
 int aggr_metrics_render(const struct aggr_view *v, char **ret, size_t *ret_len);
-
-/* Kept for the loop until it stops calling them (the model's gauges come
- * with each view now): due is always true, update only notes the
- * connected agents (aggr_metrics_agents_connected), done does nothing. */
-bool aggr_metrics_model_due(uint64_t now_usec);
-void aggr_metrics_update_model(struct aggr_model *m, size_t connected_agents, uint64_t epoch);
-void aggr_metrics_done(void);
