@@ -19,12 +19,12 @@
 #include <string.h>
 #include <sys/file.h>
 
-#include "agent.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/store.h"
 #include "mst/time.h"
 #include "spool.h"
+#include "util.h"
 
 #define SPOOL_ACK_FLUSH_DELAY_USEC    (250 * USEC_PER_MSEC)
 #define SPOOL_PRUNE_BATCH             500

@@ -24,8 +24,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "agent.h"
 #include "mst/macro.h"
+#include "probe/http_response.h"
+#include "util.h"
 
 /* Bytes of chunk-size lines and trailers accepted after the headers. */
 #define HTTP_FRAMING_MAX (1024 * 1024)
@@ -52,16 +53,6 @@ void agent_http_response_init(struct agent_http_response *p, const char *expect_
 void agent_http_response_done(struct agent_http_response *p) {
   free(p->carry);
   p->carry = NULL;
-}
-
-static int hex_digit_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 _printf_(2, 3) static int parse_error(struct agent_http_response *p, const char *fmt, ...) {
@@ -212,12 +203,12 @@ static int parse_chunk_size(struct agent_http_response *p, const char *line) {
   uint64_t size = 0;
   const char *c = line;
 
-  if (hex_digit_value(*c) < 0)
+  if (agent_hex_digit(*c) < 0)
     return parse_error(p, "bad chunk size line '%.40s'", line);
-  for (; hex_digit_value(*c) >= 0; c++) {
+  for (; agent_hex_digit(*c) >= 0; c++) {
     if (size >> 60)
       return parse_error(p, "chunk size '%.40s' is too large", line);
-    size = size << 4 | (uint64_t)hex_digit_value(*c);
+    size = size << 4 | (uint64_t)agent_hex_digit(*c);
   }
   while (*c == ' ' || *c == '\t')
     c++;
