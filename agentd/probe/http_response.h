@@ -34,6 +34,7 @@ struct agent_http_response {
   char *carry; /* the body's last expect_len - 1 bytes (owned) */
   size_t carry_len;
   size_t line_len;
+  bool line_cut; /* the line was longer than line[] holds: only its start is in */
   char line[512];
   char error[256]; /* why, after -EBADMSG */
 };
