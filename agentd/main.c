@@ -31,6 +31,7 @@
 #include "mst/diag.h"
 #include "mst/duration.h"
 #include "mst/log.h"
+#include "mst/macro.h"
 #include "probe/http.h"
 #include "probe/probe.h"
 #include "probe/systemd.h"
@@ -157,19 +158,13 @@ static int agent_start(struct agent *a) {
 static void agent_stop(struct agent *a) {
   agent_heap_trim_stop(a);
   agent_probes_stop(a);
-  agent_systemd_free(a->systemd);
-  a->systemd = NULL;
-  agent_stream_free(a->stream);
-  a->stream = NULL;
-  agent_http_free(a->http);
-  a->http = NULL;
+  agent_systemd_free(TAKE_PTR(a->systemd));
+  agent_stream_free(TAKE_PTR(a->stream));
+  agent_http_free(TAKE_PTR(a->http));
   agent_components_done(a);
-  agent_spool_free(a->spool);
-  a->spool = NULL;
-  free(a->boot_id);
-  a->boot_id = NULL;
-  free(a->hostname);
-  a->hostname = NULL;
+  agent_spool_free(TAKE_PTR(a->spool));
+  free(TAKE_PTR(a->boot_id));
+  free(TAKE_PTR(a->hostname));
   a->event = sd_event_unref(a->event);
 }
 

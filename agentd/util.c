@@ -100,11 +100,8 @@ int agent_read_file_trimmed(const char *path, size_t max, char **ret) {
 }
 
 int agent_hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
+  static const char digits[] = "0123456789abcdef";
+  const char *d = memchr(digits, c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c, 16);
+
+  return d ? (int)(d - digits) : -1;
 }
