@@ -40,7 +40,7 @@ struct agent {
   struct mst_profile_set *profiles;  /* config.c */
   const struct mst_profile *profile; /* of cfg.role, inside profiles */
   char *token;                       /* from token_file, trimmed; "" when none */
-  struct mst_tls_creds *tls_creds;   /* from [tls]; NULL for a plain stream; stream.c reloads */
+  struct mst_tls_creds *tls_creds;   /* from [tls]; NULL for a plain stream; SIGHUP reloads */
   const char *config_path;           /* for reloads */
   char *hostname;                    /* boot.c */
   char *boot_id;                     /* boot.c */

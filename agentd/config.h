@@ -1,7 +1,7 @@
 /* The agent's configuration (config.c): the [agent], [tls] and [log]
  * sections of its config file, the token file, and the profile of its role.
  * Loaded once at start (and for --check-config); only the TLS files are read
- * again, on SIGHUP (stream.c). Loop thread. */
+ * again, on SIGHUP (agent_tls_reload()). Loop thread. */
 #pragma once
 
 #include <stdint.h>
