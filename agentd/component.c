@@ -16,7 +16,7 @@
  * the "from" of the next change. A timer at the end of the grace period
  * re-evaluates the components held at starting by the grace alone.
  *
- * systemd units are read, not probed (probe_systemd.c): their states come in
+ * systemd units are read, not probed (probe/systemd.c): their states come in
  * through agent_component_observed(), undamped, since systemd's own state is
  * authoritative and arrives by signal rather than by repeated sampling. Their
  * counter is kept at rise 1, fall 1 so that it still tells up from down. */
@@ -26,11 +26,14 @@
 #include <string.h>
 
 #include "agent.h"
+#include "component.h"
+#include "heap.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
 #include "spool.h"
+#include "stream.h"
 
 static struct agent_component *component_find(struct agent *a, const char *name) {
   for (size_t i = 0; i < a->n_components; i++)
@@ -94,7 +97,7 @@ static int component_record_change(struct agent_component *c, enum mst_state to)
   c->since_usec = now;
   if (a->stream)
     agent_stream_changes_pending(a->stream);
-  agent_trim_soon(a);
+  agent_heap_trim_soon(a);
   return 0;
 }
 
@@ -156,13 +159,8 @@ void agent_component_result(struct agent_component *c, enum mst_result r, const 
 
 void agent_component_observed(struct agent_component *c, enum mst_state observed,
                               const char *text) {
-  bool up = observed == MST_STATE_HEALTHY || observed == MST_STATE_WARNING;
-
   /* Undamped: the counter follows the observation at once. */
-  c->damp.seen = true;
-  c->damp.up = up;
-  c->damp.health = up ? (uint8_t)mst_damp_max(&c->damp) : 0;
-  c->damp.state = observed;
+  mst_damp_force(&c->damp, observed);
   component_apply(c, observed, text, NULL, true);
 }
 

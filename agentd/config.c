@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "agent.h"
+#include "boot.h"
+#include "config.h"
 #include "config_keys.h"
 #include "mst/auth.h"
 #include "mst/config.h"
@@ -21,6 +23,9 @@
 #include "mst/macro.h"
 #include "mst/profile.h"
 #include "mst/tls.h"
+#include "netaddr.h"
+#include "probe/http_url.h"
+#include "util.h"
 
 #define AGENT_NODE_ID_MAX 253
 
@@ -191,6 +196,30 @@ int agent_tls_load(const struct agent *a, const char *path, struct mst_tls_creds
   mst_diag_add(diag, path, mst_conf_key_line(path, "tls", orphan),
                "[tls] ca is required to use TLS: the CA that signs the aggregators' certificates");
   return -EINVAL;
+}
+
+int agent_tls_reload(struct agent *a) {
+  struct mst_tls_creds *creds = NULL;
+  struct mst_diag diag = {0};
+  int reloaded = 0;
+
+  if (!a->tls_creds) {
+    log_notice("received HUP: TLS is off, and reloading the rest of the config is not supported "
+               "(restart instead), ignoring");
+    return 0;
+  }
+  if (agent_tls_load(a, a->config_path, &creds, &diag) < 0 || !creds) {
+    mst_diag_print(&diag);
+    log_error("received HUP: the TLS files cannot be used; keeping the ones in use");
+  } else {
+    mst_tls_creds_unref(a->tls_creds);
+    a->tls_creds = creds;
+    log_notice("received HUP: reloaded the TLS certificate, key and CA for the next connection "
+               "(the rest of the config needs a restart)");
+    reloaded = 1;
+  }
+  mst_diag_done(&diag);
+  return reloaded;
 }
 
 static void check_role(struct agent *a, const char *path, unsigned line, struct mst_diag *diag) {

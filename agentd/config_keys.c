@@ -1,7 +1,7 @@
 /* The agent's config keys; see config_keys.h. */
 #include <stddef.h>
 
-#include "agent.h"
+#include "config.h"
 #include "config_keys.h"
 #include "mst/macro.h"
 

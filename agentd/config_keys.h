@@ -7,6 +7,6 @@
 
 #include "mst/config.h"
 
-/* Rows pointing into struct agent_config (agent.h). */
+/* Rows pointing into struct agent_config (config.h). */
 extern const struct mst_conf_key agent_config_keys[];
 extern const size_t agent_config_keys_count;

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "agent.h"
 #include "mst/macro.h"
+#include "netaddr.h"
 
 int agent_sockaddr_parse(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len, char *err,
                          size_t errsize) {

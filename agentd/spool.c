@@ -19,12 +19,12 @@
 #include <string.h>
 #include <sys/file.h>
 
-#include "agent.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/store.h"
 #include "mst/time.h"
 #include "spool.h"
+#include "util.h"
 
 #define SPOOL_ACK_FLUSH_DELAY_USEC    (250 * USEC_PER_MSEC)
 #define SPOOL_PRUNE_BATCH             500
@@ -312,27 +312,27 @@ int agent_spool_open(const char *path, struct agent_spool **ret) {
   if (r < 0)
     goto fail;
 
-  r = spool_prepare(s, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", &s->set_meta);
-  if (r < 0)
-    goto fail;
-  r = spool_prepare(s,
-                    "INSERT INTO changes (seq, component, check_kind, from_state, to_state, at_ms,"
-                    " output, boot_id, health, rise, fall) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    &s->insert_change);
-  if (r < 0)
-    goto fail;
-  r = spool_prepare(s,
-                    "INSERT OR REPLACE INTO components (name, check_kind, state, since_ms, output,"
-                    " health, ever_healthy_boot) VALUES (?,?,?,?,?,?,?)",
-                    &s->put_component);
-  if (r < 0)
-    goto fail;
-  r = spool_prepare(s,
-                    "SELECT seq, component, check_kind, from_state, to_state, at_ms, output,"
-                    " boot_id, health, rise, fall FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                    &s->select_changes);
-  if (r < 0)
-    goto fail;
+  /* The statements of every change, ack and replay, prepared once. */
+  const struct {
+    const char *sql;
+    sqlite3_stmt **stmt;
+  } statements[] = {
+      {"INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", &s->set_meta},
+      {"INSERT INTO changes (seq, component, check_kind, from_state, to_state, at_ms, output,"
+       " boot_id, health, rise, fall) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+       &s->insert_change},
+      {"INSERT OR REPLACE INTO components (name, check_kind, state, since_ms, output, health,"
+       " ever_healthy_boot) VALUES (?,?,?,?,?,?,?)",
+       &s->put_component},
+      {"SELECT seq, component, check_kind, from_state, to_state, at_ms, output, boot_id, health,"
+       " rise, fall FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+       &s->select_changes},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(statements); i++) {
+    r = spool_prepare(s, statements[i].sql, statements[i].stmt);
+    if (r < 0)
+      goto fail;
+  }
 
   r = spool_load_meta(s);
   if (r < 0)

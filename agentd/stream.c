@@ -55,6 +55,8 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "boot.h"
+#include "component.h"
 #include "mst/config.h"
 #include "mst/duration.h"
 #include "mst/frame.h"
@@ -62,7 +64,10 @@
 #include "mst/macro.h"
 #include "mst/time.h"
 #include "mst/tls.h"
+#include "netaddr.h"
 #include "spool.h"
+#include "stream.h"
+#include "util.h"
 
 #define STREAM_PROTOCOL_VERSION          1
 #define STREAM_CONNECT_TIMEOUT_USEC      (3 * USEC_PER_SEC)

@@ -1,7 +1,8 @@
 /* Small helpers of the agent that fit nowhere else: the PRNG behind the
  * probe spread and the reconnect jitter (splitmix64 seeded from the kernel;
- * jitter needs no cryptographic quality, ids use agent_random_bytes()), and
- * reading a small file such as the token or the boot id with a size cap. */
+ * jitter needs no cryptographic quality, ids use agent_random_bytes()),
+ * reading a small file such as the token or the boot id with a size cap,
+ * and the value of a hex digit (chunk sizes, percent escapes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "agent.h"
 #include "mst/macro.h"
+#include "util.h"
 
 int agent_random_bytes(void *buf, size_t n) {
   uint8_t *p = buf;
@@ -95,4 +97,11 @@ int agent_read_file_trimmed(const char *path, size_t max, char **ret) {
   buf[len - start] = '\0';
   *ret = TAKE_PTR(buf);
   return 0;
+}
+
+int agent_hex_digit(char c) {
+  static const char digits[] = "0123456789abcdef";
+  const char *d = memchr(digits, c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c, 16);
+
+  return d ? (int)(d - digits) : -1;
 }

@@ -76,6 +76,13 @@ enum mst_state mst_damp_feed(struct mst_damp *d, enum mst_result r) {
   return d->state;
 }
 
+void mst_damp_force(struct mst_damp *d, enum mst_state state) {
+  d->seen = true;
+  d->up = state == MST_STATE_HEALTHY || state == MST_STATE_WARNING;
+  d->health = d->up ? (uint8_t)mst_damp_max(d) : 0;
+  d->state = state;
+}
+
 enum mst_state mst_state_with_grace(enum mst_state damped, bool ever_healthy_this_boot,
                                     bool in_startup_grace) {
   if (!in_startup_grace || ever_healthy_this_boot)

@@ -37,9 +37,12 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "component.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
+#include "probe/exec.h"
+#include "probe/probe.h"
 
 /* The first line is kept up to this much: the text (capped later at
  * AGENT_OUTPUT_MAX) plus room for perfdata. */

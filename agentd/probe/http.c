@@ -53,10 +53,16 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "component.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "netaddr.h"
+#include "probe/http.h"
+#include "probe/http_response.h"
+#include "probe/http_url.h"
+#include "probe/probe.h"
 
 #define HTTP_ADDRESSES_MAX    4 /* addresses of a name tried in turn */
 #define HTTP_READ_PER_EVENT   (64 * 1024)

@@ -3,7 +3,11 @@
  *
  * It keeps no copy of the response. Lines (the status line, headers, chunk
  * sizes, trailers) go through one small line buffer; a longer line keeps
- * only its start, which is all that is looked at. The body is counted and,
+ * only its start, which is all that is looked at, unless a cut would change
+ * what the line says: a Content-Length or Transfer-Encoding header, or a
+ * chunk size whose digits run past the cut, is an error when cut (a number
+ * with many leading zeros must not be read as its first few digits, which
+ * would end the body early). The body is counted and,
  * when the check has expect_body, searched as it streams by, with a carry of
  * the last strlen(expect_body) - 1 bytes so that a match split between two
  * reads (or two chunks) is still found. What is bounded, and how:
@@ -24,8 +28,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "agent.h"
 #include "mst/macro.h"
+#include "probe/http_response.h"
+#include "util.h"
 
 /* Bytes of chunk-size lines and trailers accepted after the headers. */
 #define HTTP_FRAMING_MAX (1024 * 1024)
@@ -52,16 +57,6 @@ void agent_http_response_init(struct agent_http_response *p, const char *expect_
 void agent_http_response_done(struct agent_http_response *p) {
   free(p->carry);
   p->carry = NULL;
-}
-
-static int hex_digit_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 _printf_(2, 3) static int parse_error(struct agent_http_response *p, const char *fmt, ...) {
@@ -184,6 +179,10 @@ static int parse_status_line(struct agent_http_response *p, const char *line) {
 static int parse_header(struct agent_http_response *p, const char *line) {
   const char *v;
 
+  if ((header_is(line, "Content-Length", &v) || header_is(line, "Transfer-Encoding", &v)) &&
+      p->line_cut)
+    return parse_error(p, "header line longer than %zu bytes: '%.40s...'", sizeof(p->line) - 1,
+                       line);
   if (header_is(line, "Content-Length", &v)) {
     char *end;
     errno = 0;
@@ -212,13 +211,16 @@ static int parse_chunk_size(struct agent_http_response *p, const char *line) {
   uint64_t size = 0;
   const char *c = line;
 
-  if (hex_digit_value(*c) < 0)
+  if (agent_hex_digit(*c) < 0)
     return parse_error(p, "bad chunk size line '%.40s'", line);
-  for (; hex_digit_value(*c) >= 0; c++) {
+  for (; agent_hex_digit(*c) >= 0; c++) {
     if (size >> 60)
       return parse_error(p, "chunk size '%.40s' is too large", line);
-    size = size << 4 | (uint64_t)hex_digit_value(*c);
+    size = size << 4 | (uint64_t)agent_hex_digit(*c);
   }
+  if (!*c && p->line_cut)
+    return parse_error(p, "chunk size line longer than %zu bytes: '%.40s...'", sizeof(p->line) - 1,
+                       line);
   while (*c == ' ' || *c == '\t')
     c++;
   if (*c && *c != ';')
@@ -289,6 +291,8 @@ int agent_http_response_feed(struct agent_http_response *p, const char *data, si
           return parse_error(p, "%s", "chunk framing and trailers longer than 1 MiB");
       }
       size_t room = sizeof(p->line) - 1 - p->line_len;
+      if (take > room)
+        p->line_cut = true;
       memcpy(p->line + p->line_len, data, MST_MIN(take, room));
       p->line_len += MST_MIN(take, room);
       data += take;
@@ -303,8 +307,9 @@ int agent_http_response_feed(struct agent_http_response *p, const char *data, si
       for (size_t i = 0; i < p->line_len; i++)
         if (p->line[i] == '\0')
           return parse_error(p, "%s", "a NUL byte in the response head");
-      p->line_len = 0;
       r = line_done(p, p->line);
+      p->line_len = 0;
+      p->line_cut = false;
       if (r != 0)
         return r;
       continue;

@@ -2,7 +2,7 @@
  * (sent as Basic authorization), a host (a name, a numeric IPv4 address or
  * an [IPv6] address), an optional port, and the path with its query. The
  * fragment is dropped, as a browser does. Everything the request will carry
- * is decided here, once, so that probe_http.c only sends it: the host and
+ * is decided here, once, so that http.c only sends it: the host and
  * port to connect to, the Host header and the request target.
  *
  * The parser is strict where a mistake would put bytes on the wire that the
@@ -18,18 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent.h"
 #include "mst/macro.h"
-
-static int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
+#include "probe/http_url.h"
+#include "util.h"
 
 /* Percent-decodes s[0..n) into a new string. Returns NULL on a bad escape
  * or a decoded NUL (errno EINVAL) or out of memory (ENOMEM). */
@@ -46,8 +37,8 @@ static char *percent_decode(const char *s, size_t n) {
       out[o++] = s[i];
       continue;
     }
-    int hi = i + 1 < n ? hex_value(s[i + 1]) : -1;
-    int lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
+    int hi = i + 1 < n ? agent_hex_digit(s[i + 1]) : -1;
+    int lo = i + 2 < n ? agent_hex_digit(s[i + 2]) : -1;
     if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
       free(out);
       errno = EINVAL;
@@ -158,7 +149,7 @@ int agent_http_url_parse(const char *url, struct agent_http_url *ret, char *err,
       return -EINVAL;
     }
     for (const char *c = host_start + 1; c < close; c++)
-      if (!(hex_value(*c) >= 0 || *c == ':' || *c == '.')) {
+      if (!(agent_hex_digit(*c) >= 0 || *c == ':' || *c == '.')) {
         snprintf(err, errsize, "'%s' has no valid [IPv6] host", url);
         return -EINVAL;
       }

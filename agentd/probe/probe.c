@@ -19,9 +19,15 @@
 #include <string.h>
 
 #include "agent.h"
+#include "component.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "probe/exec.h"
+#include "probe/http.h"
+#include "probe/probe.h"
+#include "probe/tcp.h"
+#include "util.h"
 
 #define PROBE_FIRST_RUN_MAX_USEC (200 * USEC_PER_MSEC)
 #define PROBE_PERFDATA_MAX       4096

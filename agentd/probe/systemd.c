@@ -48,9 +48,12 @@
 #include <systemd/sd-bus.h>
 
 #include "agent.h"
+#include "component.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "probe/systemd.h"
+#include "util.h"
 
 #define SYSTEMD_DESTINATION     "org.freedesktop.systemd1"
 #define SYSTEMD_PATH            "/org/freedesktop/systemd1"

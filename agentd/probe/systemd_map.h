@@ -1,5 +1,5 @@
 /* What a systemd unit's properties mean for muster: the pure part of the
- * systemd check, kept apart from the D-Bus plumbing of probe_systemd.c so
+ * systemd check, kept apart from the D-Bus plumbing of systemd.c so
  * that the rules can be tested table by table (tests/unit/test_systemd_map.c).
  *
  * agent_unit_map() applies SPEC.md's systemd mapping, DC/OS's rules with

@@ -10,10 +10,14 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "component.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "netaddr.h"
+#include "probe/probe.h"
+#include "probe/tcp.h"
 
 struct tcp_run {
   struct agent_component *c;

@@ -15,6 +15,10 @@ the shipped configs or the profiles, and commit what changes:
 - fuzz_config: deploy/examples/*.conf and the configs of the tests.
 - fuzz_profile: deploy/profiles/*.ini, alone and in pairs.
 - fuzz_http: typical request targets and If-None-Match headers.
+- fuzz_http_response: responses as servers send them (by length, chunked,
+  until the end of the connection, interim 100, 204, a body past the 64 KiB
+  the agent looks at) and broken ones, each behind the two bytes that pick
+  how they arrive and the expect_body (see fuzz_http_response.c).
 """
 
 import hashlib
@@ -237,6 +241,43 @@ def http_seeds():
     return seeds
 
 
+def http_response_seeds():
+    def seed(split, expect, response):
+        return bytes([split, len(expect)]) + expect + response
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+    responses = {
+        "length": ok + b"Content-Length: 11\r\n\r\nall is well",
+        "length-zero": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        "chunked": ok + b"Transfer-Encoding: chunked\r\n\r\n"
+                        b"4\r\nall \r\n7;ext=1\r\nis well\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        "chunked-gzip": ok + b"Transfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n"
+                             b"2\r\nok\r\n0\r\n\r\n",
+        "until-close": b"HTTP/1.0 200 OK\nServer: old\n\nall is well\n",
+        "interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\n"
+                   b"Content-Length: 4\r\n\r\ndown",
+        "no-content": b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n",
+        "switching": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        "leading-blank": b"\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+        "big-body": ok + b"Content-Length: 70000\r\n\r\n" + b"w" * 69990 + b"all is well",
+        "not-http": b"SSH-2.0-OpenSSH_9.2\r\n",
+        "bad-length": ok + b"Content-Length: 1x\r\n\r\n",
+        "conflicting-length": ok + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        "bad-chunk": ok + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "chunk-overrun": ok + b"Transfer-Encoding: chunked\r\n\r\n2\r\nokk\r\n0\r\n\r\n",
+        "folding": ok + b"X-Long: a\r\n b\r\n\r\n",
+        "nul": b"HTTP/1.1 200 OK\r\nX-A: \0\r\n\r\n",
+        "short-body": ok + b"Content-Length: 100\r\n\r\nonly this",
+        "empty": b"",
+    }
+    seeds = {}
+    for i, (name, response) in enumerate(sorted(responses.items())):
+        # whole reads, a byte at a time, and reads of varied sizes
+        split = (0xFF, 0, 7 + i)[i % 3]
+        seeds[name] = seed(split, b"well" if i % 2 == 0 else b"", response)
+    return seeds
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     shutil.rmtree(d, ignore_errors=True)
@@ -256,6 +297,7 @@ def main():
     write("fuzz_config", config_seeds())
     write("fuzz_profile", profile_seeds())
     write("fuzz_http", http_seeds())
+    write("fuzz_http_response", http_response_seeds())
 
 
 if __name__ == "__main__":

@@ -186,6 +186,52 @@ Test(damp, restore_starting_and_clamping) {
   cr_assert_eq(mst_damp_feed(&d, MST_RESULT_CRITICAL), MST_STATE_UNHEALTHY);
 }
 
+/* A forced state (a systemd unit's) bypasses rise and fall, from any
+ * counter, and is up exactly for healthy and warning. */
+struct force_case {
+  unsigned rise, fall;
+  const char *before; /* results fed first */
+  enum mst_state forced;
+  bool up;
+  unsigned health;
+  const char *after; /* results fed after, and the states they give */
+  const char *after_states;
+};
+
+static const struct force_case force_cases[] = {
+    /* rise 1, fall 1 as systemd components use: 1/1 up, 0/1 down */
+    {1, 1, "", MST_STATE_HEALTHY, true, 1, "", ""},
+    {1, 1, "", MST_STATE_UNHEALTHY, false, 0, "", ""},
+    {1, 1, "", MST_STATE_STARTING, false, 0, "", ""},
+    {1, 1, "", MST_STATE_UNKNOWN, false, 0, "", ""},
+    {1, 1, "", MST_STATE_WARNING, true, 1, "", ""},
+    /* up at once, whatever rise says; then the usual fall */
+    {2, 3, "", MST_STATE_HEALTHY, true, 4, "CCC", "hhu"},
+    /* down at once from fully up; then the usual rise */
+    {2, 3, "OO", MST_STATE_UNHEALTHY, false, 0, "OO", "uh"},
+    /* a forced starting stays starting until the next result decides */
+    {2, 3, "C", MST_STATE_STARTING, false, 0, "C", "u"},
+};
+
+Test(damp, force) {
+  for (size_t i = 0; i < ELEMENTSOF(force_cases); i++) {
+    const struct force_case *c = &force_cases[i];
+    struct mst_damp d;
+
+    mst_damp_init(&d, c->rise, c->fall);
+    for (const char *r = c->before; *r; r++)
+      (void)mst_damp_feed(&d, result_of(*r));
+    mst_damp_force(&d, c->forced);
+    cr_assert_eq(d.state, c->forced, "case %zu", i);
+    cr_assert_eq(d.up, c->up, "case %zu", i);
+    cr_assert_eq(d.health, c->health, "case %zu", i);
+    cr_assert(d.seen, "case %zu", i);
+    for (size_t k = 0; c->after[k]; k++)
+      cr_assert_eq(state_char(mst_damp_feed(&d, result_of(c->after[k]))), c->after_states[k],
+                   "case %zu, result %zu", i, k);
+  }
+}
+
 struct grace_case {
   enum mst_state damped;
   bool ever_healthy, in_grace;

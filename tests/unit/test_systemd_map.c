@@ -1,15 +1,15 @@
 /* Unit tests for agentd/probe/systemd_map.c: the systemd mapping, one table row
  * per unit situation as systemd 252 reports it (the property values are
  * those seen on a real user manager), and DC/OS's Description split.
- *
- * The agent's sources are not a library, so the file under test is
- * included here; it depends on nothing but libc and mst/state.h. */
+ * Links agent_core. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
 #include "mst/macro.h"
-#include "probe/systemd_map.c"
+#include "probe/systemd_map.h"
 
 struct map_case {
   const char *load, *active, *sub, *result;

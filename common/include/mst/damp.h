@@ -43,6 +43,12 @@ void mst_damp_restore(struct mst_damp *d, unsigned rise, unsigned fall, unsigned
 /* Feeds one result. Returns the damped state after it. */
 enum mst_state mst_damp_feed(struct mst_damp *d, enum mst_result r);
 
+/* Sets the damper to a state read from an authoritative source (a systemd
+ * unit), bypassing rise and fall: healthy or warning is up with the counter
+ * at its maximum, anything else is down with the counter at 0, and the
+ * visible state is the one given. Counts as a result (seen). */
+void mst_damp_force(struct mst_damp *d, enum mst_state state);
+
 static inline unsigned mst_damp_max(const struct mst_damp *d) {
   return (unsigned)d->rise + d->fall - 1;
 }

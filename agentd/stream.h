@@ -1,0 +1,23 @@
+/* The stream to the aggregator (stream.c): one connection at a time to the
+ * configured aggregators, the Hello, the replay of the spool after a
+ * Welcome, then each change as it is committed. struct agent_stream is
+ * owned by a->stream, from agent_stream_new() to agent_stream_free(). Loop
+ * thread. */
+#pragma once
+
+struct agent;
+struct agent_stream;
+
+/* Creates the stream and starts connecting to the aggregators. Needs
+ * a->spool, a->components and the boot facts. Returns 0 or -errno. */
+int agent_stream_new(struct agent *a, struct agent_stream **ret);
+/* Closes the connection at once. Accepts NULL. */
+void agent_stream_free(struct agent_stream *s);
+/* A change was committed to the spool: send it when streaming. Accepts NULL. */
+void agent_stream_changes_pending(struct agent_stream *s);
+/* Tries to connect at once when the stream waits for its next attempt
+ * (new credentials were loaded). Accepts NULL. */
+void agent_stream_retry_now(struct agent_stream *s);
+/* Some component's output changed without a state change: send a fresh
+ * snapshot soon (rate-limited; see stream.c). Accepts NULL. */
+void agent_stream_outputs_changed(struct agent_stream *s);
