@@ -17,6 +17,8 @@ import re
 import time
 import uuid
 
+import pytest
+
 import muster_harness as mh
 from muster_harness import T, wait_until
 
@@ -150,6 +152,8 @@ def test_leftovers_of_a_finished_check_are_killed(env):
                desc=f"every 'sleep {marker}' gone: {processes_with(marker)}")
 
 
+@pytest.mark.no_valgrind(reason="measures the agent's memory (VmRSS), which memcheck's own "
+                                "footprint makes meaningless")
 def test_ten_megabytes_of_output_are_capped(env):
     """One 10 MB line, then 10 MB more lines: the agent keeps the start of
     the first line (4 KiB, marked), reads at most 1 MiB, closes the pipe on

@@ -217,6 +217,8 @@ def test_interim_and_bodiless_responses(env, server):
     wait_component(aggr, "interim", "healthy", r"^HTTP 200 in")
 
 
+@pytest.mark.no_valgrind(reason="measures the agent's memory (VmRSS), which memcheck's own "
+                                "footprint makes meaningless")
 def test_a_huge_body_is_capped_and_the_agent_stays_small(env, server):
     """10 MB of body: only the first 64 KiB are looked at, the agent reads no
     further, and its memory does not grow with the body."""
@@ -263,6 +265,10 @@ def test_transport_failures(env, server):
     wait_component(aggr, "short", "unhealthy", r"8 bytes of the body still to come$")
 
 
+@pytest.mark.no_tsan(reason="the agent resolves names with getaddrinfo_a(), whose helper thread "
+                            "glibc starts internally, where TSan cannot see it; the first call "
+                            "into TSan's runtime from that thread crashes the agent (SIGSEGV, "
+                            "with any program, not only ours)")
 def test_host_names_are_resolved_without_blocking_the_loop(env, server):
     """A name goes to the resolver off the loop: the other checks keep their
     pace meanwhile, and an unknown name is a failed check."""

@@ -11,8 +11,13 @@ every change these tests wait for must come from systemd's signals."""
 import re
 import time
 
+import pytest
+
 import muster_harness as mh
 import systemd_manager as sdm
+
+pytestmark = pytest.mark.no_valgrind(
+    reason="a real systemd manager per test: no daemon code these alone reach, and much time")
 
 UNIT_CHECK = dict(check="systemd", interval="1m", timeout="2s")
 
