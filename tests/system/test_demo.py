@@ -62,7 +62,7 @@ def cmdline(pid):
 
 
 def wait_for(pred, timeout, desc, interval=0.25):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + mh.T(timeout)
     last = None
     while True:
         try:
