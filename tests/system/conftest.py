@@ -1,9 +1,17 @@
 """pytest glue for muster's system tests.
 
 Run: /usr/bin/python3 -m pytest -v tests/system
-     MUSTER_BUILD_DIR=/path/to/build  (default /work/main/build)
+     MUSTER_BUILD_DIR=/path/to/build  (default build/ in the source tree)
      MUSTER_VALGRIND=1  (optional: every muster binary under memcheck; see
                         muster_harness.py)
+     MUSTER_SANITIZER=thread  (set by tests/run's ThreadSanitizer pass)
+
+Markers, each with the reason it is left out, next to the test (a module's
+`pytestmark` for a whole file):
+  no_valgrind(reason=...)  skipped when MUSTER_VALGRIND=1
+  no_tsan(reason=...)      skipped when MUSTER_SANITIZER=thread
+A skipped test shows as skipped with its reason (pytest -rs), never as
+silently left out.
 """
 
 import os
@@ -184,3 +192,24 @@ class _ZKReport:
 
 def pytest_configure(config):
     config.pluginmanager.register(_ZKReport(), "muster-zk-report")
+    config.addinivalue_line("markers", "no_valgrind(reason): skipped under MUSTER_VALGRIND=1, "
+                                       "for the reason given")
+    config.addinivalue_line("markers", "no_tsan(reason): skipped under MUSTER_SANITIZER=thread, "
+                                       "for the reason given")
+
+
+# (marker, whether its pass is on, how the pass is named in the skip reason)
+_PASS_MARKERS = [("no_valgrind", mh.VALGRIND, "valgrind"),
+                 ("no_tsan", mh.SANITIZER == "thread", "ThreadSanitizer")]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name, active, what in _PASS_MARKERS:
+            mark = item.get_closest_marker(name)
+            if mark is None or not active:
+                continue
+            reason = mark.kwargs.get("reason") or (mark.args[0] if mark.args else None)
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} needs a reason")
+            item.add_marker(pytest.mark.skip(reason=f"not under {what}: {reason}"))

@@ -17,7 +17,7 @@ line fails the test too.
 
 Environment:
   MUSTER_BUILD_DIR            where muster-aggregatord and muster-agentd live
-                              (default /work/main/build)
+                              (default build/ in the source tree)
   MUSTER_TEST_WRAPPER         prefix for daemon commands, e.g. "strace -f"
   MUSTER_VALGRIND=1           run every muster binary the tests start (the
                               daemons, their --check-config runs, musterctl)
@@ -27,6 +27,9 @@ Environment:
                               indirect leak
   MUSTER_TEST_TIMEOUT_SCALE   multiplies every deadline (default 1, or 5 under
                               valgrind)
+  MUSTER_SANITIZER            the sanitizer the build under test has, as
+                              tests/run's passes set it ("thread" for TSan):
+                              tests marked no_tsan are skipped (conftest.py)
 """
 
 import errno
@@ -57,6 +60,7 @@ PROTO_DIR = os.path.join(REPO, "proto")
 BUILD_DIR = os.environ.get("MUSTER_BUILD_DIR", os.path.join(REPO, "build"))
 USER_WRAPPER = shlex.split(os.environ.get("MUSTER_TEST_WRAPPER", ""))
 VALGRIND = os.environ.get("MUSTER_VALGRIND", "0") == "1"
+SANITIZER = os.environ.get("MUSTER_SANITIZER", "")
 VALGRIND_SUPP = os.path.join(REPO, "tests", "valgrind.supp")
 # memcheck as the valgrind pass of tests/run uses it:
 # - errors of every kind, and "definitely" and "indirectly" lost blocks, are

@@ -19,6 +19,9 @@ import pytest
 import muster_harness as mh
 from test_startup import DCOS, SHIPPED, stage_members, stage_names
 
+pytestmark = pytest.mark.no_valgrind(
+    reason="the dashboard in Chromium: no daemon code it alone reaches, and much time")
+
 BROWSER_DIR = os.path.join(mh.REPO, "tests", "browser")
 ARTIFACTS = os.path.join(mh.REPO, "artifacts", "dashboard")
 CHROMIUM = "/usr/bin/chromium"

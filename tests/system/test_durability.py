@@ -98,7 +98,10 @@ def test_agent_kill9_loses_nothing(env, metric):
     ag.kill9()
     at_kill = ag.max_seq()
     acked_at_kill = ag.acked_seq() or 0
-    time.sleep(0.5)                   # the flag keeps flipping while the agent is dead
+    # The flags keep flipping while the agent is dead.
+    flips = [t.flips for t in togglers]
+    wait_until(lambda: all(t.flips >= f + 5 for t, f in zip(togglers, flips)), 3,
+               desc="every flag flipped 5 times while the agent is dead")
     ag.start()
     wait_until(lambda: ag.max_seq() >= at_kill + 15, 5,
                desc="the restarted agent spools new changes")
@@ -139,7 +142,7 @@ def _stream_until_killed(aggr, cl, mk, kill_after_ack):
         if not killed and last_ack >= kill_after_ack:
             aggr.kill9()
             killed = True
-        time.sleep(0.002)
+        time.sleep(0.002)   # the stream's pace: a batch every 2 ms or so
 
 
 def test_aggregator_kill9_foreign_client(env, metric):

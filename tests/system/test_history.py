@@ -96,11 +96,13 @@ def test_paging_is_exact_while_changes_arrive(aggr):
 def test_filters(aggr):
     cl, mk = feeder(aggr, "f1")
     feed(cl, mk, 30)
-    # A clear gap on both sides of t_mid: a change stamped in t_mid's own
-    # millisecond would fall on either side of the filter.
-    time.sleep(0.05)
-    t_mid = mh.now_ms()
-    time.sleep(0.05)
+    # t_mid is a millisecond of its own: after every stamp of the changes
+    # so far (made and received) and before every stamp of the next (one
+    # stamped in t_mid's own millisecond would fall on either side).
+    done = mh.now_ms()
+    t_mid = wait_until(lambda: mh.now_ms() > done and mh.now_ms(), 1, interval=0.001,
+                       desc="the clock past the first changes")
+    wait_until(lambda: mh.now_ms() > t_mid, 1, interval=0.001, desc="the clock past t_mid")
     feed(cl, mk, 30)
     r = requests.get(url(aggr, "/v1/history"), params={"node": "f1", "component": "c2",
                                                         "limit": 1000}, timeout=5).json()
@@ -170,6 +172,11 @@ def test_etag_gives_304(aggr):
                                     timeout=5).status_code == 200, desc="health changed")
 
 
+def parked_reads(aggr):
+    text = requests.get(url(aggr, "/metrics"), timeout=5).text
+    return int(float(text.split("\nmuster_http_parked_reads ", 1)[1].split("\n", 1)[0]))
+
+
 def get_index(aggr, path):
     return int(requests.get(url(aggr, path), timeout=5).headers["X-Muster-Index"])
 
@@ -204,31 +211,37 @@ def test_blocking_read_wakes_only_for_its_resource(aggr):
     wait_until(lambda: snapshot_shown("wb"), desc="wb's snapshot is published")
     body_before, idx_a = wait_until(lambda: snapshot_shown("wa"),
                                     desc="wa's snapshot is published")
+    _, idx_b = snapshot_shown("wb")
     result = {}
 
-    def park():
+    def park(node, index, key):
         t = time.monotonic()
-        r = requests.get(url(aggr, "/v1/nodes/wa"), params={"index": idx_a, "wait": "3s"},
+        r = requests.get(url(aggr, f"/v1/nodes/{node}"), params={"index": index, "wait": "3s"},
                          timeout=10)
-        result["took"] = time.monotonic() - t
-        result["index"] = int(r.headers["X-Muster-Index"])
-        result["body"] = r.json()
+        result[key] = dict(took=time.monotonic() - t, index=int(r.headers["X-Muster-Index"]),
+                           body=r.json())
 
-    th = threading.Thread(target=park)
+    th = threading.Thread(target=park, args=("wa", idx_a, "a"))
     th.start()
-    time.sleep(0.3)
-    # A change on another node must not wake it...
+    wait_until(lambda: parked_reads(aggr) == 1, desc="the read on wa is parked")
+    # A change on another node must not wake it: a read parked on wb wakes,
+    # and the same pass over the parked reads (one, under a lock) leaves
+    # wa's parked.
+    th_b = threading.Thread(target=park, args=("wb", idx_b, "b"))
+    th_b.start()
+    wait_until(lambda: parked_reads(aggr) == 2, desc="the reads on wa and wb are parked")
     feed(b, mkb, 1)
-    time.sleep(0.7)
-    assert th.is_alive(), (f"a change to wb woke a read parked on wa at index {idx_a}: it "
-                           f"returned index {result.get('index')} after {result.get('took')}s; "
-                           f"before {body_before}, after {result.get('body')}")
+    th_b.join(mh.T(5))
+    assert not th_b.is_alive() and result["b"]["index"] > idx_b, result.get("b")
+    assert parked_reads(aggr) == 1 and th.is_alive(), (
+        f"a change to wb woke a read parked on wa at index {idx_a}: it returned "
+        f"{result.get('a')}; before {body_before}")
     # ...a change on its own node wakes it promptly.
     t_change = time.monotonic()
     feed(a, mka, 1)
     th.join(5)
     assert not th.is_alive()
-    assert result["index"] > idx_a
+    assert result["a"]["index"] > idx_a
     woke_after = time.monotonic() - t_change
     assert woke_after < 0.5, f"woke {woke_after:.3f}s after the change"
 
@@ -247,7 +260,8 @@ def test_thousand_parked_reads_all_woken_by_one_change(aggr):
         s.sendall(req)
         socks.append(s)
     try:
-        time.sleep(1.0)
+        wait_until(lambda: parked_reads(aggr) == 1000, 5, interval=0.05,
+                   desc="1000 reads parked")
         for s in socks[:50]:
             s.setblocking(False)
             with pytest.raises(BlockingIOError):

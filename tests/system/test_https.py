@@ -477,6 +477,8 @@ def test_follower_copies_and_redirects_over_https_with_token(env, zk, cluster_na
 # ---------------------------------------------------------------- dashboard
 
 
+@pytest.mark.no_valgrind(reason="the dashboard in Chromium: no daemon code it alone reaches, "
+                                "and much time")
 def test_dashboard_token_form_in_chromium(env, cluster_pki):
     if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
         pytest.fail("playwright-core is not installed: run `npm ci` in tests/browser", pytrace=False)

@@ -14,6 +14,9 @@ import requests
 import muster_harness as mh
 from muster_harness import ChangeMaker, StreamClient, wait_until
 
+pytestmark = pytest.mark.no_valgrind(
+    reason="waits fixed (unscaled) times for a long-poll to park and for the cluster gauges to render")
+
 COMPONENTS = ["c1", "c2"]
 
 

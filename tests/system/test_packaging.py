@@ -3,7 +3,9 @@
 FHS place, and the .deb depends on the Debian runtime libraries.
 
 Everything is written to pytest's temporary directories: nothing is left in
-the source or build tree except what CMake itself keeps there.
+the source or build tree except what CMake itself keeps there. The build
+packaged is the tests' (MUSTER_BUILD_DIR, or the source tree's build/, as
+muster_harness.py chooses it).
 """
 
 import os
@@ -12,8 +14,13 @@ import subprocess
 
 import pytest
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.path.abspath(os.environ.get("MUSTER_BUILD_DIR", "/work/main/build"))
+import muster_harness as mh
+
+pytestmark = pytest.mark.no_valgrind(
+    reason="builds and installs packages: no daemon code it alone reaches, and the most time")
+
+SRC = mh.REPO
+BUILD = os.path.abspath(mh.BUILD_DIR)
 UNITS = ("muster-aggregatord", "muster-agentd")
 BINARIES = ("muster-agentd", "muster-aggregatord", "musterctl")
 PROFILES = ("master.ini", "agent.ini", "agent_public.ini")

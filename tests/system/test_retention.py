@@ -25,7 +25,7 @@ def test_old_history_is_pruned_and_still_held(env):
     cl.wait_ack(1200)
     assert aggr.query("SELECT count(*) FROM changes")[0][0] == 1200
 
-    time.sleep(2.2)
+    time.sleep(2.2)   # deliberately: the old changes must age past retention (2s)
     # New changes keep flowing while the old ones are pruned (batches of 500).
     t0 = time.monotonic()
     for _ in range(20):

@@ -25,6 +25,9 @@ import pytest
 import muster_harness as mh
 from muster_harness import run_to_completion
 
+pytestmark = pytest.mark.no_valgrind(
+    reason="the DC/OS startup simulation: no daemon code it alone reaches, and among the longest files")
+
 PROFILES_DIR = os.path.join(mh.REPO, "deploy", "profiles")
 ROLES = ("master", "agent", "agent_public")
 MASTERS = ("m1", "m2", "m3")

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 import uuid
 
 import pytest
@@ -175,7 +174,8 @@ def test_agent_refuses_an_aggregator_its_ca_did_not_sign(env, cluster_pki):
     wait_until(lambda: "TLS handshake with" in agent.proc.stderr_text(), 5,
                desc="the agent refuses the certificate")
     assert "not valid" in agent.proc.stderr_text() or "signer" in agent.proc.stderr_text()
-    time.sleep(0.3)
+    wait_until(lambda: "TLS handshake failed" in aggr.proc.stderr_text(), 5,
+               desc="the aggregator sees the handshake end")
     assert aggr.node("n1") is None
 
 

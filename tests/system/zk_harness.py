@@ -427,7 +427,16 @@ class ElectedAggregator(mh.Aggregator):
         self.proc.signal(signal.SIGTERM)
 
     def pause(self):
+        """SIGSTOP, and waits until the kernel shows every thread stopped."""
         self.proc.signal(signal.SIGSTOP)
+        wait_until(self.stopped, 2, interval=0.005, desc=f"{self.id} stopped by SIGSTOP")
+
+    def stopped(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+        except OSError:
+            return False
 
     def resume(self):
         self.proc.signal(signal.SIGCONT)
