@@ -14,9 +14,6 @@ import requests
 import muster_harness as mh
 from muster_harness import ChangeMaker, StreamClient, wait_until
 
-pytestmark = pytest.mark.no_valgrind(
-    reason="waits fixed (unscaled) times for a long-poll to park and for the cluster gauges to render")
-
 COMPONENTS = ["c1", "c2"]
 
 
@@ -50,17 +47,21 @@ def test_metrics_pass_promtool_and_follow_the_cluster(env):
     cl.send_changes(mk.make(40))
     cl.wait_ack(40)
     cl.send(mk.snapshot())
-    time.sleep(0.3)  # let the snapshot's publish settle, so the parked read stays parked
+    # The snapshot's publish done: the node shows the snapshot's output. A
+    # read parked after that stays parked.
+    wait_until(lambda: '"snap"' in requests.get(
+        f"http://127.0.0.1:{aggr.http_port}/v1/nodes/n%221", timeout=5).text,
+        desc="the snapshot shown")
     requests.get(f"http://127.0.0.1:{aggr.http_port}/v1/health", timeout=5)
     requests.get(f"http://127.0.0.1:{aggr.http_port}/v1/nope", timeout=5)
     idx = requests.get(f"http://127.0.0.1:{aggr.http_port}/v1/health",
                        timeout=5).headers["X-Muster-Index"]
     parked = threading.Thread(target=lambda: requests.get(
-        f"http://127.0.0.1:{aggr.http_port}/v1/health", params={"index": idx, "wait": "3s"},
-        timeout=10))
+        f"http://127.0.0.1:{aggr.http_port}/v1/health", params={"index": idx, "wait": "30s"},
+        timeout=mh.T(60)))
     parked.start()
     text = wait_until(lambda: (lambda t: sample(t, "muster_http_parked_reads") == 1 and t)(
-        scrape(aggr)), desc="the blocking read parked")
+        scrape(aggr)), timeout=mh.T(10), desc="the blocking read parked")
 
     check = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                            capture_output=True, timeout=30)
@@ -79,8 +80,9 @@ def test_metrics_pass_promtool_and_follow_the_cluster(env):
         sample(text, "muster_node_verdict", node='n\\"1', role="agent", verdict="healthy") == 1
     states = [l for l in text.splitlines() if l.startswith("muster_component_state{")]
     assert len(states) == 2
-    parked.join(10)
     cl.close()
+    aggr.stop()   # ends the parked read
+    parked.join(mh.T(10))
 
 
 def test_first_scrape_has_the_cluster_gauges(env):
