@@ -16,8 +16,10 @@
 
 #include "mst/config.h"
 #include "mst/duration.h"
+#include "mst/frame.h"
 #include "mst/macro.h"
 #include "mst/profile.h"
+#include "mst/utf8.h"
 
 #define PROFILE_FILE_MAX       (4 * 1024 * 1024)
 #define PROFILE_GRACE_MAX_USEC (7ULL * 24 * 3600 * USEC_PER_SEC)
@@ -131,9 +133,10 @@ static int key_index(const char *const *names, size_t n, const char *name) {
   return -1;
 }
 
-/* Names used in lists: no separators or quotes inside. */
+/* Names used in lists: no separators or quotes inside. They go to the
+ * aggregator, which refuses strings that are not UTF-8. */
 static bool name_is_valid(const char *s) {
-  if (!s || !*s)
+  if (!s || !*s || !mst_utf8_valid(s))
     return false;
   for (; *s; s++)
     if (*s == ' ' || *s == '\t' || *s == ',' || *s == '"' || *s == ':' || *s == '@' ||
@@ -292,6 +295,10 @@ static int profile_on_section(struct profile_loader *l, const char *section, uns
     profile_error(l, line, "section [%s] needs a name: [%s \"NAME\"]", kind, kind);
     return 0;
   }
+  if (!mst_utf8_valid(name)) {
+    profile_error(l, line, "invalid %s name: not UTF-8", kind);
+    return 0;
+  }
   if (!name_is_valid(name)) {
     profile_error(l, line, "invalid %s name '%s' (no spaces, commas, quotes, ':' or '@')", kind,
                   name);
@@ -299,6 +306,13 @@ static int profile_on_section(struct profile_loader *l, const char *section, uns
   }
 
   bool is_component = strcmp(kind, "component") == 0;
+  /* The aggregator refuses every report that carries a longer one. */
+  size_t name_len = strlen(name);
+  if (is_component && name_len > MST_COMPONENT_NAME_MAX) {
+    profile_error(l, line, "component name '%.*s...' is longer than %d bytes",
+                  (int)mst_utf8_cut(name, name_len, 40), name, MST_COMPONENT_NAME_MAX);
+    return 0;
+  }
   r = is_component ? component_add(l, name, line) : stage_add(l, name, line);
   if (r == -ENOMEM)
     return r;

@@ -24,6 +24,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/utf8.h"
 
 /* Component output quoted in a reason is cut here: the full output is in the
  * node's component list. */
@@ -571,12 +572,7 @@ static const char *verdict_name(enum mst_verdict v) {
 static int output_quote_len(const char *s, size_t max, bool *ret_cut) {
   size_t len = strlen(s);
   *ret_cut = len > max;
-  if (!*ret_cut)
-    return (int)len;
-  len = max;
-  while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-    len--;
-  return (int)len;
+  return (int)mst_utf8_cut(s, len, max);
 }
 
 /* "30s" or "1500ms". */

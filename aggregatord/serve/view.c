@@ -45,6 +45,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/utf8.h"
 #include "serve/view.h"
 
 /* The maximum ',"index":18446744073709551615}' takes 30 bytes. */
@@ -143,36 +144,6 @@ static void jw_close(struct json_writer *w, char c) {
     w->depth--;
 }
 
-/* The length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_sequence(const unsigned char *p, size_t left) {
-  unsigned c = p[0];
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    n = 2, cp = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF)
-    n = 3, cp = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4)
-    n = 4, cp = c & 0x07;
-  else
-    return 0;
-  if (left < n)
-    return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (p[i] & 0x3F);
-  }
-  if (n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
-    return 0;
-  if (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))
-    return 0;
-  return n;
-}
-
 /* A JSON string: quotes, backslashes and control characters escaped, each
  * byte of invalid UTF-8 replaced by U+FFFD. NULL is written as null. */
 static void jw_string(struct json_writer *w, const char *s) {
@@ -212,7 +183,7 @@ static void jw_string(struct json_writer *w, const char *s) {
       }
       i++;
     } else {
-      size_t k = utf8_sequence(p + i, len - i);
+      size_t k = mst_utf8_char_len(s + i, len - i);
       if (k == 0) {
         memcpy(o, "\xEF\xBF\xBD", 3);
         o += 3;
