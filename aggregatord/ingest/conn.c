@@ -99,16 +99,6 @@ struct aggr_conn {
 static void conn_free(struct aggr_conn *c);
 static int conn_update_events(struct aggr_conn *c);
 
-static const char *state_name(int s) {
-  const char *n = mst_state_to_string((enum mst_state)s);
-  return n ? n : "unspecified";
-}
-
-static const char *check_name(int k) {
-  const char *n = mst_check_kind_to_string((enum mst_check_kind)k);
-  return n ? n : "unspecified";
-}
-
 static char *strdup_or_empty(const char *s) {
   return strdup(s ? s : "");
 }
@@ -551,9 +541,9 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
       row->component = copy_string(&room, ch->component, &row->component_len);
       row->output = copy_string(&room, ch->output ? ch->output : "", &row->output_len);
       row->boot_id = copy_string(&room, ch->boot_id ? ch->boot_id : "", &row->boot_id_len);
-      row->check_kind = check_name(ch->check);
-      row->from_state = state_name(ch->from);
-      row->to_state = state_name(ch->to);
+      row->check_kind = mst_check_kind_name(ch->check);
+      row->from_state = mst_state_name(ch->from);
+      row->to_state = mst_state_name(ch->to);
       row->health = ch->health;
       row->rise = ch->rise;
       row->fall = ch->fall;

@@ -73,18 +73,6 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
   return n;
 }
 
-static const char *state_name(const char *s) {
-  int v = mst_state_from_string(s);
-  const char *n = v >= 0 ? mst_state_to_string((enum mst_state)v) : NULL;
-  return n ? n : "unspecified";
-}
-
-static const char *check_name(const char *s) {
-  int v = mst_check_kind_from_string(s);
-  const char *n = v >= 0 ? mst_check_kind_to_string((enum mst_check_kind)v) : NULL;
-  return n ? n : "unspecified";
-}
-
 static char *dup_str(json_t *row, const char *key) {
   const char *v = json_string_value(json_object_get(row, key));
   return strdup(v ? v : "");
@@ -101,9 +89,12 @@ static struct aggr_write *change_job(json_t *row) {
   j->spool_id = dup_str(row, "spool_id");
   j->seq = (uint64_t)json_integer_value(json_object_get(row, "seq"));
   j->component = dup_str(row, "component");
-  j->check_kind = check_name(json_string_value(json_object_get(row, "check")));
-  j->from_state = state_name(json_string_value(json_object_get(row, "from")));
-  j->to_state = state_name(json_string_value(json_object_get(row, "to")));
+  j->check_kind = mst_check_kind_name(
+      mst_check_kind_from_string(json_string_value(json_object_get(row, "check"))));
+  j->from_state =
+      mst_state_name(mst_state_from_string(json_string_value(json_object_get(row, "from"))));
+  j->to_state =
+      mst_state_name(mst_state_from_string(json_string_value(json_object_get(row, "to"))));
   j->at_ms = json_integer_value(json_object_get(row, "at_ms"));
   j->output = dup_str(row, "output");
   j->boot_id = dup_str(row, "boot_id");

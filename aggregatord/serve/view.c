@@ -44,6 +44,7 @@
 
 #include "mst/log.h"
 #include "mst/macro.h"
+#include "mst/str.h"
 #include "mst/time.h"
 #include "mst/utf8.h"
 #include "serve/view.h"
@@ -274,11 +275,6 @@ static void jw_done(struct json_writer *w) {
   *w = (struct json_writer){0};
 }
 
-static const char *verdict_name(enum mst_verdict v) {
-  const char *name = mst_verdict_to_string(v);
-  return name ? name : "unknown";
-}
-
 /* --- rendering ------------------------------------------------------------ */
 
 /* [{"node":...,"component":...},...]: what a reason names. */
@@ -504,7 +500,7 @@ static void node_write_common(struct json_writer *w, const struct aggr_node *n) 
   jw_key(w, "hostname");
   jw_string(w, n->hostname);
   jw_key(w, "verdict");
-  jw_string(w, verdict_name(n->verdict));
+  jw_string(w, mst_verdict_name(n->verdict));
   jw_key(w, "since");
   jw_time(w, n->verdict_since_usec);
   jw_key(w, "last_seen");
@@ -616,7 +612,7 @@ static int counts_write(struct json_writer *w, const struct aggr_model *m) {
     jw_open(w, '{');
     for (int v = 0; v < _MST_VERDICT_MAX; v++)
       if (roles[k].n[v] > 0) {
-        jw_key(w, verdict_name(v));
+        jw_key(w, mst_verdict_name(v));
         jw_uint(w, roles[k].n[v]);
       }
     jw_close(w, '}');
@@ -628,7 +624,7 @@ static int counts_write(struct json_writer *w, const struct aggr_model *m) {
 static int health_write(struct json_writer *w, const struct aggr_model *m) {
   jw_open(w, '{');
   jw_key(w, "verdict");
-  jw_string(w, verdict_name(m->verdict));
+  jw_string(w, mst_verdict_name(m->verdict));
   jw_key(w, "since");
   jw_time(w, m->verdict_since_usec);
   jw_key(w, "reasons");
@@ -901,15 +897,9 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
   return 0;
 }
 
-static bool streq_null(const char *a, const char *b) {
-  if (!a || !b)
-    return a == b;
-  return strcmp(a, b) == 0;
-}
-
 static bool same_election(const struct aggr_view *a, const struct aggr_view *b) {
   return a->is_leader == b->is_leader && a->have_leader == b->have_leader && a->epoch == b->epoch &&
-         streq_null(a->leader_id, b->leader_id) && streq_null(a->leader_http, b->leader_http);
+         mst_str_eq(a->leader_id, b->leader_id) && mst_str_eq(a->leader_http, b->leader_http);
 }
 
 /* --- views ---------------------------------------------------------------- */
