@@ -31,6 +31,7 @@
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
+#include "mst/str.h"
 #include "mst/time.h"
 #include "spool.h"
 #include "stream.h"
@@ -40,16 +41,6 @@ static struct agent_component *component_find(struct agent *a, const char *name)
     if (strcmp(a->components[i].conf->name, name) == 0)
       return &a->components[i];
   return NULL;
-}
-
-static int replace_string(char **field, const char *value) {
-  char *copy = strdup(value ? value : "");
-
-  if (!copy)
-    return -ENOMEM;
-  free(*field);
-  *field = copy;
-  return 0;
 }
 
 bool agent_in_startup_grace(struct agent *a) {
@@ -128,7 +119,7 @@ static void component_apply(struct agent_component *c, enum mst_state damped, co
 
   if (c->damp.up)
     c->ever_healthy = true;
-  if (replace_string(&c->output, text) < 0)
+  if (mst_str_replace(&c->output, text ? text : "") < 0)
     log_warning("component %s: out of memory keeping its output, ignoring", c->conf->name);
   free(c->perfdata);
   c->perfdata = perfdata ? strdup(perfdata) : NULL;
@@ -199,7 +190,7 @@ static int restore_row(void *userdata, const struct agent_spool_component *row) 
   c->restored = true;
   c->state = (enum mst_state)state;
   c->since_usec = row->since_ms > 0 ? (uint64_t)row->since_ms * USEC_PER_MSEC : 0;
-  if (replace_string(&c->output, row->output) < 0)
+  if (mst_str_replace(&c->output, row->output ? row->output : "") < 0)
     return -ENOMEM;
   c->ever_healthy = row->ever_healthy_boot && strcmp(row->ever_healthy_boot, a->boot_id) == 0;
 

@@ -65,6 +65,7 @@
 #include "mst/time.h"
 #include "mst/tls.h"
 #include "netaddr.h"
+#include "mst/utf8.h"
 #include "spool.h"
 #include "stream.h"
 #include "util.h"
@@ -312,24 +313,6 @@ static void stream_send_heartbeat(struct agent_stream *s) {
     (void)stream_flush(s);
 }
 
-/* Cuts a string in place to at most max bytes on a UTF-8 boundary and marks
- * it, for the rare change that is too big for a frame on its own. */
-static void cut_to_fit(char *str, size_t max) {
-  size_t mark = sizeof(AGENT_TRUNCATED_MARK) - 1;
-  size_t n = strlen(str);
-
-  if (n <= max)
-    return;
-  if (max < mark) {
-    str[0] = '\0';
-    return;
-  }
-  n = max - mark;
-  while (n > 0 && ((unsigned char)str[n] & 0xc0) == 0x80)
-    n--;
-  memcpy(str + n, AGENT_TRUNCATED_MARK, mark + 1);
-}
-
 struct batch {
   Muster__Change items[STREAM_BATCH_MAX];
   Muster__Change *ptrs[STREAM_BATCH_MAX];
@@ -377,7 +360,8 @@ static int batch_add(void *userdata, const struct agent_change *ch) {
   }
   if (size > b->budget) {
     size_t fixed = size - strlen(m->output);
-    cut_to_fit(m->output, b->budget > fixed ? b->budget - fixed : 0);
+    mst_utf8_truncate(m->output, m->output, b->budget > fixed ? b->budget - fixed : 0,
+                      AGENT_TRUNCATED_MARK);
     log_warning("stream: change %" PRIu64 " of %s is too big for one frame, sending its output "
                 "cut",
                 ch->seq, ch->component);
@@ -495,10 +479,7 @@ static int stream_queue_snapshot(struct agent_stream *s) {
     }
     char *p = scratch;
     for (size_t i = 0; i < n; i++) {
-      size_t len = MST_MIN(strlen(items[i].output), each);
-      memcpy(p, items[i].output, len);
-      p[len] = '\0';
-      cut_to_fit(p, each);
+      size_t len = mst_utf8_truncate(p, items[i].output, each, AGENT_TRUNCATED_MARK);
       items[i].output = p;
       p += len + 1;
     }

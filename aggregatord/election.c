@@ -22,6 +22,7 @@
 
 #include "election.h"
 #include "mst/log.h"
+#include "mst/str.h"
 #include "mst/time.h"
 
 #define REFRESH_USEC    (250 * USEC_PER_MSEC)
@@ -198,10 +199,11 @@ static void notify(struct aggr_election *el) {
     el->cb(el, el->userdata);
 }
 
+/* Out of memory, a leader field becomes unknown rather than stale. */
 static void set_str(char **dst, const char *v) {
-  if ((*dst == NULL) != (v == NULL) || (v && strcmp(*dst, v) != 0)) {
+  if (mst_str_replace(dst, v) < 0) {
     free(*dst);
-    *dst = v ? strdup(v) : NULL;
+    *dst = NULL;
   }
 }
 

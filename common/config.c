@@ -24,6 +24,7 @@
 #include "mst/duration.h"
 #include "mst/dynbuf.h"
 #include "mst/log.h"
+#include "mst/str.h"
 
 /* Longest line accepted, without its newline. */
 #define INI_LINE_MAX 4096
@@ -47,17 +48,12 @@ struct ini_parser {
 };
 
 _printf_(2, 3) static void ini_report(struct ini_parser *p, const char *fmt, ...) {
-  _cleanup_free_ char *msg = NULL;
   unsigned *flagged;
   va_list ap;
-  int r;
 
   va_start(ap, fmt);
-  r = vasprintf(&msg, fmt, ap);
+  (void)mst_diag_addv(p->diag, p->path, p->lineno, fmt, ap);
   va_end(ap);
-  mst_diag_add(p->diag, p->path, p->lineno, "%s", r < 0 ? "syntax error" : msg);
-  if (r < 0)
-    msg = NULL;
   p->error = 1;
   flagged = MST_ARRAY_APPEND(p->flagged, p->n_flagged);
   if (flagged) {
@@ -541,10 +537,23 @@ static void enum_expected(const struct mst_conf_key *k, const char *value, char 
   if (n < errsize)
     snprintf(err + n, errsize - n, ")");
 }
+/* The numeric key types: how each is parsed, and what its errors say. */
+struct number_kind {
+  int (*parse)(const char *s, uint64_t *ret);
+  const char *what; /* "number", ... */
+  const char *hint; /* after "invalid <what> '<value>'" */
+};
+
+static const struct number_kind number_kinds[] = {
+    [MST_CONF_UINT] = {parse_uint, "number", ""},
+    [MST_CONF_DURATION] = {mst_duration_parse, "duration", " (write e.g. 500ms, 5s, 15m, 2h, 7d)"},
+    [MST_CONF_SIZE] = {parse_size, "size", " (bytes, or with K, KiB, M, MiB, G, GiB)"},
+};
 
 int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *target, char *err,
                          size_t errsize) {
   void *field = (char *)target + k->offset;
+  const struct number_kind *number;
   uint64_t v;
   int r;
 
@@ -554,16 +563,12 @@ int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *
   }
 
   switch (k->type) {
-  case MST_CONF_STRING: {
-    char *copy = strdup(value);
-    if (!copy) {
+  case MST_CONF_STRING:
+    if (mst_str_replace((char **)field, value) < 0) {
       snprintf(err, errsize, "out of memory");
       return -ENOMEM;
     }
-    free(*(char **)field);
-    *(char **)field = copy;
     return 0;
-  }
 
   case MST_CONF_BOOL:
     r = parse_bool(value);
@@ -593,32 +598,16 @@ int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *
     return -EINVAL;
 
   case MST_CONF_UINT:
-    r = parse_uint(value, &v);
-    if (r < 0) {
-      snprintf(err, errsize, r == -ERANGE ? "number '%s' is too large" : "invalid number '%s'",
-               value);
-      return -EINVAL;
-    }
-    break;
-
   case MST_CONF_DURATION:
-    r = mst_duration_parse(value, &v);
-    if (r < 0) {
-      snprintf(err, errsize,
-               r == -ERANGE ? "duration '%s' is too large"
-                            : "invalid duration '%s' (write e.g. 500ms, 5s, 15m, 2h, 7d)",
-               value);
+  case MST_CONF_SIZE:
+    number = &number_kinds[k->type];
+    r = number->parse(value, &v);
+    if (r == -ERANGE) {
+      snprintf(err, errsize, "%s '%s' is too large", number->what, value);
       return -EINVAL;
     }
-    break;
-
-  case MST_CONF_SIZE:
-    r = parse_size(value, &v);
     if (r < 0) {
-      snprintf(err, errsize,
-               r == -ERANGE ? "size '%s' is too large"
-                            : "invalid size '%s' (bytes, or with K, KiB, M, MiB, G, GiB)",
-               value);
+      snprintf(err, errsize, "invalid %s '%s'%s", number->what, value, number->hint);
       return -EINVAL;
     }
     break;

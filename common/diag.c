@@ -2,6 +2,7 @@
  * a file is appended as one "path:line: message" string, so that a daemon can
  * print them all before refusing to start and a unit test can look for a
  * given line. Owned by the caller; not thread-safe. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,15 +11,13 @@
 #include "mst/dynbuf.h"
 #include "mst/log.h"
 
-void mst_diag_add(struct mst_diag *d, const char *path, unsigned line, const char *fmt, ...) {
+int mst_diag_addv(struct mst_diag *d, const char *path, unsigned line, const char *fmt,
+                  va_list ap) {
   _cleanup_free_ char *msg = NULL;
   char *full = NULL;
-  va_list ap;
   int r;
 
-  va_start(ap, fmt);
   r = vasprintf(&msg, fmt, ap);
-  va_end(ap);
   if (r < 0) {
     msg = NULL;
     goto oom;
@@ -38,11 +37,20 @@ void mst_diag_add(struct mst_diag *d, const char *path, unsigned line, const cha
   }
   *slot = full;
   d->n++;
-  return;
+  return 0;
 
 oom:
   /* The diagnostic cannot be kept; at least say so where an operator looks. */
   log_error("out of memory recording a diagnostic for %s:%u", path ? path : "-", line);
+  return -ENOMEM;
+}
+
+void mst_diag_add(struct mst_diag *d, const char *path, unsigned line, const char *fmt, ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  (void)mst_diag_addv(d, path, line, fmt, ap);
+  va_end(ap);
 }
 
 void mst_diag_print(const struct mst_diag *d) {

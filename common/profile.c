@@ -17,8 +17,11 @@
 #include "mst/config.h"
 #include "mst/duration.h"
 #include "mst/dynbuf.h"
+#include "mst/frame.h"
 #include "mst/macro.h"
 #include "mst/profile.h"
+#include "mst/str.h"
+#include "mst/utf8.h"
 
 #define PROFILE_FILE_MAX       (4 * 1024 * 1024)
 #define PROFILE_GRACE_MAX_USEC (7ULL * 24 * 3600 * USEC_PER_SEC)
@@ -110,31 +113,21 @@ struct profile_loader {
 
 _printf_(3, 4) static void profile_error(struct profile_loader *l, unsigned line, const char *fmt,
                                          ...) {
-  _cleanup_free_ char *msg = NULL;
   va_list ap;
   int r;
 
   va_start(ap, fmt);
-  r = vasprintf(&msg, fmt, ap);
+  r = mst_diag_addv(l->diag, l->path, line, fmt, ap);
   va_end(ap);
-  if (r < 0) {
-    msg = NULL;
-    l->fatal = -ENOMEM;
-  }
-  mst_diag_add(l->diag, l->path, line, "%s", msg ? msg : "out of memory");
+  if (r < 0)
+    l->fatal = r;
   l->error++;
 }
 
-static int key_index(const char *const *names, size_t n, const char *name) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(names[i], name) == 0)
-      return (int)i;
-  return -1;
-}
-
-/* Names used in lists: no separators or quotes inside. */
+/* Names used in lists: no separators or quotes inside. They go to the
+ * aggregator, which refuses strings that are not UTF-8. */
 static bool name_is_valid(const char *s) {
-  if (!s || !*s)
+  if (!s || !*s || !mst_utf8_valid(s))
     return false;
   for (; *s; s++)
     if (*s == ' ' || *s == '\t' || *s == ',' || *s == '"' || *s == ':' || *s == '@' ||
@@ -289,6 +282,10 @@ static int profile_on_section(struct profile_loader *l, const char *section, uns
     profile_error(l, line, "section [%s] needs a name: [%s \"NAME\"]", kind, kind);
     return 0;
   }
+  if (!mst_utf8_valid(name)) {
+    profile_error(l, line, "invalid %s name: not UTF-8", kind);
+    return 0;
+  }
   if (!name_is_valid(name)) {
     profile_error(l, line, "invalid %s name '%s' (no spaces, commas, quotes, ':' or '@')", kind,
                   name);
@@ -296,6 +293,13 @@ static int profile_on_section(struct profile_loader *l, const char *section, uns
   }
 
   bool is_component = strcmp(kind, "component") == 0;
+  /* The aggregator refuses every report that carries a longer one. */
+  size_t name_len = strlen(name);
+  if (is_component && name_len > MST_COMPONENT_NAME_MAX) {
+    profile_error(l, line, "component name '%.*s...' is longer than %d bytes",
+                  (int)mst_utf8_cut(name, name_len, 40), name, MST_COMPONENT_NAME_MAX);
+    return 0;
+  }
   r = is_component ? component_add(l, name, line) : stage_add(l, name, line);
   if (r == -ENOMEM)
     return r;
@@ -355,18 +359,9 @@ invalid:
   return -EINVAL;
 }
 
-static int set_string(char **field, const char *value) {
-  char *copy = strdup(value);
-  if (!copy)
-    return -ENOMEM;
-  free(*field);
-  *field = copy;
-  return 0;
-}
-
 static int profile_on_profile_key(struct profile_loader *l, const char *name, const char *value,
                                   unsigned line) {
-  int k = key_index(profile_key_names, _PROF_KEY_MAX, name);
+  int k = mst_str_table_find(profile_key_names, _PROF_KEY_MAX, name);
 
   if (k < 0) {
     profile_error(l, line, "unknown key '%s' in section [profile]", name);
@@ -385,7 +380,7 @@ static int profile_on_profile_key(struct profile_loader *l, const char *name, co
       profile_error(l, line, "[profile] role: invalid role '%s'", value);
       return 0;
     }
-    return set_string(&l->p->role, value);
+    return mst_str_replace(&l->p->role, value);
   case PROF_STARTUP_GRACE:
     (void)parse_duration_in(l, line, "[profile]", "startup_grace", value, 0, PROFILE_GRACE_MAX_USEC,
                             &l->p->startup_grace_usec);
@@ -398,7 +393,7 @@ static int profile_on_component_key(struct profile_loader *l, const char *name, 
                                     unsigned line) {
   struct mst_component *c = &l->p->components[l->current];
   struct component_lines *lines = &l->component_lines[l->current];
-  int k = key_index(component_key_names, _COMP_KEY_MAX, name);
+  int k = mst_str_table_find(component_key_names, _COMP_KEY_MAX, name);
   char where[64];
   int r;
 
@@ -426,17 +421,17 @@ static int profile_on_component_key(struct profile_loader *l, const char *name, 
     c->check = (enum mst_check_kind)r;
     return 0;
   case COMP_UNIT:
-    return set_string(&c->unit, value);
+    return mst_str_replace(&c->unit, value);
   case COMP_COMMAND:
-    return set_string(&c->command, value);
+    return mst_str_replace(&c->command, value);
   case COMP_URL:
     if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0) {
       profile_error(l, line, "%s url: '%s' is not an http:// or https:// URL", where, value);
       return 0;
     }
-    return set_string(&c->url, value);
+    return mst_str_replace(&c->url, value);
   case COMP_EXPECT_BODY:
-    return set_string(&c->expect_body, value);
+    return mst_str_replace(&c->expect_body, value);
   case COMP_ADDRESS: {
     const char *colon = strrchr(value, ':');
     unsigned port;
@@ -446,7 +441,7 @@ static int profile_on_component_key(struct profile_loader *l, const char *name, 
     }
     if (parse_unsigned_in(l, line, where, "address port", colon + 1, 1, 65535, &port) < 0)
       return 0;
-    return set_string(&c->address, value);
+    return mst_str_replace(&c->address, value);
   }
   case COMP_EXPECT_STATUS:
     (void)parse_unsigned_in(l, line, where, "expect_status", value, 100, 599, &c->expect_status);
@@ -498,7 +493,7 @@ static int profile_on_stage_key(struct profile_loader *l, const char *name, cons
                                 unsigned line) {
   struct mst_stage *s = &l->p->stages[l->current];
   struct stage_lines *lines = &l->stage_lines[l->current];
-  int k = key_index(stage_key_names, _STAGE_KEY_MAX, name);
+  int k = mst_str_table_find(stage_key_names, _STAGE_KEY_MAX, name);
   char **list = NULL;
   int r;
 

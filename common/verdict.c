@@ -1,9 +1,8 @@
 /* The verdict rules of mst/verdict.h as pure functions over facts the
  * aggregator gathers, so that every row of the rule tables is unit-tested
  * without a live model. Also the names and musterctl exit codes. */
-#include <string.h>
-
 #include "mst/macro.h"
+#include "mst/str.h"
 #include "mst/verdict.h"
 
 static const char *const verdict_names[_MST_VERDICT_MAX] = {
@@ -23,13 +22,13 @@ const char *mst_verdict_to_string(enum mst_verdict v) {
   return verdict_names[v];
 }
 
+const char *mst_verdict_name(int v) {
+  const char *name = mst_verdict_to_string((enum mst_verdict)v);
+  return name ? name : verdict_names[MST_VERDICT_UNKNOWN];
+}
+
 int mst_verdict_from_string(const char *s) {
-  if (!s)
-    return -EINVAL;
-  for (size_t i = 0; i < _MST_VERDICT_MAX; i++)
-    if (strcmp(verdict_names[i], s) == 0)
-      return (int)i;
-  return -EINVAL;
+  return mst_str_table_find(verdict_names, _MST_VERDICT_MAX, s);
 }
 
 int mst_verdict_exit_code(enum mst_verdict v) {

@@ -9,10 +9,11 @@
  * run reports UNKNOWN with the reason, as a result like any other.
  *
  * Output text: only the first line is kept, perfdata (after '|') is split
- * off, and the text is made printable UTF-8 (invalid bytes become '?',
- * control characters spaces) because it goes into protobuf strings, JSON
- * and logs. It is capped at AGENT_OUTPUT_MAX bytes on a character boundary,
- * with AGENT_TRUNCATED_MARK appended when cut. */
+ * off, and the text is made printable UTF-8 by mst_utf8_clean() (invalid
+ * bytes become '?', control characters spaces) because it goes into
+ * protobuf strings, JSON and logs, and the aggregator refuses a frame whose
+ * strings are not UTF-8. It is capped at AGENT_OUTPUT_MAX bytes on a
+ * character boundary, with AGENT_TRUNCATED_MARK appended when cut. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,83 +29,12 @@
 #include "probe/probe.h"
 #include "probe/tcp.h"
 #include "util.h"
+#include "mst/utf8.h"
 
 #define PROBE_FIRST_RUN_MAX_USEC (200 * USEC_PER_MSEC)
 #define PROBE_PERFDATA_MAX       4096
 
 /* --- output text ------------------------------------------------------------------ */
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_sequence_length(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  size_t len;
-  uint32_t cp;
-
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-    cp = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    cp = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (n < len)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  /* Overlong forms, surrogates and values past U+10FFFF are invalid. */
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-      (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
-/* Copies s[0..n) as printable UTF-8, at most max bytes on a character
- * boundary, appending the mark when cut (or when force_mark). */
-static char *text_clean(const char *s, size_t n, size_t max, bool force_mark, bool mark) {
-  size_t cap = MST_MIN(n, max) + sizeof(AGENT_TRUNCATED_MARK);
-  char *out = malloc(cap);
-  size_t o = 0, i = 0;
-  bool cut = force_mark;
-
-  if (!out)
-    return NULL;
-  while (i < n) {
-    const unsigned char *p = (const unsigned char *)s + i;
-    size_t len = utf8_sequence_length(p, n - i);
-
-    if (o + MST_MAX(len, (size_t)1) > max) {
-      cut = true;
-      break;
-    }
-    if (len == 0) {
-      out[o++] = '?';
-      i++;
-    } else if (len == 1) {
-      out[o++] = (*p < 0x20 || *p == 0x7f) ? ' ' : (char)*p;
-      i++;
-    } else {
-      memcpy(out + o, p, len);
-      o += len;
-      i += len;
-    }
-  }
-  if (cut && mark) {
-    memcpy(out + o, AGENT_TRUNCATED_MARK, sizeof(AGENT_TRUNCATED_MARK) - 1);
-    o += sizeof(AGENT_TRUNCATED_MARK) - 1;
-  }
-  out[o] = '\0';
-  return out;
-}
 
 static bool is_blank(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
@@ -137,11 +67,11 @@ int agent_output_parse(const char *raw, size_t len, bool was_cut, char **ret_tex
   }
   trim(&text, &text_len);
 
-  t = text_clean(text, text_len, AGENT_OUTPUT_MAX, text_cut, true);
+  t = mst_utf8_clean(text, text_len, AGENT_OUTPUT_MAX, AGENT_TRUNCATED_MARK, text_cut);
   if (!t)
     return -ENOMEM;
   if (perf_len > 0) {
-    p = text_clean(perf, perf_len, PROBE_PERFDATA_MAX, false, false);
+    p = mst_utf8_clean(perf, perf_len, PROBE_PERFDATA_MAX, NULL, false);
     if (!p)
       return -ENOMEM;
   }
@@ -155,7 +85,7 @@ char *agent_output_clean(const char *text) {
   size_t n = strcspn(s, "\n");
 
   trim(&s, &n);
-  return text_clean(s, n, AGENT_OUTPUT_MAX, false, true);
+  return mst_utf8_clean(s, n, AGENT_OUTPUT_MAX, AGENT_TRUNCATED_MARK, false);
 }
 
 /* --- scheduling -------------------------------------------------------------------- */

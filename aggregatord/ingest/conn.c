@@ -101,16 +101,6 @@ struct aggr_conn {
 static void conn_free(struct aggr_conn *c);
 static int conn_update_events(struct aggr_conn *c);
 
-static const char *state_name(int s) {
-  const char *n = mst_state_to_string((enum mst_state)s);
-  return n ? n : "unspecified";
-}
-
-static const char *check_name(int k) {
-  const char *n = mst_check_kind_to_string((enum mst_check_kind)k);
-  return n ? n : "unspecified";
-}
-
 static uint8_t *addr_key(const struct sockaddr_storage *ss, uint8_t key[17]) {
   memset(key, 0, 17);
   key[0] = (uint8_t)ss->ss_family;
@@ -519,9 +509,9 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
       row->component = aggr_write_put_string(&room, ch->component, &row->component_len);
       row->output = aggr_write_put_string(&room, ch->output, &row->output_len);
       row->boot_id = aggr_write_put_string(&room, ch->boot_id, &row->boot_id_len);
-      row->check_kind = check_name(ch->check);
-      row->from_state = state_name(ch->from);
-      row->to_state = state_name(ch->to);
+      row->check_kind = mst_check_kind_name(ch->check);
+      row->from_state = mst_state_name(ch->from);
+      row->to_state = mst_state_name(ch->to);
       row->health = ch->health;
       row->rise = ch->rise;
       row->fall = ch->fall;

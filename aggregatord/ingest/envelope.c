@@ -18,11 +18,6 @@
 #include "mst/state.h"
 #include "mst/utf8.h"
 
-/* Caps on what an agent names; longer is refused, not cut. */
-#define HELLO_NODE_ID_MAX  253 /* a DNS name */
-#define HELLO_SPOOL_ID_MAX 128
-#define COMPONENT_NAME_MAX 256
-
 _printf_(3, 4) static int refuse(struct aggr_reject *rej, Muster__RejectCode code, const char *fmt,
                                  ...) {
   va_list ap;
@@ -34,23 +29,12 @@ _printf_(3, 4) static int refuse(struct aggr_reject *rej, Muster__RejectCode cod
   return code == MUSTER__REJECT_CODE__REJECT_PROTOCOL ? -EPROTO : -EBADMSG;
 }
 
-/* UTF-8 of names and outputs: almost always plain ASCII, which a byte loop
- * passes quickly; the full check starts at the first byte above 0x7F. */
-static bool utf8_valid(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  if (!p)
-    return true;
-  while (*p && *p < 0x80)
-    p++;
-  return !*p || mst_utf8_valid((const char *)p);
-}
-
 static bool state_valid(int s) {
   return s >= MST_STATE_STARTING && s <= MST_STATE_UNKNOWN;
 }
 
 static bool component_name_valid(const char *name) {
-  return name && name[0] && strlen(name) <= COMPONENT_NAME_MAX;
+  return name && name[0] && strlen(name) <= MST_COMPONENT_NAME_MAX;
 }
 
 /* --- the decoder's memory --------------------------------------------------- */
@@ -151,8 +135,8 @@ void aggr_decoder_done(struct aggr_decoder *d) {
 static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
   if (!h->node_id || !h->node_id[0])
     return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without node_id");
-  if (strlen(h->node_id) > HELLO_NODE_ID_MAX || !h->spool_id ||
-      strlen(h->spool_id) > HELLO_SPOOL_ID_MAX)
+  if (strlen(h->node_id) > MST_NODE_ID_MAX || !h->spool_id ||
+      strlen(h->spool_id) > MST_SPOOL_ID_MAX)
     return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
                   "Hello with an overlong node_id or spool_id");
   if (!mst_utf8_valid(h->node_id) || !mst_utf8_valid(h->role) || !mst_utf8_valid(h->hostname) ||
@@ -174,7 +158,8 @@ static int changes_check(const Muster__ChangeBatch *b, struct aggr_reject *rej) 
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "change seq %llu has no component, an overlong name or an invalid state",
                     (unsigned long long)ch->seq);
-    if (!utf8_valid(ch->component) || !utf8_valid(ch->output) || !utf8_valid(ch->boot_id))
+    if (!mst_utf8_valid(ch->component) || !mst_utf8_valid(ch->output) ||
+        !mst_utf8_valid(ch->boot_id))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "change seq %llu has a string that is not UTF-8", (unsigned long long)ch->seq);
   }
@@ -185,7 +170,7 @@ static int snapshot_check(const Muster__Snapshot *s, struct aggr_reject *rej) {
   for (size_t i = 0; i < s->n_components; i++) {
     const Muster__ComponentStatus *cs = s->components[i];
     if (!component_name_valid(cs->component) || !state_valid(cs->state) ||
-        !utf8_valid(cs->component) || !utf8_valid(cs->output))
+        !mst_utf8_valid(cs->component) || !mst_utf8_valid(cs->output))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "snapshot entry without component name or with an invalid state");
   }

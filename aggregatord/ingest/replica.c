@@ -60,18 +60,6 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
   return mst_dynbuf_add(userdata, ptr, n) < 0 ? 0 : n;
 }
 
-static const char *state_name(const char *s) {
-  int v = mst_state_from_string(s);
-  const char *n = v >= 0 ? mst_state_to_string((enum mst_state)v) : NULL;
-  return n ? n : "unspecified";
-}
-
-static const char *check_name(const char *s) {
-  int v = mst_check_kind_from_string(s);
-  const char *n = v >= 0 ? mst_check_kind_to_string((enum mst_check_kind)v) : NULL;
-  return n ? n : "unspecified";
-}
-
 /* A string member of a row, or NULL, which the writer stores as "". */
 static const char *row_str(json_t *row, const char *key) {
   return json_string_value(json_object_get(row, key));
@@ -90,9 +78,9 @@ static struct aggr_write *change_job(json_t *row) {
       .component = row_str(row, "component"),
       .output = row_str(row, "output"),
       .boot_id = row_str(row, "boot_id"),
-      .check_kind = check_name(row_str(row, "check")),
-      .from_state = state_name(row_str(row, "from")),
-      .to_state = state_name(row_str(row, "to")),
+      .check_kind = mst_check_kind_name(mst_check_kind_from_string(row_str(row, "check"))),
+      .from_state = mst_state_name(mst_state_from_string(row_str(row, "from"))),
+      .to_state = mst_state_name(mst_state_from_string(row_str(row, "to"))),
       .health = (uint32_t)row_int(row, "health"),
       .rise = (uint32_t)row_int(row, "rise"),
       .fall = (uint32_t)row_int(row, "fall"),

@@ -23,7 +23,9 @@
 #include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/macro.h"
+#include "mst/str.h"
 #include "mst/time.h"
+#include "mst/utf8.h"
 
 /* Component output quoted in a reason is cut here: the full output is in the
  * node's component list. */
@@ -34,12 +36,6 @@
 #define REASON_DIGEST_CHARS 12
 /* Lists in sentences ("blocked: ...") name at most this many items. */
 #define REASON_LIST_MAX 12
-
-static bool streq_null(const char *a, const char *b) {
-  if (!a || !b)
-    return a == b;
-  return strcmp(a, b) == 0;
-}
 
 static char *strdup_null(const char *s, bool *failed) {
   if (!s)
@@ -126,7 +122,7 @@ static int reason_copy(const struct aggr_reason *s, struct aggr_reason *ret) {
 static const struct aggr_reason *reasons_find(const struct aggr_reasons *r, const char *node,
                                               const char *component) {
   for (size_t i = 0; i < r->n; i++)
-    if (streq_null(r->v[i].node, node) && streq_null(r->v[i].component, component))
+    if (mst_str_eq(r->v[i].node, node) && mst_str_eq(r->v[i].component, component))
       return &r->v[i];
   return NULL;
 }
@@ -161,7 +157,7 @@ static int reason_set_add(struct reason_set *set, size_t n_max, const struct agg
       set->slots[k] = r;
       return 1;
     }
-    if (streq_null(s->node, r->node) && streq_null(s->component, r->component))
+    if (mst_str_eq(s->node, r->node) && mst_str_eq(s->component, r->component))
       return 0;
   }
 }
@@ -195,14 +191,14 @@ static bool reasons_equal(const struct aggr_reasons *a, const struct aggr_reason
     return false;
   for (size_t i = 0; i < a->n; i++) {
     const struct aggr_reason *x = &a->v[i], *y = &b->v[i];
-    if (!streq_null(x->node, y->node) || !streq_null(x->component, y->component) ||
-        !streq_null(x->state, y->state) || !streq_null(x->message, y->message) ||
-        !streq_null(x->summary, y->summary) || x->n_refs != y->n_refs ||
+    if (!mst_str_eq(x->node, y->node) || !mst_str_eq(x->component, y->component) ||
+        !mst_str_eq(x->state, y->state) || !mst_str_eq(x->message, y->message) ||
+        !mst_str_eq(x->summary, y->summary) || x->n_refs != y->n_refs ||
         x->n_refs_total != y->n_refs_total)
       return false;
     for (size_t k = 0; k < x->n_refs; k++)
-      if (!streq_null(x->refs[k].node, y->refs[k].node) ||
-          !streq_null(x->refs[k].component, y->refs[k].component))
+      if (!mst_str_eq(x->refs[k].node, y->refs[k].node) ||
+          !mst_str_eq(x->refs[k].component, y->refs[k].component))
         return false;
   }
   return true;
@@ -255,27 +251,12 @@ static const char *state_adjective(enum mst_state s) {
   }
 }
 
-static const char *state_name(enum mst_state s) {
-  const char *name = mst_state_to_string(s);
-  return name ? name : "unknown";
-}
-
-static const char *verdict_name(enum mst_verdict v) {
-  const char *name = mst_verdict_to_string(v);
-  return name ? name : "unknown";
-}
-
 /* How many bytes of s to quote: at most max, cut back to a UTF-8 character
  * boundary. */
 static int output_quote_len(const char *s, size_t max, bool *ret_cut) {
   size_t len = strlen(s);
   *ret_cut = len > max;
-  if (!*ret_cut)
-    return (int)len;
-  len = max;
-  while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-    len--;
-  return (int)len;
+  return (int)mst_utf8_cut(s, len, max);
 }
 
 /* "30s" or "1500ms". */
@@ -459,7 +440,7 @@ static int write_vertices(FILE *f, const struct aggr_cause *c, const size_t *vs,
     size_t n_ids = 0;
     for (size_t j = i; j < n; j++) {
       const struct aggr_cause_vertex *y = &c->v[vs[j]];
-      if (done[j] || !streq_null(name, y->comp ? y->comp->name : NULL) ||
+      if (done[j] || !mst_str_eq(name, y->comp ? y->comp->name : NULL) ||
           bare != (here && y->node == here && name))
         continue;
       done[j] = true;
@@ -602,7 +583,7 @@ static int root_push(const struct explain *x, size_t v, struct aggr_reasons *roo
   else if (cv->late && !component_failing(cv->comp->state))
     state = "late";
   else
-    state = state_name(cv->comp->state);
+    state = mst_state_name(cv->comp->state);
   bool failed = false;
   struct aggr_reason item = {
       .node = strdup_null(n->id, &failed),
@@ -670,9 +651,9 @@ static int component_reason(const struct explain *x, size_t node_index,
   bool cut = false;
   int len = output ? output_quote_len(output, REASON_OUTPUT_MAX, &cut) : 0;
   const char *late_stage = cv && cv->late ? n->startup->profile->stages[cv->late_stage].name : NULL;
-  r = reasons_pushf(reasons, n->id, c->name, state_name(c->state), "%s: %s %s%s%.*s%s%s%s%s", n->id,
-                    c->name, state_phrase(c->state), output ? ": " : "", len, output ? output : "",
-                    cut ? "…" : "", late_stage ? " (late for stage " : "",
+  r = reasons_pushf(reasons, n->id, c->name, mst_state_name(c->state), "%s: %s %s%s%.*s%s%s%s%s",
+                    n->id, c->name, state_phrase(c->state), output ? ": " : "", len,
+                    output ? output : "", cut ? "…" : "", late_stage ? " (late for stage " : "",
                     late_stage ? late_stage : "", late_stage ? ")" : "");
   if (r < 0)
     return r;
@@ -693,7 +674,7 @@ static int component_reason(const struct explain *x, size_t node_index,
   if (cv && cv->root)
     return root_push(x, v, roots);
   if (!cv && component_failing(c->state))
-    return reasons_push(roots, n->id, c->name, state_name(c->state), c->output);
+    return reasons_push(roots, n->id, c->name, mst_state_name(c->state), c->output);
   return 0;
 }
 
@@ -702,7 +683,7 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
                         struct aggr_reasons *roots) {
   const struct aggr_model *m = x->m;
   const struct aggr_node *n = m->nodes[i];
-  const char *vname = verdict_name(n->verdict);
+  const char *vname = mst_verdict_name(n->verdict);
   size_t v = aggr_cause_find(x->cause, i, NULL);
   int r;
 
@@ -809,7 +790,7 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
   };
   enum mst_verdict verdict = mst_cluster_verdict(&facts);
   *ret_verdict = verdict;
-  const char *vname = verdict_name(verdict);
+  const char *vname = mst_verdict_name(verdict);
 
   if (!m->have_leader && (r = reasons_push(reasons, NULL, NULL, vname, "no leader elected")) < 0)
     return r;
@@ -951,7 +932,7 @@ size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec) {
     log_error("Incremental evaluation missed a change: %zu node(s) differ when derived again, "
               "first %s (verdict %s): a change not marked dirty, or a link between nodes "
               "not followed",
-              n, m->nodes[first]->id, verdict_name(m->nodes[first]->verdict));
+              n, m->nodes[first]->id, mst_verdict_name(m->nodes[first]->verdict));
   return n;
 }
 

@@ -18,6 +18,7 @@
 #include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/macro.h"
+#include "mst/str.h"
 
 /* Arrays grow in powers of two computed from their length alone, so the
  * model's structs need no capacity field. The capacity for length n is the
@@ -35,12 +36,6 @@ int aggr_model_grow_array(void *array, size_t n, size_t size) {
     return -ENOMEM;
   *v = p;
   return 0;
-}
-
-static bool streq_null(const char *a, const char *b) {
-  if (!a || !b)
-    return a == b;
-  return strcmp(a, b) == 0;
 }
 
 /* --- reasons -------------------------------------------------------------- */
@@ -285,7 +280,7 @@ int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *lead
   }
   bool have_leader = is_leader || leader_id;
   if (m->is_leader == is_leader && m->have_leader == have_leader && m->epoch == epoch &&
-      streq_null(m->leader_id, leader_id) && streq_null(m->leader_http, leader_http))
+      mst_str_eq(m->leader_id, leader_id) && mst_str_eq(m->leader_http, leader_http))
     return 0;
 
   char *id = leader_id ? strdup(leader_id) : NULL;

@@ -45,9 +45,11 @@
 #include "mst/dynbuf.h"
 #include "mst/log.h"
 #include "mst/macro.h"
+#include "mst/str.h"
 #include "mst/time.h"
 #include "serve/dcos.h"
 #include "serve/metrics.h"
+#include "mst/utf8.h"
 #include "serve/view.h"
 
 /* The maximum ',"index":18446744073709551615}' takes 30 bytes. */
@@ -123,36 +125,6 @@ static void jw_close(struct json_writer *w, char c) {
     w->depth--;
 }
 
-/* The length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_sequence(const unsigned char *p, size_t left) {
-  unsigned c = p[0];
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    n = 2, cp = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF)
-    n = 3, cp = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4)
-    n = 4, cp = c & 0x07;
-  else
-    return 0;
-  if (left < n)
-    return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xC0) != 0x80)
-      return 0;
-    cp = cp << 6 | (p[i] & 0x3F);
-  }
-  if (n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
-    return 0;
-  if (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))
-    return 0;
-  return n;
-}
-
 /* A JSON string: quotes, backslashes and control characters escaped, each
  * byte of invalid UTF-8 replaced by U+FFFD. NULL is written as null. */
 static void jw_string(struct json_writer *w, const char *s) {
@@ -191,7 +163,7 @@ static void jw_string(struct json_writer *w, const char *s) {
       }
       i++;
     } else {
-      size_t k = utf8_sequence(p + i, len - i);
+      size_t k = mst_utf8_char_len(s + i, len - i);
       if (k == 0) {
         memcpy(o, "\xEF\xBF\xBD", 3);
         o += 3;
@@ -291,11 +263,6 @@ static int jw_take(struct json_writer *w, char **ret, size_t *ret_len) {
                                          : mst_dynbuf_take(&w->b, ret, ret_len);
   jw_done(w);
   return r < 0 ? r : 0;
-}
-
-static const char *verdict_name(enum mst_verdict v) {
-  const char *name = mst_verdict_to_string(v);
-  return name ? name : "unknown";
 }
 
 /* --- rendering ------------------------------------------------------------ */
@@ -512,7 +479,7 @@ static void node_write_common(struct json_writer *w, const struct aggr_node *n) 
   jw_key(w, "hostname");
   jw_string(w, n->hostname);
   jw_key(w, "verdict");
-  jw_string(w, verdict_name(n->verdict));
+  jw_string(w, mst_verdict_name(n->verdict));
   jw_key(w, "since");
   jw_time(w, n->verdict_since_usec);
   jw_key(w, "last_seen");
@@ -624,7 +591,7 @@ static int counts_write(struct json_writer *w, const struct aggr_model *m) {
     jw_open(w, '{');
     for (int v = 0; v < _MST_VERDICT_MAX; v++)
       if (roles[k].n[v] > 0) {
-        jw_key(w, verdict_name(v));
+        jw_key(w, mst_verdict_name(v));
         jw_uint(w, roles[k].n[v]);
       }
     jw_close(w, '}');
@@ -636,7 +603,7 @@ static int counts_write(struct json_writer *w, const struct aggr_model *m) {
 static int health_write(struct json_writer *w, const struct aggr_model *m) {
   jw_open(w, '{');
   jw_key(w, "verdict");
-  jw_string(w, verdict_name(m->verdict));
+  jw_string(w, mst_verdict_name(m->verdict));
   jw_key(w, "since");
   jw_time(w, m->verdict_since_usec);
   jw_key(w, "reasons");
@@ -889,15 +856,9 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
   return jw_take(&w, &v->not_leader, &v->not_leader_len);
 }
 
-static bool streq_null(const char *a, const char *b) {
-  if (!a || !b)
-    return a == b;
-  return strcmp(a, b) == 0;
-}
-
 static bool same_election(const struct aggr_view *a, const struct aggr_view *b) {
   return a->is_leader == b->is_leader && a->have_leader == b->have_leader && a->epoch == b->epoch &&
-         streq_null(a->leader_id, b->leader_id) && streq_null(a->leader_http, b->leader_http);
+         mst_str_eq(a->leader_id, b->leader_id) && mst_str_eq(a->leader_http, b->leader_http);
 }
 
 /* --- views ---------------------------------------------------------------- */

@@ -289,4 +289,13 @@ Test(damp, state_names) {
   cr_assert_eq(mst_check_kind_from_string("http"), MST_CHECK_HTTP);
   cr_assert_eq(mst_check_kind_from_string("ping"), -EINVAL);
   cr_assert_null(mst_check_kind_to_string((enum mst_check_kind)5));
+
+  /* The never-NULL names, for wire values nobody checked. */
+  cr_assert_str_eq(mst_state_name(MST_STATE_WARNING), "warning");
+  cr_assert_str_eq(mst_state_name(6), "unspecified");
+  cr_assert_str_eq(mst_state_name(-EINVAL), "unspecified");
+  cr_assert_str_eq(mst_state_name(mst_state_from_string("bogus")), "unspecified");
+  cr_assert_str_eq(mst_check_kind_name(MST_CHECK_HTTP), "http");
+  cr_assert_str_eq(mst_check_kind_name(99), "unspecified");
+  cr_assert_str_eq(mst_check_kind_name(-1), "unspecified");
 }

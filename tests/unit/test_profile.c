@@ -173,7 +173,25 @@ struct error_case {
 
 #define SYSD "check = systemd\nunit = x.service\n"
 
+/* Names at the aggregator's cap (MST_COMPONENT_NAME_MAX, 256 bytes). */
+#define X16  "xxxxxxxxxxxxxxxx"
+#define X256 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16 X16
+/* Ten times e-acute: 20 bytes. */
+#define E10 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+
 static const struct error_case error_cases[] = {
+    {"[component \"" X256 "\"]\n" SYSD, NULL},
+    {"[component \"" X256 "x\"]\n" SYSD,
+     "1: component name '" X16 X16 "xxxxxxxx...' is longer than 256 bytes"},
+    /* The quote is cut on a character boundary: 39 bytes, not 40. */
+    {"[component \"x" E10 E10 E10 E10 E10 E10 E10 E10 E10 E10 E10 E10 E10 "\"]\n" SYSD,
+     "1: component name "
+     "'x\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9" E10
+     "...' is longer than 256 bytes"},
+    {"[component \"caf\xc3\xa9\"]\n" SYSD, NULL},
+    {"[component \"caf\xc3\"]\n" SYSD, "1: invalid component name: not UTF-8"},
+    {"[stage \"\xed\xa0\x80\"]\n", "1: invalid stage name: not UTF-8"},
+    {"[profile]\nrole = r\xff\n", "2: [profile] role: invalid role 'r\xff'"},
     {"[profile]\n[nodes]\n", "2: unknown section [nodes]"},
     {"[component]\n", "1: section [component] needs a name: [component \"NAME\"]"},
     {"[component \"a b\"]\n" SYSD,

@@ -127,6 +127,9 @@ Test(verdict, names_round_trip) {
   cr_assert_eq(mst_verdict_from_string("fine"), -EINVAL);
   cr_assert_eq(mst_verdict_from_string(""), -EINVAL);
   cr_assert_eq(mst_verdict_from_string(NULL), -EINVAL);
+  cr_assert_str_eq(mst_verdict_name(MST_VERDICT_LATE), "late");
+  cr_assert_str_eq(mst_verdict_name(_MST_VERDICT_MAX), "unknown");
+  cr_assert_str_eq(mst_verdict_name(-1), "unknown");
 }
 
 Test(verdict, exit_codes) {

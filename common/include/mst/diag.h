@@ -3,6 +3,7 @@
  * unit test inspects them). Owned by the caller; not thread-safe. */
 #pragma once
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "mst/macro.h"
@@ -15,6 +16,10 @@ struct mst_diag {
 /* Appends "path:line: message". line 0 means "no line": "path: message". */
 void mst_diag_add(struct mst_diag *d, const char *path, unsigned line, const char *fmt, ...)
     _printf_(4, 5);
+/* The same with a va_list, for loaders that wrap it. Returns 0, or -ENOMEM
+ * when the line could not be kept (which it logs). */
+int mst_diag_addv(struct mst_diag *d, const char *path, unsigned line, const char *fmt, va_list ap)
+    _printf_(4, 0);
 
 /* Prints every line to stderr, one per line, without log prefixes. */
 void mst_diag_print(const struct mst_diag *d);

@@ -19,6 +19,13 @@
 #define MST_FRAME_DEFAULT_MAX (1024 * 1024)
 #define MST_VARINT_MAX_BYTES  10
 
+/* Caps on the names in an agent's Envelopes, in bytes. The aggregator
+ * refuses longer ones (aggregatord/ingest/envelope.c), so the agent must
+ * never send them: the profile loader refuses a longer component name. */
+#define MST_NODE_ID_MAX        253 /* a DNS name */
+#define MST_SPOOL_ID_MAX       128
+#define MST_COMPONENT_NAME_MAX 256
+
 struct mst_frame_reader {
   uint8_t *buf;
   size_t start; /* first unconsumed byte */

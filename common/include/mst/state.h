@@ -31,7 +31,13 @@ enum mst_result {
 
 /* "starting", "healthy", ...; "unspecified" for 0; NULL for out of range. */
 const char *mst_state_to_string(enum mst_state s);
+/* The same, but never NULL: "unspecified" for anything that is no state,
+ * such as an unchecked wire value or a failed mst_state_from_string(). For
+ * logs, JSON and journal rows. */
+const char *mst_state_name(int s);
 /* Returns the state or -EINVAL. */
 int mst_state_from_string(const char *s);
 const char *mst_check_kind_to_string(enum mst_check_kind k);
+/* Never NULL, like mst_state_name(). */
+const char *mst_check_kind_name(int k);
 int mst_check_kind_from_string(const char *s);

@@ -39,6 +39,8 @@ enum mst_verdict {
 };
 
 const char *mst_verdict_to_string(enum mst_verdict v);
+/* Never NULL: "unknown" for anything that is no verdict. */
+const char *mst_verdict_name(int v);
 int mst_verdict_from_string(const char *s);
 
 /* The exit code musterctl uses: 0 healthy, 1 degraded or starting,
