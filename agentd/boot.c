@@ -21,6 +21,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/utf8.h"
 #include "spool.h"
 #include "util.h"
 
@@ -73,7 +74,10 @@ int agent_hostname(char **ret) {
   if (gethostname(buf, sizeof(buf)) < 0)
     return -errno;
   buf[sizeof(buf) - 1] = '\0';
-  char *s = strdup(buf[0] ? buf : "localhost");
+  /* Reported in every Hello, which the aggregator refuses unless it is
+   * UTF-8: a name that is not is cleaned, not sent as it is. */
+  const char *name = buf[0] ? buf : "localhost";
+  char *s = mst_utf8_clean(name, strlen(name), sizeof(buf), NULL, false);
   if (!s)
     return -ENOMEM;
   *ret = s;

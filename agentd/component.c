@@ -28,6 +28,7 @@
 #include "agent.h"
 #include "component.h"
 #include "heap.h"
+#include "mst/dynbuf.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
@@ -170,12 +171,11 @@ static int restore_row(void *userdata, const struct agent_spool_component *row) 
   struct agent_component *c = component_find(a, row->name);
 
   if (!c) {
-    char **grown = realloc(ctx->forget, (ctx->n_forget + 1) * sizeof(char *));
-    if (!grown)
+    char **slot = MST_ARRAY_APPEND(ctx->forget, ctx->n_forget);
+    if (!slot)
       return -ENOMEM;
-    ctx->forget = grown;
-    ctx->forget[ctx->n_forget] = strdup(row->name);
-    if (!ctx->forget[ctx->n_forget])
+    *slot = strdup(row->name);
+    if (!*slot)
       return -ENOMEM;
     ctx->n_forget++;
     return 0;

@@ -19,15 +19,15 @@
 #include "mst/config.h"
 #include "mst/diag.h"
 #include "mst/duration.h"
+#include "mst/frame.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/profile.h"
 #include "mst/tls.h"
+#include "mst/utf8.h"
 #include "netaddr.h"
 #include "probe/http_url.h"
 #include "util.h"
-
-#define AGENT_NODE_ID_MAX 253
 
 /* Lines where the [agent] keys that get later checks were set (0: unset). */
 struct key_lines {
@@ -70,7 +70,8 @@ static void check_required(const char *path, const char *value, const char *key,
 static bool node_id_valid(const char *s) {
   size_t n = strlen(s);
 
-  if (n == 0 || n > AGENT_NODE_ID_MAX)
+  /* What the aggregator accepts in a Hello (envelope.c), and printable. */
+  if (n == 0 || n > MST_NODE_ID_MAX || !mst_utf8_valid(s))
     return false;
   for (const char *c = s; *c; c++)
     if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
@@ -262,8 +263,8 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
 
   if (a->cfg.node_id && !node_id_valid(a->cfg.node_id))
     mst_diag_add(diag, path, kl.node_id,
-                 "[agent] node_id: '%s' must be 1-%d printable characters without spaces",
-                 a->cfg.node_id, AGENT_NODE_ID_MAX);
+                 "[agent] node_id: '%s' must be 1-%d bytes of printable UTF-8 without spaces",
+                 a->cfg.node_id, MST_NODE_ID_MAX);
   if (a->cfg.aggregators)
     check_aggregators(path, kl.aggregators, a->cfg.aggregators, diag);
   if (a->cfg.systemd)
@@ -293,6 +294,12 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
                    strerror(-r));
       return -EINVAL;
     }
+    /* The aggregator would refuse every Hello: say so now. */
+    if (!node_id_valid(a->cfg.node_id))
+      mst_diag_add(diag, path, 0,
+                   "[agent] node_id: not set, and the host name cannot be one (1-%d bytes of "
+                   "printable UTF-8 without spaces): set node_id",
+                   MST_NODE_ID_MAX);
   }
 
   return diag->n > 0 ? -EINVAL : 0;

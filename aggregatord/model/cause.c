@@ -20,6 +20,7 @@
 
 #include "model/cause.h"
 #include "model/model.h"
+#include "mst/dynbuf.h"
 #include "mst/macro.h"
 #include "model/stage.h"
 
@@ -248,13 +249,12 @@ static const struct set *requirement_reach(struct analysis *a, const struct aggr
     if (a->reqs[k].rq == rq)
       memo = &a->reqs[k];
   if (!memo) {
-    struct req_memo *v = realloc(a->reqs, (a->n_reqs + 1) * sizeof(*v));
-    if (!v) {
+    memo = MST_ARRAY_APPEND(a->reqs, a->n_reqs);
+    if (!memo) {
       a->oom = true;
       return &empty_set;
     }
-    a->reqs = v;
-    memo = &a->reqs[a->n_reqs++];
+    a->n_reqs++;
     *memo = (struct req_memo){.rq = rq};
   }
   if (memo->state != MEMO_NONE)
@@ -355,11 +355,11 @@ static const struct set *vertex_reach(struct analysis *a, size_t v) {
 /* --- roots and blocked ------------------------------------------------------ */
 
 static int push_index(size_t **v, size_t *n, size_t x) {
-  size_t *grown = realloc(*v, (*n + 1) * sizeof(size_t));
-  if (!grown)
+  size_t *slot = MST_ARRAY_APPEND(*v, *n);
+  if (!slot)
     return -ENOMEM;
-  grown[(*n)++] = x;
-  *v = grown;
+  *slot = x;
+  (*n)++;
   return 0;
 }
 

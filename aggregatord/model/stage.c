@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "model/model.h"
+#include "mst/dynbuf.h"
 #include "mst/macro.h"
 #include "model/stage.h"
 
@@ -105,10 +106,8 @@ struct aggr_stage_samples *aggr_stage_history_get(struct aggr_stage_history *h, 
     if (strcmp(h->v[i]->role, role) == 0 && strcmp(h->v[i]->stage, stage) == 0)
       return h->v[i];
 
-  struct aggr_stage_samples **v = realloc(h->v, (h->n + 1) * sizeof(*v));
-  if (!v)
+  if (!MST_ARRAY_APPEND(h->v, h->n))
     return NULL;
-  h->v = v;
   struct aggr_stage_samples *s = calloc(1, sizeof(*s));
   if (!s)
     return NULL;
@@ -272,11 +271,11 @@ static int graph_build(const struct mst_profile *p, struct aggr_stage_graph **re
         listed = strcmp(g->milestone_only[j], *c) == 0;
       if (component || listed)
         continue;
-      char **v = realloc(g->milestone_only, (g->n_milestone_only + 1) * sizeof(char *));
-      if (!v)
+      char **slot = MST_ARRAY_APPEND(g->milestone_only, g->n_milestone_only);
+      if (!slot)
         goto fail;
-      g->milestone_only = v;
-      v[g->n_milestone_only++] = *c;
+      *slot = *c;
+      g->n_milestone_only++;
     }
   if (g->n_milestone_only > 1)
     qsort(g->milestone_only, g->n_milestone_only, sizeof(char *), compare_strings);
@@ -304,10 +303,8 @@ const struct aggr_stage_graph *aggr_stage_graph_get(struct aggr_stage_graphs *gs
   for (size_t i = 0; i < gs->n; i++)
     if (gs->v[i]->profile == p)
       return gs->v[i];
-  struct aggr_stage_graph **v = realloc(gs->v, (gs->n + 1) * sizeof(*v));
-  if (!v)
+  if (!MST_ARRAY_APPEND(gs->v, gs->n))
     return NULL;
-  gs->v = v;
   struct aggr_stage_graph *g;
   if (graph_build(p, &g) < 0)
     return NULL;
@@ -662,11 +659,9 @@ static bool requirement_holds(struct stage_ctx *ctx, const struct aggr_requireme
   }
   if (!memo) {
     /* Without room to remember, the answer is computed every time. */
-    struct requirement_memo *v = realloc(ctx->memo, (ctx->n_memo + 1) * sizeof(*v));
-    if (v) {
-      ctx->memo = v;
-      memo = &v[ctx->n_memo++];
-    }
+    memo = MST_ARRAY_APPEND(ctx->memo, ctx->n_memo);
+    if (memo)
+      ctx->n_memo++;
   }
 
   const struct role_members *rm = ctx_role(ctx, rq->role);
@@ -829,12 +824,11 @@ static int startup_collect_gated(struct stage_ctx *ctx, struct aggr_node *n,
     uint64_t start, reached;
     if (s->graph->stages[i].n_requires == 0 || !stage_reachable(ctx, n, ci, i, &start, &reached))
       continue;
-    struct gated_reach *grown = realloc(*v, (*n_v + 1) * sizeof(**v));
-    if (!grown)
+    struct gated_reach *slot = MST_ARRAY_APPEND(*v, *n_v);
+    if (!slot)
       return -ENOMEM;
-    *v = grown;
-    grown[(*n_v)++] =
-        (struct gated_reach){.node = n, .stage = i, .start = start, .reached = reached};
+    *slot = (struct gated_reach){.node = n, .stage = i, .start = start, .reached = reached};
+    (*n_v)++;
   }
   return 0;
 }
