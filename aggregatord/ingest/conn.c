@@ -814,6 +814,17 @@ static void conn_io(struct aggr_conn *c, uint32_t revents) {
  * polls its epoll set again before each, which costs O(ready connections)
  * per dispatch and O(n^2) per round once thousands of agents send at once;
  * here one dispatch handles a whole batch of ready connections. */
+/* Ends a batch: the streams closed during it are released now that nothing
+ * of the batch can still point at them. */
+static void dispatch_end(struct aggr *a) {
+  a->dispatching = false;
+  while (a->graveyard) {
+    struct aggr_conn *c = a->graveyard;
+    a->graveyard = c->next;
+    conn_release(c);
+  }
+}
+
 static int conns_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
   struct aggr *a = userdata;
   struct epoll_event ev[512];
@@ -827,12 +838,7 @@ static int conns_io(sd_event_source *s, int fd, uint32_t revents, void *userdata
     if (!c->freed)
       conn_io(c, ev[i].events);
   }
-  a->dispatching = false;
-  while (a->graveyard) {
-    struct aggr_conn *c = a->graveyard;
-    a->graveyard = c->next;
-    conn_release(c);
-  }
+  dispatch_end(a);
   return 0;
 }
 
@@ -857,12 +863,7 @@ static int backlog_run(sd_event_source *s, void *userdata) {
     if (c->dead)
       conn_free(c);
   }
-  a->dispatching = false;
-  while (a->graveyard) {
-    struct aggr_conn *c = a->graveyard;
-    a->graveyard = c->next;
-    conn_release(c);
-  }
+  dispatch_end(a);
   return 0;
 }
 

@@ -8,7 +8,7 @@
 #include "mst/hash.h"
 #include "mst/macro.h"
 
-static uint64_t spool_hash(const char *node_id, const char *spool_id) {
+uint64_t aggr_spools_hash(const char *node_id, const char *spool_id) {
   return mst_hash_str(mst_hash_str(MST_HASH_INIT, node_id), spool_id);
 }
 
@@ -21,7 +21,7 @@ static int spools_grow(struct aggr_spools *t) {
     while (t->buckets[i]) {
       struct aggr_spool *s = t->buckets[i];
       t->buckets[i] = s->next;
-      size_t k = spool_hash(s->node_id, s->spool_id) & (n - 1);
+      size_t k = aggr_spools_hash(s->node_id, s->spool_id) & (n - 1);
       s->next = b[k];
       b[k] = s;
     }
@@ -31,16 +31,23 @@ static int spools_grow(struct aggr_spools *t) {
   return 0;
 }
 
+struct aggr_spool *aggr_spools_find(const struct aggr_spools *t, const char *node_id,
+                                    const char *spool_id) {
+  if (!t->n_buckets)
+    return NULL;
+  size_t k = aggr_spools_hash(node_id, spool_id) & (t->n_buckets - 1);
+  for (struct aggr_spool *s = t->buckets[k]; s; s = s->next)
+    if (strcmp(s->node_id, node_id) == 0 && strcmp(s->spool_id, spool_id) == 0)
+      return s;
+  return NULL;
+}
+
 struct aggr_spool *aggr_spools_get(struct aggr_spools *t, const char *node_id,
                                    const char *spool_id) {
-  struct aggr_spool *s;
+  struct aggr_spool *s = aggr_spools_find(t, node_id, spool_id);
 
-  if (t->n_buckets) {
-    size_t k = spool_hash(node_id, spool_id) & (t->n_buckets - 1);
-    for (s = t->buckets[k]; s; s = s->next)
-      if (strcmp(s->node_id, node_id) == 0 && strcmp(s->spool_id, spool_id) == 0)
-        return s;
-  }
+  if (s)
+    return s;
   if (t->n >= t->n_buckets && spools_grow(t) < 0)
     return NULL;
   s = calloc(1, sizeof(*s));
@@ -54,7 +61,7 @@ struct aggr_spool *aggr_spools_get(struct aggr_spools *t, const char *node_id,
     free(s);
     return NULL;
   }
-  size_t k = spool_hash(node_id, spool_id) & (t->n_buckets - 1);
+  size_t k = aggr_spools_hash(node_id, spool_id) & (t->n_buckets - 1);
   s->next = t->buckets[k];
   t->buckets[k] = s;
   t->n++;

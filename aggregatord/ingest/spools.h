@@ -6,7 +6,11 @@
  * seq handed to the writer (received_seq). The records are hashed by their
  * pair, so a Hello or a warm-copy commit finds its record in O(1) with
  * 10,000 nodes as with 10. Records are never freed while the daemon runs, so
- * writer completions can name them by pointer. Loop thread only. */
+ * writer completions can name them by pointer.
+ *
+ * A table belongs to one thread: the loop's (struct aggr's spools) to the
+ * loop; the writer keeps one of its own as a cache of what the database
+ * holds (only held_seq means anything there). */
 #pragma once
 
 #include <stddef.h>
@@ -28,6 +32,13 @@ struct aggr_spools {
   size_t n_buckets; /* a power of two, or 0 */
   size_t n;
 };
+
+/* The hash of (node id, spool id), for other tables keyed by a spool. */
+uint64_t aggr_spools_hash(const char *node_id, const char *spool_id);
+
+/* The record for (node id, spool id), or NULL when there is none. */
+struct aggr_spool *aggr_spools_find(const struct aggr_spools *t, const char *node_id,
+                                    const char *spool_id);
 
 /* Finds or creates the record for (node id, spool id); NULL when out of
  * memory. The table owns the record. */

@@ -39,12 +39,13 @@
 #include <unistd.h>
 
 #include "election.h"
-#include "serve/metrics.h"
+#include "ingest/spools.h"
+#include "ingest/writer.h"
 #include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/store.h"
 #include "mst/time.h"
-#include "ingest/writer.h"
+#include "serve/metrics.h"
 
 /* Rows per transaction at most (a CHANGES job counts its rows, and is never
  * split). */
@@ -54,18 +55,8 @@
  * every row of `spools` is written by this thread, so after a commit the
  * cache is exact, and the guard against storing a change twice costs a hash
  * lookup instead of a B-tree lookup per row. A spool is read from the
- * database the first time it is seen. */
-struct held_entry {
-  char *node_id, *spool_id;
-  uint64_t seq;
-  struct held_entry *next;
-};
-
-struct held {
-  struct held_entry **buckets;
-  size_t n_buckets, n; /* n_buckets: a power of two, or 0 */
-};
-
+ * database the first time it is seen. A spool table of the writer's own
+ * (spools.h), where only held_seq is used. */
 /* The writer's statements, prepared when it starts (persistent: they live
  * as long as the writer) and finalized when it stops. */
 enum writer_stmt {
@@ -96,7 +87,7 @@ struct aggr_writer {
   size_t n_done, cap_done;
 
   sqlite3_stmt *stmt[_STMT_MAX]; /* writer_sql[] */
-  struct held held;              /* writer thread only */
+  struct aggr_spools held;       /* writer thread only */
 
   /* The checkpointer: its own connection and thread. */
   sqlite3 *ckpt_db;
@@ -410,13 +401,8 @@ struct marks {
   size_t nslots;   /* a power of two, at least 2n */
 };
 
-/* The hash of a spool, for the marks and the held cache. */
-static uint64_t spool_hash(const char *node_id, const char *spool_id) {
-  return mst_hash_str(mst_hash_str(MST_HASH_INIT, node_id), spool_id);
-}
-
 static uint64_t mark_hash(const struct aggr_write *j) {
-  return spool_hash(j->changes.node_id, j->changes.spool_id);
+  return aggr_spools_hash(j->changes.node_id, j->changes.spool_id);
 }
 
 static bool mark_same(const struct aggr_write *a, const struct aggr_write *b) {
@@ -488,70 +474,13 @@ static int marks_note(struct marks *m, const struct aggr_write *j, uint64_t seq)
   return 0;
 }
 
-static struct held_entry *held_find(const struct held *h, const char *node_id,
-                                    const char *spool_id) {
-  if (!h->n_buckets)
-    return NULL;
-  for (struct held_entry *e = h->buckets[spool_hash(node_id, spool_id) & (h->n_buckets - 1)]; e;
-       e = e->next)
-    if (strcmp(e->node_id, node_id) == 0 && strcmp(e->spool_id, spool_id) == 0)
-      return e;
-  return NULL;
-}
-
-static int held_add(struct held *h, const char *node_id, const char *spool_id, uint64_t seq) {
-  if (h->n >= h->n_buckets) {
-    size_t nb = h->n_buckets ? h->n_buckets * 2 : 1024;
-    struct held_entry **b = calloc(nb, sizeof(*b));
-    if (!b)
-      return -ENOMEM;
-    for (size_t i = 0; i < h->n_buckets; i++)
-      while (h->buckets[i]) {
-        struct held_entry *e = h->buckets[i];
-        h->buckets[i] = e->next;
-        size_t k = spool_hash(e->node_id, e->spool_id) & (nb - 1);
-        e->next = b[k];
-        b[k] = e;
-      }
-    free(h->buckets);
-    h->buckets = b;
-    h->n_buckets = nb;
-  }
-  struct held_entry *e = calloc(1, sizeof(*e));
-  if (!e || !(e->node_id = strdup(node_id)) || !(e->spool_id = strdup(spool_id))) {
-    if (e)
-      free(e->node_id);
-    free(e);
-    return -ENOMEM;
-  }
-  e->seq = seq;
-  size_t k = spool_hash(node_id, spool_id) & (h->n_buckets - 1);
-  e->next = h->buckets[k];
-  h->buckets[k] = e;
-  h->n++;
-  return 0;
-}
-
-static void held_done(struct held *h) {
-  for (size_t i = 0; i < h->n_buckets; i++)
-    while (h->buckets[i]) {
-      struct held_entry *e = h->buckets[i];
-      h->buckets[i] = e->next;
-      free(e->node_id);
-      free(e->spool_id);
-      free(e);
-    }
-  free(h->buckets);
-  *h = (struct held){0};
-}
-
 /* The highest seq the database holds for j's spool: from the cache, or read
  * once. */
 static int held_get(struct aggr_writer *w, const struct aggr_write *j, uint64_t *ret) {
   const char *node_id = j->changes.node_id, *spool_id = j->changes.spool_id;
-  const struct held_entry *e = held_find(&w->held, node_id, spool_id);
+  const struct aggr_spool *e = aggr_spools_find(&w->held, node_id, spool_id);
   if (e) {
-    *ret = e->seq;
+    *ret = e->held_seq;
     return 0;
   }
   sqlite3_stmt *s = w->stmt[STMT_SELECT_HELD];
@@ -566,20 +495,24 @@ static int held_get(struct aggr_writer *w, const struct aggr_write *j, uint64_t 
     log_error("writer: cannot read what a spool holds: %s", sqlite3_errmsg(w->db));
     return mst_store_errno(rc);
   }
+  struct aggr_spool *added = aggr_spools_get(&w->held, node_id, spool_id);
+  if (!added)
+    return -ENOMEM;
+  added->held_seq = seq;
   *ret = seq;
-  return held_add(&w->held, node_id, spool_id, seq);
+  return 0;
 }
 
 /* After a commit: the cache learns what the transaction stored. */
 static void held_commit(struct aggr_writer *w, const struct marks *marks) {
   for (size_t i = 0; i < marks->n; i++) {
     const struct aggr_write_changes *c = &marks->v[i].job->changes;
-    struct held_entry *e = held_find(&w->held, c->node_id, c->spool_id);
-    if (e && marks->v[i].seq > e->seq)
-      e->seq = marks->v[i].seq;
-    else if (!e && held_add(&w->held, c->node_id, c->spool_id, marks->v[i].seq) < 0)
+    struct aggr_spool *e = aggr_spools_get(&w->held, c->node_id, c->spool_id);
+    if (!e)
       /* Without the entry the next row of the spool reads it again. */
       log_warning("writer: out of memory caching a spool, ignoring");
+    else if (marks->v[i].seq > e->held_seq) /* a new entry holds 0 */
+      e->held_seq = marks->v[i].seq;
   }
 }
 
@@ -1012,7 +945,7 @@ void aggr_writer_free(struct aggr_writer *w) {
   sqlite3_close_v2(w->ckpt_db);
   writer_release(w);
   sqlite3_close_v2(w->db);
-  held_done(&w->held);
+  aggr_spools_done(&w->held);
   /* Commits the loop never collected (the last ones before shutdown) still
    * own the node and spool ids report() copied for them. */
   aggr_commits_free(w->done, w->n_done);
