@@ -4,7 +4,8 @@
  *
  * What DC/OS shows of a node is part of the published view (view.h), like
  * every other body: the loop builds it when it renders the node's bodies
- * (aggr_dcos_node_new), and clean nodes share it with the previous view.
+ * (aggr_dcos_node_new, dcos_node.h), and clean nodes share it with the
+ * previous view.
  * HTTP threads answer from the view they hold (aggr_dcos_answer), never
  * touching the model and never waiting for the loop; the units across all
  * nodes are indexed once per view, by the first reader that needs them. */
@@ -16,22 +17,7 @@
 
 #include "serve/httpparse.h"
 
-struct aggr_model;
-struct aggr_node;
 struct aggr_view;
-struct aggr_dcos_node;
-struct aggr_dcos_units;
-
-/* Loop thread: what DC/OS shows of node n (its health, and each component
- * as a unit), immutable, with one reference. NULL on ENOMEM. */
-struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const struct aggr_node *n);
-/* Loop thread (references are counted by the views that hold it). */
-struct aggr_dcos_node *aggr_dcos_node_ref(struct aggr_dcos_node *d);
-/* Loop thread. Accepts NULL. */
-void aggr_dcos_node_unref(struct aggr_dcos_node *d);
-
-/* Frees a view's unit index, with the view. Accepts NULL. */
-void aggr_dcos_units_free(struct aggr_dcos_units *u);
 
 /* Answers GET path (under AGGR_DCOS_PREFIX) from view v (NULL before the
  * first publish: 503 "health not found"). Sets *ret_status, *ret_body

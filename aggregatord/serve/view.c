@@ -47,7 +47,7 @@
 #include "mst/macro.h"
 #include "mst/str.h"
 #include "mst/time.h"
-#include "serve/dcos.h"
+#include "serve/dcos_node.h"
 #include "serve/metrics.h"
 #include "mst/utf8.h"
 #include "serve/view.h"
