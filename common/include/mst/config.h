@@ -32,7 +32,7 @@ struct mst_conf_key {
   size_t offset; /* offsetof() the field in the target struct */
   uint64_t min;  /* bounds for UINT/DURATION/SIZE; 0,0 means unbounded */
   uint64_t max;
-  const char *dflt; /* default, written as in a file; NULL leaves it zero */
+  const char *dflt;         /* default, written as in a file; NULL leaves it zero */
   const char *const *names; /* ENUM: the values allowed, NULL-terminated */
 };
 
