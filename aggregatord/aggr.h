@@ -79,6 +79,7 @@ struct aggr_config {
   uint64_t max_connections;
   uint64_t max_connections_per_address;
   uint64_t max_frames_per_second;
+  uint64_t max_components_per_node; /* a snapshot or batch going over it is refused */
   uint64_t http_timeout_usec;
   uint64_t http_max_parked;
   uint64_t http_max_url;

@@ -3,10 +3,15 @@
 
 #include "aggr.h"
 #include "config_keys.h"
+#include "mst/frame.h"
 #include "mst/macro.h"
 
 #define KEY(sec, name, type, field, min, max, dflt)                                                \
   { sec, name, type, offsetof(struct aggr_config, field), min, max, dflt, NULL }
+
+/* A default taken from a constant of mst/ (which the agent shares). */
+#define DEFAULT_OF(x)  DEFAULT_OF_(x)
+#define DEFAULT_OF_(x) #x
 
 #define ENUM_KEY(sec, name, field, names, dflt)                                                    \
   { sec, name, MST_CONF_ENUM, offsetof(struct aggr_config, field), 0, 0, dflt, names }
@@ -39,6 +44,8 @@ const struct mst_conf_key aggr_config_keys[] = {
         1000000, "64"),
     KEY("aggregator", "max_frames_per_second", MST_CONF_UINT, max_frames_per_second, 1, 1000000,
         "1000"),
+    KEY("aggregator", "max_components_per_node", MST_CONF_UINT, max_components_per_node, 1, 1000000,
+        DEFAULT_OF(MST_COMPONENTS_PER_NODE_MAX)),
     KEY("aggregator", "http_timeout", MST_CONF_DURATION, http_timeout_usec, USEC_PER_SEC,
         3600 * USEC_PER_SEC, "60s"),
     KEY("aggregator", "http_max_parked", MST_CONF_UINT, http_max_parked, 1, 1000000, "20000"),

@@ -463,12 +463,45 @@ static bool change_is_new(const Muster__Change *ch, uint64_t *received) {
   return true;
 }
 
+/* Whether the batch's new changes of the current boot leave the node within
+ * max_components_per_node; refuses the stream when not. Nothing of the
+ * batch is taken then: a stream cannot grow a node without bound by
+ * inventing names (aggr_node_fits_components()). */
+static bool conn_changes_fit(struct aggr_conn *c, const Muster__ChangeBatch *b) {
+  uint64_t max = c->aggr->cfg.max_components_per_node, received = c->spool->received_seq;
+  _cleanup_free_ const char **names = calloc(b->n_changes + 1, sizeof(*names));
+  int r = -ENOMEM;
+  if (names) {
+    for (size_t i = 0; i < b->n_changes; i++) {
+      const Muster__Change *ch = b->changes[i];
+      if (change_is_new(ch, &received) && !aggr_node_other_boot(c->node, ch->boot_id))
+        names[i] = ch->component;
+    }
+    r = aggr_node_fits_components(c->node, names, b->n_changes, max);
+  }
+  if (r > 0)
+    return true;
+  if (r < 0) {
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
+    return false;
+  }
+  aggr_metrics_limit(AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE);
+  conn_reject(c, MUSTER__REJECT_CODE__REJECT_TOO_LARGE,
+              "a batch naming new components over max_components_per_node (%llu): the node has "
+              "%zu",
+              (unsigned long long)max, c->node->n_components);
+  return false;
+}
+
 static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
   struct aggr *a = c->aggr;
   struct aggr_spool *spool = c->spool;
   uint64_t now = mst_now_realtime_usec();
   size_t n_new = 0, bytes = 0;
   uint64_t received = spool->received_seq;
+
+  if (!conn_changes_fit(c, b))
+    return -1;
 
   /* Every change was checked by aggr_envelope_check(): its strings are
    * capped by the frame size. The new ones go to the writer as one job, in
@@ -535,7 +568,17 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
 
 static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
   /* Every entry was checked by aggr_envelope_check(). The snapshot is the
-   * truth: the model drops the components missing from it. */
+   * truth: the model drops the components missing from it. One over the cap
+   * is refused before anything is applied (a real agent's profile cannot
+   * exceed it, common/profile.c). */
+  uint64_t max = c->aggr->cfg.max_components_per_node;
+  if (s->n_components > max) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE);
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_TOO_LARGE,
+                "snapshot of %zu components: over max_components_per_node (%llu)", s->n_components,
+                (unsigned long long)max);
+    return -1;
+  }
   _cleanup_free_ struct aggr_component_report *v = calloc(s->n_components + 1, sizeof(v[0]));
   if (!v) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");

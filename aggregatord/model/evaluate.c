@@ -569,12 +569,14 @@ static int refs_from_vertices(const struct aggr_cause *c, const size_t *vs, size
   return 0;
 }
 
-/* Appends root cause v to roots, unless roots already names it. */
-static int root_push(const struct explain *x, size_t v, struct aggr_reasons *roots) {
+/* Appends root cause v to roots, unless roots already names it; a caller
+ * that knows it does not says so (fresh), and spares a scan of roots that
+ * would make a node's root causes quadratic in its components. */
+static int root_push(const struct explain *x, size_t v, bool fresh, struct aggr_reasons *roots) {
   const struct aggr_cause_vertex *cv = &x->cause->v[v];
   const struct aggr_node *n = cv->node;
   const char *component = cv->comp ? cv->comp->name : NULL;
-  if (reasons_find(roots, n->id, component))
+  if (!fresh && reasons_find(roots, n->id, component))
     return 0;
 
   const char *state;
@@ -671,8 +673,8 @@ static int component_reason(const struct explain *x, size_t node_index,
   /* The root causes are the problems that nothing failing upstream
    * explains; each carries the component's own output. Without a graph (it
    * did not fit in memory) every failing component stands alone. */
-  if (cv && cv->root)
-    return root_push(x, v, roots);
+  if (cv && cv->root) /* each of the node's vertices is walked once */
+    return root_push(x, v, true, roots);
   if (!cv && component_failing(c->state))
     return reasons_push(roots, n->id, c->name, mst_state_name(c->state), c->output);
   return 0;
@@ -696,7 +698,8 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
     if ((r = node_problem_message(m, n, &message)) < 0 ||
         (r = reasons_push(reasons, n->id, NULL, vname, message)) < 0)
       return r;
-    r = v != SIZE_MAX ? root_push(x, v, roots) : reasons_push(roots, n->id, NULL, vname, message);
+    r = v != SIZE_MAX ? root_push(x, v, true, roots)
+                      : reasons_push(roots, n->id, NULL, vname, message);
     if (r >= 0 && n->reported && n->profile_drift)
       r = node_reason_drift(m, n, vname, reasons);
     return r;
@@ -743,7 +746,7 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
        x->cause->first && k < x->cause->first[i] + x->cause->count[i]; k++)
     for (size_t j = 0; j < x->cause->v[k].n_roots; j++)
       if (x->cause->v[x->cause->v[k].roots[j]].node != n &&
-          (r = root_push(x, x->cause->v[k].roots[j], roots)) < 0)
+          (r = root_push(x, x->cause->v[k].roots[j], false, roots)) < 0)
         return r;
 
   /* Drift is worth showing even on a healthy node, but it does not change

@@ -369,9 +369,46 @@ static int component_set(struct aggr_component *c, const struct aggr_component_r
   return c->output || !r->output ? 0 : -ENOMEM;
 }
 
+bool aggr_node_other_boot(const struct aggr_node *n, const char *boot_id) {
+  return boot_id && n->boot_id && strcmp(boot_id, n->boot_id) != 0;
+}
+
+int aggr_node_fits_components(const struct aggr_node *n, const char *const *names, size_t n_names,
+                              size_t max) {
+  size_t room = n->n_components < max ? max - n->n_components : 0, n_new = 0;
+  /* The new names seen so far, by open addressing: at most room of them,
+   * so the table (made at the first new name) is bounded by max whatever
+   * the batch holds. */
+  _cleanup_free_ const char **seen = NULL;
+  size_t mask = 0;
+  for (size_t i = 0; i < n_names; i++) {
+    if (!names[i] || aggr_node_find_component(n, names[i]))
+      continue;
+    if (!seen) {
+      size_t nslots = 16;
+      while (nslots < 2 * (MST_MIN(room, n_names) + 1))
+        nslots *= 2;
+      seen = calloc(nslots, sizeof(*seen));
+      if (!seen)
+        return -ENOMEM;
+      mask = nslots - 1;
+    }
+    size_t k = mst_hash_str(MST_HASH_INIT, names[i]) & mask;
+    while (seen[k] && strcmp(seen[k], names[i]) != 0)
+      k = (k + 1) & mask;
+    if (seen[k])
+      continue; /* named earlier in the batch */
+    if (n_new == room)
+      return 0;
+    seen[k] = names[i];
+    n_new++;
+  }
+  return 1;
+}
+
 int aggr_node_apply_change(struct aggr_node *n, const char *boot_id,
                            const struct aggr_component_report *r) {
-  if (boot_id && n->boot_id && strcmp(boot_id, n->boot_id) != 0)
+  if (aggr_node_other_boot(n, boot_id))
     return 0;
   n->dirty = true;
   struct aggr_component *c = component_get(n, r->name);

@@ -223,6 +223,21 @@ struct aggr_component_report {
   unsigned health, rise, fall;
 };
 
+/* Whether boot_id (NULL: the current one) is not the node's current boot:
+ * a change of it is history only. */
+bool aggr_node_other_boot(const struct aggr_node *n, const char *boot_id);
+
+/* Whether the node stays within max components once the components named
+ * in names[] (NULL entries skipped, a name may repeat) are added: counts the
+ * distinct names it does not have yet, and stops at the first beyond max,
+ * so the work is linear in n_names and the memory bounded by max. Returns 1
+ * (they fit), 0 (they do not) or -ENOMEM. A stream must not make the loop
+ * walk an unbounded node (evaluation, the views and the cause graph each
+ * walk its components): conn.c refuses a batch that does not fit
+ * ([aggregator] max_components_per_node) before any of it is taken. */
+int aggr_node_fits_components(const struct aggr_node *n, const char *const *names, size_t n_names,
+                              size_t max);
+
 /* A change of one component in boot boot_id (NULL: the current one). A
  * change of another boot is history only and leaves the node alone (returns
  * 0). Returns 0, or -ENOMEM (then the component may be missing or its

@@ -40,6 +40,7 @@ static const char *const limit_names[_AGGR_LIMIT_MAX] = {
     [AGGR_LIMIT_STREAM_HELLO_TIMEOUT] = "stream_hello_timeout",
     [AGGR_LIMIT_STREAM_IDLE_TIMEOUT] = "stream_idle_timeout",
     [AGGR_LIMIT_STREAM_AUTH_BACKOFF] = "stream_auth_backoff",
+    [AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE] = "stream_components_per_node",
     [AGGR_LIMIT_HTTP_URL_LENGTH] = "http_url_length",
     [AGGR_LIMIT_HTTP_PARKED_READS] = "http_parked_reads",
     [AGGR_LIMIT_HTTP_TIMEOUT] = "http_timeout",

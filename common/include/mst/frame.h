@@ -26,6 +26,13 @@
 #define MST_SPOOL_ID_MAX       128
 #define MST_COMPONENT_NAME_MAX 256
 
+/* Components one node may have. The aggregator refuses a snapshot or a
+ * change batch that would take a node over its [aggregator]
+ * max_components_per_node, this by default, so that no stream can make
+ * the loop walk an unbounded node; the agent refuses a profile with more
+ * (common/profile.c). Real profiles have tens. */
+#define MST_COMPONENTS_PER_NODE_MAX 1000
+
 struct mst_frame_reader {
   uint8_t *buf;
   size_t start; /* first unconsumed byte */
