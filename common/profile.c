@@ -109,6 +109,7 @@ struct profile_loader {
   struct stage_lines *stage_lines;         /* parallel to p->stages */
   unsigned error;                          /* errors reported so far */
   int fatal;                               /* -ENOMEM */
+  bool too_many;                           /* said the profile has too many components */
 };
 
 _printf_(3, 4) static void profile_error(struct profile_loader *l, unsigned line, const char *fmt,
@@ -197,6 +198,18 @@ static int component_add(struct profile_loader *l, const char *name, unsigned li
   if (prev) {
     profile_error(l, line, "duplicate component '%s' (first declared on line %u)", name,
                   prev->line);
+    return -EINVAL;
+  }
+  /* The aggregator refuses a node with more (by default): its agent would
+   * be refused at its first snapshot, again at every reconnection. Said
+   * once, at the first one over. */
+  if (p->n_components >= MST_COMPONENTS_PER_NODE_MAX) {
+    if (!l->too_many)
+      profile_error(l, line,
+                    "component '%s': more than %d components (an aggregator refuses a node with "
+                    "more than its max_components_per_node, %d by default)",
+                    name, MST_COMPONENTS_PER_NODE_MAX, MST_COMPONENTS_PER_NODE_MAX);
+    l->too_many = true;
     return -EINVAL;
   }
   components = MST_ARRAY_APPEND(p->components, p->n_components);

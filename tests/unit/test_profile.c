@@ -2,9 +2,11 @@
  * validation error at its line, the digest, and loading a directory of
  * profiles (order, duplicate roles, cross-role requirements). */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mst/config.h"
+#include "mst/frame.h"
 #include "mst/macro.h"
 #include "mst/profile.h"
 #include "unit-helpers.h"
@@ -271,6 +273,49 @@ static const struct error_case error_cases[] = {
      "[stage \"z\"]\n",
      NULL},
 };
+
+/* A profile of n components c0, c1, ... (three lines each: the section, its
+ * check and unit): component k is declared on line 3k + 1. */
+static char *profile_of(size_t n) {
+  char *text = NULL;
+  size_t size = 0;
+  FILE *f = open_memstream(&text, &size);
+  cr_assert_not_null(f);
+  for (size_t k = 0; k < n; k++)
+    fprintf(f, "[component \"c%zu\"]\n" SYSD, k);
+  cr_assert_eq(fclose(f), 0);
+  return text;
+}
+
+/* As many components as an aggregator takes of a node by default, and not
+ * one more: the one over is named at its line, once. */
+Test(profile, components_capped) {
+  for (size_t n = MST_COMPONENTS_PER_NODE_MAX; n <= MST_COMPONENTS_PER_NODE_MAX + 50; n += 50) {
+    _cleanup_free_ char *content = profile_of(n);
+    _cleanup_free_ char *path = unit_write_file(tmpdir, "master.ini", content);
+    _cleanup_free_ char *want = NULL;
+    struct mst_profile *p = NULL;
+    struct mst_diag diag = {0};
+    int r = mst_profile_load(path, &p, &diag);
+    if (n == MST_COMPONENTS_PER_NODE_MAX) {
+      cr_assert_eq(r, 0, "%s", diag.n ? diag.lines[0] : "");
+      cr_assert_eq(p->n_components, n);
+      mst_profile_free(p);
+      continue;
+    }
+    cr_assert_eq(r, -EINVAL);
+    cr_assert_eq(diag.n, 1, "%zu diagnostics", diag.n);
+    cr_assert_geq(asprintf(&want,
+                           "%s:%d: component 'c%d': more than %d components (an aggregator "
+                           "refuses a node with more than its max_components_per_node, %d by "
+                           "default)",
+                           path, 3 * MST_COMPONENTS_PER_NODE_MAX + 1, MST_COMPONENTS_PER_NODE_MAX,
+                           MST_COMPONENTS_PER_NODE_MAX, MST_COMPONENTS_PER_NODE_MAX),
+                  0);
+    cr_assert_str_eq(diag.lines[0], want);
+    mst_diag_done(&diag);
+  }
+}
 
 Test(profile, each_error_at_its_line) {
   for (size_t i = 0; i < ELEMENTSOF(error_cases); i++) {
