@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 
+import pytest
 import requests
 
 import muster_harness as mh
@@ -192,11 +193,8 @@ def _refused(cl, reason):
 def test_stream_components_per_node(env):
     """A huge snapshot, or batches inventing component names, are refused
     with a reason before any of it is taken (max_components_per_node,
-    default 1000); a node at the cap costs the loop milliseconds, so while
-    one stream sends such snapshots as fast as it may, the others are acked
-    at once; and the aggregator still stops at once."""
+    default 1000)."""
     aggr = start(env)
-    real = env.agent("real", "agent", aggr).start()
     calm = welcomed(aggr, "calm")
     mk = ChangeMaker(COMPONENTS)
 
@@ -218,6 +216,19 @@ def test_stream_components_per_node(env):
                        "the node has 600")
     assert aggr.query("SELECT max(seq) FROM changes WHERE node_id='inventor'") == [(600,)]
     assert limit_hits(aggr, "stream_components_per_node") == 2
+    acked_change(calm, mk)
+
+
+@pytest.mark.no_valgrind(reason="measures ack latency under a flood the daemon must keep up "
+                         "with; memcheck slows it far more than the deadline scale")
+def test_stream_components_at_the_cap_cost_milliseconds(env):
+    """A node at the cap costs the loop a millisecond or so: while one stream
+    sends such snapshots as fast as it may, the others are acked at once; and
+    the aggregator still stops at once."""
+    aggr = start(env)
+    real = env.agent("real", "agent", aggr).start()
+    calm = welcomed(aggr, "calm")
+    mk = ChangeMaker(COMPONENTS)
 
     # A node at the cap: 1000-component snapshots flipping every state, as
     # fast as max_frames_per_second lets one stream send them, for a second
@@ -260,7 +271,7 @@ def test_stream_components_per_node(env):
     assert p99 < mh.T(0.2), latencies[-10:]
     # The hog was served too (nothing refused it), and its node shows it.
     mh.wait_until(lambda: len(aggr.json("/v1/nodes/hog")["components"]) == 1000, 5)
-    assert limit_hits(aggr, "stream_components_per_node") == 2
+    assert limit_hits(aggr, "stream_components_per_node") == 0
     # The real agent stayed connected and acknowledged.
     mh.wait_until(lambda: real.max_seq() > 0 and real.acked_seq() == real.max_seq(), 5,
                   desc="the real agent's changes acknowledged")
