@@ -15,30 +15,14 @@ import sqlite3
 import muster_harness as mh
 from muster_harness import ChangeMaker, StreamClient, pb, wait_until
 from test_durability import (ROW_COLS, aggr_rows, assert_spool_matches_aggregator,
-                             flappy_profile, start_all, stop_all, wait_caught_up)
+                             flappy_profile, flapping_agent, stop_all, wait_caught_up)
 from test_limits import limit_hits
-
-COMPONENTS = ["c1", "c2"]
-
-
-def foreign_aggr(env):
-    env.write_profile("agent", mh.profile_ini("agent", [
-        (c, dict(check="exec", command="true", interval="10s", rise=1, fall=1)) for c in COMPONENTS
-    ], [("work", COMPONENTS)]))
-    a = env.aggregator(stale_timeout="5s").start()
-    a.digest = env.profile_digest("agent")
-    return a
+from test_protocol import COMPONENTS, aggr, welcomed  # noqa: F401 (aggr: the fixture)
 
 
 def hello(aggr, node, spool, last_seq=0):
     cl = StreamClient(aggr.stream_port)
     return cl, cl.hello(node, "agent", spool, last_seq, digest=aggr.digest)
-
-
-def welcomed(aggr, node, spool, last_seq=0):
-    cl, r = hello(aggr, node, spool, last_seq)
-    assert r.WhichOneof("body") == "welcome", r
-    return cl, r.welcome
 
 
 def stored(aggr, node, spool):
@@ -67,8 +51,7 @@ def expect_reject(cl, code, *words):
         return acks, env.reject
 
 
-def test_gap_out_of_order_and_huge_seqs_are_refused(env):
-    aggr = foreign_aggr(env)
+def test_gap_out_of_order_and_huge_seqs_are_refused(aggr):
     mk = ChangeMaker(COMPONENTS)
     ch = mk.make(5)
 
@@ -131,11 +114,10 @@ def test_gap_out_of_order_and_huge_seqs_are_refused(env):
     cl.close()
 
 
-def test_first_batch_may_start_past_pruned_rows(env):
+def test_first_batch_may_start_past_pruned_rows(aggr):
     """An agent that pruned its acknowledged rows replays to an aggregator
     that holds less: its first batch starts higher, and that is accepted
     (only the first batch of a stream may skip)."""
-    aggr = foreign_aggr(env)
     sp = os.urandom(16).hex()
     mk = ChangeMaker(COMPONENTS)
     ch = mk.make(30)
@@ -149,8 +131,7 @@ def test_first_batch_may_start_past_pruned_rows(env):
     assert stored(aggr, "p1", sp) == list(range(21, 26))
 
 
-def test_spool_behind_what_is_held_is_refused(env):
-    aggr = foreign_aggr(env)
+def test_spool_behind_what_is_held_is_refused(aggr):
     sp = os.urandom(16).hex()
     mk = ChangeMaker(COMPONENTS)
     cl, _ = welcomed(aggr, "b1", sp)
@@ -188,13 +169,7 @@ def _content(rows):
 
 
 def test_spool_restored_from_backup_moves_to_a_new_id(env):
-    togglers = flappy_profile(env)
-    aggr = env.aggregator(stale_timeout="5s").start()
-    ag = env.agent("n1", "flappy", aggr).start()
-    start_all(togglers)
-    wait_until(ag.spool_ready, 5, desc="agent spool created")
-    sid = ag.spool_id()
-    wait_until(lambda: (ag.acked_seq() or 0) >= 10, 5, desc="10 changes acknowledged")
+    togglers, aggr, ag, sid = flapping_agent(env, 10)
 
     # The backup: taken with the agent stopped, then the agent goes on.
     ag.stop()
@@ -244,13 +219,7 @@ def test_spool_restored_from_backup_moves_to_a_new_id(env):
 
 
 def test_spool_that_lost_its_id_resends_only_what_was_not_acknowledged(env):
-    togglers = flappy_profile(env)
-    aggr = env.aggregator(stale_timeout="5s").start()
-    ag = env.agent("n1", "flappy", aggr).start()
-    start_all(togglers)
-    wait_until(ag.spool_ready, 5, desc="agent spool created")
-    sid = ag.spool_id()
-    wait_until(lambda: (ag.acked_seq() or 0) >= 15, 5, desc="15 changes acknowledged")
+    togglers, aggr, ag, sid = flapping_agent(env, 15)
     ag.stop()
     stop_all(togglers)
     acked = ag.acked_seq()
