@@ -173,6 +173,29 @@ static int spool_get_meta_u64(struct agent_spool *s, const char *key, uint64_t *
   return 1;
 }
 
+/* How many rows the changes table has (capped at one: is it empty?). */
+static int spool_has_changes(struct agent_spool *s) {
+  _cleanup_stmt_ sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(s->db, "SELECT EXISTS (SELECT 1 FROM changes)", -1, &stmt, NULL);
+  if (rc != SQLITE_OK || (rc = sqlite3_step(stmt)) != SQLITE_ROW) {
+    log_error("spool %s: reading the changes: %s", s->path, sqlite3_errmsg(s->db));
+    return mst_store_errno(rc);
+  }
+  return sqlite3_column_int(stmt, 0);
+}
+
+static int spool_new_id(struct agent_spool *s, char id[static 33]) {
+  uint8_t raw[16];
+  int r = agent_random_bytes(raw, sizeof(raw));
+  if (r < 0) {
+    log_error("spool %s: cannot get random bytes for the spool id: %s", s->path, strerror(-r));
+    return r;
+  }
+  for (size_t i = 0; i < sizeof(raw); i++)
+    snprintf(id + 2 * i, 3, "%02x", raw[i]);
+  return 0;
+}
+
 static bool spool_id_valid(const char *id) {
   size_t n = strlen(id);
 
@@ -184,10 +207,15 @@ static bool spool_id_valid(const char *id) {
   return true;
 }
 
-/* Creates spool_id on the spool's first open and loads the marks. */
-static int spool_load_meta(struct agent_spool *s) {
+/* Creates spool_id on the spool's first open and loads the marks. A spool
+ * with content but no valid spool_id is corrupted: its rows must not go out
+ * again under a new id as if none had been acknowledged (they would be
+ * stored twice). When acked_seq says what was acknowledged, *ret_lost_id is
+ * set and the caller moves the rest to a new id (spool_roll()); without it,
+ * the spool is refused. */
+static int spool_load_meta(struct agent_spool *s, bool *ret_lost_id) {
   uint64_t max_seq = 0, meta_last = 0;
-  int r;
+  int r, acked;
 
   r = spool_begin(s);
   if (r < 0)
@@ -196,27 +224,51 @@ static int spool_load_meta(struct agent_spool *s) {
   r = spool_get_meta(s, "spool_id", s->spool_id, sizeof(s->spool_id));
   if (r < 0)
     goto fail;
-  if (r == 0) {
-    uint8_t raw[16];
-
-    r = agent_random_bytes(raw, sizeof(raw));
-    if (r < 0) {
-      log_error("spool %s: cannot get random bytes for the spool id: %s", s->path, strerror(-r));
+  if (r == 0 || !spool_id_valid(s->spool_id)) {
+    bool present = r > 0;
+    int has = spool_has_changes(s);
+    if (has < 0) {
+      r = has;
       goto fail;
     }
-    for (size_t i = 0; i < sizeof(raw); i++)
-      snprintf(s->spool_id + 2 * i, 3, "%02x", raw[i]);
-    r = spool_set_meta(s, "spool_id", s->spool_id);
+    acked = spool_get_meta_u64(s, "acked_seq", &s->acked_seq);
+    if (acked < 0) {
+      r = acked;
+      goto fail;
+    }
+    r = spool_get_meta_u64(s, "last_seq", &meta_last);
     if (r < 0)
       goto fail;
-    r = spool_set_meta(s, "acked_seq", "0");
-    if (r < 0)
-      goto fail;
-    log_info("spool %s: created with spool id %s", s->path, s->spool_id);
-  } else if (!spool_id_valid(s->spool_id)) {
-    log_error("spool %s: meta 'spool_id' is not 32 hex digits: '%s'", s->path, s->spool_id);
-    r = -EBADMSG;
-    goto fail;
+    if (has || acked > 0 || r > 0) {
+      /* Not a new spool: what is left of a corrupted one. */
+      if (present)
+        log_error("spool %s is corrupted: meta 'spool_id' is not 32 hex digits: '%.64s'", s->path,
+                  s->spool_id);
+      else
+        log_error("spool %s is corrupted: it holds changes but meta 'spool_id' is missing",
+                  s->path);
+      if (acked <= 0) {
+        log_error("spool %s: meta 'acked_seq' is missing too, so which changes the aggregator "
+                  "holds is unknown; refusing to resend or drop them. Move the file aside to "
+                  "start a new spool (docs/runbook.md)",
+                  s->path);
+        r = -EBADMSG;
+        goto fail;
+      }
+      s->spool_id[0] = '\0';
+      *ret_lost_id = true;
+    } else {
+      r = spool_new_id(s, s->spool_id);
+      if (r < 0)
+        goto fail;
+      r = spool_set_meta(s, "spool_id", s->spool_id);
+      if (r < 0)
+        goto fail;
+      r = spool_set_meta(s, "acked_seq", "0");
+      if (r < 0)
+        goto fail;
+      log_info("spool %s: created with spool id %s", s->path, s->spool_id);
+    }
   }
 
   r = spool_get_meta_u64(s, "acked_seq", &s->acked_seq);
@@ -334,9 +386,15 @@ int agent_spool_open(const char *path, struct agent_spool **ret) {
       goto fail;
   }
 
-  r = spool_load_meta(s);
+  bool lost_id = false;
+  r = spool_load_meta(s, &lost_id);
   if (r < 0)
     goto fail;
+  if (lost_id) {
+    r = agent_spool_roll(s, "meta 'spool_id' lost (corrupted file)");
+    if (r < 0)
+      goto fail;
+  }
 
   *ret = s;
   return 0;
@@ -562,6 +620,73 @@ fail:
   return r;
 }
 
+int agent_spool_roll(struct agent_spool *s, const char *reason) {
+  char id[33], old[33];
+  uint64_t acked = s->acked_seq, last = s->last_seq - MST_MIN(s->acked_seq, s->last_seq);
+  uint64_t rolls = 0;
+  int r;
+
+  r = spool_new_id(s, id);
+  if (r < 0)
+    return r;
+  r = spool_begin(s);
+  if (r < 0)
+    return r;
+  /* What was acknowledged is held under the old id: it leaves the spool.
+   * The rest is renumbered from 1, through negative seqs so that no new
+   * seq meets an old one on the way. */
+  {
+    _cleanup_stmt_ sqlite3_stmt *del = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "DELETE FROM changes WHERE seq <= ?", -1, &del, NULL);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(del, 1, (int64_t)MST_MIN(acked, (uint64_t)INT64_MAX));
+      rc = sqlite3_step(del);
+    }
+    if (rc != SQLITE_DONE) {
+      log_error("spool %s: dropping acknowledged changes: %s", s->path, sqlite3_errmsg(s->db));
+      r = mst_store_errno(rc);
+      goto fail;
+    }
+  }
+  if (acked > 0) {
+    char sql[128];
+    snprintf(sql, sizeof(sql), "UPDATE changes SET seq = %" PRId64 " - seq",
+             (int64_t)MST_MIN(acked, (uint64_t)INT64_MAX));
+    r = mst_store_exec(s->db, sql);
+    if (r >= 0)
+      r = mst_store_exec(s->db, "UPDATE changes SET seq = -seq");
+    if (r < 0)
+      goto fail;
+  }
+  r = spool_get_meta_u64(s, "spool_rolls", &rolls);
+  if (r < 0)
+    goto fail;
+  snprintf(old, sizeof(old), "%s", s->spool_id);
+  if ((r = spool_set_meta(s, "spool_id", id)) < 0 ||
+      (r = spool_set_meta(s, "previous_spool_id", old[0] ? old : "(lost)")) < 0 ||
+      (r = spool_set_meta(s, "spool_roll_reason", reason)) < 0 ||
+      (r = spool_set_meta_u64(s, "spool_rolls", rolls + 1)) < 0 ||
+      (r = spool_set_meta_u64(s, "acked_seq", 0)) < 0 ||
+      (r = spool_set_meta_u64(s, "last_seq", last)) < 0)
+    goto fail;
+  r = spool_commit(s);
+  if (r < 0)
+    return r;
+
+  log_warning("spool %s: new spool id %s replaces %s: %s; its %" PRIu64
+              " unacknowledged changes are renumbered 1..%" PRIu64 " and sent under the new id, "
+              "the %" PRIu64 " acknowledged ones stay in the aggregator's history only",
+              s->path, id, old[0] ? old : "(lost)", reason, last, last, acked);
+  memcpy(s->spool_id, id, sizeof(id));
+  s->last_seq = last;
+  s->acked_seq = s->acked_seq_persisted = 0;
+  return 0;
+
+fail:
+  spool_rollback(s);
+  return r;
+}
+
 static enum mst_state state_or_unspecified(const unsigned char *s) {
   int v = mst_state_from_string((const char *)s);
   return v < 0 ? MST_STATE_UNSPECIFIED : (enum mst_state)v;
@@ -649,10 +774,16 @@ int agent_spool_prune(struct agent_spool *s, int64_t cutoff_ms, unsigned limit) 
   _cleanup_stmt_ sqlite3_stmt *stmt = NULL;
   int rc;
 
-  /* Only what the aggregator has acknowledged; never anything newer. */
+  /* Only what the aggregator has acknowledged; never anything newer. And
+   * only the oldest rows, up to the first one inside the retention: a change
+   * stamped earlier than one before it (the clock stepped back) must not
+   * leave a hole, since a replay may skip seqs only at its start (the
+   * aggregator refuses a gap in the middle). */
   rc = sqlite3_prepare_v2(s->db,
                           "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes"
-                          " WHERE seq <= ? AND at_ms < ? ORDER BY seq LIMIT ?)",
+                          " WHERE seq <= ?1 AND at_ms < ?2 AND seq < (SELECT"
+                          " COALESCE(MIN(seq), 9223372036854775807) FROM changes WHERE at_ms >= ?2)"
+                          " ORDER BY seq LIMIT ?3)",
                           -1, &stmt, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_bind_int64(stmt, 1, (int64_t)MST_MIN(s->acked_seq, (uint64_t)INT64_MAX));

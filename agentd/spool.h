@@ -90,6 +90,15 @@ int agent_spool_read_changes(struct agent_spool *s, uint64_t after_seq, unsigned
  * (batched) and on agent_spool_free(). */
 void agent_spool_ack(struct agent_spool *s, uint64_t seq);
 
+/* Moves the spool to a new random spool id, for a reason that is logged and
+ * kept in meta (previous_spool_id, spool_roll_reason, spool_rolls): the
+ * aggregator holds more of the old id than the spool has (it was restored
+ * from a backup), or the id was lost. The acknowledged changes leave the
+ * spool (they are in the aggregator's history); the others are renumbered
+ * from 1 and go out under the new id, so none is dropped as already held.
+ * acked_seq becomes 0. Returns 0 or -errno (logged; nothing changed). */
+int agent_spool_roll(struct agent_spool *s, const char *reason);
+
 /* Deletes at most limit acknowledged changes older than cutoff_ms. Returns
  * the number deleted or -errno. */
 int agent_spool_prune(struct agent_spool *s, int64_t cutoff_ms, unsigned limit);

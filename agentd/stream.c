@@ -599,17 +599,37 @@ static const char *reject_code_name(Muster__RejectCode code) {
   return v ? v->name : "UNKNOWN_CODE";
 }
 
+/* The aggregator holds more of this spool than the spool has: the spool
+ * went back in time (restored from a backup or a VM snapshot). Its next
+ * seqs are held there already and would be dropped as such: the spool
+ * moves to a new id (the unacknowledged changes with it) and the stream
+ * starts again at once with a Hello for that id. */
+static void stream_spool_behind(struct agent_stream *s, const char *reason) {
+  struct agent *a = s->agent;
+  int r = agent_spool_roll(a->spool, reason);
+  if (r < 0) {
+    stream_drop(s, -1, "cannot move the spool to a new id: %s", strerror(-r));
+    return;
+  }
+  stream_drop(s, 0, "the spool was behind %s; streaming again under spool id %s", s->peer,
+              agent_spool_id(a->spool));
+}
+
 static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) {
   struct agent *a = s->agent;
   uint64_t last = agent_spool_last_seq(a->spool);
   uint64_t held = w->held_seq;
   char hb[32];
 
+  /* An aggregator that predates REJECT_SPOOL_BEHIND says so in the Welcome. */
   if (held > last) {
-    log_warning("stream: %s holds seq %" PRIu64 " of spool %s, but the spool only has %" PRIu64
-                "; continuing",
-                s->peer, held, agent_spool_id(a->spool), last);
-    held = last;
+    char reason[256];
+    snprintf(reason, sizeof(reason),
+             "%s holds seq %" PRIu64 " of spool %s, the spool only has %" PRIu64
+             " (restored from a backup?)",
+             s->peer, held, agent_spool_id(a->spool), last);
+    stream_spool_behind(s, reason);
+    return;
   }
   /* What the aggregator holds is committed there: as good as an Ack. */
   agent_spool_ack(a->spool, held);
@@ -659,6 +679,13 @@ static void stream_on_redirect(struct agent_stream *s, const Muster__Redirect *r
 static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
   int64_t delay = STREAM_REJECT_RETRY_USEC;
 
+  if (rj->code == MUSTER__REJECT_CODE__REJECT_SPOOL_BEHIND) {
+    char reason[512];
+    snprintf(reason, sizeof(reason), "rejected by %s: %.400s", s->peer,
+             rj->reason && *rj->reason ? rj->reason : "the spool is behind");
+    stream_spool_behind(s, reason);
+    return;
+  }
   if (rj->code == MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE)
     delay = STREAM_UNKNOWN_ROLE_RETRY_USEC;
   else if (rj->code == MUSTER__REJECT_CODE__REJECT_NOT_LEADER) {

@@ -94,6 +94,7 @@ struct aggr_conn {
   bool dead;            /* to be freed once the current event handler returns */
   bool freed;           /* closed; its memory goes once the batch of events is done */
   bool backlogged;      /* on a->backlog: whole frames wait in rd */
+  bool changes_seen;    /* a ChangeBatch came: the next may not skip seqs */
   struct aggr_conn *prev, *next;
   struct aggr_conn *backlog_next;
 };
@@ -376,6 +377,19 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
     return -1;
   }
+  /* The agent's spool never gives a seq back, so one that has less than
+   * what is held here went back in time (restored from a backup or a VM
+   * snapshot): its next changes would reuse seqs held here and be dropped
+   * as already held. Refused before anything is bound; the agent moves to a
+   * new spool id (agentd/stream.c). */
+  if (h->last_seq < spool->held_seq) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_SPOOL_BEHIND);
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_SPOOL_BEHIND,
+                "spool %.32s is behind: the agent has seq %llu, this aggregator holds %llu "
+                "(restored from a backup?); start a new spool",
+                h->spool_id, (unsigned long long)h->last_seq, (unsigned long long)spool->held_seq);
+    return -1;
+  }
   if (node->conn && node->conn != c) {
     log_info("stream %s: node %s reconnected; closing its previous stream %s", c->peer, node->id,
              node->conn->peer);
@@ -453,28 +467,19 @@ static struct aggr_component_report component_report(const char *name, int check
   };
 }
 
-/* Whether a change of the batch is new: above what was received so far. The
- * walk is done twice (to size the writer's job, then to fill it), so it
- * keeps its own copy of received_seq. */
-static bool change_is_new(const Muster__Change *ch, uint64_t *received) {
-  if (ch->seq <= *received)
-    return false;
-  *received = ch->seq;
-  return true;
-}
-
-/* Whether the batch's new changes of the current boot leave the node within
+/* Whether the batch's new changes (seq from `from` on: aggr_spool_new_from())
+ * of the current boot leave the node within
  * max_components_per_node; refuses the stream when not. Nothing of the
  * batch is taken then: a stream cannot grow a node without bound by
  * inventing names (aggr_node_fits_components()). */
-static bool conn_changes_fit(struct aggr_conn *c, const Muster__ChangeBatch *b) {
-  uint64_t max = c->aggr->cfg.max_components_per_node, received = c->spool->received_seq;
+static bool conn_changes_fit(struct aggr_conn *c, const Muster__ChangeBatch *b, uint64_t from) {
+  uint64_t max = c->aggr->cfg.max_components_per_node;
   _cleanup_free_ const char **names = calloc(b->n_changes + 1, sizeof(*names));
   int r = -ENOMEM;
   if (names) {
     for (size_t i = 0; i < b->n_changes; i++) {
       const Muster__Change *ch = b->changes[i];
-      if (change_is_new(ch, &received) && !aggr_node_other_boot(c->node, ch->boot_id))
+      if (ch->seq >= from && !aggr_node_other_boot(c->node, ch->boot_id))
         names[i] = ch->component;
     }
     r = aggr_node_fits_components(c->node, names, b->n_changes, max);
@@ -498,17 +503,36 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
   struct aggr_spool *spool = c->spool;
   uint64_t now = mst_now_realtime_usec();
   size_t n_new = 0, bytes = 0;
-  uint64_t received = spool->received_seq;
+  uint64_t from = 1;
+  bool may_skip = !c->changes_seen;
 
-  if (!conn_changes_fit(c, b))
+  if (b->n_changes == 0)
+    return 0;
+  /* The seqs go up by one (aggr_envelope_check()); the batch must follow
+   * what was received, so that the Ack never covers a seq not committed. */
+  if (aggr_spool_new_from(spool, b->changes[0]->seq, may_skip, &from) < 0) {
+    aggr_metrics_limit(AGGR_LIMIT_STREAM_SEQ_ORDER);
+    conn_reject(c, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
+                "change seq %llu after seq %llu of spool %.32s (seqs must go up by one, without "
+                "gaps)",
+                (unsigned long long)b->changes[0]->seq, (unsigned long long)spool->received_seq,
+                spool->spool_id);
+    return -1;
+  }
+  c->changes_seen = true;
+  if (from > spool->received_seq + 1)
+    log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)", c->peer,
+               c->node->id, (unsigned long long)spool->received_seq, (unsigned long long)from);
+
+  if (!conn_changes_fit(c, b, from))
     return -1;
 
   /* Every change was checked by aggr_envelope_check(): its strings are
-   * capped by the frame size. The new ones go to the writer as one job, in
-   * one allocation with their strings. */
+   * capped by the frame size. The new ones (from `from` on) go to the writer
+   * as one job, in one allocation with their strings. */
   for (size_t i = 0; i < b->n_changes; i++) {
     const Muster__Change *ch = b->changes[i];
-    if (!change_is_new(ch, &received))
+    if (ch->seq < from)
       continue;
     n_new++;
     bytes += strlen(ch->component) + strlen(ch->output ? ch->output : "") +
@@ -530,12 +554,9 @@ static int conn_on_changes(struct aggr_conn *c, const Muster__ChangeBatch *b) {
     size_t k = 0;
     for (size_t i = 0; i < b->n_changes; i++) {
       const Muster__Change *ch = b->changes[i];
-      uint64_t prev = spool->received_seq;
-      if (!change_is_new(ch, &spool->received_seq))
+      if (ch->seq < from)
         continue;
-      if (ch->seq != prev + 1 && prev != 0)
-        log_notice("stream %s node %s: seq jumps from %llu to %llu (agent pruned its spool?)",
-                   c->peer, c->node->id, (unsigned long long)prev, (unsigned long long)ch->seq);
+      spool->received_seq = ch->seq;
       struct aggr_change_row *row = &j->changes.rows[k++];
       row->seq = ch->seq;
       row->at_ms = ch->at_ms;
@@ -615,7 +636,10 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
 
   if (streaming && env->body_case != MUSTER__ENVELOPE__BODY_HELLO)
     aggr_node_apply_seen(c->node, mst_now_realtime_usec());
-  if (aggr_envelope_check(env, streaming, &rej) < 0) {
+  int r = aggr_envelope_check(env, streaming, &rej);
+  if (r < 0) {
+    if (r == -ERANGE)
+      aggr_metrics_limit(AGGR_LIMIT_STREAM_SEQ_ORDER);
     conn_reject(c, rej.code, "%s", rej.reason);
     return -1;
   }

@@ -146,14 +146,32 @@ static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
                   "Hello with a string that is not UTF-8");
   if (!h->spool_id[0])
     return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
+  /* Seqs are stored as SQLite integers: one above INT64_MAX would come back
+   * negative (in the Welcome, in the history). */
+  if (h->last_seq > INT64_MAX)
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
+                  "Hello with last_seq %llu, above the largest seq (2^63-1)",
+                  (unsigned long long)h->last_seq);
   return 0;
 }
 
 /* Every change of a batch, before any of it is applied: one bad change
- * refuses the whole batch. */
+ * refuses the whole batch. The seqs must go up by one and stay below 2^63:
+ * where the batch may start is the spool's business (spools.h). */
 static int changes_check(const Muster__ChangeBatch *b, struct aggr_reject *rej) {
   for (size_t i = 0; i < b->n_changes; i++) {
     const Muster__Change *ch = b->changes[i];
+    if (ch->seq > INT64_MAX) {
+      refuse(rej, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
+             "change seq %llu is above the largest seq (2^63-1)", (unsigned long long)ch->seq);
+      return -ERANGE;
+    }
+    if (i > 0 && ch->seq != b->changes[i - 1]->seq + 1) {
+      refuse(rej, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
+             "change seq %llu follows seq %llu in one batch (seqs must go up by one)",
+             (unsigned long long)ch->seq, (unsigned long long)b->changes[i - 1]->seq);
+      return -ERANGE;
+    }
     if (!component_name_valid(ch->component) || !state_valid(ch->to) || ch->seq == 0)
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "change seq %llu has no component, an overlong name or an invalid state",

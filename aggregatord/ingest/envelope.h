@@ -44,7 +44,8 @@ void aggr_decoder_done(struct aggr_decoder *d);
 
 /* Checks a decoded Envelope from an agent. hello_done tells whether the
  * connection has had its Hello. Returns 0 when conn.c may act on it, or
- * -EPROTO (a body not allowed now) or -EBADMSG (bad fields) with
+ * -EPROTO (a body not allowed now), -EBADMSG (bad fields) or -ERANGE (a
+ * batch whose seqs do not go up by one, or a seq above INT64_MAX) with
  * *ret_reject filled. env is only read. */
 int aggr_envelope_check(const Muster__Envelope *env, bool hello_done,
                         struct aggr_reject *ret_reject);

@@ -68,6 +68,14 @@ struct aggr_spool *aggr_spools_get(struct aggr_spools *t, const char *node_id,
   return s;
 }
 
+int aggr_spool_new_from(const struct aggr_spool *s, uint64_t first, bool may_skip,
+                        uint64_t *ret_from) {
+  if (first > s->received_seq + 1 && !may_skip)
+    return -ERANGE;
+  *ret_from = MST_MAX(first, s->received_seq + 1);
+  return 0;
+}
+
 int aggr_spools_copied(struct aggr_spools *t, const char *node_id, const char *spool_id,
                        uint64_t seq) {
   struct aggr_spool *s = aggr_spools_get(t, node_id, spool_id);

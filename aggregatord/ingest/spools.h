@@ -13,6 +13,7 @@
  * holds (only held_seq means anything there). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,21 @@ struct aggr_spool *aggr_spools_find(const struct aggr_spools *t, const char *nod
  * memory. The table owns the record. */
 struct aggr_spool *aggr_spools_get(struct aggr_spools *t, const char *node_id,
                                    const char *spool_id);
+
+/* Where a batch of seqs starting at first (going up by one: envelope.c
+ * checks that) may go in spool s: the seqs of a spool are handed
+ * to the writer in order and without gaps, so that an Ack (everything up to
+ * held_seq) never covers a seq that was not committed. The batch must start
+ * at most one above received_seq; what it repeats below is already held or
+ * on its way (a replay), and only the rest is new. Only the first batch of a
+ * stream (may_skip) may start higher: the agent has pruned what lies
+ * between, it will never come.
+ *
+ * Returns 0 and sets *ret_from to the first new seq (above the batch's last
+ * when nothing is new), or -ERANGE for a gap. Changes nothing: the caller moves
+ * received_seq to the batch's last once the new seqs are handed over. */
+int aggr_spool_new_from(const struct aggr_spool *s, uint64_t first, bool may_skip,
+                        uint64_t *ret_from);
 
 /* What a follower copied from the leader is committed up to seq: the record
  * holds at least that much from now on. Returns 0 or -ENOMEM. */

@@ -30,7 +30,9 @@ enum aggr_limit {
   AGGR_LIMIT_STREAM_HELLO_TIMEOUT,
   AGGR_LIMIT_STREAM_IDLE_TIMEOUT,
   AGGR_LIMIT_STREAM_AUTH_BACKOFF,
-  AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE,
+  AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE, /* a frame over max_components_per_node (refused) */
+  AGGR_LIMIT_STREAM_SEQ_ORDER,           /* a batch with a gap or seqs out of order (refused) */
+  AGGR_LIMIT_STREAM_SPOOL_BEHIND,        /* a Hello whose spool is behind what is held (refused) */
   AGGR_LIMIT_HTTP_URL_LENGTH,
   AGGR_LIMIT_HTTP_PARKED_READS,
   AGGR_LIMIT_HTTP_TIMEOUT,

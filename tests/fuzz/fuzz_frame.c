@@ -11,6 +11,14 @@
  * the frame cap; the rest is the stream. Every frame that passes is also
  * packed again with mst_frame_write_envelope() and read back, which must
  * give the same bytes.
+ *
+ * The seqs of the change batches are followed as conn.c follows them
+ * (spools.h: aggr_spool_new_from()): what it would hand to the writer and
+ * then acknowledge is checked against the rule, over the whole sequence of
+ * frames, not one frame: the seqs handed to the writer go up by one (a skip
+ * only before the first of the stream: the agent's pruned rows), none is
+ * above INT64_MAX, and the Ack after the commit covers only seqs handed in
+ * that order.
  * Seeds: tests/fuzz/make_corpus.py. */
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +28,7 @@
 #include <unistd.h>
 
 #include "ingest/envelope.h"
+#include "ingest/spools.h"
 #include "fuzz.h"
 #include "mst/auth.h"
 #include "mst/frame.h"
@@ -101,6 +110,12 @@ struct conversation {
   bool closed;
   size_t frames;
   size_t sink;
+  /* The seq/ack model: the spool record conn.c keeps (held and received:
+   * every handed seq is committed at once here), whether a batch came, and
+   * the run of seqs handed to the writer in order (run_first..handed). */
+  struct aggr_spool spool;
+  bool changes_seen;
+  uint64_t run_first, handed, acked;
 };
 
 /* FUZZ_VERBOSE=1: say what happened to each frame (for triage). */
@@ -111,6 +126,42 @@ static volatile size_t fuzz_sink;
 /* Frames decode into memory reused from frame to frame, as on the
  * aggregator's loop (one decoder for the process's life). */
 static struct aggr_decoder decoder = AGGR_DECODER_INIT;
+
+/* A ChangeBatch that passed aggr_envelope_check(): where conn.c would take
+ * it from, what it would hand to the writer, and the Ack after the commit.
+ * Returns false when conn.c refuses it (the stream closes). */
+static bool follow_seqs(struct conversation *cv, const Muster__ChangeBatch *b) {
+  uint64_t from;
+
+  if (b->n_changes == 0)
+    return true;
+  uint64_t first = b->changes[0]->seq, last = b->changes[b->n_changes - 1]->seq;
+  FUZZ_CHECK(last >= first && last - first == b->n_changes - 1 && last <= INT64_MAX);
+  if (aggr_spool_new_from(&cv->spool, first, !cv->changes_seen, &from) < 0) {
+    /* Refused only for a gap after the first batch. */
+    FUZZ_CHECK(cv->changes_seen && first > cv->spool.received_seq + 1);
+    return false;
+  }
+  for (size_t i = 0; i < b->n_changes; i++) {
+    uint64_t seq = b->changes[i]->seq;
+    if (seq < from) {
+      FUZZ_CHECK(seq <= cv->spool.received_seq); /* a replay of what is held */
+      continue;
+    }
+    FUZZ_CHECK(seq <= INT64_MAX);
+    if (cv->handed == 0)
+      cv->run_first = seq; /* the first of the stream may skip */
+    else
+      FUZZ_CHECK(seq == cv->handed + 1);
+    cv->handed = cv->spool.received_seq = seq;
+  }
+  cv->changes_seen = true;
+  /* Committed: what is held grows to what was handed, and the Ack says so. */
+  cv->spool.held_seq = cv->spool.received_seq;
+  cv->acked = cv->spool.held_seq;
+  FUZZ_CHECK(cv->acked == 0 || (cv->acked >= cv->run_first && cv->acked <= cv->handed));
+  return true;
+}
 
 /* Takes every whole frame out of the reader and handles it as conn.c does;
  * the first refusal closes the conversation. */
@@ -148,6 +199,12 @@ static void read_frames(struct conversation *cv) {
     check_round_trip(env, cv->max_frame);
     if (env->body_case == MUSTER__ENVELOPE__BODY_HELLO)
       cv->hello_done = true;
+    if (env->body_case == MUSTER__ENVELOPE__BODY_CHANGES && !follow_seqs(cv, env->changes)) {
+      if (verbose)
+        fprintf(stderr, "frame %zu: refused: seq gap\n", cv->frames - 1);
+      cv->closed = true;
+      return;
+    }
   }
 }
 

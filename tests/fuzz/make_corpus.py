@@ -75,7 +75,7 @@ def frame_seeds():
         env = pb.Envelope()
         for seq, comp, frm, to, out in items:
             env.changes.changes.add(seq=seq, component=comp, check=pb.CHECK_SYSTEMD,
-                                    to=to, at_ms=1764000001000 + seq, output=out,
+                                    to=to, at_ms=1764000001000 + seq % 1000, output=out,
                                     boot_id="b0a1", health=2, rise=2, fall=3,
                                     **{"from": frm})
         return frame(env)
@@ -138,6 +138,23 @@ def frame_seeds():
                                   changes((0, "x", pb.STATE_HEALTHY, pb.STATE_HEALTHY, ""))),
         "change-no-component": stream(FILL, 1017, cap, hello(),
                                       changes((1, "", pb.STATE_HEALTHY, pb.STATE_HEALTHY, ""))),
+        # The seq rule over several batches (fuzz_frame.c follows the seqs).
+        "seq-gap": stream(FILL, 1017, cap, hello(), ok_changes,
+                          changes(*[(s, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, "") for s in (5,)]),
+                          changes(*[(s, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, "")
+                                    for s in (3, 4)])),
+        "seq-replay-then-new": stream(FILL, 1017, cap, hello(), ok_changes,
+                                      changes(*[(s, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, "")
+                                                for s in (2, 3, 4, 5)]), heartbeat()),
+        "seq-backwards": stream(FILL, 1017, cap, hello(),
+                                changes(*[(s, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, "")
+                                          for s in (8, 7, 6)])),
+        "seq-huge": stream(FILL, 1017, cap, hello(),
+                           changes((2**63 + 5, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, ""))),
+        "seq-pruned-start": stream(FILL, 1017, cap, hello(last_seq=12),
+                                   changes(*[(s, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, "")
+                                             for s in (10, 11)]),
+                                   changes((12, "x", pb.STATE_HEALTHY, pb.STATE_UNHEALTHY, ""))),
         "snapshot-invalid-state": stream(FILL, 1017, cap, hello(), snapshot(("x", 0))),
         "unexpected-ack": stream(FILL, 1017, cap, hello(), ack()),
         "empty-envelope": stream(FILL, 1017, cap, hello(), varint(0)),

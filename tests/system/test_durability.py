@@ -86,15 +86,21 @@ def wait_caught_up(agent, aggr, timeout):
                              f"{aggr.held_seq(agent.node_id, sid)}") from None
 
 
-def test_agent_kill9_loses_nothing(env, metric):
+def flapping_agent(env, acked):
+    """An aggregator and agent n1 on the flappy profile, its flags toggling,
+    once acked changes are acknowledged. Returns (togglers, aggregator,
+    agent, spool id)."""
     togglers = flappy_profile(env)
     aggr = env.aggregator(stale_timeout="5s").start()
     ag = env.agent("n1", "flappy", aggr).start()
     start_all(togglers)
-
     wait_until(ag.spool_ready, 5, desc="agent spool created")
-    sid = ag.spool_id()
-    wait_until(lambda: (ag.acked_seq() or 0) >= 20, 5, desc="20 changes acknowledged")
+    wait_until(lambda: (ag.acked_seq() or 0) >= acked, 5, desc=f"{acked} changes acknowledged")
+    return togglers, aggr, ag, ag.spool_id()
+
+
+def test_agent_kill9_loses_nothing(env, metric):
+    togglers, aggr, ag, sid = flapping_agent(env, 20)
     ag.kill9()
     at_kill = ag.max_seq()
     acked_at_kill = ag.acked_seq() or 0
@@ -193,13 +199,7 @@ def test_aggregator_kill9_foreign_client(env, metric):
 
 
 def test_aggregator_kill9_real_agent(env, metric):
-    togglers = flappy_profile(env)
-    aggr = env.aggregator(stale_timeout="5s").start()
-    ag = env.agent("n1", "flappy", aggr).start()
-    start_all(togglers)
-    wait_until(ag.spool_ready, 5, desc="agent spool created")
-    sid = ag.spool_id()
-    wait_until(lambda: (ag.acked_seq() or 0) >= 20, 5, desc="20 changes acknowledged")
+    togglers, aggr, ag, sid = flapping_agent(env, 20)
 
     aggr.kill9()
     acked = ag.acked_seq()
