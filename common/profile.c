@@ -684,6 +684,7 @@ struct dep_name {
 struct dep_edge {
   size_t to;
   const char *requires; /* the requires entry as written; NULL: an after edge */
+  bool reported;        /* a cycle was reported at its key */
 };
 
 struct dep_graph {
@@ -695,13 +696,11 @@ struct dep_graph {
   int fatal;                    /* -ENOMEM from the diagnostics */
   size_t n;                     /* vertices */
   size_t *first;                /* per profile: its first vertex; [n_profiles] = n */
-  size_t *owner;                /* per vertex: its profile */
   struct dep_name *stage_names; /* per profile, sorted by name, from first[k] on */
   struct dep_name *roles;       /* sorted by role */
-  size_t *edge_first;           /* per vertex: its first edge; [n] = edges */
+  size_t *edge_first;           /* per vertex: its first edge; [n] = edges (after first[]) */
   struct dep_edge *edges;
-  bool *edge_reported; /* a cycle was reported at this edge's key */
-  unsigned cycles;     /* reported so far */
+  unsigned cycles; /* reported so far */
 };
 
 _printf_(4, 5) static void dep_error(struct dep_graph *g, size_t profile, unsigned line,
@@ -729,12 +728,22 @@ static size_t dep_lookup(const struct dep_name *v, size_t n, const char *name) {
 
 static void dep_graph_done(struct dep_graph *g) {
   free(g->first);
-  free(g->owner);
   free(g->stage_names);
   free(g->roles);
-  free(g->edge_first);
   free(g->edges);
-  free(g->edge_reported);
+}
+
+/* The profile of vertex v: the last one starting at or before it. */
+static size_t dep_owner(const struct dep_graph *g, size_t v) {
+  size_t lo = 0, hi = g->n_profiles;
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (g->first[mid] <= v)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
 }
 
 /* The vertex a requires entry names, or SIZE_MAX: reported when it names a
@@ -781,23 +790,20 @@ static int dep_graph_build(struct dep_graph *g) {
       n++;
     }
   g->n = n;
-  g->first = calloc(np + 1, sizeof(size_t));
-  g->owner = calloc(n ? n : 1, sizeof(size_t));
+  /* first[] and edge_first[] share one allocation */
+  g->first = calloc(np + 1 + n + 1, sizeof(size_t));
   g->stage_names = calloc(n ? n : 1, sizeof(struct dep_name));
   g->roles = calloc(np ? np : 1, sizeof(struct dep_name));
-  g->edge_first = calloc(n + 1, sizeof(size_t));
   g->edges = calloc(max_edges ? max_edges : 1, sizeof(struct dep_edge));
-  g->edge_reported = calloc(max_edges ? max_edges : 1, sizeof(bool));
-  if (!g->first || !g->owner || !g->stage_names || !g->roles || !g->edge_first || !g->edges ||
-      !g->edge_reported)
+  if (!g->first || !g->stage_names || !g->roles || !g->edges)
     return -ENOMEM;
+  g->edge_first = g->first + np + 1;
 
   for (size_t k = 0, v = 0; k < np; k++) {
     const struct mst_profile *p = g->profiles[k];
     g->first[k] = v;
     g->roles[k] = (struct dep_name){.name = p->role, .index = k};
     for (size_t i = 0; i < p->n_stages; i++, v++) {
-      g->owner[v] = k;
       g->stage_names[v] = (struct dep_name){.name = p->stages[i].name, .index = i};
     }
     qsort(g->stage_names + g->first[k], p->n_stages, sizeof(struct dep_name), compare_dep_names);
@@ -807,7 +813,7 @@ static int dep_graph_build(struct dep_graph *g) {
 
   size_t e = 0;
   for (size_t v = 0; v < n; v++) {
-    size_t k = g->owner[v], base = g->first[k];
+    size_t k = dep_owner(g, v), base = g->first[k];
     const struct mst_profile *p = g->profiles[k];
     const struct mst_stage *s = &p->stages[v - base];
 
@@ -838,7 +844,7 @@ struct dep_frame {
 };
 
 static const struct mst_stage *dep_stage(const struct dep_graph *g, size_t v, size_t *ret_profile) {
-  size_t k = g->owner[v];
+  size_t k = dep_owner(g, v);
   *ret_profile = k;
   return &g->profiles[k]->stages[v - g->first[k]];
 }
@@ -859,9 +865,9 @@ static int dep_report_cycle(struct dep_graph *g, const struct dep_frame *stack, 
   if (!via_requires)
     at = from;
   size_t edge = stack[at].next - 1;
-  if (g->edge_reported[edge] || g->cycles >= PROFILE_CYCLES_REPORTED)
+  if (g->edges[edge].reported || g->cycles >= PROFILE_CYCLES_REPORTED)
     return 0;
-  g->edge_reported[edge] = true;
+  g->edges[edge].reported = true;
   g->cycles++;
 
   _cleanup_free_ char *chain = NULL;

@@ -485,6 +485,7 @@ static const struct set_case set_cases[] = {
      "be met: master:s1 -> agent:x -> master:s1"},
     {"3-cycle across three roles",
      {{"a.ini", "[stage \"s\"]\nrequires = b:s\n"},
+      {"a0.ini", "; a role without stages\n"},
       {"b.ini", "[stage \"s\"]\nrequires = c:s\n"},
       {"c.ini", "; the last\n[stage \"s\"]\nrequires = a:s@all\n"}},
      "c.ini:3: stage 's': requires 'a:s@all' closes a dependency cycle, which can never be met: "
