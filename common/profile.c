@@ -5,8 +5,9 @@
  * profile is checked in two passes: values and keys while reading, then the
  * whole-file rules (required keys per check kind, stage references, cycles in
  * the stage graph) once everything is known, at the line of the declaration
- * or key at fault. The digest is the SHA-256 of the file's bytes, so agent
- * and aggregator can tell when they read different versions. */
+ * or key at fault. A directory of profiles is checked once more as a whole:
+ * the requires across roles, and the cycles they close. The digest is the SHA-256 of the file's
+ * bytes, so agent and aggregator can tell when they read different versions. */
 #include <dirent.h>
 #include <gnutls/crypto.h>
 #include <limits.h>
@@ -803,9 +804,8 @@ static int dep_graph_build(struct dep_graph *g) {
     const struct mst_profile *p = g->profiles[k];
     g->first[k] = v;
     g->roles[k] = (struct dep_name){.name = p->role, .index = k};
-    for (size_t i = 0; i < p->n_stages; i++, v++) {
+    for (size_t i = 0; i < p->n_stages; i++, v++)
       g->stage_names[v] = (struct dep_name){.name = p->stages[i].name, .index = i};
-    }
     qsort(g->stage_names + g->first[k], p->n_stages, sizeof(struct dep_name), compare_dep_names);
   }
   g->first[np] = n;
