@@ -5,10 +5,12 @@
  * profile is checked in two passes: values and keys while reading, then the
  * whole-file rules (required keys per check kind, stage references, cycles in
  * the stage graph) once everything is known, at the line of the declaration
- * or key at fault. The digest is the SHA-256 of the file's bytes, so agent
- * and aggregator can tell when they read different versions. */
+ * or key at fault. A directory of profiles is checked once more as a whole:
+ * the requires across roles, and the cycles they close. The digest is the SHA-256 of the file's
+ * bytes, so agent and aggregator can tell when they read different versions. */
 #include <dirent.h>
 #include <gnutls/crypto.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -537,8 +539,10 @@ static int profile_on_stage_key(struct profile_loader *l, const char *name, cons
   case STAGE_AFTER:
     mst_strv_free(s->after);
     s->after = list;
+    s->after_line = line;
     break;
   case STAGE_REQUIRES:
+    s->requires_line = line;
     for (char **i = list; *i; i++)
       if (!requirement_is_valid(*i))
         profile_error(l, line,
@@ -670,81 +674,292 @@ static int validate_stage_refs(struct profile_loader *l, size_t i) {
   return 0;
 }
 
-enum { DFS_WHITE, DFS_GRAY, DFS_BLACK };
+/* --- the dependency graph: after and requires, across roles ------------------ */
 
-struct cycle_search {
-  struct profile_loader *l;
-  unsigned char *color;
-  size_t *stack;
-  size_t depth;
+/* A stage waits for the stages it comes after on its node, and for the
+ * stages it requires on other nodes (or on its peers: a same-role require).
+ * A cycle among those edges can never be resolved: its stages stay pending
+ * forever while nothing is failing, so it is refused at load time. The
+ * vertices are the stages of a list of profiles (one profile when it is
+ * loaded alone, the whole set after), numbered profile by profile; names are
+ * resolved through sorted tables and the search is an iterative depth-first
+ * search with colours: O((V + E) log V) whatever the file holds. */
+
+/* Cycles reported per search: each back edge is one, and a file written to
+ * have many would otherwise make the report quadratic. A key that closes
+ * several is reported once. */
+#define PROFILE_CYCLES_REPORTED 16
+
+struct dep_name {
+  const char *name;
+  size_t index;
 };
 
-static int report_cycle(struct cycle_search *cs, size_t from) {
-  const struct mst_profile *p = cs->l->p;
-  const struct mst_stage *first = &p->stages[cs->stack[from]];
+struct dep_edge {
+  size_t to;
+  const char *requires; /* the requires entry as written; NULL: an after edge */
+  bool reported;        /* a cycle was reported at its key */
+};
+
+struct dep_graph {
+  const struct mst_profile *const *profiles;
+  size_t n_profiles;
+  bool whole_set; /* a role not in profiles is unknown (else: not checked here) */
+  struct mst_diag *diag;
+  unsigned errors;
+  int fatal;                    /* -ENOMEM from the diagnostics */
+  size_t n;                     /* vertices */
+  size_t *first;                /* per profile: its first vertex; [n_profiles] = n */
+  struct dep_name *stage_names; /* per profile, sorted by name, from first[k] on */
+  struct dep_name *roles;       /* sorted by role */
+  size_t *edge_first;           /* per vertex: its first edge; [n] = edges (after first[]) */
+  struct dep_edge *edges;
+  unsigned cycles; /* reported so far */
+};
+
+_printf_(4, 5) static void dep_error(struct dep_graph *g, size_t profile, unsigned line,
+                                     const char *fmt, ...) {
+  va_list ap;
+  int r;
+
+  va_start(ap, fmt);
+  r = mst_diag_addv(g->diag, g->profiles[profile]->path, line, fmt, ap);
+  va_end(ap);
+  if (r < 0)
+    g->fatal = r;
+  g->errors++;
+}
+
+static int compare_dep_names(const void *a, const void *b) {
+  return strcmp(((const struct dep_name *)a)->name, ((const struct dep_name *)b)->name);
+}
+
+static size_t dep_lookup(const struct dep_name *v, size_t n, const char *name) {
+  struct dep_name key = {.name = name};
+  const struct dep_name *hit = bsearch(&key, v, n, sizeof(*v), compare_dep_names);
+  return hit ? hit->index : SIZE_MAX;
+}
+
+static void dep_graph_done(struct dep_graph *g) {
+  free(g->first);
+  free(g->stage_names);
+  free(g->roles);
+  free(g->edges);
+}
+
+/* The profile of vertex v: the last one starting at or before it. */
+static size_t dep_owner(const struct dep_graph *g, size_t v) {
+  size_t lo = 0, hi = g->n_profiles;
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (g->first[mid] <= v)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* The vertex a requires entry names, or SIZE_MAX: reported when it names a
+ * role or stage that does not exist (a role only when the whole set is
+ * known), skipped when badly written (reported while reading). */
+static int dep_resolve(struct dep_graph *g, size_t k, const struct mst_stage *s, const char *req,
+                       size_t *ret) {
+  const char *colon = strchr(req, ':');
+
+  *ret = SIZE_MAX;
+  if (!requirement_is_valid(req))
+    return 0;
+  _cleanup_free_ char *role = strndup(req, (size_t)(colon - req));
+  _cleanup_free_ char *stage = strndup(colon + 1, strcspn(colon + 1, "@"));
+  if (!role || !stage)
+    return -ENOMEM;
+
+  size_t other = dep_lookup(g->roles, g->n_profiles, role);
+  if (other == SIZE_MAX) {
+    if (g->whole_set)
+      dep_error(g, k, s->requires_line, "stage '%s': requires '%s' names unknown role '%s'",
+                s->name, req, role);
+    return 0;
+  }
+  size_t base = g->first[other];
+  size_t i = dep_lookup(g->stage_names + base, g->first[other + 1] - base, stage);
+  if (i == SIZE_MAX) {
+    dep_error(g, k, s->requires_line,
+              "stage '%s': requires '%s' names stage '%s', which role '%s' does not have", s->name,
+              req, stage, role);
+    return 0;
+  }
+  *ret = base + i;
+  return 0;
+}
+
+static int dep_graph_build(struct dep_graph *g) {
+  size_t np = g->n_profiles, n = 0, max_edges = 0;
+
+  for (size_t k = 0; k < np; k++)
+    for (size_t i = 0; i < g->profiles[k]->n_stages; i++) {
+      const struct mst_stage *s = &g->profiles[k]->stages[i];
+      max_edges += mst_strv_length(s->after) + mst_strv_length(s->requires);
+      n++;
+    }
+  g->n = n;
+  /* first[] and edge_first[] share one allocation */
+  g->first = calloc(np + 1 + n + 1, sizeof(size_t));
+  g->stage_names = calloc(n ? n : 1, sizeof(struct dep_name));
+  g->roles = calloc(np ? np : 1, sizeof(struct dep_name));
+  g->edges = calloc(max_edges ? max_edges : 1, sizeof(struct dep_edge));
+  if (!g->first || !g->stage_names || !g->roles || !g->edges)
+    return -ENOMEM;
+  g->edge_first = g->first + np + 1;
+
+  for (size_t k = 0, v = 0; k < np; k++) {
+    const struct mst_profile *p = g->profiles[k];
+    g->first[k] = v;
+    g->roles[k] = (struct dep_name){.name = p->role, .index = k};
+    for (size_t i = 0; i < p->n_stages; i++, v++)
+      g->stage_names[v] = (struct dep_name){.name = p->stages[i].name, .index = i};
+    qsort(g->stage_names + g->first[k], p->n_stages, sizeof(struct dep_name), compare_dep_names);
+  }
+  g->first[np] = n;
+  qsort(g->roles, np, sizeof(struct dep_name), compare_dep_names);
+
+  size_t e = 0;
+  for (size_t v = 0; v < n; v++) {
+    size_t k = dep_owner(g, v), base = g->first[k];
+    const struct mst_profile *p = g->profiles[k];
+    const struct mst_stage *s = &p->stages[v - base];
+
+    g->edge_first[v] = e;
+    for (char **a = s->after; a && *a; a++) {
+      size_t w = dep_lookup(g->stage_names + base, p->n_stages, *a);
+      if (w != SIZE_MAX) /* else reported as unknown */
+        g->edges[e++] = (struct dep_edge){.to = base + w};
+    }
+    for (char **req = s->requires; req && *req; req++) {
+      size_t w;
+      int r = dep_resolve(g, k, s, *req, &w);
+      if (r < 0)
+        return r;
+      if (w != SIZE_MAX)
+        g->edges[e++] = (struct dep_edge){.to = w, .requires = *req};
+    }
+  }
+  g->edge_first[n] = e;
+  return 0;
+}
+
+enum { DEP_WHITE, DEP_GRAY, DEP_BLACK };
+
+struct dep_frame {
+  size_t v;
+  size_t next; /* its next edge to follow: the one followed last is next - 1 */
+};
+
+static const struct mst_stage *dep_stage(const struct dep_graph *g, size_t v, size_t *ret_profile) {
+  size_t k = dep_owner(g, v);
+  *ret_profile = k;
+  return &g->profiles[k]->stages[v - g->first[k]];
+}
+
+/* The cycle made of stack[from..depth-1], closed by the edge followed last
+ * from the top. A cycle through a requires is reported at the line of the
+ * requires key that closes it (the last on the way), as a chain of
+ * role:stage that starts there; one of after edges alone (a profile loaded
+ * by itself) at the after key of its first stage, with plain stage names. */
+static int dep_report_cycle(struct dep_graph *g, const struct dep_frame *stack, size_t from,
+                            size_t depth) {
+  size_t at = depth, k;
+
+  for (size_t j = depth; j-- > from && at == depth;)
+    if (g->edges[stack[j].next - 1].requires)
+      at = j;
+  bool via_requires = at < depth;
+  if (!via_requires)
+    at = from;
+  size_t edge = stack[at].next - 1;
+  if (g->edges[edge].reported || g->cycles >= PROFILE_CYCLES_REPORTED)
+    return 0;
+  g->edges[edge].reported = true;
+  g->cycles++;
+
   _cleanup_free_ char *chain = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&chain, &len);
-
   if (!f)
     return -ENOMEM;
-  for (size_t k = from; k < cs->depth; k++)
-    fprintf(f, "%s -> ", p->stages[cs->stack[k]].name);
-  fputs(first->name, f);
+  for (size_t j = 0; j <= depth - from; j++) {
+    size_t v = stack[from + (at - from + j) % (depth - from)].v;
+    const struct mst_stage *s = dep_stage(g, v, &k);
+    if (via_requires)
+      fprintf(f, "%s%s:%s", j ? " -> " : "", g->profiles[k]->role, s->name);
+    else
+      fprintf(f, "%s%s", j ? " -> " : "", s->name);
+  }
   if (fclose(f) != 0)
     return -ENOMEM;
 
-  unsigned line = cs->l->stage_lines[cs->stack[from]].key[STAGE_AFTER];
-  profile_error(cs->l, line ? line : first->line, "stage '%s': dependency cycle %s", first->name,
-                chain);
+  const struct mst_stage *s = dep_stage(g, stack[at].v, &k);
+  if (via_requires)
+    dep_error(g, k, s->requires_line ? s->requires_line : s->line,
+              "stage '%s': requires '%s' closes a dependency cycle, which can never be met: %s",
+              s->name, g->edges[edge].requires, chain);
+  else
+    dep_error(g, k, s->after_line ? s->after_line : s->line, "stage '%s': dependency cycle %s",
+              s->name, chain);
   return 0;
 }
 
-/* Depth-first search along `after` edges; each back edge is one cycle. */
-static int find_cycles_from(struct cycle_search *cs, size_t v) {
-  const struct mst_stage *s = &cs->l->p->stages[v];
-  int r;
+static int dep_find_cycles(struct dep_graph *g) {
+  _cleanup_free_ unsigned char *color = calloc(g->n ? g->n : 1, 1);
+  _cleanup_free_ size_t *pos = calloc(g->n ? g->n : 1, sizeof(size_t));
+  _cleanup_free_ struct dep_frame *stack = calloc(g->n ? g->n : 1, sizeof(struct dep_frame));
 
-  cs->color[v] = DFS_GRAY;
-  cs->stack[cs->depth++] = v;
-  for (char **n = s->after; *n; n++) {
-    ssize_t w = stage_index(cs->l->p, *n);
-    if (w < 0)
-      continue; /* reported as unknown */
-    if (cs->color[w] == DFS_GRAY) {
-      size_t from = 0;
-      while (cs->stack[from] != (size_t)w)
-        from++;
-      r = report_cycle(cs, from);
-      if (r < 0)
-        return r;
-    } else if (cs->color[w] == DFS_WHITE) {
-      r = find_cycles_from(cs, (size_t)w);
-      if (r < 0)
-        return r;
+  if (!color || !pos || !stack)
+    return -ENOMEM;
+  for (size_t root = 0; root < g->n; root++) {
+    size_t depth = 0;
+    if (color[root] != DEP_WHITE)
+      continue;
+    color[root] = DEP_GRAY;
+    stack[depth++] = (struct dep_frame){.v = root, .next = g->edge_first[root]};
+    while (depth > 0) {
+      struct dep_frame *top = &stack[depth - 1];
+      if (top->next == g->edge_first[top->v + 1]) {
+        color[top->v] = DEP_BLACK;
+        depth--;
+        continue;
+      }
+      size_t w = g->edges[top->next++].to;
+      if (color[w] == DEP_GRAY) {
+        int r = dep_report_cycle(g, stack, pos[w], depth);
+        if (r < 0)
+          return r;
+      } else if (color[w] == DEP_WHITE) {
+        color[w] = DEP_GRAY;
+        pos[w] = depth;
+        stack[depth++] = (struct dep_frame){.v = w, .next = g->edge_first[w]};
+      }
     }
   }
-  cs->depth--;
-  cs->color[v] = DFS_BLACK;
   return 0;
 }
 
-static int validate_stage_graph(struct profile_loader *l) {
-  size_t n = l->p->n_stages;
-  _cleanup_free_ unsigned char *color = calloc(n ? n : 1, 1);
-  _cleanup_free_ size_t *stack = calloc(n ? n : 1, sizeof(size_t));
-  struct cycle_search cs = {.l = l, .color = color, .stack = stack};
-  int r;
+/* Resolves the requires of profiles (reporting names that do not exist) and
+ * reports every dependency cycle among their stages. Returns the number of
+ * errors reported, or -ENOMEM. */
+static int dep_check(const struct mst_profile *const *profiles, size_t n_profiles, bool whole_set,
+                     struct mst_diag *diag) {
+  struct dep_graph g = {
+      .profiles = profiles, .n_profiles = n_profiles, .whole_set = whole_set, .diag = diag};
+  int r = dep_graph_build(&g);
 
-  if (!color || !stack)
-    return -ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    if (color[i] == DFS_WHITE) {
-      r = find_cycles_from(&cs, i);
-      if (r < 0)
-        return r;
-    }
-  return 0;
+  if (r >= 0)
+    r = dep_find_cycles(&g);
+  dep_graph_done(&g);
+  if (r < 0 || g.fatal < 0)
+    return r < 0 ? r : g.fatal;
+  return (int)MST_MIN(g.errors, (unsigned)INT_MAX);
 }
 
 static int profile_validate(struct profile_loader *l) {
@@ -757,7 +972,14 @@ static int profile_validate(struct profile_loader *l) {
     if (r < 0)
       return r;
   }
-  return validate_stage_graph(l);
+  /* Alone, a profile knows its own role: the requires of other roles wait
+   * for the set (mst_profile_set_load). */
+  const struct mst_profile *self = l->p;
+  r = dep_check(&self, 1, false, l->diag);
+  if (r < 0)
+    return r;
+  l->error += (unsigned)r;
+  return 0;
 }
 
 /* --- loading ------------------------------------------------------------------- */
@@ -903,39 +1125,6 @@ static void strv_freep(char ***v) {
   mst_strv_free(*v);
 }
 
-/* Every ROLE:STAGE a stage requires must name a loaded role and its stage. */
-static bool profile_set_check_requires(const struct mst_profile_set *set, struct mst_diag *diag) {
-  bool ok = true;
-
-  for (size_t i = 0; i < set->n; i++) {
-    const struct mst_profile *p = set->profiles[i];
-    for (size_t j = 0; j < p->n_stages; j++)
-      for (char **req = p->stages[j].requires; *req; req++) {
-        const char *colon = strchr(*req, ':');
-        size_t stage_len = strcspn(colon + 1, "@");
-        _cleanup_free_ char *role = strndup(*req, (size_t)(colon - *req));
-        _cleanup_free_ char *stage = strndup(colon + 1, stage_len);
-        const struct mst_profile *other;
-
-        if (!role || !stage)
-          return false;
-        other = mst_profile_set_find(set, role);
-        if (!other) {
-          mst_diag_add(diag, p->path, p->stages[j].line,
-                       "stage '%s': requires '%s' names unknown role '%s'", p->stages[j].name, *req,
-                       role);
-          ok = false;
-        } else if (!profile_find_stage(other, stage)) {
-          mst_diag_add(diag, p->path, p->stages[j].line,
-                       "stage '%s': requires '%s' names stage '%s', which role '%s' does not have",
-                       p->stages[j].name, *req, stage, role);
-          ok = false;
-        }
-      }
-  }
-  return ok;
-}
-
 int mst_profile_set_load(const char *dir, struct mst_profile_set **ret, struct mst_diag *diag) {
   _cleanup_(profile_set_freep) struct mst_profile_set *set = NULL;
   _cleanup_(strv_freep) char **names = NULL;
@@ -1003,7 +1192,11 @@ int mst_profile_set_load(const char *dir, struct mst_profile_set **ret, struct m
     set->profiles[set->n++] = p;
   }
 
-  if (!profile_set_check_requires(set, diag))
+  /* Each profile's own rules hold: what is left is across roles. */
+  r = dep_check((const struct mst_profile *const *)set->profiles, set->n, true, diag);
+  if (r < 0)
+    return r;
+  if (r > 0)
     failed = true;
   if (failed)
     return -EINVAL;

@@ -221,6 +221,10 @@ def profile_seeds():
                               b'[profile]\nrole = b\n[component "c"]\ncheck = exec\n'
                               b'command = "/bin/true" --x\n[stage "up"]\ncomponents = c\n'
                               b"milestones = c\nrequires = a:base@all\n")
+    # a cycle through requires, across the two roles and through a's order
+    seeds["requires-cycle"] = (b'[profile]\nrole = a\n[stage "s1"]\nrequires = b:x@quorum\n'
+                               b'[stage "s2"]\n' + PROFILE_SEPARATOR +
+                               b'[profile]\nrole = b\n[stage "x"]\nrequires = a:s2@all\n')
     seeds["errors"] = (b'[profile]\nrole = bad role\nstartup_grace = 8d\n[component "x"]\n'
                        b"check = nope\nrise = 0\nfall = 101\nurl = ftp://x\naddress = :99999\n"
                        b'[component "x"]\n[component "y"]\ncheck = tcp\nexpect_status = 200\n'

@@ -175,3 +175,76 @@ def test_aggregator_checks_after_parsing_name_their_line(env):
     for l in err.splitlines():
         if "error" in l.lower() or path in l:
             assert not l.split(path, 1)[-1].startswith(": "), f"an error without its line: {l}"
+
+
+# Dependency cycles between stages, through `requires`: each one used to pass
+# --check-config and then hold its stages pending forever (startup stuck at
+# 33%, the verdict healthy, no reason). Each case: the files, the file and
+# the requires entry that closes the cycle (reported at its line), and the
+# chain named.
+def _svc_stage(name, extra=""):
+    return f'[stage "{name}"]\ncomponents = svc\n{extra}'
+
+
+_SVC = mh.component_ini("svc", check="exec", command="true", interval="1s", rise=1, fall=1)
+
+CYCLES = {
+    # master:s1 requires agent:x, which requires master:s1
+    "cross-role": ({
+        "master": ("[profile]\nrole = master\n\n" + _SVC + _svc_stage("base") + "\n"
+                   + _svc_stage("s1", "requires = agent:x@quorum\n")),
+        "agent": ("[profile]\nrole = agent\n\n" + _SVC
+                  + _svc_stage("x", "requires = master:s1\n")),
+    }, "master", "requires = agent:x@quorum", "master:s1 -> agent:x -> master:s1"),
+    # a stage requiring itself, @quorum
+    "self-quorum": ({
+        "master": ("[profile]\nrole = master\n\n" + _SVC + _svc_stage("base")
+                   + _svc_stage("s1", "requires = master:s1@quorum\n")),
+    }, "master", "requires = master:s1@quorum", "master:s1 -> master:s1"),
+}
+
+
+@pytest.mark.parametrize("check_only", [False, True], ids=["start", "check-config"])
+@pytest.mark.parametrize("daemon", ["aggregatord", "agentd"])
+@pytest.mark.parametrize("case", sorted(CYCLES))
+def test_requires_cycle_is_refused_at_its_line(env, case, daemon, check_only):
+    files, culprit, key, chain = CYCLES[case]
+    paths = {role: env.write_profile(role, text) for role, text in files.items()}
+    line = files[culprit].splitlines().index(key) + 1
+    if daemon == "aggregatord":
+        d = env.aggregator()
+    else:
+        # an agent of the other role: it loads the whole directory too
+        d = env.agent("a1", "agent" if "agent" in files else "master", env.aggregator())
+    d.write_config()
+    rc, out, err, _ = run_to_completion(d.argv(*(["--check-config"] if check_only else [])),
+                                        timeout=5)
+    assert rc != 0, f"{daemon} accepted a requires cycle ({case}); stderr:\n{err}"
+    where = f"{paths[culprit]}:{line}:"
+    hits = [l for l in err.splitlines() if l.startswith(where)]
+    assert hits, f"no '{where}' (the requires closing the cycle) in stderr:\n{err}"
+    assert "dependency cycle" in hits[0] and hits[0].endswith(chain), \
+        f"the cycle is not named as {chain!r}: {hits[0]}"
+    if daemon == "aggregatord":
+        assert not os.path.exists(d.db), "the aggregator started on a cyclic profile set"
+    else:
+        assert not os.path.exists(d.spool), "the agent started on a cyclic profile set"
+
+
+@pytest.mark.parametrize("daemon", ["aggregatord", "agentd"])
+def test_shipped_profiles_pass_the_cycle_check(env, daemon):
+    """DC/OS's real order (deploy/profiles) requires across roles, with no
+    cycle: every role's agent and the aggregator accept it."""
+    src = os.path.join(mh.REPO, "deploy", "profiles")
+    roles = sorted(f[:-4] for f in os.listdir(src) if f.endswith(".ini"))
+    assert {"master", "agent", "agent_public"} <= set(roles)
+    for role in roles:
+        with open(os.path.join(src, f"{role}.ini")) as f:
+            env.write_profile(role, f.read())
+    aggr = env.aggregator()
+    daemons = [aggr] if daemon == "aggregatord" else \
+        [env.agent(f"n-{role}", role, aggr) for role in roles]
+    for d in daemons:
+        d.write_config()
+        rc, out, err, _ = run_to_completion(d.argv("--check-config"), timeout=5)
+        assert rc == 0, f"{daemon} refused the shipped profiles:\n{err}"

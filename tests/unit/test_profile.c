@@ -1,6 +1,7 @@
 /* Unit tests for mst/profile.h: a complete profile with its defaults, every
  * validation error at its line, the digest, and loading a directory of
- * profiles (order, duplicate roles, cross-role requirements). */
+ * profiles (order, duplicate roles, cross-role requirements and the
+ * dependency cycles they can make). */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -465,7 +466,7 @@ Test(profile, set_load_collects_errors_and_checks_requires) {
   cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), -EINVAL);
   cr_assert_null(set);
   cr_assert(mst_diag_contains(&diag, "broken.ini:2: stage 'x': 'after' names unknown stage 'y'"));
-  cr_assert(mst_diag_contains(&diag, "public.ini:1: stage 's': requires 'nobody:x' names unknown "
+  cr_assert(mst_diag_contains(&diag, "public.ini:2: stage 's': requires 'nobody:x' names unknown "
                                      "role 'nobody'"));
   cr_assert_eq(diag.n, 2, "agent's master:mesos-master and master:zookeeper@all are fine");
 
@@ -474,7 +475,7 @@ Test(profile, set_load_collects_errors_and_checks_requires) {
   cr_assert_eq(unlink(bad), 0);
   cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), -EINVAL);
   cr_assert_eq(diag.n, 1);
-  cr_assert(mst_diag_contains(&diag, "public.ini:1: stage 's': requires 'master:dns' names stage "
+  cr_assert(mst_diag_contains(&diag, "public.ini:2: stage 's': requires 'master:dns' names stage "
                                      "'dns', which role 'master' does not have"));
   mst_diag_done(&diag);
 }
@@ -487,5 +488,161 @@ Test(profile, set_load_missing_dir) {
   cr_assert_geq(asprintf(&dir, "%s/none", tmpdir), 0);
   cr_assert_eq(mst_profile_set_load(dir, &set, &diag), -ENOENT);
   cr_assert_eq(diag.n, 1);
+  mst_diag_done(&diag);
+}
+
+/* A profile set and the one diagnostic it must produce (NULL: it loads).
+ * Files are loaded in name order, which fixes where a cycle is reported:
+ * at the requires key that closes it in a depth-first walk from the first
+ * file's first stage. */
+struct set_case {
+  const char *what;
+  struct {
+    const char *name, *content;
+  } files[4];
+  const char *diag; /* "file:line: message" */
+};
+
+static const struct set_case set_cases[] = {
+    {"self-requirement",
+     {{"master.ini", "[stage \"s1\"]\nrequires = master:s1\n"}},
+     "master.ini:2: stage 's1': requires 'master:s1' closes a dependency cycle, which can never be "
+     "met: master:s1 -> master:s1"},
+    {"self-requirement @quorum",
+     {{"master.ini", "[stage \"s0\"]\n[stage \"s1\"]\nrequires = master:s1@quorum\n"}},
+     "master.ini:3: stage 's1': requires 'master:s1@quorum' closes a dependency cycle, which can "
+     "never be met: master:s1 -> master:s1"},
+    {"2-cycle within a role, through after",
+     {{"master.ini", "[stage \"s1\"]\nrequires = master:s2@all\n[stage \"s2\"]\n"}},
+     "master.ini:2: stage 's1': requires 'master:s2@all' closes a dependency cycle, which can "
+     "never "
+     "be met: master:s1 -> master:s2 -> master:s1"},
+    {"2-cycle within a role, requires both ways",
+     {{"master.ini",
+       "[stage \"s1\"]\nrequires = master:s2\n[stage \"s2\"]\nafter =\nrequires = master:s1\n"}},
+     "master.ini:5: stage 's2': requires 'master:s1' closes a dependency cycle, which can never be "
+     "met: master:s2 -> master:s1 -> master:s2"},
+    {"cross-role 2-cycle",
+     {{"agent.ini", "[stage \"x\"]\nrequires = master:s1\n"},
+      {"master.ini", "[stage \"s1\"]\nrequires = agent:x@quorum\n"}},
+     "master.ini:2: stage 's1': requires 'agent:x@quorum' closes a dependency cycle, which can "
+     "never "
+     "be met: master:s1 -> agent:x -> master:s1"},
+    {"3-cycle across three roles",
+     {{"a.ini", "[stage \"s\"]\nrequires = b:s\n"},
+      {"a0.ini", "; a role without stages\n"},
+      {"b.ini", "[stage \"s\"]\nrequires = c:s\n"},
+      {"c.ini", "; the last\n[stage \"s\"]\nrequires = a:s@all\n"}},
+     "c.ini:3: stage 's': requires 'a:s@all' closes a dependency cycle, which can never be met: "
+     "c:s -> a:s -> b:s -> c:s"},
+    {"cross-role cycle through a stage order",
+     {{"agent.ini", "[stage \"x\"]\nrequires = master:s2\n"},
+      {"master.ini", "[stage \"s1\"]\nrequires = agent:x\n[stage \"s2\"]\n"}},
+     "master.ini:2: stage 's1': requires 'agent:x' closes a dependency cycle, which can never be "
+     "met: master:s1 -> agent:x -> master:s2 -> master:s1"},
+    {"a diamond across roles, and within one",
+     {{"a.ini", "[stage \"top\"]\n[stage \"s2\"]\n[stage \"s3\"]\nafter = top\n"
+                "[stage \"s4\"]\nafter = s2 s3\nrequires = a:s3@quorum, a:top@all\n"},
+      {"b.ini", "[stage \"l\"]\nrequires = a:top\n"},
+      {"c.ini", "[stage \"r\"]\nrequires = a:top@all\n"},
+      {"d.ini", "[stage \"bottom\"]\nrequires = b:l, c:r@quorum, a:s4\n"}},
+     NULL},
+    {"unknown role",
+     {{"master.ini", "[stage \"s\"]\n\nrequires = nobody:x\n"}},
+     "master.ini:3: stage 's': requires 'nobody:x' names unknown role 'nobody'"},
+    {"unknown stage of its own role",
+     {{"master.ini", "[stage \"s\"]\nrequires = master:ghost@quorum\n"}},
+     "master.ini:2: stage 's': requires 'master:ghost@quorum' names stage 'ghost', which role "
+     "'master' does not have"},
+    {"unknown stage of another role",
+     {{"agent.ini", "[stage \"x\"]\nrequires = master:ghost\n"}, {"master.ini", "[stage \"s\"]\n"}},
+     "agent.ini:2: stage 'x': requires 'master:ghost' names stage 'ghost', which role 'master' "
+     "does not have"},
+};
+
+Test(profile, set_refuses_dependency_cycles_at_the_requires_line) {
+  for (size_t i = 0; i < ELEMENTSOF(set_cases); i++) {
+    const struct set_case *c = &set_cases[i];
+    _cleanup_free_ char *dir = NULL, *want = NULL;
+    struct mst_profile_set *set = NULL;
+    struct mst_diag diag = {0};
+
+    cr_assert_geq(asprintf(&dir, "%s/case%zu", tmpdir, i), 0);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    for (size_t f = 0; f < ELEMENTSOF(c->files) && c->files[f].name; f++)
+      free(unit_write_file(dir, c->files[f].name, c->files[f].content));
+
+    int r = mst_profile_set_load(dir, &set, &diag);
+    if (!c->diag) {
+      cr_assert_eq(r, 0, "%s: %s", c->what, diag.n ? diag.lines[0] : "");
+      mst_profile_set_free(set);
+      continue;
+    }
+    cr_assert_geq(asprintf(&want, "%s/%s", dir, c->diag), 0);
+    cr_assert_eq(r, -EINVAL, "%s: ret %d", c->what, r);
+    cr_assert_null(set);
+    cr_assert_eq(diag.n, 1, "%s: %zu diagnostics, first: %s", c->what, diag.n,
+                 diag.n ? diag.lines[0] : "none");
+    cr_assert_str_eq(diag.lines[0], want, "%s", c->what);
+    mst_diag_done(&diag);
+  }
+}
+
+/* Alone (as bench's load generator reads one), a profile refuses what it can
+ * see: a cycle among its own role's stages; another role's requires wait for
+ * the set. */
+Test(profile, alone_refuses_its_own_cycles_only) {
+  _cleanup_free_ char *own = unit_write_file(tmpdir, "master.ini",
+                                             "[stage \"a\"]\n[stage \"b\"]\nafter = a\n"
+                                             "[stage \"c\"]\nrequires = master:a@quorum, "
+                                             "agent:x\n[stage \"d\"]\nrequires = master:d\n");
+  _cleanup_free_ char *want = NULL;
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_eq(mst_profile_load(own, &p, &diag), -EINVAL);
+  cr_assert_eq(diag.n, 1, "%s", diag.n ? diag.lines[0] : "");
+  cr_assert_geq(asprintf(&want,
+                         "%s:7: stage 'd': requires 'master:d' closes a dependency cycle, which "
+                         "can never be met: master:d -> master:d",
+                         own),
+                0);
+  cr_assert_str_eq(diag.lines[0], want);
+  mst_diag_done(&diag);
+
+  free(unit_write_file(tmpdir, "master.ini",
+                       "[stage \"a\"]\n[stage \"c\"]\nrequires = master:a@quorum, agent:x\n"));
+  cr_assert_eq(mst_profile_load(own, &p, &diag), 0, "%s", diag.n ? diag.lines[0] : "");
+  cr_assert_eq(p->stages[1].requires_line, 3);
+  mst_profile_free(p);
+}
+
+/* Many stages, each after every one before it, and the first requiring the
+ * last: cycles through that requires are countless, yet the check stays fast
+ * (no walk of every path) and reports the requires line once. */
+Test(profile, cycle_check_is_not_exponential) {
+  _cleanup_free_ char *path = NULL;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+  enum { STAGES = 400 };
+
+  cr_assert_not_null(f);
+  for (int i = 0; i < STAGES; i++) {
+    fprintf(f, "[stage \"s%d\"]\nafter =", i);
+    for (int j = 0; j < i; j++)
+      fprintf(f, " s%d", j);
+    fprintf(f, "\n%s\n", i == 0 ? "requires = master:s399" : "");
+  }
+  cr_assert_eq(fclose(f), 0);
+  path = unit_write_file(tmpdir, "master.ini", text);
+  free(text);
+
+  cr_assert_eq(mst_profile_load(path, &p, &diag), -EINVAL);
+  cr_assert_eq(diag.n, 1, "%zu diagnostics: %s", diag.n, diag.lines[diag.n - 1]);
+  cr_assert(mst_diag_contains(&diag, ":3: stage 's0': requires 'master:s399' closes a dependency "
+                                     "cycle"));
   mst_diag_done(&diag);
 }

@@ -321,6 +321,54 @@ Test(stage, a_cycle_that_slipped_through_does_not_hang) {
   aggr_model_done(&m);
 }
 
+Test(stage, a_requires_cycle_that_slipped_through_does_not_hang) {
+  /* The loader refuses requires cycles (test_profile.c); built in memory,
+   * one across roles (m:s1 needs a:x, which needs m:s1) and a stage that
+   * requires itself @quorum must leave the engine and the root causes
+   * ending, with those stages pending and the rest reached. */
+  static char *ms[] = {"ms", NULL}, *ax[] = {"ax", NULL}, *none[] = {NULL};
+  static char *after_s0[] = {"s0", NULL}, *after_s1[] = {"s1", NULL};
+  static char *needs_x[] = {"a:x@quorum", NULL}, *needs_s1[] = {"m:s1", NULL};
+  static char *needs_self[] = {"m:s2@quorum", NULL};
+  static struct mst_stage m_stages[] = {
+      {.name = "s0", .components = ms, .milestones = none, .after = none, .requires = none},
+      {.name = "s1", .components = ms, .milestones = none, .after = after_s0, .requires = needs_x},
+      {.name = "s2",
+       .components = ms,
+       .milestones = none,
+       .after = after_s1,
+       .requires = needs_self},
+  };
+  static struct mst_stage a_stages[] = {
+      {.name = "x", .components = ax, .milestones = none, .after = none, .requires = needs_s1},
+  };
+  static struct mst_profile m_prof = {.role = "m", .stages = m_stages, .n_stages = 3};
+  static struct mst_profile a_prof = {.role = "a", .stages = a_stages, .n_stages = 1};
+  static struct mst_profile *list[] = {&a_prof, &m_prof};
+  static const struct mst_profile_set set = {.profiles = list, .n = 2};
+  struct aggr_model m;
+  struct aggr_stage st = {0};
+  cr_assert_eq(aggr_model_init(&m, &set, NULL, 30 * SEC), 0);
+  struct aggr_node *m1 = hello_in(&m, "m1", "m", "b", T0);
+  struct aggr_node *a1 = hello_in(&m, "a1", "a", "b", T0);
+  const struct aggr_component_report m_snap[] = {{.name = "ms", .state = MST_STATE_HEALTHY}};
+  const struct aggr_component_report a_snap[] = {{.name = "ax", .state = MST_STATE_HEALTHY}};
+  cr_assert_eq(aggr_node_apply_snapshot(m1, m_snap, 1), 0);
+  cr_assert_eq(aggr_node_apply_snapshot(a1, a_snap, 1), 0);
+  for (uint64_t t = T0 + SEC; t <= T0 + 100 * SEC; t += 33 * SEC) {
+    aggr_node_apply_seen(m1, t);
+    aggr_node_apply_seen(a1, t);
+    aggr_model_evaluate(&m, &st, t);
+  }
+  cr_assert_eq(m1->startup->n_reached, 1, "s0 reached, s1 and s2 wait on the cycle");
+  cr_assert_eq(m1->startup->stages[1].state, AGGR_STAGE_PENDING);
+  cr_assert_eq(m1->startup->stages[2].state, AGGR_STAGE_PENDING);
+  cr_assert_eq(a1->startup->n_reached, 0);
+  cr_assert_eq(a1->startup->stages[0].state, AGGR_STAGE_PENDING);
+  aggr_stage_done(&st);
+  aggr_model_done(&m);
+}
+
 /* --- requires conditions ------------------------------------------------------ */
 
 Test(stage, quorum_needs_a_majority_of_the_expected_masters) {

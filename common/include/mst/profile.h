@@ -40,11 +40,12 @@ struct mst_component {
 
 struct mst_stage {
   char *name;
-  char **components; /* NULL-terminated, names of components */
-  char **milestones; /* NULL-terminated; components counting for progress only */
-  char **after;      /* NULL-terminated stage names; default: the previous stage */
-  char **requires;   /* NULL-terminated: ROLE:STAGE[@quorum|@all] */
-  unsigned line;
+  char **components;                  /* NULL-terminated, names of components */
+  char **milestones;                  /* NULL-terminated; components counting for progress only */
+  char **after;                       /* NULL-terminated stage names; default: the previous stage */
+  char **requires;                    /* NULL-terminated: ROLE:STAGE[@quorum|@all] */
+  unsigned line;                      /* where it was declared */
+  unsigned after_line, requires_line; /* where those keys were set; 0: not set */
 };
 
 struct mst_profile {
@@ -59,6 +60,9 @@ struct mst_profile {
 };
 
 /* Loads one profile file. The role defaults to the file name without ".ini".
+ * A dependency cycle among its own stages (through `after`, or `requires` of
+ * its own role, a stage requiring itself included) is an error; requires of
+ * other roles are checked by mst_profile_set_load().
  * Returns 0, or -EINVAL with every problem in diag, or -errno. */
 int mst_profile_load(const char *path, struct mst_profile **ret, struct mst_diag *diag);
 void mst_profile_free(struct mst_profile *p);
@@ -72,8 +76,10 @@ struct mst_profile_set {
   size_t n;
 };
 
-/* Loads every *.ini file in dir; a duplicate role is an error. Returns 0 or
- * -EINVAL/-errno with diag lines. */
+/* Loads every *.ini file in dir; a duplicate role, a requires naming a role
+ * or stage that no profile has, and a dependency cycle across roles
+ * (master:s1 requires agent:x, which requires master:s1) are errors, at the
+ * line of the requires key. Returns 0 or -EINVAL/-errno with diag lines. */
 int mst_profile_set_load(const char *dir, struct mst_profile_set **ret, struct mst_diag *diag);
 void mst_profile_set_free(struct mst_profile_set *s);
 const struct mst_profile *mst_profile_set_find(const struct mst_profile_set *s, const char *role);
