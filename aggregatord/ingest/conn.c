@@ -918,7 +918,7 @@ static bool log_interval_due(struct aggr_log_interval *li, uint64_t *held) {
   return true;
 }
 
-static int listen_resume(sd_event_source *s, uint64_t usec, void *userdata) {
+static int listen_unpause(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   sd_event_source_set_enabled(a->listen_source, SD_EVENT_ON);
   return 0;
@@ -943,8 +943,8 @@ static void listen_pause(struct aggr *a, int error) {
   sd_event_source_set_enabled(a->listen_source, SD_EVENT_OFF);
   uint64_t when = mst_now_monotonic_usec() + a->listen_backoff_usec;
   if (!a->listen_resume) {
-    if (sd_event_add_time(a->event, &a->listen_resume, CLOCK_MONOTONIC, when, 0, listen_resume, a) <
-        0)
+    if (sd_event_add_time(a->event, &a->listen_resume, CLOCK_MONOTONIC, when, 0, listen_unpause,
+                          a) < 0)
       sd_event_source_set_enabled(a->listen_source, SD_EVENT_ON); /* spinning beats deafness */
     return;
   }

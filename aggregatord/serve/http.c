@@ -1164,7 +1164,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (hc->fd >= 0)
       conn_wait(h, hc);
     pthread_mutex_unlock(&h->conn_lock);
-    if (h->tls_current) {
+    if (h->cert_file) { /* HTTPS; set before MHD starts, never changed */
       pthread_mutex_lock(&h->tls_lock);
       h->tls_current->conns++;
       hc->tls = h->tls_current;
