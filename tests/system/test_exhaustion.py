@@ -9,47 +9,26 @@ import resource
 import select
 import socket
 import time
-import uuid
 
-import pytest
 import requests
 
 import muster_harness as mh
-from muster_harness import ChangeMaker, StreamClient
-
-COMPONENTS = ["c1", "c2"]
-
-
-def limit_hits(aggr, name):
-    text = requests.get(f"http://127.0.0.1:{aggr.http_port}/metrics", timeout=mh.T(5)).text
-    prefix = f'muster_limit_hits_total{{limit="{name}"}} '
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix):])
-    raise AssertionError(f"no {prefix!r} in /metrics")
+from muster_harness import ChangeMaker
+from test_limits import COMPONENTS, _try_welcome, limit_hits, welcomed
+from test_limits import start as limits_start
 
 
 def start(env, nofile=None, **config):
-    """An aggregator with config's keys; with nofile, started under that
+    """test_limits' aggregator; with nofile, started under that
     RLIMIT_NOFILE (soft and hard: it cannot raise it)."""
-    env.write_profile("agent", mh.profile_ini("agent", [
-        (c, dict(check="exec", command="true", interval="10s", rise=1, fall=1)) for c in COMPONENTS
-    ], [("work", COMPONENTS)]))
-    a = env.aggregator(stale_timeout="30s", log_level="info",
-                       extra={k: str(v) for k, v in config.items()})
+    plain = mh.Aggregator.argv
     if nofile:
-        plain = a.argv
-        a.argv = lambda *more: ["prlimit", f"--nofile={nofile}:{nofile}", "--", *plain(*more)]
-    a.start()
-    a.digest = env.profile_digest("agent")
-    return a
-
-
-def welcomed(aggr, node_id):
-    cl = StreamClient(aggr.stream_port)
-    r = cl.hello(node_id, "agent", uuid.uuid4().hex, 0, digest=aggr.digest)
-    assert r.WhichOneof("body") == "welcome", r
-    return cl
+        mh.Aggregator.argv = lambda self, *more: ["prlimit", f"--nofile={nofile}:{nofile}", "--",
+                                                  *plain(self, *more)]
+    try:
+        return limits_start(env, **config)
+    finally:
+        mh.Aggregator.argv = plain
 
 
 def ack_latency(cl, mk):
@@ -189,13 +168,6 @@ def test_stream_listener_pauses_when_descriptors_run_out(env):
     newcomer = mh.wait_until(lambda: _try_welcome(aggr, "n2"), 3, desc="a new agent welcomed")
     assert ack_latency(newcomer, ChangeMaker(COMPONENTS)) < mh.T(0.5)
     close_all(waiting)
-
-
-def _try_welcome(aggr, node_id):
-    try:
-        return welcomed(aggr, node_id)
-    except (AssertionError, OSError, mh.StreamClosed):
-        return None
 
 
 def test_slowloris_requests_are_closed_at_http_timeout(env):
