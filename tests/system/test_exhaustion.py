@@ -10,6 +10,7 @@ import select
 import socket
 import time
 
+import pytest
 import requests
 
 import muster_harness as mh
@@ -84,6 +85,8 @@ def close_all(socks):
         s.close()
 
 
+@pytest.mark.no_valgrind(reason="measures the daemon's CPU use and open file limit; valgrind "
+                                "spends CPU of its own and keeps descriptors under the limit")
 def test_idle_crowds_fit_the_fd_limit_and_leave_room(env):
     # 400 descriptors: the default caps (20,000 streams and 20,000 HTTP
     # connections) are lowered to fit, with one warning.
@@ -134,6 +137,8 @@ def test_idle_crowds_fit_the_fd_limit_and_leave_room(env):
     close_all(http + streams + more)
 
 
+@pytest.mark.no_valgrind(reason="measures the daemon's CPU use and open file limit; valgrind "
+                                "spends CPU of its own and keeps descriptors under the limit")
 def test_stream_listener_pauses_when_descriptors_run_out(env):
     aggr = start(env, hello_timeout="30s")
     agent = welcomed(aggr, "n1")
