@@ -82,6 +82,8 @@ struct aggr_config {
   uint64_t max_components_per_node; /* a snapshot or batch going over it is refused */
   uint64_t http_timeout_usec;
   uint64_t http_max_parked;
+  uint64_t http_max_connections;
+  uint64_t http_max_connections_per_address;
   uint64_t http_max_url;
   char *http_token_file; /* bearer token for the HTTP API (not /healthz, /readyz) */
   char *tls_cert;        /* [tls] cert and key: set, the agent stream is TLS */
@@ -92,6 +94,13 @@ struct aggr_config {
   char *zk_hosts;
   uint64_t zk_session_timeout_usec;
   int log_level;
+};
+
+/* A message logged at most once per interval, with a count of the
+ * occurrences held back in between (conn.c's refusals at accept). */
+struct aggr_log_interval {
+  uint64_t next_usec; /* monotonic: the next one may be logged from then on */
+  uint64_t held;      /* occurrences since the last one logged */
 };
 
 struct aggr {
@@ -111,6 +120,9 @@ struct aggr {
 
   int listen_fd;
   sd_event_source *listen_source;
+  sd_event_source *listen_resume; /* re-enables the listener after a failed accept */
+  uint64_t listen_backoff_usec;   /* the current pause; 0 while accepts succeed */
+  struct aggr_log_interval log_accept_failed, log_over_cap, log_over_address;
   int conn_epfd; /* the agent streams' epoll set (conn.c) */
   sd_event_source *conns_source;
   bool dispatching;            /* handling a batch of ready streams */

@@ -2,12 +2,14 @@
  * checks each key alone; what is checked here needs several keys, the
  * network or other files. Errors found after the file was parsed are
  * reported at the line of the key that set the value, so every message
- * reads path:line. */
+ * reads path:line. The connection caps are fitted here into the open file
+ * limit the process has (see fit_fd_limit()). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "aggr.h"
@@ -16,6 +18,7 @@
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
+#include "mst/log.h"
 #include "mst/net.h"
 #include "mst/profile.h"
 #include "mst/tls.h"
@@ -71,6 +74,54 @@ static int default_string(char **field, const char *value) {
   return *field ? 0 : -ENOMEM;
 }
 
+/* File descriptors the daemon needs besides its connections: stdio, the
+ * loop's own, the listeners, SQLite's writer, ZooKeeper and the replica, a
+ * connection refused at accept; and per HTTP thread its poll set, its wake-up
+ * pipe and its read-only SQLite connection (database, WAL, shared memory). */
+#define FD_RESERVE            64
+#define FD_RESERVE_PER_THREAD 8
+/* The fewest connections of each kind the daemon is worth running with. */
+#define FD_MIN_CONNECTIONS 8
+
+/* Every agent stream and every HTTP connection (a parked read is one) holds a
+ * descriptor. Caps that do not fit in RLIMIT_NOFILE let a crowd of idle
+ * clients take the last descriptors: then nothing is accepted, /healthz
+ * included, and SQLite cannot open its files. So when the two caps do not
+ * fit, both are lowered in proportion, with one warning: a default config
+ * runs wherever the limit is not huge, and an operator who wants the caps
+ * raises LimitNOFILE=. A limit too small even for the reserve is an error.
+ * http_max_parked cannot be above http_max_connections. */
+static void fit_fd_limit(const char *path, struct aggr_config *cfg, struct mst_diag *diag) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+    return;
+  uint64_t reserve = FD_RESERVE + FD_RESERVE_PER_THREAD * cfg->http_threads;
+  uint64_t nofile = rl.rlim_cur;
+  if (nofile < reserve + 2 * FD_MIN_CONNECTIONS) {
+    mst_diag_add(diag, path, 0,
+                 "the open file limit (RLIMIT_NOFILE) is %llu: the aggregator needs at least %llu "
+                 "(raise LimitNOFILE= or ulimit -n)",
+                 (unsigned long long)nofile,
+                 (unsigned long long)(reserve + 2 * FD_MIN_CONNECTIONS));
+    return;
+  }
+  uint64_t budget = nofile - reserve;
+  uint64_t stream = cfg->max_connections, http = cfg->http_max_connections;
+  if (stream + http > budget) {
+    uint64_t s = MST_MAX(budget * stream / (stream + http), (uint64_t)FD_MIN_CONNECTIONS);
+    s = MST_MIN(s, budget - FD_MIN_CONNECTIONS);
+    cfg->max_connections = s;
+    cfg->http_max_connections = budget - s;
+    log_warning("the open file limit (RLIMIT_NOFILE) is %llu: lowering max_connections from %llu "
+                "to %llu and http_max_connections from %llu to %llu so that connections cannot "
+                "take every descriptor (raise LimitNOFILE= to keep them)",
+                (unsigned long long)nofile, (unsigned long long)stream,
+                (unsigned long long)cfg->max_connections, (unsigned long long)http,
+                (unsigned long long)cfg->http_max_connections);
+  }
+  cfg->http_max_parked = MST_MIN(cfg->http_max_parked, cfg->http_max_connections);
+}
+
 /* The checks that follow a parsed file. */
 static void check_loaded(struct aggr *a, const char *path, struct mst_diag *diag) {
   struct aggr_config *cfg = &a->cfg;
@@ -117,6 +168,7 @@ static void check_loaded(struct aggr *a, const char *path, struct mst_diag *diag
     mst_diag_add(diag, path, require_line,
                  "[tls] require_client_cert needs cert and key: TLS is off without them");
   aggr_http_config_check(path, cfg, diag);
+  fit_fd_limit(path, cfg, diag);
 }
 
 int aggr_config_load(struct aggr *a, const char *path) {

@@ -283,6 +283,8 @@ int main(int argc, char **argv) {
       .limits =
           {
               .timeout_sec = (unsigned)(a.cfg.http_timeout_usec / USEC_PER_SEC),
+              .max_connections = (unsigned)a.cfg.http_max_connections,
+              .max_connections_per_address = (unsigned)a.cfg.http_max_connections_per_address,
               .max_parked = a.cfg.http_max_parked,
               .max_url = a.cfg.http_max_url,
           },

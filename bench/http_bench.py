@@ -139,7 +139,8 @@ def main():
         with open(f"{tmp}/aggr.conf", "w") as f:
             f.write(f"[aggregator]\nid = bench\nlisten_stream = 127.0.0.1:{sp}\n"
                     f"listen_http = 127.0.0.1:{hp}\ndatabase = {tmp}/aggr.db\n"
-                    f"profiles = {tmp}/profiles\nstale_timeout = 10m\n[log]\nlevel = warning\n")
+                    f"profiles = {tmp}/profiles\nstale_timeout = 10m\n"
+                    f"http_max_connections_per_address = 30000\n[log]\nlevel = warning\n")
         aggr = subprocess.Popen([f"{args.build}/muster-aggregatord", "--config", f"{tmp}/aggr.conf"])
         ceil = subprocess.Popen([f"{args.build}/mhd-ceiling", str(cp), "2"], stdout=subprocess.DEVNULL)
         procs += [aggr, ceil]

@@ -48,12 +48,15 @@
 #include "mst/tls.h"
 #include "ingest/writer.h"
 
-#define CONN_OUTBUF_MAX          (8u * 1024 * 1024)
-#define CONN_LINGER_USEC         (1 * USEC_PER_SEC)
-#define CONN_MAX_FRAMES_PER_WAKE 256
-#define ADDR_BUCKETS             1024
-#define AUTH_PENALTY_FIRST_USEC  (100 * USEC_PER_MSEC)
-#define AUTH_PENALTY_MAX_USEC    (60 * USEC_PER_SEC)
+#define CONN_OUTBUF_MAX           (8u * 1024 * 1024)
+#define CONN_LINGER_USEC          (1 * USEC_PER_SEC)
+#define CONN_MAX_FRAMES_PER_WAKE  256
+#define ADDR_BUCKETS              1024
+#define AUTH_PENALTY_FIRST_USEC   (100 * USEC_PER_MSEC)
+#define AUTH_PENALTY_MAX_USEC     (60 * USEC_PER_SEC)
+#define ACCEPT_BACKOFF_FIRST_USEC (100 * USEC_PER_MSEC)
+#define ACCEPT_BACKOFF_MAX_USEC   (1 * USEC_PER_SEC)
+#define ACCEPT_LOG_INTERVAL_USEC  (1 * USEC_PER_SEC)
 
 /* Per peer address: how many streams it has open (max_connections_per_address)
  * and, against guessing the token, its failed Hellos in a row and until when
@@ -967,8 +970,58 @@ static int conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
   return 0;
 }
 
+/* Whether an occurrence is logged now; if so, *held is how many were held
+ * back since the last one logged. A crowd of connections refused at accept
+ * must not become a crowd of log lines. */
+static bool log_interval_due(struct aggr_log_interval *li, uint64_t *held) {
+  uint64_t now = mst_now_monotonic_usec();
+  if (now < li->next_usec) {
+    li->held++;
+    return false;
+  }
+  *held = li->held;
+  li->held = 0;
+  li->next_usec = now + ACCEPT_LOG_INTERVAL_USEC;
+  return true;
+}
+
+static int listen_unpause(sd_event_source *s, uint64_t usec, void *userdata) {
+  struct aggr *a = userdata;
+  sd_event_source_set_enabled(a->listen_source, SD_EVENT_ON);
+  return 0;
+}
+
+/* accept() failed for want of descriptors or memory (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM) or for a reason that will not pass by itself. The pending
+ * connection stays in the backlog, so the listener would be ready again at
+ * once and the loop would spin: it is switched off for a pause that doubles,
+ * 100 ms up to 1 s, while accepts keep failing. Agents that are connected go
+ * on being served meanwhile. */
+static void listen_pause(struct aggr *a, int error) {
+  uint64_t held;
+  a->listen_backoff_usec = a->listen_backoff_usec == 0
+                               ? ACCEPT_BACKOFF_FIRST_USEC
+                               : MST_MIN(2 * a->listen_backoff_usec, ACCEPT_BACKOFF_MAX_USEC);
+  if (log_interval_due(&a->log_accept_failed, &held))
+    log_warning("stream: cannot accept connections: %s (%llu more failures since the last "
+                "message, %zu streams open); pausing the listener for %llu ms",
+                strerror(error), (unsigned long long)held, a->n_conns,
+                (unsigned long long)(a->listen_backoff_usec / USEC_PER_MSEC));
+  sd_event_source_set_enabled(a->listen_source, SD_EVENT_OFF);
+  uint64_t when = mst_now_monotonic_usec() + a->listen_backoff_usec;
+  if (!a->listen_resume) {
+    if (sd_event_add_time(a->event, &a->listen_resume, CLOCK_MONOTONIC, when, 0, listen_unpause,
+                          a) < 0)
+      sd_event_source_set_enabled(a->listen_source, SD_EVENT_ON); /* spinning beats deafness */
+    return;
+  }
+  sd_event_source_set_time(a->listen_resume, when);
+  sd_event_source_set_enabled(a->listen_resume, SD_EVENT_ONESHOT);
+}
+
 static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
   struct aggr *a = userdata;
+  uint64_t held;
 
   for (int i = 0; i < 64; i++) {
     struct sockaddr_storage ss;
@@ -976,22 +1029,27 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) {
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-        log_warning("stream: accept failed: %m, ignoring");
+        listen_pause(a, errno);
       return 0;
     }
+    a->listen_backoff_usec = 0;
     if (a->n_conns >= a->cfg.max_connections) {
       aggr_metrics_limit(AGGR_LIMIT_STREAM_CONNECTIONS);
-      log_warning("stream: connection limit %llu reached; refusing a connection",
-                  (unsigned long long)a->cfg.max_connections);
+      if (log_interval_due(&a->log_over_cap, &held))
+        log_warning("stream: connection limit %llu reached (max_connections); refusing a "
+                    "connection (%llu more refused since the last message)",
+                    (unsigned long long)a->cfg.max_connections, (unsigned long long)held);
       close(cfd);
       continue;
     }
     struct aggr_addr_count *addr = addr_take(a, &ss);
     if (!addr) {
       aggr_metrics_limit(AGGR_LIMIT_STREAM_CONNECTIONS_PER_ADDRESS);
-      log_warning("stream: %llu streams from one address already (max_connections_per_address); "
-                  "refusing a connection",
-                  (unsigned long long)a->cfg.max_connections_per_address);
+      if (log_interval_due(&a->log_over_address, &held))
+        log_warning("stream: %llu streams from one address already (max_connections_per_address); "
+                    "refusing a connection (%llu more refused since the last message)",
+                    (unsigned long long)a->cfg.max_connections_per_address,
+                    (unsigned long long)held);
       close(cfd);
       continue;
     }
@@ -1092,6 +1150,7 @@ void aggr_stream_close_all(struct aggr *a) {
   aggr_stream_close_conns(a);
   sd_event_source_disable_unref(a->listen_source);
   a->listen_source = NULL;
+  a->listen_resume = sd_event_source_disable_unref(a->listen_resume);
   if (a->listen_fd >= 0)
     close(a->listen_fd);
   a->listen_fd = -1;

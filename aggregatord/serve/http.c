@@ -24,6 +24,17 @@
  * data) answers 401 to a request without "Authorization: Bearer <token>";
  * the check is a constant-time compare, cheap enough for the hot path.
  *
+ * Connections are capped in all (http_max_connections, fitted into the open
+ * file limit by config.c) and per client address (..._per_address), so a
+ * crowd from a few addresses leaves room for /healthz and everyone else.
+ * libmicrohttpd's timeout only closes a connection that stays silent: one
+ * byte every few seconds keeps it open for ever. So every connection is on
+ * a waiting list, oldest first, from its start (or the end of its previous
+ * request) until its whole request is in, and the loop's tick shuts down the
+ * socket of any still waiting after http_timeout (aggr_http_expire()); MHD
+ * then sees the end of the stream and closes it. Parked reads have their
+ * request in: they are not on the list.
+ *
  * Threads: aggr_http_start/free and aggr_http_tls_reload on the main or loop
  * thread; everything else here runs on MHD's threads and reads only views,
  * the clock, and (under a short lock, once per connection) the TLS store. */
@@ -65,9 +76,6 @@
 
 #define HTTP_DEFAULT_THREADS 2
 #define HTTP_MAX_THREADS     64
-/* Room for parked blocking reads (10,000 measured); the process needs
- * RLIMIT_NOFILE above this to use it all. */
-#define HTTP_CONNECTION_LIMIT 20000
 /* Per connection, caps the request line and headers (MHD answers 414/431). */
 #define HTTP_CONNECTION_MEMORY (32 * 1024)
 
@@ -76,6 +84,9 @@
 /* Certificates in one chain file, and the bytes read from a PEM file. */
 #define TLS_CHAIN_MAX 16
 #define TLS_FILE_MAX  (1024 * 1024)
+/* libmicrohttpd's messages: at most this many a second, then a count. */
+#define MHD_LOG_BURST          5
+#define HTTP_LOG_INTERVAL_USEC (1 * USEC_PER_SEC)
 
 #define ERROR_JSON(code, message) "{\"error\":{\"code\":\"" code "\",\"message\":\"" message "\"}}"
 
@@ -135,6 +146,16 @@ struct tls_material {
   struct tls_material *newer; /* the next generation, NULL for the current one */
 };
 
+/* What the server keeps of a connection (MHD's socket context), from MHD's
+ * start notification to its close notification. */
+struct http_conn {
+  struct tls_material *tls; /* the generation it counts on; NULL for plain HTTP */
+  int fd;
+  uint64_t since_usec; /* monotonic: when it began waiting for its request */
+  bool waiting;        /* on the waiting list: its request is not all in */
+  struct http_conn *prev, *next;
+};
+
 struct aggr_http {
   struct MHD_Daemon *daemon;
   struct aggr_views *views;
@@ -149,6 +170,12 @@ struct aggr_http {
   struct waiter *parked;
   size_t n_parked;
   struct aggr_http_limits limits;
+  /* Connections whose request is not all in, oldest first. The lock is
+   * never held across more than a shutdown(). */
+  pthread_mutex_t conn_lock;
+  struct http_conn *waiting_head, *waiting_tail;
+  uint64_t late_log_usec; /* monotonic: when late requests may be logged next */
+  uint64_t late_held;     /* closed since the last message */
 };
 
 /* --- responses ------------------------------------------------------------ */
@@ -331,6 +358,97 @@ static enum MHD_Result serve_replicate(struct MHD_Connection *c, bool verdicts) 
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
   return queue(c, MHD_HTTP_OK, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
                &none);
+}
+
+/* --- the request deadline --------------------------------------------------
+ */
+
+/* Puts hc at the tail of the waiting list, from now. Called with conn_lock
+ * held. */
+static void conn_wait(struct aggr_http *h, struct http_conn *hc) {
+  hc->since_usec = mst_now_monotonic_usec();
+  hc->waiting = true;
+  hc->next = NULL;
+  hc->prev = h->waiting_tail;
+  if (h->waiting_tail)
+    h->waiting_tail->next = hc;
+  else
+    h->waiting_head = hc;
+  h->waiting_tail = hc;
+}
+
+/* Takes hc off the waiting list, if it is on it. Called with conn_lock
+ * held. */
+static void conn_unwait(struct aggr_http *h, struct http_conn *hc) {
+  if (!hc->waiting)
+    return;
+  if (hc->prev)
+    hc->prev->next = hc->next;
+  else
+    h->waiting_head = hc->next;
+  if (hc->next)
+    hc->next->prev = hc->prev;
+  else
+    h->waiting_tail = hc->prev;
+  hc->prev = hc->next = NULL;
+  hc->waiting = false;
+}
+
+static struct http_conn *conn_of(struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *info =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return info ? info->socket_context : NULL;
+}
+
+/* c's whole request is in (its answer or its parking follows): its
+ * deadline no longer applies. */
+static void request_arrived(struct aggr_http *h, struct MHD_Connection *c) {
+  struct http_conn *hc = conn_of(c);
+  if (!hc)
+    return;
+  pthread_mutex_lock(&h->conn_lock);
+  conn_unwait(h, hc);
+  pthread_mutex_unlock(&h->conn_lock);
+}
+
+/* c's request is answered: its next request (keep-alive) must arrive within
+ * the timeout from now. */
+static void request_ended(struct aggr_http *h, struct MHD_Connection *c) {
+  struct http_conn *hc = conn_of(c);
+  if (!hc)
+    return;
+  pthread_mutex_lock(&h->conn_lock);
+  conn_unwait(h, hc);
+  conn_wait(h, hc);
+  pthread_mutex_unlock(&h->conn_lock);
+}
+
+/* Shuts down the sockets of the connections whose request did not arrive
+ * within the timeout. MHD frees a connection (and closes its socket) only
+ * after its close notification, which takes conn_lock: so a socket on the
+ * list is still the connection's own. Loop thread. */
+static void reap_late_requests(struct aggr_http *h) {
+  uint64_t now = mst_now_monotonic_usec(), timeout = h->limits.timeout_sec * USEC_PER_SEC;
+  uint64_t closed = 0;
+
+  pthread_mutex_lock(&h->conn_lock);
+  while (h->waiting_head && h->waiting_head->since_usec + timeout <= now) {
+    struct http_conn *hc = h->waiting_head;
+    conn_unwait(h, hc);
+    (void)shutdown(hc->fd, SHUT_RDWR);
+    closed++;
+  }
+  h->late_held += closed;
+  if (h->late_held > 0 && now >= h->late_log_usec) {
+    log_warning("HTTP: closed %llu connections whose request did not all arrive within "
+                "http_timeout (%u s)",
+                (unsigned long long)h->late_held, h->limits.timeout_sec);
+    h->late_held = 0;
+    h->late_log_usec = now + HTTP_LOG_INTERVAL_USEC;
+  }
+  pthread_mutex_unlock(&h->conn_lock);
+  while (closed-- > 0)
+    aggr_metrics_limit(AGGR_LIMIT_HTTP_TIMEOUT);
 }
 
 /* --- per-request state ---------------------------------------------------- */
@@ -520,6 +638,7 @@ void aggr_http_expire(struct aggr_http *h) {
       waiter_wake(h, w);
   }
   pthread_mutex_unlock(&h->lock);
+  reap_late_requests(h);
 }
 
 size_t aggr_http_parked(struct aggr_http *h) {
@@ -781,6 +900,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   struct aggr_http *h = cls;
   if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
     aggr_metrics_limit(AGGR_LIMIT_HTTP_TIMEOUT);
+  request_ended(h, c);
   if (*con_cls && !is_mark(*con_cls)) {
     struct request *rq = *con_cls;
     if (rq->parked) {
@@ -830,8 +950,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   if (request_first_seen(con_cls, url, &target)) {
     /* Other methods are refused before their body is read: MHD then closes
      * the connection instead of reading the upload. */
-    if (!method_ok)
+    if (!method_ok) {
+      request_arrived(h, c);
       return answer(h, c, con_cls, url, target, false);
+    }
     /* Answering a GET on the first call would make MHD close every
      * connection (no keep-alive); the first call only marks the request. */
     return MHD_YES;
@@ -842,6 +964,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     *upload_data_size = 0;
     return MHD_YES;
   }
+  request_arrived(h, c);
   return answer(h, c, con_cls, url, target, true);
 }
 
@@ -1021,20 +1144,48 @@ static int tls_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_d
   return 0;
 }
 
+/* A connection starts waiting for its request (see "the request deadline")
+ * and, over HTTPS, counts on the current TLS generation; at its close it
+ * leaves both. */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
   struct aggr_http *h = cls;
-  pthread_mutex_lock(&h->tls_lock);
+  struct http_conn *hc;
+
   if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-    h->tls_current->conns++;
-    *socket_context = h->tls_current;
-  } else if (*socket_context) {
-    struct tls_material *m = *socket_context;
-    m->conns--;
-    *socket_context = NULL;
-    tls_collect(h);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    hc = calloc(1, sizeof(*hc));
+    *socket_context = hc;
+    if (!hc)
+      return; /* untracked: only MHD's idle timeout applies to it */
+    hc->fd = info ? info->connect_fd : -1;
+    pthread_mutex_lock(&h->conn_lock);
+    if (hc->fd >= 0)
+      conn_wait(h, hc);
+    pthread_mutex_unlock(&h->conn_lock);
+    if (h->cert_file) { /* HTTPS; set before MHD starts, never changed */
+      pthread_mutex_lock(&h->tls_lock);
+      h->tls_current->conns++;
+      hc->tls = h->tls_current;
+      pthread_mutex_unlock(&h->tls_lock);
+    }
+    return;
   }
-  pthread_mutex_unlock(&h->tls_lock);
+  hc = *socket_context;
+  *socket_context = NULL;
+  if (!hc)
+    return;
+  pthread_mutex_lock(&h->conn_lock);
+  conn_unwait(h, hc);
+  pthread_mutex_unlock(&h->conn_lock);
+  if (hc->tls) {
+    pthread_mutex_lock(&h->tls_lock);
+    hc->tls->conns--;
+    tls_collect(h);
+    pthread_mutex_unlock(&h->tls_lock);
+  }
+  free(hc);
 }
 
 int aggr_http_tls_reload(struct aggr_http *h) {
@@ -1078,14 +1229,48 @@ void aggr_http_config_check(const char *path, const struct aggr_config *cfg,
 
 /* --- server --------------------------------------------------------------- */
 
+/* libmicrohttpd's messages, from any of its threads, at most MHD_LOG_BURST
+ * a second: it logs every connection it closes at accept, and a crowd must
+ * not become a crowd of lines. The first line after a quiet spell says how
+ * many were held back. */
+static pthread_mutex_t mhd_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t mhd_log_window_usec; /* monotonic: the current second began */
+static unsigned mhd_log_lines;       /* logged in it */
+static uint64_t mhd_log_held;        /* held back since the last line */
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) _printf_(2, 0);
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  uint64_t now = mst_now_monotonic_usec(), held = 0;
+  bool due;
   char buf[512];
+
+  /* The only sign MHD gives of a connection refused at accept, for
+   * http_max_connections or http_max_connections_per_address. */
+  if (strstr(fmt, "connection limit"))
+    aggr_metrics_limit(AGGR_LIMIT_HTTP_CONNECTIONS);
+  pthread_mutex_lock(&mhd_log_lock);
+  if (now >= mhd_log_window_usec + HTTP_LOG_INTERVAL_USEC) {
+    mhd_log_window_usec = now;
+    mhd_log_lines = 0;
+  }
+  due = mhd_log_lines < MHD_LOG_BURST;
+  if (due) {
+    mhd_log_lines++;
+    held = mhd_log_held;
+    mhd_log_held = 0;
+  } else
+    mhd_log_held++;
+  pthread_mutex_unlock(&mhd_log_lock);
+  if (!due)
+    return;
   vsnprintf(buf, sizeof(buf), fmt, ap);
   size_t len = strlen(buf);
   while (len > 0 && buf[len - 1] == '\n')
     buf[--len] = 0;
-  log_warning("HTTP: %s", buf);
+  if (held > 0)
+    log_warning("HTTP: %s (%llu more messages held back)", buf, (unsigned long long)held);
+  else
+    log_warning("HTTP: %s", buf);
 }
 
 /* "HOST:PORT" into a socket address. */
@@ -1146,6 +1331,7 @@ static void http_free_state(struct aggr_http *h) {
     tls_server = NULL;
   pthread_mutex_destroy(&h->tls_lock);
   pthread_mutex_destroy(&h->lock);
+  pthread_mutex_destroy(&h->conn_lock);
   free(h->cert_file);
   free(h->key_file);
   if (h->token) {
@@ -1216,6 +1402,7 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
   h->limits = o->limits;
   pthread_mutex_init(&h->lock, NULL);
   pthread_mutex_init(&h->tls_lock, NULL);
+  pthread_mutex_init(&h->conn_lock, NULL);
   r = http_load_credentials(h, o);
   if (r < 0) {
     http_free_state(h);
@@ -1228,17 +1415,18 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
   uint16_t port = ipv6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
                        : ntohs(((struct sockaddr_in *)&addr)->sin_port);
   /* The TLS options come last: MHD_OPTION_END ends the list early when
-   * serving plain HTTP. */
+   * serving plain HTTP. A limit of 0 means none to MHD. */
   errno = 0;
   h->daemon = MHD_start_daemon(
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
       MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-      MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-      MHD_OPTION_CONNECTION_TIMEOUT, o->limits.timeout_sec, MHD_OPTION_CONNECTION_LIMIT,
-      (unsigned)HTTP_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)HTTP_CONNECTION_MEMORY, tls ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END,
-      on_connection, h, MHD_OPTION_HTTPS_CERT_CALLBACK, tls_retrieve, MHD_OPTION_HTTPS_PRIORITIES,
-      HTTP_TLS_PRIORITIES, MHD_OPTION_END);
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_THREAD_POOL_SIZE, threads,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT,
+      o->limits.timeout_sec, MHD_OPTION_CONNECTION_LIMIT,
+      MST_MAX(o->limits.max_connections, threads), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      o->limits.max_connections_per_address, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)HTTP_CONNECTION_MEMORY, tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END,
+      tls_retrieve, MHD_OPTION_HTTPS_PRIORITIES, HTTP_TLS_PRIORITIES, MHD_OPTION_END);
   if (!h->daemon) {
     r = errno > 0 ? -errno : -EIO;
     log_error("Cannot serve HTTP%s on %s: %s", tls ? "S" : "", listen_addr, strerror(-r));

@@ -19,9 +19,14 @@
 struct aggr_http;
 
 struct aggr_http_limits {
-  unsigned timeout_sec; /* an idle or slow connection is closed after this */
-  size_t max_parked;    /* blocking reads waiting at once; more get 503 */
-  size_t max_url;       /* longest request target; longer ones get 414 */
+  /* An idle connection is closed after this, and so is one whose request
+   * (headers and body) has not all arrived this long after the connection
+   * or its previous request ended, however slowly its bytes trickle. */
+  unsigned timeout_sec;
+  unsigned max_connections;             /* open at once; more are closed at accept */
+  unsigned max_connections_per_address; /* the same, from one client address */
+  size_t max_parked;                    /* blocking reads waiting at once; more get 503 */
+  size_t max_url;                       /* longest request target; longer ones get 414 */
 };
 
 struct aggr_http_options {
@@ -68,8 +73,9 @@ void aggr_http_free(struct aggr_http *h);
  * their resource differs from N, or the wait (plus up to wait/16 of jitter)
  * ends. aggr_http_wake() resumes the readers whose resource moved in the
  * current view: the loop calls it after every publish. aggr_http_expire()
- * resumes those whose wait is over: the loop calls it on a short tick. Both
- * take only the server's parked-list lock. */
+ * resumes those whose wait is over, and closes the connections whose request
+ * did not arrive within the timeout: the loop calls it on a short tick. Both
+ * take only the server's short locks. */
 void aggr_http_wake(struct aggr_http *h);
 void aggr_http_expire(struct aggr_http *h);
 /* Reads parked right now. */

@@ -37,6 +37,7 @@ enum aggr_limit {
   AGGR_LIMIT_HTTP_PARKED_READS,
   AGGR_LIMIT_HTTP_TIMEOUT,
   AGGR_LIMIT_HTTP_UNAUTHORIZED, /* a request without the right bearer token (401) */
+  AGGR_LIMIT_HTTP_CONNECTIONS,  /* closed at accept: http_max_connections(_per_address) */
   _AGGR_LIMIT_MAX,
 };
 

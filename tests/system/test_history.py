@@ -255,8 +255,10 @@ def test_thousand_parked_reads_all_woken_by_one_change(aggr):
     idx = get_index(aggr, "/v1/health")
     socks = []
     req = (f"GET /v1/health?index={idx}&wait=30s HTTP/1.1\r\nHost: x\r\n\r\n").encode()
-    for _ in range(1000):
-        s = socket.create_connection(("127.0.0.1", aggr.http_port))
+    # From 16 client addresses: http_max_connections_per_address is 64.
+    for i in range(1000):
+        s = socket.create_connection(("127.0.0.1", aggr.http_port),
+                                     source_address=(f"127.0.0.{2 + i % 16}", 0))
         s.sendall(req)
         socks.append(s)
     try:
