@@ -23,7 +23,6 @@
 #include "mst/str.h"
 #include "mst/utf8.h"
 
-#define PROFILE_FILE_MAX       (4 * 1024 * 1024)
 #define PROFILE_GRACE_MAX_USEC (7ULL * 24 * 3600 * USEC_PER_SEC)
 
 enum component_key {
@@ -762,6 +761,14 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
     mst_diag_add(diag, path, 0, "cannot open: %s", strerror(-r));
     return r;
   }
+  /* The same cap as the INI reader's: refused before reading when fstat
+   * knows the size, and while reading when it does not (/dev/zero). */
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MST_INI_FILE_MAX) {
+    fclose(f);
+    mst_diag_add(diag, path, 0, "file is larger than %d bytes", MST_INI_FILE_MAX);
+    return -EFBIG;
+  }
   if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
     fclose(f);
     mst_diag_add(diag, path, 0, "cannot compute SHA-256");
@@ -769,7 +776,7 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
   }
   /* Hashed as it is read: no buffer of the whole file. */
   r = 0;
-  while (r == 0 && size <= PROFILE_FILE_MAX && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+  while (r == 0 && size <= MST_INI_FILE_MAX && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
     size += n;
     r = gnutls_hash(h, chunk, n);
   }
@@ -780,8 +787,8 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
     mst_diag_add(diag, path, 0, "%s", read_failed ? "read error" : "cannot compute SHA-256");
     return -EIO;
   }
-  if (size > PROFILE_FILE_MAX) {
-    mst_diag_add(diag, path, 0, "file is larger than %d bytes", PROFILE_FILE_MAX);
+  if (size > MST_INI_FILE_MAX) {
+    mst_diag_add(diag, path, 0, "file is larger than %d bytes", MST_INI_FILE_MAX);
     return -EFBIG;
   }
 
