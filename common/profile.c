@@ -135,6 +135,12 @@ static bool name_is_valid(const char *s) {
   return true;
 }
 
+/* A role travels in every Hello, which the aggregator refuses when it is
+ * longer than MST_ROLE_MAX: such a profile is refused here instead. */
+static bool role_is_valid(const char *s) {
+  return name_is_valid(s) && strlen(s) <= MST_ROLE_MAX;
+}
+
 static char **strv_new_empty(void) {
   return calloc(1, sizeof(char *));
 }
@@ -377,6 +383,10 @@ static int profile_on_profile_key(struct profile_loader *l, const char *name, co
   case PROF_ROLE:
     if (!name_is_valid(value)) {
       profile_error(l, line, "[profile] role: invalid role '%s'", value);
+      return 0;
+    }
+    if (!role_is_valid(value)) {
+      profile_error(l, line, "[profile] role: longer than %d bytes", MST_ROLE_MAX);
       return 0;
     }
     return mst_str_replace(&l->p->role, value);
@@ -844,7 +854,7 @@ int mst_profile_load(const char *path, struct mst_profile **ret, struct mst_diag
       r = -ENOMEM;
       goto out;
     }
-    if (!name_is_valid(p->role))
+    if (!role_is_valid(p->role))
       profile_error(&l, 0, "role '%s' from the file name is not a valid name, set [profile] role",
                     p->role);
   }

@@ -192,6 +192,8 @@ static const struct error_case error_cases[] = {
     {"[component \"caf\xc3\"]\n" SYSD, "1: invalid component name: not UTF-8"},
     {"[stage \"\xed\xa0\x80\"]\n", "1: invalid stage name: not UTF-8"},
     {"[profile]\nrole = r\xff\n", "2: [profile] role: invalid role 'r\xff'"},
+    {"[profile]\nrole = " X16 X16 X16 X16 X16 X16 X16 X16 "x\n",
+     "2: [profile] role: longer than 128 bytes"},
     {"[profile]\n[nodes]\n", "2: unknown section [nodes]"},
     {"[component]\n", "1: section [component] needs a name: [component \"NAME\"]"},
     {"[component \"a b\"]\n" SYSD,
