@@ -42,6 +42,7 @@ struct ini_parser {
   unsigned lineno;
   char *section;  /* current section as written, "" before the first */
   uint64_t bytes; /* read so far, against MST_INI_FILE_MAX */
+  bool cut;       /* the last line was longer than p->raw keeps */
   char raw[INI_RAW_MAX + 1];
   bool skip_keys;    /* under a broken section header: keys are not passed on */
   int error;         /* some error was reported */
@@ -151,6 +152,7 @@ static ssize_t ini_getline(struct ini_parser *p) {
   bool any = false;
   int c;
 
+  p->cut = false;
   while ((c = getc_unlocked(p->f)) != EOF) {
     any = true;
     if (++p->bytes > MST_INI_FILE_MAX) {
@@ -161,6 +163,8 @@ static ssize_t ini_getline(struct ini_parser *p) {
       break;
     if (n < INI_RAW_MAX)
       p->raw[n++] = (char)c;
+    else
+      p->cut = true;
   }
   if (c == EOF && ferror(p->f)) {
     p->fatal = -EIO;
@@ -195,7 +199,9 @@ static char *ini_read_line(char *str, int num, void *stream) {
   if (p->lineno == 1 && (unsigned char)line[0] == 0xEF && (unsigned char)line[1] == 0xBB &&
       (unsigned char)line[2] == 0xBF)
     line += 3;
-  if (strcspn(line, "\r\n") > INI_LINE_MAX) {
+  /* A cut line is too long whatever the part kept looks like (a '\r' in
+   * it would end strcspn early). */
+  if (p->cut || strcspn(line, "\r\n") > INI_LINE_MAX) {
     ini_report(p, "line too long (over %d bytes)", INI_LINE_MAX);
     goto blank;
   }

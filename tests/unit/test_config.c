@@ -563,6 +563,16 @@ Test(config, ini_caps_on_line_and_file) {
   cr_assert_eq(rec.calls[1].line, 3);
   mst_diag_done(&diag);
 
+  /* A '\r' early in the line does not hide its length. */
+  content[n] = '\r';
+  _cleanup_free_ char *cr = unit_write_file(tmpdir, "cr.ini", content);
+  rec.n = 0;
+  cr_assert_eq(mst_ini_parse(cr, record, &rec, &diag), -EINVAL);
+  cr_assert(mst_diag_contains(&diag, "cr.ini:2: line too long (over 4096 bytes)"), "%s",
+            diag.lines[0]);
+  cr_assert_eq(rec.n, 2, "header, after");
+  mst_diag_done(&diag);
+
   /* Over MST_INI_FILE_MAX: nothing is passed on. */
   content = realloc(content, MST_INI_FILE_MAX + 64);
   cr_assert_not_null(content);
