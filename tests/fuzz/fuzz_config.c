@@ -8,8 +8,9 @@
  *
  * The caps (MST_INI_LINE_MAX, MST_INI_FILE_MAX) are past libFuzzer's input
  * sizes, so two bytes expand: 0x01 into MST_INI_LINE_MAX + 1 bytes of 'x'
- * (its line is then over the line cap), 0x02 into MST_INI_FILE_MAX / 2 + 1
- * newlines (two of them put the file over the file cap). Then a file over
+ * (its line is then over the line cap), 0x02 into a little over
+ * MST_INI_FILE_MAX / 2 of comment lines (two of them put the file over the
+ * file cap). Then a file over
  * the cap must be refused as a whole (-EFBIG, with nothing passed to a
  * handler), and a line over the cap that holds no NUL must be reported as
  * too long.
@@ -33,7 +34,7 @@ static struct fuzz_memfile input;
 #define EXPAND_LINE     0x01
 #define EXPAND_FILE     0x02
 #define EXPAND_LINE_LEN (MST_INI_LINE_MAX + 1)
-#define EXPAND_FILE_LEN (MST_INI_FILE_MAX / 2 + 1)
+#define EXPAND_FILE_LEN (MST_INI_FILE_MAX / 2 + 1024)
 #define EXPAND_FILE_MAX 3 /* expansions of EXPAND_FILE kept: past the cap already */
 
 /* What the input expands to, and what the parser must then say of it. */
@@ -61,7 +62,9 @@ static int expand(const uint8_t *data, size_t size, struct expanded *e) {
       memset(e->data + e->size, 'x', EXPAND_LINE_LEN);
       e->size += EXPAND_LINE_LEN;
     } else if (data[i] == EXPAND_FILE && n_file < EXPAND_FILE_MAX) {
-      memset(e->data + e->size, '\n', EXPAND_FILE_LEN);
+      /* Comment lines of 1 KiB: few lines, so each run stays quick. */
+      for (size_t k = 0; k < EXPAND_FILE_LEN; k++)
+        e->data[e->size + k] = k % 1024 == 1023 ? '\n' : '#';
       e->size += EXPAND_FILE_LEN;
       n_file++;
     } else
