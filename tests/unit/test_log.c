@@ -84,6 +84,16 @@ Test(log, errno_is_preserved) {
   (void)captured();
 }
 
+/* What was captured: one line under max bytes, ending with the cut mark. */
+static char *captured_cut_line(size_t max) {
+  char *out = captured();
+  size_t n = strlen(out);
+  cr_assert_lt(n, max, "bounded");
+  cr_assert_eq(strcmp(out + n - 4, "...\n"), 0, "ends with a mark and one newline");
+  cr_assert_eq(strchr(out, '\n'), out + n - 1, "one line");
+  return out;
+}
+
 Test(log, long_message_is_cut_with_a_mark) {
   char *big = malloc(10000);
   cr_assert_not_null(big);
@@ -92,12 +102,8 @@ Test(log, long_message_is_cut_with_a_mark) {
   log_info("%s", big);
   free(big);
 
-  char *out = captured();
-  size_t n = strlen(out);
-  cr_assert_lt(n, 5000, "bounded");
+  char *out = captured_cut_line(5000);
   cr_assert_eq(strncmp(out, "<6>aaa", 6), 0);
-  cr_assert_eq(strcmp(out + n - 4, "...\n"), 0, "ends with a mark and one newline");
-  cr_assert_eq(strchr(out, '\n'), out + n - 1);
 }
 
 Test(log, level_names) {
@@ -148,11 +154,8 @@ Test(log, long_escaped_message_is_cut_whole) {
   log_info("%s", big);
   free(big);
 
-  char *out = captured();
+  char *out = captured_cut_line(4097);
   size_t n = strlen(out);
-  cr_assert_lt(n, 4097, "bounded");
-  cr_assert_eq(strcmp(out + n - 4, "...\n"), 0, "ends with a mark and one newline");
-  cr_assert_eq(strchr(out, '\n'), out + n - 1, "one line");
   cr_assert_eq(strchr(out, '\x1b'), NULL, "no raw ESC");
   /* What precedes the mark is whole pieces: "\x1b" then "é". */
   const char *p = out + 3;

@@ -347,6 +347,22 @@ Test(utf8, aggregator_accepts_every_cut) {
   }
 }
 
+/* aggr_envelope_check() of a snapshot with one entry. */
+static int check_snapshot(const char *component, const char *output, struct aggr_reject *rej) {
+  Muster__ComponentStatus cs = MUSTER__COMPONENT_STATUS__INIT;
+  Muster__ComponentStatus *statuses[] = {&cs};
+  Muster__Snapshot snap = MUSTER__SNAPSHOT__INIT;
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  cs.component = (char *)component;
+  cs.state = MUSTER__STATE__STATE_HEALTHY;
+  cs.output = (char *)output;
+  snap.n_components = 1;
+  snap.components = statuses;
+  env.body_case = MUSTER__ENVELOPE__BODY_SNAPSHOT;
+  env.snapshot = &snap;
+  return aggr_envelope_check(&env, true, rej);
+}
+
 /* The names the profile loader lets through are names the aggregator takes:
  * the loader refuses what is not UTF-8 or longer than the cap. */
 Test(utf8, component_name_cap_is_the_aggregators) {
@@ -357,19 +373,8 @@ Test(utf8, component_name_cap_is_the_aggregators) {
   name[MST_COMPONENT_NAME_MAX] = 'x';
   name[MST_COMPONENT_NAME_MAX + 1] = '\0';
 
-  Muster__ComponentStatus cs = MUSTER__COMPONENT_STATUS__INIT;
-  Muster__ComponentStatus *statuses[] = {&cs};
-  Muster__Snapshot snap = MUSTER__SNAPSHOT__INIT;
-  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   struct aggr_reject rej = {0};
-  cs.component = name;
-  cs.state = MUSTER__STATE__STATE_HEALTHY;
-  cs.output = (char *)"";
-  snap.n_components = 1;
-  snap.components = statuses;
-  env.body_case = MUSTER__ENVELOPE__BODY_SNAPSHOT;
-  env.snapshot = &snap;
-  cr_assert_lt(aggr_envelope_check(&env, true, &rej), 0, "one byte over the cap is refused");
+  cr_assert_lt(check_snapshot(name, "", &rej), 0, "one byte over the cap is refused");
 }
 
 /* The longest output the agent makes (a cut one: MST_OUTPUT_MAX bytes and
@@ -388,21 +393,9 @@ Test(utf8, output_cap_is_the_aggregators) {
   cr_assert_not_null(over);
   memset(over, 'o', MST_OUTPUT_WIRE_MAX + 1);
   over[MST_OUTPUT_WIRE_MAX + 1] = '\0';
-  Muster__Change ch = MUSTER__CHANGE__INIT;
-  Muster__Change *changes[] = {&ch};
-  Muster__ChangeBatch batch = MUSTER__CHANGE_BATCH__INIT;
-  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   struct aggr_reject rej = {0};
-  ch.seq = 1;
-  ch.component = (char *)"c";
-  ch.to = MUSTER__STATE__STATE_HEALTHY;
-  ch.output = over;
-  batch.n_changes = 1;
-  batch.changes = changes;
-  env.body_case = MUSTER__ENVELOPE__BODY_CHANGES;
-  env.changes = &batch;
-  cr_assert_lt(aggr_envelope_check(&env, true, &rej), 0);
-  cr_assert(strstr(rej.reason, "overlong output"), "%s", rej.reason);
+  cr_assert_lt(check_snapshot("c", over, &rej), 0);
+  cr_assert(strstr(rej.reason, "output over"), "%s", rej.reason);
 }
 
 /* Each text of a Hello is taken at its cap and refused one byte over it,
