@@ -77,8 +77,9 @@ def test_control_characters_in_a_hello_cannot_forge_a_log_line(aggr, field):
 
     # what is served is the text as sent, in JSON (which escapes it itself)
     if kind == "welcome" and field == "node_id":
-        ids = [n["id"] for n in aggr.get("/v1/nodes").json()["nodes"]]
-        assert values["node_id"] in ids, ids
+        wait_until(lambda: values["node_id"] in
+                   [n["id"] for n in aggr.get("/v1/nodes").json()["nodes"]],
+                   3, desc="the node, under its id as sent, in /v1/nodes")
     # everyone else is still served
     before.send_changes(mk.make(1))
     before.wait_ack(3)
