@@ -18,6 +18,7 @@
 #include "agent.h"
 #include "boot.h"
 #include "mst/config.h"
+#include "mst/frame.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -25,7 +26,6 @@
 #include "spool.h"
 #include "util.h"
 
-#define BOOT_ID_MAX        128
 #define HOST_ADDRESSES_MAX 64
 
 static void file_closep(FILE **f) {
@@ -42,7 +42,7 @@ int agent_boot_id_read(const char *path, char **ret) {
     return r;
   /* Only the first line counts. */
   id[strcspn(id, "\r\n")] = '\0';
-  if (id[0] == '\0' || strlen(id) > BOOT_ID_MAX)
+  if (id[0] == '\0' || strlen(id) > MST_BOOT_ID_MAX)
     return -EBADMSG;
   for (const char *p = id; *p; p++)
     if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)

@@ -11,11 +11,12 @@
 #include <systemd/sd-event.h>
 
 #include "mst/damp.h"
+#include "mst/frame.h"
 #include "mst/profile.h"
 #include "mst/state.h"
 
-#define AGENT_OUTPUT_MAX     4096           /* bytes of kept output text */
-#define AGENT_TRUNCATED_MARK "…[truncated]" /* appended when output was cut */
+#define AGENT_OUTPUT_MAX     MST_OUTPUT_MAX      /* bytes of kept output text */
+#define AGENT_TRUNCATED_MARK MST_OUTPUT_CUT_MARK /* appended when output was cut */
 
 struct agent;
 struct agent_unit;

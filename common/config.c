@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "mst/config.h"
 #include "mst/duration.h"
@@ -26,8 +27,10 @@
 #include "mst/log.h"
 #include "mst/str.h"
 
-/* Longest line accepted, without its newline. */
-#define INI_LINE_MAX 4096
+#define INI_LINE_MAX MST_INI_LINE_MAX
+/* What ini_getline() keeps of a line: the longest accepted, a BOM and a
+ * '\r' before the newline, and one byte more so that it sees a longer one. */
+#define INI_RAW_MAX (INI_LINE_MAX + 5)
 
 struct ini_parser {
   FILE *f;
@@ -37,9 +40,10 @@ struct ini_parser {
   struct mst_diag *diag;
 
   unsigned lineno;
-  char *section; /* current section as written, "" before the first */
-  char *raw;     /* getline() buffer */
-  size_t raw_size;
+  char *section;  /* current section as written, "" before the first */
+  uint64_t bytes; /* read so far, against MST_INI_FILE_MAX */
+  bool cut;       /* the last line was longer than p->raw keeps */
+  char raw[INI_RAW_MAX + 1];
   bool skip_keys;    /* under a broken section header: keys are not passed on */
   int error;         /* some error was reported */
   int fatal;         /* -errno that ends the parse (read error, OOM) */
@@ -138,6 +142,40 @@ static bool ini_line_ok(struct ini_parser *p, char *line, char **ret_section) {
   return true;
 }
 
+/* Reads the next line into p->raw, without its newline. At most
+ * INI_RAW_MAX bytes are kept: the rest of a longer line is read and dropped,
+ * never buffered, so a 300 MB line costs no memory. Returns the length
+ * kept, or -1 at the end of the file, on a read error or past
+ * MST_INI_FILE_MAX (p->fatal says which). */
+static ssize_t ini_getline(struct ini_parser *p) {
+  size_t n = 0;
+  bool any = false;
+  int c;
+
+  p->cut = false;
+  while ((c = getc_unlocked(p->f)) != EOF) {
+    any = true;
+    if (++p->bytes > MST_INI_FILE_MAX) {
+      p->fatal = -EFBIG;
+      return -1;
+    }
+    if (c == '\n')
+      break;
+    if (n < INI_RAW_MAX)
+      p->raw[n++] = (char)c;
+    else
+      p->cut = true;
+  }
+  if (c == EOF && ferror(p->f)) {
+    p->fatal = -EIO;
+    return -1;
+  }
+  if (!any)
+    return -1;
+  p->raw[n] = '\0';
+  return (ssize_t)n;
+}
+
 /* The ini_reader: returns one cleaned line (or an empty one in place of a bad
  * line) per call, and NULL at the end of the file. */
 static char *ini_read_line(char *str, int num, void *stream) {
@@ -146,12 +184,9 @@ static char *ini_read_line(char *str, int num, void *stream) {
 
   if (p->fatal)
     return NULL;
-  n = getline(&p->raw, &p->raw_size, p->f);
-  if (n < 0) {
-    if (ferror(p->f))
-      p->fatal = -EIO;
+  n = ini_getline(p);
+  if (n < 0)
     return NULL;
-  }
   p->lineno++;
 
   char *line = p->raw;
@@ -164,7 +199,9 @@ static char *ini_read_line(char *str, int num, void *stream) {
   if (p->lineno == 1 && (unsigned char)line[0] == 0xEF && (unsigned char)line[1] == 0xBB &&
       (unsigned char)line[2] == 0xBF)
     line += 3;
-  if (strcspn(line, "\r\n") > INI_LINE_MAX) {
+  /* A cut line is too long whatever the part kept looks like (a '\r' in
+   * it would end strcspn early). */
+  if (p->cut || strcspn(line, "\r\n") > INI_LINE_MAX) {
     ini_report(p, "line too long (over %d bytes)", INI_LINE_MAX);
     goto blank;
   }
@@ -290,6 +327,13 @@ int mst_ini_parse(const char *path, mst_ini_handler h, void *user, struct mst_di
     mst_diag_add(diag, path, 0, "cannot open: %s", strerror(-r));
     return r;
   }
+  /* A regular file that is too large is refused before it is read; what
+   * fstat cannot size (/dev/zero says 0, a pipe) is capped while reading. */
+  struct stat st;
+  if (fstat(fileno(p.f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MST_INI_FILE_MAX) {
+    r = -EFBIG;
+    goto out_fatal;
+  }
   p.section = strdup("");
   if (!p.section) {
     r = -ENOMEM;
@@ -299,8 +343,7 @@ int mst_ini_parse(const char *path, mst_ini_handler h, void *user, struct mst_di
   r = ini_parse_stream(ini_read_line, &p, ini_on_pair, &p);
   if (p.fatal) {
     r = p.fatal;
-    mst_diag_add(diag, path, p.lineno, "%s", r == -EIO ? "read error" : strerror(-r));
-    goto out;
+    goto out_fatal;
   }
   if (r == -2) {
     r = -ENOMEM;
@@ -312,11 +355,16 @@ int mst_ini_parse(const char *path, mst_ini_handler h, void *user, struct mst_di
     p.error = 1;
   }
   r = p.error ? -EINVAL : 0;
+  goto out;
 
+out_fatal:
+  if (r == -EFBIG)
+    mst_diag_add(diag, path, 0, "file is larger than %d bytes", MST_INI_FILE_MAX);
+  else
+    mst_diag_add(diag, path, p.lineno, "%s", r == -EIO ? "read error" : strerror(-r));
 out:
   fclose(p.f);
   free(p.section);
-  free(p.raw);
   free(p.flagged);
   return r;
 }

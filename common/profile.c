@@ -25,7 +25,6 @@
 #include "mst/str.h"
 #include "mst/utf8.h"
 
-#define PROFILE_FILE_MAX       (4 * 1024 * 1024)
 #define PROFILE_GRACE_MAX_USEC (7ULL * 24 * 3600 * USEC_PER_SEC)
 
 enum component_key {
@@ -137,6 +136,12 @@ static bool name_is_valid(const char *s) {
         (unsigned char)*s < 0x20)
       return false;
   return true;
+}
+
+/* A role travels in every Hello, which the aggregator refuses when it is
+ * longer than MST_ROLE_MAX: such a profile is refused here instead. */
+static bool role_is_valid(const char *s) {
+  return name_is_valid(s) && strlen(s) <= MST_ROLE_MAX;
 }
 
 static char **strv_new_empty(void) {
@@ -393,6 +398,10 @@ static int profile_on_profile_key(struct profile_loader *l, const char *name, co
   case PROF_ROLE:
     if (!name_is_valid(value)) {
       profile_error(l, line, "[profile] role: invalid role '%s'", value);
+      return 0;
+    }
+    if (!role_is_valid(value)) {
+      profile_error(l, line, "[profile] role: longer than %d bytes", MST_ROLE_MAX);
       return 0;
     }
     return mst_str_replace(&l->p->role, value);
@@ -997,6 +1006,14 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
     mst_diag_add(diag, path, 0, "cannot open: %s", strerror(-r));
     return r;
   }
+  /* The same cap as the INI reader's: refused before reading when fstat
+   * knows the size, and while reading when it does not (/dev/zero). */
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > MST_INI_FILE_MAX) {
+    fclose(f);
+    mst_diag_add(diag, path, 0, "file is larger than %d bytes", MST_INI_FILE_MAX);
+    return -EFBIG;
+  }
   if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
     fclose(f);
     mst_diag_add(diag, path, 0, "cannot compute SHA-256");
@@ -1004,7 +1021,7 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
   }
   /* Hashed as it is read: no buffer of the whole file. */
   r = 0;
-  while (r == 0 && size <= PROFILE_FILE_MAX && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+  while (r == 0 && size <= MST_INI_FILE_MAX && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
     size += n;
     r = gnutls_hash(h, chunk, n);
   }
@@ -1015,8 +1032,8 @@ static int profile_digest(const char *path, char ret[static 65], struct mst_diag
     mst_diag_add(diag, path, 0, "%s", read_failed ? "read error" : "cannot compute SHA-256");
     return -EIO;
   }
-  if (size > PROFILE_FILE_MAX) {
-    mst_diag_add(diag, path, 0, "file is larger than %d bytes", PROFILE_FILE_MAX);
+  if (size > MST_INI_FILE_MAX) {
+    mst_diag_add(diag, path, 0, "file is larger than %d bytes", MST_INI_FILE_MAX);
     return -EFBIG;
   }
 
@@ -1072,7 +1089,7 @@ int mst_profile_load(const char *path, struct mst_profile **ret, struct mst_diag
       r = -ENOMEM;
       goto out;
     }
-    if (!name_is_valid(p->role))
+    if (!role_is_valid(p->role))
       profile_error(&l, 0, "role '%s' from the file name is not a valid name, set [profile] role",
                     p->role);
   }

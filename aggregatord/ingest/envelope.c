@@ -131,20 +131,36 @@ void aggr_decoder_done(struct aggr_decoder *d) {
   *d = (struct aggr_decoder)AGGR_DECODER_INIT;
 }
 
-/* The Hello's own fields; whether it may come at all is checked before. */
+/* The Hello's own fields; whether it may come at all is checked before.
+ * Every text is capped (frame.h): what is stored, logged and served of a
+ * node is never larger than a DNS name or a hash however large the frame. */
 static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
+  const struct {
+    const char *name, *value;
+    size_t max;
+  } texts[] = {
+      {"node_id", h->node_id, MST_NODE_ID_MAX},
+      {"spool_id", h->spool_id, MST_SPOOL_ID_MAX},
+      {"hostname", h->hostname, MST_HOSTNAME_MAX},
+      {"role", h->role, MST_ROLE_MAX},
+      {"boot_id", h->boot_id, MST_BOOT_ID_MAX},
+      {"profile_digest", h->profile_digest, MST_PROFILE_DIGEST_MAX},
+      {"agent_version", h->agent_version, MST_AGENT_VERSION_MAX},
+  };
+
   if (!h->node_id || !h->node_id[0])
     return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without node_id");
-  if (strlen(h->node_id) > MST_NODE_ID_MAX || !h->spool_id ||
-      strlen(h->spool_id) > MST_SPOOL_ID_MAX)
-    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
-                  "Hello with an overlong node_id or spool_id");
-  if (!mst_utf8_valid(h->node_id) || !mst_utf8_valid(h->role) || !mst_utf8_valid(h->hostname) ||
-      !mst_utf8_valid(h->boot_id) || !mst_utf8_valid(h->spool_id) ||
-      !mst_utf8_valid(h->profile_digest))
-    return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
-                  "Hello with a string that is not UTF-8");
-  if (!h->spool_id[0])
+  for (size_t i = 0; i < ELEMENTSOF(texts); i++) {
+    size_t len = texts[i].value ? strlen(texts[i].value) : 0;
+    if (len > texts[i].max)
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO,
+                    "Hello with an overlong %s (%zu bytes, at most %zu)", texts[i].name, len,
+                    texts[i].max);
+    if (!mst_utf8_valid(texts[i].value))
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello with a %s that is not UTF-8",
+                    texts[i].name);
+  }
+  if (!h->spool_id || !h->spool_id[0])
     return refuse(rej, MUSTER__REJECT_CODE__REJECT_BAD_HELLO, "Hello without spool_id");
   /* Seqs are stored as SQLite integers: one above INT64_MAX would come back
    * negative (in the Welcome, in the history). */
@@ -153,6 +169,12 @@ static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
                   "Hello with last_seq %llu, above the largest seq (2^63-1)",
                   (unsigned long long)h->last_seq);
   return 0;
+}
+
+/* A component's output as the agent cuts it: at most MST_OUTPUT_MAX bytes
+ * of text and the mark. */
+static bool output_valid(const char *output) {
+  return !output || strlen(output) <= MST_OUTPUT_WIRE_MAX;
 }
 
 /* Every change of a batch, before any of it is applied: one bad change
@@ -176,6 +198,10 @@ static int changes_check(const Muster__ChangeBatch *b, struct aggr_reject *rej) 
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "change seq %llu has no component, an overlong name or an invalid state",
                     (unsigned long long)ch->seq);
+    if (!output_valid(ch->output) || (ch->boot_id && strlen(ch->boot_id) > MST_BOOT_ID_MAX))
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                    "change seq %llu has an overlong output or boot_id (at most %zu and %d bytes)",
+                    (unsigned long long)ch->seq, MST_OUTPUT_WIRE_MAX, MST_BOOT_ID_MAX);
     if (!mst_utf8_valid(ch->component) || !mst_utf8_valid(ch->output) ||
         !mst_utf8_valid(ch->boot_id))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
@@ -191,6 +217,9 @@ static int snapshot_check(const Muster__Snapshot *s, struct aggr_reject *rej) {
         !mst_utf8_valid(cs->component) || !mst_utf8_valid(cs->output))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "snapshot entry without component name or with an invalid state");
+    if (!output_valid(cs->output))
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                    "snapshot entry with an output over %zu bytes", MST_OUTPUT_WIRE_MAX);
   }
   return 0;
 }

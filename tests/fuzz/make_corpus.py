@@ -195,6 +195,12 @@ def config_seeds():
     seeds["long-line"] = b"[aggregator]\nid = " + b"x" * 5000 + b"\ncluster = c\n"
     seeds["nul-byte"] = b"[aggregator]\nid = a\x00b\ncluster = c"  # and no final newline
     seeds["cr-only"] = b"[log]\rlevel = info\r"
+    # fuzz_config expands 0x01 into a line over the line cap and 0x02 into
+    # half the file cap (see the top of fuzz_config.c).
+    seeds["line-over-cap"] = b"[aggregator]\nid = \x01\ncluster = c\n"
+    seeds["line-over-cap-cr"] = b"[agent]\nrole = a\r\x01\nnode_id = n\n"
+    seeds["file-near-cap"] = b"[agent]\n\x02node_id = n\n"
+    seeds["file-over-cap"] = b"[agent]\n\x02node_id = n\n\x02"
     return seeds
 
 

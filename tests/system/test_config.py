@@ -4,6 +4,9 @@ errors are reported against the profile file and line."""
 
 import os
 import socket
+import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -248,3 +251,94 @@ def test_shipped_profiles_pass_the_cycle_check(env, daemon):
         d.write_config()
         rc, out, err, _ = run_to_completion(d.argv("--check-config"), timeout=5)
         assert rc == 0, f"{daemon} refused the shipped profiles:\n{err}"
+
+
+# ---------------------------------------------------------------- caps on what is read
+
+def run_measured(argv, timeout=10.0):
+    """Runs a daemon that should exit by itself, as run_to_completion does,
+    and also returns its own peak RSS in bytes (os.wait4 reports the child's
+    rusage alone, whatever else this process ran before)."""
+    with tempfile.TemporaryFile() as errf:
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=errf)
+        deadline = t0 + mh.T(timeout)
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                p.kill()
+                os.wait4(p.pid, 0)
+                p.returncode = -9
+                raise AssertionError(f"{argv[0]} did not exit within {mh.T(timeout)}s")
+            time.sleep(0.01)   # polling the exit, not waiting a fixed time
+        p.returncode = os.waitstatus_to_exitcode(status)
+        secs = time.monotonic() - t0
+        errf.seek(0)
+        err = errf.read().decode("utf-8", "replace")
+    return p.returncode, err, secs, ru.ru_maxrss * 1024
+
+
+RSS_MAX = 100 << 20      # a daemon that refuses its config stays far below this
+BIG = 50 << 20           # a line as large as this would cost as much memory if buffered
+
+
+def write_long_line_file(path, first, size, last):
+    """first, then one line of size bytes, then last: written in pieces so the
+    test itself does not hold it in memory."""
+    chunk = b"x" * (1 << 20)
+    with open(path, "wb") as f:
+        f.write(first.encode())
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+        f.write(chunk[:size % len(chunk)])
+        f.write(b"\n" + last.encode())
+    return path
+
+
+def capped_inputs(env, what):
+    """(path, expected stderr prefix) of a file over a cap: /dev/zero (fstat
+    says size 0: capped while reading), a file with a 50 MB line (over the
+    file cap: refused before reading) and a file with a 1 MB line (under the
+    file cap: refused at its line)."""
+    big = write_long_line_file(env.path(f"{what}-big.ini"), "[x]\nk = ", BIG, "k2 = 1\n")
+    line = write_long_line_file(env.path(f"{what}-line.ini"), "[x]\nk = ", 1 << 20, "k2 = 1\n")
+    return [("/dev/zero", "/dev/zero: file is larger than 4194304 bytes"),
+            (big, f"{big}: file is larger than 4194304 bytes"),
+            (line, f"{line}:2: line too long (over 4096 bytes)")]
+
+
+@pytest.mark.parametrize("daemon", ["muster-aggregatord", "muster-agentd"])
+def test_config_over_the_caps_fails_fast_and_small(env, daemon):
+    """--config /dev/zero or a file with a huge line: the daemon exits at
+    once with `path:` or `path:line:` and a peak RSS far below the file's
+    size (it reached 5.7 GB when a line was buffered whole)."""
+    for path, expected in capped_inputs(env, "conf"):
+        rc, err, secs, rss = run_measured([mh.binary(daemon), "--config", path])
+        assert rc != 0, f"{daemon} accepted {path}; stderr:\n{err}"
+        assert expected in err, f"no '{expected}' in stderr:\n{err}"
+        assert rss < RSS_MAX, f"{daemon} --config {path}: peak RSS {rss >> 20} MiB"
+        assert secs < mh.T(5), f"{daemon} --config {path} took {secs:.1f}s"
+
+
+@pytest.mark.parametrize("daemon", ["aggregatord", "agentd"])
+def test_profile_over_the_caps_fails_fast_and_small(env, daemon):
+    """The same for a profile: a profile that is /dev/zero (a symlink to it)
+    or holds a huge line is refused with its path, fast and small."""
+    for path, expected in capped_inputs(env, "prof"):
+        prof = os.path.join(env.profiles, "master.ini")
+        if os.path.lexists(prof):
+            os.unlink(prof)
+        os.symlink(path, prof)
+        # the daemons report the profile by its path in the directory
+        expected = expected.replace(path, prof)
+        d = env.aggregator() if daemon == "aggregatord" else \
+            env.agent("m1", "master", env.aggregator())
+        d.write_config()
+        rc, err, secs, rss = run_measured(d.argv())
+        assert rc != 0, f"{daemon} accepted profile {path}; stderr:\n{err}"
+        assert expected in err, f"no '{expected}' in stderr:\n{err}"
+        assert rss < RSS_MAX, f"{daemon} with profile {path}: peak RSS {rss >> 20} MiB"
+        assert secs < mh.T(5), f"{daemon} with profile {path} took {secs:.1f}s"

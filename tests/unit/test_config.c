@@ -538,6 +538,64 @@ Test(config, ini_long_lines) {
   mst_diag_done(&diag);
 }
 
+/* A line far over the cap (but in a file under it) is refused at its line
+ * and parsing goes on after it; a file over the cap is refused as a whole,
+ * before reading when fstat sizes it and while reading when it cannot
+ * (/dev/zero reports size 0). */
+Test(config, ini_caps_on_line_and_file) {
+  size_t big = 2 * 1024 * 1024;
+  char *content = malloc(big + 64);
+  cr_assert_not_null(content);
+  strcpy(content, "[a]\nbad = ");
+  size_t n = strlen(content);
+  memset(content + n, 'w', big);
+  strcpy(content + n + big, "\nafter = 1\n");
+  _cleanup_free_ char *path = unit_write_file(tmpdir, "long.ini", content);
+  struct mst_diag diag = {0};
+  struct recorder rec = {.diag = &diag};
+
+  cr_assert_eq(mst_ini_parse(path, record, &rec, &diag), -EINVAL);
+  cr_assert_eq(diag.n, 1);
+  cr_assert(mst_diag_contains(&diag, "long.ini:2: line too long (over 4096 bytes)"), "%s",
+            diag.lines[0]);
+  cr_assert_eq(rec.n, 2, "header, after");
+  cr_assert_str_eq(rec.calls[1].name, "after");
+  cr_assert_eq(rec.calls[1].line, 3);
+  mst_diag_done(&diag);
+
+  /* A '\r' early in the line does not hide its length. */
+  content[n] = '\r';
+  _cleanup_free_ char *cr = unit_write_file(tmpdir, "cr.ini", content);
+  rec.n = 0;
+  cr_assert_eq(mst_ini_parse(cr, record, &rec, &diag), -EINVAL);
+  cr_assert(mst_diag_contains(&diag, "cr.ini:2: line too long (over 4096 bytes)"), "%s",
+            diag.lines[0]);
+  cr_assert_eq(rec.n, 2, "header, after");
+  mst_diag_done(&diag);
+
+  /* Over MST_INI_FILE_MAX: nothing is passed on. */
+  content = realloc(content, MST_INI_FILE_MAX + 64);
+  cr_assert_not_null(content);
+  for (size_t i = 0; i < MST_INI_FILE_MAX + 32; i += 8)
+    memcpy(content + i, "k = 12\n\n", 8);
+  content[MST_INI_FILE_MAX + 32] = '\0';
+  _cleanup_free_ char *large = unit_write_file(tmpdir, "large.ini", content);
+  free(content);
+  rec.n = 0;
+  cr_assert_eq(mst_ini_parse(large, record, &rec, &diag), -EFBIG);
+  cr_assert_eq(rec.n, 0, "refused before reading");
+  cr_assert_eq(diag.n, 1);
+  cr_assert(mst_diag_contains(&diag, "large.ini: file is larger than 4194304 bytes"), "%s",
+            diag.lines[0]);
+  mst_diag_done(&diag);
+
+  cr_assert_eq(mst_ini_parse("/dev/zero", record, &rec, &diag), -EFBIG);
+  cr_assert_eq(rec.n, 0);
+  cr_assert(mst_diag_contains(&diag, "/dev/zero: file is larger than 4194304 bytes"), "%s",
+            diag.lines[0]);
+  mst_diag_done(&diag);
+}
+
 Test(config, ini_missing_file) {
   struct mst_diag diag = {0};
   struct recorder rec = {.diag = &diag};

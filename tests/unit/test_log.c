@@ -1,6 +1,7 @@
 /* Unit tests for mst/log.h: the "<N>" priority prefix and ident, one line
  * per message, the level filter that skips evaluating arguments, level
- * names, and truncation of an over-long message. */
+ * names, truncation of an over-long message, and the escaping that keeps an
+ * argument from forging a second line or reaching a terminal raw. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <string.h>
@@ -83,6 +84,16 @@ Test(log, errno_is_preserved) {
   (void)captured();
 }
 
+/* What was captured: one line under max bytes, ending with the cut mark. */
+static char *captured_cut_line(size_t max) {
+  char *out = captured();
+  size_t n = strlen(out);
+  cr_assert_lt(n, max, "bounded");
+  cr_assert_eq(strcmp(out + n - 4, "...\n"), 0, "ends with a mark and one newline");
+  cr_assert_eq(strchr(out, '\n'), out + n - 1, "one line");
+  return out;
+}
+
 Test(log, long_message_is_cut_with_a_mark) {
   char *big = malloc(10000);
   cr_assert_not_null(big);
@@ -91,12 +102,8 @@ Test(log, long_message_is_cut_with_a_mark) {
   log_info("%s", big);
   free(big);
 
-  char *out = captured();
-  size_t n = strlen(out);
-  cr_assert_lt(n, 5000, "bounded");
+  char *out = captured_cut_line(5000);
   cr_assert_eq(strncmp(out, "<6>aaa", 6), 0);
-  cr_assert_eq(strcmp(out + n - 4, "...\n"), 0, "ends with a mark and one newline");
-  cr_assert_eq(strchr(out, '\n'), out + n - 1);
 }
 
 Test(log, level_names) {
@@ -113,4 +120,47 @@ Test(log, level_names) {
   for (size_t i = 0; i < ELEMENTSOF(cases); i++)
     cr_assert_eq(mst_log_level_from_string(cases[i].name), cases[i].level, "'%s'", cases[i].name);
   cr_assert_eq(mst_log_level_from_string(NULL), -EINVAL);
+}
+
+Test(log, control_characters_cannot_forge_a_line) {
+  mst_log_set_ident("aggregatord: ");
+  log_warning("node %s refused", "n1\n<2>aggregatord: forged\r\x1b[31mred\x7f\t.");
+  cr_assert_str_eq(
+      captured(),
+      "<4>aggregatord: node n1\\n<2>aggregatord: forged\\r\\x1b[31mred\\x7f\\t. refused\n");
+
+  /* A NUL inside the formatted text is escaped too, not a cut. */
+  log_info("a%cb", 0);
+  cr_assert_str_eq(captured(), "<6>aggregatord: a\\x00b\n");
+}
+
+Test(log, utf8_is_kept_and_what_is_not_utf8_is_escaped) {
+  /* Printable UTF-8 and backslashes read as before; C1 controls (U+009B is
+   * a CSI to some terminals), stray and overlong bytes are escaped. */
+  log_info("%s", "caf\xc3\xa9 \xe2\x9c\x93 C:\\dir \xc2\x9b"
+                 "2J \xff\xc0\xaf \xe2\x9c");
+  cr_assert_str_eq(captured(), "<6>caf\xc3\xa9 \xe2\x9c\x93 C:\\dir \\xc2\\x9b"
+                               "2J \\xff\\xc0\\xaf \\xe2\\x9c\n");
+}
+
+Test(log, long_escaped_message_is_cut_whole) {
+  /* Each ESC becomes four bytes: the line is still bounded, ends with the
+   * mark, and no escape or character is cut in half. */
+  char *big = malloc(5000);
+  cr_assert_not_null(big);
+  for (size_t i = 0; i < 4999; i++)
+    big[i] = i % 3 == 0 ? '\x1b' : i % 3 == 1 ? '\xc3' : '\xa9';
+  big[4999] = '\0';
+  log_info("%s", big);
+  free(big);
+
+  char *out = captured_cut_line(4097);
+  size_t n = strlen(out);
+  cr_assert_eq(strchr(out, '\x1b'), NULL, "no raw ESC");
+  /* What precedes the mark is whole pieces: "\x1b" then "é". */
+  const char *p = out + 3;
+  while (p < out + n - 4) {
+    cr_assert_eq(strncmp(p, "\\x1b\xc3\xa9", 6), 0, "a whole piece at %zu", (size_t)(p - out));
+    p += 6;
+  }
 }

@@ -195,6 +195,8 @@ static const struct error_case error_cases[] = {
     {"[component \"caf\xc3\"]\n" SYSD, "1: invalid component name: not UTF-8"},
     {"[stage \"\xed\xa0\x80\"]\n", "1: invalid stage name: not UTF-8"},
     {"[profile]\nrole = r\xff\n", "2: [profile] role: invalid role 'r\xff'"},
+    {"[profile]\nrole = " X16 X16 X16 X16 X16 X16 X16 X16 "x\n",
+     "2: [profile] role: longer than 128 bytes"},
     {"[profile]\n[nodes]\n", "2: unknown section [nodes]"},
     {"[component]\n", "1: section [component] needs a name: [component \"NAME\"]"},
     {"[component \"a b\"]\n" SYSD,
@@ -409,6 +411,38 @@ Test(profile, missing_file) {
   cr_assert_eq(mst_profile_load(path, &p, &diag), -ENOENT);
   cr_assert_null(p);
   cr_assert_eq(diag.n, 1);
+  mst_diag_done(&diag);
+}
+
+/* A profile is read under the INI reader's caps: /dev/zero (size 0 to
+ * fstat) stops at the file cap, a large file is refused before reading, and
+ * a long line is refused at its line. */
+Test(profile, file_and_line_caps) {
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_eq(mst_profile_load("/dev/zero", &p, &diag), -EFBIG);
+  cr_assert_null(p);
+  cr_assert(mst_diag_contains(&diag, "/dev/zero: file is larger than 4194304 bytes"));
+  mst_diag_done(&diag);
+
+  char *content = malloc(MST_INI_FILE_MAX + 2);
+  cr_assert_not_null(content);
+  memset(content, '#', MST_INI_FILE_MAX + 1);
+  content[MST_INI_FILE_MAX + 1] = '\0';
+  _cleanup_free_ char *large = unit_write_file(tmpdir, "large.ini", content);
+  cr_assert_eq(mst_profile_load(large, &p, &diag), -EFBIG);
+  cr_assert(mst_diag_contains(&diag, "large.ini: file is larger than 4194304 bytes"));
+  mst_diag_done(&diag);
+
+  strcpy(content, "[component \"zk\"]\ncheck = systemd\nunit = ");
+  size_t n = strlen(content);
+  memset(content + n, 'u', 100000);
+  strcpy(content + n + 100000, "\n");
+  _cleanup_free_ char *long_line = unit_write_file(tmpdir, "agent.ini", content);
+  free(content);
+  cr_assert_eq(mst_profile_load(long_line, &p, &diag), -EINVAL);
+  cr_assert(mst_diag_contains(&diag, "agent.ini:3: line too long (over 4096 bytes)"));
   mst_diag_done(&diag);
 }
 

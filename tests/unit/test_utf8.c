@@ -8,7 +8,9 @@
  * it again (agent_probe_done), and cut it to fit a frame
  * (mst_utf8_truncate). */
 #include <criterion/criterion.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -345,6 +347,22 @@ Test(utf8, aggregator_accepts_every_cut) {
   }
 }
 
+/* aggr_envelope_check() of a snapshot with one entry. */
+static int check_snapshot(const char *component, const char *output, struct aggr_reject *rej) {
+  Muster__ComponentStatus cs = MUSTER__COMPONENT_STATUS__INIT;
+  Muster__ComponentStatus *statuses[] = {&cs};
+  Muster__Snapshot snap = MUSTER__SNAPSHOT__INIT;
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  cs.component = (char *)component;
+  cs.state = MUSTER__STATE__STATE_HEALTHY;
+  cs.output = (char *)output;
+  snap.n_components = 1;
+  snap.components = statuses;
+  env.body_case = MUSTER__ENVELOPE__BODY_SNAPSHOT;
+  env.snapshot = &snap;
+  return aggr_envelope_check(&env, true, rej);
+}
+
 /* The names the profile loader lets through are names the aggregator takes:
  * the loader refuses what is not UTF-8 or longer than the cap. */
 Test(utf8, component_name_cap_is_the_aggregators) {
@@ -355,17 +373,72 @@ Test(utf8, component_name_cap_is_the_aggregators) {
   name[MST_COMPONENT_NAME_MAX] = 'x';
   name[MST_COMPONENT_NAME_MAX + 1] = '\0';
 
-  Muster__ComponentStatus cs = MUSTER__COMPONENT_STATUS__INIT;
-  Muster__ComponentStatus *statuses[] = {&cs};
-  Muster__Snapshot snap = MUSTER__SNAPSHOT__INIT;
-  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   struct aggr_reject rej = {0};
-  cs.component = name;
-  cs.state = MUSTER__STATE__STATE_HEALTHY;
-  cs.output = (char *)"";
-  snap.n_components = 1;
-  snap.components = statuses;
-  env.body_case = MUSTER__ENVELOPE__BODY_SNAPSHOT;
-  env.snapshot = &snap;
-  cr_assert_lt(aggr_envelope_check(&env, true, &rej), 0, "one byte over the cap is refused");
+  cr_assert_lt(check_snapshot(name, "", &rej), 0, "one byte over the cap is refused");
+}
+
+/* The longest output the agent makes (a cut one: MST_OUTPUT_MAX bytes and
+ * the mark) is taken; one byte more, which no agent sends, is refused. */
+Test(utf8, output_cap_is_the_aggregators) {
+  char *raw = malloc(3 * MST_OUTPUT_MAX);
+  cr_assert_not_null(raw);
+  memset(raw, 'o', 3 * MST_OUTPUT_MAX);
+  _cleanup_free_ char *text =
+      mst_utf8_clean(raw, 3 * MST_OUTPUT_MAX, AGENT_OUTPUT_MAX, MARK, false);
+  free(raw);
+  cr_assert_eq(strlen(text), MST_OUTPUT_WIRE_MAX);
+  assert_aggregator_accepts("c", text);
+
+  _cleanup_free_ char *over = malloc(MST_OUTPUT_WIRE_MAX + 2);
+  cr_assert_not_null(over);
+  memset(over, 'o', MST_OUTPUT_WIRE_MAX + 1);
+  over[MST_OUTPUT_WIRE_MAX + 1] = '\0';
+  struct aggr_reject rej = {0};
+  cr_assert_lt(check_snapshot("c", over, &rej), 0);
+  cr_assert(strstr(rej.reason, "output over"), "%s", rej.reason);
+}
+
+/* Each text of a Hello is taken at its cap and refused one byte over it,
+ * with a reason that names the field. */
+Test(utf8, hello_text_caps) {
+  static const struct {
+    const char *name;
+    size_t offset, max;
+  } fields[] = {
+      {"node_id", offsetof(Muster__Hello, node_id), MST_NODE_ID_MAX},
+      {"spool_id", offsetof(Muster__Hello, spool_id), MST_SPOOL_ID_MAX},
+      {"hostname", offsetof(Muster__Hello, hostname), MST_HOSTNAME_MAX},
+      {"role", offsetof(Muster__Hello, role), MST_ROLE_MAX},
+      {"boot_id", offsetof(Muster__Hello, boot_id), MST_BOOT_ID_MAX},
+      {"profile_digest", offsetof(Muster__Hello, profile_digest), MST_PROFILE_DIGEST_MAX},
+      {"agent_version", offsetof(Muster__Hello, agent_version), MST_AGENT_VERSION_MAX},
+  };
+  char text[1024];
+
+  for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+    for (size_t len = fields[i].max; len <= fields[i].max + 1; len++) {
+      Muster__Hello h = MUSTER__HELLO__INIT;
+      Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+      struct aggr_reject rej = {0};
+      char want[128];
+
+      h.node_id = (char *)"n1";
+      h.spool_id = (char *)"s1";
+      cr_assert_lt(len, sizeof(text));
+      memset(text, 'a', len);
+      text[len] = '\0';
+      *(char **)((char *)&h + fields[i].offset) = text;
+      env.body_case = MUSTER__ENVELOPE__BODY_HELLO;
+      env.hello = &h;
+      int r = aggr_envelope_check(&env, false, &rej);
+      if (len == fields[i].max) {
+        cr_assert_eq(r, 0, "%s at its cap: %s", fields[i].name, rej.reason);
+        continue;
+      }
+      snprintf(want, sizeof(want), "Hello with an overlong %s (%zu bytes, at most %zu)",
+               fields[i].name, len, fields[i].max);
+      cr_assert_lt(r, 0);
+      cr_assert_str_eq(rej.reason, want);
+    }
+  }
 }

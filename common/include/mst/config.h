@@ -57,10 +57,18 @@ int mst_conf_parse_value(const struct mst_conf_key *k, const char *value, void *
 typedef int (*mst_ini_handler)(void *user, const char *section, const char *name, const char *value,
                                unsigned line);
 
+/* Caps on what mst_ini_parse() reads, in bytes. A config or profile file is
+ * the operator's, but a wrong path (/dev/zero, a log file) must fail fast
+ * with a line to fix rather than grow memory: a longer line is refused
+ * without being buffered, and reading stops at the file cap. */
+#define MST_INI_LINE_MAX 4096              /* without its newline */
+#define MST_INI_FILE_MAX (4 * 1024 * 1024) /* checked on the fd and while reading */
+
 /* Reads path with libinih, calling h with line numbers. Lines that are not a
- * section, a key=value, a comment or blank are reported as syntax errors.
- * Returns 0, -EINVAL when any error was reported (by this parser or by h), or
- * -errno when the file cannot be opened. */
+ * section, a key=value, a comment or blank are reported as syntax errors, and
+ * so are lines over MST_INI_LINE_MAX. Returns 0, -EINVAL when any error was
+ * reported (by this parser or by h), -EFBIG when the file is over
+ * MST_INI_FILE_MAX, or -errno when the file cannot be opened or read. */
 int mst_ini_parse(const char *path, mst_ini_handler h, void *user, struct mst_diag *diag);
 
 /* The line where [section] key was first set in path, or 0 (unset, or the

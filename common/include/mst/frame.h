@@ -19,12 +19,24 @@
 #define MST_FRAME_DEFAULT_MAX (1024 * 1024)
 #define MST_VARINT_MAX_BYTES  10
 
-/* Caps on the names in an agent's Envelopes, in bytes. The aggregator
- * refuses longer ones (aggregatord/ingest/envelope.c), so the agent must
- * never send them: the profile loader refuses a longer component name. */
+/* Caps on the texts in an agent's Envelopes, in bytes. The aggregator
+ * refuses longer ones (aggregatord/ingest/envelope.c) rather than store and
+ * serve whatever a peer sends, so the agent must never send them: the
+ * profile loader refuses a longer component name or role, the boot id
+ * reader a longer boot id, and the probes cut output at MST_OUTPUT_MAX. */
 #define MST_NODE_ID_MAX        253 /* a DNS name */
+#define MST_HOSTNAME_MAX       253 /* a DNS name */
 #define MST_SPOOL_ID_MAX       128
+#define MST_ROLE_MAX           128
+#define MST_BOOT_ID_MAX        128
+#define MST_PROFILE_DIGEST_MAX 64 /* hex SHA-256 */
+#define MST_AGENT_VERSION_MAX  128
 #define MST_COMPONENT_NAME_MAX 256
+/* A component's output: the first line, cut at MST_OUTPUT_MAX bytes of text
+ * with MST_OUTPUT_CUT_MARK after it (SPEC: "capped at 4 KiB, with a mark"). */
+#define MST_OUTPUT_MAX      4096
+#define MST_OUTPUT_CUT_MARK "…[truncated]"
+#define MST_OUTPUT_WIRE_MAX (MST_OUTPUT_MAX + sizeof(MST_OUTPUT_CUT_MARK) - 1)
 
 /* Components one node may have. The aggregator refuses a snapshot or a
  * change batch that would take a node over its [aggregator]
