@@ -22,9 +22,12 @@
  *   libmicrohttpd's pool   serve/view.h: reads only immutable published
  *                          views (refcounted, swapped by the loop at each
  *                          publish, publish.c), history from SQLite on its
- *                          own read-only connections (serve/history.c), and
- *                          atomic counters (serve/metrics.h). The loop wakes
- *                          parked blocking reads (aggr_http_wake)
+ *                          own read-only connections (serve/history.c),
+ *                          atomic counters (serve/metrics.h), and the lease
+ *                          (aggr_election_lease_valid: atomics the election
+ *                          writes on the loop), checked before answering
+ *                          from a leader's view. The loop wakes parked
+ *                          blocking reads (aggr_http_wake)
  *   ZooKeeper's threads    election.c: each watcher or completion copies its
  *                          event into a queue under a mutex and writes an
  *                          eventfd; the loop runs the state machine

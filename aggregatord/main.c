@@ -291,6 +291,7 @@ int main(int argc, char **argv) {
       .cert_file = a.cfg.tls_http ? a.cfg.tls_cert : NULL,
       .key_file = a.cfg.tls_http ? a.cfg.tls_key : NULL,
       .token_file = a.cfg.http_token_file,
+      .fence = a.election,
   };
   r = aggr_http_start(&ho, a.views, &a.http);
   if (r < 0) {

@@ -16,6 +16,17 @@
  * no_leader with Retry-After: 1 when no leader is known. /healthz and
  * /readyz answer locally and say which role this aggregator has.
  *
+ * A leader's view is believed only while the leader's lease holds
+ * (view_leads()): a leader paused past its lease (SIGSTOP, a VM freeze) may
+ * have been replaced while its view still says "leader", and its loop has
+ * not run yet to step down. So every answer that would come from a leader's
+ * view checks the lease first, on the answering thread, just before the
+ * response is queued: the clock against the election's atomic deadline, no
+ * lock, no wait for the loop. Without it the answer is a follower's that
+ * knows no leader: 503 lease_expired with Retry-After, /readyz 503, /healthz
+ * "follower", muster_leader 0. Requests that arrived during the pause, and
+ * parked reads resumed after it, are all answered after the check.
+ *
  * HTTPS (when [tls] cert and key are set) is MHD's GnuTLS, with the
  * certificate handed over per handshake by a callback from a store that
  * aggr_http_tls_reload() swaps (see "TLS material" below), so a reload on
@@ -37,7 +48,8 @@
  *
  * Threads: aggr_http_start/free and aggr_http_tls_reload on the main or loop
  * thread; everything else here runs on MHD's threads and reads only views,
- * the clock, and (under a short lock, once per connection) the TLS store. */
+ * the clock, the lease (aggr_election_lease_valid(), atomics) and (under a
+ * short lock, once per connection) the TLS store. */
 #include <netinet/in.h>
 
 #include <arpa/inet.h>
@@ -60,6 +72,7 @@
 #include <unistd.h>
 
 #include "aggr.h"
+#include "election.h"
 #include "serve/dashboard.h"
 #include "serve/dcos.h"
 #include "serve/history.h"
@@ -113,6 +126,10 @@ static const char body_healthz_leader[] = "{\"status\":\"ok\",\"role\":\"leader\
 static const char body_healthz_follower[] = "{\"status\":\"ok\",\"role\":\"follower\"}";
 static const char body_healthz_none[] = "{\"status\":\"ok\",\"role\":\"none\"}";
 static const char body_not_started[] = "{\"ready\":false,\"role\":\"none\",\"leader\":null}";
+#define LEASE_EXPIRED "leadership lease expired; an election may be under way"
+static const char error_lease_expired[] = ERROR_JSON("lease_expired", LEASE_EXPIRED);
+static const char body_readyz_lease_expired[] =
+    "{\"ready\":false,\"role\":\"follower\",\"leader\":null,\"reason\":\"" LEASE_EXPIRED "\"}";
 
 static const char error_bad_after[] =
     "{\"error\":{\"code\":\"bad_parameter\",\"message\":\"after must be a row "
@@ -159,6 +176,7 @@ struct http_conn {
 struct aggr_http {
   struct MHD_Daemon *daemon;
   struct aggr_views *views;
+  const struct aggr_election *fence; /* whose lease a leader's view needs; NULL standalone */
   uint16_t port;
   char *token; /* the bearer token every data route needs, or NULL */
   /* HTTPS: the files, and the generations from the oldest still in use to
@@ -285,12 +303,19 @@ static enum MHD_Result queue_body(struct MHD_Connection *c, struct aggr_view *v,
 
 /* --- routes --------------------------------------------------------------- */
 
+/* Whether v may be answered from as the leader's, now: it says this
+ * aggregator leads, and the lease still holds (a paused leader's view goes
+ * on saying "leader" until its loop runs). Any thread; takes no lock. */
+static bool view_leads(const struct aggr_http *h, const struct aggr_view *v) {
+  return v && v->is_leader && aggr_election_lease_valid(h->fence);
+}
+
 static enum MHD_Result serve_healthz(struct aggr_http *h, struct MHD_Connection *c) {
   struct headers none = {0};
   struct aggr_view *v = aggr_view_acquire(h->views);
-  const char *body = !v             ? body_healthz_none
-                     : v->is_leader ? body_healthz_leader
-                                    : body_healthz_follower;
+  const char *body = !v                 ? body_healthz_none
+                     : view_leads(h, v) ? body_healthz_leader
+                                        : body_healthz_follower;
   aggr_view_release(v);
   return queue_static(c, MHD_HTTP_OK, body, &none);
 }
@@ -300,13 +325,19 @@ static enum MHD_Result serve_readyz(struct aggr_http *h, struct MHD_Connection *
   struct aggr_view *v = aggr_view_acquire(h->views);
   if (!v)
     return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, body_not_started, &none);
+  if (v->is_leader && !view_leads(h, v)) {
+    aggr_view_release(v);
+    return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, body_readyz_lease_expired, &none);
+  }
   return queue_held(c, v->ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, v, v->readyz,
                     v->readyz_len, &none);
 }
 
 /* A follower's answer to a data request: 307 to the leader with target (the
  * request target as sent; NULL when it could not be kept), or 503 when no
- * leader is known. Takes over the caller's reference on v. */
+ * leader is known. Also the answer from a leader's view whose lease ran out
+ * (view_leads()): 503 lease_expired, as it knows no newer leader. Takes over
+ * the caller's reference on v. */
 static enum MHD_Result serve_follower(struct aggr_http *h, struct MHD_Connection *c,
                                       struct aggr_view *v, const char *target) {
   /* The leader serves as this aggregator does: the cluster shares [tls]. */
@@ -314,7 +345,11 @@ static enum MHD_Result serve_follower(struct aggr_http *h, struct MHD_Connection
   struct headers hd = {0};
   enum MHD_Result ret;
 
-  if (!v->not_leader) {
+  if (v->is_leader) {
+    atomic_fetch_add(&aggr_counters.http_lease_expired, 1);
+    hd.retry_after = true;
+    ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_lease_expired, &hd);
+  } else if (!v->not_leader) {
     hd.retry_after = true;
     ret = queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                        v->have_leader ? error_no_leader_http : error_no_leader, &hd);
@@ -578,10 +613,10 @@ static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, 
   /* Compare under the lock against the newest view: a publish after this
    * point runs aggr_http_wake() after it, and finds this waiter. */
   v = aggr_view_acquire(h->views);
-  if (v && v->is_leader && v->ready && resource_index(v, route, node) == q->index &&
-      h->n_parked >= h->limits.max_parked) {
+  bool same = view_leads(h, v) && v->ready && resource_index(v, route, node) == q->index;
+  if (same && h->n_parked >= h->limits.max_parked) {
     *full = true;
-  } else if (v && v->is_leader && v->ready && resource_index(v, route, node) == q->index) {
+  } else if (same) {
     size_t nl = node ? strlen(node) : 0;
     w = calloc(1, sizeof(*w) + nl + 1);
     if (w) {
@@ -619,7 +654,7 @@ void aggr_http_wake(struct aggr_http *h) {
       /* Wake only for a change of that resource; also when the index went
        * backwards, or this aggregator stopped leading (the reader must go
        * to the new leader). */
-      if (!v->is_leader || resource_index(v, w->route, w->node) != w->index)
+      if (!view_leads(h, v) || resource_index(v, w->route, w->node) != w->index)
         waiter_wake(h, w);
     }
     aggr_view_release(v);
@@ -631,10 +666,12 @@ void aggr_http_expire(struct aggr_http *h) {
   uint64_t now = mst_now_monotonic_usec();
   if (!h)
     return;
+  /* A lease run out ends every wait: the readers learn it at once. */
+  bool fenced = !aggr_election_lease_valid(h->fence);
   pthread_mutex_lock(&h->lock);
   for (struct waiter *w = h->parked, *next; w; w = next) {
     next = w->next;
-    if (w->deadline <= now)
+    if (w->deadline <= now || fenced)
       waiter_wake(h, w);
   }
   pthread_mutex_unlock(&h->lock);
@@ -690,7 +727,7 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
   const char *node_id = route == AGGR_HTTP_ROUTE_NODE ? aggr_http_route_node(url) : NULL;
   enum MHD_Result ret;
 
-  if (v && !v->is_leader && method_ok)
+  if (v && !view_leads(h, v) && method_ok)
     return serve_follower(h, c, v, target);
   if (route == AGGR_HTTP_ROUTE_V1_UNKNOWN)
     ret = queue_static(c, MHD_HTTP_NOT_FOUND, error_no_resource, &hd);
@@ -725,10 +762,12 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
       struct headers busy = {.retry_after = true};
       return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_busy, &busy);
     }
-    /* Answer from the newest view (a resumed read wants what woke it). */
+    /* Answer from the newest view (a resumed read wants what woke it),
+     * with the lease checked now: the read may have been parked across a
+     * pause. */
     aggr_view_release(v);
     v = aggr_view_acquire(h->views);
-    if (!v || !v->is_leader)
+    if (!view_leads(h, v))
       return v ? serve_follower(h, c, v, target) : MHD_NO;
     uint64_t index = resource_index(v, route, node_id);
     if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER) {
@@ -816,7 +855,7 @@ static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c,
   if (!method_ok)
     return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
   v = aggr_view_acquire(h->views);
-  if (v && !v->is_leader)
+  if (v && !view_leads(h, v))
     return serve_follower(h, c, v, target);
   int r = aggr_dcos_answer(v, path, &status, &body, &len, &json);
   aggr_view_release(v);
@@ -874,7 +913,7 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
     if (!method_ok)
       return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
     struct aggr_view *v = aggr_view_acquire(h->views);
-    int r = aggr_metrics_render(v, &body, &len);
+    int r = aggr_metrics_render(v, view_leads(h, v), &body, &len);
     aggr_view_release(v);
     if (r < 0)
       return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
@@ -1399,6 +1438,7 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
   if (!h)
     return -ENOMEM;
   h->views = vs;
+  h->fence = o->fence;
   h->limits = o->limits;
   pthread_mutex_init(&h->lock, NULL);
   pthread_mutex_init(&h->tls_lock, NULL);

@@ -17,6 +17,7 @@
 #include "serve/view.h"
 
 struct aggr_http;
+struct aggr_election;
 
 struct aggr_http_limits {
   /* An idle connection is closed after this, and so is one whose request
@@ -40,6 +41,11 @@ struct aggr_http_options {
   /* Set: every route but /healthz, /readyz and the dashboard's files needs
    * "Authorization: Bearer <the token in this file>" (mst_token_read()). */
   const char *token_file;
+  /* The election whose lease fences the leader's answers: a view that says
+   * "leader" is answered from only while aggr_election_lease_valid(fence)
+   * holds at the time of the answer. NULL (standalone): no lease, always
+   * holds. Borrowed: it must outlive the server. */
+  const struct aggr_election *fence;
 };
 
 /* Starts serving on o->listen (an IPv4 address, "localhost", "*" or empty

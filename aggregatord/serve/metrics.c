@@ -110,12 +110,13 @@ int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_l
   return 0;
 }
 
-/* The gauges of the cluster as view v shows it. */
-static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
+/* The gauges of the cluster as view v shows it; leads as for
+ * aggr_metrics_render(). */
+static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v, bool leads) {
   mst_dynbuf_addf(t,
                   "# HELP muster_leader Whether this aggregator leads (1) or follows (0).\n"
                   "# TYPE muster_leader gauge\nmuster_leader %d\n",
-                  v->is_leader ? 1 : 0);
+                  leads ? 1 : 0);
   mst_dynbuf_addf(t,
                   "# HELP muster_leader_epoch Epoch of the current leader as known here.\n"
                   "# TYPE muster_leader_epoch gauge\nmuster_leader_epoch %llu\n",
@@ -147,7 +148,7 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
   }
 }
 
-int aggr_metrics_render(const struct aggr_view *v, char **ret, size_t *ret_len) {
+int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len) {
   struct aggr_counters *c = &aggr_counters;
   struct mst_dynbuf t = MST_DYNBUF_INIT(METRICS_TEXT_MAX);
   uint64_t cum = 0;
@@ -212,12 +213,18 @@ int aggr_metrics_render(const struct aggr_view *v, char **ret, size_t *ret_len) 
                   "# HELP muster_http_parked_reads Blocking reads waiting for a change.\n"
                   "# TYPE muster_http_parked_reads gauge\nmuster_http_parked_reads %llu\n",
                   (unsigned long long)atomic_load(&c->parked_reads));
+  mst_dynbuf_addf(&t,
+                  "# HELP muster_http_lease_expired_total Data requests a leader answered 503 "
+                  "because its lease had run out.\n"
+                  "# TYPE muster_http_lease_expired_total counter\n"
+                  "muster_http_lease_expired_total %llu\n",
+                  (unsigned long long)atomic_load(&c->http_lease_expired));
   mst_dynbuf_adds(&t, "# HELP muster_limit_hits_total Inputs refused or cut off by a configured "
                       "limit.\n# TYPE muster_limit_hits_total counter\n");
   for (size_t l = 0; l < _AGGR_LIMIT_MAX; l++)
     mst_dynbuf_addf(&t, "muster_limit_hits_total{limit=\"%s\"} %llu\n", limit_names[l],
                     (unsigned long long)atomic_load(&c->limit_hits[l]));
   if (v)
-    cluster_gauges(&t, v);
+    cluster_gauges(&t, v, leads);
   return mst_dynbuf_take(&t, ret, ret_len) < 0 ? -ENOMEM : 0;
 }

@@ -61,6 +61,8 @@ struct aggr_counters {
   atomic_uint_fast64_t parked_reads;     /* gauge, kept by the HTTP server */
   atomic_uint_fast64_t agents_connected; /* gauge, kept by the loop */
   atomic_uint_fast64_t limit_hits[_AGGR_LIMIT_MAX];
+  /* Data requests a leader answered 503 because its lease had run out. */
+  atomic_uint_fast64_t http_lease_expired;
 };
 
 extern struct aggr_counters aggr_counters;
@@ -84,6 +86,7 @@ int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_l
                             size_t *ret_verdict_len);
 
 /* The whole exposition text: the counters now, and the cluster gauges of
- * view v (none when v is NULL). Returns 0 with a malloc'd body, or -ENOMEM.
- * Any thread holding v. */
-int aggr_metrics_render(const struct aggr_view *v, char **ret, size_t *ret_len);
+ * view v (none when v is NULL). leads: whether this aggregator leads now (v
+ * says so and the lease holds; http.c's view_leads()), for muster_leader.
+ * Returns 0 with a malloc'd body, or -ENOMEM. Any thread holding v. */
+int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len);
