@@ -579,10 +579,16 @@ def test_paused_leader_answers_nothing_as_leader(env, zk, cluster_name, metric):
         # Still, so that the blocking read stays parked until the pause.
         for c in clients:
             c.pause_production()
-        index = int(leader.get("/v1/health").headers["X-Muster-Index"])
-        parked = pool.submit(timed_get, leader, f"/v1/health?index={index}&wait=60s", 30)
-        wait_until(lambda: parked_reads(leader) >= 1, 5, interval=0.01,
-                   desc=f"round {rnd}: a blocking read parked on {leader.id}")
+        parked = None
+
+        def park():
+            # Changes still in flight may move the index: park again then.
+            nonlocal parked
+            if parked is None or parked.done():
+                index = int(leader.get("/v1/health").headers["X-Muster-Index"])
+                parked = pool.submit(timed_get, leader, f"/v1/health?index={index}&wait=60s", 30)
+            return parked_reads(leader) >= 1
+        wait_until(park, 5, interval=0.01, desc=f"round {rnd}: a blocking read parked on {leader.id}")
 
         t_stop = time.monotonic()
         leader.pause()
