@@ -290,6 +290,22 @@ def held_row_fingerprint(aggr, node, spool, seq):
     return fingerprint(*r[0])
 
 
+def held_fingerprint_problems(aggr):
+    """Every spool the aggregator holds something of has held_fp, and it is
+    the fingerprint of its row at held_seq: whether that row came from the
+    agent's stream or from the warm copy of a leader's history."""
+    problems = []
+    for node, spool, held, fp in aggr.query("SELECT node_id, spool_id, held_seq, held_fp "
+                                            "FROM spools WHERE held_seq > 0"):
+        r = aggr.query("SELECT seq, at_ms, component, from_state, to_state, boot_id FROM changes "
+                       "WHERE node_id=? AND spool_id=? AND seq=?", (node, spool, held))
+        want = fingerprint(*r[0]) if len(r) == 1 else None
+        if want is None or fp & (2**64 - 1) != want:
+            problems.append(f"{aggr.id}: spool ({node}, {spool}) held_seq {held}: held_fp {fp}, "
+                            f"the row there {r} has fingerprint {want}")
+    return problems
+
+
 def test_welcome_carries_the_fingerprint_of_the_held_row(aggr):
     """The Welcome names the held row by its fingerprint, the same the agent
     computes of its own row: after commits, and after a restart (read back
