@@ -22,7 +22,7 @@
 #include "unit-helpers.h"
 
 static char *dir;
-static char *ca, *cert, *key, *other_ca;
+static char *ca, *cert, *key, *other_ca, *empty, *huge;
 
 static char *path_in(const char *name) {
   char *p = NULL;
@@ -51,6 +51,10 @@ static void make_pki(void) {
   cert = path_in("srv.pem");
   key = path_in("srv.key");
   other_ca = path_in("other.pem");
+  /* A regular file without PEM, and one a byte over the 4 MiB cap (sparse). */
+  run("touch empty.pem && truncate -s 4194305 huge.pem");
+  empty = path_in("empty.pem");
+  huge = path_in("huge.pem");
 }
 
 static void drop_pki(void) {
@@ -58,6 +62,8 @@ static void drop_pki(void) {
   free(cert);
   free(key);
   free(other_ca);
+  free(empty);
+  free(huge);
   unit_rmtree(dir);
 }
 
@@ -65,7 +71,9 @@ TestSuite(tls, .init = make_pki, .fini = drop_pki);
 
 struct load_case {
   const char *what;
-  int cert, key, ca; /* 0 unset, 1 the good file, 2 a missing file, 3 a file with no PEM */
+  /* 0 unset, 1 the good file, 2 a missing file, 3 a file with no PEM, 4 /dev/zero,
+   * 5 a file over the cap */
+  int cert, key, ca;
   int want;
   const char *message; /* in the error */
 };
@@ -77,7 +85,11 @@ static const char *pick(int which, const char *good) {
   if (which == 2)
     return missing;
   if (which == 3)
-    return "/dev/null";
+    return empty;
+  if (which == 4)
+    return "/dev/zero";
+  if (which == 5)
+    return huge;
   return NULL;
 }
 
@@ -90,8 +102,15 @@ Test(tls, load_refuses_what_cannot_be_used) {
       {"missing cert", 2, 1, 0, -ENOENT, "cert: cannot read /nonexistent/muster.pem"},
       {"missing key", 1, 2, 0, -ENOENT, "key: cannot read /nonexistent/muster.pem"},
       {"missing ca", 0, 0, 2, -ENOENT, "ca: cannot read /nonexistent/muster.pem"},
-      {"ca without a certificate", 0, 0, 3, -EINVAL, "ca: /dev/null"},
-      {"cert without a certificate", 3, 1, 0, -EINVAL, "cert: cannot load /dev/null"},
+      {"ca without a certificate", 0, 0, 3, -EINVAL, "no certificate in it"},
+      {"cert without a certificate", 3, 1, 0, -EINVAL, "cert: cannot load "},
+      /* Files GnuTLS would read without end, or whole: refused before. */
+      {"cert /dev/zero", 4, 1, 0, -EINVAL, "cert: /dev/zero is not a regular file"},
+      {"key /dev/zero", 1, 4, 0, -EINVAL, "key: /dev/zero is not a regular file"},
+      {"ca /dev/zero", 0, 0, 4, -EINVAL, "ca: /dev/zero is not a regular file"},
+      {"cert over the cap", 5, 1, 0, -EFBIG, "has 4194305 bytes, over the cap of 4 MiB"},
+      {"key over the cap", 1, 5, 0, -EFBIG, "key: "},
+      {"ca over the cap", 0, 0, 5, -EFBIG, "ca: "},
   };
   for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
     const struct load_case *c = &cases[i];
