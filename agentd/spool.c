@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 
+#include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/store.h"
@@ -731,6 +732,34 @@ int agent_spool_read_changes(struct agent_spool *s, uint64_t after_seq, unsigned
   sqlite3_reset(stmt);
   sqlite3_clear_bindings(stmt);
   return r < 0 ? r : consumed;
+}
+
+struct fingerprint_lookup {
+  uint64_t seq, fp;
+  bool found;
+};
+
+static int fingerprint_row(void *userdata, const struct agent_change *ch) {
+  struct fingerprint_lookup *l = userdata;
+  if (ch->seq == l->seq) {
+    l->fp = mst_change_fingerprint(ch->seq, ch->at_ms, ch->component, mst_state_name(ch->from),
+                                   mst_state_name(ch->to), ch->boot_id);
+    l->found = true;
+  }
+  return 0;
+}
+
+int agent_spool_fingerprint(struct agent_spool *s, uint64_t seq, uint64_t *ret_fp) {
+  struct fingerprint_lookup l = {.seq = seq};
+  if (seq == 0)
+    return -ENOENT;
+  int r = agent_spool_read_changes(s, seq - 1, 1, fingerprint_row, &l);
+  if (r < 0)
+    return r;
+  if (!l.found)
+    return -ENOENT;
+  *ret_fp = l.fp;
+  return 0;
 }
 
 static int spool_on_ack_timer(sd_event_source *source, uint64_t usec, void *userdata) {

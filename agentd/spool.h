@@ -85,6 +85,11 @@ typedef int (*agent_spool_change_cb)(void *userdata, const struct agent_change *
 int agent_spool_read_changes(struct agent_spool *s, uint64_t after_seq, unsigned limit,
                              agent_spool_change_cb cb, void *userdata);
 
+/* The fingerprint of the change at seq (mst_change_fingerprint(), as the
+ * aggregator computes it of its copy) in *ret_fp. Returns 0, -ENOENT when
+ * the spool has no row at seq (pruned, or never written), or -errno. */
+int agent_spool_fingerprint(struct agent_spool *s, uint64_t seq, uint64_t *ret_fp);
+
 /* The aggregator acknowledged everything <= seq. Values above last_seq are
  * clamped, lower ones than the current mark ignored. Persisted shortly after
  * (batched) and on agent_spool_free(). */

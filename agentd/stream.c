@@ -60,6 +60,7 @@
 #include "mst/config.h"
 #include "mst/duration.h"
 #include "mst/frame.h"
+#include "mst/hash.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -599,9 +600,10 @@ static const char *reject_code_name(Muster__RejectCode code) {
   return v ? v->name : "UNKNOWN_CODE";
 }
 
-/* The aggregator holds more of this spool than the spool has: the spool
- * went back in time (restored from a backup or a VM snapshot). Its next
- * seqs are held there already and would be dropped as such: the spool
+/* The aggregator holds more of this spool than the spool has, or other
+ * changes at the same seqs: the spool went back in time (restored from a
+ * backup or a VM snapshot). Its next seqs, or those it wrote since, are
+ * held there already and would be dropped as such: the spool
  * moves to a new id (the unacknowledged changes with it) and the stream
  * starts again at once with a Hello for that id. */
 static void stream_spool_behind(struct agent_stream *s, const char *reason) {
@@ -611,8 +613,50 @@ static void stream_spool_behind(struct agent_stream *s, const char *reason) {
     stream_drop(s, -1, "cannot move the spool to a new id: %s", strerror(-r));
     return;
   }
-  stream_drop(s, 0, "the spool was behind %s; streaming again under spool id %s", s->peer,
+  stream_drop(s, 0, "the spool went back in time; streaming to %s again under spool id %s", s->peer,
               agent_spool_id(a->spool));
+}
+
+/* Whether the aggregator's row at held_seq (its fingerprint in the Welcome)
+ * is another change than the spool's: a spool restored from a backup that
+ * then went past what is held before it reconnected (restored at 17, wrote
+ * 18..40 offline, the aggregator holds 34 of the old run). Its last_seq
+ * passed the Hello's check, but its 18..34 are other changes than the
+ * aggregator's and would be dropped as already held. Without a fingerprint
+ * (an older aggregator, a spool held before it kept them) there is nothing
+ * to compare. A row the spool no longer has was pruned, which only happens
+ * once it is acknowledged: it is the aggregator's row already (acknowledged
+ * rows came before the backup, or from a stream whose Welcome passed this
+ * check), so nothing is wrong. A row missing although it was never
+ * acknowledged cannot be checked: moving to a new id is the safe answer.
+ * Returns 0 when the rows agree, or a negative errno when the spool cannot
+ * be read; reason is set (and 1 returned) when they differ. */
+static int stream_held_row_differs(struct agent_stream *s, const Muster__Welcome *w, char *reason,
+                                   size_t size) {
+  struct agent *a = s->agent;
+  uint64_t fp = 0;
+
+  if (w->held_seq == 0 || w->held_fingerprint == 0)
+    return 0;
+  int r = agent_spool_fingerprint(a->spool, w->held_seq, &fp);
+  if (r == -ENOENT && w->held_seq <= agent_spool_acked_seq(a->spool))
+    return 0;
+  if (r == -ENOENT) {
+    snprintf(reason, size,
+             "%s holds seq %" PRIu64 " of spool %s, which the spool lost without an "
+             "acknowledgement, so that it cannot tell whether its rows are the aggregator's",
+             s->peer, w->held_seq, agent_spool_id(a->spool));
+    return 1;
+  }
+  if (r < 0)
+    return r;
+  if (fp == w->held_fingerprint)
+    return 0;
+  snprintf(reason, size,
+           "the row %s holds at seq %" PRIu64 " of spool %s differs from the spool's "
+           "(restored from a backup?)",
+           s->peer, w->held_seq, agent_spool_id(a->spool));
+  return 1;
 }
 
 static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) {
@@ -630,6 +674,18 @@ static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) 
              s->peer, held, agent_spool_id(a->spool), last);
     stream_spool_behind(s, reason);
     return;
+  }
+  {
+    char reason[320];
+    int r = stream_held_row_differs(s, w, reason, sizeof(reason));
+    if (r < 0) {
+      stream_drop(s, -1, "cannot read the spool's row at seq %" PRIu64 ": %s", held, strerror(-r));
+      return;
+    }
+    if (r > 0) {
+      stream_spool_behind(s, reason);
+      return;
+    }
   }
   /* What the aggregator holds is committed there: as good as an Ack. */
   agent_spool_ack(a->spool, held);

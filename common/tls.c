@@ -29,11 +29,32 @@ struct mst_tls {
   char *server_name; /* GnuTLS keeps the pointer for the session's life */
 };
 
+/* The largest cert, key or CA file taken: a CA bundle of every public root
+ * is under 300 KiB. */
+#define TLS_FILE_MAX (4 * 1024 * 1024)
+
+/* GnuTLS reads cert, key and CA files whole, by path, with no cap of its
+ * own: a path to /dev/zero, a FIFO or a huge file would grow memory without
+ * limit (or block) while the daemon starts. So only a readable regular file
+ * of at most TLS_FILE_MAX bytes goes to GnuTLS. (Checked by path just
+ * before GnuTLS opens it: a file replaced in between is the operator's own
+ * doing.) */
 static int readable_file(const char *what, const char *path, char *err, size_t errsize) {
-  if (access(path, R_OK) < 0) {
+  struct stat st;
+
+  if (access(path, R_OK) < 0 || stat(path, &st) < 0) {
     int r = -errno;
     snprintf(err, errsize, "%s: cannot read %s: %s", what, path, strerror(-r));
     return r;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, errsize, "%s: %s is not a regular file", what, path);
+    return -EINVAL;
+  }
+  if (st.st_size > TLS_FILE_MAX) {
+    snprintf(err, errsize, "%s: %s has %lld bytes, over the cap of %d MiB for a PEM file", what,
+             path, (long long)st.st_size, TLS_FILE_MAX / (1024 * 1024));
+    return -EFBIG;
   }
   return 0;
 }

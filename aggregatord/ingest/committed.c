@@ -11,12 +11,15 @@ static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userd
   struct aggr_commit *done = aggr_writer_collect(a->writer, &n);
   for (size_t i = 0; i < n; i++) {
     if (done[i].spool) {
+      if (done[i].ok)
+        aggr_spool_held(done[i].spool, done[i].seq, done[i].fp);
       aggr_conn_committed(a, done[i].spool, done[i].seq, done[i].ok);
       continue;
     }
     /* Copied from the leader: what this aggregator holds grew. */
     if (done[i].ok && done[i].node_id && done[i].spool_id &&
-        aggr_spools_copied(&a->spools, done[i].node_id, done[i].spool_id, done[i].seq) < 0)
+        aggr_spools_copied(&a->spools, done[i].node_id, done[i].spool_id, done[i].seq, done[i].fp) <
+            0)
       log_error("out of memory recording a copied commit of %s, ignoring", done[i].node_id);
   }
   aggr_commits_free(done, n);

@@ -437,6 +437,7 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   Muster__Welcome w = MUSTER__WELCOME__INIT;
   w.epoch = a->epoch;
   w.held_seq = spool->held_seq;
+  w.held_fingerprint = spool->held_fp; /* the agent checks its row there (agentd/stream.c) */
   w.leader_id = a->cfg.id;
   /* Heartbeats at a third of the stale timeout keep a live node fresh. */
   w.heartbeat_ms = (uint32_t)MST_MAX(a->cfg.stale_timeout_usec / 3 / USEC_PER_MSEC, 1);

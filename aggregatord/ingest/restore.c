@@ -38,7 +38,8 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     goto fail;
   sqlite3_finalize(TAKE_PTR(st));
 
-  rc = sqlite3_prepare_v2(db, "SELECT node_id, spool_id, held_seq FROM spools", -1, &st, NULL);
+  rc = sqlite3_prepare_v2(db, "SELECT node_id, spool_id, held_seq, held_fp FROM spools", -1, &st,
+                          NULL);
   if (rc != SQLITE_OK)
     goto fail;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -47,6 +48,7 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     if (!sp)
       return -ENOMEM;
     sp->held_seq = sp->received_seq = (uint64_t)sqlite3_column_int64(st, 2);
+    sp->held_fp = (uint64_t)sqlite3_column_int64(st, 3);
   }
   if (rc != SQLITE_DONE)
     goto fail;

@@ -76,15 +76,20 @@ int aggr_spool_new_from(const struct aggr_spool *s, uint64_t first, bool may_ski
   return 0;
 }
 
+void aggr_spool_held(struct aggr_spool *s, uint64_t seq, uint64_t fp) {
+  if (seq > s->held_seq) {
+    s->held_seq = seq;
+    s->held_fp = fp;
+  }
+}
+
 int aggr_spools_copied(struct aggr_spools *t, const char *node_id, const char *spool_id,
-                       uint64_t seq) {
+                       uint64_t seq, uint64_t fp) {
   struct aggr_spool *s = aggr_spools_get(t, node_id, spool_id);
   if (!s)
     return -ENOMEM;
-  if (seq > s->held_seq) {
-    s->held_seq = seq;
-    s->received_seq = MST_MAX(s->received_seq, s->held_seq);
-  }
+  aggr_spool_held(s, seq, fp);
+  s->received_seq = MST_MAX(s->received_seq, s->held_seq);
   return 0;
 }
 

@@ -2,7 +2,8 @@
  *
  * An agent's changes are numbered by (node id, spool id, seq). For each
  * spool the table keeps the highest seq committed to the history (held_seq:
- * what a Welcome tells the agent and what an Ack may cover) and the highest
+ * what a Welcome tells the agent and what an Ack may cover), the fingerprint
+ * of that row (held_fp, in the Welcome too) and the highest
  * seq handed to the writer (received_seq). The records are hashed by their
  * pair, so a Hello or a warm-copy commit finds its record in O(1) with
  * 10,000 nodes as with 10. Records are never freed while the daemon runs, so
@@ -23,6 +24,7 @@ struct aggr_spool {
   char *node_id;
   char *spool_id;
   uint64_t held_seq;
+  uint64_t held_fp; /* mst_change_fingerprint() of the row at held_seq; 0: unknown */
   uint64_t received_seq;
   struct aggr_conn *conn;  /* the stream currently feeding it, or NULL */
   struct aggr_spool *next; /* in its hash bucket */
@@ -61,10 +63,15 @@ struct aggr_spool *aggr_spools_get(struct aggr_spools *t, const char *node_id,
 int aggr_spool_new_from(const struct aggr_spool *s, uint64_t first, bool may_skip,
                         uint64_t *ret_from);
 
-/* What a follower copied from the leader is committed up to seq: the record
- * holds at least that much from now on. Returns 0 or -ENOMEM. */
+/* A commit of spool s's changes up to seq, whose row at seq has fingerprint
+ * fp: held_seq and held_fp move up to them (never down). */
+void aggr_spool_held(struct aggr_spool *s, uint64_t seq, uint64_t fp);
+
+/* What a follower copied from the leader is committed up to seq (its row
+ * there has fingerprint fp): the record holds at least that much from now
+ * on. Returns 0 or -ENOMEM. */
 int aggr_spools_copied(struct aggr_spools *t, const char *node_id, const char *spool_id,
-                       uint64_t seq);
+                       uint64_t seq, uint64_t fp);
 
 /* Forgets what was received but not committed (on losing leadership: the
  * agents replay it to the next leader). */

@@ -251,8 +251,9 @@ static const char *const writer_sql[_STMT_MAX] = {
         " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
     [STMT_SELECT_HELD] = "SELECT held_seq FROM spools WHERE node_id = ?1 AND spool_id = ?2",
     [STMT_UPSERT_SPOOL] =
-        "INSERT INTO spools (node_id, spool_id, held_seq, epoch) VALUES (?,?,?,?)"
+        "INSERT INTO spools (node_id, spool_id, held_seq, epoch, held_fp) VALUES (?,?,?,?,?)"
         " ON CONFLICT (node_id, spool_id) DO UPDATE SET"
+        " held_fp = CASE WHEN excluded.held_seq >= held_seq THEN excluded.held_fp ELSE held_fp END,"
         " held_seq = max(held_seq, excluded.held_seq), epoch = max(epoch, excluded.epoch)",
     [STMT_UPSERT_NODE] = "INSERT INTO nodes (node_id, role, hostname, first_seen_ms, last_seen_ms)"
                          " VALUES (?1,?2,?3,?4,?4) ON CONFLICT (node_id) DO UPDATE SET"
@@ -391,6 +392,7 @@ static int write_row(struct aggr_writer *w, const struct aggr_write *j) {
 struct spool_mark {
   const struct aggr_write *job; /* a job of that spool, for its ids */
   uint64_t seq;
+  uint64_t fp;    /* mst_change_fingerprint() of the row at seq */
   uint64_t epoch; /* the newest epoch among its rows: the spool's writer */
 };
 
@@ -446,12 +448,15 @@ static void marks_reset(struct marks *m) {
     memset(m->slots, 0, m->nslots * sizeof(*m->slots));
 }
 
-/* Notes that the transaction wrote up to seq of j's spool, under j's epoch. */
-static int marks_note(struct marks *m, const struct aggr_write *j, uint64_t seq) {
+/* Notes that the transaction wrote up to seq of j's spool, under j's epoch;
+ * fp is the fingerprint of the row at seq. */
+static int marks_note(struct marks *m, const struct aggr_write *j, uint64_t seq, uint64_t fp) {
   struct spool_mark *k = marks_find(m, j);
   if (k) {
-    if (seq > k->seq)
+    if (seq > k->seq) {
       k->seq = seq;
+      k->fp = fp;
+    }
     if (j->epoch > k->epoch)
       k->epoch = j->epoch;
     return 0;
@@ -464,7 +469,7 @@ static int marks_note(struct marks *m, const struct aggr_write *j, uint64_t seq)
     m->v = v;
     m->cap = ncap;
   }
-  m->v[m->n++] = (struct spool_mark){.job = j, .seq = seq, .epoch = j->epoch};
+  m->v[m->n++] = (struct spool_mark){.job = j, .seq = seq, .fp = fp, .epoch = j->epoch};
   if (m->n * 2 > m->nslots)
     return marks_rehash(m, m->nslots ? m->nslots * 2 : 128);
   size_t i = mark_hash(j) & (m->nslots - 1);
@@ -531,9 +536,11 @@ static int stored_seq(struct aggr_writer *w, const struct marks *marks, const st
 }
 
 /* A changes job (CHANGES, REPLICA): one look-up of what its spool holds,
- * then its rows above that (they come in rising seq). */
+ * then its rows above that (they come in rising seq). The last row written
+ * is fingerprinted for the spool's held_fp: once per job, not per row. */
 static int write_changes(struct aggr_writer *w, const struct aggr_write *j, struct marks *marks) {
   const struct aggr_write_changes *c = &j->changes;
+  const struct aggr_change_row *last = NULL;
   uint64_t held = 0, top = 0;
   int r = stored_seq(w, marks, j, &held);
   if (r < 0)
@@ -547,8 +554,13 @@ static int write_changes(struct aggr_writer *w, const struct aggr_write *j, stru
     if (r < 0)
       return r;
     top = row->seq;
+    last = row;
   }
-  return top ? marks_note(marks, j, top) : 0;
+  if (!last)
+    return 0;
+  return marks_note(marks, j, top,
+                    mst_change_fingerprint(last->seq, last->at_ms, last->component,
+                                           last->from_state, last->to_state, last->boot_id));
 }
 
 static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jobs,
@@ -588,7 +600,8 @@ static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jo
     r = write_params(
         w, STMT_UPSERT_SPOOL,
         &(struct row_params){.text = {c->node_id, c->spool_id},
-                             .integer = {(int64_t)marks->v[i].seq, (int64_t)marks->v[i].epoch}});
+                             .integer = {(int64_t)marks->v[i].seq, (int64_t)marks->v[i].epoch,
+                                         (int64_t)marks->v[i].fp}});
     if (r < 0)
       goto rollback;
   }
@@ -630,7 +643,7 @@ static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t
   for (size_t i = 0; i < n; i++) {
     const struct aggr_write_changes *j = &marks[i].job->changes;
     struct aggr_commit *c = &w->done[w->n_done++];
-    *c = (struct aggr_commit){.spool = j->spool, .seq = marks[i].seq, .ok = ok};
+    *c = (struct aggr_commit){.spool = j->spool, .seq = marks[i].seq, .fp = marks[i].fp, .ok = ok};
     if (!j->spool) {
       c->node_id = strdup(j->node_id);
       c->spool_id = strdup(j->spool_id);

@@ -97,6 +97,7 @@ struct aggr_commit {
   struct aggr_spool *spool; /* NULL for replicated changes */
   char *node_id, *spool_id; /* set (owned) when spool is NULL */
   uint64_t seq;
+  uint64_t fp; /* mst_change_fingerprint() of the row at seq */
   bool ok;
 };
 

@@ -26,6 +26,7 @@ import requests
 
 import muster_harness as mh
 from muster_harness import StreamClient, T, wait_until
+from test_seq import held_fingerprint_problems
 from zk_harness import (ElectedAggregator, FailoverClient, agent_check_in, safe_acked, safe_held,
                         stream_log, wait_one_leader)
 
@@ -405,6 +406,15 @@ def test_kill9_leader_while_changes_flow(env, zk, cluster_name, metric):
     metric("kill -9 failover: changes checked one by one in the new leader's SQLite", checked, "changes")
     metric("kill -9 failover: changes the dead leader had acknowledged",
            sum(acked_by_old.values()) + sum(agent_acked_by_old.values()), "changes")
+    # The held rows' fingerprints, on the new leader (its own commits and its
+    # warm copy) and on the other follower (its warm copy), are those of the
+    # rows; the agents found their rows there and kept their spool ids.
+    for a in survivors:
+        problems += held_fingerprint_problems(a)
+    for ag in agents:
+        if ag.spool_meta("spool_rolls") is not None:
+            problems.append(f"agent {ag.node_id} moved to a new spool id: "
+                            f"{ag.spool_meta('spool_roll_reason')}")
     assert not problems, "\n".join(problems)
     for ag in agents:
         ag.assert_alive()

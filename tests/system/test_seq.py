@@ -265,3 +265,123 @@ def test_spool_without_id_nor_acked_seq_is_refused(env):
     assert "is corrupted" in log and "Move the file aside" in log, log[-2000:]
     # Untouched: the rows are still there for the operator.
     assert sqlite3.connect(ag.spool).execute("SELECT count(*) FROM changes").fetchone()[0] == n
+
+
+def fingerprint(seq, at_ms, component, from_state, to_state, boot_id):
+    """mst_change_fingerprint() (common/include/mst/hash.h): FNV-1a over the
+    seq and at_ms (8 bytes each, least significant first), then the strings,
+    each followed by a NUL; never 0."""
+    prime, mask = 1099511628211, 2**64 - 1
+    h = 14695981039346656037
+    for v in (seq, at_ms & mask):
+        for i in range(8):
+            h = ((h ^ ((v >> (8 * i)) & 0xff)) * prime) & mask
+    for s in (component, from_state, to_state, boot_id):
+        for b in (s or "").encode():
+            h = ((h ^ b) * prime) & mask
+        h = (h * prime) & mask
+    return h or 1
+
+
+def held_row_fingerprint(aggr, node, spool, seq):
+    r = aggr.query("SELECT seq, at_ms, component, from_state, to_state, boot_id FROM changes "
+                   "WHERE node_id=? AND spool_id=? AND seq=?", (node, spool, seq))
+    assert len(r) == 1, r
+    return fingerprint(*r[0])
+
+
+def held_fingerprint_problems(aggr):
+    """Every spool the aggregator holds something of has held_fp, and it is
+    the fingerprint of its row at held_seq: whether that row came from the
+    agent's stream or from the warm copy of a leader's history."""
+    problems = []
+    for node, spool, held, fp in aggr.query("SELECT node_id, spool_id, held_seq, held_fp "
+                                            "FROM spools WHERE held_seq > 0"):
+        r = aggr.query("SELECT seq, at_ms, component, from_state, to_state, boot_id FROM changes "
+                       "WHERE node_id=? AND spool_id=? AND seq=?", (node, spool, held))
+        want = fingerprint(*r[0]) if len(r) == 1 else None
+        if want is None or fp & (2**64 - 1) != want:
+            problems.append(f"{aggr.id}: spool ({node}, {spool}) held_seq {held}: held_fp {fp}, "
+                            f"the row there {r} has fingerprint {want}")
+    return problems
+
+
+def test_welcome_carries_the_fingerprint_of_the_held_row(aggr):
+    """The Welcome names the held row by its fingerprint, the same the agent
+    computes of its own row: after commits, and after a restart (read back
+    from the spools table)."""
+    sp = os.urandom(16).hex()
+    mk = ChangeMaker(COMPONENTS)
+    cl, w = welcomed(aggr, "fp1", sp)
+    assert w.held_seq == 0 and w.held_fingerprint == 0, "nothing held: unknown"
+    cl.send_changes(mk.make(12))
+    cl.wait_ack(12)
+    cl.send_changes(mk.make(5))
+    cl.wait_ack(17)
+    cl.close()
+    want = held_row_fingerprint(aggr, "fp1", sp, 17)
+    cl, w = welcomed(aggr, "fp1", sp, last_seq=17)
+    assert (w.held_seq, w.held_fingerprint) == (17, want)
+    cl.close()
+    stored_fp = aggr.query("SELECT held_fp FROM spools WHERE node_id='fp1'")[0][0]
+    assert stored_fp & (2**64 - 1) == want, "kept as a signed 64-bit integer"
+    aggr.stop()
+    aggr.start()
+    cl, w = welcomed(aggr, "fp1", sp, last_seq=17)
+    assert (w.held_seq, w.held_fingerprint) == (17, want), "restored at start"
+    cl.close()
+
+
+def test_restored_spool_that_overtook_what_is_held_moves_to_a_new_id(env):
+    """Restored at seq B while the aggregator holds H > B, the agent writes
+    past H while the aggregator is unreachable, then reconnects: its last_seq
+    passes the Hello's check, but its rows B+1..H are other changes than the
+    aggregator's. The Welcome's fingerprint of row H tells it so: it moves to
+    a new spool id and every change it spooled reaches the history."""
+    togglers, aggr, ag, sid = flapping_agent(env, 10)
+    ag.stop()
+    backup = env.path("n1.spool.backup")
+    _copy_spool(ag.spool, backup)
+    at_backup = sqlite3.connect(backup).execute("SELECT max(seq) FROM changes").fetchone()[0]
+    acked_in_backup = int(sqlite3.connect(backup).execute(
+        "SELECT value FROM meta WHERE key='acked_seq'").fetchone()[0])
+    ag.start()
+    wait_until(lambda: (ag.acked_seq() or 0) >= at_backup + 15, 5,
+               desc="15 more changes acknowledged after the backup")
+    ag.stop()
+    held = aggr.held_seq("n1", sid)
+    held_rows = aggr_rows(aggr, "n1", sid)
+
+    # The aggregator is gone; the restored agent writes past what it holds.
+    aggr.stop()
+    _copy_spool(backup, ag.spool)
+    ag.start()
+    wait_until(lambda: ag.max_seq() >= held + 10, 10,
+               desc="the restored agent spools past what the aggregator holds")
+    assert ag.spool_id() == sid
+    # Every change the agent spooled that the aggregator does not have:
+    # what the backup had unacknowledged and everything written since.
+    spooled = _content(ag.spool_query(f"SELECT {ROW_COLS} FROM changes WHERE seq > ? "
+                                      "ORDER BY seq", (acked_in_backup,)))
+    assert len(spooled) >= held + 10 - acked_in_backup
+
+    aggr.start()
+    wait_until(lambda: ag.spool_id() != sid, 15, desc="the agent moves to a new spool id")
+    new = ag.spool_id()
+    assert ag.spool_meta("previous_spool_id") == sid
+    reason = ag.spool_meta("spool_roll_reason")
+    assert f"seq {held} of spool {sid} differs" in reason, reason
+    stop_all(togglers)
+    wait_caught_up(ag, aggr, 10)
+    ag.assert_alive()
+    assert "new spool id" in ag.proc.stderr_text()
+
+    # The old id's history is whole and unchanged ...
+    assert aggr_rows(aggr, "n1", sid) == held_rows
+    assert _assert_old_id_whole(aggr, "n1", sid) == held
+    # ... and every change the agent spooled is in the history, row by row,
+    # in order, under the new id: none dropped as already held.
+    assert_spool_matches_aggregator(ag, aggr)
+    new_rows = _content(aggr_rows(aggr, "n1", new))
+    assert new_rows[:len(spooled)] == spooled
+    assert aggr.held_seq("n1", new) == ag.max_seq()

@@ -298,10 +298,23 @@ def write_conf(env, name, lines):
     return env.write(name, "\n".join(lines) + "\n")
 
 
+@pytest.mark.parametrize("bad", ["missing", "/dev/zero", "over the cap"])
 @pytest.mark.parametrize("daemon", ["aggregatord", "agentd"])
-def test_broken_tls_settings_stop_the_start(env, cluster_pki, daemon):
+def test_broken_tls_settings_stop_the_start(env, cluster_pki, daemon, bad):
+    """A cert or CA path that cannot be read, or that is no PEM file at all
+    (a device GnuTLS would read without end, a file over the 4 MiB cap),
+    stops the start with the path:line of the key."""
     flag_profile(env)
-    missing = env.path("no-such.pem")
+    if bad == "missing":
+        missing = env.path("no-such.pem")
+        why = f"cannot read {missing}"
+    elif bad == "/dev/zero":
+        missing, why = "/dev/zero", "/dev/zero is not a regular file"
+    else:
+        missing = env.path("huge.pem")
+        with open(missing, "wb") as f:
+            f.truncate(4 * 1024 * 1024 + 1)
+        why = f"{missing} has 4194305 bytes, over the cap of 4 MiB"
     if daemon == "aggregatord":
         path = write_conf(env, "a.ini", [
             "[aggregator]",                                       # 1
@@ -313,7 +326,7 @@ def test_broken_tls_settings_stop_the_start(env, cluster_pki, daemon):
             f"key = {cluster_pki.server[1]}",                     # 7
             f"cert = {missing}",                                  # 8
         ])
-        exe, want = "muster-aggregatord", f"{path}:8: [tls] cert: cannot read {missing}"
+        exe, want = "muster-aggregatord", f"{path}:8: [tls] cert: {why}"
     else:
         path = write_conf(env, "n.ini", [
             "[agent]",                                            # 1
@@ -326,7 +339,7 @@ def test_broken_tls_settings_stop_the_start(env, cluster_pki, daemon):
             "[tls]",                                              # 8
             f"ca = {missing}",                                    # 9
         ])
-        exe, want = "muster-agentd", f"{path}:9: [tls] ca: cannot read {missing}"
+        exe, want = "muster-agentd", f"{path}:9: [tls] ca: {why}"
     for extra in ([], ["--check-config"]):
         rc, out, err, _ = mh.run_to_completion([mh.binary(exe), "--config", path, *extra])
         assert rc != 0

@@ -22,7 +22,7 @@
 #include "unit-helpers.h"
 
 static char *dir;
-static char *ca, *cert, *key, *other_ca;
+static char *ca, *cert, *key, *other_ca, *empty, *huge;
 
 static char *path_in(const char *name) {
   char *p = NULL;
@@ -51,6 +51,10 @@ static void make_pki(void) {
   cert = path_in("srv.pem");
   key = path_in("srv.key");
   other_ca = path_in("other.pem");
+  /* A regular file without PEM, and one a byte over the 4 MiB cap (sparse). */
+  run("touch empty.pem && truncate -s 4194305 huge.pem");
+  empty = path_in("empty.pem");
+  huge = path_in("huge.pem");
 }
 
 static void drop_pki(void) {
@@ -58,6 +62,8 @@ static void drop_pki(void) {
   free(cert);
   free(key);
   free(other_ca);
+  free(empty);
+  free(huge);
   unit_rmtree(dir);
 }
 
@@ -77,7 +83,7 @@ static const char *pick(int which, const char *good) {
   if (which == 2)
     return missing;
   if (which == 3)
-    return "/dev/null";
+    return empty;
   return NULL;
 }
 
@@ -90,8 +96,8 @@ Test(tls, load_refuses_what_cannot_be_used) {
       {"missing cert", 2, 1, 0, -ENOENT, "cert: cannot read /nonexistent/muster.pem"},
       {"missing key", 1, 2, 0, -ENOENT, "key: cannot read /nonexistent/muster.pem"},
       {"missing ca", 0, 0, 2, -ENOENT, "ca: cannot read /nonexistent/muster.pem"},
-      {"ca without a certificate", 0, 0, 3, -EINVAL, "ca: /dev/null"},
-      {"cert without a certificate", 3, 1, 0, -EINVAL, "cert: cannot load /dev/null"},
+      {"ca without a certificate", 0, 0, 3, -EINVAL, "no certificate in it"},
+      {"cert without a certificate", 3, 1, 0, -EINVAL, "cert: cannot load "},
   };
   for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
     const struct load_case *c = &cases[i];
@@ -104,6 +110,27 @@ Test(tls, load_refuses_what_cannot_be_used) {
       cr_expect(strstr(err, c->message), "%s: error '%s' lacks '%s'", c->what, err, c->message);
     mst_tls_creds_unref(creds);
   }
+}
+
+/* GnuTLS reads the files whole: a device it would read without end, or a
+ * file over the cap, is refused before, as cert, key or CA alike. */
+Test(tls, load_refuses_devices_and_files_over_the_cap) {
+  const char *bad[] = {"/dev/zero", huge};
+  static const char *const names[] = {"cert", "key", "ca"};
+  for (size_t b = 0; b < ELEMENTSOF(bad); b++)
+    for (size_t k = 0; k < ELEMENTSOF(names); k++) {
+      struct mst_tls_files f = {cert, key, ca};
+      const char **slot = k == 0 ? &f.cert : k == 1 ? &f.key : &f.ca;
+      struct mst_tls_creds *creds = NULL;
+      char err[512] = "", want[512];
+      *slot = bad[b];
+      snprintf(want, sizeof(want), "%s: %s %s", names[k], bad[b],
+               b == 0 ? "is not a regular file" : "has 4194305 bytes, over the cap of 4 MiB");
+      int r = mst_tls_creds_load(&f, &creds, err, sizeof(err));
+      cr_expect_eq(r, b == 0 ? -EINVAL : -EFBIG, "%s %s: got %d (%s)", names[k], bad[b], r, err);
+      cr_expect(strstr(err, want), "%s: error '%s' lacks '%s'", names[k], err, want);
+      cr_expect_null(creds);
+    }
 }
 
 Test(tls, key_readable_by_others_refused) {
