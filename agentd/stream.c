@@ -14,12 +14,20 @@
  * and the token in it, only go out once the handshake is done.
  *
  * Targets are the configured aggregators in turn; a Redirect names the one
- * to try next, after which the list goes on where it was. Failed attempts
- * wait 100ms·2^n, capped at 10s, with full jitter (a uniform draw below that
- * bound); a Welcome resets the count. A Reject waits long (30s, 60s for an
- * unknown role), except "not leader": an election is going on, and the
- * agent asks again within 200ms (20 times, then with the backoff) to find
- * the new leader soon after it.
+ * to try next, after which the list goes on where it was. Every failure
+ * and every refusal (a connect error, a TLS error, the connection closed or
+ * silent, a Reject of any code) goes through one back-off: the n-th attempt
+ * in a row waits a uniform draw between half and all of 100ms·2^n, capped
+ * at 30s, so that agents spread out and the gaps grow. A Reject raises that
+ * bound to at least 30s (60s for an unknown role), except "not leader": an
+ * election is going on, and the agent asks again within 200ms (20 times,
+ * then with the back-off) to find the new leader soon after it.
+ *
+ * A Welcome alone does not reset the count: an aggregator that welcomes
+ * the agent and then drops it (its disk is full, every commit fails) would
+ * otherwise be asked again, with the whole backlog, every 50ms. Only a
+ * stable connection does: one that got an Ack, or that lasted
+ * STREAM_STABLE_USEC.
  *
  * After a Welcome the spool is the send queue: everything with seq above
  * the aggregator's held_seq goes out in ChangeBatch frames read from SQLite
@@ -75,7 +83,8 @@
 #define STREAM_CONNECT_TIMEOUT_USEC      (3 * USEC_PER_SEC)
 #define STREAM_HANDSHAKE_MIN_USEC        (5 * USEC_PER_SEC)
 #define STREAM_BACKOFF_MIN_USEC          (100 * USEC_PER_MSEC)
-#define STREAM_BACKOFF_MAX_USEC          (10 * USEC_PER_SEC)
+#define STREAM_BACKOFF_MAX_USEC          (30 * USEC_PER_SEC)
+#define STREAM_STABLE_USEC               (10 * USEC_PER_SEC) /* then the back-off starts over */
 #define STREAM_REJECT_RETRY_USEC         (30 * USEC_PER_SEC)
 #define STREAM_UNKNOWN_ROLE_RETRY_USEC   (60 * USEC_PER_SEC)
 #define STREAM_NOT_LEADER_RETRY_MAX_USEC (200 * USEC_PER_MSEC)
@@ -121,7 +130,9 @@ struct agent_stream {
   struct mst_frame_reader reader;
   struct mst_buf out;
 
-  unsigned attempt;               /* failed attempts since the last Welcome */
+  unsigned attempt;               /* failed attempts since the last stable connection */
+  uint64_t welcomed_usec;         /* monotonic: this connection's Welcome, or 0 */
+  bool acked;                     /* this connection got an Ack */
   unsigned redirects;             /* Redirects since the last Welcome */
   uint64_t cluster_answered_usec; /* monotonic: last Redirect or "not leader" */
   unsigned not_leader;            /* "not leader" Rejects since the last Welcome */
@@ -155,13 +166,21 @@ static const char *phase_name(enum stream_phase p) {
   return "?";
 }
 
-static uint64_t stream_backoff(struct agent_stream *s) {
+/* The next wait of the back-off, at least floor_usec, and counts the
+ * attempt. */
+static uint64_t stream_backoff(struct agent_stream *s, uint64_t floor_usec) {
   unsigned shift = MST_MIN(s->attempt, 20u);
   uint64_t bound = MST_MIN(STREAM_BACKOFF_MIN_USEC << shift, STREAM_BACKOFF_MAX_USEC);
 
-  /* Full jitter: anywhere below the bound, so agents spread out. */
-  return agent_random_below(s->agent, bound + 1);
+  bound = MST_MAX(bound, floor_usec);
+  s->attempt++;
+  /* Half of it fixed, so that the waits grow; the other half drawn, so that
+   * agents refused together spread out. */
+  return bound / 2 + agent_random_below(s->agent, bound / 2 + 1);
 }
+
+/* A stream_drop() delay: the back-off, but at least usec. */
+#define STREAM_BACKOFF_AT_LEAST(usec) (-(int64_t)(usec))
 
 static void set_deadline(struct agent_stream *s, uint64_t usec) {
   (void)sd_event_source_set_time_relative(s->deadline, usec);
@@ -209,7 +228,8 @@ static void stream_schedule_retry(struct agent_stream *s, uint64_t delay) {
 }
 
 /* Closes the connection (if any) and schedules the next attempt: after
- * delay_usec, or after the backoff when delay_usec is negative. */
+ * delay_usec when it is 0 or more, else after the back-off, of at least
+ * -delay_usec (-1: the plain back-off; STREAM_BACKOFF_AT_LEAST()). */
 static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *fmt, ...) {
   char reason[512], when[32];
   uint64_t delay;
@@ -219,16 +239,22 @@ static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *
   vsnprintf(reason, sizeof(reason), fmt, ap);
   va_end(ap);
 
+  /* A connection that proved stable starts the back-off over. */
+  if (s->welcomed_usec &&
+      (s->acked || mst_now_monotonic_usec() - s->welcomed_usec >= STREAM_STABLE_USEC))
+    s->attempt = 0;
+  s->welcomed_usec = 0;
+  s->acked = false;
   stream_close(s);
-  if (delay_usec < 0 && s->cluster_answered_usec &&
+  if (delay_usec == -1 && s->cluster_answered_usec &&
       mst_now_monotonic_usec() - s->cluster_answered_usec < STREAM_ELECTION_WINDOW_USEC) {
-    /* Some aggregator answered lately with a Redirect or "not leader": an
-     * election is under way or just done, and the leader it names may not
-     * be up yet. Look again soon rather than backing off for seconds. */
+    /* A failure (not a refusal) while some aggregator answered lately with
+     * a Redirect or "not leader": an election is under way or just done,
+     * and the leader it names may not be up yet. Look again soon rather
+     * than backing off for seconds. */
     delay = agent_random_below(s->agent, STREAM_NOT_LEADER_RETRY_MAX_USEC + 1);
   } else if (delay_usec < 0) {
-    delay = stream_backoff(s);
-    s->attempt++;
+    delay = stream_backoff(s, (uint64_t)-delay_usec);
   } else {
     delay = (uint64_t)delay_usec;
   }
@@ -264,8 +290,9 @@ static int stream_queue(struct agent_stream *s, const Muster__Envelope *env) {
     stream_drop(s, -1, "more than %d MiB unsent to %s (it does not read), dropping the connection",
                 STREAM_OUT_MAX / (1024 * 1024), s->peer);
   else if (r == -EMSGSIZE)
-    stream_drop(s, STREAM_REJECT_RETRY_USEC, "a frame for %s is over max_frame (%" PRIu64 " bytes)",
-                s->peer, s->agent->cfg.max_frame);
+    stream_drop(s, STREAM_BACKOFF_AT_LEAST(STREAM_REJECT_RETRY_USEC),
+                "a frame for %s is over max_frame (%" PRIu64 " bytes)", s->peer,
+                s->agent->cfg.max_frame);
   else if (r < 0)
     stream_drop(s, -1, "queueing a frame for %s: %s", s->peer, strerror(-r));
   return r;
@@ -696,7 +723,7 @@ static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) 
         MST_MAX(MST_MIN(s->heartbeat_usec, (uint64_t)w->heartbeat_ms * USEC_PER_MSEC),
                 STREAM_HEARTBEAT_MIN_USEC);
   s->silence_usec = 3 * s->heartbeat_usec;
-  s->attempt = 0;
+  s->welcomed_usec = mst_now_monotonic_usec(); /* the back-off starts over once stable */
   s->redirects = 0;
   s->cluster_answered_usec = 0;
   s->not_leader = 0;
@@ -733,7 +760,7 @@ static void stream_on_redirect(struct agent_stream *s, const Muster__Redirect *r
 }
 
 static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
-  int64_t delay = STREAM_REJECT_RETRY_USEC;
+  int64_t delay = STREAM_BACKOFF_AT_LEAST(STREAM_REJECT_RETRY_USEC);
 
   if (rj->code == MUSTER__REJECT_CODE__REJECT_SPOOL_BEHIND) {
     char reason[512];
@@ -743,7 +770,7 @@ static void stream_on_reject(struct agent_stream *s, const Muster__Reject *rj) {
     return;
   }
   if (rj->code == MUSTER__REJECT_CODE__REJECT_UNKNOWN_ROLE)
-    delay = STREAM_UNKNOWN_ROLE_RETRY_USEC;
+    delay = STREAM_BACKOFF_AT_LEAST(STREAM_UNKNOWN_ROLE_RETRY_USEC);
   else if (rj->code == MUSTER__REJECT_CODE__REJECT_NOT_LEADER) {
     /* A leader is being elected: ask again soon, so that the new leader is
      * found right after the election; a long election gets the backoff. */
@@ -785,6 +812,7 @@ static int stream_on_frame(struct agent_stream *s, const uint8_t *data, size_t l
     if (!streaming)
       break;
     log_debug("stream: %s acknowledged seq %" PRIu64, s->peer, env->ack->seq);
+    s->acked = true;
     agent_spool_ack(s->agent->spool, env->ack->seq);
     return 0;
   case MUSTER__ENVELOPE__BODY_HEARTBEAT:
@@ -896,7 +924,7 @@ static void stream_tls_step(struct agent_stream *s) {
     log_error("stream: TLS handshake with %s failed: %s", s->peer, err);
     /* A certificate refused either way is a configuration problem that a
      * quick retry will not mend. */
-    stream_drop(s, r == -EACCES ? (int64_t)STREAM_REJECT_RETRY_USEC : -1,
+    stream_drop(s, r == -EACCES ? STREAM_BACKOFF_AT_LEAST(STREAM_REJECT_RETRY_USEC) : -1,
                 "TLS handshake with %s failed", s->peer);
     return;
   }

@@ -4,6 +4,23 @@
 #include "ingest/conn.h"
 #include "ingest/writer.h"
 #include "mst/log.h"
+#include "publish.h"
+#include "serve/metrics.h"
+
+/* The writer's storage state into the model and the metrics (writer.h),
+ * published at once: /readyz, /v1/health and /metrics say it. */
+static void storage_update(struct aggr *a) {
+  char *failing = NULL;
+  bool lost = false;
+  int r = aggr_writer_storage(a->writer, &failing, &lost);
+  if (r < 0)
+    log_error("out of memory reading the storage state, ignoring");
+  if (r <= 0)
+    return;
+  aggr_model_set_storage(&a->model, failing, lost);
+  aggr_metrics_storage_failing(failing != NULL);
+  aggr_request_publish(a, true);
+}
 
 static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
   struct aggr *a = userdata;
@@ -23,6 +40,7 @@ static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userd
       log_error("out of memory recording a copied commit of %s, ignoring", done[i].node_id);
   }
   aggr_commits_free(done, n);
+  storage_update(a);
   return 0;
 }
 

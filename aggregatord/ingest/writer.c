@@ -11,6 +11,23 @@
  * drop the streams and let the agents replay: nothing unacknowledged is lost
  * and nothing is acknowledged that is not on disk.
  *
+ * STORAGE STATE. A failed commit (a full disk, an I/O error) also marks the
+ * storage as failing, with SQLite's message and the path. It is healthy
+ * again once commits succeed and none failed for STORAGE_RECOVERED_USEC: on
+ * a disk that is nearly full, small commits that fit between large ones
+ * that do not would otherwise make /readyz flap. The writer reports each change of
+ * that state through the same eventfd (aggr_writer_storage()), and the loop
+ * puts it in the model: /readyz, /v1/health and /metrics say so.
+ *
+ * A DELETED DATABASE. SQLite goes on writing into a database file that was
+ * unlinked while open, and every commit into it would be acknowledged and
+ * then lost at the next restart. So the writer keeps a descriptor of the
+ * file it opened and, before each commit and once a second while idle,
+ * checks that the file still has a link and that the path still names it.
+ * Once it does not, every transaction is rolled back (the agents keep their
+ * spools) and the storage stays failing until a restart: no later commit can
+ * make the unlinked file durable.
+ *
  * No lock is held across I/O: the mutex only guards the two list heads.
  *
  * WAL checkpoints run on a thread of their own with its own connection
@@ -32,9 +49,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,7 +120,28 @@ struct aggr_writer {
   pthread_cond_t ckpt_idle; /* with lock: a pass ended */
   int wal_frames;           /* frames in the WAL after the last commit (writer thread) */
   int wal_catch_up_at;      /* catch up once wal_frames reaches this (writer thread) */
+
+  /* The database file (see A DELETED DATABASE): its path, a descriptor of
+   * the file as opened, and whether it has gone (sticky). Writer thread,
+   * but for path, set before it starts. */
+  char *path; /* NULL for an in-memory database: nothing to watch */
+  int file_fd;
+  bool file_gone;
+  char failure[512]; /* why the last transaction failed (writer thread) */
+
+  /* The storage state as last reported (see STORAGE STATE), guarded by
+   * lock: NULL while healthy, else why it fails. storage_news: changed
+   * since the loop last read it. */
+  char *storage;
+  bool storage_lost; /* the file was deleted: for good */
+  bool storage_news;
+  /* Writer thread: the last failure (monotonic), and whether a commit
+   * succeeded since. */
+  uint64_t failed_usec;
+  bool committed_since;
 };
+
+#define STORAGE_RECOVERED_USEC (2 * USEC_PER_SEC)
 
 /* 32 MiB of 4 KiB pages: a few of the largest transactions. */
 #define WAL_RESTART_FRAMES 8192
@@ -566,6 +607,81 @@ static int write_changes(struct aggr_writer *w, const struct aggr_write *j, stru
 static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jobs,
                                     struct marks *marks);
 
+/* Sets the storage state that the loop reads (NULL: healthy) and wakes the
+ * loop when it changed. Writer thread. */
+static void storage_report(struct aggr_writer *w, const char *failing) {
+  char *copy = failing ? strdup(failing) : NULL;
+  bool changed;
+
+  if (failing && !copy)
+    return; /* reported at the next failure */
+  pthread_mutex_lock(&w->lock);
+  changed = (w->storage == NULL) != (copy == NULL) || (copy && strcmp(w->storage, copy) != 0);
+  if (changed) {
+    free(w->storage);
+    w->storage = TAKE_PTR(copy);
+    w->storage_lost = w->file_gone;
+    w->storage_news = true;
+  }
+  pthread_mutex_unlock(&w->lock);
+  free(copy);
+  if (!changed)
+    return;
+  if (failing && w->file_gone)
+    log_error("writer: %s; every commit is refused (nothing more is acknowledged) until the "
+              "aggregator is restarted",
+              failing);
+  else if (failing)
+    log_error("writer: storage failing: %s; no Acks until a commit succeeds", failing);
+  else
+    log_info("writer: storage healthy again: a commit succeeded");
+  uint64_t one = 1;
+  if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    log_error("writer: eventfd write failed: %m, ignoring");
+}
+
+/* Reports the storage healthy once commits succeed and none failed for
+ * STORAGE_RECOVERED_USEC (see STORAGE STATE). Writer thread. */
+static void storage_recovered(struct aggr_writer *w) {
+  if (w->failed_usec && w->committed_since &&
+      mst_now_monotonic_usec() - w->failed_usec >= STORAGE_RECOVERED_USEC) {
+    w->failed_usec = 0;
+    storage_report(w, NULL);
+  }
+}
+
+/* Whether the database file is still the one the path names (see A DELETED
+ * DATABASE): 0, or -ENOENT from the moment it is not (then for good, logged
+ * once). Writer thread. */
+static int writer_check_file(struct aggr_writer *w) {
+  struct stat opened, named;
+
+  if (w->file_gone)
+    return -ENOENT;
+  if (w->file_fd < 0 || fstat(w->file_fd, &opened) < 0)
+    return 0; /* nothing to compare with */
+  if (opened.st_nlink > 0 && stat(w->path, &named) == 0 && named.st_dev == opened.st_dev &&
+      named.st_ino == opened.st_ino)
+    return 0;
+  w->file_gone = true;
+  snprintf(w->failure, sizeof(w->failure),
+           "database file %s was deleted while open: changes committed now would not survive a "
+           "restart (the open file is /proc/%d/fd/%d until then)",
+           w->path, (int)getpid(), w->file_fd);
+  storage_report(w, w->failure); /* logs it */
+  return -ENOENT;
+}
+
+/* Keeps why a transaction failed, for the storage state, before its
+ * rollback replaces SQLite's message. Writer thread. */
+static void writer_note_failure(struct aggr_writer *w, int r) {
+  if (w->file_gone || r == -ESTALE)
+    return;
+  snprintf(w->failure, sizeof(w->failure), "%s on %s",
+           sqlite3_errcode(w->db) != SQLITE_OK ? sqlite3_errmsg(w->db) : strerror(-r),
+           w->path ? w->path : "the in-memory database");
+}
+
 /* The connection's own mutex is held across the whole transaction: only this
  * thread uses the connection, and SQLite takes that mutex in every call (15
  * binds, a step and a reset per row), which held here is a recursive
@@ -582,8 +698,10 @@ static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jo
                                     struct marks *marks) {
   bool fenced = false;
   int r = mst_store_exec(w->db, "BEGIN IMMEDIATE");
-  if (r < 0)
+  if (r < 0) {
+    writer_note_failure(w, r);
     return r;
+  }
   for (struct aggr_write *j = jobs; j; j = j->next) {
     /* Only copies of the leader's own history may be written without
      * leading; everything else needs the lease. */
@@ -612,6 +730,9 @@ static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jo
     r = -ESTALE;
     goto rollback;
   }
+  r = writer_check_file(w);
+  if (r < 0)
+    goto rollback;
   r = mst_store_exec(w->db, "COMMIT");
   if (r < 0)
     goto rollback;
@@ -619,7 +740,10 @@ static int write_transaction_locked(struct aggr_writer *w, struct aggr_write *jo
   return 0;
 
 rollback:
-  (void)mst_store_exec(w->db, "ROLLBACK");
+  writer_note_failure(w, r);
+  /* A failed COMMIT (a full disk) may have rolled back already. */
+  if (!sqlite3_get_autocommit(w->db))
+    (void)mst_store_exec(w->db, "ROLLBACK");
   return r;
 }
 
@@ -759,14 +883,8 @@ static void *writer_main(void *userdata) {
     writer_prune(w);
     pthread_mutex_lock(&w->lock);
     while (!w->head && !w->stop) {
-      uint64_t retention = atomic_load(&w->retention_usec);
-      if (!retention) {
-        w->waiting = true;
-        pthread_cond_wait(&w->cond, &w->lock);
-        w->waiting = false;
-        continue;
-      }
-      /* Wake up for the next prune even when nothing is written. */
+      /* Wake up for the next prune and to look at the database file (see
+       * A DELETED DATABASE) even when nothing is written. */
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_sec += 1;
@@ -781,6 +899,8 @@ static void *writer_main(void *userdata) {
       pthread_mutex_unlock(&w->lock);
       if (stop)
         break;
+      if (writer_check_file(w) == 0)
+        storage_recovered(w);
       continue;
     }
     if (!w->head && w->stop) {
@@ -823,6 +943,14 @@ static void *writer_main(void *userdata) {
       log_error("writer: transaction of %zu rows failed (%s); affected streams will replay", n,
                 strerror(-r));
     report(w, marks.v, marks.n, r >= 0);
+    if (r >= 0) {
+      w->committed_since = true;
+      storage_recovered(w);
+    } else if (r != -ESTALE) {
+      w->failed_usec = mst_now_monotonic_usec();
+      w->committed_since = false;
+      storage_report(w, w->failure);
+    }
 
     while (jobs) {
       struct aggr_write *next = jobs->next;
@@ -897,6 +1025,21 @@ fail:
   w->ckpt_db = NULL;
 }
 
+/* Keeps the database's path and a descriptor of its file, to notice when it
+ * is deleted (see A DELETED DATABASE). Without them (an in-memory database,
+ * no memory, no descriptor left) the check is skipped. */
+static void writer_open_file(struct aggr_writer *w) {
+  const char *path = sqlite3_db_filename(w->db, "main");
+
+  w->file_fd = -1;
+  if (!path || !*path)
+    return;
+  w->path = strdup(path);
+  if (w->path && (w->file_fd = open(w->path, O_RDONLY | O_CLOEXEC)) < 0)
+    log_warning("writer: cannot open %s to watch it: %m; a deleted database will go unnoticed",
+                w->path);
+}
+
 /* Undoes what aggr_writer_start() sets up before it starts the threads:
  * the statements, the lock and conditions, the eventfd. */
 static void writer_release(struct aggr_writer *w) {
@@ -907,6 +1050,10 @@ static void writer_release(struct aggr_writer *w) {
   pthread_cond_destroy(&w->ckpt_cond);
   pthread_cond_destroy(&w->ckpt_idle);
   close(w->efd);
+  if (w->file_fd >= 0)
+    close(w->file_fd);
+  free(w->path);
+  free(w->storage);
 }
 
 int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct aggr_writer **ret) {
@@ -927,6 +1074,7 @@ int aggr_writer_start(sqlite3 *db, const struct aggr_election *fence, struct agg
   pthread_cond_init(&w->ckpt_cond, NULL);
   pthread_cond_init(&w->ckpt_idle, NULL);
   w->wal_catch_up_at = WAL_RESTART_FRAMES;
+  writer_open_file(w);
   r = writer_prepare(w);
   if (r < 0)
     goto fail;
@@ -996,6 +1144,20 @@ void aggr_writer_submit(struct aggr_writer *w, struct aggr_write *job) {
   if (w->waiting)
     pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
+}
+
+int aggr_writer_storage(struct aggr_writer *w, char **ret_failing, bool *ret_lost) {
+  int r = 0;
+  pthread_mutex_lock(&w->lock);
+  if (w->storage_news) {
+    *ret_failing = w->storage ? strdup(w->storage) : NULL;
+    *ret_lost = w->storage_lost;
+    r = w->storage && !*ret_failing ? -ENOMEM : 1;
+    if (r > 0)
+      w->storage_news = false;
+  }
+  pthread_mutex_unlock(&w->lock);
+  return r;
 }
 
 struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n) {

@@ -127,6 +127,13 @@ struct aggr_commit *aggr_writer_collect(struct aggr_writer *w, size_t *ret_n);
 
 void aggr_commits_free(struct aggr_commit *c, size_t n);
 
+/* The storage state, when it changed since the last call (the eventfd
+ * signals that too): returns 1 with *ret_failing NULL once commits succeed
+ * again, or why they fail (malloc'd: "<SQLite's message> on <path>", or
+ * that the database file was deleted while open, which lasts until a
+ * restart, and *ret_lost says so); 0 when it did not change; -ENOMEM. Loop thread. */
+int aggr_writer_storage(struct aggr_writer *w, char **ret_failing, bool *ret_lost);
+
 /* The constructors below return a job in one allocation, with copies of
  * the strings they are given (NULL is taken as ""), or NULL without memory.
  * Any thread. */

@@ -797,6 +797,12 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
 
   if (!m->have_leader && (r = reasons_push(reasons, NULL, NULL, vname, "no leader elected")) < 0)
     return r;
+  /* Not a fact of the cluster, so not in its verdict: but what this
+   * aggregator acknowledges is not being stored, which operators must hear
+   * where they look first. */
+  if (m->storage_failing && (r = reasons_pushf(reasons, NULL, NULL, vname, "storage failing: %s",
+                                               m->storage_failing)) < 0)
+    return r;
   if (!have_data && (r = reasons_push(reasons, NULL, NULL, vname, "no agent has reported yet")) < 0)
     return r;
   if (have_data && n_masters == 0 && verdict != MST_VERDICT_HEALTHY &&

@@ -246,7 +246,14 @@ void aggr_model_done(struct aggr_model *m) {
   aggr_reasons_clear(&m->root_causes);
   free(m->leader_id);
   free(m->leader_http);
+  free(m->storage_failing);
   *m = (struct aggr_model){0};
+}
+
+void aggr_model_set_storage(struct aggr_model *m, char *failing, bool lost) {
+  free(m->storage_failing);
+  m->storage_failing = failing;
+  m->storage_lost = failing && lost;
 }
 
 /* What may stand between "http://" and the path in a Location header: a

@@ -140,6 +140,12 @@ struct aggr_model {
   char *leader_id;   /* the leader's id, or NULL when unknown */
   char *leader_http; /* host:port of the leader's HTTP API, or NULL when unknown */
   uint64_t epoch;    /* the leader's epoch, when known */
+
+  /* The history database, set by aggr_model_set_storage(): why commits
+   * fail (a cluster reason names it), NULL while they succeed; lost: the
+   * file was deleted while open, until a restart. */
+  char *storage_failing;
+  bool storage_lost;
 };
 
 /* expected_masters: NULL-terminated list of node ids that must exist. They
@@ -147,6 +153,11 @@ struct aggr_model {
 int aggr_model_init(struct aggr_model *m, const struct mst_profile_set *profiles,
                     char *const *expected_masters, uint64_t stale_timeout_usec);
 void aggr_model_done(struct aggr_model *m);
+
+/* Takes failing (malloc'd; NULL: healthy again) as why the history
+ * database's commits fail, and lost (the file was deleted while open). The
+ * health body, /readyz and /metrics show it from the next publish. */
+void aggr_model_set_storage(struct aggr_model *m, char *failing, bool lost);
 
 /* Loop thread. Records the election's outcome; the model starts with no
  * leader and not leading, so every aggregator, standalone included, calls

@@ -109,6 +109,8 @@ static const char error_method[] =
     ERROR_JSON("method_not_allowed", "only GET and HEAD are allowed here");
 static const char error_not_ready[] = ERROR_JSON("not_ready", "the aggregator is not ready");
 static const char error_internal[] = ERROR_JSON("internal", "out of memory");
+static const char error_history[] =
+    ERROR_JSON("internal", "reading the history database failed (the aggregator's log says why)");
 static const char error_busy[] =
     ERROR_JSON("busy", "too many blocking reads are waiting (http_max_parked); retry");
 static const char error_url[] =
@@ -329,7 +331,8 @@ static enum MHD_Result serve_readyz(struct aggr_http *h, struct MHD_Connection *
     aggr_view_release(v);
     return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, body_readyz_lease_expired, &none);
   }
-  return queue_held(c, v->ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, v, v->readyz,
+  bool ready = v->ready && !v->storage_failing;
+  return queue_held(c, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, v, v->readyz,
                     v->readyz_len, &none);
 }
 
@@ -542,17 +545,23 @@ static bool query_parse_blocking(struct MHD_Connection *c, struct aggr_http_quer
   return aggr_http_query_parse_blocking(q, query_lookup, c);
 }
 
-static enum MHD_Result queue_bad_parameter(struct MHD_Connection *c, const char *message) {
-  struct headers none = {0};
+/* An error body {"error":{"code","message"}} with a message made at run time. */
+static enum MHD_Result queue_error(struct MHD_Connection *c, unsigned status, const char *code,
+                                   const char *message, struct headers *hd) {
   char *body = NULL;
-  json_t *j = json_pack("{s{ssss}}", "error", "code", "bad_parameter", "message", message);
+  json_t *j = json_pack("{s{ssss}}", "error", "code", code, "message", message);
   if (j)
     body = json_dumps(j, JSON_COMPACT);
   json_decref(j);
   if (!body)
-    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
-  return queue(c, MHD_HTTP_BAD_REQUEST,
-               MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE), &none);
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, hd);
+  return queue(c, status,
+               MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE), hd);
+}
+
+static enum MHD_Result queue_bad_parameter(struct MHD_Connection *c, const char *message) {
+  struct headers none = {0};
+  return queue_error(c, MHD_HTTP_BAD_REQUEST, "bad_parameter", message, &none);
 }
 
 /* --- blocking reads ----------------------------------------------------------
@@ -700,20 +709,39 @@ static enum MHD_Result queue_not_modified(struct MHD_Connection *c, uint64_t ind
 
 /* GET /v1/history and /v1/history/cluster: filters, limit, order and an
  * opaque cursor, each checked; the page is read on this thread's read-only
- * connection. */
-static enum MHD_Result serve_history(struct MHD_Connection *c, bool cluster, uint64_t index) {
+ * connection. Takes over the caller's reference on v. While the storage
+ * fails (view.h), a read that fails says why, with 503; once the database
+ * file is gone, nothing is read from it: what it holds is not what a
+ * restart will find. */
+static enum MHD_Result serve_history(struct MHD_Connection *c, struct aggr_view *v, bool cluster,
+                                     uint64_t index) {
   struct aggr_history_query hq;
   struct headers hd = {.indexed = true, .index = index};
   char msg[160];
   char *body = NULL;
   size_t len = 0;
+  int r;
 
-  if (aggr_http_history_parse(&hq, cluster, query_lookup, c, msg, sizeof(msg)) < 0)
+  if (aggr_http_history_parse(&hq, cluster, query_lookup, c, msg, sizeof(msg)) < 0) {
+    aggr_view_release(v);
     return queue_bad_parameter(c, msg);
-  int r = cluster ? aggr_history_cluster_json(&hq, &body, &len)
-                  : aggr_history_changes_json(&hq, &body, &len);
+  }
+  r = v->storage_lost ? -ENOENT
+      : cluster       ? aggr_history_cluster_json(&hq, &body, &len)
+                      : aggr_history_changes_json(&hq, &body, &len);
+  if (r < 0 && v->storage_failing) {
+    _cleanup_free_ char *why = NULL;
+    hd.retry_after = !v->storage_lost; /* a lost file waits for a restart */
+    if (asprintf(&why, "the history database is failing: %s", v->storage_failing) < 0)
+      why = NULL;
+    aggr_view_release(v);
+    return why ? queue_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_failing", why, &hd)
+               : queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &hd);
+  }
+  aggr_view_release(v);
   if (r < 0)
-    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &hd);
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                        r == -ENOMEM ? error_internal : error_history, &hd);
   return queue(c, MHD_HTTP_OK, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
                &hd);
 }
@@ -770,10 +798,8 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
     if (!view_leads(h, v))
       return v ? serve_follower(h, c, v, target) : MHD_NO;
     uint64_t index = resource_index(v, route, node_id);
-    if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER) {
-      aggr_view_release(v);
-      return serve_history(c, route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER, index);
-    }
+    if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
+      return serve_history(c, v, route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER, index);
     if (not_modified(c, index)) {
       aggr_view_release(v);
       return queue_not_modified(c, index);

@@ -71,6 +71,10 @@ void aggr_metrics_agents_connected(size_t n) {
   atomic_store(&aggr_counters.agents_connected, n);
 }
 
+void aggr_metrics_storage_failing(bool failing) {
+  atomic_store(&aggr_counters.storage_failing, failing ? 1 : 0);
+}
+
 /* Appends v as a label value: backslash, quote and newline escaped. */
 static void text_label(struct mst_dynbuf *t, const char *v) {
   const char *p = v ? v : "";
@@ -171,6 +175,8 @@ int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_
       "# TYPE muster_replicated_rows_total counter\nmuster_replicated_rows_total %llu\n"
       "# HELP muster_commit_failures_total Transactions rolled back.\n"
       "# TYPE muster_commit_failures_total counter\nmuster_commit_failures_total %llu\n"
+      "# HELP muster_storage_failing 1 while history commits fail (/v1/health says why).\n"
+      "# TYPE muster_storage_failing gauge\nmuster_storage_failing %llu\n"
       "# HELP muster_commit_seconds_total Time spent committing history.\n"
       "# TYPE muster_commit_seconds_total counter\nmuster_commit_seconds_total %.6f\n",
       (unsigned long long)atomic_load(&c->changes_received),
@@ -179,6 +185,7 @@ int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_
       (unsigned long long)atomic_load(&c->tls_failures),
       (unsigned long long)atomic_load(&c->replicated_rows),
       (unsigned long long)atomic_load(&c->commit_failures),
+      (unsigned long long)atomic_load(&c->storage_failing),
       (double)atomic_load(&c->commit_usec_sum) / 1e6);
   mst_dynbuf_adds(&t, "# HELP muster_commit_batch_rows Rows per committed history transaction.\n"
                       "# TYPE muster_commit_batch_rows histogram\n");

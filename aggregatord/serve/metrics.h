@@ -60,6 +60,7 @@ struct aggr_counters {
                                     [6]; /* by class: 2xx 3xx 400 404 4xx 5xx */
   atomic_uint_fast64_t parked_reads;     /* gauge, kept by the HTTP server */
   atomic_uint_fast64_t agents_connected; /* gauge, kept by the loop */
+  atomic_uint_fast64_t storage_failing;  /* gauge, kept by the loop: 1 while commits fail */
   atomic_uint_fast64_t limit_hits[_AGGR_LIMIT_MAX];
   /* Data requests a leader answered 503 because its lease had run out. */
   atomic_uint_fast64_t http_lease_expired;
@@ -77,6 +78,9 @@ void aggr_metrics_http(enum aggr_http_route route, unsigned status);
 
 /* Notes how many agent streams are connected now. Loop thread. */
 void aggr_metrics_agents_connected(size_t n);
+
+/* Notes whether the history database's commits fail. Loop thread. */
+void aggr_metrics_storage_failing(bool failing);
 
 /* Loop thread, for view.c: node n's lines, its muster_node_verdict line
  * and then its muster_component_state lines, in *ret (malloc'd, owned by

@@ -811,7 +811,8 @@ static void leader_write(struct json_writer *w, const struct aggr_view *v) {
   jw_close(w, '}');
 }
 
-/* Copies the model's election into v and renders what depends on it alone:
+/* Copies the model's election and storage state into v and renders what
+ * depends on them alone:
  * the /readyz body and a follower's 307 body. */
 static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bool ready) {
   struct json_writer w = JSON_WRITER_INIT;
@@ -819,17 +820,23 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
   v->is_leader = m->is_leader;
   v->have_leader = m->have_leader;
   v->epoch = m->epoch;
+  v->storage_lost = m->storage_lost;
   if ((m->leader_id && !(v->leader_id = strdup(m->leader_id))) ||
-      (m->leader_http && !(v->leader_http = strdup(m->leader_http))))
+      (m->leader_http && !(v->leader_http = strdup(m->leader_http))) ||
+      (m->storage_failing && !(v->storage_failing = strdup(m->storage_failing))))
     return -ENOMEM;
 
   jw_open(&w, '{');
   jw_key(&w, "ready");
-  jw_bool(&w, ready);
+  jw_bool(&w, ready && !v->storage_failing);
   jw_key(&w, "role");
   jw_string(&w, v->is_leader ? "leader" : "follower");
   jw_key(&w, "leader");
   leader_write(&w, v);
+  if (v->storage_failing) {
+    jw_key(&w, "storage");
+    jw_string(&w, v->storage_failing);
+  }
   jw_close(&w, '}');
   int r = jw_take(&w, &v->readyz, &v->readyz_len);
   if (r < 0)
@@ -858,7 +865,8 @@ static int view_set_election(struct aggr_view *v, const struct aggr_model *m, bo
 
 static bool same_election(const struct aggr_view *a, const struct aggr_view *b) {
   return a->is_leader == b->is_leader && a->have_leader == b->have_leader && a->epoch == b->epoch &&
-         mst_str_eq(a->leader_id, b->leader_id) && mst_str_eq(a->leader_http, b->leader_http);
+         mst_str_eq(a->leader_id, b->leader_id) && mst_str_eq(a->leader_http, b->leader_http) &&
+         mst_str_eq(a->storage_failing, b->storage_failing) && a->storage_lost == b->storage_lost;
 }
 
 /* --- views ---------------------------------------------------------------- */
@@ -869,6 +877,7 @@ static void view_free(struct aggr_view *v) {
   free(v->leader_id);
   free(v->leader_http);
   free(v->readyz);
+  free(v->storage_failing);
   free(v->not_leader);
   for (size_t i = 0; i < v->n_nodes; i++) {
     body_unref(v->node_v[i].detail);

@@ -88,7 +88,12 @@ struct aggr_view {
   char *leader_id;   /* NULL when unknown */
   char *leader_http; /* host:port of the leader's HTTP API, NULL when unknown */
   uint64_t epoch;
-  char *readyz; /* the /readyz body (200 when ready, else 503) */
+  /* The history database (aggr_model_set_storage): why commits fail, NULL
+   * while they succeed; lost: the file was deleted while open. /readyz
+   * answers 503 while it fails, the API goes on serving. */
+  char *storage_failing;
+  bool storage_lost;
+  char *readyz; /* the /readyz body (200 when ready and storing, else 503) */
   size_t readyz_len;
   char *not_leader; /* a follower's 307 body, or NULL without leader_http */
   size_t not_leader_len;
