@@ -13,36 +13,24 @@ import re
 import time
 import uuid
 
-import pytest
-import requests
-
 import muster_harness as mh
-from muster_harness import StreamClient, T, mentions, pb, set_rc, wait_until
+from muster_harness import StreamClient, pb, set_rc, wait_until
+from test_limits import limit_hits
 
 WINDOW = "4s"
 CONFLICT_LOG = re.compile(r"rejected a Hello as node m1 from spool")
-
-
-def limit_hits(aggr, name):
-    text = requests.get(f"http://127.0.0.1:{aggr.http_port}/metrics", timeout=5).text
-    prefix = f'muster_limit_hits_total{{limit="{name}"}} '
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix):])
-    raise AssertionError(f"no {prefix!r} in /metrics")
 
 
 def conflict_reasons(reasons):
     return [r for r in reasons or [] if "two agents report as m1" in (r.get("message") or "")]
 
 
-@pytest.fixture
-def setup(env):
+def start(env, window=WINDOW):
     cmd, rc = mh.exec_rc_script(env, "svc", 0)
     env.write_profile("agent", mh.profile_ini("agent", [
         ("svc", dict(check="exec", command=cmd, interval="100ms", timeout="2s", rise=1, fall=1))],
         [("work", ["svc"])]))
-    aggr = env.aggregator(stale_timeout="3s", extra={"node_conflict_window": WINDOW}).start()
+    aggr = env.aggregator(stale_timeout="3s", extra={"node_conflict_window": window}).start()
     first = env.agent("m1", "agent", aggr).start()
     aggr.wait_node("m1", lambda n: n["boot_id"] == first.boot_id and n["verdict"] == "healthy", 5,
                    desc="the first agent reports m1")
@@ -77,8 +65,9 @@ def changes(seq):
     return sum(1 for a, b in zip(seq, seq[1:]) if a != b)
 
 
-def test_two_agents_one_node_id(env, setup):
-    aggr, first, rc = setup
+def test_two_agents_one_node_id(env):
+    # A window longer than the observation: the reason must hold throughout.
+    aggr, first, rc = start(env, window="10s")
     second = env.agent("m1", "agent", aggr, name="m1-clone").start()
 
     h = aggr.wait_health(lambda h: conflict_reasons(h["reasons"]), 5,
@@ -110,39 +99,36 @@ def test_two_agents_one_node_id(env, setup):
     # The reason holds while it lasts, then clears a window after the last Hello.
     assert conflict_reasons(aggr.health()["reasons"])
     second.stop()
-    stopped = time.monotonic()
     aggr.wait_health(lambda h: not conflict_reasons(h["reasons"]) and h["verdict"] == "healthy",
-                     8, desc="the conflict's reason clears once the second agent stopped")
+                     15, desc="the conflict's reason clears once the second agent stopped")
     assert not conflict_reasons(aggr.node("m1")["reasons"])
-    assert time.monotonic() - stopped < T(8)
     assert aggr.node("m1")["boot_id"] == first.boot_id
 
 
-def test_hammering_hellos_are_damped(env, setup):
+def test_hammering_hellos_are_damped(env):
     """An agent that ignores the Reject and says Hello again at once (what
     both did before) gets the node never: every Hello refused, the holder
     undisturbed, one log line a second."""
-    aggr, first, rc = setup
+    aggr, first, rc = start(env)
     spool = uuid.uuid4().hex
-    hellos = 0
+    hellos = 30
     acked_before = first.acked_seq()
-    deadline = time.monotonic() + 2.0
+    began = time.monotonic()
     boots = []
-    while time.monotonic() < deadline:
+    for _ in range(hellos):
         cl = StreamClient(aggr.stream_port)
         r = cl.hello("m1", "agent", spool, boot_id=str(uuid.uuid4()))
-        hellos += 1
         assert r.WhichOneof("body") == "reject", r
         assert r.reject.code == pb().REJECT_NODE_CONFLICT, r
         assert "two agents share a node id" in r.reject.reason
         cl.expect_closed()
         cl.close()
         boots.append(aggr.node("m1")["boot_id"])
-    assert hellos >= 10
+    took = time.monotonic() - began
     assert set(boots) == {first.boot_id}, f"m1's boot id flipped: {sorted(set(boots))}"
     assert limit_hits(aggr, "stream_node_conflict") == hellos
     lines = len(CONFLICT_LOG.findall(aggr.proc.stderr_text()))
-    assert 1 <= lines <= 4, f"{lines} log lines for {hellos} refused Hellos in ~2s"
+    assert 1 <= lines <= took + 2, f"{lines} log lines for {hellos} refused Hellos in {took:.1f}s"
     n = aggr.node("m1")
     assert conflict_reasons(n["reasons"]) and spool[:16] in conflict_reasons(n["reasons"])[0]["message"]
     set_rc(rc, 2)
