@@ -83,6 +83,8 @@ struct aggr_config {
   uint64_t max_connections_per_address;
   uint64_t max_frames_per_second;
   uint64_t max_components_per_node; /* a snapshot or batch going over it is refused */
+  uint64_t
+      node_conflict_window_usec; /* a node id refused to a second agent is a reason this long */
   uint64_t http_timeout_usec;
   uint64_t http_max_parked;
   uint64_t http_max_connections;
@@ -126,7 +128,9 @@ struct aggr {
   sd_event_source *listen_resume; /* re-enables the listener after a failed accept */
   uint64_t listen_backoff_usec;   /* the current pause; 0 while accepts succeed */
   struct aggr_log_interval log_accept_failed, log_over_cap, log_over_address;
-  int conn_epfd; /* the agent streams' epoll set (conn.c) */
+  struct aggr_log_interval
+      log_node_conflict; /* Hellos refused: the node streams from another agent */
+  int conn_epfd;         /* the agent streams' epoll set (conn.c) */
   sd_event_source *conns_source;
   bool dispatching;            /* handling a batch of ready streams */
   struct aggr_conn *graveyard; /* streams closed during that batch */

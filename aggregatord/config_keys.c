@@ -46,6 +46,8 @@ const struct mst_conf_key aggr_config_keys[] = {
         "1000"),
     KEY("aggregator", "max_components_per_node", MST_CONF_UINT, max_components_per_node, 1, 1000000,
         DEFAULT_OF(MST_COMPONENTS_PER_NODE_MAX)),
+    KEY("aggregator", "node_conflict_window", MST_CONF_DURATION, node_conflict_window_usec,
+        200 * USEC_PER_MSEC, 3600 * USEC_PER_SEC, "2m"),
     KEY("aggregator", "http_timeout", MST_CONF_DURATION, http_timeout_usec, USEC_PER_SEC,
         3600 * USEC_PER_SEC, "60s"),
     KEY("aggregator", "http_max_parked", MST_CONF_UINT, http_max_parked, 1, 1000000, "20000"),

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,13 +256,25 @@ static void conn_send_last(struct aggr_conn *c, const Muster__Envelope *env) {
     c->dead = true;
 }
 
+/* Sends a Reject and closes once it is flushed (or after a short linger if
+ * the peer does not read); the caller logs. */
+static void conn_send_reject(struct aggr_conn *c, Muster__RejectCode code, char *reason) {
+  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
+  Muster__Reject rej = MUSTER__REJECT__INIT;
+
+  atomic_fetch_add(&aggr_counters.rejects, 1);
+  rej.code = code;
+  rej.reason = reason;
+  env.body_case = MUSTER__ENVELOPE__BODY_REJECT;
+  env.reject = &rej;
+  conn_send_last(c, &env);
+}
+
 /* Sends a Reject, logs why, and closes once it is flushed (or after a short
  * linger if the peer does not read). */
 static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char *fmt, ...)
     _printf_(3, 4);
 static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char *fmt, ...) {
-  Muster__Envelope env = MUSTER__ENVELOPE__INIT;
-  Muster__Reject rej = MUSTER__REJECT__INIT;
   char reason[512];
   va_list ap;
 
@@ -271,12 +284,7 @@ static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char
 
   log_warning("stream %s%s%s: rejected: %s", c->peer, c->node ? " node " : "",
               c->node ? c->node->id : "", reason);
-  atomic_fetch_add(&aggr_counters.rejects, 1);
-  rej.code = code;
-  rej.reason = reason;
-  env.body_case = MUSTER__ENVELOPE__BODY_REJECT;
-  env.reject = &rej;
-  conn_send_last(c, &env);
+  conn_send_reject(c, code, reason);
 }
 
 /* A wrong credential (token or certificate): the address's new connections
@@ -323,6 +331,66 @@ void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq,
     return;
   if (c && c->state == CONN_STREAMING && conn_send_ack(c, spool->held_seq) < 0)
     conn_free(c);
+}
+
+/* The interval at which the aggregator asks agents to send heartbeats (in
+ * the Welcome): a third of the stale timeout keeps a live node fresh. */
+static uint64_t conn_heartbeat_usec(const struct aggr *a) {
+  return MST_MAX(a->cfg.stale_timeout_usec / 3 / USEC_PER_MSEC, 1) * USEC_PER_MSEC;
+}
+
+/* Whether the node's stream held keeps the node from a Hello for spool
+ * spool_id. Two agents with one node id would otherwise take it from each
+ * other on every reconnect, the node's boot id and components flipping
+ * many times a second. The same spool id is the same agent coming back
+ * (after a network blip its old stream may linger): it takes over at once.
+ * A stream that missed two heartbeats, or whose peer has hung up (the
+ * close not yet read: the agent closed and connected again), gives way. */
+static bool conn_holds_node(const struct aggr_conn *held, const char *spool_id) {
+  if (!held || held->state != CONN_STREAMING || !held->spool ||
+      strcmp(held->spool->spool_id, spool_id) == 0)
+    return false;
+  if (mst_now_monotonic_usec() - held->last_heard_usec > 2 * conn_heartbeat_usec(held->aggr))
+    return false;
+  struct pollfd p = {.fd = held->fd, .events = POLLIN | POLLRDHUP};
+  return poll(&p, 1, 0) >= 0 && !(p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static bool log_interval_due(struct aggr_log_interval *li, uint64_t *held);
+
+/* A second agent said Hello as node, which streams from another: refused,
+ * named as a reason on the node (aggr_node_apply_conflict) for the conflict
+ * window after the last such Hello, counted, and logged at most once a
+ * second. The agent backs off on the Reject (agentd/stream.c). */
+static void conn_refuse_conflict(struct aggr_conn *c, struct aggr_node *node,
+                                 const char *spool_id) {
+  struct aggr *a = c->aggr;
+  const struct aggr_conn *held = node->conn;
+  uint64_t now = mst_now_realtime_usec(), n_held;
+  char from[sizeof(c->peer)], reason[512];
+
+  /* The address alone, without the port: the same on every retry. */
+  snprintf(from, sizeof(from), "%s", c->peer);
+  char *colon = strrchr(from, ':');
+  if (colon && strncmp(from, "fd ", 3) != 0)
+    *colon = '\0';
+
+  aggr_metrics_limit(AGGR_LIMIT_STREAM_NODE_CONFLICT);
+  int r = aggr_node_apply_conflict(node, held->spool->spool_id, spool_id, from, now,
+                                   now + a->cfg.node_conflict_window_usec);
+  if (r < 0)
+    log_error("stream %s: out of memory naming node %s's conflict, ignoring", c->peer, node->id);
+  else if (r > 0)
+    aggr_request_publish(a, true);
+  snprintf(reason, sizeof(reason),
+           "node id %s is already reported by another agent (spool %.16s from %s); two agents "
+           "share a node id: give each its own node_id",
+           node->id, held->spool->spool_id, held->peer);
+  if (log_interval_due(&a->log_node_conflict, &n_held))
+    log_warning("stream %s: rejected a Hello as node %s from spool %.16s: %s (%llu more such "
+                "Hellos refused since the last line)",
+                c->peer, node->id, spool_id, reason, (unsigned long long)n_held);
+  conn_send_reject(c, MUSTER__REJECT_CODE__REJECT_NODE_CONFLICT, reason);
 }
 
 /* The Hello: identify the node, check role and credentials, bind the spool
@@ -374,6 +442,12 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
     return -1;
   }
 
+  /* Before anything of the refused agent is bound or recorded. */
+  node = aggr_model_find(&a->model, h->node_id);
+  if (node && node->conn != c && conn_holds_node(node->conn, h->spool_id)) {
+    conn_refuse_conflict(c, node, h->spool_id);
+    return -1;
+  }
   node = aggr_model_get(&a->model, h->node_id);
   spool = node ? aggr_spools_get(&a->spools, h->node_id, h->spool_id) : NULL;
   if (!node || !spool) {
@@ -439,8 +513,7 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   w.held_seq = spool->held_seq;
   w.held_fingerprint = spool->held_fp; /* the agent checks its row there (agentd/stream.c) */
   w.leader_id = a->cfg.id;
-  /* Heartbeats at a third of the stale timeout keep a live node fresh. */
-  w.heartbeat_ms = (uint32_t)MST_MAX(a->cfg.stale_timeout_usec / 3 / USEC_PER_MSEC, 1);
+  w.heartbeat_ms = (uint32_t)(conn_heartbeat_usec(a) / USEC_PER_MSEC);
   env.body_case = MUSTER__ENVELOPE__BODY_WELCOME;
   env.welcome = &w;
   log_info("stream %s: node %s (role %s, spool %.16s) welcomed; holding seq %llu, agent has %llu",

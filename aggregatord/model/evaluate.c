@@ -303,6 +303,17 @@ static int node_reason_drift(const struct aggr_model *m, const struct aggr_node 
                        p->digest, strlen(p->digest) > REASON_DIGEST_CHARS ? "…" : "");
 }
 
+/* Two agents report as the node (aggr_node_apply_conflict): what one of
+ * them says is not seen at all. */
+static int node_reason_conflict(const struct aggr_node *n, const char *verdict,
+                                struct aggr_reasons *reasons) {
+  return reasons_pushf(reasons, n->id, NULL, verdict,
+                       "%s: two agents report as %s (spools %.16s and %.16s from %s); keeping the "
+                       "first, refusing the other: give each agent its own node_id",
+                       n->id, n->id, n->conflict_kept, n->conflict_refused,
+                       *n->conflict_from ? n->conflict_from : "an unknown address");
+}
+
 /* A milestone counts for progress only, never for the node's health. */
 static bool counts_for_health(const struct aggr_node *n, const struct aggr_component *c) {
   return !n->startup || !aggr_stage_milestone_only(n->startup->graph, c->name);
@@ -323,6 +334,9 @@ static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_nod
       .silent = aggr_node_silent(m, n, now),
       .have_snapshot = n->have_snapshot,
       .late = n->startup && n->startup->late,
+      /* A node that two agents share is half seen: a warning, whatever its
+       * components say. */
+      .n_warning = aggr_node_conflicted(n, now),
   };
   for (size_t i = 0; i < n->n_components; i++) {
     const struct aggr_component *c = &n->components[i];
@@ -702,6 +716,8 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
                       : reasons_push(roots, n->id, NULL, vname, message);
     if (r >= 0 && n->reported && n->profile_drift)
       r = node_reason_drift(m, n, vname, reasons);
+    if (r >= 0 && aggr_node_conflicted(n, x->now))
+      r = node_reason_conflict(n, vname, reasons);
     return r;
   }
 
@@ -752,6 +768,8 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
   /* Drift is worth showing even on a healthy node, but it does not change
    * the verdict. */
   if (n->profile_drift && (r = node_reason_drift(m, n, vname, reasons)) < 0)
+    return r;
+  if (aggr_node_conflicted(n, x->now) && (r = node_reason_conflict(n, vname, reasons)) < 0)
     return r;
   return 0;
 }
@@ -857,14 +875,16 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
   m->n_derived = m->n_explained = 0;
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
-    bool silent = aggr_node_silent(m, n, now);
-    if (!all && n->evaluated && !n->dirty && silent == n->eval_silent)
+    bool silent = aggr_node_silent(m, n, now), conflict = aggr_node_conflicted(n, now);
+    if (!all && n->evaluated && !n->dirty && silent == n->eval_silent &&
+        conflict == n->eval_conflict)
       continue;
     if (flags)
       flags[i] |= NODE_DERIVE;
     m->n_derived++;
     n->evaluated = true;
     n->eval_silent = silent;
+    n->eval_conflict = conflict;
     enum mst_verdict verdict = node_verdict(m, n, now);
     if (verdict != n->verdict || n->verdict_since_usec == 0) {
       n->verdict = verdict;
@@ -949,6 +969,9 @@ uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
   uint64_t next = UINT64_MAX;
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
+    /* A conflict's reason running out. */
+    if (n->eval_conflict)
+      next = MST_MIN(next, n->conflict_until_usec);
     /* Unreachable as of the last evaluation: nothing more to wait for until
      * a frame arrives, and the loop evaluates after every frame. */
     if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE)

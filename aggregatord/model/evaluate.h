@@ -36,6 +36,7 @@ bool aggr_model_evaluate(struct aggr_model *m, struct aggr_stage *st, uint64_t n
 size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec);
 
 /* The earliest realtime at which a verdict can change by the clock alone:
- * some node turns unreachable, or a stage in progress turns late. UINT64_MAX
+ * some node turns unreachable, a stage in progress turns late, or a node's
+ * conflict (two agents, one node id) runs out. UINT64_MAX
  * when nothing will. The loop arms a timer there. */
 uint64_t aggr_model_next_stale_usec(const struct aggr_model *m);

@@ -86,6 +86,9 @@ static void node_free(struct aggr_node *n) {
   free(n->hostname);
   free(n->boot_id);
   free(n->profile_digest);
+  free(n->conflict_kept);
+  free(n->conflict_refused);
+  free(n->conflict_from);
   free(n->startup); /* one allocation (stage.h) */
   aggr_reasons_clear(&n->reasons);
   aggr_reasons_clear(&n->root_causes);
@@ -317,6 +320,10 @@ bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uin
          now - n->last_seen_usec > m->stale_timeout_usec;
 }
 
+bool aggr_node_conflicted(const struct aggr_node *n, uint64_t now) {
+  return now < n->conflict_until_usec;
+}
+
 /* --- what the loop learns of a node ----------------------------------------- */
 
 /* Replaces the string *field with *copy, which it takes. */
@@ -443,6 +450,35 @@ int aggr_node_apply_snapshot(struct aggr_node *n, const struct aggr_component_re
 
 void aggr_node_apply_seen(struct aggr_node *n, uint64_t now_usec) {
   n->last_seen_usec = now_usec;
+}
+
+static bool string_same(const char *field, const char *s) {
+  return field && strcmp(field, s) == 0;
+}
+
+int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *refused,
+                             const char *from, uint64_t now_usec, uint64_t until_usec) {
+  kept = kept ? kept : "";
+  refused = refused ? refused : "";
+  from = from ? from : "";
+  /* A second agent retrying says the same each time: only the window moves. */
+  bool same = string_same(n->conflict_kept, kept) && string_same(n->conflict_refused, refused) &&
+              string_same(n->conflict_from, from);
+  if (!same) {
+    _cleanup_free_ char *kept_copy = strdup(kept);
+    _cleanup_free_ char *refused_copy = strdup(refused);
+    _cleanup_free_ char *from_copy = strdup(from);
+    if (!kept_copy || !refused_copy || !from_copy)
+      return -ENOMEM;
+    string_replace(&n->conflict_kept, &kept_copy);
+    string_replace(&n->conflict_refused, &refused_copy);
+    string_replace(&n->conflict_from, &from_copy);
+  }
+  bool mark = !same || !aggr_node_conflicted(n, now_usec);
+  if (mark)
+    n->dirty = true;
+  n->conflict_until_usec = MST_MAX(n->conflict_until_usec, until_usec);
+  return mark;
 }
 
 void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec) {

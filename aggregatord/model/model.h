@@ -10,8 +10,8 @@
  * (and those whose silence turned or that the cause graph may link). So
  * whatever changes a node goes through the calls here, which mark it:
  * aggr_model_apply_hello() and aggr_node_apply_change(), _snapshot(),
- * _seen(), _disconnect(), _restored(). Nothing else writes what a node
- * reported. */
+ * _seen(), _conflict(), _disconnect(), _restored(). Nothing else writes
+ * what a node reported. */
 #pragma once
 
 #include <stdbool.h>
@@ -88,6 +88,13 @@ struct aggr_node {
   uint64_t first_seen_usec; /* realtime */
   uint64_t last_seen_usec;  /* realtime of the last frame from its agent */
   struct aggr_conn *conn;   /* the live stream, or NULL */
+  /* Two agents report as this node: a Hello from another agent (another
+   * spool id) came while the node streamed and was refused (conn.c keeps
+   * the first). A reason, and the node degraded, until conflict_until. */
+  char *conflict_kept;          /* the streaming agent's spool id */
+  char *conflict_refused;       /* the refused agent's spool id */
+  char *conflict_from;          /* and its address (no port) */
+  uint64_t conflict_until_usec; /* realtime; 0: never in conflict */
 
   struct aggr_component *components;
   size_t n_components;
@@ -113,10 +120,11 @@ struct aggr_node {
   /* What aggr_model_evaluate() last found of the node itself. It holds
    * until the node is dirty again or its silence turns: a clean node is not
    * derived again (evaluate.c). */
-  bool evaluated;   /* derived at least once */
-  bool eval_silent; /* silent at that evaluation */
-  size_t n_down;    /* components neither healthy nor warning */
-  size_t n_failing; /* of those, unhealthy or unknown, counting for health */
+  bool evaluated;     /* derived at least once */
+  bool eval_silent;   /* silent at that evaluation */
+  bool eval_conflict; /* in conflict at that evaluation (aggr_node_conflicted) */
+  size_t n_down;      /* components neither healthy nor warning */
+  size_t n_failing;   /* of those, unhealthy or unknown, counting for health */
 };
 
 struct aggr_model {
@@ -200,6 +208,10 @@ struct aggr_component *aggr_node_find_component(const struct aggr_node *n, const
 /* Whether the node has been silent longer than the stale timeout at now. */
 bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
 
+/* Whether two agents report as the node at now: a conflicting Hello was
+ * refused less than the conflict window ago (aggr_node_apply_conflict). */
+bool aggr_node_conflicted(const struct aggr_node *n, uint64_t now_usec);
+
 /* --- changes: what the loop learns of a node ----------------------------------
  *
  * Loop thread. Each call sets the node's fields and marks it dirty (all but
@@ -268,6 +280,18 @@ int aggr_node_apply_snapshot(struct aggr_node *n, const struct aggr_component_re
  * turns, which evaluation follows by itself (aggr_node.eval_silent), and
  * the views refresh last_seen on their own schedule (view.c). */
 void aggr_node_apply_seen(struct aggr_node *n, uint64_t now_usec);
+
+/* Another agent said Hello as this node while it streamed, and was
+ * refused: refused (its spool id) from from (its address), while kept (the
+ * streaming agent's spool id) keeps the node. The node is in conflict until
+ * realtime until_usec (a later conflicting Hello moves it on): named as a
+ * reason and counted as a warning. The node is marked only when what the
+ * reason says changes or the conflict begins; its end is followed by
+ * evaluation (aggr_node.eval_conflict), like silence. Returns 1 when the
+ * node was marked (a view will change), 0 when only the window moved, or
+ * -ENOMEM with the node left as it was. */
+int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *refused,
+                             const char *from, uint64_t now_usec, uint64_t until_usec);
 
 /* The node's stream conn closed at now; nothing changes when the node has
  * another stream by then. */

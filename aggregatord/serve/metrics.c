@@ -43,6 +43,7 @@ static const char *const limit_names[_AGGR_LIMIT_MAX] = {
     [AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE] = "stream_components_per_node",
     [AGGR_LIMIT_STREAM_SEQ_ORDER] = "stream_seq_order",
     [AGGR_LIMIT_STREAM_SPOOL_BEHIND] = "stream_spool_behind",
+    [AGGR_LIMIT_STREAM_NODE_CONFLICT] = "stream_node_conflict",
     [AGGR_LIMIT_HTTP_URL_LENGTH] = "http_url_length",
     [AGGR_LIMIT_HTTP_PARKED_READS] = "http_parked_reads",
     [AGGR_LIMIT_HTTP_TIMEOUT] = "http_timeout",

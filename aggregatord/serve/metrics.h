@@ -33,6 +33,7 @@ enum aggr_limit {
   AGGR_LIMIT_STREAM_COMPONENTS_PER_NODE, /* a frame over max_components_per_node (refused) */
   AGGR_LIMIT_STREAM_SEQ_ORDER,           /* a batch with a gap or seqs out of order (refused) */
   AGGR_LIMIT_STREAM_SPOOL_BEHIND,        /* a Hello whose spool is behind what is held (refused) */
+  AGGR_LIMIT_STREAM_NODE_CONFLICT, /* a Hello for a node streaming from another agent (refused) */
   AGGR_LIMIT_HTTP_URL_LENGTH,
   AGGR_LIMIT_HTTP_PARKED_READS,
   AGGR_LIMIT_HTTP_TIMEOUT,

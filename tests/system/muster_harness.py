@@ -1275,18 +1275,20 @@ class Aggregator:
 
 class Agent:
     def __init__(self, env, node_id, role, aggregator, heartbeat="200ms", log_level="debug",
-                 boot_id=None, spool_name=None, extra=None, sections=None):
+                 boot_id=None, spool_name=None, extra=None, sections=None, name=None):
         self.env = env
         self.node_id = node_id
+        # names its files and process: two agents may share a node id
+        self.name = name or node_id
         self.sections = sections or {}  # more INI sections, e.g. {"tls": {...}}
         self.role = role
         self.aggregator = aggregator
         self.heartbeat = heartbeat
         self.log_level = log_level
         self.extra = extra or {}
-        self.config = env.path(f"agent-{node_id}.ini")
-        self.spool = env.path(spool_name or f"{node_id}.spool")
-        self.boot_id_file = env.path(f"{node_id}.boot_id")
+        self.config = env.path(f"agent-{self.name}.ini")
+        self.spool = env.path(spool_name or f"{self.name}.spool")
+        self.boot_id_file = env.path(f"{self.name}.boot_id")
         self.boot_id = boot_id or str(uuid.uuid4())
         with open(self.boot_id_file, "w") as f:
             f.write(self.boot_id + "\n")
@@ -1317,7 +1319,7 @@ class Agent:
 
     def start(self):
         self.write_config()
-        self.proc = self.env.procs.start(f"agent-{self.node_id}", self.argv())
+        self.proc = self.env.procs.start(f"agent-{self.name}", self.argv())
         return self
 
     def stop(self):

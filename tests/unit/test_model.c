@@ -578,6 +578,42 @@ Test(model, check_finds_a_change_not_marked_dirty) {
   cr_assert_eq(aggr_model_check(&model, T0 + 1), 0);
 }
 
+Test(model, node_conflict_is_a_reason_for_its_window) {
+  healthy_cluster();
+  aggr_model_evaluate(&model, &engine, T0);
+  struct aggr_node *w1 = aggr_model_find(&model, "w1");
+  w1->dirty = aggr_model_find(&model, "m1")->dirty = false;
+
+  const uint64_t until = T0 + 10 * USEC_PER_SEC;
+  cr_assert_eq(aggr_node_apply_conflict(w1, "aaaa", "bbbb", "127.0.0.2", T0 + 1, until), 1);
+  cr_assert(w1->dirty, "a conflict that begins marks the node");
+  aggr_model_evaluate(&model, &engine, T0 + 1);
+  cr_assert_eq(w1->verdict, MST_VERDICT_DEGRADED, "half of what reports as w1 is not seen");
+  cr_assert_eq(model.verdict, MST_VERDICT_DEGRADED);
+  cr_assert_eq(w1->reasons.n, 1);
+  cr_assert_str_eq(w1->reasons.v[0].message,
+                   "w1: two agents report as w1 (spools aaaa and bbbb from 127.0.0.2); keeping "
+                   "the first, refusing the other: give each agent its own node_id");
+  cr_assert_eq(model.reasons.n, 1, "the cluster names it");
+  cr_assert_eq(aggr_model_next_stale_usec(&model), until, "the loop wakes when it runs out");
+
+  /* The same agent retrying: only the window moves, nothing to render. */
+  w1->dirty = false;
+  cr_assert_eq(aggr_node_apply_conflict(w1, "aaaa", "bbbb", "127.0.0.2", T0 + 2, until + 1), 0);
+  cr_assert_not(w1->dirty);
+  aggr_model_evaluate(&model, &engine, until);
+  cr_assert_eq(w1->verdict, MST_VERDICT_DEGRADED, "still within the moved window");
+  cr_assert_eq(aggr_model_check(&model, until), 0);
+
+  /* It runs out by the clock alone, as silence does. */
+  w1->dirty = false;
+  aggr_model_evaluate(&model, &engine, until + 1);
+  cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY);
+  cr_assert_eq(w1->reasons.n, 0);
+  cr_assert_eq(model.verdict, MST_VERDICT_HEALTHY);
+  cr_assert_eq(aggr_model_check(&model, until + 1), 0, "the incremental evaluation followed it");
+}
+
 Test(model, starts_with_no_leader) {
   struct aggr_model m;
   cr_assert_eq(aggr_model_init(&m, &profiles, NULL, STALE), 0);
