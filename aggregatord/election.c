@@ -106,6 +106,19 @@ static struct el_event *event_new(struct aggr_election *el, enum el_kind kind) {
   return ev;
 }
 
+/* Loop thread: an event for a request about to be sent, or NULL (no memory,
+ * or no session to send it on). The loop learns of an expiry through the
+ * queue, after the client library's own thread: a request sent on a handle
+ * that has expired meanwhile is never completed, not even by
+ * zookeeper_close(), and the library leaks it with our event. So nothing is
+ * sent unless the handle itself says it is connected; what is not sent is
+ * sent again by the state machine once a new session is up. */
+static struct el_event *request_new(struct aggr_election *el, enum el_kind kind) {
+  if (!el->zh || zoo_state(el->zh) != ZOO_CONNECTED_STATE)
+    return NULL;
+  return event_new(el, kind);
+}
+
 /* ZooKeeper threads: hand an event to the loop. */
 static void post(struct el_event *ev) {
   struct aggr_election *el = ev->el;
@@ -265,9 +278,11 @@ static void create_step(struct aggr_election *el, int step) {
       }
     if (p == el->base)
       snprintf(path, sizeof(path), "%s", el->base), p = path;
-    ev = event_new(el, EV_PARENT);
-    if (!ev)
+    ev = request_new(el, EV_PARENT);
+    if (!ev) {
+      el->creating = false; /* the next ping tries again */
       return;
+    }
     ev->step = step;
     rc = zoo_acreate(el->zh, p, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, string_done, ev);
   } else {
@@ -275,9 +290,11 @@ static void create_step(struct aggr_election *el, int step) {
     snprintf(path, sizeof(path), "%s/" ELECTION_PREFIX, el->base);
     snprintf(data, sizeof(data), "id=%s\nstream=%s\nhttp=%s\n", el->id, el->stream_address,
              el->http_address);
-    ev = event_new(el, EV_CREATED);
-    if (!ev)
+    ev = request_new(el, EV_CREATED);
+    if (!ev) {
+      el->creating = false;
       return;
+    }
     rc = zoo_acreate2(el->zh, path, data, (int)strlen(data), &ZOO_OPEN_ACL_UNSAFE,
                       ZOO_EPHEMERAL_SEQUENTIAL, string_stat_done, ev);
   }
@@ -305,7 +322,7 @@ static void list_children(struct aggr_election *el) {
   struct el_event *ev;
   if (!el->connected || !el->my_path)
     return;
-  ev = event_new(el, EV_CHILDREN);
+  ev = request_new(el, EV_CHILDREN);
   if (!ev)
     return;
   if (zoo_awget_children(el->zh, el->base, session_watcher, el, strings_done, ev) != ZOK)
@@ -371,14 +388,14 @@ static void on_children(struct aggr_election *el, struct el_event *ev) {
   /* Watch only the predecessor. */
   snprintf(path, sizeof(path), "%s/%s", el->base, ev->children[pos - 1]);
   if (!el->watched || strcmp(el->watched, path) != 0) {
-    struct el_event *w = event_new(el, EV_PRED_EXISTS);
+    struct el_event *w = request_new(el, EV_PRED_EXISTS);
     if (w && zoo_awexists(el->zh, path, session_watcher, el, stat_done, w) == ZOK)
       set_str(&el->watched, path);
     else
       event_free(w);
   }
   /* Learn where the leader is. */
-  struct el_event *d = event_new(el, EV_LEADER_DATA);
+  struct el_event *d = request_new(el, EV_LEADER_DATA);
   if (!d)
     return;
   snprintf(path, sizeof(path), "%s/%s", el->base, ev->children[0]);
@@ -530,7 +547,7 @@ static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
   static uint64_t last_refresh;
 
   if (el->connected && el->my_path) {
-    struct el_event *ev = event_new(el, EV_PING);
+    struct el_event *ev = request_new(el, EV_PING);
     if (ev && zoo_aexists(el->zh, el->my_path, 0, stat_done, ev) != ZOK)
       event_free(ev);
     if (!atomic_load(&el->leader) && usec - last_refresh >= REFRESH_USEC) {
@@ -593,7 +610,9 @@ int aggr_election_start(sd_event *e, const struct aggr_election_config *cfg,
   r = sd_event_add_time_relative(e, &el->ping_timer, CLOCK_MONOTONIC, 0, 0, on_ping, el);
   if (r < 0)
     goto fail;
-  r = sd_event_add_time(e, &el->lease_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_lease, el);
+  /* Accuracy 1 us: sd-event's default (0) lets a timer fire up to 250 ms
+   * late, and a leader must step down when its lease ends, not after. */
+  r = sd_event_add_time(e, &el->lease_timer, CLOCK_MONOTONIC, UINT64_MAX, 1, on_lease, el);
   if (r < 0)
     goto fail;
   sd_event_source_set_enabled(el->lease_timer, SD_EVENT_OFF);

@@ -668,8 +668,10 @@ def test_zookeeper_outage_leader_steps_down(env, zk, cluster_name, metric):
     metric("ZooKeeper outage: the leader stepped down after", (t_down - t0) * 1000, "ms")
     assert t_down - t0 < SESSION_TIMEOUT + 1.0, f"stepped down only after {t_down - t0:.2f}s"
 
-    rz = leader.readyz()
-    assert rz and rz["role"] == "follower", rz
+    # From the lease's end until the loop has stepped down and published
+    # that, /readyz answers 503 lease_expired: wait for the follower's view.
+    rz = wait_until(lambda: leader.readyz(), 2, desc="the ex-leader's /readyz says follower")
+    assert rz["role"] == "follower", rz
     r = leader.get("/v1/health", allow_redirects=False)
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_leader", (r.status_code, r.text[:300])
     # an agent at the ex-leader is refused: not the leader, and no leader known
