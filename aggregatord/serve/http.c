@@ -46,6 +46,15 @@
  * then sees the end of the stream and closes it. Parked reads have their
  * request in: they are not on the list.
  *
+ * Idle connections from many addresses could still fill the cap in all and
+ * shut /healthz out until http_timeout. So the cap keeps room (per MHD
+ * worker thread: MHD splits the cap among them, and each refuses what is
+ * over its share): once a worker has more connections open than its share
+ * less that room, each new one closes the worker's oldest connection still
+ * waiting for its request (counted as
+ * http_idle_evicted). A client that sends its request at once is never the
+ * oldest; a crowd that sends nothing makes way for it.
+ *
  * Threads: aggr_http_start/free and aggr_http_tls_reload on the main or loop
  * thread; everything else here runs on MHD's threads and reads only views,
  * the clock, the lease (aggr_election_lease_valid(), atomics) and (under a
@@ -172,6 +181,8 @@ struct http_conn {
   int fd;
   uint64_t since_usec; /* monotonic: when it began waiting for its request */
   bool waiting;        /* on the waiting list: its request is not all in */
+  bool evicted;        /* closed to make room: no longer counted */
+  unsigned worker;     /* the index of MHD's worker thread serving it */
   struct http_conn *prev, *next;
 };
 
@@ -194,6 +205,14 @@ struct aggr_http {
    * never held across more than a shutdown(). */
   pthread_mutex_t conn_lock;
   struct http_conn *waiting_head, *waiting_tail;
+  size_t n_waiting; /* on the list */
+  /* MHD splits http_max_connections among its worker threads, each of which
+   * refuses what is over its share: so room is kept per worker. */
+  const struct MHD_Daemon *workers[HTTP_MAX_THREADS];
+  size_t worker_conns[HTTP_MAX_THREADS]; /* open, from MHD's start notification to its close */
+  unsigned n_workers;
+  size_t evict_above;     /* a worker with more open: a new one closes its oldest waiting */
+  uint64_t evicted_held;  /* closed so since the last message */
   uint64_t late_log_usec; /* monotonic: when late requests may be logged next */
   uint64_t late_held;     /* closed since the last message */
 };
@@ -406,6 +425,7 @@ static enum MHD_Result serve_replicate(struct MHD_Connection *c, bool verdicts) 
 static void conn_wait(struct aggr_http *h, struct http_conn *hc) {
   hc->since_usec = mst_now_monotonic_usec();
   hc->waiting = true;
+  h->n_waiting++;
   hc->next = NULL;
   hc->prev = h->waiting_tail;
   if (h->waiting_tail)
@@ -430,6 +450,22 @@ static void conn_unwait(struct aggr_http *h, struct http_conn *hc) {
     h->waiting_tail = hc->prev;
   hc->prev = hc->next = NULL;
   hc->waiting = false;
+  h->n_waiting--;
+}
+
+/* The index of c's worker thread (its MHD daemon). Called with conn_lock
+ * held. */
+static unsigned worker_of(struct aggr_http *h, struct MHD_Connection *c) {
+  const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
+  const struct MHD_Daemon *d = info ? info->daemon : NULL;
+  for (unsigned i = 0; i < h->n_workers; i++)
+    if (h->workers[i] == d)
+      return i;
+  if (h->n_workers < HTTP_MAX_THREADS) {
+    h->workers[h->n_workers] = d;
+    return h->n_workers++;
+  }
+  return 0; /* cannot happen: no more workers than threads */
 }
 
 static struct http_conn *conn_of(struct MHD_Connection *c) {
@@ -457,7 +493,8 @@ static void request_ended(struct aggr_http *h, struct MHD_Connection *c) {
     return;
   pthread_mutex_lock(&h->conn_lock);
   conn_unwait(h, hc);
-  conn_wait(h, hc);
+  if (!hc->evicted) /* closing already */
+    conn_wait(h, hc);
   pthread_mutex_unlock(&h->conn_lock);
 }
 
@@ -477,11 +514,16 @@ static void reap_late_requests(struct aggr_http *h) {
     closed++;
   }
   h->late_held += closed;
-  if (h->late_held > 0 && now >= h->late_log_usec) {
-    log_warning("HTTP: closed %llu connections whose request did not all arrive within "
-                "http_timeout (%u s)",
-                (unsigned long long)h->late_held, h->limits.timeout_sec);
-    h->late_held = 0;
+  if ((h->late_held > 0 || h->evicted_held > 0) && now >= h->late_log_usec) {
+    if (h->late_held > 0)
+      log_warning("HTTP: closed %llu connections whose request did not all arrive within "
+                  "http_timeout (%u s)",
+                  (unsigned long long)h->late_held, h->limits.timeout_sec);
+    if (h->evicted_held > 0)
+      log_warning("HTTP: closed the %llu oldest connections still waiting for their request, "
+                  "to make room for new ones (near http_max_connections, %zu waiting)",
+                  (unsigned long long)h->evicted_held, h->n_waiting);
+    h->late_held = h->evicted_held = 0;
     h->late_log_usec = now + HTTP_LOG_INTERVAL_USEC;
   }
   pthread_mutex_unlock(&h->conn_lock);
@@ -1225,10 +1267,28 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (!hc)
       return; /* untracked: only MHD's idle timeout applies to it */
     hc->fd = info ? info->connect_fd : -1;
+    size_t evicted = 0;
     pthread_mutex_lock(&h->conn_lock);
+    hc->worker = worker_of(h, c);
+    h->worker_conns[hc->worker]++;
     if (hc->fd >= 0)
       conn_wait(h, hc);
+    for (struct http_conn *o = h->waiting_head;
+         o && o != hc && h->worker_conns[hc->worker] > h->evict_above;) {
+      struct http_conn *next = o->next;
+      if (o->worker == hc->worker && !o->evicted) {
+        conn_unwait(h, o);
+        (void)shutdown(o->fd, SHUT_RDWR);
+        h->worker_conns[hc->worker]--; /* closing: it no longer takes room */
+        o->evicted = true;
+        evicted++;
+      }
+      o = next;
+    }
+    h->evicted_held += evicted;
     pthread_mutex_unlock(&h->conn_lock);
+    while (evicted-- > 0)
+      aggr_metrics_limit(AGGR_LIMIT_HTTP_IDLE_EVICTED);
     if (h->cert_file) { /* HTTPS; set before MHD starts, never changed */
       pthread_mutex_lock(&h->tls_lock);
       h->tls_current->conns++;
@@ -1243,6 +1303,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     return;
   pthread_mutex_lock(&h->conn_lock);
   conn_unwait(h, hc);
+  if (!hc->evicted)
+    h->worker_conns[hc->worker]--;
   pthread_mutex_unlock(&h->conn_lock);
   if (hc->tls) {
     pthread_mutex_lock(&h->tls_lock);
@@ -1466,6 +1528,11 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
   h->views = vs;
   h->fence = o->fence;
   h->limits = o->limits;
+  {
+    /* Each worker's share, as MHD makes it (the leftover goes to some). */
+    size_t share = MST_MAX(o->limits.max_connections, threads) / threads;
+    h->evict_above = share - MST_MIN((size_t)64 / threads + 1, share / 4); /* room for newcomers */
+  }
   pthread_mutex_init(&h->lock, NULL);
   pthread_mutex_init(&h->tls_lock, NULL);
   pthread_mutex_init(&h->conn_lock, NULL);

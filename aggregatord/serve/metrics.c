@@ -49,6 +49,7 @@ static const char *const limit_names[_AGGR_LIMIT_MAX] = {
     [AGGR_LIMIT_HTTP_TIMEOUT] = "http_timeout",
     [AGGR_LIMIT_HTTP_UNAUTHORIZED] = "http_unauthorized",
     [AGGR_LIMIT_HTTP_CONNECTIONS] = "http_connections",
+    [AGGR_LIMIT_HTTP_IDLE_EVICTED] = "http_idle_evicted",
 };
 
 void aggr_metrics_limit(enum aggr_limit limit) {

@@ -39,6 +39,7 @@ enum aggr_limit {
   AGGR_LIMIT_HTTP_TIMEOUT,
   AGGR_LIMIT_HTTP_UNAUTHORIZED, /* a request without the right bearer token (401) */
   AGGR_LIMIT_HTTP_CONNECTIONS,  /* closed at accept: http_max_connections(_per_address) */
+  AGGR_LIMIT_HTTP_IDLE_EVICTED, /* the oldest waiting connection, closed to make room */
   _AGGR_LIMIT_MAX,
 };
 

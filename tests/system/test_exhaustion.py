@@ -221,3 +221,29 @@ def test_slowloris_requests_are_closed_at_http_timeout(env):
     assert parked.recv(64).startswith(b"HTTP/1.1 200"), "the parked read was closed"
     parked.close()
     close_all(slow)
+
+
+def test_idle_crowd_from_many_addresses_makes_room_for_healthz(env):
+    """More idle connections than http_max_connections, each address within
+    its own cap: the oldest connections still waiting for their request are
+    closed to make room, so /healthz keeps answering at once instead of
+    being shut out until http_timeout."""
+    aggr = start(env, http_timeout="30s", http_max_connections=100,
+                 http_max_connections_per_address=40)
+    socks = []
+    try:
+        socks = crowd(aggr.http_port, [f"127.0.0.{i}" for i in range(2, 6)], 40)  # 160
+        for _ in range(5):
+            assert healthz_latency(aggr) < mh.T(0.5)
+        evicted = mh.wait_until(lambda: limit_hits(aggr, "http_idle_evicted"), 2,
+                                desc="idle connections closed to make room")
+        # Room was made from the oldest: at least the 60 over the cap, and
+        # the crowd's newest are still open.
+        assert evicted >= 60, evicted
+        assert mh.wait_until(lambda: count_closed(socks) >= 60, 2,
+                             desc="the oldest idle connections closed"), count_closed(socks)
+        assert not closed_by_server(socks[-1]), "the newest idle connection was closed"
+        mh.wait_until(lambda: "oldest connections still waiting for their request"
+                      in aggr.proc.stderr_text(), 2, desc="one log line says so")
+    finally:
+        close_all(socks)
