@@ -215,6 +215,10 @@ struct aggr_http {
   uint64_t evicted_held;  /* closed so since the last message */
   uint64_t late_log_usec; /* monotonic: when late requests may be logged next */
   uint64_t late_held;     /* closed since the last message */
+  /* libmicrohttpd's own messages (on_mhd_log), under conn_lock too. */
+  uint64_t mhd_log_window_usec; /* monotonic: the current second began */
+  unsigned mhd_log_lines;       /* logged in it */
+  uint64_t mhd_log_held;        /* held back since the last line */
 };
 
 /* --- responses ------------------------------------------------------------ */
@@ -1360,13 +1364,9 @@ void aggr_http_config_check(const char *path, const struct aggr_config *cfg,
  * a second: it logs every connection it closes at accept, and a crowd must
  * not become a crowd of lines. The first line after a quiet spell says how
  * many were held back. */
-static pthread_mutex_t mhd_log_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t mhd_log_window_usec; /* monotonic: the current second began */
-static unsigned mhd_log_lines;       /* logged in it */
-static uint64_t mhd_log_held;        /* held back since the last line */
-
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) _printf_(2, 0);
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  struct aggr_http *h = cls;
   uint64_t now = mst_now_monotonic_usec(), held = 0;
   bool due;
   char buf[512];
@@ -1375,19 +1375,19 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
    * http_max_connections or http_max_connections_per_address. */
   if (strstr(fmt, "connection limit"))
     aggr_metrics_limit(AGGR_LIMIT_HTTP_CONNECTIONS);
-  pthread_mutex_lock(&mhd_log_lock);
-  if (now >= mhd_log_window_usec + HTTP_LOG_INTERVAL_USEC) {
-    mhd_log_window_usec = now;
-    mhd_log_lines = 0;
+  pthread_mutex_lock(&h->conn_lock);
+  if (now >= h->mhd_log_window_usec + HTTP_LOG_INTERVAL_USEC) {
+    h->mhd_log_window_usec = now;
+    h->mhd_log_lines = 0;
   }
-  due = mhd_log_lines < MHD_LOG_BURST;
+  due = h->mhd_log_lines < MHD_LOG_BURST;
   if (due) {
-    mhd_log_lines++;
-    held = mhd_log_held;
-    mhd_log_held = 0;
+    h->mhd_log_lines++;
+    held = h->mhd_log_held;
+    h->mhd_log_held = 0;
   } else
-    mhd_log_held++;
-  pthread_mutex_unlock(&mhd_log_lock);
+    h->mhd_log_held++;
+  pthread_mutex_unlock(&h->conn_lock);
   if (!due)
     return;
   vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -1551,7 +1551,7 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
    * serving plain HTTP. A limit of 0 means none to MHD. */
   errno = 0;
   h->daemon = MHD_start_daemon(
-      flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+      flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
       MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
       MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_THREAD_POOL_SIZE, threads,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT,
