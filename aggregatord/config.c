@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -108,16 +109,30 @@ static void fit_fd_limit(const char *path, struct aggr_config *cfg, struct mst_d
   uint64_t budget = nofile - reserve;
   uint64_t stream = cfg->max_connections, http = cfg->http_max_connections;
   if (stream + http > budget) {
-    uint64_t s = MST_MAX(budget * stream / (stream + http), (uint64_t)FD_MIN_CONNECTIONS);
+    /* A cap that fits in half the budget is kept, and the other takes the
+     * rest; when neither does, they share it in proportion. */
+    uint64_t half = budget / 2, s;
+    if (http <= half)
+      s = budget - http;
+    else if (stream <= half)
+      s = stream;
+    else
+      s = MST_MAX(budget * stream / (stream + http), (uint64_t)FD_MIN_CONNECTIONS);
     s = MST_MIN(s, budget - FD_MIN_CONNECTIONS);
     cfg->max_connections = s;
     cfg->http_max_connections = budget - s;
-    log_warning("the open file limit (RLIMIT_NOFILE) is %llu: lowering max_connections from %llu "
-                "to %llu and http_max_connections from %llu to %llu so that connections cannot "
-                "take every descriptor (raise LimitNOFILE= to keep them)",
-                (unsigned long long)nofile, (unsigned long long)stream,
-                (unsigned long long)cfg->max_connections, (unsigned long long)http,
-                (unsigned long long)cfg->http_max_connections);
+    /* Only what changed is named. */
+    char what[160] = "", *at = what;
+    if (cfg->max_connections != stream)
+      at += snprintf(at, sizeof(what), "max_connections from %llu to %llu",
+                     (unsigned long long)stream, (unsigned long long)cfg->max_connections);
+    if (cfg->http_max_connections != http)
+      snprintf(at, sizeof(what) - (size_t)(at - what), "%shttp_max_connections from %llu to %llu",
+               at > what ? " and " : "", (unsigned long long)http,
+               (unsigned long long)cfg->http_max_connections);
+    log_warning("the open file limit (RLIMIT_NOFILE) is %llu: lowering %s so that connections "
+                "cannot take every descriptor (raise LimitNOFILE= to keep them)",
+                (unsigned long long)nofile, what);
   }
   cfg->http_max_parked = MST_MIN(cfg->http_max_parked, cfg->http_max_connections);
 }

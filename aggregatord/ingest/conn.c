@@ -324,9 +324,8 @@ void aggr_conn_committed(struct aggr *a, struct aggr_spool *spool, uint64_t seq,
     }
     return;
   }
-  if (seq > spool->held_seq)
-    spool->held_seq = seq;
-  /* The writer committed under the lease; acknowledge only while it holds. */
+  /* held_seq (and its fingerprint) already moved: aggr_spool_held(). The
+   * writer committed under the lease; acknowledge only while it holds. */
   if (!a->leading || !aggr_election_lease_valid(a->election))
     return;
   if (c && c->state == CONN_STREAMING && conn_send_ack(c, spool->held_seq) < 0)

@@ -5,6 +5,7 @@ cap, and a request that trickles in is closed at http_timeout however slowly
 its bytes come. Meanwhile /healthz answers and agents are acknowledged
 (docs/security.md, "Connection caps")."""
 import os
+import re
 import resource
 import select
 import socket
@@ -247,3 +248,20 @@ def test_idle_crowd_from_many_addresses_makes_room_for_healthz(env):
                       in aggr.proc.stderr_text(), 2, desc="one log line says so")
     finally:
         close_all(socks)
+
+
+def test_a_cap_that_fits_is_kept_when_the_fd_limit_is_small(env):
+    """With 1000 descriptors and http_max_connections = 100, only the
+    stream cap is lowered (the HTTP one fits in half of what is left), and
+    the warning names only what changed."""
+    aggr = limits_start(env, http_max_connections=100)   # writes its config
+    aggr.stop()
+    rc, out, err, _ = mh.run_to_completion(
+        ["prlimit", "--nofile=1000:1000", "--", *aggr.argv("--check-config")], timeout=5)
+    assert rc == 0, err
+    lines = [l for l in err.splitlines() if "open file limit" in l]
+    assert len(lines) == 1, err
+    # 1000 less the reserve (under valgrind, less its own descriptors too)
+    m = re.search(r"lowering max_connections from 20000 to (\d+) so that", lines[0])
+    assert m and 700 <= int(m.group(1)) <= 900, lines[0]
+    assert "http_max_connections" not in lines[0], lines[0]
