@@ -1419,3 +1419,159 @@ def mentions(reasons, node=None, component=None):
             continue
         return True
     return False
+
+
+# ---------------------------------------------------------------- watching verdicts
+
+
+class VerdictWatch:
+    """Records every cluster and node verdict an aggregator publishes while a
+    scenario runs, as a user polling it would see them, and more: blocking
+    reads (?index=N&wait=) on /v1/health and /v1/nodes return at every
+    change of either body, so a verdict that held for one publish is seen,
+    however short. A plain sample every `every` seconds runs beside them, so
+    the record has no gap longer than that even while nothing changes.
+
+        with mh.VerdictWatch(aggr) as w:
+            ... the scenario ...
+        w.assert_never(lambda s: s.cluster == "unhealthy", "an orderly boot is never unhealthy")
+
+    Each sample is a VerdictSample: t (time.monotonic()), cluster (verdict
+    or None when the aggregator did not answer 200), nodes ({id: node list
+    entry}), health (the whole body) or nodes_body."""
+
+    class Sample:
+        __slots__ = ("t", "wall", "cluster", "health", "nodes")
+
+        def __init__(self, t, wall, health, nodes):
+            self.t, self.wall, self.health, self.nodes = t, wall, health, nodes
+            self.cluster = health.get("verdict") if health else None
+
+        def node(self, node_id):
+            return (self.nodes or {}).get(node_id)
+
+        def node_verdict(self, node_id):
+            n = self.node(node_id)
+            return n.get("verdict") if n else None
+
+        def __repr__(self):
+            nodes = {k: (v.get("verdict"), v.get("connected")) for k, v in (self.nodes or {}).items()}
+            return f"<{self.wall:.3f} cluster={self.cluster} nodes={nodes}>"
+
+    def __init__(self, aggregator, every=0.05, wait="2s"):
+        self.aggr = aggregator
+        self.every = every
+        self.wait = wait
+        self.samples = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last = {"health": None, "nodes": None}
+        self._threads = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        # The first sample is taken before start() returns: the record
+        # covers everything from here on.
+        self._sample(self._get("/v1/health")[0], self._get("/v1/nodes")[0])
+        for target in (self._poll_loop, self._follow("/v1/health", "health"),
+                       self._follow("/v1/nodes", "nodes")):
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=T(10))
+        self._sample(self._get("/v1/health")[0], self._get("/v1/nodes")[0])
+
+    def _get(self, path, timeout=1.0):
+        try:
+            r = self.aggr.get(path, timeout=T(timeout))
+        except requests.RequestException:
+            return None, None
+        if r.status_code != 200:
+            return None, None
+        try:
+            return r.json(), r.headers.get("X-Muster-Index")
+        except ValueError:
+            return None, None
+
+    def _sample(self, health, nodes_body):
+        nodes = ({n["id"]: n for n in nodes_body.get("nodes", [])}
+                 if nodes_body is not None else None)
+        with self._lock:
+            if health is not None:
+                self._last["health"] = health
+            if nodes is not None:
+                self._last["nodes"] = nodes
+            self.samples.append(VerdictWatch.Sample(
+                time.monotonic(), time.time(),
+                health if health is not None else None,
+                nodes if nodes is not None else self._last["nodes"]))
+
+    def _poll_loop(self):
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            self._sample(self._get("/v1/health")[0], self._get("/v1/nodes")[0])
+            self._stop.wait(max(0.0, self.every - (time.monotonic() - t0)))
+
+    def _follow(self, path, which):
+        def loop():
+            index = None
+            while not self._stop.is_set():
+                q = f"{path}?index={index}&wait={self.wait}" if index else path
+                body, idx = self._get(q, timeout=10.0)
+                if body is None:
+                    index = None
+                    self._stop.wait(0.02)
+                    continue
+                index = idx
+                if which == "health":
+                    self._sample(body, None)
+                else:
+                    with self._lock:
+                        health = self._last["health"]
+                    self._sample(health, body)
+        return loop
+
+    # --- reading the record
+    def record(self):
+        with self._lock:
+            return list(self.samples)
+
+    def cluster_verdicts(self):
+        """The cluster verdicts in the order seen, repeats collapsed."""
+        out = []
+        for s in self.record():
+            if s.cluster is not None and (not out or out[-1] != s.cluster):
+                out.append(s.cluster)
+        return out
+
+    def node_verdicts(self, node_id):
+        out = []
+        for s in self.record():
+            v = s.node_verdict(node_id)
+            if v is not None and (not out or out[-1] != v):
+                out.append(v)
+        return out
+
+    def max_gap(self):
+        ts = [s.t for s in self.record()]
+        return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
+
+    def assert_never(self, bad, desc):
+        """No sample satisfies bad(sample); the record's gaps stay below
+        100 ms (scaled), so a wrong verdict of 100 ms would have been seen."""
+        rec = self.record()
+        hits = [s for s in rec if s.health is not None and bad(s)]
+        assert not hits, (f"{desc}: seen {len(hits)} time(s), first at {hits[0]!r}; "
+                          f"cluster verdicts in order: {self.cluster_verdicts()}")
+        gap = self.max_gap()
+        assert gap <= T(0.1), f"the verdicts were not watched closely enough: a gap of {gap:.3f}s"
