@@ -1486,10 +1486,13 @@ class VerdictWatch:
         return self
 
     def stop(self):
+        # The last sample is taken before the threads are joined: a blocking
+        # read may take its whole wait to return, and what it brings back
+        # after the end is not part of the record.
+        self._sample(self._get("/v1/health")[0], self._get("/v1/nodes")[0])
         self._stop.set()
         for t in self._threads:
             t.join(timeout=T(10))
-        self._sample(self._get("/v1/health")[0], self._get("/v1/nodes")[0])
 
     def _get(self, path, timeout=1.0):
         try:
@@ -1507,6 +1510,8 @@ class VerdictWatch:
         nodes = ({n["id"]: n for n in nodes_body.get("nodes", [])}
                  if nodes_body is not None else None)
         with self._lock:
+            if self._stop.is_set():
+                return
             if health is not None:
                 self._last["health"] = health
             if nodes is not None:
