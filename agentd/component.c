@@ -175,6 +175,11 @@ void agent_components_begin_startup(struct agent *a) {
 
     component_damp_init(c);
     c->ever_healthy = false;
+    /* The old output tells of processes that are gone. */
+    if (mst_str_replace(&c->output, "") < 0)
+      log_warning("component %s: out of memory clearing its output, ignoring", c->conf->name);
+    free(c->perfdata);
+    c->perfdata = NULL;
     /* The change is stamped when the agent learns of the startup, not at its
      * start: seq and time order stay the same, and nothing is dated before
      * a change the component already made. A change that cannot be
