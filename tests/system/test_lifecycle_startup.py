@@ -291,3 +291,34 @@ def test_stack_restart_is_a_startup(env, systemd_manager):
 
     assert not bad_samples(watch, "unhealthy"), bad_samples(watch, "unhealthy")[:5]
     assert agent.spool_meta("startup_id") == f"{agent.boot_id}+3"
+
+
+# ---------------------------------------------------------------- the Hello field
+
+
+def test_startup_cause_in_the_hello(env):
+    """An agent older than startup_cause sends none: the API shows null. A
+    cause over its cap (32 bytes) is refused like any overlong Hello text."""
+    env.write_profile("master", profile("master", [("zk", dict(command="true", **EXEC))],
+                                        [("zk", ["zk"])], grace="60s"))
+    aggr = env.aggregator().start()
+    digest = env.profile_digest("master")
+
+    old = mh.StreamClient(aggr.stream_port)
+    r = old.hello("m1", "master", "a" * 32, digest=digest)
+    assert r.WhichOneof("body") == "welcome", r
+    n = aggr.wait_node("m1", lambda n: n["connected"], 3, desc="m1 connected")
+    assert n["startup"]["cause"] is None and aggr.nodes()["m1"]["startup"]["cause"] is None, n
+
+    new = mh.StreamClient(aggr.stream_port)
+    r = new.hello("m2", "master", "b" * 32, digest=digest, startup_cause="restart")
+    assert r.WhichOneof("body") == "welcome", r
+    aggr.wait_node("m2", lambda n: n["startup"]["cause"] == "restart", 3, desc="m2's cause")
+
+    bad = mh.StreamClient(aggr.stream_port)
+    r = bad.hello("m3", "master", "c" * 32, digest=digest, startup_cause="x" * 33)
+    assert r.WhichOneof("body") == "reject", r
+    assert mh.pb().RejectCode.Name(r.reject.code) == "REJECT_BAD_HELLO", r
+    assert "startup_cause" in r.reject.reason, r.reject.reason
+    for cl in (old, new, bad):
+        cl.close()
