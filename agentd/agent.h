@@ -43,9 +43,17 @@ struct agent {
   struct mst_tls_creds *tls_creds;   /* from [tls]; NULL for a plain stream; SIGHUP reloads */
   const char *config_path;           /* for reloads */
   char *hostname;                    /* boot.c */
-  char *boot_id;                     /* boot.c */
-  uint64_t boot_start_usec;          /* realtime start of the grace period's clock */
-  bool boot_is_new;                  /* first time this spool sees the boot */
+  /* The current startup (startup.c): a kernel boot, an install or a stack
+   * restart. Its id is what the Hello and every change carry as boot_id;
+   * the grace counts from its start. */
+  char *boot_id;                 /* the startup's id (owned) */
+  uint64_t boot_start_usec;      /* realtime start of the startup */
+  bool boot_is_new;              /* the startup began in this run of the agent */
+  char startup_cause[16];        /* boot, install, restart */
+  uint64_t startup_number;       /* 1, then +1 per restart in the same kernel boot */
+  char *host_boot_id;            /* boot.c: the kernel's boot id (owned) */
+  uint64_t host_boot_start_usec; /* boot.c: realtime start of the kernel boot */
+  bool host_boot_is_new;         /* boot.c: first time this spool sees the kernel boot */
 
   struct agent_component *components; /* component.c */
   size_t n_components;

@@ -1,8 +1,9 @@
-/* Facts about this host that the Hello carries and the startup grace needs:
- * the boot id (normally the kernel's random boot_id; the config may point at
+/* Facts about this host that the Hello carries and the startup needs: the
+ * boot id (normally the kernel's random boot_id; the config may point at
  * another file, which the tests use to simulate reboots), the kernel's boot
  * time (btime of /proc/stat), the host name and the host's addresses. All
- * of them are read from the kernel without blocking. */
+ * of them are read from the kernel without blocking. Which startup the
+ * node is in (a kernel boot is one kind) is startup.c's. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -147,32 +148,33 @@ int agent_boot_setup(struct agent *a) {
   int64_t now_ms = (int64_t)(mst_now_realtime_usec() / USEC_PER_MSEC), first_seen_ms;
   int r;
 
-  r = agent_boot_id_read(a->cfg.boot_id_file, &a->boot_id);
+  r = agent_boot_id_read(a->cfg.boot_id_file, &a->host_boot_id);
   if (r < 0) {
     log_error("cannot read the boot id from %s: %s", a->cfg.boot_id_file,
               r == -EBADMSG ? "not a one-line printable id" : strerror(-r));
     return r;
   }
-  r = agent_spool_note_boot(a->spool, a->boot_id, now_ms, &first_seen_ms, &a->boot_is_new);
+  r = agent_spool_note_boot(a->spool, a->host_boot_id, now_ms, &first_seen_ms,
+                            &a->host_boot_is_new);
   if (r < 0)
     return r;
 
   /* The kernel knows when the real boot began; a simulated boot id (tests)
    * began when this spool first saw it. */
   if (strcmp(a->cfg.boot_id_file, AGENT_DEFAULT_BOOT_ID_FILE) == 0) {
-    r = agent_boot_kernel_time(&a->boot_start_usec);
+    r = agent_boot_kernel_time(&a->host_boot_start_usec);
     if (r < 0) {
       log_warning("cannot read the boot time from /proc/stat: %s, using when the boot was "
                   "first seen",
                   strerror(-r));
-      a->boot_start_usec = (uint64_t)first_seen_ms * USEC_PER_MSEC;
+      a->host_boot_start_usec = (uint64_t)first_seen_ms * USEC_PER_MSEC;
     }
   } else {
-    a->boot_start_usec = (uint64_t)first_seen_ms * USEC_PER_MSEC;
+    a->host_boot_start_usec = (uint64_t)first_seen_ms * USEC_PER_MSEC;
   }
   uint64_t now = mst_now_realtime_usec();
-  log_info("boot %s (%s), started %" PRIu64 " s ago", a->boot_id,
-           a->boot_is_new ? "new to this spool" : "seen before",
-           (uint64_t)((now - MST_MIN(a->boot_start_usec, now)) / USEC_PER_SEC));
+  log_info("boot %s (%s), started %" PRIu64 " s ago", a->host_boot_id,
+           a->host_boot_is_new ? "new to this spool" : "seen before",
+           (uint64_t)((now - MST_MIN(a->host_boot_start_usec, now)) / USEC_PER_SEC));
   return 0;
 }

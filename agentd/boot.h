@@ -1,5 +1,5 @@
-/* Facts about this host and this boot (boot.c): the boot id, the start of
- * the boot (the startup grace counts from it), the host name and the host's
+/* Facts about this host and this boot (boot.c): the kernel's boot id, the
+ * start of the boot, the host name and the host's
  * addresses, all read from the kernel without blocking. Loop thread, except
  * the readers that take no struct agent, which touch nothing shared. */
 #pragma once
@@ -20,9 +20,9 @@ int agent_hostname(char **ret);
  * caller's, mst_strv_free). */
 int agent_host_addresses(char ***ret);
 
-/* Sets a->boot_id (owned by a), notes the boot in the spool (a->spool must
- * be open) and sets a->boot_is_new and a->boot_start_usec: the kernel's boot
- * time for the real boot id, else when this spool first saw the boot (the
- * tests simulate reboots with another file). Logs the boot, and its own
- * errors. Returns 0 or -errno. Loop thread, at start-up. */
+/* Sets a->host_boot_id (owned by a), notes the boot in the spool (a->spool
+ * must be open) and sets a->host_boot_is_new and a->host_boot_start_usec:
+ * the kernel's boot time for the real boot id, else when this spool first
+ * saw the boot (the tests simulate reboots with another file). Logs the
+ * boot, and its own errors. Returns 0 or -errno. Loop thread, at start-up. */
 int agent_boot_setup(struct agent *a);

@@ -11,10 +11,14 @@
  * snapshot carries it) and costs no disk write.
  *
  * On start the last recorded states come back from the spool, so that a
- * restart invents no changes. In a new boot the counters start afresh (the
- * old ones describe processes that are gone) while the recorded state stays
- * the "from" of the next change. A timer at the end of the grace period
- * re-evaluates the components held at starting by the grace alone.
+ * restart invents no changes. A new startup (startup.c: a kernel boot, an
+ * install, a stack restart) begins from no state: every component whose
+ * recorded state is not starting gets a change to starting, recorded in the
+ * new startup when it is found, and its counters and its "up in this
+ * startup" mark start afresh (the old ones describe processes that are
+ * gone). So a rebooted node never shows its previous boot's healthy before
+ * its checks ran again. A timer at the end of the grace period re-evaluates
+ * the components held at starting by the grace alone.
  *
  * systemd units are read, not probed (probe/systemd.c): their states come in
  * through agent_component_observed(), undamped, since systemd's own state is
@@ -156,6 +160,36 @@ void agent_component_observed(struct agent_component *c, enum mst_state observed
   component_apply(c, observed, text, NULL, true);
 }
 
+/* The counters of the component's check kind, at zero. */
+static void component_damp_init(struct agent_component *c) {
+  if (c->conf->check == MST_CHECK_SYSTEMD)
+    mst_damp_init(&c->damp, 1, 1);
+  else
+    mst_damp_init(&c->damp, c->conf->rise ? c->conf->rise : MST_DAMP_DEFAULT_RISE,
+                  c->conf->fall ? c->conf->fall : MST_DAMP_DEFAULT_FALL);
+}
+
+void agent_components_begin_startup(struct agent *a) {
+  for (size_t i = 0; i < a->n_components; i++) {
+    struct agent_component *c = &a->components[i];
+
+    component_damp_init(c);
+    c->ever_healthy = false;
+    /* The old output tells of processes that are gone. */
+    if (mst_str_replace(&c->output, "") < 0)
+      log_warning("component %s: out of memory clearing its output, ignoring", c->conf->name);
+    free(c->perfdata);
+    c->perfdata = NULL;
+    /* The change is stamped when the agent learns of the startup, not at its
+     * start: seq and time order stay the same, and nothing is dated before
+     * a change the component already made. A change that cannot be
+     * recorded leaves the old state, and the next result tries again (the
+     * grace holds it at starting then). */
+    if (c->state != MST_STATE_STARTING)
+      (void)component_record_change(c, MST_STATE_STARTING);
+  }
+}
+
 /* --- start-up ---------------------------------------------------------------------- */
 
 struct restore_ctx {
@@ -238,16 +272,14 @@ int agent_components_init(struct agent *a) {
     c->output = strdup("");
     if (!c->output)
       return -ENOMEM;
-    if (c->conf->check == MST_CHECK_SYSTEMD)
-      mst_damp_init(&c->damp, 1, 1);
-    else
-      mst_damp_init(&c->damp, c->conf->rise ? c->conf->rise : MST_DAMP_DEFAULT_RISE,
-                    c->conf->fall ? c->conf->fall : MST_DAMP_DEFAULT_FALL);
+    component_damp_init(c);
   }
 
   r = components_restore(a);
   if (r < 0)
     return r;
+  if (a->boot_is_new)
+    agent_components_begin_startup(a);
 
   /* New components get their row now, so that the table lists them all. */
   for (size_t i = 0; i < a->n_components; i++) {
@@ -305,6 +337,7 @@ int agent_grace_timer_start(struct agent *a) {
   char left[32];
   int r;
 
+  a->grace_timer = sd_event_source_disable_unref(a->grace_timer);
   if (now >= end)
     return 0;
   r = sd_event_add_time_relative(a->event, &a->grace_timer, CLOCK_MONOTONIC,

@@ -59,9 +59,17 @@ void agent_component_result(struct agent_component *c, enum mst_result r, const 
  * not healthy is sent without a change (agent_stream_outputs_changed()). */
 void agent_component_observed(struct agent_component *c, enum mst_state observed, const char *text);
 
+/* A new startup began (startup.c): every component begins from no state,
+ * its counters at zero and not yet up in this startup, and one whose
+ * recorded state is not starting gets a change to starting (committed and
+ * streamed as any change; one that cannot be committed is logged and
+ * left). */
+void agent_components_begin_startup(struct agent *a);
+
 /* True while the node is inside its startup grace. */
 bool agent_in_startup_grace(struct agent *a);
 
 /* Arms the timer (a->grace_timer, freed by agent_components_done()) that
- * re-evaluates grace-held components at the grace end. Returns 0 or -errno. */
+ * re-evaluates grace-held components at the grace end of the current
+ * startup, replacing one armed before. Returns 0 or -errno. */
 int agent_grace_timer_start(struct agent *a);

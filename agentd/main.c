@@ -36,6 +36,7 @@
 #include "probe/probe.h"
 #include "probe/systemd.h"
 #include "spool.h"
+#include "startup.h"
 #include "stream.h"
 #include "util.h"
 
@@ -123,6 +124,9 @@ static int agent_start(struct agent *a) {
   r = agent_boot_setup(a);
   if (r < 0)
     return r;
+  r = agent_startup_setup(a);
+  if (r < 0)
+    return r;
   r = agent_components_init(a);
   if (r < 0)
     return start_failed(r, "restore the components from the spool");
@@ -164,6 +168,7 @@ static void agent_stop(struct agent *a) {
   agent_components_done(a);
   agent_spool_free(TAKE_PTR(a->spool));
   free(TAKE_PTR(a->boot_id));
+  free(TAKE_PTR(a->host_boot_id));
   free(TAKE_PTR(a->hostname));
   a->event = sd_event_unref(a->event);
 }

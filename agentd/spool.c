@@ -55,6 +55,7 @@ struct agent_spool {
   uint64_t last_seq;
   uint64_t acked_seq;           /* as acknowledged (memory) */
   uint64_t acked_seq_persisted; /* as in meta */
+  bool created;                 /* this open made the spool id */
 
   sqlite3_stmt *insert_change;
   sqlite3_stmt *put_component;
@@ -269,6 +270,7 @@ static int spool_load_meta(struct agent_spool *s, bool *ret_lost_id) {
       if (r < 0)
         goto fail;
       log_info("spool %s: created with spool id %s", s->path, s->spool_id);
+      s->created = true;
     }
   }
 
@@ -448,6 +450,50 @@ uint64_t agent_spool_last_seq(const struct agent_spool *s) {
 
 uint64_t agent_spool_acked_seq(const struct agent_spool *s) {
   return s->acked_seq;
+}
+
+bool agent_spool_created(const struct agent_spool *s) {
+  return s->created;
+}
+
+int agent_spool_startup_load(struct agent_spool *s, struct agent_spool_startup *ret) {
+  struct agent_spool_startup st = {};
+  char start[32];
+  int r;
+
+  r = spool_get_meta(s, "startup_id", st.id, sizeof(st.id));
+  if (r <= 0)
+    return r;
+  if ((r = spool_get_meta(s, "startup_host_boot", st.host_boot, sizeof(st.host_boot))) < 0 ||
+      (r = spool_get_meta(s, "startup_cause", st.cause, sizeof(st.cause))) < 0 ||
+      (r = spool_get_meta(s, "startup_start_ms", start, sizeof(start))) < 0 ||
+      (r = spool_get_meta_u64(s, "startup_number", &st.number)) < 0)
+    return r;
+  uint64_t ms;
+  if (!st.id[0] || !st.host_boot[0] || parse_u64(start, &ms) < 0 || ms > INT64_MAX) {
+    log_warning("spool %s: the recorded startup is incomplete, ignoring it", s->path);
+    return 0;
+  }
+  st.start_ms = (int64_t)ms;
+  *ret = st;
+  return 1;
+}
+
+int agent_spool_startup_save(struct agent_spool *s, const struct agent_spool_startup *st) {
+  int r;
+
+  r = spool_begin(s);
+  if (r < 0)
+    return r;
+  if ((r = spool_set_meta(s, "startup_id", st->id)) < 0 ||
+      (r = spool_set_meta(s, "startup_host_boot", st->host_boot)) < 0 ||
+      (r = spool_set_meta(s, "startup_cause", st->cause)) < 0 ||
+      (r = spool_set_meta_u64(s, "startup_start_ms", (uint64_t)MST_MAX(st->start_ms, 0))) < 0 ||
+      (r = spool_set_meta_u64(s, "startup_number", st->number)) < 0) {
+    spool_rollback(s);
+    return r;
+  }
+  return spool_commit(s);
 }
 
 int agent_spool_note_boot(struct agent_spool *s, const char *boot_id, int64_t now_ms,

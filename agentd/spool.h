@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "mst/frame.h"
 #include "mst/state.h"
 
 struct agent_spool;
@@ -60,6 +61,25 @@ uint64_t agent_spool_acked_seq(const struct agent_spool *s);
  * it; *ret_new is true when that is now. */
 int agent_spool_note_boot(struct agent_spool *s, const char *boot_id, int64_t now_ms,
                           int64_t *ret_first_seen_ms, bool *ret_new);
+
+/* The node's current startup (agentd/startup.c), kept in meta so that it
+ * survives agent restarts. Strings are NUL-terminated copies. */
+struct agent_spool_startup {
+  char id[MST_BOOT_ID_MAX + 1];        /* what Hellos and changes carry as boot_id */
+  char host_boot[MST_BOOT_ID_MAX + 1]; /* the kernel boot (boot id file) it began in */
+  char cause[16];                      /* boot, install, restart */
+  int64_t start_ms;                    /* Unix ms */
+  uint64_t number;                     /* 1 for a boot or an install, then +1 per restart */
+};
+
+/* Whether this open created the spool (no spool id was there). */
+bool agent_spool_created(const struct agent_spool *s);
+/* Reads the current startup into *ret. Returns 1, 0 when none is recorded
+ * (a new spool, or one from an agent that did not keep it), or -errno. */
+int agent_spool_startup_load(struct agent_spool *s, struct agent_spool_startup *ret);
+/* Records st as the current startup, in one transaction. Returns 0 or
+ * -errno (logged; nothing changed). */
+int agent_spool_startup_save(struct agent_spool *s, const struct agent_spool_startup *st);
 
 /* Calls cb for every row of the components table. A negative return from
  * cb stops the walk and is returned. */

@@ -314,6 +314,7 @@ static int stream_send_hello(struct agent_stream *s) {
   hello.addresses = n > 0 ? addresses : NULL;
   hello.boot_id = a->boot_id;
   hello.boot_time_ms = (int64_t)(a->boot_start_usec / USEC_PER_MSEC);
+  hello.startup_cause = a->startup_cause;
   hello.agent_version = (char *)MUSTER_VERSION;
   hello.token = a->token;
   hello.spool_id = (char *)agent_spool_id(a->spool);
@@ -609,6 +610,13 @@ void agent_stream_retry_now(struct agent_stream *s) {
     s->attempt = 0;
     stream_schedule_retry(s, 0);
   }
+}
+
+void agent_stream_hello_again(struct agent_stream *s) {
+  /* Before the Hello (connecting, TLS), the Hello to come names it already. */
+  if (s && (s->phase == STREAM_HELLO || s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE))
+    stream_drop(s, 0, "a new startup began (%s); saying Hello again to %s", s->agent->boot_id,
+                s->peer);
 }
 
 void agent_stream_outputs_changed(struct agent_stream *s) {

@@ -18,6 +18,10 @@ void agent_stream_changes_pending(struct agent_stream *s);
 /* Tries to connect at once when the stream waits for its next attempt
  * (new credentials were loaded). Accepts NULL. */
 void agent_stream_retry_now(struct agent_stream *s);
+/* A new startup began (startup.c): a connection past its Hello starts over
+ * at once, so that the aggregator learns the startup's id from a Hello
+ * before any change of it. Accepts NULL. */
+void agent_stream_hello_again(struct agent_stream *s);
 /* Some component's output changed without a state change: send a fresh
  * snapshot soon (rate-limited; see stream.c). Accepts NULL. */
 void agent_stream_outputs_changed(struct agent_stream *s);

@@ -26,6 +26,10 @@
 #include "mst/utf8.h"
 
 #define PROFILE_GRACE_MAX_USEC (7ULL * 24 * 3600 * USEC_PER_SEC)
+/* A stack restart's units start within seconds of each other; a window
+ * beyond an hour would merge unrelated restarts into one startup. */
+#define PROFILE_RESTART_WINDOW_MIN_USEC (100 * USEC_PER_MSEC)
+#define PROFILE_RESTART_WINDOW_MAX_USEC (3600 * USEC_PER_SEC)
 
 enum component_key {
   COMP_CHECK,
@@ -74,12 +78,14 @@ static const char *const stage_key_names[_STAGE_KEY_MAX] = {
 enum profile_key {
   PROF_ROLE,
   PROF_STARTUP_GRACE,
+  PROF_RESTART_WINDOW,
   _PROF_KEY_MAX,
 };
 
 static const char *const profile_key_names[_PROF_KEY_MAX] = {
     [PROF_ROLE] = "role",
     [PROF_STARTUP_GRACE] = "startup_grace",
+    [PROF_RESTART_WINDOW] = "restart_window",
 };
 
 enum section_kind {
@@ -408,6 +414,11 @@ static int profile_on_profile_key(struct profile_loader *l, const char *name, co
   case PROF_STARTUP_GRACE:
     (void)parse_duration_in(l, line, "[profile]", "startup_grace", value, 0, PROFILE_GRACE_MAX_USEC,
                             &l->p->startup_grace_usec);
+    return 0;
+  case PROF_RESTART_WINDOW:
+    (void)parse_duration_in(l, line, "[profile]", "restart_window", value,
+                            PROFILE_RESTART_WINDOW_MIN_USEC, PROFILE_RESTART_WINDOW_MAX_USEC,
+                            &l->p->restart_window_usec);
     return 0;
   }
   return 0;
@@ -1066,6 +1077,7 @@ int mst_profile_load(const char *path, struct mst_profile **ret, struct mst_diag
   if (!p)
     return -ENOMEM;
   p->startup_grace_usec = MST_PROFILE_DEFAULT_GRACE_USEC;
+  p->restart_window_usec = MST_PROFILE_DEFAULT_RESTART_WINDOW_USEC;
   p->path = strdup(path);
   if (!p->path)
     return -ENOMEM;

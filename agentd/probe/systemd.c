@@ -25,6 +25,10 @@
  * of an unchanged unit changes nothing: agent_component_observed() records a
  * change only when the mapped state differs from the recorded one.
  *
+ * A unit that is down with a job queued is asked for the job's JobType too
+ * (an operator's restart is starting, a stop is not: systemd_map.c). After
+ * every read the startup rule looks for a stack restart (startup.c).
+ *
  * A slow safety re-check (every `interval` of the component) covers a lost
  * signal, and the end of a daemon-reload (the manager's Reloading signal)
  * reloads every unit, since aliases and unit files may have changed. The
@@ -53,6 +57,7 @@
 #include "mst/macro.h"
 #include "mst/time.h"
 #include "probe/systemd.h"
+#include "startup.h"
 #include "util.h"
 
 #define SYSTEMD_DESTINATION     "org.freedesktop.systemd1"
@@ -61,6 +66,7 @@
 #define SYSTEMD_MANAGER_IFACE   "org.freedesktop.systemd1.Manager"
 #define SYSTEMD_UNIT_IFACE      "org.freedesktop.systemd1.Unit"
 #define SYSTEMD_SERVICE_IFACE   "org.freedesktop.systemd1.Service"
+#define SYSTEMD_JOB_IFACE       "org.freedesktop.systemd1.Job"
 #define DBUS_PROPERTIES_IFACE   "org.freedesktop.DBus.Properties"
 #define DBUS_LOCAL_PATH         "/org/freedesktop/DBus/Local"
 #define DBUS_LOCAL_IFACE        "org.freedesktop.DBus.Local"
@@ -76,7 +82,8 @@ struct unit_read {
   struct agent_unit_props props;
   char id[SYSTEMD_UNIT_ID_MAX];
   char description[SYSTEMD_DESCRIPTION_MAX];
-  unsigned pending; /* GetAll replies still to come */
+  char job_path[SYSTEMD_UNIT_ID_MAX]; /* the queued job's object, from Job */
+  unsigned pending;                   /* GetAll replies still to come */
   bool failed;
   char error[SYSTEMD_REASON_MAX];
 };
@@ -96,6 +103,7 @@ struct unit_watch {
   sd_bus_slot *load_call;
   sd_bus_slot *unit_call;
   sd_bus_slot *service_call;
+  sd_bus_slot *job_call; /* JobType of the queued job */
   struct unit_read cur;
   sd_event_source *recheck; /* the slow safety re-read */
   sd_event_source *settle;  /* re-read when a restarted unit has been up long enough */
@@ -163,7 +171,7 @@ static void error_text(const sd_bus_error *e, char *buf, size_t size) {
 
 /* --- reading a unit's properties -------------------------------------------------- */
 
-enum prop_kind { PROP_STRING, PROP_U64, PROP_U32, PROP_I32 };
+enum prop_kind { PROP_STRING, PROP_U64, PROP_U32, PROP_I32, PROP_JOB };
 
 struct prop_field {
   const char *name;
@@ -188,6 +196,9 @@ static const struct prop_field unit_fields[] = {
     FIELD("InactiveEnterTimestampMonotonic", PROP_U64, props.inactive_enter_usec),
     FIELD("InactiveExitTimestampMonotonic", PROP_U64, props.inactive_exit_usec),
     FIELD("StateChangeTimestamp", PROP_U64, props.state_change_usec),
+    FIELD("ActiveExitTimestamp", PROP_U64, props.active_exit_realtime_usec),
+    FIELD("InactiveExitTimestamp", PROP_U64, props.inactive_exit_realtime_usec),
+    FIELD("Job", PROP_JOB, props.job_id),
 };
 
 static const struct prop_field service_fields[] = {
@@ -201,8 +212,11 @@ static const struct prop_field service_fields[] = {
 /* Reads the variant of one known property; a type other than expected is
  * skipped (left at its zero value). */
 static int read_field(sd_bus_message *m, const struct prop_field *f, struct unit_read *rd) {
-  static const char *const signature[] = {
-      [PROP_STRING] = "s", [PROP_U64] = "t", [PROP_U32] = "u", [PROP_I32] = "i"};
+  static const char *const signature[] = {[PROP_STRING] = "s",
+                                          [PROP_U64] = "t",
+                                          [PROP_U32] = "u",
+                                          [PROP_I32] = "i",
+                                          [PROP_JOB] = "(uo)"};
   void *dest = (char *)rd + f->offset;
   const char *s;
   int r;
@@ -226,6 +240,11 @@ static int read_field(sd_bus_message *m, const struct prop_field *f, struct unit
     break;
   case PROP_I32:
     r = sd_bus_message_read(m, "i", (int32_t *)dest);
+    break;
+  case PROP_JOB:
+    r = sd_bus_message_read(m, "(uo)", (uint32_t *)dest, &s);
+    if (r >= 0)
+      snprintf(rd->job_path, sizeof(rd->job_path), "%s", s);
     break;
   }
   if (r < 0)
@@ -269,6 +288,7 @@ static void watch_cancel_read(struct unit_watch *w) {
   w->load_call = sd_bus_slot_unref(w->load_call);
   w->unit_call = sd_bus_slot_unref(w->unit_call);
   w->service_call = sd_bus_slot_unref(w->service_call);
+  w->job_call = sd_bus_slot_unref(w->job_call);
   w->reading = false;
   w->read_again = false;
 }
@@ -366,6 +386,8 @@ static void watch_read_done(struct unit_watch *w) {
     w->read_again = false;
     watch_read(w);
   }
+  /* Last: a new startup reads every unit again. */
+  agent_startup_units_read(w->sd->agent);
 }
 
 static void watch_read_failed(struct unit_watch *w, const char *what, const char *error) {
@@ -375,6 +397,8 @@ static void watch_read_failed(struct unit_watch *w, const char *what, const char
     snprintf(w->cur.error, sizeof(w->cur.error), "%.64s: %.400s", what, error);
   }
 }
+
+static void watch_get_job(struct unit_watch *w);
 
 static int on_get_all(sd_bus_message *m, void *userdata, sd_bus_error *ret_error,
                       sd_bus_slot **slot, const struct prop_field *fields, size_t n_fields,
@@ -394,10 +418,44 @@ static int on_get_all(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
     r = read_properties(m, fields, n_fields, &w->cur);
     if (r < 0)
       watch_read_failed(w, interface, strerror(-r));
+    else if (fields == unit_fields)
+      watch_get_job(w);
   }
   if (--w->cur.pending == 0)
     watch_read_done(w);
   return 0;
+}
+
+static int on_job_type(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+  struct unit_watch *w = userdata;
+  const char *type;
+
+  w->job_call = sd_bus_slot_unref(w->job_call);
+  if (reply_from_dying_bus(m))
+    return 0;
+  /* An error is a job that ended meanwhile: no job, and a signal follows. */
+  if (!sd_bus_message_is_method_error(m, NULL) && sd_bus_message_read(m, "v", "s", &type) >= 0)
+    snprintf(w->cur.props.job_type, sizeof(w->cur.props.job_type), "%s", type);
+  if (--w->cur.pending == 0)
+    watch_read_done(w);
+  return 0;
+}
+
+/* A unit that is down with a job queued: what kind of job tells an
+ * operator's restart from a stop (systemd_map.c). Part of the read. */
+static void watch_get_job(struct unit_watch *w) {
+  const struct agent_unit_props *p = &w->cur.props;
+  int r;
+
+  bool down =
+      strcmp(p->active_state, "inactive") == 0 || strcmp(p->active_state, "deactivating") == 0;
+
+  if (p->job_id == 0 || !w->cur.job_path[0] || !down)
+    return;
+  r = systemd_call(w->sd, &w->job_call, w->cur.job_path, DBUS_PROPERTIES_IFACE, "Get",
+                   w->c->conf->timeout_usec, on_job_type, w, "ss", SYSTEMD_JOB_IFACE, "JobType");
+  if (r >= 0)
+    w->cur.pending++;
 }
 
 static int on_get_all_unit(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
@@ -725,6 +783,11 @@ static int on_reconnect(sd_event_source *source, uint64_t usec, void *userdata) 
   systemd_close_bus(sd);
   (void)systemd_connect(sd);
   return 0;
+}
+
+void agent_systemd_read_all(struct agent_systemd *sd) {
+  for (size_t i = 0; sd && i < sd->n_watches; i++)
+    watch_read(&sd->watches[i]);
 }
 
 /* --- life cycle -------------------------------------------------------------------- */

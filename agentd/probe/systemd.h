@@ -32,6 +32,9 @@ struct agent_unit {
  * connection is retried with backoff. Returns 0 or -errno (out of memory,
  * event sources). */
 int agent_systemd_new(struct agent *a, struct agent_systemd **ret);
+/* Reads every unit again (a new startup began: their components start
+ * from no state). Accepts NULL. */
+void agent_systemd_read_all(struct agent_systemd *sd);
 /* Closes the bus without waiting for it, and clears the components'
  * c->unit. Accepts NULL. */
 void agent_systemd_free(struct agent_systemd *s);

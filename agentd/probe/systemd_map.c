@@ -22,7 +22,12 @@
  *       starting (a manual start resets NRestarts) while the start-pre phase
  *       of every turn of a restart loop stays unhealthy, so a loop does not
  *       flip between unhealthy and starting on each turn.
- *  5. failed, inactive, deactivating and anything else are unhealthy.
+ *  5. failed, inactive, deactivating and anything else are unhealthy, except
+ *     a unit whose last run did not fail (Result success) with a start or
+ *     restart job queued: an operator's restart (`systemctl restart`, also
+ *     through a target's PartOf=) stops the unit before it starts it again,
+ *     and the unit is starting all along. The JobType says so: "restart"
+ *     while it stops, "start" once it is down.
  *
  * The output names the state as systemctl does ("active (running)") and
  * adds what explains it: NRestarts when not 0, Result when not "success",
@@ -108,6 +113,21 @@ static bool activating_after_failure(const struct agent_unit_props *p) {
   return p->n_restarts > 0 && p->inactive_enter_usec > p->active_enter_usec;
 }
 
+/* True for a unit that is down (inactive, deactivating) after a run that
+ * did not fail and has a job queued that will start it again. */
+static bool start_job_queued(const struct agent_unit_props *p) {
+  static const char *const starting_jobs[] = {"start", "restart", "try-restart", "reload-or-start"};
+  bool starts = false;
+
+  if (p->job_id == 0 || state_is(p->active_state, "failed"))
+    return false;
+  if (p->result[0] && !state_is(p->result, "success"))
+    return false;
+  for (size_t i = 0; i < ELEMENTSOF(starting_jobs); i++)
+    starts = starts || state_is(p->job_type, starting_jobs[i]);
+  return starts;
+}
+
 /* The end of the settling time of an active unit that systemd restarted,
  * or 0 when it needs none. */
 static uint64_t active_settle_end(const struct agent_unit_props *p) {
@@ -171,6 +191,8 @@ enum mst_state agent_unit_map(const struct agent_unit_props *p, uint64_t now_use
     } else {
       state = MST_STATE_STARTING;
     }
+  } else if (start_job_queued(p)) {
+    state = MST_STATE_STARTING;
   } else {
     /* failed, inactive, deactivating, and states newer than this code */
     state = MST_STATE_UNHEALTHY;
@@ -181,6 +203,8 @@ enum mst_state agent_unit_map(const struct agent_unit_props *p, uint64_t now_use
   if (show_sub && p->sub_state[0] && !state_is(p->sub_state, p->active_state))
     detail_add(&d, "%s", p->sub_state);
   details_of_run(&d, p);
+  if (state == MST_STATE_STARTING && p->job_type[0] && !state_is(p->active_state, "activating"))
+    detail_add(&d, "%s job queued", p->job_type);
   detail_close(&d);
   return state;
 }

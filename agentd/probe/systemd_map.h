@@ -6,7 +6,8 @@
  * their fixes: `activating` is not healthy, a unit in a restart loop or
  * flapping is unhealthy, and `inactive` is unhealthy (the agent's startup
  * grace, applied later, turns that into `starting` for a unit that has not
- * yet been up in this boot). agent_unit_split_description() splits a
+ * yet been up in this boot), except while a start or restart job of a unit
+ * that did not fail is under way (an operator's restart). agent_unit_split_description() splits a
  * Description into a display name and a description exactly as DC/OS does.
  *
  * Nothing here allocates except agent_unit_split_description(); nothing
@@ -45,6 +46,12 @@ struct agent_unit_props {
   uint64_t inactive_enter_usec;
   uint64_t inactive_exit_usec;
   uint64_t state_change_usec; /* CLOCK_REALTIME usec of the last state change */
+  /* CLOCK_REALTIME usec of the last stop and start (ActiveExitTimestamp,
+   * InactiveExitTimestamp); 0 when never: a stack restart (startup.c). */
+  uint64_t active_exit_realtime_usec;
+  uint64_t inactive_exit_realtime_usec;
+  uint32_t job_id;                    /* the unit's queued job (Job); 0: none */
+  char job_type[AGENT_UNIT_TEXT_MAX]; /* its JobType when read (start, restart, stop, ...); "" */
 };
 
 /* Maps one read, made at now_usec (CLOCK_MONOTONIC), to a state (healthy,

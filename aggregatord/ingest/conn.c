@@ -481,6 +481,7 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
       .boot_id = h->boot_id,
       .boot_time_usec = h->boot_time_ms > 0 ? (uint64_t)h->boot_time_ms * USEC_PER_MSEC : 0,
       .profile_digest = h->profile_digest,
+      .startup_cause = h->startup_cause,
   };
   if (aggr_model_apply_hello(&a->model, node, &hello, c, now) < 0) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");

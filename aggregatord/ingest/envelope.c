@@ -146,6 +146,7 @@ static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
       {"boot_id", h->boot_id, MST_BOOT_ID_MAX},
       {"profile_digest", h->profile_digest, MST_PROFILE_DIGEST_MAX},
       {"agent_version", h->agent_version, MST_AGENT_VERSION_MAX},
+      {"startup_cause", h->startup_cause, MST_STARTUP_CAUSE_MAX},
   };
 
   if (!h->node_id || !h->node_id[0])

@@ -86,6 +86,7 @@ static void node_free(struct aggr_node *n) {
   free(n->hostname);
   free(n->boot_id);
   free(n->profile_digest);
+  free(n->startup_cause);
   free(n->conflict_kept);
   free(n->conflict_refused);
   free(n->conflict_from);
@@ -343,7 +344,10 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   _cleanup_free_ char *boot_copy = new_boot ? strdup(boot_id) : NULL;
   _cleanup_free_ char *hostname = strdup(h->hostname ? h->hostname : "");
   _cleanup_free_ char *digest = strdup(h->profile_digest ? h->profile_digest : "");
-  if ((new_role && !role_copy) || (new_boot && !boot_copy) || !hostname || !digest)
+  bool has_cause = h->startup_cause && h->startup_cause[0];
+  _cleanup_free_ char *cause = has_cause ? strdup(h->startup_cause) : NULL;
+  if ((new_role && !role_copy) || (new_boot && !boot_copy) || !hostname || !digest ||
+      (has_cause && !cause))
     return -ENOMEM;
 
   if (new_role)
@@ -354,6 +358,7 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   }
   string_replace(&n->hostname, &hostname);
   string_replace(&n->profile_digest, &digest);
+  string_replace(&n->startup_cause, &cause);
   n->boot_time_usec = h->boot_time_usec;
   const struct mst_profile *p = m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
   n->profile_drift = !p || strcmp(n->profile_digest, p->digest) != 0;

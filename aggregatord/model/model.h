@@ -125,6 +125,8 @@ struct aggr_node {
   bool eval_conflict; /* in conflict at that evaluation (aggr_node_conflicted) */
   size_t n_down;      /* components neither healthy nor warning */
   size_t n_failing;   /* of those, unhealthy or unknown, counting for health */
+
+  char *startup_cause; /* what began the current startup, from the Hello; NULL: not said */
 };
 
 struct aggr_model {
@@ -225,6 +227,7 @@ struct aggr_hello_report {
   const char *boot_id;
   uint64_t boot_time_usec; /* 0: unknown */
   const char *profile_digest;
+  const char *startup_cause; /* boot, install, restart; NULL or "": not said (older agents) */
 };
 
 /* An agent said Hello on stream conn at realtime now: records who the node

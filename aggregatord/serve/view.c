@@ -418,6 +418,13 @@ static void stage_write(struct json_writer *w, const struct aggr_startup *s, siz
   jw_close(w, '}');
 }
 
+/* What began the node's current startup (its agent's Hello): boot,
+ * install, restart; null before a Hello and from older agents. */
+static void startup_write_cause(struct json_writer *w, const struct aggr_node *n) {
+  jw_key(w, "cause");
+  jw_string(w, n->reported ? n->startup_cause : NULL);
+}
+
 /* Writes the detail's startup object; records the offsets of its live
  * fields in *live. */
 static void startup_write_detail(struct json_writer *w, const struct aggr_node *n,
@@ -427,6 +434,7 @@ static void startup_write_detail(struct json_writer *w, const struct aggr_node *
   jw_string(w, n->boot_id ? n->boot_id : n->startup ? n->startup->boot_id : NULL);
   jw_key(w, "boot_time");
   jw_time(w, n->reported ? n->boot_time_usec : 0);
+  startup_write_cause(w, n);
   startup_write_summary(w, s);
 
   jw_key(w, "elapsed");
@@ -499,6 +507,7 @@ static void node_write_summary(struct json_writer *w, const struct aggr_node *n,
   jw_key(w, "startup");
   jw_open(w, '{');
   startup_write_summary(w, s);
+  startup_write_cause(w, n);
   jw_close(w, '}');
   jw_close(w, '}');
 }

@@ -1275,7 +1275,8 @@ class Aggregator:
 
 class Agent:
     def __init__(self, env, node_id, role, aggregator, heartbeat="200ms", log_level="debug",
-                 boot_id=None, spool_name=None, extra=None, sections=None, name=None):
+                 boot_id=None, spool_name=None, extra=None, sections=None, name=None,
+                 kernel_boot=False):
         self.env = env
         self.node_id = node_id
         # names its files and process: two agents may share a node id
@@ -1288,10 +1289,17 @@ class Agent:
         self.extra = extra or {}
         self.config = env.path(f"agent-{self.name}.ini")
         self.spool = env.path(spool_name or f"{self.name}.spool")
+        # kernel_boot: no boot_id_file in the config; the agent reads the
+        # kernel's boot id (which every agent on this machine shares)
+        self.kernel_boot = kernel_boot
         self.boot_id_file = env.path(f"{self.name}.boot_id")
-        self.boot_id = boot_id or str(uuid.uuid4())
-        with open(self.boot_id_file, "w") as f:
-            f.write(self.boot_id + "\n")
+        if kernel_boot:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                self.boot_id = f.read().strip()
+        else:
+            self.boot_id = boot_id or str(uuid.uuid4())
+            with open(self.boot_id_file, "w") as f:
+                f.write(self.boot_id + "\n")
         self.proc = None
 
     def config_text(self):
@@ -1304,7 +1312,7 @@ class Agent:
                 "spool": self.spool,
                 "aggregators": ",".join(f"127.0.0.1:{a.stream_port}" for a in aggrs),
                 "heartbeat": self.heartbeat,
-                "boot_id_file": self.boot_id_file,
+                **({} if self.kernel_boot else {"boot_id_file": self.boot_id_file}),
             }, **self.extra)),
             ("log", {"level": self.log_level}),
             *self.sections.items(),

@@ -152,6 +152,7 @@ Test(profile, defaults_and_after_default) {
   cr_assert_eq(mst_profile_load(path, &p, &diag), 0, "%s", diag.n ? diag.lines[0] : "");
   cr_assert_str_eq(p->role, "agent_public", "the role defaults to the file name");
   cr_assert_eq(p->startup_grace_usec, MST_PROFILE_DEFAULT_GRACE_USEC);
+  cr_assert_eq(p->restart_window_usec, MST_PROFILE_DEFAULT_RESTART_WINDOW_USEC);
   cr_assert_eq(p->components[0].expect_status, 200);
   cr_assert_str_eq(p->components[0].expect_body, "ok ; really");
   cr_assert_eq(p->components[1].rise, 1);
@@ -253,6 +254,10 @@ static const struct error_case error_cases[] = {
      "3: component 'a': address port: '0' is out of range: must be between 1 and 65535"},
     {"[profile]\nstartup_grace = forever\n",
      "2: [profile] startup_grace: invalid duration 'forever' (write e.g. 500ms, 5s, 15m)"},
+    {"[profile]\nrestart_window = 2h\n",
+     "2: [profile] restart_window: '2h' is out of range: must be between 100ms and 1h"},
+    {"[profile]\nrestart_window = 5s\nrestart_window = 6s\n",
+     "3: duplicate key 'restart_window' in section [profile] (first set on line 2)"},
     {"[profile]\nrole = a b\n", "2: [profile] role: invalid role 'a b'"},
     {"[profile]\nrole = a\nrole = b\n",
      "3: duplicate key 'role' in section [profile] (first set on line 2)"},
@@ -678,5 +683,17 @@ Test(profile, cycle_check_is_not_exponential) {
   cr_assert_eq(diag.n, 1, "%zu diagnostics: %s", diag.n, diag.lines[diag.n - 1]);
   cr_assert(mst_diag_contains(&diag, ":3: stage 's0': requires 'master:s399' closes a dependency "
                                      "cycle"));
+  mst_diag_done(&diag);
+}
+
+Test(profile, restart_window) {
+  _cleanup_free_ char *path =
+      unit_write_file(tmpdir, "master.ini", "[profile]\nrestart_window = 5s\n");
+  struct mst_profile *p = NULL;
+  struct mst_diag diag = {0};
+
+  cr_assert_eq(mst_profile_load(path, &p, &diag), 0, "%s", diag.n ? diag.lines[0] : "");
+  cr_assert_eq(p->restart_window_usec, 5 * USEC_PER_SEC);
+  mst_profile_free(p);
   mst_diag_done(&diag);
 }

@@ -86,6 +86,41 @@ static const struct map_case map_cases[] = {
     {"loaded", "", "", "", 0, 0, 0, 0, 0, Q, "systemd did not report the unit's ActiveState"},
 };
 
+/* A unit that is down with a job queued: an operator's restart (a start or
+ * restart job after a run that did not fail) is starting; a stop, or a
+ * restart of a unit that failed, is not. */
+Test(systemd_map, queued_job) {
+  static const struct {
+    const char *active, *sub, *result, *job;
+    enum mst_state want;
+    const char *text;
+  } cases[] = {
+      {"deactivating", "stop-sigterm", "success", "restart", S,
+       "deactivating (stop-sigterm, restart job queued)"},
+      {"inactive", "dead", "success", "start", S, "inactive (dead, start job queued)"},
+      {"inactive", "dead", "success", "try-restart", S, "inactive (dead, try-restart job queued)"},
+      {"deactivating", "stop-sigterm", "success", "stop", U, "deactivating (stop-sigterm)"},
+      {"inactive", "dead", "exit-code", "restart", U, "inactive (dead, Result=exit-code)"},
+      {"failed", "failed", "success", "start", U, "failed"},
+      {"inactive", "dead", "success", "", U, "inactive (dead)"},
+  };
+
+  for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+    struct agent_unit_props p = {.is_service = true, .job_id = 7};
+    char text[256];
+    uint64_t recheck;
+
+    snprintf(p.load_state, sizeof(p.load_state), "loaded");
+    snprintf(p.active_state, sizeof(p.active_state), "%s", cases[i].active);
+    snprintf(p.sub_state, sizeof(p.sub_state), "%s", cases[i].sub);
+    snprintf(p.result, sizeof(p.result), "%s", cases[i].result);
+    snprintf(p.job_type, sizeof(p.job_type), "%s", cases[i].job);
+    cr_expect_eq(agent_unit_map(&p, READ_AT, text, sizeof(text), &recheck), cases[i].want,
+                 "case %zu", i);
+    cr_expect_str_eq(text, cases[i].text, "case %zu", i);
+  }
+}
+
 static struct agent_unit_props props_of(const struct map_case *c) {
   struct agent_unit_props p = {
       .is_service = true,

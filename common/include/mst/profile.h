@@ -3,7 +3,7 @@
  * the same directory: the agent to know what to check, the aggregator to know
  * the roles and, later, the stage graph.
  *
- *   [profile]              role, startup_grace
+ *   [profile]              role, startup_grace, restart_window
  *   [component "NAME"]     check = systemd|exec|http|tcp, unit, command, url,
  *                          expect_status, expect_body, address, interval,
  *                          timeout, rise, fall
@@ -19,9 +19,12 @@
 #include "mst/diag.h"
 #include "mst/state.h"
 
-#define MST_PROFILE_DEFAULT_GRACE_USEC    (15ULL * 60 * 1000000)
-#define MST_PROFILE_DEFAULT_INTERVAL_USEC (10ULL * 1000000)
-#define MST_PROFILE_DEFAULT_TIMEOUT_USEC  (5ULL * 1000000)
+#define MST_PROFILE_DEFAULT_GRACE_USEC (15ULL * 60 * 1000000)
+/* How close together the restarted units of a stack restart start (see
+ * agentd/startup.c and docs/profiles.md "When a startup begins"). */
+#define MST_PROFILE_DEFAULT_RESTART_WINDOW_USEC (30ULL * 1000000)
+#define MST_PROFILE_DEFAULT_INTERVAL_USEC       (10ULL * 1000000)
+#define MST_PROFILE_DEFAULT_TIMEOUT_USEC        (5ULL * 1000000)
 
 struct mst_component {
   char *name;
@@ -56,7 +59,8 @@ struct mst_profile {
   size_t n_components;
   struct mst_stage *stages;
   size_t n_stages;
-  char digest[65]; /* hex SHA-256 of the file */
+  char digest[65];              /* hex SHA-256 of the file */
+  uint64_t restart_window_usec; /* a stack restart's units start within it (agentd/startup.c) */
 };
 
 /* Loads one profile file. The role defaults to the file name without ".ini".
