@@ -1,6 +1,7 @@
 /* Reading the history database back at start (restore.h). Nodes known from
- * an earlier run show as silent since their last contact until their agents
- * return; spools resume at what was committed. */
+ * an earlier run show what is known of them until their agents return, and
+ * turn unreachable stale_timeout after this aggregator began to lead
+ * (aggr_node_silent_from); spools resume at what was committed. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,7 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     goto fail;
   sqlite3_finalize(TAKE_PTR(st));
 
-  /* Known nodes show as silent since their last contact until they return. */
+  /* Known nodes, with their last contact, until they return. */
   rc = sqlite3_prepare_v2(
       db, "SELECT node_id, role, hostname, first_seen_ms, last_seen_ms FROM nodes", -1, &st, NULL);
   if (rc != SQLITE_OK)
@@ -68,6 +69,25 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
                                  (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC,
                                  (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC) < 0)
       return -ENOMEM;
+  }
+  if (rc != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  /* A node whose history ends in "unreachable" is still unreachable as far
+   * as history knows: its return is recorded as "reachable", and silence
+   * going on does not record it unreachable a second time. */
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT node_id, at_ms FROM node_events WHERE id IN"
+                          " (SELECT max(id) FROM node_events GROUP BY node_id)"
+                          " AND event = 'unreachable'",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct aggr_node *n = aggr_model_find(model, (const char *)sqlite3_column_text(st, 0));
+    if (n)
+      n->unreachable_usec = (uint64_t)MST_MAX(sqlite3_column_int64(st, 1), 1) * USEC_PER_MSEC;
   }
   if (rc != SQLITE_DONE)
     goto fail;

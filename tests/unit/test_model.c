@@ -429,12 +429,13 @@ Test(model, hello_disconnect_restored) {
   /* Only the stream the node is on disconnects it. */
   hello("n1", "agent", T0 + 20);
   n->dirty = false;
-  aggr_node_apply_disconnect(n, (struct aggr_conn *)&model, T0 + 25);
+  aggr_node_apply_disconnect(n, (struct aggr_conn *)&model, T0 + 25, false);
   cr_assert_eq(n->conn, (struct aggr_conn *)n);
   cr_assert_not(n->dirty);
-  aggr_node_apply_disconnect(n, (struct aggr_conn *)n, T0 + 30);
+  aggr_node_apply_disconnect(n, (struct aggr_conn *)n, T0 + 30, false);
   cr_assert_null(n->conn);
-  cr_assert_eq(n->last_seen_usec, T0 + 30);
+  cr_assert_eq(n->last_seen_usec, T0 + 20, "last_seen stays the last frame's time");
+  cr_assert_eq(n->disconnected_usec, T0 + 30);
   cr_assert(n->dirty);
 
   /* What the database knows of a node from an earlier run. */
@@ -448,7 +449,12 @@ Test(model, hello_disconnect_restored) {
   cr_assert_eq(r->first_seen_usec, T0 - 100);
   cr_assert_eq(r->last_seen_usec, T0 - 50);
   aggr_model_evaluate(&model, &engine, T0 + STALE);
-  cr_assert_eq(r->verdict, MST_VERDICT_UNREACHABLE, "silent since its last contact");
+  cr_assert_eq(r->verdict, MST_VERDICT_STARTING,
+               "silence counts from when this aggregator began to lead, not its old last contact");
+  cr_assert_eq(r->last_seen_usec, T0 - 50, "last_seen still shows the last frame known");
+  cr_assert_not_null(find_reason(&r->reasons, "r1", NULL));
+  aggr_model_evaluate(&model, &engine, 2 * STALE + T0 + 1);
+  cr_assert_eq(r->verdict, MST_VERDICT_UNREACHABLE, "silent since the lead began");
 }
 
 Test(model, stale_timeout_zero_disables_silence) {
