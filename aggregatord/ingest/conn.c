@@ -220,6 +220,14 @@ static void conn_free(struct aggr_conn *c) {
   if (c->node && c->node->conn == c) {
     uint64_t now = mst_now_realtime_usec();
     conn_record_event(c, "disconnected", now, c->close_why[0] ? c->close_why : "the stream closed");
+    /* The registry keeps the last frame's time for a restart (restore.c). */
+    struct aggr_write *jn =
+        aggr_write_new_node(a->epoch, c->node->id, c->node->role, c->node->hostname,
+                            (int64_t)(c->node->last_seen_usec / USEC_PER_MSEC));
+    if (jn && a->writer)
+      aggr_writer_submit(a->writer, jn);
+    else
+      aggr_write_free(jn);
     aggr_node_apply_disconnect(c->node, c, now, c->closed_silent);
     aggr_request_publish(a, true);
   }
@@ -530,6 +538,9 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   /* Anything received but not yet committed will be re-sent by the agent. */
   spool->received_seq = spool->held_seq;
   c->state = CONN_STREAMING;
+  /* From now on the timer is the idle one: due stale_timeout after the last
+   * frame, not at the hello deadline, which may be later. */
+  sd_event_source_set_time(c->timer, c->last_heard_usec + a->cfg.stale_timeout_usec);
   if (node->profile_drift)
     log_warning("stream %s node %s: profile drift: agent digest %.12s, aggregator %.12s", c->peer,
                 node->id, node->profile_digest, profile->digest);
@@ -1209,9 +1220,12 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     aggr_metrics_agents_connected(a->n_conns);
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
     c->events = EPOLLIN;
+    /* 10 ms, not sd-event's default 250: a silent stream closes when the
+     * node turns unreachable, and its history says it went silent. */
     if (epoll_ctl(a->conn_epfd, EPOLL_CTL_ADD, cfd, &e) < 0 ||
         sd_event_add_time(a->event, &c->timer, CLOCK_MONOTONIC,
-                          c->last_heard_usec + a->cfg.hello_timeout_usec, 0, conn_timer, c) < 0) {
+                          c->last_heard_usec + a->cfg.hello_timeout_usec, 10 * USEC_PER_MSEC,
+                          conn_timer, c) < 0) {
       conn_free(c);
       continue;
     }
