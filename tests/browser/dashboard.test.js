@@ -178,7 +178,13 @@ test('node view: components with state words, output and since; keyboard', async
 
 test('has a history timeline with verdict and state changes', async () => {
   await page.waitForFunction(() => document.querySelectorAll('#timeline li.cluster').length > 0 &&
-    document.querySelectorAll('#timeline li:not(.cluster)').length > 0, null, { timeout: 5000 * SCALE });
+    document.querySelectorAll('#timeline li:not(.cluster):not(.reach)').length > 0, null, { timeout: 5000 * SCALE });
+});
+
+test('the timeline shows the nodes connecting', async () => {
+  // Every node's agent connected once, drawn with its word.
+  await page.waitForFunction(() => [...document.querySelectorAll('#timeline li.reach[data-event="connected"] .word')]
+    .some((w) => w.textContent === 'connected'), null, { timeout: 5000 * SCALE });
 });
 
 test('is sensible at phone width', async () => {
