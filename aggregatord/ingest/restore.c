@@ -55,9 +55,16 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     goto fail;
   sqlite3_finalize(TAKE_PTR(st));
 
-  /* Known nodes, with their last contact, until they return. */
-  rc = sqlite3_prepare_v2(
-      db, "SELECT node_id, role, hostname, first_seen_ms, last_seen_ms FROM nodes", -1, &st, NULL);
+  /* Known nodes, with their last contact, until they return. A node whose
+   * reachability history ends in "unreachable" is still unreachable as far
+   * as history knows: its return is recorded as "reachable", and silence
+   * going on is not recorded a second time. */
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT n.node_id, n.role, n.hostname, n.first_seen_ms, n.last_seen_ms,"
+                          " e.at_ms FROM nodes n LEFT JOIN node_events e ON e.id ="
+                          " (SELECT max(id) FROM node_events WHERE node_id = n.node_id)"
+                          " AND e.event = 'unreachable'",
+                          -1, &st, NULL);
   if (rc != SQLITE_OK)
     goto fail;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -69,25 +76,8 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
                                  (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC,
                                  (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC) < 0)
       return -ENOMEM;
-  }
-  if (rc != SQLITE_DONE)
-    goto fail;
-  sqlite3_finalize(TAKE_PTR(st));
-
-  /* A node whose history ends in "unreachable" is still unreachable as far
-   * as history knows: its return is recorded as "reachable", and silence
-   * going on does not record it unreachable a second time. */
-  rc = sqlite3_prepare_v2(db,
-                          "SELECT node_id, at_ms FROM node_events WHERE id IN"
-                          " (SELECT max(id) FROM node_events GROUP BY node_id)"
-                          " AND event = 'unreachable'",
-                          -1, &st, NULL);
-  if (rc != SQLITE_OK)
-    goto fail;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    struct aggr_node *n = aggr_model_find(model, (const char *)sqlite3_column_text(st, 0));
-    if (n)
-      n->unreachable_usec = (uint64_t)MST_MAX(sqlite3_column_int64(st, 1), 1) * USEC_PER_MSEC;
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+      n->unreachable_usec = (uint64_t)MST_MAX(sqlite3_column_int64(st, 5), 1) * USEC_PER_MSEC;
   }
   if (rc != SQLITE_DONE)
     goto fail;

@@ -412,7 +412,7 @@ const REACH_WORD = { connected: 'healthy', reachable: 'healthy', disconnected: '
  * their own: the browser's six connections per host stay enough. */
 let reachReading = false;
 function readReach() {
-  if (reachReading) return;
+  if (reachReading || document.hidden) return;
   reachReading = true;
   getJSON('/v1/history/nodes?limit=' + HISTORY_LIMIT)
     .then(({ body }) => { state.reach = (body && body.events) || []; renderHistory(); })
@@ -426,7 +426,7 @@ function renderHistory() {
     items.push({ at: c.at, li: el('li', { class: 'cluster' }, timeEl(c.at), el('span', {}, 'cluster ', word(c.verdict))) });
   }
   for (const e of state.reach) {
-    items.push({ at: e.at, li: el('li', { class: 'reach', 'data-event': e.event }, timeEl(e.at),
+    items.push({ at: e.at, li: el('li', { class: 'reach', 'data-event': e.event, 'data-node': e.node }, timeEl(e.at),
       el('span', {}, e.node + ' ', el('span', { class: 'word s-' + (REACH_WORD[e.event] || 'unknown'), text: e.event })),
       e.detail || e.peer ? el('span', { class: 'muted', text: e.detail || e.peer }) : null) });
   }
