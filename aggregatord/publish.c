@@ -62,6 +62,26 @@ static void store_stage_completions(struct aggr *a) {
   aggr_stage_completions_free(c, n);
 }
 
+/* Stores the reachability changes the last evaluation found (a node
+ * unreachable, or reachable again): whatever the cluster verdict, each is
+ * history. The model queues them only while leading. */
+static void store_reach_events(struct aggr *a) {
+  size_t n = 0;
+  struct aggr_reach_event *e = aggr_model_take_reach_events(&a->model, &n);
+  for (size_t i = 0; i < n && a->leading; i++) {
+    log_info("node %s %s: %s", e[i].node_id, aggr_reach_kind_name(e[i].kind), e[i].detail);
+    struct aggr_write *j = aggr_write_new_node_event(
+        a->epoch, e[i].node_id, aggr_reach_kind_name(e[i].kind),
+        (int64_t)(e[i].at_usec / USEC_PER_MSEC), NULL, e[i].boot_id, e[i].detail);
+    if (!j) {
+      log_error("out of memory recording a node's reachability, ignoring");
+      break;
+    }
+    aggr_writer_submit(a->writer, j);
+  }
+  aggr_reach_events_free(e, n);
+}
+
 /* Evaluates the model at now; returns whether the cluster verdict changed.
  * Tests run every aggregator with MUSTER_CHECK_EVALUATE=1, which derives the
  * whole model again after each evaluation and logs what the incremental one
@@ -86,6 +106,7 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
     a->record_verdict = false;
   }
   store_stage_completions(a);
+  store_reach_events(a);
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
   aggr_http_wake(a->http); /* blocking reads whose resource moved */
@@ -133,10 +154,12 @@ static int stale_fired(sd_event_source *s, uint64_t usec, void *userdata) {
 int aggr_publish_start(struct aggr *a) {
   int r;
 
-  r = sd_event_add_time(a->event, &a->publish_timer, CLOCK_MONOTONIC, 0, 0, publish_now, a);
+  /* Accuracy 1 us: sd-event's default (0) lets a timer fire up to 250 ms
+   * late, and a node must turn unreachable when its stale timeout passes. */
+  r = sd_event_add_time(a->event, &a->publish_timer, CLOCK_MONOTONIC, 0, 1, publish_now, a);
   if (r < 0)
     return r;
-  r = sd_event_add_time(a->event, &a->stale_timer, CLOCK_REALTIME, UINT64_MAX, 0, stale_fired, a);
+  r = sd_event_add_time(a->event, &a->stale_timer, CLOCK_REALTIME, UINT64_MAX, 1, stale_fired, a);
   if (r < 0)
     return r;
   sd_event_source_set_enabled(a->stale_timer, SD_EVENT_OFF);
@@ -149,6 +172,7 @@ int aggr_publish_start(struct aggr *a) {
   if (evaluate(a, mst_now_realtime_usec()) && a->leading)
     record_cluster_verdict(a);
   store_stage_completions(a);
+  store_reach_events(a);
   return aggr_view_publish(a->views, &a->model, false);
 }
 

@@ -55,7 +55,9 @@ enum mst_verdict mst_node_verdict(const struct mst_node_facts *f) {
     return MST_VERDICT_LATE;
   if (f->n_starting > 0 || !f->have_snapshot)
     return MST_VERDICT_STARTING;
-  if (f->n_warning > 0)
+  /* A closed stream is at least a warning until the silence turns it
+   * unreachable: a healthy node must not look plainly healthy then. */
+  if (f->n_warning > 0 || f->disconnected)
     return MST_VERDICT_DEGRADED;
   return MST_VERDICT_HEALTHY;
 }

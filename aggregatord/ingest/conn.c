@@ -101,10 +101,42 @@ struct aggr_conn {
   bool changes_seen;    /* a ChangeBatch came: the next may not skip seqs */
   struct aggr_conn *prev, *next;
   struct aggr_conn *backlog_next;
+  /* Why the stream closes, for the node's reachability history (the first
+   * reason given wins), and whether it was for silence. */
+  char close_why[160];
+  bool closed_silent;
 };
 
 static void conn_free(struct aggr_conn *c);
 static int conn_update_events(struct aggr_conn *c);
+
+/* Records why c closes, unless a reason was given already. */
+static void conn_close_why(struct aggr_conn *c, const char *fmt, ...) _printf_(2, 3);
+static void conn_close_why(struct aggr_conn *c, const char *fmt, ...) {
+  va_list ap;
+  if (c->close_why[0])
+    return;
+  va_start(ap, fmt);
+  vsnprintf(c->close_why, sizeof(c->close_why), fmt, ap);
+  va_end(ap);
+}
+
+/* A change of c's node's reachability for history (schema/0005): every
+ * one, whatever the cluster verdict. */
+static void conn_record_event(struct aggr_conn *c, const char *event, uint64_t now,
+                              const char *detail) {
+  struct aggr *a = c->aggr;
+  if (!a->writer)
+    return;
+  struct aggr_write *j =
+      aggr_write_new_node_event(a->epoch, c->node->id, event, (int64_t)(now / USEC_PER_MSEC),
+                                c->peer, c->node->boot_id, detail);
+  if (!j) {
+    log_error("out of memory recording that node %s %s, ignoring", c->node->id, event);
+    return;
+  }
+  aggr_writer_submit(a->writer, j);
+}
 
 static uint8_t *addr_key(const struct sockaddr_storage *ss, uint8_t key[17]) {
   memset(key, 0, 17);
@@ -186,7 +218,17 @@ static void conn_free(struct aggr_conn *c) {
     return;
   a = c->aggr;
   if (c->node && c->node->conn == c) {
-    aggr_node_apply_disconnect(c->node, c, mst_now_realtime_usec());
+    uint64_t now = mst_now_realtime_usec();
+    conn_record_event(c, "disconnected", now, c->close_why[0] ? c->close_why : "the stream closed");
+    /* The registry keeps the last frame's time for a restart (restore.c). */
+    struct aggr_write *jn =
+        aggr_write_new_node(a->epoch, c->node->id, c->node->role, c->node->hostname,
+                            (int64_t)(c->node->last_seen_usec / USEC_PER_MSEC));
+    if (jn && a->writer)
+      aggr_writer_submit(a->writer, jn);
+    else
+      aggr_write_free(jn);
+    aggr_node_apply_disconnect(c->node, c, now, c->closed_silent);
     aggr_request_publish(a, true);
   }
   if (c->spool && c->spool->conn == c)
@@ -227,6 +269,7 @@ static int conn_send(struct aggr_conn *c, const Muster__Envelope *env) {
   int r = mst_frame_write_envelope(&c->wr, env, c->aggr->cfg.max_frame);
   if (r < 0) {
     log_warning("stream %s: cannot queue frame: %s; closing", c->peer, strerror(-r));
+    conn_close_why(c, "cannot queue a frame: %s", strerror(-r));
     return r;
   }
   return conn_update_events(c);
@@ -284,6 +327,7 @@ static void conn_reject(struct aggr_conn *c, Muster__RejectCode code, const char
 
   log_warning("stream %s%s%s: rejected: %s", c->peer, c->node ? " node " : "",
               c->node ? c->node->id : "", reason);
+  conn_close_why(c, "refused: %s", reason);
   conn_send_reject(c, code, reason);
 }
 
@@ -469,6 +513,7 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   if (node->conn && node->conn != c) {
     log_info("stream %s: node %s reconnected; closing its previous stream %s", c->peer, node->id,
              node->conn->peer);
+    conn_close_why(node->conn, "replaced by a new stream from %s", c->peer);
     conn_free(node->conn);
   }
   if (spool->conn && spool->conn != c)
@@ -490,9 +535,13 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
   c->node = node;
   c->spool = spool;
   spool->conn = c;
+  conn_record_event(c, "connected", now, "");
   /* Anything received but not yet committed will be re-sent by the agent. */
   spool->received_seq = spool->held_seq;
   c->state = CONN_STREAMING;
+  /* From now on the timer is the idle one: due stale_timeout after the last
+   * frame, not at the hello deadline, which may be later. */
+  sd_event_source_set_time(c->timer, c->last_heard_usec + a->cfg.stale_timeout_usec);
   if (node->profile_drift)
     log_warning("stream %s node %s: profile drift: agent digest %.12s, aggregator %.12s", c->peer,
                 node->id, node->profile_digest, profile->digest);
@@ -860,12 +909,16 @@ static void conn_fill_and_read(struct aggr_conn *c) {
   /* Frames complete in the buffer count even when the peer is gone. */
   conn_read_frames(c);
   if (gone && c->state != CONN_CLOSING) {
-    if (c->node)
+    if (c->node) {
       log_info("stream %s: node %s disconnected%s%s", c->peer, c->node->id, n < 0 ? ": " : "",
                n == -EPROTO ? mst_tls_error(c->tls)
                : n < 0      ? strerror((int)-n)
                             : "");
-    else if (n == -EPROTO)
+      if (n < 0)
+        conn_close_why(c, "%s", n == -EPROTO ? mst_tls_error(c->tls) : strerror((int)-n));
+      else
+        conn_close_why(c, "the agent closed the stream");
+    } else if (n == -EPROTO)
       log_info("stream %s: TLS error: %s; closing", c->peer, mst_tls_error(c->tls));
     c->dead = true;
     return;
@@ -1036,6 +1089,9 @@ static int conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     log_warning("stream %s: node %s silent for %llu ms; closing", c->peer,
                 c->node ? c->node->id : "?",
                 (unsigned long long)((now - c->last_heard_usec) / USEC_PER_MSEC));
+    conn_close_why(c, "silent for %llu ms",
+                   (unsigned long long)((now - c->last_heard_usec) / USEC_PER_MSEC));
+    c->closed_silent = true;
     conn_free(c);
     return 0;
   }
@@ -1165,9 +1221,12 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     aggr_metrics_agents_connected(a->n_conns);
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
     c->events = EPOLLIN;
+    /* 10 ms, not sd-event's default 250: a silent stream closes when the
+     * node turns unreachable, and its history says it went silent. */
     if (epoll_ctl(a->conn_epfd, EPOLL_CTL_ADD, cfd, &e) < 0 ||
         sd_event_add_time(a->event, &c->timer, CLOCK_MONOTONIC,
-                          c->last_heard_usec + a->cfg.hello_timeout_usec, 0, conn_timer, c) < 0) {
+                          c->last_heard_usec + a->cfg.hello_timeout_usec, 10 * USEC_PER_MSEC,
+                          conn_timer, c) < 0) {
       conn_free(c);
       continue;
     }
@@ -1216,11 +1275,15 @@ int aggr_stream_listen(struct aggr *a) {
 }
 
 void aggr_stream_close_conns(struct aggr *a) {
-  while (a->conns)
+  while (a->conns) {
+    conn_close_why(a->conns, "this aggregator stopped leading");
     conn_free(a->conns);
+  }
 }
 
 void aggr_stream_close_all(struct aggr *a) {
+  for (struct aggr_conn *c = a->conns; c; c = c->next)
+    conn_close_why(c, "the aggregator is shutting down");
   aggr_stream_close_conns(a);
   sd_event_source_disable_unref(a->listen_source);
   a->listen_source = NULL;

@@ -1,6 +1,7 @@
 /* Reading the history database back at start (restore.h). Nodes known from
- * an earlier run show as silent since their last contact until their agents
- * return; spools resume at what was committed. */
+ * an earlier run show what is known of them until their agents return, and
+ * turn unreachable stale_timeout after this aggregator began to lead
+ * (aggr_node_silent_from); spools resume at what was committed. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,9 +55,16 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
     goto fail;
   sqlite3_finalize(TAKE_PTR(st));
 
-  /* Known nodes show as silent since their last contact until they return. */
-  rc = sqlite3_prepare_v2(
-      db, "SELECT node_id, role, hostname, first_seen_ms, last_seen_ms FROM nodes", -1, &st, NULL);
+  /* Known nodes, with their last contact, until they return. A node whose
+   * reachability history ends in "unreachable" is still unreachable as far
+   * as history knows: its return is recorded as "reachable", and silence
+   * going on is not recorded a second time. */
+  rc = sqlite3_prepare_v2(db,
+                          "SELECT n.node_id, n.role, n.hostname, n.first_seen_ms, n.last_seen_ms,"
+                          " e.at_ms FROM nodes n LEFT JOIN node_events e ON e.id ="
+                          " (SELECT max(id) FROM node_events WHERE node_id = n.node_id)"
+                          " AND e.event = 'unreachable'",
+                          -1, &st, NULL);
   if (rc != SQLITE_OK)
     goto fail;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -68,6 +76,8 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
                                  (uint64_t)sqlite3_column_int64(st, 3) * USEC_PER_MSEC,
                                  (uint64_t)sqlite3_column_int64(st, 4) * USEC_PER_MSEC) < 0)
       return -ENOMEM;
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+      n->unreachable_usec = (uint64_t)MST_MAX(sqlite3_column_int64(st, 5), 1) * USEC_PER_MSEC;
   }
   if (rc != SQLITE_DONE)
     goto fail;

@@ -87,6 +87,7 @@ enum writer_stmt {
   STMT_INSERT_BOOT,
   STMT_INSERT_VERDICT,
   STMT_INSERT_STAGE,
+  STMT_INSERT_NODE_EVENT,
   _STMT_MAX,
 };
 
@@ -276,6 +277,25 @@ struct aggr_write *aggr_write_new_stage(uint64_t epoch, const char *node_id, con
   return j;
 }
 
+struct aggr_write *aggr_write_new_node_event(uint64_t epoch, const char *node_id, const char *event,
+                                             int64_t at_ms, const char *peer, const char *boot_id,
+                                             const char *detail) {
+  char *room;
+  struct aggr_write *j = job_new(AGGR_WRITE_NODE_EVENT, epoch, 0,
+                                 string_size(node_id) + string_size(event) + string_size(peer) +
+                                     string_size(boot_id) + string_size(detail),
+                                 &room);
+  if (j)
+    j->node_event =
+        (struct aggr_write_node_event){.node_id = aggr_write_put_string(&room, node_id, NULL),
+                                       .event = aggr_write_put_string(&room, event, NULL),
+                                       .peer = aggr_write_put_string(&room, peer, NULL),
+                                       .boot_id = aggr_write_put_string(&room, boot_id, NULL),
+                                       .detail = aggr_write_put_string(&room, detail, NULL),
+                                       .at_ms = at_ms};
+  return j;
+}
+
 void aggr_write_free(struct aggr_write *j) {
   free(j); /* its strings and rows are in the same allocation */
 }
@@ -311,6 +331,8 @@ static const char *const writer_sql[_STMT_MAX] = {
     [STMT_INSERT_STAGE] =
         "INSERT INTO stage_completions (node_id, boot_id, stage, role, reached_ms,"
         " duration_ms, epoch) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    [STMT_INSERT_NODE_EVENT] = "INSERT INTO node_events (node_id, event, peer, boot_id, detail,"
+                               " at_ms, epoch) VALUES (?,?,?,?,?,?,?)",
 };
 
 static int writer_prepare(struct aggr_writer *w) {
@@ -382,7 +404,7 @@ static int write_change_row(struct aggr_writer *w, const struct aggr_write *j,
 /* The parameters of one row: its strings bind to ?1 onwards, up to the
  * first NULL, and its integers to the statement's parameters after them. */
 struct row_params {
-  const char *text[4];
+  const char *text[5];
   int64_t integer[3];
 };
 
@@ -422,6 +444,12 @@ static int write_row(struct aggr_writer *w, const struct aggr_write *j) {
         &(struct row_params){
             .text = {j->stage.node_id, j->stage.boot_id, j->stage.stage, j->stage.role},
             .integer = {j->stage.reached_ms, j->stage.duration_ms, (int64_t)j->epoch}});
+  case AGGR_WRITE_NODE_EVENT:
+    return write_params(w, STMT_INSERT_NODE_EVENT,
+                        &(struct row_params){.text = {j->node_event.node_id, j->node_event.event,
+                                                      j->node_event.peer, j->node_event.boot_id,
+                                                      j->node_event.detail},
+                                             .integer = {j->node_event.at_ms, (int64_t)j->epoch}});
   }
   return -EINVAL;
 }
@@ -799,6 +827,8 @@ static void writer_prune(struct aggr_writer *w) {
       " LIMIT 500)",
       "DELETE FROM cluster_verdicts WHERE id IN (SELECT id FROM cluster_verdicts"
       " WHERE at_ms < ? ORDER BY id LIMIT 500)",
+      "DELETE FROM node_events WHERE id IN (SELECT id FROM node_events WHERE at_ms < ?"
+      " ORDER BY at_ms LIMIT 500)",
   };
   size_t total = 0;
   for (size_t q = 0; q < ELEMENTSOF(sql); q++) {

@@ -23,6 +23,7 @@ enum aggr_write_kind {
   AGGR_WRITE_CLUSTER_VERDICT, /* verdict: the cluster verdict changed */
   AGGR_WRITE_REPLICA_VERDICT, /* verdict: a cluster verdict copied from the leader */
   AGGR_WRITE_STAGE,           /* stage: the first per (node, boot, stage) wins */
+  AGGR_WRITE_NODE_EVENT,      /* node_event: a change of a node's reachability */
 };
 
 /* One change of a changes job. Its strings live in the job's allocation,
@@ -76,6 +77,13 @@ struct aggr_write_stage {
   int64_t reached_ms, duration_ms;
 };
 
+/* A change of a node's reachability (schema/0005_node_events.sql): event is
+ * "connected", "disconnected", "unreachable" or "reachable". */
+struct aggr_write_node_event {
+  const char *node_id, *event, *peer, *boot_id, *detail;
+  int64_t at_ms;
+};
+
 /* One job for the writer: a tagged union. Each job is a single allocation
  * holding its strings (but for the borrowed ids of CHANGES); free it with
  * aggr_write_free() when it was never submitted. */
@@ -84,11 +92,12 @@ struct aggr_write {
   enum aggr_write_kind kind;
   uint64_t epoch; /* the leader's term the rows belong to */
   union {
-    struct aggr_write_changes changes; /* CHANGES, REPLICA */
-    struct aggr_write_node node;       /* NODE */
-    struct aggr_write_boot boot;       /* BOOT */
-    struct aggr_write_verdict verdict; /* CLUSTER_VERDICT, REPLICA_VERDICT */
-    struct aggr_write_stage stage;     /* STAGE */
+    struct aggr_write_changes changes;       /* CHANGES, REPLICA */
+    struct aggr_write_node node;             /* NODE */
+    struct aggr_write_boot boot;             /* BOOT */
+    struct aggr_write_verdict verdict;       /* CLUSTER_VERDICT, REPLICA_VERDICT */
+    struct aggr_write_stage stage;           /* STAGE */
+    struct aggr_write_node_event node_event; /* NODE_EVENT */
   };
 };
 
@@ -172,5 +181,10 @@ struct aggr_write *aggr_write_new_verdict(enum aggr_write_kind kind, uint64_t ep
 struct aggr_write *aggr_write_new_stage(uint64_t epoch, const char *node_id, const char *boot_id,
                                         const char *role, const char *stage, int64_t reached_ms,
                                         int64_t duration_ms);
+
+/* A NODE_EVENT job (peer, boot_id, detail: NULL or "" when not known). */
+struct aggr_write *aggr_write_new_node_event(uint64_t epoch, const char *node_id, const char *event,
+                                             int64_t at_ms, const char *peer, const char *boot_id,
+                                             const char *detail);
 
 void aggr_write_free(struct aggr_write *job);

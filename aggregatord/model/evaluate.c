@@ -314,6 +314,29 @@ static int node_reason_conflict(const struct aggr_node *n, const char *verdict,
                        *n->conflict_from ? n->conflict_from : "an unknown address");
 }
 
+/* The stream is closed but the stale timeout has not passed: when it
+ * closed (or that it has not connected since this aggregator began to
+ * lead) and when the node turns unreachable unless its agent returns.
+ * Times, not durations, so the bytes stay the same while nothing changes. */
+static int node_reason_disconnected(const struct aggr_model *m, const struct aggr_node *n,
+                                    const char *verdict, struct aggr_reasons *reasons) {
+  char closed[MST_RFC3339_MAX], frame[MST_RFC3339_MAX] = "never", deadline[MST_RFC3339_MAX];
+  if (n->last_seen_usec > 0)
+    mst_time_format_rfc3339(n->last_seen_usec, frame, sizeof(frame));
+  mst_time_format_rfc3339(aggr_node_silent_from(m, n) + m->stale_timeout_usec, deadline,
+                          sizeof(deadline));
+  if (n->disconnected_usec >= m->lead_since_usec && n->disconnected_usec > 0)
+    return reasons_pushf(
+        reasons, n->id, NULL, verdict,
+        "%s: disconnected since %s (last frame %s); unreachable at %s unless it reconnects", n->id,
+        mst_time_format_rfc3339(n->disconnected_usec, closed, sizeof(closed)), frame, deadline);
+  return reasons_pushf(reasons, n->id, NULL, verdict,
+                       "%s: not connected since this aggregator began to lead at %s (last frame "
+                       "%s); unreachable at %s unless it reconnects",
+                       n->id, mst_time_format_rfc3339(m->lead_since_usec, closed, sizeof(closed)),
+                       frame, deadline);
+}
+
 /* A milestone counts for progress only, never for the node's health. */
 static bool counts_for_health(const struct aggr_node *n, const struct aggr_component *c) {
   return !n->startup || !aggr_stage_milestone_only(n->startup->graph, c->name);
@@ -337,6 +360,7 @@ static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_nod
       /* A node that two agents share is half seen: a warning, whatever its
        * components say. */
       .n_warning = aggr_node_conflicted(n, now),
+      .disconnected = aggr_node_disconnected(m, n, now),
   };
   for (size_t i = 0; i < n->n_components; i++) {
     const struct aggr_component *c = &n->components[i];
@@ -771,6 +795,9 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
     return r;
   if (aggr_node_conflicted(n, x->now) && (r = node_reason_conflict(n, vname, reasons)) < 0)
     return r;
+  if (aggr_node_disconnected(m, n, x->now) &&
+      (r = node_reason_disconnected(m, n, vname, reasons)) < 0)
+    return r;
   return 0;
 }
 
@@ -860,6 +887,61 @@ enum {
   NODE_DIFFERS = 1 << 1, /* something derived came out different */
 };
 
+/* Queues a reachability event for history (model.h): a leader's only. */
+static void reach_event_push(struct aggr_model *m, const struct aggr_node *n,
+                             enum aggr_reach_kind kind, uint64_t at, const char *fmt, ...)
+    _printf_(5, 6);
+static void reach_event_push(struct aggr_model *m, const struct aggr_node *n,
+                             enum aggr_reach_kind kind, uint64_t at, const char *fmt, ...) {
+  struct aggr_reach_event e = {.kind = kind, .at_usec = at};
+  va_list ap;
+  va_start(ap, fmt);
+  int r = vasprintf(&e.detail, fmt, ap);
+  va_end(ap);
+  if (r < 0)
+    e.detail = NULL;
+  e.node_id = strdup(n->id);
+  e.boot_id = strdup(n->boot_id ? n->boot_id : "");
+  if (!e.detail || !e.node_id || !e.boot_id ||
+      aggr_model_grow_array(&m->reach_events, m->n_reach_events, sizeof(e)) < 0) {
+    log_error("Out of memory recording that node %s turned %s, ignoring", n->id,
+              aggr_reach_kind_name(kind));
+    free(e.detail);
+    free(e.node_id);
+    free(e.boot_id);
+    return;
+  }
+  m->reach_events[m->n_reach_events++] = e;
+}
+
+/* History of reachability, for a node being derived at now: it turned
+ * unreachable at the moment its silence passed the stale timeout, or came
+ * back with a frame after that. */
+static void reach_follow(struct aggr_model *m, struct aggr_node *n, bool silent, uint64_t now) {
+  char since[MST_RFC3339_MAX], timeout[32];
+  if (!m->is_leader || !n->reported)
+    return;
+  if (silent && n->unreachable_usec == 0) {
+    uint64_t from = aggr_node_silent_from(m, n);
+    uint64_t at = MST_MIN(now, from + m->stale_timeout_usec);
+    format_duration(m->stale_timeout_usec, timeout, sizeof(timeout));
+    reach_event_push(
+        m, n, AGGR_REACH_UNREACHABLE, at, "no frame since %s, longer than the %s stale timeout%s",
+        n->last_seen_usec ? mst_time_format_rfc3339(n->last_seen_usec, since, sizeof(since))
+                          : "ever",
+        timeout, from > n->last_seen_usec ? " since this aggregator began to lead" : "");
+    n->unreachable_usec = MST_MAX(at, 1);
+  } else if (!silent && n->unreachable_usec != 0 && n->conn &&
+             n->last_seen_usec > n->unreachable_usec) {
+    char gap[32];
+    format_duration_human(n->last_seen_usec - n->unreachable_usec, gap, sizeof(gap));
+    reach_event_push(m, n, AGGR_REACH_REACHABLE, n->last_seen_usec,
+                     "reachable again after %s unreachable (since %s)", gap,
+                     mst_time_format_rfc3339(n->unreachable_usec, since, sizeof(since)));
+    n->unreachable_usec = 0;
+  }
+}
+
 /* Derives again the verdict of every node that needs it (every node with
  * all), then the reasons and root causes of those and of every node the
  * cause graph may link. Returns how many nodes came out different; the first
@@ -882,6 +964,7 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
     if (flags)
       flags[i] |= NODE_DERIVE;
     m->n_derived++;
+    reach_follow(m, n, silent, now);
     n->evaluated = true;
     n->eval_silent = silent;
     n->eval_conflict = conflict;
@@ -928,9 +1011,20 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
 bool aggr_model_evaluate(struct aggr_model *m, struct aggr_stage *st, uint64_t now_usec) {
   size_t first;
 
+  /* A new lead: silence counts from now for nodes not heard since (the
+   * rule of aggr_node_silent_from), which moves every node's silence and
+   * the deadlines its reasons name, so every node is derived again. */
+  bool all = false;
+  if (m->lead_began && m->is_leader) {
+    m->lead_began = false;
+    m->lead_since_usec = now_usec;
+    for (size_t i = 0; i < m->n_nodes; i++)
+      m->nodes[i]->closed_silent = false;
+    all = true;
+  }
   if (aggr_stage_evaluate(st, m, now_usec) < 0)
     log_error("Out of memory while following startup progress, ignoring");
-  (void)nodes_evaluate(m, now_usec, false, &first);
+  (void)nodes_evaluate(m, now_usec, all, &first);
 
   struct aggr_reasons reasons = {0}, roots = {0};
   enum mst_verdict verdict = _MST_VERDICT_MAX; /* stays so when the facts did not fit */
@@ -983,8 +1077,9 @@ uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
       continue;
     /* +1 ms: silence is "longer than" the timeout, so the timer must fire
      * strictly after last_seen + stale_timeout. */
-    uint64_t at = n->last_seen_usec + m->stale_timeout_usec + USEC_PER_MSEC;
-    if (at < n->last_seen_usec)
+    uint64_t from = aggr_node_silent_from(m, n);
+    uint64_t at = from + m->stale_timeout_usec + USEC_PER_MSEC;
+    if (at < from)
       at = UINT64_MAX;
     next = MST_MIN(next, at);
   }

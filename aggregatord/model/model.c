@@ -251,6 +251,7 @@ void aggr_model_done(struct aggr_model *m) {
   free(m->leader_id);
   free(m->leader_http);
   free(m->storage_failing);
+  aggr_reach_events_free(m->reach_events, m->n_reach_events);
   *m = (struct aggr_model){0};
 }
 
@@ -306,6 +307,10 @@ int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *lead
   }
   free(m->leader_id);
   free(m->leader_http);
+  /* The next evaluation stamps when the lead began (lead_since_usec): the
+   * model takes its times from its callers. */
+  if (is_leader && !m->is_leader)
+    m->lead_began = true;
   m->is_leader = is_leader;
   m->have_leader = have_leader;
   m->leader_id = id;
@@ -314,11 +319,41 @@ int aggr_model_set_leader(struct aggr_model *m, bool is_leader, const char *lead
   return r;
 }
 
+uint64_t aggr_node_silent_from(const struct aggr_model *m, const struct aggr_node *n) {
+  return MST_MAX(n->last_seen_usec, m->lead_since_usec);
+}
+
 bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now) {
   /* A stale timeout of 0 disables silence detection; a clock that went
-   * backwards (now < last_seen) is not silence. */
-  return n->reported && m->stale_timeout_usec > 0 && now > n->last_seen_usec &&
-         now - n->last_seen_usec > m->stale_timeout_usec;
+   * backwards (now < last_seen) is not silence. A stream closed for silence
+   * was closed at that same moment by the stream's own (monotonic) clock,
+   * which may run a few microseconds ahead of this one. */
+  uint64_t from = aggr_node_silent_from(m, n);
+  return n->reported && m->stale_timeout_usec > 0 &&
+         ((n->closed_silent && !n->conn) || (now > from && now - from > m->stale_timeout_usec));
+}
+
+bool aggr_node_disconnected(const struct aggr_model *m, const struct aggr_node *n, uint64_t now) {
+  return n->reported && !n->conn && !aggr_node_silent(m, n, now);
+}
+
+const char *aggr_reach_kind_name(enum aggr_reach_kind k) {
+  return k == AGGR_REACH_UNREACHABLE ? "unreachable" : "reachable";
+}
+
+void aggr_reach_events_free(struct aggr_reach_event *v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(v[i].node_id);
+    free(v[i].boot_id);
+    free(v[i].detail);
+  }
+  free(v);
+}
+
+struct aggr_reach_event *aggr_model_take_reach_events(struct aggr_model *m, size_t *ret_n) {
+  *ret_n = m->n_reach_events;
+  m->n_reach_events = 0;
+  return TAKE_PTR(m->reach_events);
 }
 
 bool aggr_node_conflicted(const struct aggr_node *n, uint64_t now) {
@@ -367,6 +402,7 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   n->reported = true;
   n->last_seen_usec = now_usec;
   n->conn = conn;
+  n->closed_silent = false;
   n->dirty = true;
   return 0;
 }
@@ -486,11 +522,14 @@ int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *
   return mark;
 }
 
-void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec) {
+void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec,
+                                bool silent) {
   if (n->conn != conn)
     return;
+  /* last_seen stays the last frame's: silence counts from there. */
   n->conn = NULL;
-  n->last_seen_usec = now_usec;
+  n->disconnected_usec = now_usec;
+  n->closed_silent = silent;
   n->dirty = true;
 }
 

@@ -127,6 +127,14 @@ struct aggr_node {
   size_t n_failing;   /* of those, unhealthy or unknown, counting for health */
 
   char *startup_cause; /* what began the current startup, from the Hello; NULL: not said */
+  /* Reachability (issue 17). last_seen stays the last frame's time when the
+   * stream closes; these say how it closed. */
+  uint64_t disconnected_usec; /* realtime its last stream closed; 0: none closed */
+  bool closed_silent;         /* that stream was closed for silence (conn.c's idle
+                               * timer, stale_timeout after the last frame): silent
+                               * already, by the stream's clock */
+  uint64_t unreachable_usec;  /* realtime it turned unreachable, as history recorded it
+                               * (AGGR_REACH_UNREACHABLE); 0: reachable */
 };
 
 struct aggr_model {
@@ -156,7 +164,41 @@ struct aggr_model {
    * file was deleted while open, until a restart. */
   char *storage_failing;
   bool storage_lost;
+
+  /* When this aggregator began to lead (realtime), set by the first
+   * evaluation after aggr_model_set_leader() made it leader: silence counts
+   * from the later of a node's last frame and this (aggr_node_silent_from),
+   * so a new leader or a restarted aggregator, which has heard nothing yet,
+   * does not find every restored node unreachable at once. */
+  uint64_t lead_since_usec;
+  bool lead_began; /* leading, lead_since_usec not set yet */
+
+  /* Reachability changes evaluation found (unreachable, reachable again),
+   * oldest first, for history: publish.c drains them into the writer with
+   * aggr_model_take_reach_events(). Only a leader queues them. */
+  struct aggr_reach_event *reach_events;
+  size_t n_reach_events;
 };
+
+/* A node turning unreachable or coming back, as history records it. */
+enum aggr_reach_kind {
+  AGGR_REACH_UNREACHABLE, /* at its last frame (or the start of the lead) + stale_timeout */
+  AGGR_REACH_REACHABLE,   /* at the frame that ended the silence */
+};
+
+struct aggr_reach_event {
+  enum aggr_reach_kind kind;
+  char *node_id;
+  char *boot_id;
+  char *detail; /* a sentence: since when it was silent, or for how long */
+  uint64_t at_usec;
+};
+
+/* The events queued since the last call, oldest first: the caller owns
+ * them and frees them with aggr_reach_events_free(). Loop thread. */
+struct aggr_reach_event *aggr_model_take_reach_events(struct aggr_model *m, size_t *ret_n);
+void aggr_reach_events_free(struct aggr_reach_event *v, size_t n);
+const char *aggr_reach_kind_name(enum aggr_reach_kind k);
 
 /* expected_masters: NULL-terminated list of node ids that must exist. They
  * are created as never-reported nodes of role "master". */
@@ -207,8 +249,18 @@ struct aggr_node *aggr_model_get(struct aggr_model *m, const char *id);
 /* Finds a component by name through the node's index; NULL when absent. */
 struct aggr_component *aggr_node_find_component(const struct aggr_node *n, const char *name);
 
-/* Whether the node has been silent longer than the stale timeout at now. */
+/* Whether the node has been silent longer than the stale timeout at now:
+ * since aggr_node_silent_from(), or its stream was closed for silence. */
 bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
+
+/* Where the node's silence counts from: the later of its last frame and
+ * when this aggregator began to lead. */
+uint64_t aggr_node_silent_from(const struct aggr_model *m, const struct aggr_node *n);
+
+/* Whether the node is disconnected but not yet silent: it has reported, has
+ * no stream now, and the stale timeout has not passed (at least degraded). */
+bool aggr_node_disconnected(const struct aggr_model *m, const struct aggr_node *n,
+                            uint64_t now_usec);
 
 /* Whether two agents report as the node at now: a conflicting Hello was
  * refused less than the conflict window ago (aggr_node_apply_conflict). */
@@ -297,12 +349,16 @@ int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *
                              const char *from, uint64_t now_usec, uint64_t until_usec);
 
 /* The node's stream conn closed at now; nothing changes when the node has
- * another stream by then. */
-void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec);
+ * another stream by then. last_seen stays the last frame's time. silent:
+ * the stream was closed because the agent was silent for the stale timeout
+ * (the node is unreachable from now on, until a frame). */
+void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec,
+                                bool silent);
 
 /* At start: what the database knows of a node from an earlier run (role,
- * hostname, first and last contact). It counts as reported, silent since
- * last_seen until its agent returns. Returns 0 or -ENOMEM (the node is left
+ * hostname, first and last contact). It counts as reported, and silent
+ * from the later of last_seen and the start of the lead
+ * (aggr_node_silent_from) until its agent returns. Returns 0 or -ENOMEM (the node is left
  * as it was). */
 int aggr_node_apply_restored(struct aggr_node *n, const char *role, const char *hostname,
                              uint64_t first_seen_usec, uint64_t last_seen_usec);

@@ -163,17 +163,21 @@ static json_t *time_json(int64_t ms) {
 }
 
 /* Builds "WHERE ..." for the filters; binds come in a fixed order. */
-static int page_query(sqlite3 *db, const struct aggr_history_query *q, bool cluster,
-                      sqlite3_stmt **ret) {
+static int page_query(sqlite3 *db, const struct aggr_history_query *q,
+                      enum aggr_history_table table, sqlite3_stmt **ret) {
+  static const char *const select[] = {
+      [AGGR_HISTORY_CHANGES] = "SELECT id, node_id, component, boot_id, seq, from_state, to_state,"
+                               " at_ms, output, check_kind, epoch FROM changes",
+      [AGGR_HISTORY_CLUSTER] = "SELECT id, verdict, at_ms, reasons, epoch FROM cluster_verdicts",
+      [AGGR_HISTORY_NODES] = "SELECT id, node_id, event, at_ms, peer, boot_id, detail, epoch"
+                             " FROM node_events",
+  };
   char sql[1024];
   const char *time_col = "at_ms";
-  int n = snprintf(sql, sizeof(sql), "%s WHERE 1",
-                   cluster ? "SELECT id, verdict, at_ms, reasons, epoch FROM cluster_verdicts"
-                           : "SELECT id, node_id, component, boot_id, seq, from_state, to_state,"
-                             " at_ms, output, check_kind, epoch FROM changes");
-  if (!cluster && q->node)
+  int n = snprintf(sql, sizeof(sql), "%s WHERE 1", select[table]);
+  if (table != AGGR_HISTORY_CLUSTER && q->node)
     n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND node_id = :node");
-  if (!cluster && q->component)
+  if (table == AGGR_HISTORY_CHANGES && q->component)
     n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND component = :component");
   if (q->since_ms)
     n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND %s >= :since", time_col);
@@ -205,8 +209,31 @@ static int page_query(sqlite3 *db, const struct aggr_history_query *q, bool clus
   return 0;
 }
 
-static int history_page_json(const struct aggr_history_query *q, bool cluster, char **ret_body,
-                             size_t *ret_len) {
+/* One row of a page as the API shows it. */
+static json_t *page_row_json(sqlite3_stmt *st, enum aggr_history_table table) {
+  if (table == AGGR_HISTORY_CLUSTER) {
+    json_error_t err;
+    json_t *reasons = json_loads(col_text(st, 3), 0, &err);
+    return json_pack("{ss so so sI}", "verdict", col_text(st, 1), "at",
+                     time_json(sqlite3_column_int64(st, 2)), "reasons",
+                     reasons ? reasons : json_array(), "epoch",
+                     (json_int_t)sqlite3_column_int64(st, 4));
+  }
+  if (table == AGGR_HISTORY_NODES)
+    return json_pack("{ss ss so ss ss ss sI}", "node", col_text(st, 1), "event", col_text(st, 2),
+                     "at", time_json(sqlite3_column_int64(st, 3)), "peer", col_text(st, 4),
+                     "boot_id", col_text(st, 5), "detail", col_text(st, 6), "epoch",
+                     (json_int_t)sqlite3_column_int64(st, 7));
+  return json_pack("{ss ss ss sI ss ss so ss ss sI}", "node", col_text(st, 1), "component",
+                   col_text(st, 2), "boot_id", col_text(st, 3), "seq",
+                   (json_int_t)sqlite3_column_int64(st, 4), "from", col_text(st, 5), "to",
+                   col_text(st, 6), "at", time_json(sqlite3_column_int64(st, 7)), "output",
+                   col_text(st, 8), "check", col_text(st, 9), "epoch",
+                   (json_int_t)sqlite3_column_int64(st, 10));
+}
+
+static int history_page_json(const struct aggr_history_query *q, enum aggr_history_table table,
+                             char **ret_body, size_t *ret_len) {
   _cleanup_stmt_ sqlite3_stmt *st = NULL;
   json_t *root, *rows;
   sqlite3 *db;
@@ -218,10 +245,10 @@ static int history_page_json(const struct aggr_history_query *q, bool cluster, c
   r = history_db(&db);
   if (r < 0)
     return r;
-  r = page_query(db, q, cluster, &st);
+  r = page_query(db, q, table, &st);
   if (r < 0)
     return r;
-  if (!(root = page_root_new("changes", &rows)))
+  if (!(root = page_root_new(table == AGGR_HISTORY_NODES ? "events" : "changes", &rows)))
     return -ENOMEM;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     json_t *row;
@@ -229,21 +256,7 @@ static int history_page_json(const struct aggr_history_query *q, bool cluster, c
       more = true;
       break;
     }
-    if (cluster) {
-      json_error_t err;
-      json_t *reasons = json_loads(col_text(st, 3), 0, &err);
-      row = json_pack("{ss so so sI}", "verdict", col_text(st, 1), "at",
-                      time_json(sqlite3_column_int64(st, 2)), "reasons",
-                      reasons ? reasons : json_array(), "epoch",
-                      (json_int_t)sqlite3_column_int64(st, 4));
-    } else {
-      row = json_pack("{ss ss ss sI ss ss so ss ss sI}", "node", col_text(st, 1), "component",
-                      col_text(st, 2), "boot_id", col_text(st, 3), "seq",
-                      (json_int_t)sqlite3_column_int64(st, 4), "from", col_text(st, 5), "to",
-                      col_text(st, 6), "at", time_json(sqlite3_column_int64(st, 7)), "output",
-                      col_text(st, 8), "check", col_text(st, 9), "epoch",
-                      (json_int_t)sqlite3_column_int64(st, 10));
-    }
+    row = page_row_json(st, table);
     if (!row || json_array_append_new(rows, row) < 0) {
       json_decref(root);
       return -ENOMEM;
@@ -257,7 +270,7 @@ static int history_page_json(const struct aggr_history_query *q, bool cluster, c
     return mst_store_errno(rc);
   }
   if (more) {
-    char *c = aggr_history_cursor_make(q, cluster, last_id);
+    char *c = aggr_history_cursor_make(q, table, last_id);
     json_object_set_new(root, "next_cursor", c ? json_string(c) : json_null());
     free(c);
   } else
@@ -272,10 +285,14 @@ static int history_page_json(const struct aggr_history_query *q, bool cluster, c
 
 int aggr_history_changes_json(const struct aggr_history_query *q, char **ret_body,
                               size_t *ret_len) {
-  return history_page_json(q, false, ret_body, ret_len);
+  return history_page_json(q, AGGR_HISTORY_CHANGES, ret_body, ret_len);
 }
 
 int aggr_history_cluster_json(const struct aggr_history_query *q, char **ret_body,
                               size_t *ret_len) {
-  return history_page_json(q, true, ret_body, ret_len);
+  return history_page_json(q, AGGR_HISTORY_CLUSTER, ret_body, ret_len);
+}
+
+int aggr_history_nodes_json(const struct aggr_history_query *q, char **ret_body, size_t *ret_len) {
+  return history_page_json(q, AGGR_HISTORY_NODES, ret_body, ret_len);
 }

@@ -24,10 +24,17 @@ int aggr_history_replicate_json(uint64_t after, unsigned limit, char **ret_body,
 int aggr_history_replicate_verdicts_json(uint64_t after, unsigned limit, char **ret_body,
                                          size_t *ret_len);
 
+/* Which history a query reads. */
+enum aggr_history_table {
+  AGGR_HISTORY_CHANGES, /* GET /v1/history: component state changes */
+  AGGR_HISTORY_CLUSTER, /* GET /v1/history/cluster: cluster verdict changes */
+  AGGR_HISTORY_NODES,   /* GET /v1/history/nodes: nodes' reachability events */
+};
+
 /* A history query, already validated by the HTTP layer. */
 struct aggr_history_query {
-  const char *node;            /* NULL: every node */
-  const char *component;       /* NULL: every component */
+  const char *node;            /* NULL: every node (changes and node events) */
+  const char *component;       /* NULL: every component (changes only) */
   uint64_t since_ms, until_ms; /* 0: unbounded */
   unsigned limit;
   bool ascending;
@@ -37,11 +44,12 @@ struct aggr_history_query {
 /* Parses an opaque cursor made by a previous page of the same query.
  * Returns 0 and the row id to continue after, or -EINVAL when it is not
  * one of ours or belongs to other filters. (httpparse.c, with _make.) */
-int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
-                              uint64_t *ret_id);
+int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q,
+                              enum aggr_history_table table, uint64_t *ret_id);
 
 /* The cursor of the page after row id for query q: malloc'd, or NULL. */
-char *aggr_history_cursor_make(const struct aggr_history_query *q, bool cluster, uint64_t id);
+char *aggr_history_cursor_make(const struct aggr_history_query *q, enum aggr_history_table table,
+                               uint64_t id);
 
 /* GET /v1/history: {"changes":[...],"next_cursor":...}. Returns 0 with a
  * malloc'd body, or -errno. Any thread (its own read-only connection). */
@@ -49,3 +57,8 @@ int aggr_history_changes_json(const struct aggr_history_query *q, char **ret_bod
 
 /* GET /v1/history/cluster: cluster verdict changes, same paging. */
 int aggr_history_cluster_json(const struct aggr_history_query *q, char **ret_body, size_t *ret_len);
+
+/* GET /v1/history/nodes: {"events":[...],"next_cursor":...}, the nodes'
+ * reachability events (connected, disconnected, unreachable, reachable),
+ * same paging. */
+int aggr_history_nodes_json(const struct aggr_history_query *q, char **ret_body, size_t *ret_len);

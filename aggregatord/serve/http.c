@@ -618,7 +618,8 @@ static uint64_t resource_index(const struct aggr_view *v, int route, const char 
   const struct aggr_view_node *n;
   if (route == AGGR_HTTP_ROUTE_HEALTH)
     return v->health->index;
-  if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
+  if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER ||
+      route == AGGR_HTTP_ROUTE_HISTORY_NODES)
     return v->index; /* history grows with every published change */
   if (route == AGGR_HTTP_ROUTE_NODE && (n = aggr_view_find_node(v, node)))
     return n->detail->index;
@@ -759,8 +760,8 @@ static enum MHD_Result queue_not_modified(struct MHD_Connection *c, uint64_t ind
  * fails (view.h), a read that fails says why, with 503; once the database
  * file is gone, nothing is read from it: what it holds is not what a
  * restart will find. */
-static enum MHD_Result serve_history(struct MHD_Connection *c, struct aggr_view *v, bool cluster,
-                                     uint64_t index) {
+static enum MHD_Result serve_history(struct MHD_Connection *c, struct aggr_view *v,
+                                     enum aggr_history_table table, uint64_t index) {
   struct aggr_history_query hq;
   struct headers hd = {.indexed = true, .index = index};
   char msg[160];
@@ -768,13 +769,14 @@ static enum MHD_Result serve_history(struct MHD_Connection *c, struct aggr_view 
   size_t len = 0;
   int r;
 
-  if (aggr_http_history_parse(&hq, cluster, query_lookup, c, msg, sizeof(msg)) < 0) {
+  if (aggr_http_history_parse(&hq, table, query_lookup, c, msg, sizeof(msg)) < 0) {
     aggr_view_release(v);
     return queue_bad_parameter(c, msg);
   }
-  r = v->storage_lost ? -ENOENT
-      : cluster       ? aggr_history_cluster_json(&hq, &body, &len)
-                      : aggr_history_changes_json(&hq, &body, &len);
+  r = v->storage_lost                 ? -ENOENT
+      : table == AGGR_HISTORY_CLUSTER ? aggr_history_cluster_json(&hq, &body, &len)
+      : table == AGGR_HISTORY_NODES   ? aggr_history_nodes_json(&hq, &body, &len)
+                                      : aggr_history_changes_json(&hq, &body, &len);
   if (r < 0 && v->storage_failing) {
     _cleanup_free_ char *why = NULL;
     hd.retry_after = !v->storage_lost; /* a lost file waits for a restart */
@@ -817,9 +819,12 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
                                                  "order", "cursor",    "index", "wait",  NULL};
     static const char *const cluster_params[] = {"since",  "until", "limit", "order",
                                                  "cursor", "index", "wait",  NULL};
+    static const char *const nodes_params[] = {"node",   "since", "until", "limit", "order",
+                                               "cursor", "index", "wait",  NULL};
     struct aggr_http_query q;
     aggr_http_query_init(&q, route == AGGR_HTTP_ROUTE_HISTORY           ? history_params
                              : route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER ? cluster_params
+                             : route == AGGR_HTTP_ROUTE_HISTORY_NODES   ? nodes_params
                                                                         : NULL);
     if (!query_parse_blocking(c, &q)) {
       aggr_view_release(v);
@@ -844,8 +849,12 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
     if (!view_leads(h, v))
       return v ? serve_follower(h, c, v, target) : MHD_NO;
     uint64_t index = resource_index(v, route, node_id);
-    if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
-      return serve_history(c, v, route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER, index);
+    if (route == AGGR_HTTP_ROUTE_HISTORY)
+      return serve_history(c, v, AGGR_HISTORY_CHANGES, index);
+    if (route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
+      return serve_history(c, v, AGGR_HISTORY_CLUSTER, index);
+    if (route == AGGR_HTTP_ROUTE_HISTORY_NODES)
+      return serve_history(c, v, AGGR_HISTORY_NODES, index);
     if (not_modified(c, index)) {
       aggr_view_release(v);
       return queue_not_modified(c, index);

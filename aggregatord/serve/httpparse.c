@@ -119,17 +119,17 @@ bool aggr_http_query_parse_blocking(struct aggr_http_query *q, aggr_http_lookup 
   return true;
 }
 
-int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_http_lookup lookup,
-                            void *user, char *err, size_t errsize) {
+int aggr_http_history_parse(struct aggr_history_query *hq, enum aggr_history_table table,
+                            aggr_http_lookup lookup, void *user, char *err, size_t errsize) {
   static const char *const times[] = {"since", "until"};
   const char *v;
   uint64_t u;
 
   *hq = (struct aggr_history_query){.limit = 100};
-  if (!cluster) {
+  if (table != AGGR_HISTORY_CLUSTER)
     hq->node = lookup(user, "node");
+  if (table == AGGR_HISTORY_CHANGES)
     hq->component = lookup(user, "component");
-  }
   if ((v = lookup(user, "limit"))) {
     if (!parse_u64(v, &u) || u < 1 || u > HISTORY_LIMIT_MAX) {
       snprintf(err, errsize, "parameter 'limit' must be an integer from 1 to %d",
@@ -160,8 +160,7 @@ int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_ht
     }
     hq->ascending = strcmp(v, "asc") == 0;
   }
-  if ((v = lookup(user, "cursor")) &&
-      aggr_history_cursor_parse(v, hq, cluster, &hq->after_id) < 0) {
+  if ((v = lookup(user, "cursor")) && aggr_history_cursor_parse(v, hq, table, &hq->after_id) < 0) {
     snprintf(err, errsize, "parameter 'cursor' is not a cursor of this query");
     return -EINVAL;
   }
@@ -204,13 +203,14 @@ bool aggr_http_etag_matches(const char *inm, uint64_t index) {
  * hash of the id, the order and the filters: a cursor edited by hand, or
  * reused with other filters, is refused rather than silently misread. Row
  * ids only grow, so paging by id is stable while new rows arrive. */
-static uint64_t cursor_check(const struct aggr_history_query *q, bool cluster, uint64_t id) {
+static uint64_t cursor_check(const struct aggr_history_query *q, enum aggr_history_table table,
+                             uint64_t id) {
   char buf[1024];
   uint64_t h = 0xcbf29ce484222325ULL;
-  int n = snprintf(buf, sizeof(buf), "%d|%llu|%d|%s|%s|%llu|%llu", cluster ? 1 : 0,
-                   (unsigned long long)id, q->ascending ? 1 : 0, q->node ? q->node : "",
-                   q->component ? q->component : "", (unsigned long long)q->since_ms,
-                   (unsigned long long)q->until_ms);
+  int n =
+      snprintf(buf, sizeof(buf), "%d|%llu|%d|%s|%s|%llu|%llu", (int)table, (unsigned long long)id,
+               q->ascending ? 1 : 0, q->node ? q->node : "", q->component ? q->component : "",
+               (unsigned long long)q->since_ms, (unsigned long long)q->until_ms);
   for (int i = 0; i < n && i < (int)sizeof(buf); i++) {
     h ^= (unsigned char)buf[i];
     h *= 0x100000001b3ULL;
@@ -218,21 +218,22 @@ static uint64_t cursor_check(const struct aggr_history_query *q, bool cluster, u
   return h;
 }
 
-char *aggr_history_cursor_make(const struct aggr_history_query *q, bool cluster, uint64_t id) {
+char *aggr_history_cursor_make(const struct aggr_history_query *q, enum aggr_history_table table,
+                               uint64_t id) {
   char *c = NULL;
   if (asprintf(&c, "%llx.%c.%llx", (unsigned long long)id, q->ascending ? 'a' : 'd',
-               (unsigned long long)cursor_check(q, cluster, id)) < 0)
+               (unsigned long long)cursor_check(q, table, id)) < 0)
     return NULL;
   return c;
 }
 
-int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q, bool cluster,
-                              uint64_t *ret_id) {
+int aggr_history_cursor_parse(const char *cursor, const struct aggr_history_query *q,
+                              enum aggr_history_table table, uint64_t *ret_id) {
   unsigned long long id, check;
   char order, tail;
   if (sscanf(cursor, "%llx.%c.%llx%c", &id, &order, &check, &tail) != 3)
     return -EINVAL;
-  if (order != (q->ascending ? 'a' : 'd') || id == 0 || check != cursor_check(q, cluster, id))
+  if (order != (q->ascending ? 'a' : 'd') || id == 0 || check != cursor_check(q, table, id))
     return -EINVAL;
   *ret_id = id;
   return 0;

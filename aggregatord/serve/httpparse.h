@@ -33,6 +33,7 @@
   X(NODE, NULL, "/v1/nodes/{id}")                                                                  \
   X(HISTORY, "/v1/history", "/v1/history")                                                         \
   X(HISTORY_CLUSTER, "/v1/history/cluster", "/v1/history/cluster")                                 \
+  X(HISTORY_NODES, "/v1/history/nodes", "/v1/history/nodes")                                       \
   X(METRICS, "/metrics", "/metrics")                                                               \
   X(HEALTHZ, "/healthz", "/healthz")                                                               \
   X(READYZ, "/readyz", "/readyz")                                                                  \
@@ -88,11 +89,12 @@ bool aggr_http_query_check_param(struct aggr_http_query *q, const char *key, con
  * and wait. Returns false with q->error set. */
 bool aggr_http_query_parse_blocking(struct aggr_http_query *q, aggr_http_lookup lookup, void *user);
 
-/* Parses the filters of GET /v1/history (cluster: /v1/history/cluster)
- * into *hq, whose strings then point at the lookup's values. Returns 0, or
- * -EINVAL with the message for the 400 in err. */
-int aggr_http_history_parse(struct aggr_history_query *hq, bool cluster, aggr_http_lookup lookup,
-                            void *user, char *err, size_t errsize);
+/* Parses the filters of GET /v1/history, /v1/history/cluster or
+ * /v1/history/nodes (table) into *hq, whose strings then point at the
+ * lookup's values. Returns 0, or -EINVAL with the message for the 400 in
+ * err. */
+int aggr_http_history_parse(struct aggr_history_query *hq, enum aggr_history_table table,
+                            aggr_http_lookup lookup, void *user, char *err, size_t errsize);
 
 /* The follower's replication read: after=ID and limit=N (1 to 10000). A
  * NULL value keeps the default. Return false when the value is bad. */

@@ -100,6 +100,17 @@ test('loads and shows the verdict and every node, grouped by role', async () => 
   await shot('loaded');
 });
 
+test('the timeline shows a node reconnecting', async () => {
+  // The driver restarted PLAN.reconnected's agent just before: its
+  // disconnect and its connect are the newest reachability events.
+  const node = PLAN.reconnected;
+  await page.waitForFunction((node) => {
+    const li = [...document.querySelectorAll('#timeline li.reach')].filter((l) => l.dataset.node === node);
+    return ['connected', 'disconnected'].every((ev) => li.some((l) => l.dataset.event === ev &&
+      l.querySelector('.word').textContent === ev));
+  }, node, { timeout: 5000 * SCALE });
+});
+
 test('shows a starting node\'s progress bar advancing', async () => {
   const sel = `.node[data-node="${PLAN.starting}"] .bar`;
   const before = Number(await page.getAttribute(sel, 'data-percent'));
@@ -178,7 +189,7 @@ test('node view: components with state words, output and since; keyboard', async
 
 test('has a history timeline with verdict and state changes', async () => {
   await page.waitForFunction(() => document.querySelectorAll('#timeline li.cluster').length > 0 &&
-    document.querySelectorAll('#timeline li:not(.cluster)').length > 0, null, { timeout: 5000 * SCALE });
+    document.querySelectorAll('#timeline li:not(.cluster):not(.reach)').length > 0, null, { timeout: 5000 * SCALE });
 });
 
 test('is sensible at phone width', async () => {

@@ -87,27 +87,28 @@ static void check_time(const char *s) {
   FUZZ_CHECK(again == usec - usec % USEC_PER_MSEC);
 }
 
-static void check_history(struct params *ps, bool cluster, uint64_t index) {
+static void check_history(struct params *ps, enum aggr_history_table table, uint64_t index) {
   struct aggr_history_query hq;
   char err[160] = "";
 
   check_time(params_lookup(ps, "since"));
   check_time(params_lookup(ps, "until"));
-  if (aggr_http_history_parse(&hq, cluster, params_lookup, ps, err, sizeof(err)) < 0) {
+  if (aggr_http_history_parse(&hq, table, params_lookup, ps, err, sizeof(err)) < 0) {
     FUZZ_CHECK(err[0] && memchr(err, '\0', sizeof(err)));
     return;
   }
   FUZZ_CHECK(hq.limit >= 1 && hq.limit <= 1000);
-  FUZZ_CHECK(!cluster || (!hq.node && !hq.component));
+  FUZZ_CHECK(table != AGGR_HISTORY_CLUSTER || (!hq.node && !hq.component));
+  FUZZ_CHECK(table == AGGR_HISTORY_CHANGES || !hq.component);
 
   /* The cursor of the next page reads back to its row, and only for the
    * same query. */
   uint64_t id = index ? index : 1, got = 0;
-  char *cursor = aggr_history_cursor_make(&hq, cluster, id);
+  char *cursor = aggr_history_cursor_make(&hq, table, id);
   FUZZ_CHECK(cursor);
-  FUZZ_CHECK(aggr_history_cursor_parse(cursor, &hq, cluster, &got) == 0 && got == id);
+  FUZZ_CHECK(aggr_history_cursor_parse(cursor, &hq, table, &got) == 0 && got == id);
   hq.ascending = !hq.ascending;
-  FUZZ_CHECK(aggr_history_cursor_parse(cursor, &hq, cluster, &got) < 0);
+  FUZZ_CHECK(aggr_history_cursor_parse(cursor, &hq, table, &got) < 0);
   free(cursor);
 }
 
@@ -116,6 +117,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                                "order", "cursor",    "index", "wait",  NULL};
   static const char *const cluster_params[] = {"since",  "until", "limit", "order",
                                                "cursor", "index", "wait",  NULL};
+  static const char *const nodes_params[] = {"node",   "since", "until", "limit", "order",
+                                             "cursor", "index", "wait",  NULL};
   struct params ps;
   struct aggr_http_query q;
   char *buf, *path, *query, *inm;
@@ -151,6 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     aggr_http_query_init(&q, route == AGGR_HTTP_ROUTE_HISTORY           ? history_params
                              : route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER ? cluster_params
+                             : route == AGGR_HTTP_ROUTE_HISTORY_NODES   ? nodes_params
                                                                         : NULL);
     for (size_t i = 0; i < ps.n; i++)
       if (!aggr_http_query_check_param(&q, ps.key[i], ps.value[i]))
@@ -158,8 +162,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (aggr_http_query_parse_blocking(&q, params_lookup, &ps)) {
       FUZZ_CHECK(!q.error[0]);
       FUZZ_CHECK(q.wait_usec <= 300 * USEC_PER_SEC);
-      if (route == AGGR_HTTP_ROUTE_HISTORY || route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
-        check_history(&ps, route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER, q.index);
+      if (route == AGGR_HTTP_ROUTE_HISTORY)
+        check_history(&ps, AGGR_HISTORY_CHANGES, q.index);
+      else if (route == AGGR_HTTP_ROUTE_HISTORY_CLUSTER)
+        check_history(&ps, AGGR_HISTORY_CLUSTER, q.index);
+      else if (route == AGGR_HTTP_ROUTE_HISTORY_NODES)
+        check_history(&ps, AGGR_HISTORY_NODES, q.index);
     } else {
       FUZZ_CHECK(q.error[0] && memchr(q.error, '\0', sizeof(q.error)));
     }

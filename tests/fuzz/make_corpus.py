@@ -258,6 +258,8 @@ def http_seeds():
         "/v1/internal/replicate/verdicts?after=18446744073709551615&limit=10000",
         "/v1/internal/replicate?after=-1&limit=0", "/v1/nope", "/healthz", "/readyz",
         "/metrics", "/", "/ui/app.js", "/system/health/v1/units",
+        "/v1/history/nodes?node=a1&since=2026-01-01T00:00:00Z&limit=20&order=asc",
+        "/v1/history/nodes?component=x&index=3&wait=1s",
     ]
     seeds = {}
     for i, t in enumerate(targets):

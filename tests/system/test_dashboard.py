@@ -45,8 +45,16 @@ def test_dashboard_in_chromium(env, tmp_path):
                        timeout=10, desc=f"{n} healthy")
     dcos.wait_stage("m3", "diagnostics", "done")
 
+    # An agent restarted: its reachability events are the newest in the timeline.
+    dcos.agents["a2"].stop()
+    dcos.wait_node("a2", lambda x: not x["connected"], timeout=5, desc="a2 disconnected")
+    dcos.agents["a2"].start()
+    dcos.wait_node("a2", lambda x: x["connected"] and x["verdict"] == "healthy", timeout=10,
+                   desc="a2 back")
+
     os.makedirs(ARTIFACTS, exist_ok=True)
     plan = {
+        "reconnected": "a2",
         "nodes": {n: dcos.roles[n] for n in dcos.nodes()},
         "starting": "m3",
         "next_stages": [stage_members("master", s) for s in stage_names("master")[1:3]],

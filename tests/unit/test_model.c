@@ -429,12 +429,13 @@ Test(model, hello_disconnect_restored) {
   /* Only the stream the node is on disconnects it. */
   hello("n1", "agent", T0 + 20);
   n->dirty = false;
-  aggr_node_apply_disconnect(n, (struct aggr_conn *)&model, T0 + 25);
+  aggr_node_apply_disconnect(n, (struct aggr_conn *)&model, T0 + 25, false);
   cr_assert_eq(n->conn, (struct aggr_conn *)n);
   cr_assert_not(n->dirty);
-  aggr_node_apply_disconnect(n, (struct aggr_conn *)n, T0 + 30);
+  aggr_node_apply_disconnect(n, (struct aggr_conn *)n, T0 + 30, false);
   cr_assert_null(n->conn);
-  cr_assert_eq(n->last_seen_usec, T0 + 30);
+  cr_assert_eq(n->last_seen_usec, T0 + 20, "last_seen stays the last frame's time");
+  cr_assert_eq(n->disconnected_usec, T0 + 30);
   cr_assert(n->dirty);
 
   /* What the database knows of a node from an earlier run. */
@@ -448,7 +449,61 @@ Test(model, hello_disconnect_restored) {
   cr_assert_eq(r->first_seen_usec, T0 - 100);
   cr_assert_eq(r->last_seen_usec, T0 - 50);
   aggr_model_evaluate(&model, &engine, T0 + STALE);
-  cr_assert_eq(r->verdict, MST_VERDICT_UNREACHABLE, "silent since its last contact");
+  cr_assert_eq(r->verdict, MST_VERDICT_STARTING,
+               "silence counts from when this aggregator began to lead, not its old last contact");
+  cr_assert_eq(r->last_seen_usec, T0 - 50, "last_seen still shows the last frame known");
+  cr_assert_not_null(find_reason(&r->reasons, "r1", NULL));
+  aggr_model_evaluate(&model, &engine, 2 * STALE + T0 + 1);
+  cr_assert_eq(r->verdict, MST_VERDICT_UNREACHABLE, "silent since the lead began");
+}
+
+Test(model, disconnected_is_degraded_then_unreachable_and_history_follows) {
+  healthy_cluster();
+  struct aggr_node *w1 = aggr_model_find(&model, "w1"), *m1 = aggr_model_find(&model, "m1");
+  aggr_model_evaluate(&model, &engine, T0);
+  cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY);
+
+  /* The stream closes: last_seen stays, the node is degraded and says until when. */
+  aggr_node_apply_disconnect(w1, w1->conn, T0 + 10, false);
+  aggr_model_evaluate(&model, &engine, T0 + 10);
+  cr_assert_eq(w1->last_seen_usec, T0);
+  cr_assert_eq(w1->verdict, MST_VERDICT_DEGRADED);
+  cr_assert_eq(model.verdict, MST_VERDICT_DEGRADED, "the cluster is not plainly healthy");
+  const struct aggr_reason *r = find_reason(&w1->reasons, "w1", NULL);
+  cr_assert_not_null(r);
+  cr_assert_not_null(strstr(r->message, "unless it reconnects"), "%s", r->message);
+  cr_assert_eq(aggr_model_next_stale_usec(&model), T0 + STALE + USEC_PER_MSEC);
+  size_t n_ev;
+  struct aggr_reach_event *ev = aggr_model_take_reach_events(&model, &n_ev);
+  cr_assert_eq(n_ev, 0);
+  aggr_reach_events_free(ev, n_ev);
+
+  /* Unreachable at last frame + stale_timeout, recorded at that time. */
+  aggr_node_apply_seen(m1, T0 + STALE);
+  aggr_model_evaluate(&model, &engine, T0 + STALE + USEC_PER_MSEC);
+  cr_assert_eq(w1->verdict, MST_VERDICT_UNREACHABLE);
+  ev = aggr_model_take_reach_events(&model, &n_ev);
+  cr_assert_eq(n_ev, 1);
+  cr_assert_eq(ev[0].kind, AGGR_REACH_UNREACHABLE);
+  cr_assert_str_eq(ev[0].node_id, "w1");
+  cr_assert_eq(ev[0].at_usec, T0 + STALE);
+  aggr_reach_events_free(ev, n_ev);
+
+  /* Back with a Hello: reachable again at that frame. */
+  hello("w1", "agent", T0 + 2 * STALE);
+  aggr_node_apply_seen(m1, T0 + 2 * STALE);
+  aggr_model_evaluate(&model, &engine, T0 + 2 * STALE);
+  cr_assert_eq(w1->verdict, MST_VERDICT_HEALTHY);
+  ev = aggr_model_take_reach_events(&model, &n_ev);
+  cr_assert_eq(n_ev, 1);
+  cr_assert_eq(ev[0].kind, AGGR_REACH_REACHABLE);
+  cr_assert_eq(ev[0].at_usec, T0 + 2 * STALE);
+  aggr_reach_events_free(ev, n_ev);
+
+  /* A stream closed for silence is unreachable at once. */
+  aggr_node_apply_disconnect(w1, w1->conn, T0 + 2 * STALE + 5, true);
+  aggr_model_evaluate(&model, &engine, T0 + 2 * STALE + 5);
+  cr_assert_eq(w1->verdict, MST_VERDICT_UNREACHABLE);
 }
 
 Test(model, stale_timeout_zero_disables_silence) {

@@ -43,6 +43,19 @@ static const struct node_case node_cases[] = {
     {"only warnings", {.have_snapshot = true, .n_healthy = 5, .n_warning = 2}, D},
     {"all healthy", {.have_snapshot = true, .n_healthy = 5}, H},
     {"no components", {.have_snapshot = true}, H},
+    {"disconnected, all healthy", {.have_snapshot = true, .n_healthy = 5, .disconnected = true}, D},
+    {"disconnected with warnings",
+     {.have_snapshot = true, .n_warning = 1, .disconnected = true},
+     D},
+    {"disconnected stays starting",
+     {.have_snapshot = true, .n_starting = 1, .disconnected = true},
+     S},
+    {"disconnected without a snapshot stays starting", {.disconnected = true}, S},
+    {"disconnected stays unhealthy",
+     {.have_snapshot = true, .n_unhealthy = 1, .disconnected = true},
+     U},
+    {"disconnected stays late", {.have_snapshot = true, .late = true, .disconnected = true}, L},
+    {"silent beats disconnected", {.silent = true, .have_snapshot = true, .disconnected = true}, R},
 };
 
 Test(verdict, node) {

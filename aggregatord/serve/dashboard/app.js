@@ -22,6 +22,7 @@ const state = {
   details: new Map(),     // id -> {node, at (ms, when fetched)}
   history: [],
   cluster: [],
+  reach: [],              // the nodes' reachability events (/v1/history/nodes)
   selected: null,
   failing: new Set(),     // loops whose last read failed
   retryAt: 0,
@@ -403,10 +404,31 @@ function renderDetail() {
         el('td', { class: 'opt', text: fmtDuration(s.duration) }), el('td', { class: 'opt', text: fmtDuration(s.typical_seconds) })))))) : null);
 }
 
+/* The colour word a reachability event is drawn with. */
+const REACH_WORD = { connected: 'healthy', reachable: 'healthy', disconnected: 'degraded', unreachable: 'unreachable' };
+
+/* The nodes' reachability events are read whenever the history's blocking
+ * read returns (it returns on every change), rather than parked on a read of
+ * their own: the browser's six connections per host stay enough. */
+let reachReading = false;
+function readReach() {
+  if (reachReading || document.hidden) return;
+  reachReading = true;
+  getJSON('/v1/history/nodes?limit=' + HISTORY_LIMIT)
+    .then(({ body }) => { state.reach = (body && body.events) || []; renderHistory(); })
+    .catch(() => {})
+    .finally(() => { reachReading = false; });
+}
+
 function renderHistory() {
   const items = [];
   for (const c of state.cluster) {
     items.push({ at: c.at, li: el('li', { class: 'cluster' }, timeEl(c.at), el('span', {}, 'cluster ', word(c.verdict))) });
+  }
+  for (const e of state.reach) {
+    items.push({ at: e.at, li: el('li', { class: 'reach', 'data-event': e.event, 'data-node': e.node }, timeEl(e.at),
+      el('span', {}, e.node + ' ', el('span', { class: 'word s-' + (REACH_WORD[e.event] || 'unknown'), text: e.event })),
+      e.detail || e.peer ? el('span', { class: 'muted', text: e.detail || e.peer }) : null) });
   }
   for (const c of state.history) {
     items.push({ at: c.at, li: el('li', {}, timeEl(c.at),
@@ -489,6 +511,9 @@ function start() {
   watch('history', '/v1/history?limit=' + HISTORY_LIMIT, (body) => {
     state.history = (body && body.changes) || [];
     renderHistory();
+    // The writer commits an event a moment after the publish that woke us.
+    readReach();
+    setTimeout(readReach, 500);
   });
   watch('nodes', '/v1/nodes', (body) => {
     state.nodes = (body && body.nodes) || [];

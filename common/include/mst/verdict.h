@@ -8,7 +8,9 @@
  *   unhealthy    some component is unhealthy or unknown
  *   late         still starting, past the p95 of earlier boots (issue 5)
  *   starting     some component is starting, or no snapshot has arrived yet
- *   degraded     the only problems are warnings
+ *   degraded     the only problems are warnings, or the agent's stream is
+ *                closed but the stale timeout has not passed yet
+ *                (disconnected)
  *   healthy      every component is healthy (or the node has none)
  *
  * Cluster verdicts (first that applies):
@@ -52,6 +54,7 @@ struct mst_node_facts {
   bool have_snapshot; /* the live model has the agent's components */
   bool late;          /* past p95 of the stage it waits on (issue 5) */
   size_t n_healthy, n_warning, n_starting, n_unhealthy, n_unknown;
+  bool disconnected; /* no stream, not yet silent past the stale timeout */
 };
 
 enum mst_verdict mst_node_verdict(const struct mst_node_facts *f);
