@@ -65,3 +65,9 @@ bool agent_in_startup_grace(struct agent *a);
 /* Arms the timer (a->grace_timer, freed by agent_components_done()) that
  * re-evaluates grace-held components at the grace end. Returns 0 or -errno. */
 int agent_grace_timer_start(struct agent *a);
+
+/* Records, with the current output, the change of every component whose
+ * effective state differs from the one recorded: what could not be
+ * committed while the spool failed (fault.c retries with it). Returns how
+ * many changes it tried; each attempt sets or clears the fault. */
+int agent_components_record_pending(struct agent *a);
