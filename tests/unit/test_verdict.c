@@ -43,6 +43,15 @@ static const struct node_case node_cases[] = {
     {"only warnings", {.have_snapshot = true, .n_healthy = 5, .n_warning = 2}, D},
     {"all healthy", {.have_snapshot = true, .n_healthy = 5}, H},
     {"no components", {.have_snapshot = true}, H},
+    /* Issue 17: an agent that cannot record its state (its spool's disk is
+     * full) reports states that may be stale. */
+    {"a fault on an all-healthy node", {.have_snapshot = true, .n_healthy = 5, .fault = true}, U},
+    {"a fault beats late, starting and warnings",
+     {.have_snapshot = true, .late = true, .n_starting = 1, .n_warning = 1, .fault = true},
+     U},
+    {"a fault before the first snapshot", {.have_snapshot = false, .fault = true}, U},
+    {"a fault without components", {.have_snapshot = true, .fault = true}, U},
+    {"silent beats a fault", {.silent = true, .have_snapshot = true, .fault = true}, R},
 };
 
 Test(verdict, node) {
