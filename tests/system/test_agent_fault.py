@@ -172,6 +172,49 @@ def test_spool_disk_full_makes_the_node_unhealthy_until_it_records_again(env, sm
     assert_spool_matches_aggregator(ag, aggr)
 
 
+
+@pytest.mark.no_valgrind(reason="a timed scenario, ~20x slower under valgrind")
+def test_a_fault_outlives_the_failure_it_could_not_record(env, small_fs, metric):
+    """A check that fails and recovers while the disk is full leaves nothing
+    to record, but the agent still cannot record: the fault stays until a
+    write succeeds (the agent's retry timer tries one every second), and
+    then the node is healthy without a change in the spool."""
+    rcs = write_profiles(env)
+    aggr = env.aggregator(stale_timeout="5s").start()
+    ag = env.agent("a1", "agent", aggr, heartbeat=f"{int(HEARTBEAT_S * 1000)}ms")
+    ag.spool = os.path.join(small_fs, "a1.spool")
+    ag.start()
+    wait_until(lambda: node_healthy(aggr.node("a1")), 10, desc="a1 healthy")
+    wait_caught_up(ag, aggr, 10)
+    seq_before = ag.max_seq()
+
+    with mh.VerdictWatch(aggr) as watch:
+        filler = os.path.join(small_fs, "filler")
+        fill(filler)
+        t_fail = time.monotonic()
+        mh.set_rc(rcs["a1"]["c1"], 2)
+        aggr.wait_node("a1", lambda n: fault_reasons(n, "a1"), timeout=T(5 * HEARTBEAT_S + 0.5),
+                       desc="a1's fault")
+        log_at = ag.proc.stderr_size()
+        mh.set_rc(rcs["a1"]["c1"], 0)
+        # c1 is healthy again, as recorded: nothing waits to be recorded, and
+        # the retry timer's small writes keep failing.
+        wait_until(lambda: ag.proc.stderr_since(log_at).count("database or disk is full") >= 2,
+                   T(5), desc="the agent's retries failing while the disk is full")
+        n = aggr.node("a1")
+        assert n["verdict"] == "unhealthy" and fault_reasons(n, "a1"), n
+        os.unlink(filler)
+        t_freed = time.monotonic()
+        aggr.wait_node("a1", node_healthy, timeout=T(3), desc="a1 healthy once a write succeeds")
+        metric("spool disk freed with nothing to record: the fault cleared after",
+               (time.monotonic() - t_freed) * 1000, "ms")
+    watch.assert_never(lambda s: t_fail + T(5 * HEARTBEAT_S + 0.5) <= s.t < t_freed
+                       and s.node_verdict("a1") in ("healthy", None),
+                       "a1 healthy while its agent could not record")
+    assert ag.max_seq() == seq_before
+    assert aggr.node("a1")["agent_fault"] is None
+
+
 # --- the wire: what the aggregator takes from a heartbeat -------------------------
 
 
