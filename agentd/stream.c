@@ -655,7 +655,8 @@ void agent_stream_fault_changed(struct agent_stream *s) {
   if (!s)
     return;
   if (s->agent->fault[0]) {
-    if (strcmp(s->fault_sent, s->agent->fault) != 0)
+    if (strcmp(s->fault_sent, s->agent->fault) != 0 ||
+        s->fault_sent_since_usec != s->agent->fault_since_usec)
       stream_announce_fault(s);
     return;
   }
