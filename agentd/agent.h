@@ -25,6 +25,7 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
+#include "mst/frame.h"
 #include "mst/profile.h"
 
 struct agent_component;
@@ -66,4 +67,10 @@ struct agent {
   struct agent_stream *stream;
 
   uint64_t rng_state; /* util.c */
+
+  /* fault.c: why the agent cannot record its state right now (a spool
+   * write failed), as the heartbeats say it; "" when it can. */
+  char fault[MST_AGENT_FAULT_MAX + 1];
+  uint64_t fault_since_usec;    /* realtime start of the fault; 0 without one */
+  sd_event_source *fault_timer; /* fault.c: the retries while it lasts */
 };

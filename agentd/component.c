@@ -31,6 +31,7 @@
 
 #include "agent.h"
 #include "component.h"
+#include "fault.h"
 #include "heap.h"
 #include "mst/dynbuf.h"
 #include "mst/duration.h"
@@ -82,8 +83,11 @@ static int component_record_change(struct agent_component *c, enum mst_state to)
     log_error("component %s: cannot record %s -> %s in the spool: %s; retrying with the next "
               "result",
               c->conf->name, mst_state_to_string(c->state), mst_state_to_string(to), strerror(-r));
+    /* What the agent reports is no longer the truth: it says so. */
+    agent_fault_spool_failed(a, r);
     return r;
   }
+  agent_fault_clear(a);
 
   log_info("component %s: %s -> %s (%s)", c->conf->name, mst_state_to_string(c->state),
            mst_state_to_string(to), c->output);
@@ -349,4 +353,22 @@ int agent_grace_timer_start(struct agent *a) {
            mst_duration_format((end - now + USEC_PER_SEC / 2) / USEC_PER_SEC * USEC_PER_SEC, left,
                                sizeof(left)));
   return 0;
+}
+
+/* --- after a fault ------------------------------------------------------------------- */
+
+int agent_components_record_pending(struct agent *a) {
+  bool in_grace = agent_in_startup_grace(a);
+  int n = 0;
+
+  for (size_t i = 0; i < a->n_components; i++) {
+    struct agent_component *c = &a->components[i];
+    enum mst_state effective = mst_state_with_grace(c->damp.state, c->ever_healthy, in_grace);
+
+    if (effective == c->state)
+      continue;
+    n++;
+    (void)component_record_change(c, effective);
+  }
+  return n;
 }

@@ -73,3 +73,9 @@ bool agent_in_startup_grace(struct agent *a);
  * re-evaluates grace-held components at the grace end of the current
  * startup, replacing one armed before. Returns 0 or -errno. */
 int agent_grace_timer_start(struct agent *a);
+
+/* Records, with the current output, the change of every component whose
+ * effective state differs from the one recorded: what could not be
+ * committed while the spool failed (fault.c retries with it). Returns how
+ * many changes it tried; each attempt sets or clears the fault. */
+int agent_components_record_pending(struct agent *a);

@@ -27,6 +27,7 @@
 #include "boot.h"
 #include "component.h"
 #include "config.h"
+#include "fault.h"
 #include "heap.h"
 #include "mst/diag.h"
 #include "mst/duration.h"
@@ -166,6 +167,7 @@ static void agent_stop(struct agent *a) {
   agent_stream_free(TAKE_PTR(a->stream));
   agent_http_free(TAKE_PTR(a->http));
   agent_components_done(a);
+  agent_fault_done(a);
   agent_spool_free(TAKE_PTR(a->spool));
   free(TAKE_PTR(a->boot_id));
   free(TAKE_PTR(a->host_boot_id));

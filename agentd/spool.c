@@ -66,7 +66,17 @@ struct agent_spool {
   sd_event_source *prune_timer;
   uint64_t retention_usec;
   uint64_t prune_interval_usec;
+
+  /* SQLite's text for the last write that failed ("database or disk is
+   * full"): what the agent's fault names (agent_spool_write_error()). */
+  char write_error[128];
 };
+
+/* Keeps SQLite's text for the write that just failed, before a rollback
+ * replaces it. */
+static void spool_note_write_error(struct agent_spool *s) {
+  snprintf(s->write_error, sizeof(s->write_error), "%s", sqlite3_errmsg(s->db));
+}
 
 static int spool_prepare(struct agent_spool *s, const char *sql, sqlite3_stmt **ret) {
   int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, ret, NULL);
@@ -84,6 +94,7 @@ static int spool_step_done(struct agent_spool *s, sqlite3_stmt *stmt, const char
 
   if (rc != SQLITE_DONE) {
     log_error("spool %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+    spool_note_write_error(s);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return mst_store_errno(rc);
@@ -94,12 +105,18 @@ static int spool_step_done(struct agent_spool *s, sqlite3_stmt *stmt, const char
 }
 
 static int spool_begin(struct agent_spool *s) {
-  return mst_store_exec(s->db, "BEGIN IMMEDIATE");
+  int r = mst_store_exec(s->db, "BEGIN IMMEDIATE");
+
+  if (r < 0)
+    spool_note_write_error(s);
+  return r;
 }
 
 static int spool_commit(struct agent_spool *s) {
   int r = mst_store_exec(s->db, "COMMIT");
 
+  if (r < 0)
+    spool_note_write_error(s);
   if (r < 0 && !sqlite3_get_autocommit(s->db))
     (void)mst_store_exec(s->db, "ROLLBACK");
   return r;
@@ -438,6 +455,32 @@ void agent_spool_free(struct agent_spool *s) {
     close(s->lock_fd);
   free(s->path);
   free(s);
+}
+
+const char *agent_spool_path(const struct agent_spool *s) {
+  return s->path;
+}
+
+const char *agent_spool_write_error(const struct agent_spool *s) {
+  return s->write_error;
+}
+
+int agent_spool_check_writable(struct agent_spool *s) {
+  char buf[32];
+  int r;
+
+  /* The smallest real commit: last_seq rewritten with its own value still
+   * needs a page in the WAL and a sync, like a change. */
+  snprintf(buf, sizeof(buf), "%" PRIu64, s->last_seq);
+  r = spool_begin(s);
+  if (r < 0)
+    return r;
+  r = spool_set_meta(s, "last_seq", buf);
+  if (r < 0) {
+    spool_rollback(s);
+    return r;
+  }
+  return spool_commit(s);
 }
 
 const char *agent_spool_id(const struct agent_spool *s) {

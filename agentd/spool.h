@@ -54,6 +54,15 @@ void agent_spool_free(struct agent_spool *s);
 int agent_spool_attach_event(struct agent_spool *s, sd_event *event, uint64_t retention_usec);
 
 const char *agent_spool_id(const struct agent_spool *s);
+const char *agent_spool_path(const struct agent_spool *s);
+/* SQLite's text for the last write to the spool that failed ("database or
+ * disk is full", "disk I/O error", "attempt to write a readonly database"),
+ * or "" when none has; owned by the spool, valid until its next write. */
+const char *agent_spool_write_error(const struct agent_spool *s);
+/* Commits one small write (meta 'last_seq' rewritten as it is), to learn
+ * whether the spool can record again while no change waits to be. Returns
+ * 0 or -errno (logged). */
+int agent_spool_check_writable(struct agent_spool *s);
 uint64_t agent_spool_last_seq(const struct agent_spool *s);
 uint64_t agent_spool_acked_seq(const struct agent_spool *s);
 

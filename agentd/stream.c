@@ -48,6 +48,12 @@
  * (so it is never older than a change that follows it), and at most once per
  * STREAM_REFRESH_MIN_USEC.
  *
+ * Heartbeats carry the agent's fault (fault.c: why it cannot record its
+ * state). A fault, or a new cause of it, goes out in a heartbeat at once,
+ * and right after a Welcome; its end only from the pump, once every change
+ * committed so far is queued (the changes that could not be recorded
+ * before), so the aggregator never holds the old states without the fault.
+ *
  * Acks are cumulative and go to the spool, which persists them in batches.
  * Any frame resets the silence timer; three heartbeat intervals without one
  * drop the connection. */
@@ -142,6 +148,11 @@ struct agent_stream {
   uint64_t silence_usec;
   bool refresh_wanted;    /* outputs changed since the last snapshot */
   uint64_t snapshot_usec; /* monotonic time of the last snapshot queued */
+  /* The fault the heartbeats carry: the agent's (a->fault) once announced.
+   * It outlives a connection, so that a fault's end is announced on the
+   * next one too only after the replay. */
+  char fault_sent[MST_AGENT_FAULT_MAX + 1];
+  uint64_t fault_sent_since_usec;
 };
 
 static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *fmt, ...)
@@ -330,16 +341,36 @@ static int stream_send_hello(struct agent_stream *s) {
   return stream_flush(s);
 }
 
-static void stream_send_heartbeat(struct agent_stream *s) {
+static int stream_queue_heartbeat(struct agent_stream *s) {
   Muster__Heartbeat hb = MUSTER__HEARTBEAT__INIT;
   Muster__Envelope env = MUSTER__ENVELOPE__INIT;
 
   hb.sent_ms = (int64_t)(mst_now_realtime_usec() / USEC_PER_MSEC);
   hb.seq = agent_spool_last_seq(s->agent->spool);
+  hb.fault = s->fault_sent;
+  hb.fault_since_ms = (int64_t)(s->fault_sent_since_usec / USEC_PER_MSEC);
   env.body_case = MUSTER__ENVELOPE__BODY_HEARTBEAT;
   env.heartbeat = &hb;
-  if (stream_queue(s, &env) >= 0)
+  return stream_queue(s, &env);
+}
+
+static void stream_send_heartbeat(struct agent_stream *s) {
+  if (stream_queue_heartbeat(s) >= 0)
     (void)stream_flush(s);
+}
+
+/* The agent's fault as the heartbeats will carry it from now on. */
+static void stream_fault_take(struct agent_stream *s) {
+  snprintf(s->fault_sent, sizeof(s->fault_sent), "%s", s->agent->fault);
+  s->fault_sent_since_usec = s->agent->fault_since_usec;
+}
+
+/* A fault goes out at once: whatever is queued before it, the aggregator
+ * then knows not to trust the states it has. */
+static void stream_announce_fault(struct agent_stream *s) {
+  stream_fault_take(s);
+  if (s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE)
+    stream_send_heartbeat(s);
 }
 
 struct batch {
@@ -559,6 +590,15 @@ static void stream_pump(struct agent_stream *s) {
     }
     break;
   }
+  /* A fault's end only once every change committed before it is queued:
+   * the aggregator must never see the states from before the fault
+   * without the fault. */
+  if (s->phase == STREAM_LIVE && s->sent_seq >= agent_spool_last_seq(a->spool) && !a->fault[0] &&
+      s->fault_sent[0]) {
+    stream_fault_take(s);
+    if (stream_queue_heartbeat(s) < 0)
+      return;
+  }
   if (stream_flush(s) < 0)
     return;
   /* The socket may have taken everything: go on in the next iteration
@@ -617,6 +657,21 @@ void agent_stream_hello_again(struct agent_stream *s) {
   if (s && (s->phase == STREAM_HELLO || s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE))
     stream_drop(s, 0, "a new startup began (%s); saying Hello again to %s", s->agent->boot_id,
                 s->peer);
+}
+
+void agent_stream_fault_changed(struct agent_stream *s) {
+  if (!s)
+    return;
+  if (s->agent->fault[0]) {
+    if (strcmp(s->fault_sent, s->agent->fault) != 0 ||
+        s->fault_sent_since_usec != s->agent->fault_since_usec)
+      stream_announce_fault(s);
+    return;
+  }
+  /* The end: announced by the pump, after the changes. In REPLAY it goes
+   * on by itself. */
+  if (s->phase == STREAM_LIVE)
+    (void)sd_event_source_set_enabled(s->pump, SD_EVENT_ONESHOT);
 }
 
 void agent_stream_outputs_changed(struct agent_stream *s) {
@@ -748,6 +803,8 @@ static void stream_on_welcome(struct agent_stream *s, const Muster__Welcome *w) 
   set_deadline(s, s->silence_usec);
   (void)sd_event_source_set_time_relative(s->heartbeat, s->heartbeat_usec);
   (void)sd_event_source_set_enabled(s->heartbeat, SD_EVENT_ON);
+  if (a->fault[0])
+    stream_announce_fault(s);
   stream_pump(s);
 }
 

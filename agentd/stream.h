@@ -25,3 +25,7 @@ void agent_stream_hello_again(struct agent_stream *s);
 /* Some component's output changed without a state change: send a fresh
  * snapshot soon (rate-limited; see stream.c). Accepts NULL. */
 void agent_stream_outputs_changed(struct agent_stream *s);
+/* The agent's fault (a->fault) began, changed or ended: a beginning or a
+ * change goes out in a heartbeat at once, an end once every committed
+ * change is queued (see stream.c). Accepts NULL. */
+void agent_stream_fault_changed(struct agent_stream *s);

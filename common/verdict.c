@@ -49,6 +49,9 @@ int mst_verdict_exit_code(enum mst_verdict v) {
 enum mst_verdict mst_node_verdict(const struct mst_node_facts *f) {
   if (f->silent)
     return MST_VERDICT_UNREACHABLE;
+  /* Whatever the components say is what the agent could last record. */
+  if (f->fault)
+    return MST_VERDICT_UNHEALTHY;
   if (f->n_unhealthy > 0 || f->n_unknown > 0)
     return MST_VERDICT_UNHEALTHY;
   if (f->late)

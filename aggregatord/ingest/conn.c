@@ -744,6 +744,22 @@ static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
   return 0;
 }
 
+/* The agent's fault, from every heartbeat: a node whose agent cannot record
+ * its state is unhealthy, with the fault as its reason. Returns whether it
+ * changed (then the verdict is due at once). */
+static bool conn_apply_fault(struct aggr_conn *c, const Muster__Heartbeat *hb) {
+  uint64_t since = hb->fault_since_ms > 0 ? (uint64_t)hb->fault_since_ms * USEC_PER_MSEC : 0;
+  int r = aggr_node_apply_fault(c->node, hb->fault, since, mst_now_realtime_usec());
+
+  if (r < 0)
+    log_error("stream %s: out of memory keeping node %s's fault, ignoring", c->peer, c->node->id);
+  else if (r > 0 && hb->fault && *hb->fault)
+    log_warning("node %s: its agent cannot record its state: %s", c->node->id, hb->fault);
+  else if (r > 0)
+    log_info("node %s: its agent records its state again", c->node->id);
+  return r > 0;
+}
+
 static int conn_on_heartbeat(struct aggr_conn *c, const Muster__Heartbeat *hb) {
   Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   Muster__Heartbeat reply = MUSTER__HEARTBEAT__INIT;
@@ -777,7 +793,7 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
   case MUSTER__ENVELOPE__BODY_SNAPSHOT:
     return conn_on_snapshot(c, env->snapshot);
   case MUSTER__ENVELOPE__BODY_HEARTBEAT:
-    aggr_request_publish(c->aggr, false);
+    aggr_request_publish(c->aggr, conn_apply_fault(c, env->heartbeat));
     if (conn_on_heartbeat(c, env->heartbeat) < 0) {
       c->dead = true;
       return -1;

@@ -225,6 +225,15 @@ static int snapshot_check(const Muster__Snapshot *s, struct aggr_reject *rej) {
   return 0;
 }
 
+/* The fault is shown in reasons and bodies as it comes: capped and UTF-8
+ * like every other text. */
+static int heartbeat_check(const Muster__Heartbeat *hb, struct aggr_reject *rej) {
+  if (hb->fault && (strlen(hb->fault) > MST_AGENT_FAULT_MAX || !mst_utf8_valid(hb->fault)))
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "heartbeat fault over %d bytes or not UTF-8", MST_AGENT_FAULT_MAX);
+  return 0;
+}
+
 int aggr_envelope_check(const Muster__Envelope *env, bool hello_done,
                         struct aggr_reject *ret_reject) {
   if (env->body_case == MUSTER__ENVELOPE__BODY_HELLO) {
@@ -241,7 +250,7 @@ int aggr_envelope_check(const Muster__Envelope *env, bool hello_done,
   case MUSTER__ENVELOPE__BODY_SNAPSHOT:
     return snapshot_check(env->snapshot, ret_reject);
   case MUSTER__ENVELOPE__BODY_HEARTBEAT:
-    return 0;
+    return heartbeat_check(env->heartbeat, ret_reject);
   default:
     return refuse(ret_reject, MUSTER__REJECT_CODE__REJECT_PROTOCOL,
                   "unexpected message %d from an agent", (int)env->body_case);

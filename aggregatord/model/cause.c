@@ -188,6 +188,11 @@ static int vertices_build(struct analysis *a) {
       c->v[c->n - 1].late = late != SIZE_MAX;
       c->v[c->n - 1].late_stage = late;
     }
+    /* An agent that cannot record its state: what it last reported may be
+     * stale, so the node itself is a problem, as if silent; its vertex
+     * comes after its components', which keep the components' order. */
+    if (n->agent_fault && vertex_add(c, &cap, n, i, NULL, true) < 0)
+      return -ENOMEM;
     c->count[i] = c->n - c->first[i];
   }
   return 0;
@@ -227,8 +232,8 @@ static bool stage_failing_now(const struct aggr_node *n, size_t k) {
  * of it or before it failing. */
 static bool stage_holds_now(const struct analysis *a, const struct aggr_node *n, size_t k) {
   const struct aggr_startup *s = n->startup;
-  if (!n->reported || aggr_node_silent(a->m, n, a->now) || s->stages[k].reached_usec == 0 ||
-      stage_failing_now(n, k))
+  if (!n->reported || aggr_node_silent(a->m, n, a->now) || n->agent_fault ||
+      s->stages[k].reached_usec == 0 || stage_failing_now(n, k))
     return false;
   const struct aggr_stage_node *sn = &s->graph->stages[k];
   for (size_t j = 0; j < sn->n_upstream; j++)
@@ -429,7 +434,7 @@ static bool any_problem_at_all(const struct aggr_model *m, uint64_t now) {
     const struct aggr_node *n = m->nodes[i];
     if (!n->reported ? n->expected_master : aggr_node_silent(m, n, now))
       return true;
-    if ((n->startup && n->startup->late) || n->n_failing > 0)
+    if ((n->startup && n->startup->late) || n->n_failing > 0 || n->agent_fault)
       return true;
   }
   return false;

@@ -2,8 +2,9 @@
  *
  * The vertices are what is not up: the components of reported, speaking
  * nodes that are neither healthy nor warning (milestones only while their
- * stage is late), and the nodes themselves when they are unreachable or, as
- * expected masters, missing. Some of them are problems: a component that is
+ * stage is late), and the nodes themselves when they are unreachable, when
+ * their agent reports a fault (it cannot record its state) or, as expected
+ * masters, missing. Some of them are problems: a component that is
  * unhealthy or unknown, one of a late stage, and every node vertex.
  *
  * A component depends on
@@ -12,8 +13,8 @@
  *   - for each "requires" condition of its stage or of those stages that
  *     does not hold right now, the stage it names and the stages before it
  *     on every node of the required role (or that node itself when it is
- *     unreachable or missing). "Right now" means reached in the node's
- *     current boot, speaking, and no component of the stage or of the
+ *     unreachable, at fault or missing). "Right now" means reached in the
+ *     node's current boot, speaking, without a fault, and no component of the stage or of the
  *     stages before it failing: a condition met once during startup can
  *     stop holding later, and then what depends on it is blocked.
  * systemd's own Requires=/After= between units are not on the wire and are

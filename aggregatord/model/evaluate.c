@@ -361,6 +361,7 @@ static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_nod
        * components say. */
       .n_warning = aggr_node_conflicted(n, now),
       .disconnected = aggr_node_disconnected(m, n, now),
+      .fault = n->agent_fault != NULL,
   };
   for (size_t i = 0; i < n->n_components; i++) {
     const struct aggr_component *c = &n->components[i];
@@ -519,12 +520,30 @@ static int node_problem_message(const struct aggr_model *m, const struct aggr_no
              : 0;
 }
 
+/* The message of a node vertex that stands for the agent's fault
+ * (aggr_node.agent_fault): it cannot record or send its state. */
+static int node_fault_message(const struct aggr_node *n, char **ret) {
+  char since[MST_RFC3339_MAX];
+  mst_time_format_rfc3339(n->agent_fault_since_usec, since, sizeof(since));
+  return asprintf(ret, "%s: the agent cannot record its state: %s (since %s)", n->id,
+                  n->agent_fault, since) < 0
+             ? -ENOMEM
+             : 0;
+}
+
 /* What an evaluation explains with. */
 struct explain {
   const struct aggr_model *m;
   const struct aggr_cause *cause;
   uint64_t now;
 };
+
+/* Whether node vertex cv stands for the agent's fault rather than for a
+ * node that is silent or missing (cause.c adds one for each). */
+static bool node_vertex_is_fault(const struct explain *x, const struct aggr_cause_vertex *cv) {
+  return !cv->comp && cv->node->reported && cv->node->agent_fault &&
+         !aggr_node_silent(x->m, cv->node, x->now);
+}
 
 /* The operator's sentence for root cause v: what, since when, and what it
  * blocks. Times, not durations, so that it stays the same bytes while
@@ -541,6 +560,9 @@ static int root_summary(const struct explain *x, size_t v, char **ret) {
 
   if (!cv->comp && !n->reported)
     fprintf(f, "expected master %s has never reported", n->id);
+  else if (node_vertex_is_fault(x, cv))
+    fprintf(f, "the agent on %s cannot record its state since %s: %s", n->id,
+            mst_time_format_rfc3339(n->agent_fault_since_usec, when, sizeof(when)), n->agent_fault);
   else if (!cv->comp) {
     fprintf(f, "%s is unreachable, last seen %s", n->id,
             n->last_seen_usec ? mst_time_format_rfc3339(n->last_seen_usec, when, sizeof(when))
@@ -618,7 +640,10 @@ static int root_push(const struct explain *x, size_t v, bool fresh, struct aggr_
     return 0;
 
   const char *state;
-  if (!cv->comp)
+  bool fault = node_vertex_is_fault(x, cv);
+  if (fault)
+    state = "unhealthy";
+  else if (!cv->comp)
     state = n->reported ? "unreachable" : "missing";
   else if (cv->late && !component_failing(cv->comp->state))
     state = "late";
@@ -633,7 +658,7 @@ static int root_push(const struct explain *x, size_t v, bool fresh, struct aggr_
   };
   int r = failed ? -ENOMEM : 0;
   if (r == 0 && !cv->comp)
-    r = node_problem_message(x->m, n, &item.message);
+    r = fault ? node_fault_message(n, &item.message) : node_problem_message(x->m, n, &item.message);
   if (r == 0)
     r = root_summary(x, v, &item.summary);
   if (r == 0)
@@ -743,6 +768,19 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
     if (r >= 0 && aggr_node_conflicted(n, x->now))
       r = node_reason_conflict(n, vname, reasons);
     return r;
+  }
+
+  if (n->agent_fault) {
+    /* The components' states below are what the agent last recorded: the
+     * fault is the first reason and a root cause of its own. */
+    _cleanup_free_ char *message = NULL;
+    if ((r = node_fault_message(n, &message)) < 0 ||
+        (r = reasons_push(reasons, n->id, NULL, vname, message)) < 0)
+      return r;
+    r = v != SIZE_MAX ? root_push(x, v, true, roots)
+                      : reasons_push(roots, n->id, NULL, vname, message);
+    if (r < 0)
+      return r;
   }
 
   if (!n->have_snapshot && n->verdict != MST_VERDICT_HEALTHY) {
@@ -879,7 +917,7 @@ static int cluster_evaluate(const struct aggr_model *m, enum mst_verdict *ret_ve
  * is not up, or it is a problem itself (silent, or an expected master never
  * seen). Its reasons then depend on other nodes' state. */
 static bool node_may_link(const struct aggr_node *n) {
-  return n->n_down > 0 || n->eval_silent || (!n->reported && n->expected_master);
+  return n->n_down > 0 || n->eval_silent || (!n->reported && n->expected_master) || n->agent_fault;
 }
 
 enum {

@@ -90,6 +90,7 @@ static void node_free(struct aggr_node *n) {
   free(n->conflict_kept);
   free(n->conflict_refused);
   free(n->conflict_from);
+  free(n->agent_fault);
   free(n->startup); /* one allocation (stage.h) */
   aggr_reasons_clear(&n->reasons);
   aggr_reasons_clear(&n->root_causes);
@@ -520,6 +521,32 @@ int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *
     n->dirty = true;
   n->conflict_until_usec = MST_MAX(n->conflict_until_usec, until_usec);
   return mark;
+}
+
+int aggr_node_apply_fault(struct aggr_node *n, const char *fault, uint64_t since_usec,
+                          uint64_t now_usec) {
+  if (!fault || !*fault) {
+    if (!n->agent_fault)
+      return 0;
+    free(TAKE_PTR(n->agent_fault));
+    n->agent_fault_since_usec = 0;
+    n->dirty = true;
+    return 1;
+  }
+  /* The agent's clock says when; one ahead of ours says nothing. */
+  uint64_t since = since_usec && since_usec <= now_usec ? since_usec : now_usec;
+  /* Heartbeats repeat the fault every interval: no copy, no mark then. An
+   * agent that did not say when keeps the first time heard. */
+  if (n->agent_fault && strcmp(n->agent_fault, fault) == 0 &&
+      (!since_usec || since == n->agent_fault_since_usec))
+    return 0;
+  _cleanup_free_ char *copy = strdup(fault);
+  if (!copy)
+    return -ENOMEM;
+  string_replace(&n->agent_fault, &copy);
+  n->agent_fault_since_usec = since;
+  n->dirty = true;
+  return 1;
 }
 
 void aggr_node_apply_disconnect(struct aggr_node *n, struct aggr_conn *conn, uint64_t now_usec,

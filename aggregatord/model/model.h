@@ -10,7 +10,7 @@
  * (and those whose silence turned or that the cause graph may link). So
  * whatever changes a node goes through the calls here, which mark it:
  * aggr_model_apply_hello() and aggr_node_apply_change(), _snapshot(),
- * _seen(), _conflict(), _disconnect(), _restored(). Nothing else writes
+ * _seen(), _conflict(), _fault(), _disconnect(), _restored(). Nothing else writes
  * what a node reported. */
 #pragma once
 
@@ -135,6 +135,12 @@ struct aggr_node {
                                * already, by the stream's clock */
   uint64_t unreachable_usec;  /* realtime it turned unreachable, as history recorded it
                                * (AGGR_REACH_UNREACHABLE); 0: reachable */
+  /* Why the node's agent cannot record or send its state, as its last
+   * heartbeat said (aggr_node_apply_fault); NULL when it can. It stays
+   * while the agent is away (a disconnected agent with a full disk is
+   * still at fault) until a heartbeat says otherwise. */
+  char *agent_fault;
+  uint64_t agent_fault_since_usec; /* realtime, as the agent says */
 };
 
 struct aggr_model {
@@ -347,6 +353,14 @@ void aggr_node_apply_seen(struct aggr_node *n, uint64_t now_usec);
  * -ENOMEM with the node left as it was. */
 int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *refused,
                              const char *from, uint64_t now_usec, uint64_t until_usec);
+
+/* A heartbeat's fault: why the agent cannot record or send its state,
+ * since realtime since_usec (0: unknown, then now_usec); fault NULL or ""
+ * when it can. Marks the node only when the fault begins, ends or changes
+ * its text. Returns 1 when marked, 0 when nothing changed, or -ENOMEM with
+ * the node left as it was. */
+int aggr_node_apply_fault(struct aggr_node *n, const char *fault, uint64_t since_usec,
+                          uint64_t now_usec);
 
 /* The node's stream conn closed at now; nothing changes when the node has
  * another stream by then. last_seen stays the last frame's time. silent:

@@ -557,6 +557,17 @@ static void node_write_detail(struct json_writer *w, const struct aggr_model *m,
   reasons_write(w, &n->reasons);
   jw_key(w, "root_causes");
   root_causes_write(w, m, &n->root_causes);
+  /* Why the agent cannot record or send its state (issue 17), or null. */
+  jw_key(w, "agent_fault");
+  if (n->agent_fault) {
+    jw_open(w, '{');
+    jw_key(w, "message");
+    jw_string(w, n->agent_fault);
+    jw_key(w, "since");
+    jw_time(w, n->agent_fault_since_usec);
+    jw_close(w, '}');
+  } else
+    jw_null(w);
   jw_close(w, '}');
 }
 

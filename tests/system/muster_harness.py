@@ -1444,9 +1444,15 @@ class VerdictWatch:
             ... the scenario ...
         w.assert_never(lambda s: s.cluster == "unhealthy", "an orderly boot is never unhealthy")
 
-    Each sample is a VerdictSample: t (time.monotonic()), cluster (verdict
-    or None when the aggregator did not answer 200), nodes ({id: node list
-    entry}), health (the whole body) or nodes_body."""
+    Each sample is a VerdictWatch.Sample: t (time.monotonic()), cluster
+    (verdict or None when the aggregator did not answer 200), nodes ({id:
+    node list entry}), health (the whole body).
+
+    A gap between samples is no blind spot when a blocking read of each
+    body was waiting through all of it: such a read returns at once when
+    its body changes, and that return is itself a sample. assert_never()
+    checks that every gap longer than 100 ms (a busy machine can stall the
+    sampler) was covered so."""
 
     class Sample:
         __slots__ = ("t", "wall", "cluster", "health", "nodes")
@@ -1475,6 +1481,9 @@ class VerdictWatch:
         self._stop = threading.Event()
         self._last = {"health": None, "nodes": None}
         self._threads = []
+        # Per body, the blocking reads that came back unchanged or changed:
+        # (sent, returned) in time.monotonic().
+        self._waits = {"health": [], "nodes": []}
 
     def __enter__(self):
         return self.start()
@@ -1540,11 +1549,15 @@ class VerdictWatch:
             index = None
             while not self._stop.is_set():
                 q = f"{path}?index={index}&wait={self.wait}" if index else path
+                sent = time.monotonic()
                 body, idx = self._get(q, timeout=10.0)
                 if body is None:
                     index = None
                     self._stop.wait(0.02)
                     continue
+                if index:
+                    with self._lock:
+                        self._waits[which].append((sent, time.monotonic()))
                 index = idx
                 if which == "health":
                     self._sample(body, None)
@@ -1579,6 +1592,18 @@ class VerdictWatch:
         ts = [s.t for s in self.record()]
         return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
 
+    def blind_spots(self, longer_than):
+        """The gaps between samples longer than longer_than during which
+        not both bodies had a blocking read waiting: [(start, end)]."""
+        with self._lock:
+            ts = [s.t for s in self.samples]
+            waits = {k: list(v) for k, v in self._waits.items()}
+
+        def covered(a, b, which):
+            return any(sent <= a and returned >= b for sent, returned in waits[which])
+        return [(a, b) for a, b in zip(ts, ts[1:])
+                if b - a > longer_than and not (covered(a, b, "health") and covered(a, b, "nodes"))]
+
     def assert_never(self, bad, desc):
         """No sample satisfies bad(sample); the record's gaps stay below
         100 ms (scaled), so a wrong verdict of 100 ms would have been seen."""
@@ -1586,5 +1611,7 @@ class VerdictWatch:
         hits = [s for s in rec if s.health is not None and bad(s)]
         assert not hits, (f"{desc}: seen {len(hits)} time(s), first at {hits[0]!r}; "
                           f"cluster verdicts in order: {self.cluster_verdicts()}")
-        gap = self.max_gap()
-        assert gap <= T(0.1), f"the verdicts were not watched closely enough: a gap of {gap:.3f}s"
+        blind = self.blind_spots(T(0.1))
+        assert not blind, (f"the verdicts were not watched closely enough: {len(blind)} gap(s) over "
+                           f"{T(0.1):.3f}s without a blocking read waiting, the longest "
+                           f"{max(b - a for a, b in blind):.3f}s")

@@ -56,6 +56,15 @@ static const struct node_case node_cases[] = {
      U},
     {"disconnected stays late", {.have_snapshot = true, .late = true, .disconnected = true}, L},
     {"silent beats disconnected", {.silent = true, .have_snapshot = true, .disconnected = true}, R},
+    /* Issue 17: an agent that cannot record its state (its spool's disk is
+     * full) reports states that may be stale. */
+    {"a fault on an all-healthy node", {.have_snapshot = true, .n_healthy = 5, .fault = true}, U},
+    {"a fault beats late, starting and warnings",
+     {.have_snapshot = true, .late = true, .n_starting = 1, .n_warning = 1, .fault = true},
+     U},
+    {"a fault before the first snapshot", {.have_snapshot = false, .fault = true}, U},
+    {"a fault without components", {.have_snapshot = true, .fault = true}, U},
+    {"silent beats a fault", {.silent = true, .have_snapshot = true, .fault = true}, R},
 };
 
 Test(verdict, node) {

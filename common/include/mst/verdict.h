@@ -5,6 +5,8 @@
  *
  * Node verdicts (first that applies):
  *   unreachable  the agent has been silent longer than the stale timeout
+ *   unhealthy    the agent reports a fault: it cannot record or send its
+ *                state, so its components' states are not the truth
  *   unhealthy    some component is unhealthy or unknown
  *   late         still starting, past the p95 of earlier boots (issue 5)
  *   starting     some component is starting, or no snapshot has arrived yet
@@ -55,6 +57,7 @@ struct mst_node_facts {
   bool late;          /* past p95 of the stage it waits on (issue 5) */
   size_t n_healthy, n_warning, n_starting, n_unhealthy, n_unknown;
   bool disconnected; /* no stream, not yet silent past the stale timeout */
+  bool fault; /* the agent cannot record or send its state (Heartbeat.fault) */
 };
 
 enum mst_verdict mst_node_verdict(const struct mst_node_facts *f);
