@@ -325,10 +325,15 @@ static bool counts_for_health(const struct aggr_node *n, const struct aggr_compo
 static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_node *n,
                                      uint64_t now) {
   n->n_down = n->n_failing = 0;
-  if (!n->reported)
+  if (!n->reported) {
     /* Only expected masters exist before their agent's Hello; anything else
-     * is a placeholder that counts for nothing. */
-    return n->expected_master ? MST_VERDICT_MISSING : MST_VERDICT_UNKNOWN;
+     * is a placeholder that counts for nothing. A master is missing only
+     * once the first-contact window is over: at the start of a boot the
+     * agents come up in any order. */
+    if (!n->expected_master)
+      return MST_VERDICT_UNKNOWN;
+    return aggr_node_awaited(m, n, now) ? MST_VERDICT_STARTING : MST_VERDICT_MISSING;
+  }
 
   struct mst_node_facts facts = {
       .silent = aggr_node_silent(m, n, now),
@@ -709,6 +714,13 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
     _cleanup_free_ char *message = NULL;
     if (!n->reported && !n->expected_master)
       return reasons_pushf(reasons, n->id, NULL, vname, "%s: has never reported", n->id);
+    if (aggr_node_awaited(m, n, x->now)) {
+      /* Not a problem yet: no root cause. */
+      char when[MST_RFC3339_MAX];
+      return reasons_pushf(
+          reasons, n->id, NULL, vname, "%s: has not reported yet; missing at %s unless it reports",
+          n->id, mst_time_format_rfc3339(aggr_model_first_contact_end(m), when, sizeof(when)));
+    }
     if ((r = node_problem_message(m, n, &message)) < 0 ||
         (r = reasons_push(reasons, n->id, NULL, vname, message)) < 0)
       return r;
@@ -876,8 +888,9 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
     bool silent = aggr_node_silent(m, n, now), conflict = aggr_node_conflicted(n, now);
+    bool awaited = aggr_node_awaited(m, n, now);
     if (!all && n->evaluated && !n->dirty && silent == n->eval_silent &&
-        conflict == n->eval_conflict)
+        conflict == n->eval_conflict && awaited == n->eval_awaited)
       continue;
     if (flags)
       flags[i] |= NODE_DERIVE;
@@ -885,6 +898,7 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
     n->evaluated = true;
     n->eval_silent = silent;
     n->eval_conflict = conflict;
+    n->eval_awaited = awaited;
     enum mst_verdict verdict = node_verdict(m, n, now);
     if (verdict != n->verdict || n->verdict_since_usec == 0) {
       n->verdict = verdict;
@@ -972,6 +986,10 @@ uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
     /* A conflict's reason running out. */
     if (n->eval_conflict)
       next = MST_MIN(next, n->conflict_until_usec);
+    /* An expected master turning missing at the end of the first-contact
+     * window. */
+    if (n->eval_awaited)
+      next = MST_MIN(next, aggr_model_first_contact_end(m));
     /* Unreachable as of the last evaluation: nothing more to wait for until
      * a frame arrives, and the loop evaluates after every frame. */
     if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE)

@@ -125,6 +125,22 @@ struct aggr_node {
   bool eval_conflict; /* in conflict at that evaluation (aggr_node_conflicted) */
   size_t n_down;      /* components neither healthy nor warning */
   size_t n_failing;   /* of those, unhealthy or unknown, counting for health */
+
+  /* An expected master that has not reported yet, within the first-contact
+   * window at that evaluation (aggr_node_awaited): its turning missing is
+   * followed by evaluation, like silence. */
+  bool eval_awaited;
+  /* Set by the stage engine (stage.c): when the stage waited on is held
+   * back by a "requires" that does not hold, the (node, component) pairs
+   * standing in its way on the required role's nodes ("mesos-master on
+   * m1"): the first AGGR_REFS_MAX of n_waiting_for_total; else none. */
+  struct aggr_reason_ref *waiting_for;
+  size_t n_waiting_for;
+  size_t n_waiting_for_total;
+  /* Derived by evaluation: the stage waited on as operators read it,
+   * "mesos-agent, waiting for mesos-master on m1" (just "mesos-agent" when
+   * nothing on another node is awaited); NULL when no stage is waited on. */
+  char *waiting_on;
 };
 
 struct aggr_model {
@@ -154,6 +170,13 @@ struct aggr_model {
    * file was deleted while open, until a restart. */
   char *storage_failing;
   bool storage_lost;
+
+  /* [aggregator] first_contact_window: an expected master that has not
+   * reported is starting, not missing, for this long after the first Hello
+   * this aggregator received (first_report_usec, realtime; 0: none yet).
+   * 0 disables the window. Set by the caller after aggr_model_init(). */
+  uint64_t first_contact_window_usec;
+  uint64_t first_report_usec;
 };
 
 /* expected_masters: NULL-terminated list of node ids that must exist. They
@@ -208,6 +231,13 @@ struct aggr_component *aggr_node_find_component(const struct aggr_node *n, const
 /* Whether the node has been silent longer than the stale timeout at now. */
 bool aggr_node_silent(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
 
+/* Whether the node is an expected master that has not reported yet and is
+ * within the first-contact window at now: starting, not yet missing. */
+bool aggr_node_awaited(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
+/* When the first-contact window closes (realtime), or 0 while no agent has
+ * said Hello yet. */
+uint64_t aggr_model_first_contact_end(const struct aggr_model *m);
+
 /* Whether two agents report as the node at now: a conflicting Hello was
  * refused less than the conflict window ago (aggr_node_apply_conflict). */
 bool aggr_node_conflicted(const struct aggr_node *n, uint64_t now_usec);
@@ -229,7 +259,8 @@ struct aggr_hello_report {
 
 /* An agent said Hello on stream conn at realtime now: records who the node
  * is, that it has reported and is connected, and whether its profile digest
- * differs from the aggregator's profile for its role (profile_drift). A new
+ * differs from the aggregator's profile for its role (profile_drift). The
+ * first Hello the model takes opens the first-contact window. A new
  * boot id drops the snapshot flag: what was known of the components belongs
  * to the old boot. Returns 0, or -ENOMEM with the node left as it was. */
 int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
