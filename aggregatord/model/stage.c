@@ -733,8 +733,7 @@ static size_t waiting_add_stage(struct waiting_list *l, const struct aggr_node *
   size_t added = 0;
   for (size_t li = 0; li < ELEMENTSOF(lists); li++)
     for (size_t j = 0; lists[li] && lists[li][j]; j++) {
-      const struct aggr_component *c =
-          speaking ? aggr_node_find_component(x, lists[li][j]) : NULL;
+      const struct aggr_component *c = speaking ? aggr_node_find_component(x, lists[li][j]) : NULL;
       if (c && state_up(c->state))
         continue;
       waiting_add(l, x->id, lists[li][j]);
