@@ -99,6 +99,8 @@ struct aggr_config {
   char *zk_hosts;
   uint64_t zk_session_timeout_usec;
   int log_level;
+  uint64_t first_contact_window_usec; /* an expected master not reported yet is starting this
+                                       * long after the first Hello, then missing */
 };
 
 /* A message logged at most once per interval, with a count of the

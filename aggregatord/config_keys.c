@@ -48,6 +48,8 @@ const struct mst_conf_key aggr_config_keys[] = {
         DEFAULT_OF(MST_COMPONENTS_PER_NODE_MAX)),
     KEY("aggregator", "node_conflict_window", MST_CONF_DURATION, node_conflict_window_usec,
         200 * USEC_PER_MSEC, 3600 * USEC_PER_SEC, "2m"),
+    KEY("aggregator", "first_contact_window", MST_CONF_DURATION, first_contact_window_usec, 0,
+        3600 * USEC_PER_SEC, "30s"),
     KEY("aggregator", "http_timeout", MST_CONF_DURATION, http_timeout_usec, USEC_PER_SEC,
         3600 * USEC_PER_SEC, "60s"),
     KEY("aggregator", "http_max_parked", MST_CONF_UINT, http_max_parked, 1, 1000000, "20000"),

@@ -203,6 +203,7 @@ int main(int argc, char **argv) {
   r = aggr_model_init(&a.model, a.profiles, masters, a.cfg.stale_timeout_usec);
   if (r < 0)
     goto out;
+  a.model.first_contact_window_usec = a.cfg.first_contact_window_usec;
 
   r = mst_store_open(a.cfg.database,
                      a.cfg.synchronous == AGGR_SYNCHRONOUS_NORMAL ? MST_STORE_SYNC_NORMAL : 0, &db);

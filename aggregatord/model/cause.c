@@ -170,8 +170,10 @@ static int vertices_build(struct analysis *a) {
     c->first[i] = c->n;
     if (!n->reported || aggr_node_silent(m, n, a->now)) {
       /* Missing, or silent: its component states are stale; the node
-       * itself is the problem. */
-      if ((n->reported || n->expected_master) && vertex_add(c, &cap, n, i, NULL, true) < 0)
+       * itself is the problem. An expected master still within the
+       * first-contact window is none: it is starting. */
+      if ((n->reported || (n->expected_master && !aggr_node_awaited(m, n, a->now))) &&
+          vertex_add(c, &cap, n, i, NULL, true) < 0)
         return -ENOMEM;
       c->count[i] = c->n - c->first[i];
       continue;
@@ -432,7 +434,8 @@ static void analysis_done(struct analysis *a) {
 static bool any_problem_at_all(const struct aggr_model *m, uint64_t now) {
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
-    if (!n->reported ? n->expected_master : aggr_node_silent(m, n, now))
+    if (!n->reported ? n->expected_master && !aggr_node_awaited(m, n, now)
+                     : aggr_node_silent(m, n, now))
       return true;
     if ((n->startup && n->startup->late) || n->n_failing > 0 || n->agent_fault)
       return true;

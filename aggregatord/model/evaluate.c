@@ -348,10 +348,15 @@ static bool counts_for_health(const struct aggr_node *n, const struct aggr_compo
 static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_node *n,
                                      uint64_t now) {
   n->n_down = n->n_failing = 0;
-  if (!n->reported)
+  if (!n->reported) {
     /* Only expected masters exist before their agent's Hello; anything else
-     * is a placeholder that counts for nothing. */
-    return n->expected_master ? MST_VERDICT_MISSING : MST_VERDICT_UNKNOWN;
+     * is a placeholder that counts for nothing. A master is missing only
+     * once the first-contact window is over: at the start of a boot the
+     * agents come up in any order. */
+    if (!n->expected_master)
+      return MST_VERDICT_UNKNOWN;
+    return aggr_node_awaited(m, n, now) ? MST_VERDICT_STARTING : MST_VERDICT_MISSING;
+  }
 
   struct mst_node_facts facts = {
       .silent = aggr_node_silent(m, n, now),
@@ -500,6 +505,60 @@ static int write_vertices(FILE *f, const struct aggr_cause *c, const size_t *vs,
     fprintf(f, "%s%s", name ? name : "node", name ? " on " : " ");
     write_node_ids(f, ids, n_ids);
   }
+  return 0;
+}
+
+/* Writes refs as "mesos-master on m1..m3, mesos-leader on m1": grouped by
+ * component in order of appearance, nodes themselves as "node m3"; total
+ * beyond n as " and K more". */
+static int write_refs(FILE *f, const struct aggr_reason_ref *refs, size_t n, size_t total) {
+  _cleanup_free_ bool *done = calloc(n ? n : 1, sizeof(bool));
+  _cleanup_free_ struct natural_id *ids = calloc(n ? n : 1, sizeof(*ids));
+  if (!done || !ids)
+    return -ENOMEM;
+  for (size_t i = 0, groups = 0; i < n; i++) {
+    if (done[i])
+      continue;
+    size_t n_ids = 0;
+    for (size_t j = i; j < n; j++)
+      if (!done[j] && mst_str_eq(refs[i].component, refs[j].component)) {
+        done[j] = true;
+        natural_id_init(&ids[n_ids++], refs[j].node);
+      }
+    fprintf(f, "%s%s%s", groups++ ? ", " : "", refs[i].component ? refs[i].component : "node",
+            refs[i].component ? " on " : " ");
+    write_node_ids(f, ids, n_ids);
+  }
+  if (total > n)
+    fprintf(f, " and %zu more", total - n);
+  return 0;
+}
+
+#define WAITING_FOR ", waiting for "
+
+/* The node's waited-on stage as operators read it (aggr_node.waiting_on):
+ * "mesos-agent", or "mesos-agent, waiting for mesos-master on m1" when the
+ * stage engine found it waits for other nodes. *ret is NULL when no stage is
+ * waited on. */
+static int waiting_on_text(const struct aggr_node *n, char **ret) {
+  const struct aggr_startup *s = n->reported ? n->startup : NULL;
+  *ret = NULL;
+  if (!s || s->n_reached == s->profile->n_stages || s->waiting >= s->profile->n_stages)
+    return 0;
+  _cleanup_free_ char *text = NULL;
+  size_t size = 0;
+  FILE *f = open_memstream(&text, &size);
+  if (!f)
+    return -ENOMEM;
+  fputs(s->profile->stages[s->waiting].name, f);
+  int r = 0;
+  if (n->n_waiting_for_total > 0) {
+    fputs(WAITING_FOR, f);
+    r = write_refs(f, n->waiting_for, n->n_waiting_for, n->n_waiting_for_total);
+  }
+  if (fclose(f) != 0 || r < 0)
+    return -ENOMEM;
+  *ret = TAKE_PTR(text);
   return 0;
 }
 
@@ -758,6 +817,13 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
     _cleanup_free_ char *message = NULL;
     if (!n->reported && !n->expected_master)
       return reasons_pushf(reasons, n->id, NULL, vname, "%s: has never reported", n->id);
+    if (aggr_node_awaited(m, n, x->now)) {
+      /* Not a problem yet: no root cause. */
+      char when[MST_RFC3339_MAX];
+      return reasons_pushf(
+          reasons, n->id, NULL, vname, "%s: has not reported yet; missing at %s unless it reports",
+          n->id, mst_time_format_rfc3339(aggr_model_first_contact_end(m), when, sizeof(when)));
+    }
     if ((r = node_problem_message(m, n, &message)) < 0 ||
         (r = reasons_push(reasons, n->id, NULL, vname, message)) < 0)
       return r;
@@ -800,6 +866,35 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
       vertex = next++;
     if (c->state != MST_STATE_HEALTHY &&
         (r = component_reason(x, i, c, vertex, reasons, roots)) < 0)
+      return r;
+  }
+
+  /* A stage held back by other nodes: what it waits for, by name. */
+  if (n->n_waiting_for_total > 0 && n->verdict != MST_VERDICT_HEALTHY && n->waiting_on) {
+    bool failed = false;
+    struct aggr_reason item = {
+        .node = strdup_null(n->id, &failed),
+        .state = strdup_null(vname, &failed),
+        .n_refs_total = n->n_waiting_for_total,
+    };
+    /* waiting_on reads "<stage>, waiting for <what>" (waiting_on_text). */
+    const char *stage = n->startup->profile->stages[n->startup->waiting].name;
+    const char *what = n->waiting_on + strlen(stage) + strlen(WAITING_FOR);
+    if (!failed && asprintf(&item.message, "%s: stage %s waits for %s", n->id, stage, what) < 0)
+      failed = true;
+    if (!failed && n->n_waiting_for > 0) {
+      item.refs = calloc(n->n_waiting_for, sizeof(item.refs[0]));
+      failed = !item.refs;
+      for (size_t k = 0; item.refs && k < n->n_waiting_for; k++, item.n_refs++) {
+        item.refs[k].node = strdup_null(n->waiting_for[k].node, &failed);
+        item.refs[k].component = strdup_null(n->waiting_for[k].component, &failed);
+      }
+    }
+    if (failed) {
+      aggr_reason_done(&item);
+      return -ENOMEM;
+    }
+    if ((r = reasons_take(reasons, &item)) < 0)
       return r;
   }
 
@@ -996,8 +1091,9 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
   for (size_t i = 0; i < m->n_nodes; i++) {
     struct aggr_node *n = m->nodes[i];
     bool silent = aggr_node_silent(m, n, now), conflict = aggr_node_conflicted(n, now);
+    bool awaited = aggr_node_awaited(m, n, now);
     if (!all && n->evaluated && !n->dirty && silent == n->eval_silent &&
-        conflict == n->eval_conflict)
+        conflict == n->eval_conflict && awaited == n->eval_awaited)
       continue;
     if (flags)
       flags[i] |= NODE_DERIVE;
@@ -1006,6 +1102,7 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
     n->evaluated = true;
     n->eval_silent = silent;
     n->eval_conflict = conflict;
+    n->eval_awaited = awaited;
     enum mst_verdict verdict = node_verdict(m, n, now);
     if (verdict != n->verdict || n->verdict_since_usec == 0) {
       n->verdict = verdict;
@@ -1026,6 +1123,16 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
     if (flags && !(flags[i] & NODE_DERIVE) && !node_may_link(n))
       continue;
     m->n_explained++;
+    _cleanup_free_ char *waiting = NULL;
+    if (waiting_on_text(n, &waiting) < 0)
+      log_error("Out of memory while naming what node %s waits on, ignoring", n->id);
+    if (!mst_str_eq(waiting, n->waiting_on)) {
+      free(n->waiting_on);
+      n->waiting_on = TAKE_PTR(waiting);
+      n->dirty = true;
+      if (flags)
+        flags[i] |= NODE_DIFFERS;
+    }
     struct aggr_reasons reasons = {0}, roots = {0};
     if (node_explain(&x, i, &reasons, &roots) < 0)
       /* Keep the verdict; the reasons are what fits in memory. */
@@ -1104,6 +1211,10 @@ uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
     /* A conflict's reason running out. */
     if (n->eval_conflict)
       next = MST_MIN(next, n->conflict_until_usec);
+    /* An expected master turning missing at the end of the first-contact
+     * window. */
+    if (n->eval_awaited)
+      next = MST_MIN(next, aggr_model_first_contact_end(m));
     /* Unreachable as of the last evaluation: nothing more to wait for until
      * a frame arrives, and the loop evaluates after every frame. */
     if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE)

@@ -92,6 +92,8 @@ static void node_free(struct aggr_node *n) {
   free(n->conflict_from);
   free(n->agent_fault);
   free(n->startup); /* one allocation (stage.h) */
+  refs_free(n->waiting_for, n->n_waiting_for);
+  free(n->waiting_on);
   aggr_reasons_clear(&n->reasons);
   aggr_reasons_clear(&n->root_causes);
   free(n);
@@ -357,6 +359,20 @@ struct aggr_reach_event *aggr_model_take_reach_events(struct aggr_model *m, size
   return TAKE_PTR(m->reach_events);
 }
 
+uint64_t aggr_model_first_contact_end(const struct aggr_model *m) {
+  if (m->first_report_usec == 0)
+    return 0;
+  uint64_t end = m->first_report_usec + m->first_contact_window_usec;
+  return end < m->first_report_usec ? UINT64_MAX : end;
+}
+
+bool aggr_node_awaited(const struct aggr_model *m, const struct aggr_node *n, uint64_t now) {
+  /* Before any Hello nothing is awaited: the cluster is unknown then, and a
+   * master that never reports must turn missing some time. */
+  return !n->reported && n->expected_master && m->first_report_usec != 0 &&
+         now < aggr_model_first_contact_end(m);
+}
+
 bool aggr_node_conflicted(const struct aggr_node *n, uint64_t now) {
   return now < n->conflict_until_usec;
 }
@@ -400,6 +416,8 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   n->profile_drift = !p || strcmp(n->profile_digest, p->digest) != 0;
   if (!n->reported)
     n->first_seen_usec = now_usec;
+  if (m->first_report_usec == 0)
+    m->first_report_usec = now_usec;
   n->reported = true;
   n->last_seen_usec = now_usec;
   n->conn = conn;

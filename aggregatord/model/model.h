@@ -141,6 +141,21 @@ struct aggr_node {
    * still at fault) until a heartbeat says otherwise. */
   char *agent_fault;
   uint64_t agent_fault_since_usec; /* realtime, as the agent says */
+  /* An expected master that has not reported yet, within the first-contact
+   * window at that evaluation (aggr_node_awaited): its turning missing is
+   * followed by evaluation, like silence. */
+  bool eval_awaited;
+  /* Set by the stage engine (stage.c): when the stage waited on is held
+   * back by a "requires" that does not hold, the (node, component) pairs
+   * standing in its way on the required role's nodes ("mesos-master on
+   * m1"): the first AGGR_REFS_MAX of n_waiting_for_total; else none. */
+  struct aggr_reason_ref *waiting_for;
+  size_t n_waiting_for;
+  size_t n_waiting_for_total;
+  /* Derived by evaluation: the stage waited on as operators read it,
+   * "mesos-agent, waiting for mesos-master on m1" (just "mesos-agent" when
+   * nothing on another node is awaited); NULL when no stage is waited on. */
+  char *waiting_on;
 };
 
 struct aggr_model {
@@ -184,6 +199,13 @@ struct aggr_model {
    * aggr_model_take_reach_events(). Only a leader queues them. */
   struct aggr_reach_event *reach_events;
   size_t n_reach_events;
+
+  /* [aggregator] first_contact_window: an expected master that has not
+   * reported is starting, not missing, for this long after the first Hello
+   * this aggregator received (first_report_usec, realtime; 0: none yet).
+   * 0 disables the window. Set by the caller after aggr_model_init(). */
+  uint64_t first_contact_window_usec;
+  uint64_t first_report_usec;
 };
 
 /* A node turning unreachable or coming back, as history records it. */
@@ -268,6 +290,13 @@ uint64_t aggr_node_silent_from(const struct aggr_model *m, const struct aggr_nod
 bool aggr_node_disconnected(const struct aggr_model *m, const struct aggr_node *n,
                             uint64_t now_usec);
 
+/* Whether the node is an expected master that has not reported yet and is
+ * within the first-contact window at now: starting, not yet missing. */
+bool aggr_node_awaited(const struct aggr_model *m, const struct aggr_node *n, uint64_t now_usec);
+/* When the first-contact window closes (realtime), or 0 while no agent has
+ * said Hello yet. */
+uint64_t aggr_model_first_contact_end(const struct aggr_model *m);
+
 /* Whether two agents report as the node at now: a conflicting Hello was
  * refused less than the conflict window ago (aggr_node_apply_conflict). */
 bool aggr_node_conflicted(const struct aggr_node *n, uint64_t now_usec);
@@ -290,7 +319,8 @@ struct aggr_hello_report {
 
 /* An agent said Hello on stream conn at realtime now: records who the node
  * is, that it has reported and is connected, and whether its profile digest
- * differs from the aggregator's profile for its role (profile_drift). A new
+ * differs from the aggregator's profile for its role (profile_drift). The
+ * first Hello the model takes opens the first-contact window. A new
  * boot id drops the snapshot flag: what was known of the components belongs
  * to the old boot. Returns 0, or -ENOMEM with the node left as it was. */
 int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,

@@ -38,6 +38,7 @@
 #include "model/model.h"
 #include "mst/dynbuf.h"
 #include "mst/macro.h"
+#include "mst/str.h"
 #include "model/stage.h"
 
 /* Rounds of an evaluation: chains of requires are short; this only bounds a
@@ -525,6 +526,27 @@ struct role_members {
   size_t n;
 };
 
+/* A (node, component) standing in the way of a requirement, borrowed from
+ * the model and the profiles for the length of an evaluation. */
+struct waiting_ref {
+  const char *node;
+  const char *component; /* NULL: the node itself */
+};
+
+/* What stands in the way of something: the first AGGR_REFS_MAX pairs, and
+ * how many there are. */
+struct waiting_list {
+  struct waiting_ref v[AGGR_REFS_MAX];
+  size_t n, total;
+};
+
+/* What stands in the way of one requirement that does not hold, computed
+ * once per evaluation while settling (nothing is reached then). */
+struct waiting_memo {
+  const struct aggr_requirement *rq;
+  struct waiting_list list;
+};
+
 /* What a requirement came to, valid while no stage is reached anywhere:
  * every node asking about the same condition gets the same answer. */
 struct requirement_memo {
@@ -549,6 +571,8 @@ struct stage_ctx {
   size_t n_memo;
   struct comp_index *indexes; /* per node, built on first use */
   bool *indexed;
+  struct waiting_memo *waiting; /* what stands in the way of requirements, while settling */
+  size_t n_waiting;
 };
 
 static void ctx_done(struct stage_ctx *ctx) {
@@ -561,6 +585,7 @@ static void ctx_done(struct stage_ctx *ctx) {
     free(ctx->indexes[i].v);
   free(ctx->indexes);
   free(ctx->indexed);
+  free(ctx->waiting);
 }
 
 /* Node i's components by name; they do not change during an evaluation.
@@ -689,6 +714,141 @@ static bool requirement_holds(struct stage_ctx *ctx, const struct aggr_requireme
         .rq = rq, .generation = ctx->generation, .holds = holds, .at = at};
   *ret_at = at;
   return holds;
+}
+
+/* --- what a stage waits for on other nodes --------------------------------- */
+
+static void waiting_add(struct waiting_list *l, const char *node, const char *component) {
+  if (l->n < AGGR_REFS_MAX)
+    l->v[l->n++] = (struct waiting_ref){node, component};
+  l->total++;
+}
+
+/* Adds the components and milestones of stage k of node x that are not up
+ * (all of them when x is not speaking); returns how many. */
+static size_t waiting_add_stage(struct waiting_list *l, const struct aggr_node *x, bool speaking,
+                                size_t k) {
+  const struct mst_stage *st = &x->startup->profile->stages[k];
+  char *const *lists[] = {st->components, st->milestones};
+  size_t added = 0;
+  for (size_t li = 0; li < ELEMENTSOF(lists); li++)
+    for (size_t j = 0; lists[li] && lists[li][j]; j++) {
+      const struct aggr_component *c = speaking ? aggr_node_find_component(x, lists[li][j]) : NULL;
+      if (c && state_up(c->state))
+        continue;
+      waiting_add(l, x->id, lists[li][j]);
+      added++;
+    }
+  return added;
+}
+
+/* Adds to l what stands in the way of rq, which does not hold: on each node
+ * of the required role that has not reached the stage, the stage's members
+ * that are not up; when all of them are, those of the stages before it not
+ * reached yet; when none is down there either (or the node has no such
+ * stage), the node itself. */
+static void requirement_waiting(struct stage_ctx *ctx, const struct aggr_requirement *rq,
+                                struct waiting_list *l) {
+  const struct role_members *rm = ctx_role(ctx, rq->role);
+  for (size_t i = 0; rm && i < rm->n; i++) {
+    const struct aggr_node *x = rm->v[i];
+    if (!role_member(ctx, x))
+      continue;
+    const struct aggr_startup *s = x->startup;
+    size_t k = s ? aggr_stage_index(s->profile, rq->stage) : SIZE_MAX;
+    if (k != SIZE_MAX && s->stages[k].reached_usec > 0)
+      continue;
+    size_t added = 0;
+    if (k != SIZE_MAX) {
+      bool speaking = x->reported && !aggr_node_silent(ctx->m, x, ctx->now);
+      const struct aggr_stage_node *sn = &s->graph->stages[k];
+      added = waiting_add_stage(l, x, speaking, k);
+      for (size_t j = 0; added == 0 && j < sn->n_upstream; j++)
+        if (s->stages[sn->upstream[j]].reached_usec == 0)
+          added += waiting_add_stage(l, x, speaking, sn->upstream[j]);
+    }
+    if (added == 0)
+      waiting_add(l, x->id, NULL);
+  }
+}
+
+/* The memoized list of what stands in the way of rq; NULL on ENOMEM. */
+static const struct waiting_list *ctx_requirement_waiting(struct stage_ctx *ctx,
+                                                          const struct aggr_requirement *rq) {
+  for (size_t k = 0; k < ctx->n_waiting; k++)
+    if (ctx->waiting[k].rq == rq)
+      return &ctx->waiting[k].list;
+  struct waiting_memo *memo = MST_ARRAY_APPEND(ctx->waiting, ctx->n_waiting);
+  if (!memo)
+    return NULL;
+  ctx->n_waiting++;
+  *memo = (struct waiting_memo){.rq = rq};
+  requirement_waiting(ctx, rq, &memo->list);
+  return &memo->list;
+}
+
+static bool waiting_same(const struct aggr_node *n, const struct waiting_list *l) {
+  if (n->n_waiting_for != l->n || n->n_waiting_for_total != l->total)
+    return false;
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(n->waiting_for[i].node, l->v[i].node) != 0 ||
+        !mst_str_eq(n->waiting_for[i].component, l->v[i].component))
+      return false;
+  return true;
+}
+
+static void waiting_clear(struct aggr_node *n) {
+  for (size_t i = 0; i < n->n_waiting_for; i++) {
+    free(n->waiting_for[i].node);
+    free(n->waiting_for[i].component);
+  }
+  free(n->waiting_for);
+  n->waiting_for = NULL;
+  n->n_waiting_for = n->n_waiting_for_total = 0;
+}
+
+/* Sets what the node's waited-on stage waits for on other nodes
+ * (aggr_node.waiting_for): the requirements of that stage that do not hold,
+ * when they are all that holds it back. Marks the node when it changed.
+ * Returns 0 or -ENOMEM (then the list is left empty). */
+static int startup_waiting_for(struct stage_ctx *ctx, struct aggr_node *n) {
+  const struct aggr_startup *s = n->startup;
+  struct waiting_list l = {0};
+  size_t w = s->waiting;
+  if (n->reported && w < s->profile->n_stages && s->stages[w].state == AGGR_STAGE_PENDING) {
+    const struct aggr_stage_node *sn = &s->graph->stages[w];
+    bool after_done = true;
+    for (size_t k = 0; k < sn->n_after; k++)
+      after_done = after_done && s->stages[sn->after[k]].reached_usec > 0;
+    for (size_t k = 0; after_done && k < sn->n_requires; k++) {
+      uint64_t at;
+      if (requirement_holds(ctx, &sn->requires[k], &at))
+        continue;
+      const struct waiting_list *r = ctx_requirement_waiting(ctx, &sn->requires[k]);
+      if (!r)
+        return -ENOMEM;
+      for (size_t j = 0; j < r->n; j++)
+        waiting_add(&l, r->v[j].node, r->v[j].component);
+      l.total += r->total - r->n;
+    }
+  }
+  if (waiting_same(n, &l))
+    return 0;
+  waiting_clear(n);
+  n->dirty = true;
+  if (l.n > 0 && !(n->waiting_for = calloc(l.n, sizeof(n->waiting_for[0]))))
+    return -ENOMEM;
+  for (size_t i = 0; i < l.n; i++) {
+    struct aggr_reason_ref *ref = &n->waiting_for[n->n_waiting_for++];
+    ref->node = strdup(l.v[i].node);
+    ref->component = l.v[i].component ? strdup(l.v[i].component) : NULL;
+    if (!ref->node || (l.v[i].component && !ref->component)) {
+      waiting_clear(n);
+      return -ENOMEM;
+    }
+  }
+  n->n_waiting_for_total = l.total;
+  return 0;
 }
 
 /* Whether stage i is startable, and since when (*ret_start). */
@@ -1141,6 +1301,8 @@ int aggr_stage_evaluate(struct aggr_stage *st, struct aggr_model *m, uint64_t no
     if (!ci)
       return -ENOMEM;
     int k = startup_settle(&ctx, n, ci);
+    if (k >= 0)
+      k = startup_waiting_for(&ctx, n);
     if (k < 0)
       r = k;
     if (!before.evaluated || !startup_same(s, &before, seen))

@@ -35,6 +35,12 @@
  * when expected masters are configured, otherwise the nodes of that role
  * that have reported.
  *
+ * A node's stage waited on that is pending only because a "requires" does
+ * not hold waits for other nodes: the engine names them in
+ * aggr_node.waiting_for, as the (node, component) pairs in the way (on each
+ * node of the role that has not reached the required stage, its members not
+ * up; else those of the stages before it; else the node itself).
+ *
  * The engine's own state (struct aggr_stage: the graphs, what was learned,
  * the completions not yet stored) is held next to the model, not in it;
  * each node's progress hangs on the node (aggr_node.startup), where the

@@ -2,10 +2,13 @@
  * state; see metrics.h. The text follows the Prometheus text format 0.0.4:
  * HELP and TYPE for every family, counters ending in _total, label values
  * escaped, and it is checked with `promtool check metrics` in the tests. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "model/model.h"
 #include "mst/dynbuf.h"
@@ -116,9 +119,92 @@ int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_l
   return 0;
 }
 
-/* The gauges of the cluster as view v shows it; leads as for
+/* The open descriptors of this process, or -1 when /proc cannot say. */
+static long process_open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return -1;
+  long n = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the directory's own descriptor */
+}
+
+/* The resident set in bytes and the start time in seconds since the epoch
+ * (/proc/self/statm and stat, with the boot time of /proc/stat); 0 for
+ * what /proc cannot say. */
+static void process_memory_and_start(double *ret_rss, double *ret_start) {
+  long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
+  unsigned long long size, resident, start_ticks = 0, btime = 0;
+  char line[256];
+  *ret_rss = *ret_start = 0;
+  FILE *f = fopen("/proc/self/statm", "re");
+  if (f) {
+    if (fscanf(f, "%llu %llu", &size, &resident) == 2 && page > 0)
+      *ret_rss = (double)resident * (double)page;
+    fclose(f);
+  }
+  /* Field 22 of stat, counted after the command's closing parenthesis (the
+   * command may hold spaces). */
+  char stat[1024];
+  f = fopen("/proc/self/stat", "re");
+  if (f) {
+    size_t k = fread(stat, 1, sizeof(stat) - 1, f);
+    stat[k] = 0;
+    fclose(f);
+    const char *p = strrchr(stat, ')');
+    for (int field = 2; p && field < 22; field++)
+      p = strchr(p + 1, ' ');
+    if (p)
+      start_ticks = strtoull(p + 1, NULL, 10);
+  }
+  f = fopen("/proc/stat", "re");
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "btime %llu", &btime) == 1)
+      break;
+  if (f)
+    fclose(f);
+  if (btime > 0 && ticks > 0)
+    *ret_start = (double)btime + (double)start_ticks / (double)ticks;
+}
+
+/* The standard process metrics of Prometheus' client libraries, and the
+ * build: what every aggregator exports, leading or not. */
+static void process_gauges(struct mst_dynbuf *t) {
+  struct rusage ru;
+  double cpu = 0, rss, start;
+  if (getrusage(RUSAGE_SELF, &ru) == 0)
+    cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+          ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+  process_memory_and_start(&rss, &start);
+  mst_dynbuf_addf(t,
+                  "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+                  "seconds.\n# TYPE process_cpu_seconds_total counter\n"
+                  "process_cpu_seconds_total %.6f\n"
+                  "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                  "# TYPE process_resident_memory_bytes gauge\n"
+                  "process_resident_memory_bytes %.0f\n"
+                  "# HELP process_start_time_seconds Start time of the process since unix epoch "
+                  "in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                  "process_start_time_seconds %.2f\n",
+                  cpu, rss, start);
+  long fds = process_open_fds();
+  if (fds >= 0)
+    mst_dynbuf_addf(t,
+                    "# HELP process_open_fds Number of open file descriptors.\n"
+                    "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n",
+                    fds);
+  mst_dynbuf_addf(t,
+                  "# HELP muster_build_info The aggregator's version (always 1).\n"
+                  "# TYPE muster_build_info gauge\nmuster_build_info{version=\"%s\"} 1\n",
+                  MUSTER_VERSION);
+}
+
+/* The election as this aggregator sees it (v may be NULL before the first
+ * publish), on leaders and followers alike; leads as for
  * aggr_metrics_render(). */
-static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v, bool leads) {
+static void election_gauges(struct mst_dynbuf *t, const struct aggr_view *v, bool leads) {
   mst_dynbuf_addf(t,
                   "# HELP muster_leader Whether this aggregator leads (1) or follows (0).\n"
                   "# TYPE muster_leader gauge\nmuster_leader %d\n",
@@ -126,11 +212,17 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v, bool
   mst_dynbuf_addf(t,
                   "# HELP muster_leader_epoch Epoch of the current leader as known here.\n"
                   "# TYPE muster_leader_epoch gauge\nmuster_leader_epoch %llu\n",
-                  (unsigned long long)v->epoch);
+                  (unsigned long long)(v ? v->epoch : 0));
   mst_dynbuf_addf(t,
                   "# HELP muster_agents_connected Agent streams connected to this aggregator.\n"
                   "# TYPE muster_agents_connected gauge\nmuster_agents_connected %llu\n",
                   (unsigned long long)atomic_load(&aggr_counters.agents_connected));
+}
+
+/* The gauges of the cluster as view v shows it: only a leader holds the
+ * cluster's state, so only it exports them (a follower's view knows no
+ * live agent: its verdict would be a false alarm on every follower). */
+static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
   mst_dynbuf_adds(t, "# HELP muster_cluster_verdict The cluster verdict (1 for the current one).\n"
                      "# TYPE muster_cluster_verdict gauge\n");
   for (int k = 0; k < _MST_VERDICT_MAX; k++) {
@@ -233,7 +325,9 @@ int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_
   for (size_t l = 0; l < _AGGR_LIMIT_MAX; l++)
     mst_dynbuf_addf(&t, "muster_limit_hits_total{limit=\"%s\"} %llu\n", limit_names[l],
                     (unsigned long long)atomic_load(&c->limit_hits[l]));
-  if (v)
-    cluster_gauges(&t, v, leads);
+  process_gauges(&t);
+  election_gauges(&t, v, leads);
+  if (v && leads)
+    cluster_gauges(&t, v);
   return mst_dynbuf_take(&t, ret, ret_len) < 0 ? -ENOMEM : 0;
 }

@@ -1,9 +1,10 @@
 /* Prometheus metrics of the aggregator, served at GET /metrics.
  *
  * Counters are process-wide atomics that any thread bumps without a lock,
- * rendered when /metrics is read. The gauges that describe the cluster
- * (leadership, the cluster verdict, each node's verdict and component
- * states) come from the published view (view.h), like every other body:
+ * rendered when /metrics is read, with the process metrics. The gauges that
+ * describe the cluster (the cluster verdict, each node's verdict and
+ * component states, exported by the leader only) and leadership come from
+ * the published view (view.h), like every other body:
  * the loop renders each node's lines when it renders the node's bodies
  * (aggr_metrics_node_lines), and a scrape pastes the view's lines after the
  * counters. So a scrape never waits for the loop and never sees a lock. */
@@ -91,8 +92,11 @@ void aggr_metrics_storage_failing(bool failing);
 int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_len,
                             size_t *ret_verdict_len);
 
-/* The whole exposition text: the counters now, and the cluster gauges of
- * view v (none when v is NULL). leads: whether this aggregator leads now (v
- * says so and the lease holds; http.c's view_leads()), for muster_leader.
+/* The whole exposition text: the counters now, the process metrics and
+ * muster_build_info, the election's gauges (muster_leader from leads), and
+ * the cluster gauges of view v (the cluster, node and component series)
+ * only when this aggregator leads: none when v is NULL or !leads. leads:
+ * whether this aggregator leads now (v says so and the lease holds; http.c's
+ * view_leads()).
  * Returns 0 with a malloc'd body, or -ENOMEM. Any thread holding v. */
 int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len);

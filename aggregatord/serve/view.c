@@ -268,15 +268,15 @@ static int jw_take(struct json_writer *w, char **ret, size_t *ret_len) {
 /* --- rendering ------------------------------------------------------------ */
 
 /* [{"node":...,"component":...},...]: what a reason names. */
-static void refs_write(struct json_writer *w, const struct aggr_reason *x) {
+static void refs_write(struct json_writer *w, const struct aggr_reason_ref *refs, size_t n) {
   jw_open(w, '[');
-  for (size_t i = 0; i < x->n_refs; i++) {
+  for (size_t i = 0; i < n; i++) {
     jw_element(w);
     jw_open(w, '{');
     jw_key(w, "node");
-    jw_string(w, x->refs[i].node);
+    jw_string(w, refs[i].node);
     jw_key(w, "component");
-    jw_string(w, x->refs[i].component);
+    jw_string(w, refs[i].component);
     jw_close(w, '}');
   }
   jw_close(w, ']');
@@ -311,7 +311,7 @@ static void reason_list_write(struct json_writer *w, const struct aggr_model *m,
     jw_key(w, "message");
     jw_string(w, m ? x->summary : x->message);
     jw_key(w, m ? "blocked" : "blocked_by");
-    refs_write(w, x);
+    refs_write(w, x->refs, x->n_refs);
     jw_key(w, m ? "blocked_total" : "blocked_by_total");
     jw_uint(w, x->n_refs_total);
     jw_close(w, '}');
@@ -458,11 +458,14 @@ static void startup_write_detail(struct json_writer *w, const struct aggr_node *
     live->eta_at = w->b.len; /* counts down per request */
     jw_raw(w, LIVE_PLACEHOLDER, strlen(LIVE_PLACEHOLDER));
   }
+  /* The stage waited on as operators read it, naming what it waits for on
+   * other nodes (evaluate.c); the stage's own name is "stage". */
   jw_key(w, "waiting_on");
-  if (s && !startup_all_done(s) && s->waiting < s->profile->n_stages)
-    jw_string(w, s->profile->stages[s->waiting].name);
-  else
-    jw_null(w);
+  jw_string(w, s ? n->waiting_on : NULL);
+  jw_key(w, "waiting_for");
+  refs_write(w, n->waiting_for, s ? n->n_waiting_for : 0);
+  jw_key(w, "waiting_for_total");
+  jw_uint(w, s ? n->n_waiting_for_total : 0);
   jw_key(w, "late");
   jw_bool(w, s && s->late);
 

@@ -24,7 +24,9 @@ def cluster(env):
     env.write_profile("agent", mh.profile_ini("agent", [
         ("mesos-agent", dict(check="systemd", unit="dcos-mesos-slave.service")),
     ], [("mesos-agent", ["mesos-agent"])]))
-    aggr = env.aggregator(stale_timeout="30s", expected_masters=["10.0.0.1", "10.0.0.9"]).start()
+    # No first-contact window: 10.0.0.9 is missing from the first report on.
+    aggr = env.aggregator(stale_timeout="30s", expected_masters=["10.0.0.1", "10.0.0.9"],
+                          extra={"first_contact_window": "0s"}).start()
     clients = []
     for node, role, comps in [("10.0.0.1", "master", ["mesos-master", "exhibitor"]),
                               ("10.0.0.2", "agent", ["mesos-agent"])]:

@@ -128,3 +128,78 @@ def test_first_scrape_has_the_cluster_gauges(env):
     text = wait_until(node_lines, timeout=10, desc="n1 healthy in /metrics")
     assert sample(text, "muster_cluster_verdict", verdict="healthy") == 1
     cl.close()
+
+
+def families(text):
+    """The metric names of the samples in text."""
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+PROCESS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+           "process_start_time_seconds")
+CLUSTER = ("muster_cluster_verdict", "muster_node_verdict", "muster_component_state")
+
+
+def test_followers_export_no_cluster_verdict(env, zk, cluster_name):
+    """Two aggregators, a real ZooKeeper, a healthy node and an expected
+    master that never reports. The leader exports the cluster (the node's
+    and the missing master's series); the follower exports its process and
+    election metrics and muster_leader 0, and no cluster, node or component
+    series, so a plain alert on muster_cluster_verdict or
+    muster_node_verdict{verdict="missing"} fires on no follower. Both pass
+    promtool. After the leader stops, the follower leads and exports the
+    cluster itself."""
+    from zk_harness import ElectedAggregator, wait_one_leader
+    env.write_profile("agent", mh.profile_ini("agent", [
+        (c, dict(check="exec", command="true", interval="10s", rise=1, fall=1)) for c in COMPONENTS
+    ], [("work", COMPONENTS)]))
+    aggrs = [ElectedAggregator(env, zk.hosts, cluster_name, "2s", id=f"aggr{i}",
+                               stale_timeout="30s", expected_masters=["m9"],
+                               extra={"first_contact_window": "0s"}) for i in (1, 2)]
+    for a in aggrs:
+        a.start()
+    leader, _ = wait_one_leader(aggrs)
+    follower = next(a for a in aggrs if a is not leader)
+    env.agent("n1", "agent", [leader, follower]).start()
+
+    def leader_sees_n1():
+        t = scrape(leader)
+        return (sample(t, "muster_node_verdict", node="n1", role="agent", verdict="healthy") == 1
+                and t)
+    text = wait_until(leader_sees_n1, timeout=10, desc="n1 healthy in the leader's /metrics")
+    assert sample(text, "muster_leader") == 1
+    assert sample(text, "muster_cluster_verdict", verdict="unhealthy") == 1, \
+        "m9 never reported: the leader says so"
+    assert sample(text, "muster_node_verdict", node="m9", role="master", verdict="missing") == 1
+
+    ftext = scrape(follower)
+    assert sample(ftext, "muster_leader") == 0, ftext
+    assert sample(ftext, "muster_leader_epoch") == sample(text, "muster_leader_epoch")
+    got = families(ftext)
+    assert not got & set(CLUSTER), f"a follower exports {sorted(got & set(CLUSTER))}"
+    for name in PROCESS:
+        assert sample(ftext, name) is not None, f"{name} missing on the follower"
+        assert sample(text, name) is not None, f"{name} missing on the leader"
+    assert sample(ftext, "process_resident_memory_bytes") > 1e6
+    assert sample(ftext, "process_open_fds") > 3
+    assert abs(sample(ftext, "process_start_time_seconds") - time.time()) < 600
+    version = [l for l in ftext.splitlines() if l.startswith("muster_build_info{")]
+    assert len(version) == 1 and version[0].endswith("} 1"), version
+    assert 'version="' in version[0]
+
+    promtool = shutil.which("promtool")
+    if promtool:
+        for t in (text, ftext):
+            p = subprocess.run([promtool, "check", "metrics"], input=t, capture_output=True,
+                               text=True, timeout=30)
+            assert p.returncode == 0, p.stdout + p.stderr
+
+    # The follower takes over: the cluster's series are its own now.
+    leader.stop()
+    wait_one_leader([follower])
+    text = wait_until(lambda: (sample(scrape(follower), "muster_leader") == 1 and
+                               sample(scrape(follower), "muster_node_verdict", node="n1",
+                                      role="agent", verdict="healthy") == 1 and scrape(follower)),
+                      timeout=15, desc="the new leader exports the cluster")
+    assert families(text) >= set(CLUSTER)

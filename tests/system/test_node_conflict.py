@@ -79,8 +79,13 @@ def test_two_agents_one_node_id(env):
     assert reason["node"] == "m1"
     assert first.spool_id()[:16] in reason["message"] and second.spool_id()[:16] in reason["message"]
     assert "keeping the first" in reason["message"]
+    # A reason about the node itself, with the node's verdict, and the same
+    # one in /v1/health and in the node's view.
+    assert reason["component"] is None and reason["state"] == "degraded", reason
     n = aggr.node("m1")
     assert n["verdict"] == "degraded" and conflict_reasons(n["reasons"]), n
+    assert conflict_reasons(n["reasons"])[0]["message"] == reason["message"], n["reasons"]
+    assert aggr.nodes()["m1"]["verdict"] == "degraded"
 
     boots, named = observe(aggr, first, rc, 3.0)
     assert changes(boots) == 0 and boots[0] == first.boot_id, \

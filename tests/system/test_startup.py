@@ -258,7 +258,8 @@ def test_normal_boot_in_order(dcos):
     for node, _ in AGENTS:
         n = dcos.wait_stage(node, "diagnostics", "done")
         st = n["startup"]
-        assert st["waiting_on"] == "mesos-agent", st
+        assert st["stage"] == "mesos-agent", st
+        assert st["waiting_on"].startswith("mesos-agent, waiting for mesos-master on m1..m3"), st
         assert dcos.stage(node, "mesos-agent")["state"] == "pending", \
             "its components are up, but no master has its mesos-master stage"
         assert st["percent"] == 20

@@ -24,7 +24,9 @@
  *              unhealthy, unreachable, late or degraded
  *   healthy    every expected master and every other node is healthy
  * "Expected masters" are the configured ones; with none configured, every node
- * of role master that has reported. A master that never reported is missing. */
+ * of role master that has reported. A master that never reported is missing
+ * once the first-contact window after the first report has passed, and
+ * starting within it (the aggregator decides which, evaluate.c). */
 #pragma once
 
 #include <stdbool.h>
