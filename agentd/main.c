@@ -41,6 +41,9 @@
 #include "stream.h"
 #include "util.h"
 
+/* How long the first Hello waits for the first read of the systemd units. */
+#define AGENT_FIRST_READ_WAIT_USEC (2 * USEC_PER_SEC)
+
 static void usage(FILE *f) {
   fprintf(f, "Usage: muster-agentd --config PATH [--check-config]\n"
              "       muster-agentd --version\n"
@@ -150,6 +153,9 @@ static int agent_start(struct agent *a) {
     r = agent_systemd_new(a, &a->systemd);
     if (r < 0)
       return start_failed(r, "set up the systemd checks");
+    /* The first read of the units may find the stack restarted while the
+     * agent was down: a new startup, which the first Hello must name. */
+    agent_stream_hold_first(a->stream, AGENT_FIRST_READ_WAIT_USEC);
   }
   r = agent_grace_timer_start(a);
   if (r < 0)

@@ -153,6 +153,11 @@ struct agent_stream {
    * next one too only after the replay. */
   char fault_sent[MST_AGENT_FAULT_MAX + 1];
   uint64_t fault_sent_since_usec;
+  /* The first attempt waits for what the Hello must say (the startup, which
+   * the first read of the systemd units decides): agent_stream_hold_first()
+   * and agent_stream_release_first(); at most until the retry timer. */
+  bool held;
+  bool tried; /* an attempt was made */
 };
 
 static void stream_drop(struct agent_stream *s, int64_t delay_usec, const char *fmt, ...)
@@ -652,6 +657,21 @@ void agent_stream_retry_now(struct agent_stream *s) {
   }
 }
 
+void agent_stream_hold_first(struct agent_stream *s, uint64_t at_most_usec) {
+  if (s && s->phase == STREAM_WAITING && !s->tried) {
+    s->held = true;
+    stream_schedule_retry(s, at_most_usec);
+  }
+}
+
+void agent_stream_release_first(struct agent_stream *s) {
+  if (s && s->held) {
+    s->held = false;
+    if (s->phase == STREAM_WAITING)
+      stream_schedule_retry(s, 0);
+  }
+}
+
 void agent_stream_hello_again(struct agent_stream *s) {
   /* Before the Hello (connecting, TLS), the Hello to come names it already. */
   if (s && (s->phase == STREAM_HELLO || s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE))
@@ -1111,6 +1131,13 @@ static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdat
   bool connected;
   int r;
 
+  if (s->held) {
+    log_warning("stream: the systemd units were not all read in time; saying Hello with the "
+                "startup as it stands (%s)",
+                s->agent->boot_id);
+    s->held = false;
+  }
+  s->tried = true;
   free(s->peer);
   if (s->redirect)
     s->peer = TAKE_PTR(s->redirect);

@@ -22,6 +22,14 @@ void agent_stream_retry_now(struct agent_stream *s);
  * at once, so that the aggregator learns the startup's id from a Hello
  * before any change of it. Accepts NULL. */
 void agent_stream_hello_again(struct agent_stream *s);
+
+/* Holds the first attempt to connect until agent_stream_release_first(), or
+ * at most at_most_usec: an agent whose startup is decided by its first read
+ * of the systemd units (a stack restarted while it was down) must not say
+ * Hello with the startup before it, and send that startup's states as the
+ * node's current ones. No-op once an attempt was made. */
+void agent_stream_hold_first(struct agent_stream *s, uint64_t at_most_usec);
+void agent_stream_release_first(struct agent_stream *s);
 /* Some component's output changed without a state change: send a fresh
  * snapshot soon (rate-limited; see stream.c). Accepts NULL. */
 void agent_stream_outputs_changed(struct agent_stream *s);

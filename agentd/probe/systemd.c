@@ -58,6 +58,7 @@
 #include "mst/time.h"
 #include "probe/systemd.h"
 #include "startup.h"
+#include "stream.h"
 #include "util.h"
 
 #define SYSTEMD_DESTINATION     "org.freedesktop.systemd1"
@@ -122,6 +123,7 @@ struct agent_systemd {
   uint64_t backoff_usec;
   struct unit_watch *watches;
   size_t n_watches;
+  bool all_read; /* every unit was read once: the stream may say Hello */
 };
 
 static void systemd_lost(struct agent_systemd *sd, const char *fmt, ...) _printf_(2, 3);
@@ -368,6 +370,18 @@ static void watch_take_read(struct unit_watch *w) {
   agent_component_observed(w->c, state, text);
 }
 
+/* Once every unit was read (or failed to be) once, the startup is decided
+ * (startup.c): the stream's first Hello, held until now, may go. */
+static void systemd_note_all_read(struct agent_systemd *sd) {
+  if (sd->all_read)
+    return;
+  for (size_t i = 0; i < sd->n_watches; i++)
+    if (sd->watches[i].n_reads == 0)
+      return;
+  sd->all_read = true;
+  agent_stream_release_first(sd->agent->stream);
+}
+
 /* Ends a read (all its replies are in): reports it, then reads again when a
  * signal came in the meantime. */
 static void watch_read_done(struct unit_watch *w) {
@@ -388,6 +402,7 @@ static void watch_read_done(struct unit_watch *w) {
   }
   /* Last: a new startup reads every unit again. */
   agent_startup_units_read(w->sd->agent);
+  systemd_note_all_read(w->sd);
 }
 
 static void watch_read_failed(struct unit_watch *w, const char *what, const char *error) {

@@ -282,6 +282,7 @@ def test_stack_restart_is_a_startup(env, systemd_manager):
         after_window(n["startup"]["boot_time"])
         before = time.time()
         sd.systemctl("restart", "mst-stack.target")
+        restarted = time.monotonic()
         agent.start()
         n = aggr.wait_node("m1", lambda n: n["boot_id"] == f"{agent.boot_id}+3" and
                            n["verdict"] == "healthy" and n["startup"]["state"] == "done",
@@ -290,6 +291,11 @@ def test_stack_restart_is_a_startup(env, systemd_manager):
         assert before - 0.5 <= parse_time(n["startup"]["boot_time"]) <= time.time(), n["startup"]
 
     assert not bad_samples(watch, "unhealthy"), bad_samples(watch, "unhealthy")[:5]
+    # Back, the agent says Hello in the startup its first read of the units
+    # found, never first in the one before with that one's states.
+    stale = [s for s in watch.record() if s.t > restarted and s.node("m1")
+             and s.node("m1")["connected"] and s.node("m1")["boot_id"] != f"{agent.boot_id}+3"]
+    assert not stale, stale[:3]
     assert agent.spool_meta("startup_id") == f"{agent.boot_id}+3"
 
 
