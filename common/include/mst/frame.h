@@ -32,7 +32,7 @@
 #define MST_PROFILE_DIGEST_MAX 64 /* hex SHA-256 */
 #define MST_AGENT_VERSION_MAX  128
 #define MST_COMPONENT_NAME_MAX 256
-#define MST_STARTUP_CAUSE_MAX  32 /* "boot", "install", "restart" (agentd/startup.c) */
+#define MST_STARTUP_CAUSE_MAX  32  /* "boot", "install", "restart" (agentd/startup.c) */
 #define MST_AGENT_FAULT_MAX    256 /* Heartbeat.fault */
 /* A component's output: the first line, cut at MST_OUTPUT_MAX bytes of text
  * with MST_OUTPUT_CUT_MARK after it (SPEC: "capped at 4 KiB, with a mark"). */

@@ -59,7 +59,7 @@ struct mst_node_facts {
   bool late;          /* past p95 of the stage it waits on (issue 5) */
   size_t n_healthy, n_warning, n_starting, n_unhealthy, n_unknown;
   bool disconnected; /* no stream, not yet silent past the stale timeout */
-  bool fault; /* the agent cannot record or send its state (Heartbeat.fault) */
+  bool fault;        /* the agent cannot record or send its state (Heartbeat.fault) */
 };
 
 enum mst_verdict mst_node_verdict(const struct mst_node_facts *f);
