@@ -208,10 +208,17 @@ static json_t *report_output(const struct aggr_dcos_node *n) {
 }
 
 /* A node in /report with health (the unit's on that node in a unit's node
- * list). Takes a reference on output. */
-static json_t *report_node(const struct aggr_dcos_node *n, int health, json_t *output) {
-  return json_pack("{sb ss ss ss si sO ss}", "Leader", n->leader, "Role", n->role, "IP", n->ip,
-                   "Host", n->host, "Health", health, "Output", output, "MesosID", "");
+ * list), and units (taken) unless NULL: Go's omitempty leaves Units out
+ * when there are none. Takes a reference on output. */
+static json_t *report_node(const struct aggr_dcos_node *n, int health, json_t *output,
+                           json_t *units) {
+  json_t *o = json_pack("{sb ss ss ss si sO}", "Leader", n->leader, "Role", n->role, "IP", n->ip,
+                        "Host", n->host, "Health", health, "Output", output);
+  if (units && json_array_size(units) > 0)
+    json_object_set(o, "Units", units);
+  json_decref(units);
+  json_object_set_new(o, "MesosID", json_string(""));
+  return o;
 }
 
 /* A unit in /report. Takes nodes. */
@@ -241,26 +248,22 @@ static json_t *report_json(const struct aggr_view *v, const struct aggr_dcos_uni
       for (size_t j = 0; j < v->n_nodes && !o; j++)
         if (v->node_v[j].dcos == n)
           o = outputs[j];
-      json_array_append_new(un, report_node(n, x->on[k].u->health, o));
+      json_array_append_new(un, report_node(n, x->on[k].u->health, o, NULL));
     }
     json_object_set_new(units, u->id, report_unit(u, un, u->health, ts));
   }
   for (size_t i = 0; i < v->n_nodes; i++) {
     const struct aggr_dcos_node *n = v->node_v[i].dcos;
-    json_t *node = report_node(n, n->health, outputs[i]), *nu = json_array();
+    json_t *nu = json_array();
     for (size_t k = 0; k < n->n_units; k++) {
       const struct dcos_unit_on *on = &n->units[k];
       const struct dcos_unit *u = node_unit_first(n, k) ? unit_lookup(x, on->id) : NULL;
       if (u)
         json_array_append_new(
-            nu, report_unit(u, json_pack("[o]", report_node(n, on->health, outputs[i])), on->health,
-                            ts));
+            nu, report_unit(u, json_pack("[o]", report_node(n, on->health, outputs[i], NULL)),
+                            on->health, ts));
     }
-    /* Units is left out when empty (omitempty), and so for a node that
-     * did not report. */
-    if (json_array_size(nu) > 0)
-      json_object_set(node, "Units", nu);
-    json_decref(nu);
+    json_t *node = report_node(n, n->health, outputs[i], nu);
     json_object_set_new(nodes, n->ip, node);
   }
   ret = json_pack("{sO sO ss}", "Units", units, "Nodes", nodes, "UpdatedTime", ts);

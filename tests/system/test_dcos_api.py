@@ -45,7 +45,7 @@ def cluster(env):
     def settled():
         if aggr.dcos("/units").status_code != 200:
             return False
-        units = {u["id"] for u in aggr.dcos("/units").json()["units"]}
+        units = {u["id"] for u in aggr.dcos("/units").json()["units"] or []}
         health = {n["host_ip"]: n["health"] for n in aggr.dcos("/nodes").json()["nodes"]}
         return ({"dcos-mesos-slave.service", "dcos-mesos-master.service"} <= units and
                 health.get("10.0.0.1") == 0 and health.get("10.0.0.2") == 0)
