@@ -647,6 +647,19 @@ static void waiter_wake(struct aggr_http *h, struct waiter *w) {
   free(w);
 }
 
+/* Puts w (its c, rq and deadline set) on the parked list and suspends its
+ * connection. Called with h->lock held. */
+static void waiter_park(struct aggr_http *h, struct waiter *w) {
+  w->next = h->parked;
+  if (h->parked)
+    h->parked->prev = w;
+  h->parked = w;
+  h->n_parked++;
+  atomic_fetch_add(&aggr_counters.parked_reads, 1);
+  w->rq->parked = w;
+  MHD_suspend_connection(w->c);
+}
+
 /* Parks the request until the resource moves past q->index or the wait
  * ends. Returns true when parked; false when it should be answered now
  * (the index already moved, or the request cannot be parked). Sets *full
@@ -683,14 +696,7 @@ static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, 
       w->deadline = now + wait;
       if (node)
         memcpy(w->node, node, nl + 1);
-      w->next = h->parked;
-      if (h->parked)
-        h->parked->prev = w;
-      h->parked = w;
-      h->n_parked++;
-      atomic_fetch_add(&aggr_counters.parked_reads, 1);
-      rq->parked = w;
-      MHD_suspend_connection(c);
+      waiter_park(h, w);
       parked = true;
     }
   }
@@ -996,14 +1002,7 @@ static bool park_for_leader(struct aggr_http *h, struct MHD_Connection *c, void 
     w->rq = rq;
     w->route = AGGR_HTTP_ROUTE_DCOS;
     w->deadline = mst_now_monotonic_usec() + DCOS_LEADER_WAIT_USEC;
-    w->next = h->parked;
-    if (h->parked)
-      h->parked->prev = w;
-    h->parked = w;
-    h->n_parked++;
-    atomic_fetch_add(&aggr_counters.parked_reads, 1);
-    rq->parked = w;
-    MHD_suspend_connection(c);
+    waiter_park(h, w);
     parked = true;
   }
   aggr_view_release(v);
