@@ -1028,7 +1028,7 @@ static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c,
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
   if (route == AGGR_DCOS_ANSWERED)
     return queue_dcos(c, &reply);
-  if (!local && local_address(c, here, sizeof(here)))
+  if (route == AGGR_DCOS_LOCAL && !local && local_address(c, here, sizeof(here)))
     local = here;
   struct aggr_view *v = aggr_view_acquire(h->views);
   if (v && !view_leads(h, v)) {
