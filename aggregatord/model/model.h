@@ -34,6 +34,9 @@ struct aggr_component {
   uint64_t since_usec; /* realtime of the last state change */
   char *output;
   unsigned health, rise, fall;
+  char *description; /* systemd's Description= or the profile's description; NULL: not known */
+  char *
+      display_name; /* the profile's name = (a human name such as "Mesos Agent"); NULL: not known */
 };
 
 /* A (node, component) named by a reason: what a root cause blocks, or what

@@ -5,6 +5,7 @@
  * the view they hold. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct aggr_model;
@@ -12,7 +13,7 @@ struct aggr_node;
 
 /* One component of a node, as a DC/OS unit on that node. */
 struct dcos_unit_on {
-  const char *id, *name, *output;
+  const char *id, *name, *description, *output;
   int health;
   unsigned order; /* the component's place on the node */
 };
@@ -20,16 +21,17 @@ struct dcos_unit_on {
 struct aggr_dcos_node {
   unsigned refs; /* views holding it (loop thread only) */
   const char *ip, *role, *host;
-  int health;
+  int health;  /* 3: unreachable or never seen, and then no units (DC/OS has none to show) */
+  bool leader; /* the Mesos leader, as /report's Leader */
   size_t n_units;
   struct dcos_unit_on units[]; /* sorted by id, then order; the strings follow */
 };
 
 /* A unit across the nodes: where on[] lists it. */
 struct dcos_unit {
-  const char *id, *name; /* the name of the first component found for it */
-  int health;            /* max over its nodes */
-  size_t first, n;       /* its run in aggr_dcos_units.on */
+  const char *id, *name, *description; /* those of the first component found for it */
+  int health;                          /* max over its nodes */
+  size_t first, n;                     /* its run in aggr_dcos_units.on */
 };
 
 struct dcos_on {

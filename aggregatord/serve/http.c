@@ -647,6 +647,19 @@ static void waiter_wake(struct aggr_http *h, struct waiter *w) {
   free(w);
 }
 
+/* Puts w (its c, rq and deadline set) on the parked list and suspends its
+ * connection. Called with h->lock held. */
+static void waiter_park(struct aggr_http *h, struct waiter *w) {
+  w->next = h->parked;
+  if (h->parked)
+    h->parked->prev = w;
+  h->parked = w;
+  h->n_parked++;
+  atomic_fetch_add(&aggr_counters.parked_reads, 1);
+  w->rq->parked = w;
+  MHD_suspend_connection(w->c);
+}
+
 /* Parks the request until the resource moves past q->index or the wait
  * ends. Returns true when parked; false when it should be answered now
  * (the index already moved, or the request cannot be parked). Sets *full
@@ -683,14 +696,7 @@ static bool park(struct aggr_http *h, struct MHD_Connection *c, void **con_cls, 
       w->deadline = now + wait;
       if (node)
         memcpy(w->node, node, nl + 1);
-      w->next = h->parked;
-      if (h->parked)
-        h->parked->prev = w;
-      h->parked = w;
-      h->n_parked++;
-      atomic_fetch_add(&aggr_counters.parked_reads, 1);
-      rq->parked = w;
-      MHD_suspend_connection(c);
+      waiter_park(h, w);
       parked = true;
     }
   }
@@ -710,7 +716,9 @@ void aggr_http_wake(struct aggr_http *h) {
       /* Wake only for a change of that resource; also when the index went
        * backwards, or this aggregator stopped leading (the reader must go
        * to the new leader). */
-      if (!view_leads(h, v) || resource_index(v, w->route, w->node) != w->index)
+      if (w->route == AGGR_HTTP_ROUTE_DCOS
+              ? v->is_leader || v->not_leader != NULL
+              : !view_leads(h, v) || resource_index(v, w->route, w->node) != w->index)
         waiter_wake(h, w);
     }
     aggr_view_release(v);
@@ -727,7 +735,8 @@ void aggr_http_expire(struct aggr_http *h) {
   pthread_mutex_lock(&h->lock);
   for (struct waiter *w = h->parked, *next; w; w = next) {
     next = w->next;
-    if (w->deadline <= now || fenced)
+    /* A DC/OS read waiting for a leader waits on a follower: no lease. */
+    if (w->deadline <= now || (fenced && w->route != AGGR_HTTP_ROUTE_DCOS))
       waiter_wake(h, w);
   }
   pthread_mutex_unlock(&h->lock);
@@ -874,7 +883,7 @@ static enum MHD_Result serve_v1(struct aggr_http *h, struct MHD_Connection *c, v
 }
 
 /* Queues a malloc'd body (which it takes) with its own content type, for
- * the bodies that are not JSON of the API: /metrics and DC/OS's errors. */
+ * the bodies that are not JSON of the API: /metrics. */
 static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned status, char *body, size_t len,
                                   const char *content_type) {
   struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -922,27 +931,131 @@ static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *url
   return ret;
 }
 
-/* DC/OS diagnostics' routes (dcos.c), on the leader; followers redirect
- * like for /v1/. */
-static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c, const char *path,
-                                  const char *target, bool method_ok) {
-  struct headers none = {0}, allow = {.allow = true};
-  struct aggr_view *v;
-  unsigned status;
-  char *body;
-  size_t len;
-  bool json;
+/* Queues a DC/OS answer (dcos.h) with the headers DC/OS's server sends. */
+static enum MHD_Result queue_dcos(struct MHD_Connection *c, struct aggr_dcos_reply *r) {
+  struct MHD_Response *resp =
+      MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+  enum MHD_Result ret;
+  if (!resp) {
+    aggr_dcos_reply_done(r);
+    return MHD_NO;
+  }
+  r->body = NULL; /* the response has it */
+  aggr_metrics_http(current_route, r->status);
+  bool ok = (!r->content_type || MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                                         r->content_type) == MHD_YES) &&
+            (!r->location ||
+             MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location) == MHD_YES) &&
+            (!r->nosniff ||
+             MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") == MHD_YES) &&
+            (!r->attachment ||
+             MHD_add_response_header(resp, "Content-disposition",
+                                     "attachment; filename=health-report.json") == MHD_YES) &&
+            (!r->last_modified[0] ||
+             MHD_add_response_header(resp, "Last-Modified-3DT", r->last_modified) == MHD_YES);
+  ret = ok ? MHD_queue_response(c, r->status, resp) : MHD_NO;
+  MHD_destroy_response(resp);
+  aggr_dcos_reply_done(r);
+  return ret;
+}
 
-  if (!method_ok)
-    return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_method, &allow);
-  v = aggr_view_acquire(h->views);
-  if (v && !view_leads(h, v))
-    return serve_follower(h, c, v, target);
-  int r = aggr_dcos_answer(v, path, &status, &body, &len, &json);
+/* The address the connection came in on, as text: on a DC/OS node, its IP,
+ * the node id DC/OS knows it by (detect_ip). Returns false when unknown. */
+static bool local_address(struct MHD_Connection *c, char *buf, size_t size) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (!ci || getsockname(ci->connect_fd, (struct sockaddr *)&ss, &len) < 0)
+    return false;
+  if (ss.ss_family == AF_INET)
+    return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, size) != NULL;
+  if (ss.ss_family != AF_INET6)
+    return false;
+  const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(a6))
+    return inet_ntop(AF_INET, &a6->s6_addr[12], buf, size) != NULL;
+  return inet_ntop(AF_INET6, a6, buf, size) != NULL;
+}
+
+/* A follower that knows no leader holds a DC/OS read until one is known,
+ * for at most this long: DC/OS's clients (wait_for_dcos) retry a
+ * connection error but abort on any HTTP error, and an election takes a
+ * few seconds. */
+#define DCOS_LEADER_WAIT_USEC (15 * USEC_PER_SEC)
+
+/* Parks a DC/OS read on a follower until a view knows a leader or
+ * DCOS_LEADER_WAIT_USEC passes (aggr_http_wake, aggr_http_expire). Returns
+ * whether it is parked. */
+static bool park_for_leader(struct aggr_http *h, struct MHD_Connection *c, void **con_cls) {
+  struct request *rq = *con_cls;
+  struct waiter *w;
+  bool parked = false;
+
+  if (is_mark(rq) || rq->woken)
+    return false;
+  pthread_mutex_lock(&h->lock);
+  struct aggr_view *v = aggr_view_acquire(h->views);
+  if (v && !v->is_leader && !v->not_leader && h->n_parked < h->limits.max_parked &&
+      (w = calloc(1, sizeof(*w) + 1))) {
+    w->c = c;
+    w->rq = rq;
+    w->route = AGGR_HTTP_ROUTE_DCOS;
+    w->deadline = mst_now_monotonic_usec() + DCOS_LEADER_WAIT_USEC;
+    waiter_park(h, w);
+    parked = true;
+  }
   aggr_view_release(v);
-  if (r < 0)
+  pthread_mutex_unlock(&h->lock);
+  return parked;
+}
+
+/* DC/OS diagnostics' routes (dcos.c). The router's own answers (301, 404,
+ * 405) need no data and are given here, on followers too. The data routes
+ * are the leader's: followers redirect like for /v1/ (the local route with
+ * ?node= naming the node this follower runs on, so that the leader shows
+ * that node), and one that knows no leader first waits for one. */
+static enum MHD_Result serve_dcos(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
+                                  const char *path, const char *target, bool get) {
+  struct headers none = {0};
+  struct aggr_dcos_reply reply;
+  const char *query = target ? strchr(target, '?') : NULL;
+  char here[INET6_ADDRSTRLEN];
+  const char *local = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "node");
+
+  enum aggr_dcos_route route = aggr_dcos_route(path, query ? query + 1 : NULL, get, &reply);
+  if (route == AGGR_DCOS_FAILED)
     return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
-  return queue_text(c, status, body, len, json ? "application/json" : "text/plain; charset=utf-8");
+  if (route == AGGR_DCOS_ANSWERED)
+    return queue_dcos(c, &reply);
+  if (route == AGGR_DCOS_LOCAL && !local && local_address(c, here, sizeof(here)))
+    local = here;
+  struct aggr_view *v = aggr_view_acquire(h->views);
+  if (v && !view_leads(h, v)) {
+    if (!v->is_leader && !v->not_leader && park_for_leader(h, c, con_cls)) {
+      aggr_view_release(v);
+      return MHD_YES;
+    }
+    _cleanup_free_ char *to = NULL;
+    if (route == AGGR_DCOS_LOCAL && local == here && target) {
+      /* The leader shows the node this follower runs on. */
+      if (asprintf(&to, "%s?node=%s%s%s", AGGR_DCOS_PREFIX, here, query ? "&" : "",
+                   query ? query + 1 : "") < 0)
+        to = NULL;
+      if (!to) {
+        aggr_view_release(v);
+        return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+      }
+    }
+    return serve_follower(h, c, v, to ? to : target);
+  }
+  int r = aggr_dcos_answer(v, path, route == AGGR_DCOS_LOCAL ? local : NULL, &reply);
+  aggr_view_release(v);
+  if (r < 0) {
+    aggr_dcos_reply_done(&reply);
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+  }
+  return queue_dcos(c, &reply);
 }
 
 /* Whether a request for url (of route) is answered without the bearer
@@ -970,7 +1083,7 @@ static bool authorized(struct aggr_http *h, struct MHD_Connection *c, enum MHD_R
 /* Answers a request whose headers are in. target is the request target as
  * the client sent it, or NULL when it could not be kept. */
 static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, void **con_cls,
-                              const char *url, const char *target, bool method_ok) {
+                              const char *url, const char *target, bool method_ok, bool get) {
   struct headers none = {0}, allow = {.allow = true};
   enum aggr_http_route route = aggr_http_route_of(url);
 
@@ -983,7 +1096,7 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   if (h->token && !route_is_open(route, url) && !authorized(h, c, &refused))
     return refused;
   if (route == AGGR_HTTP_ROUTE_DCOS)
-    return serve_dcos(h, c, url + strlen(AGGR_DCOS_PREFIX), target, method_ok);
+    return serve_dcos(h, c, con_cls, url + strlen(AGGR_DCOS_PREFIX), target, get);
   if (route == AGGR_HTTP_ROUTE_NONE && route_is_open(route, url))
     return serve_dashboard(c, url, method_ok);
   switch (route) {
@@ -1072,7 +1185,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
      * the connection instead of reading the upload. */
     if (!method_ok) {
       request_arrived(h, c);
-      return answer(h, c, con_cls, url, target, false);
+      return answer(h, c, con_cls, url, target, false, false);
     }
     /* Answering a GET on the first call would make MHD close every
      * connection (no keep-alive); the first call only marks the request. */
@@ -1085,7 +1198,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return MHD_YES;
   }
   request_arrived(h, c);
-  return answer(h, c, con_cls, url, target, true);
+  return answer(h, c, con_cls, url, target, true, strcmp(method, MHD_HTTP_METHOD_GET) == 0);
 }
 
 /* --- TLS material ---------------------------------------------------------

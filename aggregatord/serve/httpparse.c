@@ -38,7 +38,8 @@ enum aggr_http_route aggr_http_route_of(const char *url) {
       return (enum aggr_http_route)r;
   if (has_prefix(url, AGGR_HTTP_NODES_PREFIX) && url[strlen(AGGR_HTTP_NODES_PREFIX)])
     return AGGR_HTTP_ROUTE_NODE;
-  if (has_prefix(url, AGGR_DCOS_PREFIX "/"))
+  if (has_prefix(url, AGGR_DCOS_PREFIX) &&
+      (url[strlen(AGGR_DCOS_PREFIX)] == '\0' || url[strlen(AGGR_DCOS_PREFIX)] == '/'))
     return AGGR_HTTP_ROUTE_DCOS;
   if (has_prefix(url, "/v1/"))
     return AGGR_HTTP_ROUTE_V1_UNKNOWN;

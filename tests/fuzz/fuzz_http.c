@@ -8,13 +8,16 @@
  * percent-decoded here the way libmicrohttpd decodes it; line 2, if any, is
  * the If-None-Match header. Invariants: what is accepted is in range, a
  * cursor made for the parsed query reads back, and a parsed time prints and
- * reads back to the millisecond.
+ * reads back to the millisecond. DC/OS's paths (dcos.h): the router answers
+ * only 301, 404 or 405 by itself, and a 301's target routes without another
+ * redirect.
  * Seeds: typical targets (make_corpus.py). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz.h"
+#include "serve/dcos.h"
 #include "serve/httpparse.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -112,6 +115,39 @@ static void check_history(struct params *ps, enum aggr_history_table table, uint
   free(cursor);
 }
 
+/* DC/OS's router (dcos.c) on path (after the prefix) and the raw query:
+ * follows its redirects, of which there are at most two (a clean path, then
+ * its trailing slash), as gorilla/mux's. */
+static void check_dcos(const char *path, const char *query) {
+  size_t n = strlen(AGGR_DCOS_PREFIX);
+  char *cur = strdup(path);
+  for (int hops = 0; cur; hops++) {
+    struct aggr_dcos_reply r;
+    enum aggr_dcos_route route = aggr_dcos_route(cur, query, true, &r);
+    free(cur);
+    cur = NULL;
+    if (route == AGGR_DCOS_ANSWERED) {
+      FUZZ_CHECK(r.status == 301 || r.status == 404 || r.status == 405);
+      FUZZ_CHECK(r.body && strlen(r.body) == r.len);
+      FUZZ_CHECK((r.status == 301) == (r.location != NULL));
+      FUZZ_CHECK(r.status != 301 || hops < 2);
+      if (r.location && strncmp(r.location, AGGR_DCOS_PREFIX, n) == 0 &&
+          (r.location[n] == '\0' || r.location[n] == '/' || r.location[n] == '?')) {
+        char *q;
+        cur = strdup(r.location + n);
+        if (cur && (q = strchr(cur, '?')))
+          *q = '\0';
+      }
+    } else if (route != AGGR_DCOS_FAILED) {
+      FUZZ_CHECK(!r.body && !r.location);
+      /* Other methods on a route the path names: 405. */
+      FUZZ_CHECK(aggr_dcos_route(path, query, false, &r) != AGGR_DCOS_ANSWERED || r.status == 405 ||
+                 r.status == 301);
+    }
+    aggr_dcos_reply_done(&r);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char *const history_params[] = {"node",  "component", "since", "until", "limit",
                                                "order", "cursor",    "index", "wait",  NULL};
@@ -136,6 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (query)
     *query++ = '\0';
   unescape(path, false);
+  char *raw_query = query ? strdup(query) : NULL;
   params_split(&ps, query ? query : (char[]){""});
 
   enum aggr_http_route route = aggr_http_route_of(path);
@@ -144,6 +181,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(node > path && node[0] &&
                strncmp(path, AGGR_HTTP_NODES_PREFIX, strlen(AGGR_HTTP_NODES_PREFIX)) == 0);
   }
+
+  if (route == AGGR_HTTP_ROUTE_DCOS)
+    check_dcos(path + strlen(AGGR_DCOS_PREFIX), raw_query);
+  free(raw_query);
 
   if (route == AGGR_HTTP_ROUTE_REPLICATE || route == AGGR_HTTP_ROUTE_REPLICATE_VERDICTS) {
     uint64_t after = 0;

@@ -260,6 +260,11 @@ def http_seeds():
         "/metrics", "/", "/ui/app.js", "/system/health/v1/units",
         "/v1/history/nodes?node=a1&since=2026-01-01T00:00:00Z&limit=20&order=asc",
         "/v1/history/nodes?component=x&index=3&wait=1s",
+        "/system/health/v1", "/system/health/v1/?cache=0", "/system/health/v1?node=127.0.0.5",
+        "/system/health/v1//units/./a/../dcos-net.service/nodes/?cache=0",
+        "/system/health/v1/report/download", "/system/health/v1/nodes/10.0.0.1/units/x/",
+        "/system/health/v1/units/a/hosts", "/system/health/v1/../../etc",
+        "/system/health/v1x",
     ]
     seeds = {}
     for i, t in enumerate(targets):

@@ -45,7 +45,7 @@ def cluster(env):
     def settled():
         if aggr.dcos("/units").status_code != 200:
             return False
-        units = {u["id"] for u in aggr.dcos("/units").json()["units"]}
+        units = {u["id"] for u in aggr.dcos("/units").json()["units"] or []}
         health = {n["host_ip"]: n["health"] for n in aggr.dcos("/nodes").json()["nodes"]}
         return ({"dcos-mesos-slave.service", "dcos-mesos-master.service"} <= units and
                 health.get("10.0.0.1") == 0 and health.get("10.0.0.2") == 0)
@@ -138,8 +138,9 @@ def all_healthy(answers):
     last = {route: text for route, status, text in answers if status == 200}
     if "/nodes" not in last or "/units" not in last:
         return False
-    nodes = {n["host_ip"]: n["health"] for n in json.loads(last["/nodes"])["nodes"]}
-    units = {u["id"]: u["health"] for u in json.loads(last["/units"])["units"]}
+    # An empty list is null, as DC/OS's Go encoder writes a nil slice.
+    nodes = {n["host_ip"]: n["health"] for n in json.loads(last["/nodes"])["nodes"] or []}
+    units = {u["id"]: u["health"] for u in json.loads(last["/units"])["units"] or []}
     return (all(nodes.get(f"n{i}") == 0 for i in range(1, N_AGENTS + 1)) and
             all(units.get(c) == 0 for c in AGENT_COMPONENTS))
 
