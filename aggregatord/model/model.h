@@ -34,6 +34,9 @@ struct aggr_component {
   uint64_t since_usec; /* realtime of the last state change */
   char *output;
   unsigned health, rise, fall;
+  char *description; /* systemd's Description= or the profile's description; NULL: not known */
+  char *
+      display_name; /* the profile's name = (a human name such as "Mesos Agent"); NULL: not known */
 };
 
 /* A (node, component) named by a reason: what a root cause blocks, or what
@@ -335,6 +338,10 @@ struct aggr_component_report {
   uint64_t since_usec; /* realtime of the state change on the agent; 0 unknown */
   const char *output;  /* NULL: none (the views show null) */
   unsigned health, rise, fall;
+  /* What the agent's snapshot says the component is ("": not known); NULL
+   * (a Change): not said, the component keeps what it had. */
+  const char *description;
+  const char *display_name;
 };
 
 /* Whether boot_id (NULL: the current one) is not the node's current boot:
