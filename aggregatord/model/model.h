@@ -159,6 +159,11 @@ struct aggr_node {
    * "mesos-agent, waiting for mesos-master on m1" (just "mesos-agent" when
    * nothing on another node is awaited); NULL when no stage is waited on. */
   char *waiting_on;
+  /* Derived by evaluation: DC/OS's `Leader` in /report. The node's profile
+   * names a leader component ([profile] leader_component, e.g. the Mesos
+   * leader check of the shipped master profile), the node reports it
+   * healthy, and the node is not silent (what it said may be stale). */
+  bool dcos_leader;
 };
 
 struct aggr_model {
