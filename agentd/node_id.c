@@ -55,21 +55,30 @@ _Noreturn static void child_exec(const char *command, int out, int err) {
   _exit(127);
 }
 
-/* Appends what fd has to buf (len of cap used); beyond cap it counts but
- * keeps nothing. Returns 1 while open, 0 at EOF, or -errno. */
-static int drain(int fd, char *buf, size_t cap, size_t *len, size_t *total) {
+/* One of the command's outputs, read as it comes: the first cap bytes are
+ * kept, the rest only counted. */
+struct capture {
+  int fd; /* -1 once closed */
+  char *buf;
+  size_t cap, len, total;
+};
+
+/* Reads what c's pipe has; closes it at EOF or on an error. */
+static void capture_read(struct capture *c) {
   char chunk[4096];
 
   for (;;) {
-    ssize_t n = read(fd, chunk, sizeof(chunk));
-    if (n == 0)
-      return 0;
-    if (n < 0)
-      return errno == EAGAIN ? 1 : errno == EINTR ? 1 : -errno;
-    size_t keep = MST_MIN((size_t)n, cap - *len);
-    memcpy(buf + *len, chunk, keep);
-    *len += keep;
-    *total += (size_t)n;
+    ssize_t n = read(c->fd, chunk, sizeof(chunk));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+      return;
+    if (n <= 0) {
+      close(TAKE_FD(c->fd));
+      return;
+    }
+    size_t keep = MST_MIN((size_t)n, c->cap - c->len);
+    memcpy(c->buf + c->len, chunk, keep);
+    c->len += keep;
+    c->total += (size_t)n;
   }
 }
 
@@ -113,7 +122,8 @@ static int id_take(char *out, size_t len, char **ret_id, char *err, size_t errsi
 int agent_node_id_run(const char *command, uint64_t timeout_usec, char **ret_id, char *err,
                       size_t errsize) {
   char out[AGENT_NODE_ID_OUTPUT_MAX + 1], errtext[NODE_ID_STDERR_MAX + 1];
-  size_t out_len = 0, out_total = 0, err_len = 0, err_total = 0;
+  struct capture cout = {.fd = -1, .buf = out, .cap = AGENT_NODE_ID_OUTPUT_MAX},
+                 cerr = {.fd = -1, .buf = errtext, .cap = NODE_ID_STDERR_MAX};
   int pout[2] = {-1, -1}, perr[2] = {-1, -1}, status = 0, r = 0;
   uint64_t deadline = mst_now_monotonic_usec() + timeout_usec;
   bool exited = false;
@@ -135,17 +145,19 @@ int agent_node_id_run(const char *command, uint64_t timeout_usec, char **ret_id,
   (void)setpgid(pid, pid); /* also here: no race with the kill below */
   close(TAKE_FD(pout[1]));
   close(TAKE_FD(perr[1]));
+  cout.fd = TAKE_FD(pout[0]);
+  cerr.fd = TAKE_FD(perr[0]);
 
   /* Read both until they close (or too much comes), then wait for the
    * exit, all within the one deadline. */
-  while (pout[0] >= 0 || perr[0] >= 0 || !exited) {
+  while (cout.fd >= 0 || cerr.fd >= 0 || !exited) {
     uint64_t now = mst_now_monotonic_usec();
     if (now >= deadline) {
       r = -ETIMEDOUT;
       break;
     }
     int wait_ms = (int)MST_MIN((deadline - now + 999) / 1000, (uint64_t)1000);
-    if (pout[0] < 0 && perr[0] < 0) {
+    if (cout.fd < 0 && cerr.fd < 0) {
       pid_t w = waitpid(pid, &status, WNOHANG);
       if (w == pid) {
         exited = true;
@@ -158,24 +170,20 @@ int agent_node_id_run(const char *command, uint64_t timeout_usec, char **ret_id,
       (void)poll(NULL, 0, MST_MIN(wait_ms, NODE_ID_REAP_STEP));
       continue;
     }
-    struct pollfd fds[2] = {{.fd = pout[0], .events = POLLIN}, {.fd = perr[0], .events = POLLIN}};
+    struct capture *cs[2] = {&cout, &cerr};
+    struct pollfd fds[2];
+    for (size_t k = 0; k < 2; k++)
+      fds[k] = (struct pollfd){.fd = cs[k]->fd, .events = POLLIN};
     if (poll(fds, 2, wait_ms) < 0 && errno != EINTR) {
       r = -errno;
       break;
     }
-    if (pout[0] >= 0 && fds[0].revents) {
-      int d = drain(pout[0], out, AGENT_NODE_ID_OUTPUT_MAX, &out_len, &out_total);
-      if (d <= 0)
-        close(TAKE_FD(pout[0]));
-      if (out_total > AGENT_NODE_ID_OUTPUT_MAX) {
-        r = -EFBIG;
-        break;
-      }
-    }
-    if (perr[0] >= 0 && fds[1].revents) {
-      int d = drain(perr[0], errtext, NODE_ID_STDERR_MAX, &err_len, &err_total);
-      if (d <= 0)
-        close(TAKE_FD(perr[0]));
+    for (size_t k = 0; k < 2; k++)
+      if (cs[k]->fd >= 0 && fds[k].revents)
+        capture_read(cs[k]);
+    if (cout.total > AGENT_NODE_ID_OUTPUT_MAX) {
+      r = -EFBIG;
+      break;
     }
   }
   /* Whatever it left running goes with it; then it is reaped. */
@@ -183,8 +191,8 @@ int agent_node_id_run(const char *command, uint64_t timeout_usec, char **ret_id,
   if (!exited)
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
       ;
-  out[out_len] = '\0';
-  errtext[err_len] = '\0';
+  out[cout.len] = '\0';
+  errtext[cerr.len] = '\0';
 
   if (r == -ETIMEDOUT) {
     char d[32];
@@ -202,7 +210,7 @@ int agent_node_id_run(const char *command, uint64_t timeout_usec, char **ret_id,
     goto close;
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    _cleanup_free_ char *said = first_line(err_len ? errtext : out);
+    _cleanup_free_ char *said = first_line(cerr.len ? errtext : out);
     if (WIFSIGNALED(status))
       snprintf(err, errsize, "was killed by signal %d%s%s", WTERMSIG(status),
                said && *said ? ": " : "", said ? said : "");
@@ -212,7 +220,7 @@ int agent_node_id_run(const char *command, uint64_t timeout_usec, char **ret_id,
     r = -EBADMSG;
     goto close;
   }
-  r = id_take(out, out_len, ret_id, err, errsize);
+  r = id_take(out, cout.len, ret_id, err, errsize);
 
 close:
   for (size_t i = 0; i < 2; i++) {
@@ -221,5 +229,9 @@ close:
     if (perr[i] >= 0)
       close(perr[i]);
   }
+  if (cout.fd >= 0)
+    close(cout.fd);
+  if (cerr.fd >= 0)
+    close(cerr.fd);
   return r;
 }

@@ -1286,19 +1286,21 @@ Test(view, concurrent_readers) {
 
 /* --- descriptions and the leader component (issue 18) ------------------------ */
 
+/* A healthy snapshot entry with this description and display name. */
+static struct aggr_component_report described(const char *name, const char *description,
+                                              const char *display_name) {
+  return (struct aggr_component_report){.name = name,
+                                        .state = MST_STATE_HEALTHY,
+                                        .output = "",
+                                        .description = description,
+                                        .display_name = display_name};
+}
+
 Test(model, snapshot_describes_components_and_changes_keep_it) {
   struct aggr_node *n = report("n1", "agent", T0);
   const struct aggr_component_report snap[] = {
-      {.name = "mesos",
-       .state = MST_STATE_HEALTHY,
-       .output = "",
-       .description = "distributed systems kernel agent",
-       .display_name = "Mesos Agent"},
-      {.name = "plain",
-       .state = MST_STATE_HEALTHY,
-       .output = "",
-       .description = "",
-       .display_name = ""},
+      described("mesos", "distributed systems kernel agent", "Mesos Agent"),
+      described("plain", "", ""),
   };
   cr_assert_eq(aggr_node_apply_snapshot(n, snap, ELEMENTSOF(snap)), 0);
   struct aggr_component *c = aggr_node_find_component(n, "mesos");
@@ -1313,14 +1315,8 @@ Test(model, snapshot_describes_components_and_changes_keep_it) {
   cr_assert_str_eq(c->display_name, "Mesos Agent");
 
   /* A later snapshot without them (the profile lost its keys): not known. */
-  const struct aggr_component_report again[] = {
-      {.name = "mesos",
-       .state = MST_STATE_HEALTHY,
-       .output = "",
-       .description = "",
-       .display_name = ""},
-  };
-  cr_assert_eq(aggr_node_apply_snapshot(n, again, ELEMENTSOF(again)), 0);
+  const struct aggr_component_report again = described("mesos", "", "");
+  cr_assert_eq(aggr_node_apply_snapshot(n, &again, 1), 0);
   c = aggr_node_find_component(n, "mesos");
   cr_assert_null(c->description);
   cr_assert_null(c->display_name);
