@@ -39,6 +39,7 @@
 #include "mst/macro.h"
 #include "mst/str.h"
 #include "mst/time.h"
+#include "probe/systemd.h"
 #include "spool.h"
 #include "stream.h"
 
@@ -47,6 +48,18 @@ static struct agent_component *component_find(struct agent *a, const char *name)
     if (strcmp(a->components[i].conf->name, name) == 0)
       return &a->components[i];
   return NULL;
+}
+
+const char *agent_component_description(const struct agent_component *c) {
+  if (c->conf->description)
+    return c->conf->description;
+  return c->unit ? c->unit->description : NULL;
+}
+
+const char *agent_component_display_name(const struct agent_component *c) {
+  if (c->conf->display_name)
+    return c->conf->display_name;
+  return c->unit ? c->unit->display_name : NULL;
 }
 
 bool agent_in_startup_grace(struct agent *a) {

@@ -66,6 +66,13 @@ void agent_component_observed(struct agent_component *c, enum mst_state observed
  * left). */
 void agent_components_begin_startup(struct agent *a);
 
+/* What the component is, as the aggregator shows it and DC/OS a unit: the
+ * profile's description and name win over those of the systemd unit's
+ * Description= (probe/systemd.h). Either is NULL when not known. Both point
+ * into the profile or c->unit: valid until the next read of the unit. */
+const char *agent_component_description(const struct agent_component *c);
+const char *agent_component_display_name(const struct agent_component *c);
+
 /* True while the node is inside its startup grace. */
 bool agent_in_startup_grace(struct agent *a);
 

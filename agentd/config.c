@@ -26,12 +26,14 @@
 #include "mst/tls.h"
 #include "mst/utf8.h"
 #include "netaddr.h"
+#include "node_id.h"
 #include "probe/http_url.h"
 #include "util.h"
 
 /* Lines where the [agent] keys that get later checks were set (0: unset). */
 struct key_lines {
   unsigned node_id, role, profiles, spool, aggregators, token_file, systemd;
+  unsigned node_id_command;
 };
 
 static int record_key_line(void *user, const char *section, const char *name, const char *value,
@@ -48,6 +50,7 @@ static int record_key_line(void *user, const char *section, const char *name, co
       {"aggregators", offsetof(struct key_lines, aggregators)},
       {"token_file", offsetof(struct key_lines, token_file)},
       {"systemd", offsetof(struct key_lines, systemd)},
+      {"node_id_command", offsetof(struct key_lines, node_id_command)},
   };
 
   if (!name || strcmp(section, "agent") != 0)
@@ -67,16 +70,31 @@ static void check_required(const char *path, const char *value, const char *key,
     mst_diag_add(diag, path, 0, "[agent] %s is required", key);
 }
 
-static bool node_id_valid(const char *s) {
-  size_t n = strlen(s);
+/* The node id from node_id_command, as DC/OS's detect_ip gives a node's IP.
+ * What goes wrong is said at the key's line, with what the command did. */
+static void node_id_from_command(struct agent *a, const char *path, const struct key_lines *kl,
+                                 struct mst_diag *diag) {
+  unsigned line = kl->node_id_command;
+  char err[512];
+  char *id = NULL;
 
-  /* What the aggregator accepts in a Hello (envelope.c), and printable. */
-  if (n == 0 || n > MST_NODE_ID_MAX || !mst_utf8_valid(s))
-    return false;
-  for (const char *c = s; *c; c++)
-    if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
-      return false;
-  return true;
+  if (a->cfg.node_id) {
+    mst_diag_add(diag, path, line,
+                 "[agent] node_id_command: node_id is set too (line %u): set one of them",
+                 kl->node_id);
+    return;
+  }
+  if (!*a->cfg.node_id_command) {
+    mst_diag_add(diag, path, line, "[agent] node_id_command: empty");
+    return;
+  }
+  if (agent_node_id_run(a->cfg.node_id_command, a->cfg.node_id_timeout_usec, &id, err,
+                        sizeof(err)) < 0) {
+    mst_diag_add(diag, path, line, "[agent] node_id_command: '%s' %s", a->cfg.node_id_command, err);
+    return;
+  }
+  log_info("node id %s, from node_id_command '%s'", id, a->cfg.node_id_command);
+  a->cfg.node_id = id;
 }
 
 static void check_aggregators(const char *path, unsigned line, const char *list,
@@ -261,7 +279,7 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
   check_required(path, a->cfg.spool, "spool", diag);
   check_required(path, a->cfg.aggregators, "aggregators", diag);
 
-  if (a->cfg.node_id && !node_id_valid(a->cfg.node_id))
+  if (a->cfg.node_id && !agent_node_id_valid(a->cfg.node_id))
     mst_diag_add(diag, path, kl.node_id,
                  "[agent] node_id: '%s' must be 1-%d bytes of printable UTF-8 without spaces",
                  a->cfg.node_id, MST_NODE_ID_MAX);
@@ -287,6 +305,11 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
     if (!a->token)
       return -ENOMEM;
   }
+  if (a->cfg.node_id_command) {
+    node_id_from_command(a, path, &kl, diag);
+    if (!a->cfg.node_id)
+      return -EINVAL; /* no host name in its place: the id must be the command's */
+  }
   if (!a->cfg.node_id) {
     r = agent_hostname(&a->cfg.node_id);
     if (r < 0) {
@@ -295,7 +318,7 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
       return -EINVAL;
     }
     /* The aggregator would refuse every Hello: say so now. */
-    if (!node_id_valid(a->cfg.node_id))
+    if (!agent_node_id_valid(a->cfg.node_id))
       mst_diag_add(diag, path, 0,
                    "[agent] node_id: not set, and the host name cannot be one (1-%d bytes of "
                    "printable UTF-8 without spaces): set node_id",

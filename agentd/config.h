@@ -31,6 +31,10 @@ struct agent_config {
   char *tls_key;
   char *tls_server_name; /* [tls] server_name: the name to verify instead of the host */
   int log_level;
+  /* node_id_command: run at start, its output is the node id (node_id.h);
+   * exclusive with node_id. node_id_timeout bounds it. */
+  char *node_id_command;
+  uint64_t node_id_timeout_usec;
 };
 
 /* Loads and validates the config file into a->cfg, reads the token file, and

@@ -10,6 +10,9 @@
 
 const struct mst_conf_key agent_config_keys[] = {
     KEY("agent", "node_id", MST_CONF_STRING, node_id, 0, 0, NULL),
+    KEY("agent", "node_id_command", MST_CONF_STRING, node_id_command, 0, 0, NULL),
+    KEY("agent", "node_id_timeout", MST_CONF_DURATION, node_id_timeout_usec, 100 * USEC_PER_MSEC,
+        60 * USEC_PER_SEC, "5s"),
     KEY("agent", "role", MST_CONF_STRING, role, 0, 0, NULL),
     KEY("agent", "profiles", MST_CONF_STRING, profiles, 0, 0, NULL),
     KEY("agent", "spool", MST_CONF_STRING, spool, 0, 0, NULL),

@@ -520,6 +520,12 @@ static int stream_queue_snapshot(struct agent_stream *s) {
     m->health = c->damp.health;
     m->rise = c->damp.rise;
     m->fall = c->damp.fall;
+    m->description = (char *)agent_component_description(c);
+    m->display_name = (char *)agent_component_display_name(c);
+    if (!m->description)
+      m->description = (char *)"";
+    if (!m->display_name)
+      m->display_name = (char *)"";
     ptrs[i] = m;
   }
   snap.seq = agent_spool_last_seq(a->spool);
@@ -530,7 +536,8 @@ static int stream_queue_snapshot(struct agent_stream *s) {
   env.snapshot = &snap;
 
   /* A snapshot cannot be split (what it lacks is gone from the node), so
-   * when it does not fit, the outputs are shortened, and dropped at last. */
+   * when it does not fit, the outputs are shortened, and dropped at last,
+   * and then the descriptions. */
   if (n > 0 && muster__envelope__get_packed_size(&env) > limit) {
     size_t each = a->cfg.max_frame / 2 / n;
     size_t total = 0;
@@ -551,6 +558,10 @@ static int stream_queue_snapshot(struct agent_stream *s) {
     if (muster__envelope__get_packed_size(&env) > limit)
       for (size_t i = 0; i < n; i++)
         items[i].output = (char *)"";
+    /* Then what describes them: the states must get through. */
+    if (muster__envelope__get_packed_size(&env) > limit)
+      for (size_t i = 0; i < n; i++)
+        items[i].description = items[i].display_name = (char *)"";
     log_warning("stream: snapshot of %zu components is over max_frame, sending shortened outputs",
                 n);
   }

@@ -43,6 +43,8 @@ enum component_key {
   COMP_TIMEOUT,
   COMP_RISE,
   COMP_FALL,
+  COMP_DESCRIPTION,
+  COMP_NAME,
   _COMP_KEY_MAX,
 };
 
@@ -58,6 +60,8 @@ static const char *const component_key_names[_COMP_KEY_MAX] = {
     [COMP_TIMEOUT] = "timeout",
     [COMP_RISE] = "rise",
     [COMP_FALL] = "fall",
+    [COMP_DESCRIPTION] = "description",
+    [COMP_NAME] = "name",
 };
 
 enum stage_key {
@@ -79,6 +83,7 @@ enum profile_key {
   PROF_ROLE,
   PROF_STARTUP_GRACE,
   PROF_RESTART_WINDOW,
+  PROF_LEADER_COMPONENT,
   _PROF_KEY_MAX,
 };
 
@@ -86,6 +91,7 @@ static const char *const profile_key_names[_PROF_KEY_MAX] = {
     [PROF_ROLE] = "role",
     [PROF_STARTUP_GRACE] = "startup_grace",
     [PROF_RESTART_WINDOW] = "restart_window",
+    [PROF_LEADER_COMPONENT] = "leader_component",
 };
 
 enum section_kind {
@@ -161,6 +167,8 @@ static void component_done(struct mst_component *c) {
   free(c->url);
   free(c->expect_body);
   free(c->address);
+  free(c->description);
+  free(c->display_name);
 }
 
 static void stage_done(struct mst_stage *s) {
@@ -182,6 +190,7 @@ void mst_profile_free(struct mst_profile *p) {
   free(p->stages);
   free(p->path);
   free(p->role);
+  free(p->leader_component);
   free(p);
 }
 
@@ -420,8 +429,39 @@ static int profile_on_profile_key(struct profile_loader *l, const char *name, co
                             PROFILE_RESTART_WINDOW_MIN_USEC, PROFILE_RESTART_WINDOW_MAX_USEC,
                             &l->p->restart_window_usec);
     return 0;
+  case PROF_LEADER_COMPONENT:
+    /* Whether it names a component is known at the end of the file. */
+    if (!name_is_valid(value)) {
+      profile_error(l, line, "[profile] leader_component: invalid component name '%s'", value);
+      return 0;
+    }
+    return mst_str_replace(&l->p->leader_component, value);
   }
   return 0;
+}
+
+/* A description or display name goes to the aggregator, which refuses one
+ * over its cap or not UTF-8, and to operators' screens: refused here at its
+ * line instead (an INI value has no newline; a tab or another control
+ * character would show as garbage). */
+static int component_text(struct profile_loader *l, unsigned line, const char *where,
+                          const char *key, const char *value, size_t max, char **field) {
+  size_t len = strlen(value);
+
+  if (len == 0 || len > max) {
+    profile_error(l, line, "%s %s: must be 1 to %zu bytes (is %zu)", where, key, max, len);
+    return 0;
+  }
+  if (!mst_utf8_valid(value)) {
+    profile_error(l, line, "%s %s: not UTF-8", where, key);
+    return 0;
+  }
+  for (const char *p = value; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+      profile_error(l, line, "%s %s: contains a control character", where, key);
+      return 0;
+    }
+  return mst_str_replace(field, value);
 }
 
 static int profile_on_component_key(struct profile_loader *l, const char *name, const char *value,
@@ -495,6 +535,11 @@ static int profile_on_component_key(struct profile_loader *l, const char *name, 
   case COMP_FALL:
     (void)parse_unsigned_in(l, line, where, "fall", value, 1, 100, &c->fall);
     return 0;
+  case COMP_DESCRIPTION:
+    return component_text(l, line, where, "description", value, MST_DESCRIPTION_MAX,
+                          &c->description);
+  case COMP_NAME:
+    return component_text(l, line, where, "name", value, MST_DISPLAY_NAME_MAX, &c->display_name);
   case _COMP_KEY_MAX:
     break;
   }
@@ -982,11 +1027,39 @@ static int dep_check(const struct mst_profile *const *profiles, size_t n_profile
   return (int)MST_MIN(g.errors, (unsigned)INT_MAX);
 }
 
+/* The leader component names one of the file's components, in no stage: a
+ * follower's is never healthy, which must hold back neither its health nor
+ * its startup. */
+static void validate_leader_component(struct profile_loader *l) {
+  const char *name = l->p->leader_component;
+  unsigned line = l->profile_key_line[PROF_LEADER_COMPONENT];
+
+  if (!name)
+    return;
+  if (!mst_profile_find_component(l->p, name)) {
+    profile_error(l, line, "[profile] leader_component: unknown component '%s'", name);
+    return;
+  }
+  for (size_t i = 0; i < l->p->n_stages; i++) {
+    const struct mst_stage *s = &l->p->stages[i];
+    char *const *lists[] = {s->components, s->milestones};
+    for (size_t k = 0; k < ELEMENTSOF(lists); k++)
+      for (char *const *n = lists[k]; n && *n; n++)
+        if (strcmp(*n, name) == 0)
+          profile_error(l, line,
+                        "[profile] leader_component: '%s' is in stage '%s' (line %u): the "
+                        "leader component counts for neither health nor progress, so it is in "
+                        "no stage",
+                        name, s->name, s->line);
+  }
+}
+
 static int profile_validate(struct profile_loader *l) {
   int r;
 
   for (size_t i = 0; i < l->p->n_components; i++)
     validate_component(l, i);
+  validate_leader_component(l);
   for (size_t i = 0; i < l->p->n_stages; i++) {
     r = validate_stage_refs(l, i);
     if (r < 0)

@@ -53,9 +53,11 @@
 
 #include "agent.h"
 #include "component.h"
+#include "mst/frame.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "mst/utf8.h"
 #include "probe/systemd.h"
 #include "startup.h"
 #include "stream.h"
@@ -328,22 +330,43 @@ static void watch_settle_at(struct unit_watch *w, uint64_t at_usec) {
               strerror(-r));
 }
 
-/* Keeps the display name and description of the read's Description. */
+/* Whether two texts, either of which may be NULL, differ. */
+static bool text_differs(const char *a, const char *b) {
+  return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Keeps the display name and description of the read's Description, as
+ * DC/OS splits it; a text that does not split keeps no name (DC/OS shows the
+ * unit id, which the aggregator knows). Both are cut to what the wire
+ * carries (mst/frame.h), on a character boundary. When they changed (the
+ * first read, or a daemon-reload of an edited unit), the aggregator gets
+ * them in a fresh snapshot: they are no state change. */
 static void watch_keep_description(struct unit_watch *w) {
   struct agent_unit *u = &w->unit;
-  char *name = NULL, *description = NULL;
+  const char *id = w->cur.id[0] ? w->cur.id : w->name;
+  _cleanup_free_ char *text = NULL, *name = NULL, *description = NULL;
 
-  /* DC/OS splits the whole Description; the unit id names it otherwise. */
-  if (agent_unit_split_description(w->cur.id[0] ? w->cur.id : w->name, w->cur.description, &name,
-                                   &description) < 0) {
+  /* snprintf() may have cut the text inside a character. */
+  text = mst_utf8_clean(w->cur.description, strlen(w->cur.description), MST_DESCRIPTION_MAX, NULL,
+                        false);
+  if (!text || agent_unit_split_description(id, text, &name, &description) < 0) {
     log_warning("component %s: out of memory keeping the unit's description, ignoring",
                 w->c->conf->name);
     return;
   }
+  if (strcmp(name, id) == 0)
+    free(TAKE_PTR(name));
+  else
+    (void)mst_utf8_truncate(name, name, MST_DISPLAY_NAME_MAX, NULL);
+  if (!description[0])
+    free(TAKE_PTR(description));
+  bool changed = text_differs(u->display_name, name) || text_differs(u->description, description);
   free(u->display_name);
   free(u->description);
-  u->display_name = name;
-  u->description = description;
+  u->display_name = TAKE_PTR(name);
+  u->description = TAKE_PTR(description);
+  if (changed)
+    agent_stream_outputs_changed(w->sd->agent->stream);
 }
 
 /* Keeps the read as the unit's state and hands the mapped state on. */
@@ -365,7 +388,7 @@ static void watch_take_read(struct unit_watch *w) {
   log_debug("component %s: unit %s read #%" PRIu64 " (%" PRIu64 " signals): %s/%s, "
             "NRestarts=%u, \"%s\" -> %s",
             w->c->conf->name, w->name, w->n_reads, w->n_signals, rd->props.active_state,
-            rd->props.sub_state, rd->props.n_restarts, u->display_name ? u->display_name : "",
+            rd->props.sub_state, rd->props.n_restarts, u->display_name ? u->display_name : w->name,
             mst_state_to_string(state));
   agent_component_observed(w->c, state, text);
 }

@@ -16,8 +16,9 @@ struct agent_systemd;
 /* What the agent knows of the unit of a systemd component, kept for
  * root-cause and progress work: the last complete read, with NRestarts and
  * the state timestamps, and the unit's Description split into a display
- * name and a description as DC/OS does (both owned, NULL before the first
- * read). */
+ * name and a description as DC/OS does (both owned, cut to the wire's caps;
+ * NULL before the first read, and display_name NULL when the Description
+ * does not split, description NULL when it is empty). */
 struct agent_unit {
   struct agent_unit_props props;
   bool read;          /* props holds a complete read */

@@ -735,6 +735,9 @@ static int conn_on_snapshot(struct aggr_conn *c, const Muster__Snapshot *s) {
     const Muster__ComponentStatus *cs = s->components[i];
     v[i] = component_report(cs->component, cs->check, cs->state, cs->since_ms, cs->output,
                             cs->health, cs->rise, cs->fall);
+    /* Only a snapshot describes a component: "" says it is not known. */
+    v[i].description = cs->description ? cs->description : "";
+    v[i].display_name = cs->display_name ? cs->display_name : "";
   }
   if (aggr_node_apply_snapshot(c->node, v, s->n_components) < 0) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");

@@ -221,6 +221,14 @@ static int snapshot_check(const Muster__Snapshot *s, struct aggr_reject *rej) {
     if (!output_valid(cs->output))
       return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                     "snapshot entry with an output over %zu bytes", MST_OUTPUT_WIRE_MAX);
+    /* Shown as they come, in every node body and DC/OS's unit lists. */
+    if ((cs->description && strlen(cs->description) > MST_DESCRIPTION_MAX) ||
+        (cs->display_name && strlen(cs->display_name) > MST_DISPLAY_NAME_MAX) ||
+        !mst_utf8_valid(cs->description) || !mst_utf8_valid(cs->display_name))
+      return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                    "snapshot entry %s with a description over %d bytes, a display_name over %d "
+                    "bytes, or either not UTF-8",
+                    cs->component, MST_DESCRIPTION_MAX, MST_DISPLAY_NAME_MAX);
   }
   return 0;
 }

@@ -342,6 +342,16 @@ static bool counts_for_health(const struct aggr_node *n, const struct aggr_compo
   return !n->startup || !aggr_stage_milestone_only(n->startup->graph, c->name);
 }
 
+/* Whether the node leads as its profile's leader component says: see
+ * aggr_node.dcos_leader. */
+static bool node_leads(const struct aggr_model *m, const struct aggr_node *n, bool silent) {
+  const struct mst_profile *p = n->role ? mst_profile_set_find(m->profiles, n->role) : NULL;
+  if (!n->reported || silent || !p || !p->leader_component)
+    return false;
+  const struct aggr_component *c = aggr_node_find_component(n, p->leader_component);
+  return c && c->state == MST_STATE_HEALTHY;
+}
+
 /* The node's verdict at now, from the pure rules of mst/verdict.h; counts
  * its components that are down and failing on the way (n_down, n_failing:
  * the cause graph starts from them). */
@@ -1107,6 +1117,13 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
     if (verdict != n->verdict || n->verdict_since_usec == 0) {
       n->verdict = verdict;
       n->verdict_since_usec = now;
+      n->dirty = true;
+      if (flags)
+        flags[i] |= NODE_DIFFERS;
+    }
+    bool leads = node_leads(m, n, silent);
+    if (leads != n->dcos_leader) {
+      n->dcos_leader = leads;
       n->dirty = true;
       if (flags)
         flags[i] |= NODE_DIFFERS;

@@ -72,6 +72,8 @@ void aggr_reasons_clear(struct aggr_reasons *r) {
 static void component_done(struct aggr_component *c) {
   free(c->name);
   free(c->output);
+  free(c->description);
+  free(c->display_name);
 }
 
 static void node_free(struct aggr_node *n) {
@@ -426,6 +428,18 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   return 0;
 }
 
+/* Sets *field to text as a snapshot says it: NULL leaves it, "" makes it
+ * not known. Returns 0, or -ENOMEM with the field not known. */
+static int component_text_set(char **field, const char *text) {
+  if (!text)
+    return 0;
+  if (*field && strcmp(*field, text) == 0)
+    return 0;
+  free(*field);
+  *field = text[0] ? strdup(text) : NULL;
+  return *field || !text[0] ? 0 : -ENOMEM;
+}
+
 /* Sets c to what r says. Returns 0, or -ENOMEM with the output left out
  * (NULL). */
 static int component_set(struct aggr_component *c, const struct aggr_component_report *r) {
@@ -435,6 +449,9 @@ static int component_set(struct aggr_component *c, const struct aggr_component_r
   c->health = r->health;
   c->rise = r->rise;
   c->fall = r->fall;
+  if (component_text_set(&c->description, r->description) < 0 ||
+      component_text_set(&c->display_name, r->display_name) < 0)
+    return -ENOMEM;
   /* Outputs rarely change between reports: no copy then. */
   if (c->output && r->output && strcmp(c->output, r->output) == 0)
     return 0;

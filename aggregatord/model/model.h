@@ -159,6 +159,11 @@ struct aggr_node {
    * "mesos-agent, waiting for mesos-master on m1" (just "mesos-agent" when
    * nothing on another node is awaited); NULL when no stage is waited on. */
   char *waiting_on;
+  /* Derived by evaluation: DC/OS's `Leader` in /report. The node's profile
+   * names a leader component ([profile] leader_component, e.g. the Mesos
+   * leader check of the shipped master profile), the node reports it
+   * healthy, and the node is not silent (what it said may be stale). */
+  bool dcos_leader;
 };
 
 struct aggr_model {
@@ -338,6 +343,10 @@ struct aggr_component_report {
   uint64_t since_usec; /* realtime of the state change on the agent; 0 unknown */
   const char *output;  /* NULL: none (the views show null) */
   unsigned health, rise, fall;
+  /* What the agent's snapshot says the component is ("": not known); NULL
+   * (a Change): not said, the component keeps what it had. */
+  const char *description;
+  const char *display_name;
 };
 
 /* Whether boot_id (NULL: the current one) is not the node's current boot:

@@ -278,6 +278,15 @@ static int graph_build(const struct mst_profile *p, struct aggr_stage_graph **re
       *slot = *c;
       g->n_milestone_only++;
     }
+  /* The leader component (in no stage, profile.c) counts for health no more
+   * than a milestone: a follower's is never healthy. */
+  if (p->leader_component) {
+    char **slot = MST_ARRAY_APPEND(g->milestone_only, g->n_milestone_only);
+    if (!slot)
+      goto fail;
+    *slot = p->leader_component;
+    g->n_milestone_only++;
+  }
   if (g->n_milestone_only > 1)
     qsort(g->milestone_only, g->n_milestone_only, sizeof(char *), compare_strings);
   for (size_t i = 0; i < n; i++) {

@@ -118,7 +118,8 @@ struct aggr_stage_graph {
   const struct mst_profile *profile;
   struct aggr_stage_node *stages; /* profile->n_stages */
   bool has_requires;              /* some stage requires something of other nodes */
-  char **milestone_only;          /* sorted: names that are milestones and never components */
+  char **milestone_only;          /* sorted: names that are milestones and never components,
+                                   * and the leader component */
   size_t n_milestone_only;
 };
 
@@ -218,7 +219,8 @@ static inline bool aggr_stage_samples_known(const struct aggr_stage_samples *s) 
 uint64_t aggr_startup_eta_seconds(const struct aggr_startup *s, uint64_t now_usec);
 
 /* True when component is listed as a milestone of some stage of g's profile
- * and as a component of none: it counts for progress only, not for health. */
+ * and as a component of none: it counts for progress only, not for health.
+ * Also true for the profile's leader_component, which counts for neither. */
 bool aggr_stage_milestone_only(const struct aggr_stage_graph *g, const char *component);
 
 /* At start, before the first evaluation: one stored completion, oldest

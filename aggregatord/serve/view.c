@@ -539,6 +539,10 @@ static void component_write(struct json_writer *w, const struct aggr_component *
   jw_uint(w, c->rise);
   jw_key(w, "fall");
   jw_uint(w, c->fall);
+  jw_key(w, "description");
+  jw_string(w, c->description);
+  jw_key(w, "display_name");
+  jw_string(w, c->display_name);
   jw_close(w, '}');
 }
 

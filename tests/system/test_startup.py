@@ -39,20 +39,24 @@ INTERVAL = "200ms"
 
 
 def read_profile(role):
-    """The shipped profile as {"components": [names], "stages": [(name, {key: value})]}."""
+    """The shipped profile as {"components": [names], "stages": [(name, {key: value})],
+    "leader_component": name or None, "described": {component: {description, name}}}."""
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None,
                                    strict=True, delimiters=("=",))
     cp.optionxform = str
     with open(os.path.join(PROFILES_DIR, f"{role}.ini")) as f:
         cp.read_file(f)
-    components, stages = [], []
+    components, stages, described = [], [], {}
     for section in cp.sections():
         if section.startswith("component "):
             components.append(section.split('"')[1])
+            described[components[-1]] = {k: v for k, v in cp[section].items()
+                                         if k in ("description", "name")}
         elif section.startswith("stage "):
             stages.append((section.split('"')[1], dict(cp[section])))
     assert cp["profile"]["role"] == role
-    return {"components": components, "stages": stages}
+    return {"components": components, "stages": stages, "described": described,
+            "leader_component": cp["profile"].get("leader_component")}
 
 
 SHIPPED = {role: read_profile(role) for role in ROLES}
@@ -73,11 +77,16 @@ def write_remapped_profiles(env, grace):
     markers = env.path("markers")
     os.makedirs(markers, exist_ok=True)
     for role in ROLES:
-        lines = ["[profile]", f"role = {role}", f"startup_grace = {grace}", ""]
+        lines = ["[profile]", f"role = {role}", f"startup_grace = {grace}"]
+        if SHIPPED[role]["leader_component"]:
+            lines.append(f"leader_component = {SHIPPED[role]['leader_component']}")
+        lines.append("")
         for comp in SHIPPED[role]["components"]:
             lines += [f'[component "{comp}"]', "check = exec",
                       f'command = test -e {shlex.quote(markers)}/"$MUSTER_NODE"/{comp} || exit 2',
-                      f"interval = {INTERVAL}", "timeout = 1s", "rise = 1", "fall = 1", ""]
+                      f"interval = {INTERVAL}", "timeout = 1s", "rise = 1", "fall = 1"]
+            lines += [f"{k} = {v}" for k, v in SHIPPED[role]["described"][comp].items()]
+            lines.append("")
         for name, keys in SHIPPED[role]["stages"]:
             lines.append(f'[stage "{name}"]')
             lines += [f"{k} = {v}" for k, v in keys.items()]

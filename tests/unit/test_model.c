@@ -1283,3 +1283,82 @@ Test(view, concurrent_readers) {
   aggr_views_reap(views);
   cr_assert_eq(aggr_views_n_retired(views), 0, "every released view is freed");
 }
+
+/* --- descriptions and the leader component (issue 18) ------------------------ */
+
+/* A healthy snapshot entry with this description and display name. */
+static struct aggr_component_report described(const char *name, const char *description,
+                                              const char *display_name) {
+  return (struct aggr_component_report){.name = name,
+                                        .state = MST_STATE_HEALTHY,
+                                        .output = "",
+                                        .description = description,
+                                        .display_name = display_name};
+}
+
+Test(model, snapshot_describes_components_and_changes_keep_it) {
+  struct aggr_node *n = report("n1", "agent", T0);
+  const struct aggr_component_report snap[] = {
+      described("mesos", "distributed systems kernel agent", "Mesos Agent"),
+      described("plain", "", ""),
+  };
+  cr_assert_eq(aggr_node_apply_snapshot(n, snap, ELEMENTSOF(snap)), 0);
+  struct aggr_component *c = aggr_node_find_component(n, "mesos");
+  cr_assert_str_eq(c->description, "distributed systems kernel agent");
+  cr_assert_str_eq(c->display_name, "Mesos Agent");
+  cr_assert_null(aggr_node_find_component(n, "plain")->description, "\"\": not known");
+  cr_assert_null(aggr_node_find_component(n, "plain")->display_name);
+
+  /* A change says nothing of them: they stay. */
+  set_comp(n, "mesos", MST_STATE_UNHEALTHY, "failed", T0 + 1);
+  cr_assert_str_eq(c->description, "distributed systems kernel agent");
+  cr_assert_str_eq(c->display_name, "Mesos Agent");
+
+  /* A later snapshot without them (the profile lost its keys): not known. */
+  const struct aggr_component_report again = described("mesos", "", "");
+  cr_assert_eq(aggr_node_apply_snapshot(n, &again, 1), 0);
+  c = aggr_node_find_component(n, "mesos");
+  cr_assert_null(c->description);
+  cr_assert_null(c->display_name);
+}
+
+Test(model, leader_component_says_who_leads_and_never_counts_for_health) {
+  /* Each Criterion test runs in its own process: the fixture may change. */
+  master_profile.leader_component = "leads";
+  reset_with_masters(NULL);
+  healthy_cluster();
+  struct aggr_node *m1 = aggr_model_find(&model, "m1");
+  struct aggr_node *m2 = report("m2", "master", T0);
+  set_comp(m2, "svc", MST_STATE_HEALTHY, "", T0);
+  set_comp(m2, "web", MST_STATE_HEALTHY, "", T0);
+  set_comp(m1, "leads", MST_STATE_HEALTHY, "HTTP 200", T0);
+  set_comp(m2, "leads", MST_STATE_UNHEALTHY, "HTTP 307 (expected 200)", T0);
+  aggr_model_evaluate(&model, &engine, T0);
+  cr_assert(m1->dcos_leader);
+  cr_assert_not(m2->dcos_leader);
+  cr_assert_eq(m2->verdict, MST_VERDICT_HEALTHY, "a follower is healthy: %s",
+               mst_verdict_name(m2->verdict));
+  cr_assert_eq(m2->reasons.n, 0);
+  cr_assert_eq(model.verdict, MST_VERDICT_HEALTHY);
+  cr_assert_not(aggr_model_find(&model, "w1")->dcos_leader, "its profile names no leader");
+
+  /* A failover. */
+  set_comp(m1, "leads", MST_STATE_UNHEALTHY, "HTTP 307 (expected 200)", T0 + 1);
+  set_comp(m2, "leads", MST_STATE_HEALTHY, "HTTP 200", T0 + 1);
+  aggr_model_evaluate(&model, &engine, T0 + 1);
+  cr_assert_not(m1->dcos_leader);
+  cr_assert(m2->dcos_leader);
+  cr_assert(m2->dirty, "a new leader is a new rendering");
+  cr_assert_eq(aggr_model_check(&model, T0 + 1), 0);
+
+  /* A silent leader leads no more (what it said is stale), without a
+   * change marking it: evaluation follows the silence. */
+  aggr_node_apply_seen(m1, T0 + STALE + 2);
+  aggr_node_apply_seen(aggr_model_find(&model, "w1"), T0 + STALE + 2);
+  m2->dirty = false;
+  aggr_model_evaluate(&model, &engine, T0 + STALE + 2);
+  cr_assert_eq(m2->verdict, MST_VERDICT_UNREACHABLE);
+  cr_assert_not(m2->dcos_leader);
+  cr_assert(m2->dirty);
+  cr_assert_eq(aggr_model_check(&model, T0 + STALE + 2), 0);
+}

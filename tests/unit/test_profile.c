@@ -280,6 +280,28 @@ static const struct error_case error_cases[] = {
     {"[stage \"a\"]\n[stage \"b\"]\n[stage \"c\"]\n[stage \"a2\"]\nafter = c\n[stage \"d\"]\n"
      "[stage \"z\"]\n",
      NULL},
+    /* What DC/OS shows of a unit: capped, UTF-8, printable. */
+    {"[component \"c\"]\n" SYSD "description = distributed systems kernel\nname = Mesos "
+     "Master\n",
+     NULL},
+    {"[component \"c\"]\n" SYSD "description = caf\xc3\xa9 \xc3\n",
+     "4: component 'c': description: not UTF-8"},
+    {"[component \"c\"]\n" SYSD "name = " X16 X16 X16 X16 X16 X16 X16 X16 "x\n",
+     "4: component 'c': name: must be 1 to 128 bytes (is 129)"},
+    {"[component \"c\"]\n" SYSD "description = " X256 X256 "x\n",
+     "4: component 'c': description: must be 1 to 512 bytes (is 513)"},
+    {"[component \"c\"]\n" SYSD "name = a\tb\n",
+     "4: component 'c': name: contains a control character"},
+    {"[component \"c\"]\n" SYSD "name = a\nname = b\n",
+     "5: duplicate key 'name' in section [component \"c\"] (first set on line 4)"},
+    /* The leader component: a component of the file, in no stage. */
+    {"[profile]\nleader_component = lead\n[component \"lead\"]\n" SYSD, NULL},
+    {"[profile]\nleader_component = nope\n[component \"lead\"]\n" SYSD,
+     "2: [profile] leader_component: unknown component 'nope'"},
+    {"[profile]\nleader_component = lead\n[component \"lead\"]\n" SYSD
+     "[stage \"s\"]\nmilestones = lead\n",
+     "2: [profile] leader_component: 'lead' is in stage 's' (line 6): the leader component "
+     "counts for neither health nor progress, so it is in no stage"},
 };
 
 /* A profile of n components c0, c1, ... (three lines each: the section, its

@@ -34,6 +34,11 @@
 #define MST_COMPONENT_NAME_MAX 256
 #define MST_STARTUP_CAUSE_MAX  32  /* "boot", "install", "restart" (agentd/startup.c) */
 #define MST_AGENT_FAULT_MAX    256 /* Heartbeat.fault */
+/* ComponentStatus.description and .display_name: what DC/OS shows of a
+ * unit (systemd's Description=, or the profile's description and name). The
+ * profile loader refuses longer keys; the agent cuts a longer Description=. */
+#define MST_DESCRIPTION_MAX  512
+#define MST_DISPLAY_NAME_MAX 128
 /* A component's output: the first line, cut at MST_OUTPUT_MAX bytes of text
  * with MST_OUTPUT_CUT_MARK after it (SPEC: "capped at 4 KiB, with a mark"). */
 #define MST_OUTPUT_MAX      4096

@@ -3,10 +3,11 @@
  * the same directory: the agent to know what to check, the aggregator to know
  * the roles and, later, the stage graph.
  *
- *   [profile]              role, startup_grace, restart_window
+ *   [profile]              role, startup_grace, restart_window,
+ *                          leader_component
  *   [component "NAME"]     check = systemd|exec|http|tcp, unit, command, url,
  *                          expect_status, expect_body, address, interval,
- *                          timeout, rise, fall
+ *                          timeout, rise, fall, description, name
  *   [stage "NAME"]         components, milestones, after, requires
  *
  * Every error is reported as "path:line: message". The digest is the hex
@@ -39,6 +40,12 @@ struct mst_component {
   uint64_t timeout_usec;
   unsigned rise, fall;
   unsigned line; /* where it was declared */
+  /* What DC/OS shows of the component (docs/profiles.md "Descriptions and
+   * names"): they win over what systemd's Description= says. NULL: not set.
+   * UTF-8 without control characters, at most MST_DESCRIPTION_MAX and
+   * MST_DISPLAY_NAME_MAX bytes (mst/frame.h). */
+  char *description;
+  char *display_name; /* the `name` key, e.g. "Mesos Agent" */
 };
 
 struct mst_stage {
@@ -61,6 +68,10 @@ struct mst_profile {
   size_t n_stages;
   char digest[65];              /* hex SHA-256 of the file */
   uint64_t restart_window_usec; /* a stack restart's units start within it (agentd/startup.c) */
+  /* The component whose being healthy says this node leads (the Mesos
+   * leader: DC/OS's `Leader` in /report), or NULL. It counts for neither the
+   * node's health nor its startup progress, so it is in no stage. */
+  char *leader_component;
 };
 
 /* Loads one profile file. The role defaults to the file name without ".ini".
