@@ -40,37 +40,19 @@ static const char *unit_id(const struct aggr_model *m, const struct aggr_node *n
   return c && c->unit ? c->unit : component;
 }
 
+/* The profile's leader_component says which node leads (Leader in
+ * /report); it is no unit: on every master but the leader it fails, which
+ * must not make DC/OS's unit health 1 (a wait_for_dcos would never end). */
+static bool is_leader_component(const struct aggr_model *m, const struct aggr_node *n,
+                                const struct aggr_component *c) {
+  const struct mst_profile *p = n->role ? mst_profile_set_find(m->profiles, n->role) : NULL;
+  return p && p->leader_component && strcmp(p->leader_component, c->name) == 0;
+}
+
 static int unit_on_cmp(const void *a, const void *b) {
   const struct dcos_unit_on *x = a, *y = b;
   int c = strcmp(x->id, y->id);
   return c ? c : x->order < y->order ? -1 : x->order > y->order;
-}
-
-/* DC/OS's name and description of a unit, from a systemd Description= such
- * as "Mesos Master: distributed systems kernel": split at ": " when it makes
- * exactly two parts, else the whole text with each ": " made " " and no
- * name. The profile's display name wins over the split one; without either
- * the component's name stands (DC/OS used the unit id). Writes the
- * description into buf (as long as text) and returns the name. */
-static const char *unit_texts(const struct aggr_component *c, char *buf) {
-  const char *text = c->description ? c->description : "";
-  const char *sep = strstr(text, ": ");
-  const char *name = NULL;
-  if (sep && !strstr(sep + 2, ": ")) {
-    strcpy(buf, sep + 2);
-    name = text; /* cut at sep by the caller's copy: see pack_name() */
-  } else {
-    char *w = buf;
-    for (const char *r = text; *r;) {
-      if (r[0] == ':' && r[1] == ' ') {
-        *w++ = ' ';
-        r += 2;
-      } else
-        *w++ = *r++;
-    }
-    *w = '\0';
-  }
-  return c->display_name ? c->display_name : name ? name : c->name;
 }
 
 /* Copies s to *at and moves *at past it. */
@@ -81,44 +63,27 @@ static const char *pack(char **at, const char *s) {
   return copy;
 }
 
-/* Like pack(), but a name taken from a Description= ends at its ": ". */
-static const char *pack_name(char **at, const char *name, const struct aggr_component *c) {
-  const char *sep = name == c->description ? strstr(name, ": ") : NULL;
-  size_t len = sep ? (size_t)(sep - name) : strlen(name);
-  char *copy = memcpy(*at, name, len);
-  copy[len] = '\0';
-  *at += len + 1;
-  return copy;
-}
-
-/* Whether n is the Mesos leader, for /report's Leader. muster learns it
- * from a profile's leader milestone, which the agents report; until a node
- * carries it, no node is the leader (DC/OS's false for every agent). */
-static bool node_is_leader(const struct aggr_node *n) {
-  (void)n;
-  return false;
-}
-
 struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const struct aggr_node *n) {
   const char *role = n->role ? n->role : "", *host = n->hostname ? n->hostname : "";
   int health = node_health(n);
   /* An unreachable or never seen node shows no units: DC/OS knows none
    * (its pull failed), and leaves it out of every unit's node list, so a
    * unit's health comes from the nodes that report. */
-  size_t n_units = health == 3 ? 0 : n->n_components, longest = 0;
-  size_t size = sizeof(struct aggr_dcos_node) + n_units * sizeof(struct dcos_unit_on) +
-                strlen(n->id) + strlen(role) + strlen(host) + 3;
-  for (size_t k = 0; k < n_units; k++) {
+  size_t n_units = 0;
+  size_t size = sizeof(struct aggr_dcos_node) + strlen(n->id) + strlen(role) + strlen(host) + 3;
+  for (size_t k = 0; health != 3 && k < n->n_components; k++) {
     const struct aggr_component *c = &n->components[k];
-    size_t desc = c->description ? strlen(c->description) : 0;
-    size += strlen(unit_id(m, n, c->name)) + strlen(c->name) + 2 * desc +
-            (c->display_name ? strlen(c->display_name) : 0) + strlen(c->output ? c->output : "") +
-            4;
-    longest = MST_MAX(longest, desc);
+    if (is_leader_component(m, n, c))
+      continue;
+    n_units++;
+    size += sizeof(struct dcos_unit_on);
+    /* The id, the name (the display name, else the id again), the
+     * description and the output. */
+    size += 2 * strlen(unit_id(m, n, c->name)) + (c->display_name ? strlen(c->display_name) : 0) +
+            (c->description ? strlen(c->description) : 0) + strlen(c->output ? c->output : "") + 4;
   }
   /* One block: the node, its units, then every string. */
-  _cleanup_free_ char *buf = malloc(longest + 1);
-  struct aggr_dcos_node *d = buf ? malloc(size) : NULL;
+  struct aggr_dcos_node *d = malloc(size);
   if (!d)
     return NULL;
   char *at = (char *)&d->units[n_units];
@@ -127,15 +92,21 @@ struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const stru
   d->role = pack(&at, role);
   d->host = pack(&at, host);
   d->health = health;
-  d->leader = health != 3 && node_is_leader(n);
+  /* The Mesos leader, as the node's profile's leader_component says
+   * (evaluate.c); false for every node of a profile without one. */
+  d->leader = health != 3 && n->dcos_leader;
   d->n_units = n_units;
-  for (size_t k = 0; k < n_units; k++) {
+  for (size_t k = 0, i = 0; i < n_units; k++) {
     const struct aggr_component *c = &n->components[k];
-    struct dcos_unit_on *u = &d->units[k];
-    const char *name = unit_texts(c, buf);
+    if (is_leader_component(m, n, c))
+      continue;
+    struct dcos_unit_on *u = &d->units[i++];
+    /* The agent sends DC/OS's halves of a systemd Description= ("Mesos
+     * Master: distributed systems kernel") as they are, or the profile's
+     * name and description; without a name DC/OS shows the unit id. */
     u->id = pack(&at, unit_id(m, n, c->name));
-    u->name = pack_name(&at, name, c);
-    u->description = pack(&at, buf);
+    u->name = pack(&at, c->display_name ? c->display_name : u->id);
+    u->description = pack(&at, c->description ? c->description : "");
     u->output = pack(&at, c->output ? c->output : "");
     u->health = component_health(c->state);
     u->order = (unsigned)k;

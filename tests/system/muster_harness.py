@@ -1374,8 +1374,9 @@ class Agent:
 # ---------------------------------------------------------------- profiles
 
 
-def component_ini(name, **kv):
-    lines = [f'[component "{name}"]']
+def component_ini(component, /, **kv):
+    # Positional only: a profile's component may have a key named "name".
+    lines = [f'[component "{component}"]']
     lines += [f"{k} = {v}" for k, v in kv.items()]
     return "\n".join(lines) + "\n"
 

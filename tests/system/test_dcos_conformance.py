@@ -87,15 +87,32 @@ def write_dcos_profiles(env):
     net_cmd, net_rc = mh.exec_rc_script(env, "agent-net")
 
     def comps(*names, failing=None):
-        return [(n, dict(check="exec", command=net_cmd if n == failing else "true",
-                         interval="200ms", rise=1, fall=1)) for n in names]
+        # DC/OS's tests want every unit's description non-empty and a human
+        # name: the profile gives them (a systemd unit's Description= would).
+        return [(n, {"check": "exec", "command": net_cmd if n == failing else "true",
+                     "interval": "200ms", "rise": 1, "fall": 1, "name": TEXTS[n][0],
+                     "description": TEXTS[n][1]}) for n in names]
     for role, names, failing in [
             ("master", ["dcos-mesos-master.service", "dcos-net.service", "exhibitor"], None),
             ("agent", ["dcos-mesos-slave.service", "dcos-net.service"], "dcos-net.service"),
             ("agent_public", ["dcos-mesos-slave-public.service", "dcos-net.service"], None)]:
-        env.write_profile(role, mh.profile_ini(role, comps(*names, failing=failing),
-                                               [("all", names)]))
+        text = mh.profile_ini(role, comps(*names, failing=failing), [("all", names)])
+        if role == "master":
+            # The Mesos leader, as a master's profile says how to know it.
+            text = text.replace("[profile]\n", "[profile]\nleader_component = mesos-leading\n", 1)
+            text += "\n" + mh.component_ini("mesos-leading", check="exec", command="true",
+                                             interval="200ms", rise=1, fall=1)
+        env.write_profile(role, text)
     return net_rc
+
+
+TEXTS = {
+    "dcos-mesos-master.service": ("Mesos Master", "distributed systems kernel"),
+    "dcos-mesos-slave.service": ("Mesos Agent", "distributed systems kernel agent"),
+    "dcos-mesos-slave-public.service": ("Mesos Agent Public", "distributed systems kernel agent"),
+    "dcos-net.service": ("Networking", "a distributed systems and network overlay"),
+    "exhibitor": ("Exhibitor", "ZooKeeper supervisor"),
+}
 
 
 def listen_everywhere(aggr):
@@ -164,7 +181,7 @@ def test_nodes_and_units(dcos_cluster):
     units = check_json(diag.get("/units"))["units"]
     for u in units:
         exact_keys(u, UNIT_KEYS, "a unit in /units")
-        assert u["id"] and u["name"] and isinstance(u["description"], str)
+        assert (u["name"], u["description"]) == TEXTS[u["id"]], u
         assert u["health"] in (0, 1)
         assert check_json(diag.get(f"/units/{u['id']}")) == u
     assert {u["id"]: u["health"] for u in units} == {
@@ -270,7 +287,9 @@ def test_report(dcos_cluster):
             exact_keys(node, REPORT_NODE_KEYS, f"Nodes[{ip}]")
             assert node["Output"] is None and node["Health"] == 3
     assert set(rep["Nodes"]) == {MASTER, NEVER, GONE, AGENT, PUBLIC}
-    assert rep["Nodes"][AGENT]["Health"] == 1 and rep["Nodes"][MASTER]["Leader"] is False
+    assert rep["Nodes"][AGENT]["Health"] == 1
+    # The master whose profile's leader component is up leads; no other node.
+    assert {ip for ip, node in rep["Nodes"].items() if node["Leader"]} == {MASTER}
 
     d = diag.get("/report/download")
     assert d.status_code == 200 and d.headers["Content-Type"] == "application/json"
