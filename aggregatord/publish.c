@@ -7,6 +7,7 @@
 #include "aggr.h"
 #include "ingest/writer.h"
 #include "model/evaluate.h"
+#include "operate.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -99,6 +100,8 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
 
   a->publish_armed = false;
   a->last_publish_usec = mst_now_monotonic_usec();
+  /* A leader ends what is due of the operator state (operate.h). */
+  aggr_operate_follow(a, now);
   /* Only the leader records verdict history; a new leader starts its term
    * with the verdict as it stands. */
   if ((evaluate(a, now) || a->record_verdict) && a->leading) {
