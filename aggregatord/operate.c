@@ -97,7 +97,7 @@ static json_t *entry_json(const struct aggr_op_entry *e) {
   char since[MST_RFC3339_MAX], until[MST_RFC3339_MAX];
   if (!e)
     return json_null();
-  return json_pack("{sssssss?}", "reason", e->reason, "by", e->by, "since",
+  return json_pack("{ssssssss?}", "reason", e->reason, "by", e->by, "since",
                    mst_time_format_rfc3339(e->since_usec, since, sizeof(since)), "until",
                    e->until_usec && e->kind == AGGR_OP_MAINTENANCE
                        ? mst_time_format_rfc3339(e->until_usec, until, sizeof(until))
@@ -124,7 +124,7 @@ static char *error_body(const char *code, const char *fmt, ...) {
 static char *state_body(const struct aggr_operator *op, const char *node, const char *component) {
   uint64_t now = mst_now_realtime_usec();
   const struct aggr_op_entry *m = aggr_operator_find(op, AGGR_OP_MAINTENANCE, node, component);
-  json_t *j = json_pack("{sss?soso}", "node", node, "component", component, "maintenance",
+  json_t *j = json_pack("{ssss?soso}", "node", node, "component", component, "maintenance",
                         entry_json(aggr_op_active(m, now) ? m : NULL), "acknowledged",
                         entry_json(component ? aggr_operator_find(op, AGGR_OP_ACK, node, component)
                                              : NULL));

@@ -207,7 +207,7 @@ char *aggr_operator_to_json(const struct aggr_operator *op) {
     return NULL;
   for (size_t i = 0; i < op->n; i++) {
     const struct aggr_op_entry *e = &op->v[i];
-    json_t *j = json_pack("{sssss?sssssIsI}", "kind", aggr_op_kind_name(e->kind), "node", e->node,
+    json_t *j = json_pack("{ssssss?sssssIsI}", "kind", aggr_op_kind_name(e->kind), "node", e->node,
                           "component", e->component, "reason", e->reason ? e->reason : "", "by",
                           e->by ? e->by : "", "since", (json_int_t)(e->since_usec / 1000), "until",
                           (json_int_t)(e->until_usec / 1000));

@@ -1615,3 +1615,25 @@ class VerdictWatch:
         assert not blind, (f"the verdicts were not watched closely enough: {len(blind)} gap(s) over "
                            f"{T(0.1):.3f}s without a blocking read waiting, the longest "
                            f"{max(b - a for a, b in blind):.3f}s")
+
+
+# ---------------------------------------------------------------- operator writes (issue 19)
+
+
+def operator_write(aggr, method, path, body=None, token=Aggregator._CONFIGURED, operator="tester",
+                   host="127.0.0.1", **kw):
+    """PUT or DELETE of operator state on aggr's HTTP API (the admin token
+    when aggr's config names one, else the configured token); returns the
+    response. host: the address to connect to (another of this machine's
+    addresses makes a non-loopback peer)."""
+    if token is Aggregator._CONFIGURED:
+        admin = aggr.extra.get("http_admin_token_file")
+        if admin:
+            with open(admin) as f:
+                token = f.readline().strip()
+    headers = dict(kw.pop("headers", None) or {})
+    if operator:
+        headers["X-Muster-Operator"] = operator
+    kw = aggr.http_kw(token, headers=headers, **kw)
+    url = f"{aggr.http_scheme}://{host}:{aggr.http_port}{path}"
+    return _http.request(method, url, json=body, timeout=T(kw.pop("timeout", 5.0)), **kw)
