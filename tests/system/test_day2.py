@@ -43,12 +43,12 @@ def write_profiles(env):
     return m_rc, a_rc
 
 
-def start_cluster(env, aggr=None, stale_timeout="1s", **aggr_kw):
+def start_cluster(env, aggr=None, stale_timeout="1s", agents_to=None, **aggr_kw):
     m_rc, a_rc = write_profiles(env)
     aggr = aggr or env.aggregator(expected_masters=["m1"], stale_timeout=stale_timeout,
                                   **aggr_kw).start()
-    m1 = env.agent("m1", "master", aggr, heartbeat="200ms").start()
-    a1 = env.agent("a1", "agent", aggr, heartbeat="200ms").start()
+    m1 = env.agent("m1", "master", agents_to or aggr, heartbeat="200ms").start()
+    a1 = env.agent("a1", "agent", agents_to or aggr, heartbeat="200ms").start()
     aggr.wait_node("a1", lambda n: n["verdict"] == "healthy" and n["connected"], 10,
                    desc="a1 healthy and connected")
     aggr.wait_verdict("healthy", 10)
@@ -323,7 +323,7 @@ def test_operator_state_survives_leader_kill9(env, zk, cluster_name):
         a.start()
     leader, _ = wait_one_leader(aggrs)
     follower = next(a for a in aggrs if a is not leader)
-    c = start_cluster(env, aggr=leader)
+    c = start_cluster(env, aggr=leader, agents_to=[leader, follower])
     # a follower redirects writes, method and body kept
     r = operator_write(follower, "PUT", "/v1/nodes/m1/maintenance", {"reason": "x"},
                        allow_redirects=False)
@@ -343,7 +343,10 @@ def test_operator_state_survives_leader_kill9(env, zk, cluster_name):
                       desc="m1 in maintenance on the new leader")
         n = new.node("m1")
         assert n["maintenance"]["reason"] == "rolling upgrade", n
-        assert new.component("a1", "asvc")["acknowledged"]["reason"] == "known"
+        a1 = new.wait_node("a1", lambda n: n["connected"] and n["components"], 15,
+                           desc="a1 reconnected to the new leader")
+        assert a1["components"][0]["acknowledged"]["reason"] == "known", a1
+        assert a1["verdict"] == "unhealthy", a1
         # the master reboots meanwhile
         c.m1.kill9()
         new.wait_node("m1", lambda n: not n["connected"], 15)
