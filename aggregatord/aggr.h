@@ -102,8 +102,8 @@ struct aggr_config {
   int log_level;
   uint64_t first_contact_window_usec; /* an expected master not reported yet is starting this
                                        * long after the first Hello, then missing */
-  char *http_admin_token_file; /* bearer token for the API's writes (issue 19) */
-  uint64_t forget_after_usec;  /* forget nodes silent this long (not expected masters); 0: never */
+  char *http_admin_token_file;        /* bearer token for the API's writes (issue 19) */
+  uint64_t forget_after_usec; /* forget nodes silent this long (not expected masters); 0: never */
 };
 
 /* A message logged at most once per interval, with a count of the

@@ -58,8 +58,8 @@ struct el_event {
   char **children;
   int n_children;
   size_t value_len;
-  int64_t version;                /* EV_OP_DATA, EV_OP_SET: the znode's */
-  aggr_election_written_fn done;  /* EV_OP_SET */
+  int64_t version;               /* EV_OP_DATA, EV_OP_SET: the znode's */
+  aggr_election_written_fn done; /* EV_OP_SET */
   void *done_userdata;
 };
 
@@ -90,8 +90,8 @@ struct aggr_election {
 
   /* Operator state (issue 19): /muster/<cluster>/operator. */
   char *op_path;
-  void (*operator_changed)(struct aggr_election *el, const char *data, size_t len,
-                           int64_t version, void *userdata);
+  void (*operator_changed)(struct aggr_election *el, const char *data, size_t len, int64_t version,
+                           void *userdata);
 };
 
 static FILE *zk_log_stream;
@@ -711,7 +711,8 @@ int aggr_election_start(sd_event *e, const struct aggr_election_config *cfg,
   if (asprintf(&el->op_path, "/muster/%s/operator", cfg->cluster) < 0)
     el->op_path = NULL;
   el->operator_changed = cfg->operator_changed;
-  if (!el->op_path || !el->hosts || !el->id || !el->stream_address || !el->http_address || !el->base) {
+  if (!el->op_path || !el->hosts || !el->id || !el->stream_address || !el->http_address ||
+      !el->base) {
     r = -ENOMEM;
     goto fail;
   }

@@ -38,8 +38,8 @@ struct aggr_election_config {
    * in /muster/<cluster>/operator each time it is read (at every new
    * session and after every change: the znode is watched), with its znode
    * version; data NULL and len 0 for an empty znode. NULL: not watched. */
-  void (*operator_changed)(struct aggr_election *el, const char *data, size_t len,
-                           int64_t version, void *userdata);
+  void (*operator_changed)(struct aggr_election *el, const char *data, size_t len, int64_t version,
+                           void *userdata);
 };
 
 /* Called on the loop thread whenever this aggregator's role or the known

@@ -124,10 +124,10 @@ static char *error_body(const char *code, const char *fmt, ...) {
 static char *state_body(const struct aggr_operator *op, const char *node, const char *component) {
   uint64_t now = mst_now_realtime_usec();
   const struct aggr_op_entry *m = aggr_operator_find(op, AGGR_OP_MAINTENANCE, node, component);
-  json_t *j = json_pack("{ssss?soso}", "node", node, "component", component, "maintenance",
-                        entry_json(aggr_op_active(m, now) ? m : NULL), "acknowledged",
-                        entry_json(component ? aggr_operator_find(op, AGGR_OP_ACK, node, component)
-                                             : NULL));
+  json_t *j = json_pack(
+      "{ssss?soso}", "node", node, "component", component, "maintenance",
+      entry_json(aggr_op_active(m, now) ? m : NULL), "acknowledged",
+      entry_json(component ? aggr_operator_find(op, AGGR_OP_ACK, node, component) : NULL));
   char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
   json_decref(j);
   return body;
@@ -270,8 +270,8 @@ static bool sweep_apply(struct aggr *a, uint64_t now, struct aggr_operator *next
   for (size_t i = next->n; i-- > 0;) {
     const struct aggr_op_entry *e = &next->v[i];
     const struct aggr_node *n = aggr_model_find(m, e->node);
-    const struct aggr_component *c = n && e->component ? aggr_node_find_component(n, e->component)
-                                                       : NULL;
+    const struct aggr_component *c =
+        n && e->component ? aggr_node_find_component(n, e->component) : NULL;
     const char *event = NULL;
     if (e->kind == AGGR_OP_MAINTENANCE && !aggr_op_active(e, now)) {
       event = "maintenance_ended";
@@ -322,8 +322,8 @@ static void change_stored(struct aggr *a, struct aggr_operator *next, struct op_
                           size_t n_events, struct aggr_http_write *w, unsigned status,
                           char *answer) {
   uint64_t now = mst_now_realtime_usec();
-  if (next->version < 0 || next->version > a->model.operator.version ||
-      !aggr_operator_equal(next, &a->model.operator)) {
+  if (next->version < 0 ||
+      next->version > a->model.operator.version || !aggr_operator_equal(next, &a->model.operator)) {
     if (aggr_model_set_operator(&a->model, next) > 0)
       for (size_t i = 0; i < a->model.n_nodes; i++)
         a->model.nodes[i]->dirty = true; /* the cause graph and stages lost a node */
@@ -429,9 +429,9 @@ static void change_store(struct aggr *a, struct aggr_operator *next, struct op_e
     r = -ENOMEM;
   if (r < 0) {
     if (w)
-      aggr_http_write_answer(w, MHD_HTTP_SERVICE_UNAVAILABLE,
-                             error_body("unavailable", "cannot store the change: %s; retry",
-                                        strerror(-r)));
+      aggr_http_write_answer(
+          w, MHD_HTTP_SERVICE_UNAVAILABLE,
+          error_body("unavailable", "cannot store the change: %s; retry", strerror(-r)));
     free(answer);
     events_free(events, n_events);
     aggr_operator_done(next);
@@ -458,7 +458,7 @@ static void pump(struct aggr *a) {
     if (!o->head)
       o->tail = NULL;
     w->next = NULL;
-    if (!a->leading || (a->election && a->model.operator.version < 0)) {
+    if (!a->leading || (a->election && a->model.operator.version<0)) {
       aggr_http_write_answer(
           w, MHD_HTTP_SERVICE_UNAVAILABLE,
           error_body("unavailable", a->leading ? "the operator state is not read from ZooKeeper "
@@ -471,7 +471,7 @@ static void pump(struct aggr *a) {
     size_t n_events = 0;
     unsigned status;
     char *answer = NULL;
-    if (aggr_operator_copy(&a->model.operator, &next) < 0) {
+    if (aggr_operator_copy(&a->model.operator, & next) < 0) {
       aggr_http_write_answer(w, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
       continue;
     }
@@ -507,12 +507,11 @@ void aggr_operate_follow(struct aggr *a, uint64_t now_usec) {
   struct op_event *events = NULL;
   size_t n_events = 0;
 
-  if (!o || !a->leading || o->in_flight || o->head ||
-      (a->election && a->model.operator.version < 0))
+  if (!o || !a->leading || o->in_flight || o->head || (a->election && a->model.operator.version<0))
     return;
   if (a->model.operator.n == 0 && a->cfg.forget_after_usec == 0)
     return;
-  if (aggr_operator_copy(&a->model.operator, &next) < 0)
+  if (aggr_operator_copy(&a->model.operator, & next) < 0)
     return;
   if (!sweep_apply(a, now_usec, &next, &events, &n_events)) {
     events_free(events, n_events);
@@ -549,12 +548,12 @@ int aggr_operate_start(struct aggr *a) {
     return -ENOMEM;
   aggr_operator_init(&o->next);
   a->operate = o;
-  r = sd_event_add_io(a->event, &o->writes_source, aggr_http_writes_fd(a->http), EPOLLIN,
-                      on_writes, a);
+  r = sd_event_add_io(a->event, &o->writes_source, aggr_http_writes_fd(a->http), EPOLLIN, on_writes,
+                      a);
   if (r < 0)
     return r;
-  r = sd_event_add_time(a->event, &o->timeout_timer, CLOCK_MONOTONIC, UINT64_MAX, 0,
-                        flight_timeout, a);
+  r = sd_event_add_time(a->event, &o->timeout_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, flight_timeout,
+                        a);
   if (r < 0)
     return r;
   return sd_event_source_set_enabled(o->timeout_timer, SD_EVENT_OFF);

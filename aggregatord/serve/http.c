@@ -193,7 +193,7 @@ struct aggr_http {
   struct aggr_views *views;
   const struct aggr_election *fence; /* whose lease a leader's view needs; NULL standalone */
   uint16_t port;
-  char *token; /* the bearer token every data route needs, or NULL */
+  char *token;       /* the bearer token every data route needs, or NULL */
   char *admin_token; /* the bearer token writes need, or NULL (issue 19) */
   /* Writes handed to the loop (aggr_http_take_writes), oldest first. */
   pthread_mutex_t write_lock; /* never held across I/O */
@@ -552,11 +552,11 @@ static void reap_late_requests(struct aggr_http *h) {
  * struct request; either way it tells the handler's first call for a
  * request from the later ones. */
 struct request {
-  bool seen;             /* the handler was called for it */
-  bool woken;            /* it was parked and has been resumed: answer now */
-  struct waiter *parked; /* while suspended in a blocking read */
+  bool seen;                 /* the handler was called for it */
+  bool woken;                /* it was parked and has been resumed: answer now */
+  struct waiter *parked;     /* while suspended in a blocking read */
   struct write_state *write; /* a PUT or DELETE of operator state (issue 19) */
-  char target[];         /* the raw request target */
+  char target[];             /* the raw request target */
 };
 
 static char mark_fresh, mark_seen;           /* the target is the handler's url */
@@ -1049,7 +1049,7 @@ static const char error_stopping[] =
     ERROR_JSON("not_ready", "the aggregator is stopping; retry at the leader");
 
 struct write_state {
-  struct aggr_http_write *w;   /* checked; handed to the loop once the body is in */
+  struct aggr_http_write *w;    /* checked; handed to the loop once the body is in */
   struct aggr_http_write *sent; /* with the loop, not answered yet (under write_lock) */
   char *body;
   size_t body_len;
@@ -1167,7 +1167,7 @@ static bool write_authorized(struct aggr_http *h, struct MHD_Connection *c, enum
   if (need && !(given && mst_token_equal(need, given))) {
     aggr_metrics_limit(AGGR_LIMIT_HTTP_UNAUTHORIZED);
     *ret = queue_static(c, MHD_HTTP_UNAUTHORIZED,
-                        !given             ? error_no_token
+                        !given           ? error_no_token
                         : h->admin_token ? error_not_admin
                                          : error_bad_token,
                         &hd);
@@ -1192,8 +1192,8 @@ static bool write_authorized(struct aggr_http *h, struct MHD_Connection *c, enum
 /* The first call of a write: the route, the credentials and the
  * leadership, before its body is read. Returns MHD_YES with rq->write set
  * to read the body, or the answer queued. */
-static enum MHD_Result write_begin(struct aggr_http *h, struct MHD_Connection *c, struct request *rq,
-                                   const char *url, bool put) {
+static enum MHD_Result write_begin(struct aggr_http *h, struct MHD_Connection *c,
+                                   struct request *rq, const char *url, bool put) {
   struct headers none = {0};
   enum aggr_http_write_kind kind;
   char *node = NULL, *component = NULL, *by = NULL;
@@ -1326,8 +1326,7 @@ static enum MHD_Result on_write(struct aggr_http *h, struct MHD_Connection *c, c
       return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
     ws->answered = false;
     return queue(c, ws->status,
-                 MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE),
-                 &none);
+                 MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE), &none);
   }
   if (ws->sent || !ws->w)
     return MHD_YES; /* with the loop */

@@ -103,7 +103,6 @@ uint16_t aggr_http_port(const struct aggr_http *h);
  * answers it with aggr_http_write_answer(), which resumes the connection.
  * The door is a queue under a mutex and an eventfd (aggr_http_writes_fd). */
 
-
 struct aggr_http_write {
   enum aggr_http_write_kind kind;
   char *node;
