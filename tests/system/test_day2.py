@@ -358,3 +358,47 @@ def test_operator_state_survives_leader_kill9(env, zk, cluster_name):
     set_rc(c.a_rc, 0)
     new.wait_node("a1", lambda n: n["components"][0]["acknowledged"] is None, 10)
     new.wait_verdict("healthy", 10)
+
+
+# ---------------------------------------------------------------- musterctl
+
+
+def test_musterctl_maint_ack_forget(env):
+    from test_musterctl import ctl, ctl_env
+    c = start_cluster(env, stale_timeout="1s")
+    aggr = c.aggr
+    server = ["--server", f"127.0.0.1:{aggr.http_port}"]
+    e = dict(ctl_env(), MUSTER_OPERATOR="alice")
+    rc, out, err = ctl(*server, "maint", "m1", "--reason", "kernel upgrade", "--for", "2h", env=e)
+    assert rc == 0 and out.startswith("m1: in maintenance until ") and "kernel upgrade" in out, \
+        (rc, out, err)
+    assert aggr.node("m1")["maintenance"]["by"].startswith("alice via loopback"), aggr.node("m1")
+    rc, out, err = ctl(*server, "nodes", env=e)
+    assert "maintenance: kernel upgrade (by alice" in out, out
+    rc, out, err = ctl(*server, "node", "m1", env=e)
+    assert rc == 1 and "maintenance" in out, (rc, out)
+    rc, out, err = ctl(*server, "maint", "--clear", "m1", env=e)
+    assert rc == 0 and out == "m1: maintenance cleared\n", (rc, out, err)
+    rc, out, err = ctl(*server, "maint", "--clear", "m1", env=e)
+    assert rc == 3 and "409 conflict" in err and not out, (rc, out, err)
+    rc, out, err = ctl(*server, "maint", "m1", env=e)
+    assert rc == 64 and "--reason" in err, (rc, err)
+    rc, out, err = ctl(*server, "maint", "m1", "--reason", "x", "--until", "soon", env=e)
+    assert rc == 64, (rc, err)
+
+    set_rc(c.a_rc, 2)
+    aggr.wait_node("a1", lambda n: n["verdict"] == "unhealthy", 5)
+    rc, out, err = ctl(*server, "ack", "a1", "asvc", "--reason", "JIRA-42", env=e)
+    assert rc == 0 and out == "asvc on a1: acknowledged: JIRA-42\n", (rc, out, err)
+    rc, out, err = ctl(*server, "node", "a1", env=e)
+    assert rc == 2 and "acknowledged: JIRA-42 (by alice" in out, (rc, out)
+    rc, out, err = ctl(*server, "--json", "ack", "--clear", "a1", "asvc", env=e)
+    assert rc == 0 and '"acknowledged":null' in out, (rc, out, err)
+
+    rc, out, err = ctl(*server, "forget", "a1", env=e)
+    assert rc == 3 and "connected" in err, (rc, out, err)
+    c.a1.stop()
+    aggr.wait_node("a1", lambda n: not n["connected"], 5)
+    rc, out, err = ctl(*server, "forget", "a1", env=e)
+    assert rc == 0 and out == "a1: forgotten (its history is kept)\n", (rc, out, err)
+    assert aggr.node("a1") is None
