@@ -485,10 +485,11 @@ static void pump(struct aggr *a) {
   }
 }
 
-static int on_writes(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-  struct aggr *a = userdata;
+/* Moves the writes the server queued after those waiting here, in order. */
+static void take_server_writes(struct aggr *a) {
   struct aggr_operate *o = a->operate;
-  for (struct aggr_http_write *w = aggr_http_take_writes(a->http), *next; w; w = next) {
+  for (struct aggr_http_write *w = a->http ? aggr_http_take_writes(a->http) : NULL, *next; w;
+       w = next) {
     next = w->next;
     w->next = NULL;
     if (o->tail)
@@ -497,6 +498,11 @@ static int on_writes(sd_event_source *s, int fd, uint32_t revents, void *userdat
       o->head = w;
     o->tail = w;
   }
+}
+
+static int on_writes(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+  struct aggr *a = userdata;
+  take_server_writes(a);
   pump(a);
   return 0;
 }
@@ -563,17 +569,7 @@ void aggr_operate_stop(struct aggr *a) {
   struct aggr_operate *o = a->operate;
   if (!o)
     return;
-  /* What the server still queued goes after what waits here, in order. */
-  for (struct aggr_http_write *w = a->http ? aggr_http_take_writes(a->http) : NULL, *next; w;
-       w = next) {
-    next = w->next;
-    w->next = NULL;
-    if (o->tail)
-      o->tail->next = w;
-    else
-      o->head = w;
-    o->tail = w;
-  }
+  take_server_writes(a);
   for (struct aggr_http_write *w = o->head, *next; w; w = next) {
     next = w->next;
     aggr_http_write_answer(w, MHD_HTTP_SERVICE_UNAVAILABLE,
