@@ -48,6 +48,9 @@ struct aggr_operate {
   struct aggr_http_write *w; /* to answer once stored, or NULL */
   unsigned status;
   char *answer;
+  /* Writes stored, answered after the next publish: a client that reads
+   * right after its write sees it. */
+  struct aggr_http_write *published_head, *published_tail;
 };
 
 /* What a ZooKeeper write's completion finds its change by. */
@@ -341,11 +344,30 @@ static void change_stored(struct aggr *a, struct aggr_operator *next, struct op_
       log_error("out of memory recording an operator change in history, ignoring");
   }
   events_free(events, n_events);
-  if (w)
-    aggr_http_write_answer(w, status, answer);
-  else
+  if (w) {
+    struct aggr_operate *o = a->operate;
+    w->status = status;
+    w->answer = answer;
+    w->next = NULL;
+    if (o->published_tail)
+      o->published_tail->next = w;
+    else
+      o->published_head = w;
+    o->published_tail = w;
+  } else
     free(answer);
   aggr_request_publish(a, true);
+}
+
+void aggr_operate_published(struct aggr *a) {
+  struct aggr_operate *o = a->operate;
+  if (!o)
+    return;
+  for (struct aggr_http_write *w = o->published_head, *next; w; w = next) {
+    next = w->next;
+    aggr_http_write_answer(w, w->status, TAKE_PTR(w->answer));
+  }
+  o->published_head = o->published_tail = NULL;
 }
 
 static void pump(struct aggr *a);
@@ -569,6 +591,7 @@ void aggr_operate_stop(struct aggr *a) {
   struct aggr_operate *o = a->operate;
   if (!o)
     return;
+  aggr_operate_published(a);
   take_server_writes(a);
   for (struct aggr_http_write *w = o->head, *next; w; w = next) {
     next = w->next;

@@ -25,6 +25,9 @@ int aggr_operate_start(struct aggr *a);
 /* Answers every write still held (503) and stops. Before aggr_http_free(). */
 void aggr_operate_stop(struct aggr *a);
 
+/* After each publish: answers the writes the published view holds. */
+void aggr_operate_published(struct aggr *a);
+
 /* From each publish, before evaluation: a leader ends what is due (see
  * above) through the same path as an operator's change. */
 void aggr_operate_follow(struct aggr *a, uint64_t now_usec);

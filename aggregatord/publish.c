@@ -112,7 +112,8 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   store_reach_events(a);
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
-  aggr_http_wake(a->http); /* blocking reads whose resource moved */
+  aggr_http_wake(a->http);   /* blocking reads whose resource moved */
+  aggr_operate_published(a); /* writes this view shows */
   a->publish_cost_usec = mst_now_monotonic_usec() - a->last_publish_usec;
   stale_timer_rearm(a);
   return 0;

@@ -1063,6 +1063,7 @@ struct write_state {
 static void write_free(struct aggr_http_write *w) {
   if (!w)
     return;
+  free(w->answer);
   free(w->node);
   free(w->component);
   free(w->reason);

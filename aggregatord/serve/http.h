@@ -110,6 +110,9 @@ struct aggr_http_write {
   char *reason;        /* the SET kinds */
   uint64_t until_usec; /* MAINTENANCE_SET: 0 until cleared */
   char *by;            /* who: "<operator> (<credential>, from <address>)" */
+  /* The loop's answer while it waits for the publish that shows it. */
+  unsigned status;
+  char *answer;
   /* The server's, until answered. */
   struct aggr_http *server;
   void *request;
