@@ -31,6 +31,10 @@
  *   ZooKeeper's threads    election.c: each watcher or completion copies its
  *                          event into a queue under a mutex and writes an
  *                          eventfd; the loop runs the state machine
+ *   libmicrohttpd (writes) serve/http.c: a checked PUT or DELETE of operator
+ *                          state is queued under a mutex with an eventfd
+ *                          that operate.c reads; the loop answers it with
+ *                          aggr_http_write_answer (MHD_resume_connection)
  *
  * The data path: a probe result on a node becomes a change in the agent's
  * spool, a frame on its stream (ingest/conn.c, ingest/envelope.c), a
