@@ -1,7 +1,9 @@
 /* The HTTP API server: libmicrohttpd with an internal thread pool (epoll,
  * with suspend/resume for the blocking reads), routing GET and HEAD
  * requests (the routes are listed once, in httpparse.h) to bodies
- * pre-rendered in the current view.
+ * pre-rendered in the current view. The operator writes (PUT and DELETE
+ * under /v1/nodes/, issue 19) are checked here and handed to the loop; see
+ * "writes" below.
  *
  * Each request acquires the current view, hands MHD a response that points
  * into the view's body, and releases the view from the response's free
