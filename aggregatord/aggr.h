@@ -31,6 +31,10 @@
  *   ZooKeeper's threads    election.c: each watcher or completion copies its
  *                          event into a queue under a mutex and writes an
  *                          eventfd; the loop runs the state machine
+ *   libmicrohttpd (writes) serve/http.c: a checked PUT or DELETE of operator
+ *                          state is queued under a mutex with an eventfd
+ *                          that operate.c reads; the loop answers it with
+ *                          aggr_http_write_answer (MHD_resume_connection)
  *
  * The data path: a probe result on a node becomes a change in the agent's
  * spool, a frame on its stream (ingest/conn.c, ingest/envelope.c), a
@@ -55,6 +59,7 @@ struct aggr_conn;
 struct aggr_election;
 struct aggr_replica;
 struct mst_tls_creds;
+struct aggr_operate;
 
 /* [aggregator] synchronous: SQLite's synchronous setting for the history. */
 enum aggr_synchronous {
@@ -101,6 +106,8 @@ struct aggr_config {
   int log_level;
   uint64_t first_contact_window_usec; /* an expected master not reported yet is starting this
                                        * long after the first Hello, then missing */
+  char *http_admin_token_file;        /* bearer token for the API's writes (issue 19) */
+  uint64_t forget_after_usec; /* forget nodes silent this long (not expected masters); 0: never */
 };
 
 /* A message logged at most once per interval, with a count of the
@@ -156,4 +163,5 @@ struct aggr {
   bool record_verdict; /* record the cluster verdict at the next publish */
   bool ready;
   bool check_evaluate; /* MUSTER_CHECK_EVALUATE=1: aggr_model_check() after each evaluation */
+  struct aggr_operate *operate; /* the API's writes of operator state (operate.h) */
 };

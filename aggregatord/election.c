@@ -37,6 +37,9 @@ enum el_kind {
   EV_PRED_EXISTS,
   EV_LEADER_DATA,
   EV_PING,
+  EV_OP_CREATE, /* the operator znode exists (issue 19) */
+  EV_OP_DATA,   /* its document, read with a watch */
+  EV_OP_SET,    /* a write of it completed */
 };
 
 /* What a request remembers; becomes the event when it completes. */
@@ -54,6 +57,10 @@ struct el_event {
   int64_t czxid;
   char **children;
   int n_children;
+  size_t value_len;
+  int64_t version;               /* EV_OP_DATA, EV_OP_SET: the znode's */
+  aggr_election_written_fn done; /* EV_OP_SET */
+  void *done_userdata;
 };
 
 struct aggr_election {
@@ -80,6 +87,11 @@ struct aggr_election {
   _Atomic uint64_t lease_until_usec; /* monotonic */
   char *leader_id, *leader_stream, *leader_http;
   uint64_t epoch;
+
+  /* Operator state (issue 19): /muster/<cluster>/operator. */
+  char *op_path;
+  void (*operator_changed)(struct aggr_election *el, const char *data, size_t len, int64_t version,
+                           void *userdata);
 };
 
 static FILE *zk_log_stream;
@@ -200,10 +212,27 @@ static void data_done(int rc, const char *value, int len, const struct Stat *sta
                       const void *data) {
   struct el_event *ev = (struct el_event *)data;
   ev->rc = rc;
-  if (rc == ZOK && value && len > 0)
-    ev->value = strndup(value, (size_t)len);
-  if (rc == ZOK && stat)
+  if (rc == ZOK && value && len > 0) {
+    ev->value = malloc((size_t)len + 1);
+    if (ev->value) {
+      memcpy(ev->value, value, (size_t)len);
+      ev->value[len] = 0;
+      ev->value_len = (size_t)len;
+    } else
+      ev->rc = ZSYSTEMERROR;
+  }
+  if (rc == ZOK && stat) {
     ev->czxid = stat->czxid;
+    ev->version = stat->version;
+  }
+  post(ev);
+}
+
+static void set_done(int rc, const struct Stat *stat, const void *data) {
+  struct el_event *ev = (struct el_event *)data;
+  ev->rc = rc;
+  if (rc == ZOK && stat)
+    ev->version = stat->version;
   post(ev);
 }
 
@@ -434,18 +463,85 @@ static void on_leader_data(struct aggr_election *el, struct el_event *ev) {
   notify(el);
 }
 
+/* --- operator state (issue 19) ----------------------------------------------
+ *
+ * One znode beside the election's, created empty by the first aggregator to
+ * get there, read with a watch by every one: each change reaches every
+ * aggregator, so a new leader has the state its predecessor wrote. */
+
+static void op_read(struct aggr_election *el) {
+  struct el_event *ev;
+  if (!el->operator_changed || !el->connected || !(ev = request_new(el, EV_OP_DATA)))
+    return;
+  if (zoo_awget(el->zh, el->op_path, session_watcher, el, data_done, ev) != ZOK)
+    event_free(ev);
+}
+
+static void op_create(struct aggr_election *el) {
+  struct el_event *ev;
+  if (!el->operator_changed || !(ev = request_new(el, EV_OP_CREATE)))
+    return;
+  if (zoo_acreate(el->zh, el->op_path, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, string_done, ev) != ZOK)
+    event_free(ev);
+}
+
+static void op_data(struct aggr_election *el, struct el_event *ev) {
+  if (ev->rc == ZNONODE) {
+    op_create(el);
+    return;
+  }
+  if (ev->rc != ZOK) {
+    log_warning("election: cannot read %s: %s, will retry", el->op_path, zerror(ev->rc));
+    return;
+  }
+  extend_lease(el, ev->sent_usec);
+  el->operator_changed(el, ev->value, ev->value_len, ev->version, el->userdata);
+}
+
+static void op_set_done(struct aggr_election *el, struct el_event *ev) {
+  int r = ev->rc == ZOK ? 0 : ev->rc == ZBADVERSION ? -ESTALE : ev->rc == ZNONODE ? -ESTALE : -EIO;
+  if (ev->rc == ZOK)
+    extend_lease(el, ev->sent_usec);
+  else
+    log_warning("election: cannot write %s: %s", el->op_path, zerror(ev->rc));
+  ev->done(r, ev->version, ev->done_userdata);
+}
+
+int aggr_election_operator_write(struct aggr_election *el, const char *data, size_t len,
+                                 int64_t version, aggr_election_written_fn done, void *userdata) {
+  if (len > INT32_MAX)
+    return -E2BIG;
+  struct el_event *ev = request_new(el, EV_OP_SET);
+  if (!ev)
+    return el->zh && zoo_state(el->zh) == ZOO_CONNECTED_STATE ? -ENOMEM : -ENOTCONN;
+  ev->done = done;
+  ev->done_userdata = userdata;
+  int rc = zoo_aset(el->zh, el->op_path, data, (int)len, (int)version, set_done, ev);
+  if (rc != ZOK) {
+    log_warning("election: cannot write %s: %s", el->op_path, zerror(rc));
+    event_free(ev);
+    return -ENOTCONN;
+  }
+  return 0;
+}
+
 static void handle(struct aggr_election *el, struct el_event *ev) {
-  if (ev->gen != el->gen)
-    return; /* from a session we have abandoned */
+  if (ev->gen != el->gen) {
+    /* From a session we have abandoned; a write's caller hears of it. */
+    if (ev->kind == EV_OP_SET)
+      ev->done(-EIO, -1, ev->done_userdata);
+    return;
+  }
 
   switch (ev->kind) {
   case EV_SESSION:
     if (ev->state == ZOO_CONNECTED_STATE) {
       el->connected = true;
       log_info("election: connected to ZooKeeper");
-      if (el->my_path)
+      if (el->my_path) {
         list_children(el);
-      else
+        op_read(el);
+      } else
         create_node(el);
     } else if (ev->state == ZOO_EXPIRED_SESSION_STATE) {
       log_warning("election: ZooKeeper session expired; starting a new one");
@@ -469,6 +565,10 @@ static void handle(struct aggr_election *el, struct el_event *ev) {
     }
     break;
   case EV_WATCH:
+    if (ev->path && el->op_path && strcmp(ev->path, el->op_path) == 0) {
+      op_read(el);
+      break;
+    }
     if (ev->path && el->watched && strcmp(ev->path, el->watched) == 0) {
       free(el->watched);
       el->watched = NULL;
@@ -495,6 +595,7 @@ static void handle(struct aggr_election *el, struct el_event *ev) {
     el->my_czxid = ev->czxid;
     log_info("election: candidate %s", el->my_path);
     list_children(el);
+    op_create(el);
     break;
   case EV_CHILDREN:
     on_children(el, ev);
@@ -510,6 +611,18 @@ static void handle(struct aggr_election *el, struct el_event *ev) {
     break;
   case EV_LEADER_DATA:
     on_leader_data(el, ev);
+    break;
+  case EV_OP_CREATE:
+    if (ev->rc == ZOK || ev->rc == ZNODEEXISTS)
+      op_read(el);
+    else
+      log_warning("election: cannot create %s: %s, will retry", el->op_path, zerror(ev->rc));
+    break;
+  case EV_OP_DATA:
+    op_data(el, ev);
+    break;
+  case EV_OP_SET:
+    op_set_done(el, ev);
     break;
   case EV_PING:
     if (ev->rc == ZOK)
@@ -595,7 +708,11 @@ int aggr_election_start(sd_event *e, const struct aggr_election_config *cfg,
   el->userdata = userdata;
   if (asprintf(&el->base, "/muster/%s/election", cfg->cluster) < 0)
     el->base = NULL;
-  if (!el->hosts || !el->id || !el->stream_address || !el->http_address || !el->base) {
+  if (asprintf(&el->op_path, "/muster/%s/operator", cfg->cluster) < 0)
+    el->op_path = NULL;
+  el->operator_changed = cfg->operator_changed;
+  if (!el->op_path || !el->hosts || !el->id || !el->stream_address || !el->http_address ||
+      !el->base) {
     r = -ENOMEM;
     goto fail;
   }
@@ -647,9 +764,12 @@ void aggr_election_free(struct aggr_election *el) {
   el->cb = NULL;
   if (el->zh)
     zookeeper_close(el->zh); /* deletes our ephemeral znode at once */
-  /* Completions of the closed handle may still have been queued. */
+  /* Completions of the closed handle may still have been queued; a
+   * write's caller hears of it. */
   while (el->head) {
     struct el_event *next = el->head->next;
+    if (el->head->kind == EV_OP_SET)
+      el->head->done(-EIO, -1, el->head->done_userdata);
     event_free(el->head);
     el->head = next;
   }
@@ -665,6 +785,7 @@ void aggr_election_free(struct aggr_election *el) {
   free(el->stream_address);
   free(el->http_address);
   free(el->base);
+  free(el->op_path);
   free(el->my_path);
   free(el->watched);
   free(el->leader_id);

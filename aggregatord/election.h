@@ -21,6 +21,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -33,6 +34,12 @@ struct aggr_election_config {
   const char *id;
   const char *stream_address; /* advertised host:port of the agent stream */
   const char *http_address;   /* advertised host:port of the HTTP API */
+  /* Operator state (issue 19): called on the loop thread with the document
+   * in /muster/<cluster>/operator each time it is read (at every new
+   * session and after every change: the znode is watched), with its znode
+   * version; data NULL and len 0 for an empty znode. NULL: not watched. */
+  void (*operator_changed)(struct aggr_election *el, const char *data, size_t len, int64_t version,
+                           void *userdata);
 };
 
 /* Called on the loop thread whenever this aggregator's role or the known
@@ -59,3 +66,14 @@ uint64_t aggr_election_epoch(const struct aggr_election *el);
 /* True while this aggregator leads and its lease holds. Any thread. A NULL
  * election (standalone) always holds. */
 bool aggr_election_lease_valid(const struct aggr_election *el);
+
+/* Completion of aggr_election_operator_write(): r is 0 (version: the znode's
+ * new version), -ESTALE (the znode moved past the version written against:
+ * read it again), -ENOTCONN (no session) or -EIO. Loop thread. */
+typedef void (*aggr_election_written_fn)(int r, int64_t version, void *userdata);
+
+/* Writes the operator document (len bytes, copied) to the znode, if it is
+ * still at version. done is called exactly once, on the loop thread, unless
+ * this returns < 0 (-ENOTCONN without a session, -ENOMEM). Loop thread. */
+int aggr_election_operator_write(struct aggr_election *el, const char *data, size_t len,
+                                 int64_t version, aggr_election_written_fn done, void *userdata);

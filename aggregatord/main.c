@@ -29,6 +29,7 @@
 #include "ingest/conn.h"
 #include "ingest/replica.h"
 #include "ingest/restore.h"
+#include "operate.h"
 #include "ingest/writer.h"
 #include "mst/config.h"
 #include "mst/log.h"
@@ -101,6 +102,12 @@ static void on_election_changed(struct aggr_election *el, void *userdata) {
   aggr_model_set_leader(&a->model, leader, aggr_election_leader_id(el),
                         aggr_election_leader_http(el), leader ? a->epoch : aggr_election_epoch(el));
   aggr_request_publish(a, true);
+}
+
+/* The operator state in ZooKeeper moved (issue 19). */
+static void on_operator_changed(struct aggr_election *el, const char *data, size_t len,
+                                int64_t version, void *userdata) {
+  aggr_operate_zk_changed(userdata, data, len, version);
 }
 
 /* Agent streams and parked HTTP reads each hold a descriptor: take the hard
@@ -237,6 +244,7 @@ int main(int argc, char **argv) {
         .id = a.cfg.id,
         .stream_address = a.cfg.advertise_stream,
         .http_address = a.cfg.advertise_http,
+        .operator_changed = on_operator_changed,
     };
     r = aggr_election_start(a.event, &ec, on_election_changed, &a, &a.election);
     if (r < 0)
@@ -293,10 +301,16 @@ int main(int argc, char **argv) {
       .key_file = a.cfg.tls_http ? a.cfg.tls_key : NULL,
       .token_file = a.cfg.http_token_file,
       .fence = a.election,
+      .admin_token_file = a.cfg.http_admin_token_file,
   };
   r = aggr_http_start(&ho, a.views, &a.http);
   if (r < 0) {
     log_error("cannot serve HTTP on %s: %s", a.cfg.listen_http, strerror(-r));
+    goto out;
+  }
+  r = aggr_operate_start(&a);
+  if (r < 0) {
+    log_error("cannot take the API's writes: %s", strerror(-r));
     goto out;
   }
   r = aggr_publish_serve(&a);
@@ -318,6 +332,7 @@ int main(int argc, char **argv) {
   ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 
 out:
+  aggr_operate_stop(&a);
   aggr_http_free(a.http);
   if (a.event)
     aggr_stream_close_all(&a);

@@ -7,6 +7,7 @@
 #include "aggr.h"
 #include "ingest/writer.h"
 #include "model/evaluate.h"
+#include "operate.h"
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
@@ -99,6 +100,8 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
 
   a->publish_armed = false;
   a->last_publish_usec = mst_now_monotonic_usec();
+  /* A leader ends what is due of the operator state (operate.h). */
+  aggr_operate_follow(a, now);
   /* Only the leader records verdict history; a new leader starts its term
    * with the verdict as it stands. */
   if ((evaluate(a, now) || a->record_verdict) && a->leading) {
@@ -109,7 +112,8 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   store_reach_events(a);
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
-  aggr_http_wake(a->http); /* blocking reads whose resource moved */
+  aggr_http_wake(a->http);   /* blocking reads whose resource moved */
+  aggr_operate_published(a); /* writes this view shows */
   a->publish_cost_usec = mst_now_monotonic_usec() - a->last_publish_usec;
   stale_timer_rearm(a);
   return 0;

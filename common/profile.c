@@ -1204,7 +1204,8 @@ void mst_profile_set_free(struct mst_profile_set *s) {
 }
 
 const struct mst_profile *mst_profile_set_find(const struct mst_profile_set *s, const char *role) {
-  for (size_t i = 0; i < s->n; i++)
+  /* A model made without profiles (the unit tests) has none to find. */
+  for (size_t i = 0; s && i < s->n; i++)
     if (strcmp(s->profiles[i]->role, role) == 0)
       return s->profiles[i];
   return NULL;

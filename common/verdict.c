@@ -14,6 +14,7 @@ static const char *const verdict_names[_MST_VERDICT_MAX] = {
     [MST_VERDICT_UNHEALTHY] = "unhealthy",
     [MST_VERDICT_UNREACHABLE] = "unreachable",
     [MST_VERDICT_MISSING] = "missing",
+    [MST_VERDICT_MAINTENANCE] = "maintenance",
 };
 
 const char *mst_verdict_to_string(enum mst_verdict v) {
@@ -37,6 +38,7 @@ int mst_verdict_exit_code(enum mst_verdict v) {
     return 0;
   case MST_VERDICT_DEGRADED:
   case MST_VERDICT_STARTING:
+  case MST_VERDICT_MAINTENANCE:
     return 1;
   case MST_VERDICT_UNHEALTHY:
   case MST_VERDICT_LATE:
@@ -47,6 +49,10 @@ int mst_verdict_exit_code(enum mst_verdict v) {
 }
 
 enum mst_verdict mst_node_verdict(const struct mst_node_facts *f) {
+  /* An operator said so: what the node does meanwhile (reboot, silence) is
+   * expected. */
+  if (f->maintenance)
+    return MST_VERDICT_MAINTENANCE;
   if (f->silent)
     return MST_VERDICT_UNREACHABLE;
   /* Whatever the components say is what the agent could last record. */
@@ -61,6 +67,9 @@ enum mst_verdict mst_node_verdict(const struct mst_node_facts *f) {
   /* A closed stream is at least a warning until the silence turns it
    * unreachable: a healthy node must not look plainly healthy then. */
   if (f->n_warning > 0 || f->disconnected)
+    return MST_VERDICT_DEGRADED;
+  /* A component in maintenance is worth seeing, never worse. */
+  if (f->n_maintenance > 0)
     return MST_VERDICT_DEGRADED;
   return MST_VERDICT_HEALTHY;
 }
@@ -78,6 +87,11 @@ enum mst_verdict mst_cluster_verdict(const struct mst_cluster_facts *f) {
     return MST_VERDICT_UNKNOWN;
 
   for (size_t i = 0; i < f->n_masters; i++) {
+    /* A master in maintenance is planned: degraded, never unhealthy. */
+    if (f->masters[i] == MST_VERDICT_MAINTENANCE) {
+      master_degraded = true;
+      continue;
+    }
     if (master_failed(f->masters[i]))
       return MST_VERDICT_UNHEALTHY;
     if (f->masters[i] == MST_VERDICT_STARTING)

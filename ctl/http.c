@@ -150,6 +150,12 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 }
 
 int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret) {
+  return ctl_http_request(h, NULL, path, NULL, NULL, timeout_sec, ret);
+}
+
+int ctl_http_request(struct ctl_http *h, const char *method, const char *path, const char *body,
+                     const char *operator, long timeout_sec, struct ctl_response *ret) {
+  struct curl_slist *write_headers = NULL;
   struct transfer t = {
       .resp = ret, .body = MST_DYNBUF_INIT(CTL_HTTP_MAX_BODY), .interrupted = h->interrupted};
   char errbuf[CURL_ERROR_SIZE] = "";
@@ -171,7 +177,20 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
   /* Once on TLS, never follow a redirect out of it (the token goes along). */
   curl_easy_setopt(h->curl, CURLOPT_REDIR_PROTOCOLS_STR, h->https ? "https" : "http,https");
   curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, errbuf);
-  if (h->headers) {
+  if (method) {
+    /* A write: its own headers, the client's first. */
+    _cleanup_free_ char *who = NULL;
+    for (const struct curl_slist *l = h->headers; l; l = l->next)
+      write_headers = curl_slist_append(write_headers, l->data);
+    write_headers = curl_slist_append(write_headers, "Content-Type: application/json");
+    if (operator&& asprintf(&who, "X-Muster-Operator: %s", operator) >= 0)
+      write_headers = curl_slist_append(write_headers, who);
+    curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, method);
+    if (body)
+      curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, write_headers);
+    curl_easy_setopt(h->curl, CURLOPT_UNRESTRICTED_AUTH, 1L);
+  } else if (h->headers) {
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, h->headers);
     /* A follower redirects to the leader, another host:port with the same
      * token; curl would drop the header there otherwise. */
@@ -193,6 +212,7 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
   curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L);
 
   rc = curl_easy_perform(h->curl);
+  curl_slist_free_all(write_headers);
   if (rc == CURLE_OK) {
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &ret->status);
     if (mst_dynbuf_take(&t.body, &ret->body, &ret->size) < 0) {

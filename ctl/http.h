@@ -51,6 +51,13 @@ void ctl_http_free(struct ctl_http *h);
  * released with ctl_response_done(). */
 int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct ctl_response *ret);
 
+/* Like ctl_http_get() with another method (PUT, DELETE) and, when body is
+ * not NULL, a JSON body. The header X-Muster-Operator says who writes
+ * (operator: the user's name; NULL: none). A follower's 307 is followed
+ * with the same method and body. */
+int ctl_http_request(struct ctl_http *h, const char *method, const char *path, const char *body,
+                     const char *operator, long timeout_sec, struct ctl_response *ret);
+
 /* Escapes one query value or path segment. The caller frees the result with
  * free(). Returns NULL on OOM. */
 char *ctl_http_escape(struct ctl_http *h, const char *s);

@@ -47,6 +47,12 @@ struct ctl_options {
   char *since, *until; /* RFC 3339, owned */
   long limit;          /* 0: the default */
   bool all;
+  /* maint, ack, forget (issue 19) */
+  const char *component; /* maint NODE [COMPONENT], ack NODE COMPONENT */
+  const char *reason;
+  const char *for_duration; /* maint --for 2h */
+  const char *until_raw;    /* maint --until T, as given */
+  bool clear;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -67,6 +73,12 @@ static void usage(FILE *f) {
           "          [--limit N | --all]\n"
           "                         state changes, newest first (default: the last %ld)\n"
           "  watch                  follow the cluster verdict live (Ctrl-C stops)\n"
+          "  maint NODE [COMPONENT] --reason R [--for 2h | --until T]\n"
+          "                         put a node or component in maintenance\n"
+          "  maint --clear NODE [COMPONENT]   end it\n"
+          "  ack NODE COMPONENT --reason R    acknowledge a failing component\n"
+          "  ack --clear NODE COMPONENT       clear the acknowledgement\n"
+          "  forget NODE            remove a node that is gone (its history stays)\n"
           "\n"
           "Options (before or after the command):\n"
           "  --server URL   the aggregator, http:// or https:// (default $MUSTER_SERVER,\n"
@@ -121,6 +133,9 @@ enum {
   OPT_VERSION,
   OPT_TOKEN_FILE,
   OPT_CACERT,
+  OPT_REASON,
+  OPT_FOR,
+  OPT_CLEAR,
 };
 
 /* Parses argv into o. Options may come before or after the command word.
@@ -138,11 +153,14 @@ static int parse_args(int argc, char **argv, struct ctl_options *o) {
       {"until", required_argument, NULL, OPT_UNTIL},
       {"limit", required_argument, NULL, OPT_LIMIT},
       {"all", no_argument, NULL, OPT_ALL},
+      {"reason", required_argument, NULL, OPT_REASON},
+      {"for", required_argument, NULL, OPT_FOR},
+      {"clear", no_argument, NULL, OPT_CLEAR},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {},
   };
-  bool history_opts = false;
+  bool history_opts = false, until_seen = false, write_opts = false;
   int c;
 
   opterr = 0;
@@ -169,15 +187,31 @@ static int parse_args(int argc, char **argv, struct ctl_options *o) {
       o->f_component = optarg;
       history_opts = true;
       break;
+    case OPT_REASON:
+      o->reason = optarg;
+      write_opts = true;
+      break;
+    case OPT_FOR:
+      o->for_duration = optarg;
+      write_opts = true;
+      break;
+    case OPT_CLEAR:
+      o->clear = true;
+      write_opts = true;
+      break;
     case OPT_SINCE:
     case OPT_UNTIL: {
+      if (c == OPT_UNTIL) {
+        o->until_raw = optarg; /* maint's end, as given */
+        until_seen = true;
+      }
       char *t = parse_time_arg(optarg);
       if (!t)
         return usage_error("not an RFC 3339 time or a duration: '%s'", optarg);
       char **slot = c == OPT_SINCE ? &o->since : &o->until;
       free(*slot);
       *slot = t;
-      history_opts = true;
+      history_opts = history_opts || c == OPT_SINCE;
       break;
     }
     case OPT_LIMIT: {
@@ -216,11 +250,41 @@ static int parse_args(int argc, char **argv, struct ctl_options *o) {
     o->node_id = argv[optind++];
     if (!*o->node_id)
       return usage_error("%s", "the node ID is empty");
+  } else if (strcmp(o->command, "maint") == 0 || strcmp(o->command, "ack") == 0 ||
+             strcmp(o->command, "forget") == 0) {
+    bool maint = strcmp(o->command, "maint") == 0, ack = strcmp(o->command, "ack") == 0;
+    bool forget = !maint && !ack;
+    if (optind >= argc || !*argv[optind])
+      return usage_error("'%s' needs a node ID", o->command);
+    o->node_id = argv[optind++];
+    if (!forget && optind < argc)
+      o->component = argv[optind++];
+    if (ack && !o->component)
+      return usage_error("%s", "'ack' needs a node ID and a component name");
+    if (!maint && (o->for_duration || until_seen))
+      return usage_error("--for and --until are options of 'maint', not of '%s'", o->command);
+    if (o->for_duration && until_seen)
+      return usage_error("%s", "--for and --until exclude each other");
+    if (maint && until_seen && mst_time_parse_rfc3339(o->until_raw, &(uint64_t){0}) < 0)
+      return usage_error("--until wants an RFC 3339 time such as 2026-11-25T01:00:00Z, not '%s'",
+                         o->until_raw);
+    if (forget && (o->reason || o->clear))
+      return usage_error("%s", "'forget' takes no --reason or --clear");
+    if (!forget && !o->clear && !o->reason)
+      return usage_error("'%s' needs --reason R (or --clear)", o->command);
+    if (o->clear && (o->reason || o->for_duration || until_seen))
+      return usage_error("%s", "--clear takes no --reason, --for or --until");
+    write_opts = false;
+    until_seen = false;
   } else if (strcmp(o->command, "status") != 0 && strcmp(o->command, "nodes") != 0 &&
              strcmp(o->command, "history") != 0 && strcmp(o->command, "watch") != 0)
     return usage_error("unknown command '%s'", o->command);
   if (optind < argc)
     return usage_error("unexpected argument '%s'", argv[optind]);
+  if (write_opts)
+    return usage_error("--reason, --for and --clear are options of 'maint' and 'ack', not of '%s'",
+                       o->command);
+  history_opts = history_opts || (until_seen && strcmp(o->command, "history") != 0);
   if (history_opts && strcmp(o->command, "history") != 0)
     return usage_error("--node, --component, --since, --until, --limit and --all are options of "
                        "'history', not of '%s'",
@@ -589,6 +653,79 @@ static int setup_credentials(struct ctl_http *h, const struct ctl_options *o) {
   return 0;
 }
 
+/* The user's name for X-Muster-Operator: $MUSTER_OPERATOR, then $USER. */
+static const char *operator_name(void) {
+  const char *n = getenv("MUSTER_OPERATOR");
+  if (!n || !*n)
+    n = getenv("USER");
+  return n && *n ? n : NULL;
+}
+
+/* maint, ack and forget: one PUT or DELETE on the leader (followers
+ * redirect), the resulting state printed. */
+static int cmd_write(struct ctl_http *h, const struct ctl_options *o) {
+  bool maint = strcmp(o->command, "maint") == 0, forget = strcmp(o->command, "forget") == 0;
+  _cleanup_free_ char *id = ctl_http_escape(h, o->node_id), *path = NULL, *body = NULL;
+  _cleanup_free_ char *comp = o->component ? ctl_http_escape(h, o->component) : NULL;
+  _cleanup_json_ json_t *req = NULL, *answer = NULL;
+  struct ctl_response resp;
+  const char *method = forget || o->clear ? "DELETE" : "PUT";
+
+  if (!id || (o->component && !comp) ||
+      asprintf(&path, "/v1/nodes/%s%s%s%s", id, comp ? "/components/" : "", comp ? comp : "",
+               forget  ? ""
+               : maint ? "/maintenance"
+                       : "/ack") < 0) {
+    path = NULL;
+    fprintf(stderr, "musterctl: out of memory\n");
+    return EXIT_UNREACHABLE;
+  }
+  if (!forget && !o->clear) {
+    req = json_pack("{ss}", "reason", o->reason);
+    if (req && o->for_duration)
+      json_object_set_new(req, "duration", json_string(o->for_duration));
+    if (req && o->until_raw)
+      json_object_set_new(req, "until", json_string(o->until_raw));
+    body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    if (!body) {
+      fprintf(stderr, "musterctl: out of memory\n");
+      return EXIT_UNREACHABLE;
+    }
+  }
+  int r = ctl_http_request(h, method, path, body, operator_name(), REQUEST_TIMEOUT_SEC, &resp);
+  if (r >= 0 && resp.status == 403) {
+    fprintf(stderr, "musterctl: the server refused the write (403): without a token configured "
+                    "it takes writes from its own host only\n");
+    ctl_response_done(&resp);
+    return EXIT_UNREACHABLE;
+  }
+  r = decode(path, r, &resp, &answer);
+  if (r == 0) {
+    json_t *m = json_object_get(answer, "maintenance"),
+           *a = json_object_get(answer, "acknowledged");
+    const char *what = o->component ? o->component : o->node_id;
+    if (o->json)
+      print_body(&resp);
+    else if (forget)
+      printf("%s: forgotten (its history is kept)\n", o->node_id);
+    else if (maint && json_is_object(m))
+      printf("%s%s%s: in maintenance until %s: %s\n", what, o->component ? " on " : "",
+             o->component ? o->node_id : "",
+             json_is_string(json_object_get(m, "until"))
+                 ? json_string_value(json_object_get(m, "until"))
+                 : "cleared",
+             json_string_value(json_object_get(m, "reason")));
+    else if (!maint && json_is_object(a))
+      printf("%s on %s: acknowledged: %s\n", what, o->node_id,
+             json_string_value(json_object_get(a, "reason")));
+    else
+      printf("%s%s%s: %s cleared\n", what, o->component ? " on " : "",
+             o->component ? o->node_id : "", maint ? "maintenance" : "acknowledgement");
+  }
+  ctl_response_done(&resp);
+  return r;
+}
+
 int main(int argc, char **argv) {
   struct ctl_options o = {};
   struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps wake */
@@ -622,6 +759,9 @@ int main(int argc, char **argv) {
     r = cmd_node(h, &o);
   else if (strcmp(o.command, "history") == 0)
     r = cmd_history(h, &o);
+  else if (strcmp(o.command, "maint") == 0 || strcmp(o.command, "ack") == 0 ||
+           strcmp(o.command, "forget") == 0)
+    r = cmd_write(h, &o);
   else
     r = cmd_watch(h, &o);
 

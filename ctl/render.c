@@ -175,6 +175,17 @@ static void format_startup(json_t *startup, char *buf, size_t size) {
     snprintf(buf, size, "%s", state);
 }
 
+/* An operator's entry (issue 19) as one line: "  <what>: <reason> (by B
+ * since S[, until U])". Nothing for null. */
+static void render_operator(FILE *f, const char *indent, const char *what, json_t *e) {
+  if (!json_is_object(e))
+    return;
+  json_t *until = json_object_get(e, "until");
+  fprintf(f, "%s%s: %s (by %s since %s%s%s)\n", indent, what, str_or(e, "reason", "-"),
+          str_or(e, "by", "-"), str_or(e, "since", "-"), json_is_string(until) ? ", until " : "",
+          json_is_string(until) ? json_string_value(until) : "");
+}
+
 void ctl_render_nodes(FILE *f, json_t *nodes) {
   json_t *arr = json_object_get(nodes, "nodes");
   int wid = max_width(arr, "id", 2), wrole = max_width(arr, "role", 4);
@@ -197,6 +208,7 @@ void ctl_render_nodes(FILE *f, json_t *nodes) {
             json_is_true(json_object_get(n, "connected")) ? "yes" : "no",
             str_or(n, "last_seen", "-"),
             json_is_true(json_object_get(n, "profile_drift")) ? "  (profile drift)" : "");
+    render_operator(f, "    ", "maintenance", json_object_get(n, "maintenance"));
   }
   if (json_array_size(arr) == 0)
     fprintf(f, "(no nodes)\n");
@@ -246,6 +258,8 @@ static void render_components(FILE *f, json_t *comps) {
     put_word(f, str_or(c, "state", NULL), 9);
     fprintf(f, "  %-*s  %-6s  %-24s  %s\n", wcheck, str_or(c, "check", "-"),
             str_or(c, "health", "-"), str_or(c, "since", "-"), str_or(c, "output", ""));
+    render_operator(f, "      ", "maintenance", json_object_get(c, "maintenance"));
+    render_operator(f, "      ", "acknowledged", json_object_get(c, "acknowledged"));
   }
 }
 
@@ -258,6 +272,7 @@ void ctl_render_node(FILE *f, json_t *node) {
   fprintf(f, "verdict:   ");
   put_word(f, str_or(node, "verdict", NULL), 0);
   fprintf(f, " since %s\n", str_or(node, "since", "-"));
+  render_operator(f, "", "maintenance", json_object_get(node, "maintenance"));
   fprintf(f, "connected: %s, last seen %s%s\n",
           json_is_true(json_object_get(node, "connected")) ? "yes" : "no",
           str_or(node, "last_seen", "-"),

@@ -62,7 +62,9 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
   rc = sqlite3_prepare_v2(db,
                           "SELECT n.node_id, n.role, n.hostname, n.first_seen_ms, n.last_seen_ms,"
                           " e.at_ms FROM nodes n LEFT JOIN node_events e ON e.id ="
-                          " (SELECT max(id) FROM node_events WHERE node_id = n.node_id)"
+                          " (SELECT max(id) FROM node_events WHERE node_id = n.node_id"
+                          " AND event IN ('connected', 'disconnected', 'unreachable',"
+                          " 'reachable'))"
                           " AND e.event = 'unreachable'",
                           -1, &st, NULL);
   if (rc != SQLITE_OK)
@@ -104,6 +106,28 @@ int aggr_restore(sqlite3 *db, struct aggr_spools *spools, struct aggr_model *mod
       return -ENOMEM;
   }
   if (rc != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(TAKE_PTR(st));
+
+  /* Operator state (issue 19), as a standalone aggregator stored it; with
+   * ZooKeeper the znode's replaces it once read. A document that does not
+   * parse is logged and left out: the cluster is then watched as if no
+   * operator had said anything, which is safe. */
+  rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'operator'", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct aggr_operator op;
+    char err[160];
+    int k = aggr_operator_from_json((const char *)sqlite3_column_text(st, 0),
+                                    (size_t)sqlite3_column_bytes(st, 0), &op, err, sizeof(err));
+    if (k == -ENOMEM)
+      return k;
+    if (k < 0)
+      log_error("the operator state in the database is not readable: %s, ignoring", err);
+    else
+      (void)aggr_model_set_operator(model, &op);
+  } else if (rc != SQLITE_DONE)
     goto fail;
   *ret_epoch = epoch;
   return 0;

@@ -88,6 +88,7 @@ enum writer_stmt {
   STMT_INSERT_VERDICT,
   STMT_INSERT_STAGE,
   STMT_INSERT_NODE_EVENT,
+  STMT_UPSERT_OPERATOR,
   _STMT_MAX,
 };
 
@@ -296,6 +297,14 @@ struct aggr_write *aggr_write_new_node_event(uint64_t epoch, const char *node_id
   return j;
 }
 
+struct aggr_write *aggr_write_new_operator(uint64_t epoch, const char *document) {
+  char *room;
+  struct aggr_write *j = job_new(AGGR_WRITE_OPERATOR, epoch, 0, string_size(document), &room);
+  if (j)
+    j->operator.document = aggr_write_put_string(&room, document, NULL);
+  return j;
+}
+
 void aggr_write_free(struct aggr_write *j) {
   free(j); /* its strings and rows are in the same allocation */
 }
@@ -333,6 +342,8 @@ static const char *const writer_sql[_STMT_MAX] = {
         " duration_ms, epoch) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
     [STMT_INSERT_NODE_EVENT] = "INSERT INTO node_events (node_id, event, peer, boot_id, detail,"
                                " at_ms, epoch) VALUES (?,?,?,?,?,?,?)",
+    [STMT_UPSERT_OPERATOR] = "INSERT INTO meta (key, value) VALUES ('operator', ?1)"
+                             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
 };
 
 static int writer_prepare(struct aggr_writer *w) {
@@ -450,6 +461,9 @@ static int write_row(struct aggr_writer *w, const struct aggr_write *j) {
                                                       j->node_event.peer, j->node_event.boot_id,
                                                       j->node_event.detail},
                                              .integer = {j->node_event.at_ms, (int64_t)j->epoch}});
+  case AGGR_WRITE_OPERATOR:
+    return write_params(w, STMT_UPSERT_OPERATOR,
+                        &(struct row_params){.text = {j->operator.document}});
   }
   return -EINVAL;
 }

@@ -24,6 +24,7 @@ enum aggr_write_kind {
   AGGR_WRITE_REPLICA_VERDICT, /* verdict: a cluster verdict copied from the leader */
   AGGR_WRITE_STAGE,           /* stage: the first per (node, boot, stage) wins */
   AGGR_WRITE_NODE_EVENT,      /* node_event: a change of a node's reachability */
+  AGGR_WRITE_OPERATOR,        /* operator: the operator state document (issue 19, standalone) */
 };
 
 /* One change of a changes job. Its strings live in the job's allocation,
@@ -84,6 +85,10 @@ struct aggr_write_node_event {
   int64_t at_ms;
 };
 
+struct aggr_write_operator {
+  const char *document; /* model/operator.h's aggr_operator_to_json() */
+};
+
 /* One job for the writer: a tagged union. Each job is a single allocation
  * holding its strings (but for the borrowed ids of CHANGES); free it with
  * aggr_write_free() when it was never submitted. */
@@ -98,6 +103,7 @@ struct aggr_write {
     struct aggr_write_verdict verdict;       /* CLUSTER_VERDICT, REPLICA_VERDICT */
     struct aggr_write_stage stage;           /* STAGE */
     struct aggr_write_node_event node_event; /* NODE_EVENT */
+    struct aggr_write_operator operator;     /* OPERATOR */
   };
 };
 
@@ -181,6 +187,10 @@ struct aggr_write *aggr_write_new_verdict(enum aggr_write_kind kind, uint64_t ep
 struct aggr_write *aggr_write_new_stage(uint64_t epoch, const char *node_id, const char *boot_id,
                                         const char *role, const char *stage, int64_t reached_ms,
                                         int64_t duration_ms);
+
+/* An OPERATOR job: the whole operator state, kept in meta under the key
+ * "operator" (a standalone aggregator's store; restore.c reads it back). */
+struct aggr_write *aggr_write_new_operator(uint64_t epoch, const char *document);
 
 /* A NODE_EVENT job (peer, boot_id, detail: NULL or "" when not known). */
 struct aggr_write *aggr_write_new_node_event(uint64_t epoch, const char *node_id, const char *event,

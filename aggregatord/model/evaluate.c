@@ -358,6 +358,9 @@ static bool node_leads(const struct aggr_model *m, const struct aggr_node *n, bo
 static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_node *n,
                                      uint64_t now) {
   n->n_down = n->n_failing = 0;
+  /* Operator state first: a node in maintenance is so whatever it does (a
+   * master rebooting, an expected master not reported yet). */
+  bool in_maintenance = aggr_node_maintenance(m, n, NULL, now) != NULL;
   if (!n->reported) {
     /* Only expected masters exist before their agent's Hello; anything else
      * is a placeholder that counts for nothing. A master is missing only
@@ -365,6 +368,8 @@ static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_nod
      * agents come up in any order. */
     if (!n->expected_master)
       return MST_VERDICT_UNKNOWN;
+    if (in_maintenance)
+      return MST_VERDICT_MAINTENANCE;
     return aggr_node_awaited(m, n, now) ? MST_VERDICT_STARTING : MST_VERDICT_MISSING;
   }
 
@@ -377,15 +382,21 @@ static enum mst_verdict node_verdict(const struct aggr_model *m, struct aggr_nod
       .n_warning = aggr_node_conflicted(n, now),
       .disconnected = aggr_node_disconnected(m, n, now),
       .fault = n->agent_fault != NULL,
+      .maintenance = in_maintenance,
   };
   for (size_t i = 0; i < n->n_components; i++) {
     const struct aggr_component *c = &n->components[i];
     bool counts = counts_for_health(n, c);
+    /* A component in maintenance is still down for the cause graph, but
+     * counts for its node's health only as a warning. */
+    bool maint = counts && aggr_node_maintenance(m, n, c->name, now);
     if (c->state != MST_STATE_HEALTHY && c->state != MST_STATE_WARNING) {
       n->n_down++;
-      n->n_failing += counts && component_failing(c->state);
+      n->n_failing += counts && !maint && component_failing(c->state);
     }
-    if (!counts)
+    if (maint)
+      facts.n_maintenance++;
+    if (!counts || maint)
       continue;
     switch (c->state) {
     case MST_STATE_HEALTHY:
@@ -600,6 +611,19 @@ static int node_fault_message(const struct aggr_node *n, char **ret) {
              : 0;
 }
 
+/* How reasons name an operator's entry: "by alice since T until T: why"
+ * (times as RFC 3339; "until cleared" for an open end). */
+static int operator_text(const struct aggr_op_entry *e, char **ret) {
+  char since[MST_RFC3339_MAX], until[MST_RFC3339_MAX] = "cleared";
+  mst_time_format_rfc3339(e->since_usec, since, sizeof(since));
+  if (e->kind == AGGR_OP_MAINTENANCE && e->until_usec)
+    mst_time_format_rfc3339(e->until_usec, until, sizeof(until));
+  int r = e->kind == AGGR_OP_MAINTENANCE
+              ? asprintf(ret, "by %s since %s until %s: %s", e->by, since, until, e->reason)
+              : asprintf(ret, "by %s at %s: %s", e->by, since, e->reason);
+  return r < 0 ? -ENOMEM : 0;
+}
+
 /* What an evaluation explains with. */
 struct explain {
   const struct aggr_model *m;
@@ -781,6 +805,15 @@ static int component_reason(const struct explain *x, size_t node_index,
   int r = cv ? blocked_text(x, v, n, &blocked) : 0;
   if (r < 0)
     return r;
+  const struct aggr_op_entry *maint = aggr_node_maintenance(x->m, n, c->name, x->now);
+  if (maint) {
+    /* Planned: a reason of its own, never a root cause. */
+    _cleanup_free_ char *text = NULL;
+    if ((r = operator_text(maint, &text)) < 0)
+      return r;
+    return reasons_pushf(reasons, n->id, c->name, "maintenance", "%s: %s in maintenance (%s) %s",
+                         n->id, c->name, mst_state_name(c->state), text);
+  }
   const char *output = c->output && c->output[0] ? c->output : NULL;
   bool cut = false;
   int len = output ? output_quote_len(output, REASON_OUTPUT_MAX, &cut) : 0;
@@ -791,6 +824,18 @@ static int component_reason(const struct explain *x, size_t node_index,
                     late_stage ? late_stage : "", late_stage ? ")" : "");
   if (r < 0)
     return r;
+  const struct aggr_op_entry *ack = aggr_node_acknowledged(x->m, n, c->name);
+  if (ack) {
+    /* Still failing, and said so first; then who knows of it. */
+    _cleanup_free_ char *text = NULL;
+    struct aggr_reason *last = &reasons->v[reasons->n - 1];
+    char *joined;
+    if ((r = operator_text(ack, &text)) < 0 ||
+        asprintf(&joined, "%s; acknowledged %s", last->message, text) < 0)
+      return -ENOMEM;
+    free(last->message);
+    last->message = joined;
+  }
   if (blocked) {
     /* Appended after the fact, to keep the format string readable. */
     struct aggr_reason *last = &reasons->v[reasons->n - 1];
@@ -820,6 +865,18 @@ static int node_explain(const struct explain *x, size_t i, struct aggr_reasons *
   const char *vname = mst_verdict_name(n->verdict);
   size_t v = aggr_cause_find(x->cause, i, NULL);
   int r;
+
+  if (n->verdict == MST_VERDICT_MAINTENANCE) {
+    /* The one reason: what the node does meanwhile is expected, and none of
+     * it is a root cause. */
+    _cleanup_free_ char *text = NULL;
+    const struct aggr_op_entry *maint = aggr_node_maintenance(m, n, NULL, x->now);
+    if (!maint)
+      return 0;
+    if ((r = operator_text(maint, &text)) < 0)
+      return r;
+    return reasons_pushf(reasons, n->id, NULL, vname, "%s: in maintenance %s", n->id, text);
+  }
 
   if (!n->reported || n->verdict == MST_VERDICT_UNREACHABLE) {
     /* Missing or silent: the component states are stale (or absent), so the
@@ -1102,9 +1159,11 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
     struct aggr_node *n = m->nodes[i];
     bool silent = aggr_node_silent(m, n, now), conflict = aggr_node_conflicted(n, now);
     bool awaited = aggr_node_awaited(m, n, now);
+    size_t maint = aggr_node_maintenances(m, n, now);
     if (!all && n->evaluated && !n->dirty && silent == n->eval_silent &&
-        conflict == n->eval_conflict && awaited == n->eval_awaited)
+        conflict == n->eval_conflict && awaited == n->eval_awaited && maint == n->eval_maint)
       continue;
+    n->eval_maint = maint;
     if (flags)
       flags[i] |= NODE_DERIVE;
     m->n_derived++;
@@ -1222,7 +1281,8 @@ size_t aggr_model_check(struct aggr_model *m, uint64_t now_usec) {
 }
 
 uint64_t aggr_model_next_stale_usec(const struct aggr_model *m) {
-  uint64_t next = UINT64_MAX;
+  /* A maintenance ending by the clock (issue 19). */
+  uint64_t next = aggr_model_next_maintenance_end(m, mst_now_realtime_usec());
   for (size_t i = 0; i < m->n_nodes; i++) {
     const struct aggr_node *n = m->nodes[i];
     /* A conflict's reason running out. */

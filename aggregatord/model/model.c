@@ -227,6 +227,7 @@ int aggr_model_init(struct aggr_model *m, const struct mst_profile_set *profiles
       .stale_timeout_usec = stale_timeout_usec,
       .verdict = MST_VERDICT_UNKNOWN,
   };
+  aggr_operator_init(&m->operator);
   for (size_t i = 0; expected_masters && expected_masters[i]; i++) {
     struct aggr_node *n = aggr_model_get(m, expected_masters[i]);
     if (!n)
@@ -257,6 +258,7 @@ void aggr_model_done(struct aggr_model *m) {
   free(m->leader_http);
   free(m->storage_failing);
   aggr_reach_events_free(m->reach_events, m->n_reach_events);
+  aggr_operator_done(&m->operator);
   *m = (struct aggr_model){0};
 }
 
@@ -607,5 +609,87 @@ int aggr_node_apply_restored(struct aggr_node *n, const char *role, const char *
   n->last_seen_usec = last_seen_usec;
   n->reported = true;
   n->dirty = true;
+  return 0;
+}
+
+/* --- operator state ------------------------------------------------------- */
+
+const struct aggr_op_entry *aggr_node_maintenance(const struct aggr_model *m,
+                                                  const struct aggr_node *n, const char *component,
+                                                  uint64_t now_usec) {
+  const struct aggr_op_entry *e =
+      aggr_operator_find(&m->operator, AGGR_OP_MAINTENANCE, n->id, component);
+  return aggr_op_active(e, now_usec) ? e : NULL;
+}
+
+const struct aggr_op_entry *aggr_node_acknowledged(const struct aggr_model *m,
+                                                   const struct aggr_node *n,
+                                                   const char *component) {
+  return component ? aggr_operator_find(&m->operator, AGGR_OP_ACK, n->id, component) : NULL;
+}
+
+size_t aggr_node_maintenances(const struct aggr_model *m, const struct aggr_node *n,
+                              uint64_t now_usec) {
+  size_t first, k = aggr_operator_node_range(&m->operator, n->id, &first), count = 0;
+  for (size_t i = first; i < first + k; i++)
+    count +=
+        m->operator.v[i].kind == AGGR_OP_MAINTENANCE && aggr_op_active(&m->operator.v[i], now_usec);
+  return count;
+}
+
+uint64_t aggr_model_next_maintenance_end(const struct aggr_model *m, uint64_t now_usec) {
+  uint64_t at = UINT64_MAX;
+  for (size_t i = 0; i < m->operator.n; i++) {
+    const struct aggr_op_entry *e = &m->operator.v[i];
+    if (e->kind == AGGR_OP_MAINTENANCE && e->until_usec > now_usec)
+      at = MST_MIN(at, e->until_usec);
+  }
+  return at;
+}
+
+/* Whether node's entries in a and b differ. */
+static bool node_entries_differ(const struct aggr_operator *a, const struct aggr_operator *b,
+                                const char *node) {
+  size_t fa, fb, na = aggr_operator_node_range(a, node, &fa),
+                 nb = aggr_operator_node_range(b, node, &fb);
+  if (na != nb)
+    return true;
+  struct aggr_operator sa = {.v = a->v + fa, .n = na}, sb = {.v = b->v + fb, .n = nb};
+  return !aggr_operator_equal(&sa, &sb);
+}
+
+static void node_remove_at(struct aggr_model *m, size_t i) {
+  node_free(m->nodes[i]);
+  memmove(&m->nodes[i], &m->nodes[i + 1], (m->n_nodes - i - 1) * sizeof(m->nodes[0]));
+  m->n_nodes--;
+}
+
+size_t aggr_model_set_operator(struct aggr_model *m, struct aggr_operator *op) {
+  size_t removed = 0;
+  for (size_t i = 0; i < m->n_nodes;) {
+    struct aggr_node *n = m->nodes[i];
+    const struct aggr_op_entry *f = aggr_operator_find(op, AGGR_OP_FORGOTTEN, n->id, NULL);
+    if (f && !n->conn && !n->expected_master && n->last_seen_usec <= f->until_usec) {
+      node_remove_at(m, i);
+      removed++;
+      continue;
+    }
+    if (node_entries_differ(&m->operator, op, n->id))
+      n->dirty = true;
+    i++;
+  }
+  aggr_operator_done(&m->operator);
+  m->operator= * op;
+  aggr_operator_init(op);
+  return removed;
+}
+
+int aggr_model_forget(struct aggr_model *m, const char *id) {
+  size_t i = node_lower_bound(m, id);
+  if (i >= m->n_nodes || strcmp(m->nodes[i]->id, id) != 0)
+    return -ENOENT;
+  if (m->nodes[i]->conn)
+    return -EBUSY;
+  node_remove_at(m, i);
   return 0;
 }

@@ -24,6 +24,7 @@
 /* For struct aggr_startup, which a node holds; the views read it through
  * this header. stage.h does not include this one. */
 #include "model/stage.h"
+#include "model/operator.h"
 
 struct aggr_conn;
 
@@ -164,6 +165,10 @@ struct aggr_node {
    * leader check of the shipped master profile), the node reports it
    * healthy, and the node is not silent (what it said may be stale). */
   bool dcos_leader;
+  /* How many maintenance entries of the node (itself or its components)
+   * held at the last evaluation: one that ends by the clock is followed by
+   * evaluation, like silence (aggr_node_maintenances). */
+  size_t eval_maint;
 };
 
 struct aggr_model {
@@ -214,6 +219,11 @@ struct aggr_model {
    * 0 disables the window. Set by the caller after aggr_model_init(). */
   uint64_t first_contact_window_usec;
   uint64_t first_report_usec;
+
+  /* Operator state (operator.h): maintenance, acknowledgements, forgotten
+   * nodes. The loop changes it only through aggr_model_set_operator(), which
+   * marks the nodes whose entries moved. */
+  struct aggr_operator operator;
 };
 
 /* A node turning unreachable or coming back, as history records it. */
@@ -429,3 +439,35 @@ int aggr_model_grow_array(void *array, size_t n, size_t size);
 
 void aggr_reason_done(struct aggr_reason *r);
 void aggr_reasons_clear(struct aggr_reasons *r);
+
+/* --- operator state (issue 19) ------------------------------------------------
+ *
+ * Loop thread. The hooks below are what every consumer asks (evaluation,
+ * views, metrics, and notifications such as issue 20's Alertmanager): whether
+ * a node or component is in maintenance or acknowledged. */
+
+/* The node's maintenance (component NULL) or its component's, holding at
+ * now; NULL when there is none or it ended. */
+const struct aggr_op_entry *aggr_node_maintenance(const struct aggr_model *m,
+                                                  const struct aggr_node *n, const char *component,
+                                                  uint64_t now_usec);
+/* The acknowledgement of the node's component, or NULL. */
+const struct aggr_op_entry *aggr_node_acknowledged(const struct aggr_model *m,
+                                                   const struct aggr_node *n,
+                                                   const char *component);
+/* How many maintenances of the node and its components hold at now. */
+size_t aggr_node_maintenances(const struct aggr_model *m, const struct aggr_node *n,
+                              uint64_t now_usec);
+/* The earliest end of a maintenance after now, or UINT64_MAX. */
+uint64_t aggr_model_next_maintenance_end(const struct aggr_model *m, uint64_t now_usec);
+
+/* Replaces the operator table with *op (taken over; *op is left empty),
+ * marking dirty every node whose entries differ, and removing from the
+ * model every node the new table forgets (a forgotten entry whose last
+ * contact is not older than the node's, and the node not connected).
+ * Returns how many nodes it removed. */
+size_t aggr_model_set_operator(struct aggr_model *m, struct aggr_operator *op);
+
+/* Removes node id from the model (its history stays in the database).
+ * Refused with -EBUSY while the node has a stream; -ENOENT when absent. */
+int aggr_model_forget(struct aggr_model *m, const char *id);

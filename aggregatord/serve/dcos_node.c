@@ -23,7 +23,10 @@ static int component_health(enum mst_state s) {
 }
 
 static int node_health(const struct aggr_node *n) {
-  if (n->verdict == MST_VERDICT_UNREACHABLE || n->verdict == MST_VERDICT_MISSING)
+  /* A silent node in maintenance shows `maintenance` in muster's views;
+   * DC/OS has no such health: its pull would fail, so 3. */
+  if (n->verdict == MST_VERDICT_UNREACHABLE || n->verdict == MST_VERDICT_MISSING ||
+      n->eval_silent || !n->reported)
     return 3;
   for (size_t i = 0; i < n->n_components; i++)
     if (component_health(n->components[i].state) != 0)

@@ -1,7 +1,9 @@
 /* The HTTP API server: libmicrohttpd with an internal thread pool (epoll,
  * with suspend/resume for the blocking reads), routing GET and HEAD
  * requests (the routes are listed once, in httpparse.h) to bodies
- * pre-rendered in the current view.
+ * pre-rendered in the current view. The operator writes (PUT and DELETE
+ * under /v1/nodes/, issue 19) are checked here and handed to the loop; see
+ * "writes" below.
  *
  * Each request acquires the current view, hands MHD a response that points
  * into the view's body, and releases the view from the response's free
@@ -76,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -88,6 +91,7 @@
 #include "serve/http.h"
 #include "serve/httpparse.h"
 #include "serve/metrics.h"
+#include "model/operator.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
@@ -191,7 +195,12 @@ struct aggr_http {
   struct aggr_views *views;
   const struct aggr_election *fence; /* whose lease a leader's view needs; NULL standalone */
   uint16_t port;
-  char *token; /* the bearer token every data route needs, or NULL */
+  char *token;       /* the bearer token every data route needs, or NULL */
+  char *admin_token; /* the bearer token writes need, or NULL (issue 19) */
+  /* Writes handed to the loop (aggr_http_take_writes), oldest first. */
+  pthread_mutex_t write_lock; /* never held across I/O */
+  struct aggr_http_write *writes_head, *writes_tail;
+  int writes_efd;
   /* HTTPS: the files, and the generations from the oldest still in use to
    * the current one. */
   char *cert_file, *key_file;
@@ -545,10 +554,11 @@ static void reap_late_requests(struct aggr_http *h) {
  * struct request; either way it tells the handler's first call for a
  * request from the later ones. */
 struct request {
-  bool seen;             /* the handler was called for it */
-  bool woken;            /* it was parked and has been resumed: answer now */
-  struct waiter *parked; /* while suspended in a blocking read */
-  char target[];         /* the raw request target */
+  bool seen;                 /* the handler was called for it */
+  bool woken;                /* it was parked and has been resumed: answer now */
+  struct waiter *parked;     /* while suspended in a blocking read */
+  struct write_state *write; /* a PUT or DELETE of operator state (issue 19) */
+  char target[];             /* the raw request target */
 };
 
 static char mark_fresh, mark_seen;           /* the target is the handler's url */
@@ -564,6 +574,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
   rq->seen = false;
   rq->woken = false;
   rq->parked = NULL;
+  rq->write = NULL;
   memcpy(rq->target, uri, len + 1);
   return rq;
 }
@@ -1128,6 +1139,317 @@ static enum MHD_Result answer(struct aggr_http *h, struct MHD_Connection *c, voi
   }
 }
 
+/* --- writes (issue 19) ------------------------------------------------------
+ *
+ * A PUT or DELETE under /v1/nodes/ is checked on its first call (route,
+ * credentials, leadership: a follower redirects it with 307, which keeps
+ * the method and body), its body read up to WRITE_BODY_MAX, then handed to
+ * the loop while the connection is suspended; the loop's answer resumes it
+ * and the next call queues the answer. */
+
+#define WRITE_BODY_MAX     4096
+#define WRITE_OPERATOR_MAX 64
+
+static const char error_forbidden[] =
+    ERROR_JSON("forbidden", "writes come from loopback only when no token is configured: set "
+                            "http_admin_token_file (or http_token_file) to write from elsewhere");
+static const char error_not_admin[] =
+    ERROR_JSON("unauthorized", "writes need the admin bearer token (http_admin_token_file)");
+static const char error_too_large[] =
+    ERROR_JSON("too_large", "the request body is longer than 4096 bytes");
+static const char error_no_write[] =
+    ERROR_JSON("method_not_allowed", "no such write: PUT or DELETE .../maintenance, PUT or DELETE "
+                                     ".../components/{name}/ack, DELETE /v1/nodes/{id}");
+static const char error_stopping[] =
+    ERROR_JSON("not_ready", "the aggregator is stopping; retry at the leader");
+
+struct write_state {
+  struct aggr_http_write *w;    /* checked; handed to the loop once the body is in */
+  struct aggr_http_write *sent; /* with the loop, not answered yet (under write_lock) */
+  char *body;
+  size_t body_len;
+  bool too_large;
+  struct MHD_Connection *conn;
+  bool answered; /* the loop answered: queue status and answer */
+  unsigned status;
+  char *answer;
+};
+
+static void write_free(struct aggr_http_write *w) {
+  if (!w)
+    return;
+  free(w->answer);
+  free(w->node);
+  free(w->component);
+  free(w->reason);
+  free(w->by);
+  free(w);
+}
+
+void aggr_http_write_free(struct aggr_http_write *w) {
+  write_free(w);
+}
+
+/* The request ended (completed or closed): a write still with the loop is
+ * answered into nothing. */
+static void write_state_end(struct aggr_http *h, struct write_state *ws) {
+  pthread_mutex_lock(&h->write_lock);
+  if (ws->sent)
+    ws->sent->request = NULL;
+  pthread_mutex_unlock(&h->write_lock);
+  write_free(ws->w);
+  free(ws->body);
+  free(ws->answer);
+  free(ws);
+}
+
+int aggr_http_writes_fd(struct aggr_http *h) {
+  return h->writes_efd;
+}
+
+struct aggr_http_write *aggr_http_take_writes(struct aggr_http *h) {
+  uint64_t count;
+  (void)!read(h->writes_efd, &count, sizeof(count));
+  pthread_mutex_lock(&h->write_lock);
+  struct aggr_http_write *list = h->writes_head;
+  h->writes_head = h->writes_tail = NULL;
+  pthread_mutex_unlock(&h->write_lock);
+  return list;
+}
+
+void aggr_http_write_answer(struct aggr_http_write *w, unsigned status, char *body) {
+  struct aggr_http *h = w->server;
+  pthread_mutex_lock(&h->write_lock);
+  struct request *rq = w->request;
+  if (rq) {
+    struct write_state *ws = rq->write;
+    ws->sent = NULL;
+    ws->answered = true;
+    ws->status = body ? status : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    ws->answer = body;
+    body = NULL;
+    MHD_resume_connection(ws->conn);
+  }
+  pthread_mutex_unlock(&h->write_lock);
+  free(body);
+  write_free(w);
+}
+
+static bool addr_is_loopback(const struct sockaddr *sa) {
+  if (!sa)
+    return false;
+  if (sa->sa_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+  }
+  return false;
+}
+
+/* Who writes: "<operator> via <credential> from <address>", the operator
+ * being the X-Muster-Operator header (a name such as alice, else
+ * "anonymous"). Returns NULL on ENOMEM. */
+static char *write_by(struct MHD_Connection *c, const char *credential) {
+  const union MHD_ConnectionInfo *info =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  const struct sockaddr *sa = info ? info->client_addr : NULL;
+  char addr[INET6_ADDRSTRLEN] = "?";
+  if (sa && sa->sa_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, sizeof(addr));
+  else if (sa && sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
+  const char *name = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Muster-Operator");
+  bool name_ok = name && *name && strlen(name) <= WRITE_OPERATOR_MAX;
+  for (const char *p = name; name_ok && *p; p++)
+    name_ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr("._@-", *p);
+  char *by = NULL;
+  if (asprintf(&by, "%s via %s from %s", name_ok ? name : "anonymous", credential, addr) < 0)
+    return NULL;
+  return by;
+}
+
+/* Whether c may write; if not, queues the 401 or 403 into *ret. Sets
+ * *ret_by to who writes. */
+static bool write_authorized(struct aggr_http *h, struct MHD_Connection *c, enum MHD_Result *ret,
+                             char **ret_by) {
+  struct headers hd = {.authenticate = true}, none = {0};
+  const char *given = aggr_http_bearer_token(
+      MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+  const char *need = h->admin_token ? h->admin_token : h->token;
+  const char *credential = h->admin_token ? "admin token" : h->token ? "token" : "loopback";
+
+  if (need && !(given && mst_token_equal(need, given))) {
+    aggr_metrics_limit(AGGR_LIMIT_HTTP_UNAUTHORIZED);
+    *ret = queue_static(c, MHD_HTTP_UNAUTHORIZED,
+                        !given           ? error_no_token
+                        : h->admin_token ? error_not_admin
+                                         : error_bad_token,
+                        &hd);
+    return false;
+  }
+  if (!need) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!addr_is_loopback(info ? info->client_addr : NULL)) {
+      *ret = queue_static(c, MHD_HTTP_FORBIDDEN, error_forbidden, &none);
+      return false;
+    }
+  }
+  *ret_by = write_by(c, credential);
+  if (!*ret_by) {
+    *ret = queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+    return false;
+  }
+  return true;
+}
+
+/* The first call of a write: the route, the credentials and the
+ * leadership, before its body is read. Returns MHD_YES with rq->write set
+ * to read the body, or the answer queued. */
+static enum MHD_Result write_begin(struct aggr_http *h, struct MHD_Connection *c,
+                                   struct request *rq, const char *url, bool put) {
+  struct headers none = {0};
+  enum aggr_http_write_kind kind;
+  char *node = NULL, *component = NULL, *by = NULL;
+  enum MHD_Result ret;
+
+  if (strlen(rq->target) > h->limits.max_url) {
+    aggr_metrics_limit(AGGR_LIMIT_HTTP_URL_LENGTH);
+    return queue_static(c, MHD_HTTP_URI_TOO_LONG, error_url, &none);
+  }
+  int r = aggr_http_write_route(url, put, &kind, &node, &component);
+  if (r == -ENOENT)
+    return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_no_write, &none);
+  if (r == -EINVAL)
+    return queue_bad_parameter(c, "a node id or component name is empty, holds a '/' or is "
+                                  "longer than 256 bytes");
+  if (r < 0)
+    return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+  if (!write_authorized(h, c, &ret, &by)) {
+    free(node);
+    free(component);
+    return ret;
+  }
+  struct aggr_view *v = aggr_view_acquire(h->views);
+  if (v && !view_leads(h, v)) {
+    free(node);
+    free(component);
+    free(by);
+    return serve_follower(h, c, v, rq->target); /* 307 keeps the method and body */
+  }
+  bool ready = v && v->ready;
+  aggr_view_release(v);
+  struct write_state *ws = ready ? calloc(1, sizeof(*ws)) : NULL;
+  struct aggr_http_write *w = ws ? calloc(1, sizeof(*w)) : NULL;
+  if (!w) {
+    free(ws);
+    free(node);
+    free(component);
+    free(by);
+    return ready ? queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none)
+                 : queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, error_not_ready, &none);
+  }
+  *w = (struct aggr_http_write){
+      .kind = kind, .node = node, .component = component, .by = by, .server = h};
+  ws->w = w;
+  rq->write = ws;
+  return MHD_YES;
+}
+
+/* The body is in: checks it and hands the write to the loop, suspending
+ * the connection until aggr_http_write_answer(). */
+static enum MHD_Result write_send(struct aggr_http *h, struct MHD_Connection *c,
+                                  struct request *rq) {
+  struct write_state *ws = rq->write;
+  struct aggr_http_write *w = ws->w;
+  struct headers none = {0};
+  char err[256];
+  uint64_t one = 1;
+
+  if (ws->too_large)
+    return queue_static(c, 413, error_too_large, &none);
+  if (w->kind == AGGR_HTTP_WRITE_MAINTENANCE_SET || w->kind == AGGR_HTTP_WRITE_ACK_SET) {
+    int r = aggr_operator_parse_body(
+        w->kind == AGGR_HTTP_WRITE_ACK_SET ? AGGR_OP_ACK : AGGR_OP_MAINTENANCE, ws->body,
+        ws->body_len, mst_now_realtime_usec(), &w->reason, &w->until_usec, err, sizeof(err));
+    if (r == -EINVAL)
+      return queue_error(c, MHD_HTTP_BAD_REQUEST, "bad_body", err, &none);
+    if (r < 0)
+      return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+  }
+  MHD_suspend_connection(c);
+  pthread_mutex_lock(&h->write_lock);
+  ws->conn = c;
+  w->request = rq;
+  ws->sent = w;
+  ws->w = NULL;
+  if (h->writes_tail)
+    h->writes_tail->next = w;
+  else
+    h->writes_head = w;
+  h->writes_tail = w;
+  pthread_mutex_unlock(&h->write_lock);
+  (void)!write(h->writes_efd, &one, sizeof(one));
+  return MHD_YES;
+}
+
+static enum MHD_Result on_write(struct aggr_http *h, struct MHD_Connection *c, const char *url,
+                                bool put, const char *upload_data, size_t *upload_data_size,
+                                void **con_cls) {
+  struct request *rq = *con_cls;
+  struct headers none = {0};
+
+  current_route = AGGR_HTTP_ROUTE_NODE;
+  if (!rq || is_mark(rq)) {
+    /* Every write keeps state of its own: its body and its answer. */
+    size_t len = strlen(url);
+    bool lost = (void *)rq == &mark_lost_fresh || (void *)rq == &mark_lost_seen;
+    rq = lost ? NULL : malloc(sizeof(*rq) + len + 1);
+    if (!rq)
+      return MHD_NO;
+    *rq = (struct request){0};
+    memcpy(rq->target, url, len + 1);
+    *con_cls = rq;
+  }
+  if (!rq->seen) {
+    rq->seen = true;
+    return write_begin(h, c, rq, url, put);
+  }
+  struct write_state *ws = rq->write;
+  if (!ws)
+    return MHD_YES; /* answered already at its first call */
+  if (*upload_data_size != 0) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (ws->too_large || ws->body_len + n > WRITE_BODY_MAX) {
+      ws->too_large = true;
+      return MHD_YES;
+    }
+    char *b = realloc(ws->body, ws->body_len + n + 1);
+    if (!b)
+      return MHD_NO;
+    memcpy(b + ws->body_len, upload_data, n);
+    ws->body = b;
+    ws->body_len += n;
+    b[ws->body_len] = 0;
+    return MHD_YES;
+  }
+  if (ws->answered) {
+    char *body = TAKE_PTR(ws->answer);
+    if (!body)
+      return queue_static(c, MHD_HTTP_INTERNAL_SERVER_ERROR, error_internal, &none);
+    ws->answered = false;
+    return queue(c, ws->status,
+                 MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE), &none);
+  }
+  if (ws->sent || !ws->w)
+    return MHD_YES; /* with the loop */
+  request_arrived(h, c);
+  return write_send(h, c, rq);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   struct aggr_http *h = cls;
@@ -1136,6 +1458,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   request_ended(h, c);
   if (*con_cls && !is_mark(*con_cls)) {
     struct request *rq = *con_cls;
+    if (rq->write)
+      write_state_end(h, rq->write);
     if (rq->parked) {
       /* Ended while parked (the server is stopping): forget the waiter. */
       pthread_mutex_lock(&h->lock);
@@ -1180,6 +1504,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
       strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
   const char *target;
 
+  if ((strcmp(method, MHD_HTTP_METHOD_PUT) == 0 || strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) &&
+      aggr_http_route_of(url) == AGGR_HTTP_ROUTE_NODE)
+    return on_write(h, c, url, strcmp(method, MHD_HTTP_METHOD_PUT) == 0, upload_data,
+                    upload_data_size, con_cls);
   if (request_first_seen(con_cls, url, &target)) {
     /* Other methods are refused before their body is read: MHD then closes
      * the connection instead of reading the upload. */
@@ -1469,15 +1797,22 @@ void aggr_http_config_check(const char *path, const struct aggr_config *cfg,
   int r;
 
   /* [tls] cert, key and ca are checked with the agent stream's (main.c). */
-  if (!cfg->http_token_file)
-    return;
-  r = mst_token_read(cfg->http_token_file, &token);
-  if (r < 0)
-    mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", "http_token_file"),
-                 "[aggregator] http_token_file: cannot use %s: %s%s", cfg->http_token_file,
-                 strerror(-r), r == -EPERM ? " (it must be readable by its owner only)" : "");
-  else
-    memset(token, 0, strlen(token));
+  const struct {
+    const char *key, *file;
+  } files[] = {{"http_token_file", cfg->http_token_file},
+               {"http_admin_token_file", cfg->http_admin_token_file}};
+  for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+    if (!files[i].file)
+      continue;
+    r = mst_token_read(files[i].file, &token);
+    if (r < 0)
+      mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", files[i].key),
+                   "[aggregator] %s: cannot use %s: %s%s", files[i].key, files[i].file,
+                   strerror(-r), r == -EPERM ? " (it must be readable by its owner only)" : "");
+    else
+      memset(token, 0, strlen(token));
+    free(TAKE_PTR(token));
+  }
 }
 
 /* --- server --------------------------------------------------------------- */
@@ -1587,6 +1922,13 @@ static void http_free_state(struct aggr_http *h) {
     memset(h->token, 0, strlen(h->token));
     free(h->token);
   }
+  if (h->admin_token) {
+    memset(h->admin_token, 0, strlen(h->admin_token));
+    free(h->admin_token);
+  }
+  pthread_mutex_destroy(&h->write_lock);
+  if (h->writes_efd >= 0)
+    close(h->writes_efd);
   free(h);
 }
 
@@ -1600,6 +1942,14 @@ static int http_load_credentials(struct aggr_http *h, const struct aggr_http_opt
     if (r < 0) {
       log_error("[aggregator] http_token_file: cannot use %s: %s%s", o->token_file, strerror(-r),
                 r == -EPERM ? " (it must be readable by its owner only)" : "");
+      return r;
+    }
+  }
+  if (o->admin_token_file) {
+    r = mst_token_read(o->admin_token_file, &h->admin_token);
+    if (r < 0) {
+      log_error("[aggregator] http_admin_token_file: cannot use %s: %s%s", o->admin_token_file,
+                strerror(-r), r == -EPERM ? " (it must be readable by its owner only)" : "");
       return r;
     }
   }
@@ -1658,7 +2008,9 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
   pthread_mutex_init(&h->lock, NULL);
   pthread_mutex_init(&h->tls_lock, NULL);
   pthread_mutex_init(&h->conn_lock, NULL);
-  r = http_load_credentials(h, o);
+  pthread_mutex_init(&h->write_lock, NULL);
+  h->writes_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  r = h->writes_efd < 0 ? -errno : http_load_credentials(h, o);
   if (r < 0) {
     http_free_state(h);
     return r;
@@ -1708,6 +2060,12 @@ void aggr_http_free(struct aggr_http *h) {
   if (h->daemon) {
     /* MHD cannot stop with connections suspended: let every parked read go
      * (it is answered, or closed, as the server stops). */
+    /* Writes the loop has not taken: answered now (the loop answers those
+     * it holds before the server stops, aggr_http_write_answer). */
+    for (struct aggr_http_write *w = aggr_http_take_writes(h), *next; w; w = next) {
+      next = w->next;
+      aggr_http_write_answer(w, MHD_HTTP_SERVICE_UNAVAILABLE, strdup(error_stopping));
+    }
     pthread_mutex_lock(&h->lock);
     while (h->parked)
       waiter_wake(h, h->parked);

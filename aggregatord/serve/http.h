@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "serve/httpparse.h"
 #include "serve/view.h"
 
 struct aggr_http;
@@ -46,6 +47,10 @@ struct aggr_http_options {
    * holds at the time of the answer. NULL (standalone): no lease, always
    * holds. Borrowed: it must outlive the server. */
   const struct aggr_election *fence;
+  /* Set: the API's writes (issue 19) need "Authorization: Bearer <the token
+   * in this file>" instead of token_file's. Neither set: writes come from
+   * loopback only (403 from elsewhere). */
+  const char *admin_token_file;
 };
 
 /* Starts serving on o->listen (an IPv4 address, "localhost", "*" or empty
@@ -89,3 +94,37 @@ size_t aggr_http_parked(struct aggr_http *h);
 
 /* The port actually bound (useful after port 0). */
 uint16_t aggr_http_port(const struct aggr_http *h);
+
+/* --- writes (issue 19) ---------------------------------------------------------
+ *
+ * The API's writes change operator state, which the loop owns: an HTTP thread
+ * checks the request (route, credentials, leadership, body), hands it to the
+ * loop as a struct aggr_http_write and suspends the connection; the loop
+ * answers it with aggr_http_write_answer(), which resumes the connection.
+ * The door is a queue under a mutex and an eventfd (aggr_http_writes_fd). */
+
+struct aggr_http_write {
+  enum aggr_http_write_kind kind;
+  char *node;
+  char *component;     /* NULL: the node itself */
+  char *reason;        /* the SET kinds */
+  uint64_t until_usec; /* MAINTENANCE_SET: 0 until cleared */
+  char *by;            /* who: "<operator> (<credential>, from <address>)" */
+  /* The loop's answer while it waits for the publish that shows it. */
+  unsigned status;
+  char *answer;
+  /* The server's, until answered. */
+  struct aggr_http *server;
+  void *request;
+  struct aggr_http_write *next;
+};
+
+/* The eventfd the loop watches for writes (readable when some wait). */
+int aggr_http_writes_fd(struct aggr_http *h);
+/* Takes the writes waiting, oldest first (a list through ->next). Loop thread. */
+struct aggr_http_write *aggr_http_take_writes(struct aggr_http *h);
+/* Answers w with status and body (a JSON document, taken over; NULL: an
+ * internal error), resumes its connection and frees w. Loop thread. */
+void aggr_http_write_answer(struct aggr_http_write *w, unsigned status, char *body);
+/* Frees w without answering (only for one never taken from the server). */
+void aggr_http_write_free(struct aggr_http_write *w);

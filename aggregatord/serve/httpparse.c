@@ -259,3 +259,54 @@ const char *aggr_http_bearer_token(const char *header) {
     p++;
   return *p ? p : NULL;
 }
+
+/* --- writes ------------------------------------------------------------------ */
+
+#define WRITE_NAME_MAX 256
+
+static bool write_name_ok(const char *s, size_t len) {
+  return len > 0 && len <= WRITE_NAME_MAX && !memchr(s, '/', len);
+}
+
+int aggr_http_write_route(const char *path, bool put, enum aggr_http_write_kind *ret_kind,
+                          char **ret_node, char **ret_component) {
+  static const char comp[] = "/components/";
+  const char *id, *slash, *name = NULL, *tail;
+  size_t id_len, name_len = 0;
+  enum aggr_http_write_kind kind;
+
+  if (!has_prefix(path, AGGR_HTTP_NODES_PREFIX))
+    return -ENOENT;
+  id = path + strlen(AGGR_HTTP_NODES_PREFIX);
+  slash = strchr(id, '/');
+  id_len = slash ? (size_t)(slash - id) : strlen(id);
+  if (!slash) {
+    if (put)
+      return -ENOENT;
+    kind = AGGR_HTTP_WRITE_FORGET;
+  } else if (strcmp(slash, "/maintenance") == 0) {
+    kind = put ? AGGR_HTTP_WRITE_MAINTENANCE_SET : AGGR_HTTP_WRITE_MAINTENANCE_CLEAR;
+  } else if (has_prefix(slash, comp) && (tail = strrchr(slash, '/')) > slash + strlen(comp) - 1) {
+    name = slash + strlen(comp);
+    name_len = (size_t)(tail - name);
+    if (strcmp(tail, "/maintenance") == 0)
+      kind = put ? AGGR_HTTP_WRITE_MAINTENANCE_SET : AGGR_HTTP_WRITE_MAINTENANCE_CLEAR;
+    else if (strcmp(tail, "/ack") == 0)
+      kind = put ? AGGR_HTTP_WRITE_ACK_SET : AGGR_HTTP_WRITE_ACK_CLEAR;
+    else
+      return -ENOENT;
+  } else
+    return -ENOENT;
+  if (!write_name_ok(id, id_len) || (name && !write_name_ok(name, name_len)))
+    return -EINVAL;
+  char *node = strndup(id, id_len), *component = name ? strndup(name, name_len) : NULL;
+  if (!node || (name && !component)) {
+    free(node);
+    free(component);
+    return -ENOMEM;
+  }
+  *ret_kind = kind;
+  *ret_node = node;
+  *ret_component = component;
+  return 0;
+}

@@ -109,3 +109,21 @@ bool aggr_http_etag_matches(const char *if_none_match, uint64_t index);
  * any case, RFC 6750 section 2.1), pointing into header; NULL when header is
  * NULL, names another scheme, or carries no token. */
 const char *aggr_http_bearer_token(const char *header);
+
+/* The API's writes (issue 19), by method and path. */
+enum aggr_http_write_kind {
+  AGGR_HTTP_WRITE_MAINTENANCE_SET,   /* PUT .../maintenance */
+  AGGR_HTTP_WRITE_MAINTENANCE_CLEAR, /* DELETE .../maintenance */
+  AGGR_HTTP_WRITE_ACK_SET,           /* PUT .../components/{name}/ack */
+  AGGR_HTTP_WRITE_ACK_CLEAR,         /* DELETE .../components/{name}/ack */
+  AGGR_HTTP_WRITE_FORGET,            /* DELETE /v1/nodes/{id} */
+};
+
+/* The write a PUT (put) or DELETE names by its decoded path under
+ * /v1/nodes/: {id} (DELETE: forget), {id}/maintenance,
+ * {id}/components/{name}/maintenance or {id}/components/{name}/ack. Sets
+ * *ret_kind and the node id and component name (malloc'd; component NULL
+ * for the node). Returns 0, -ENOENT when the path names no write (404 or
+ * 405), -EINVAL when a name is empty or longer than 256 bytes, or -ENOMEM. */
+int aggr_http_write_route(const char *path, bool put, enum aggr_http_write_kind *ret_kind,
+                          char **ret_node, char **ret_component);

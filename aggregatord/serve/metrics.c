@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "mst/dynbuf.h"
 #include "mst/macro.h"
+#include "mst/time.h"
 #include "serve/metrics.h"
 #include "serve/view.h"
 
@@ -117,6 +118,42 @@ int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_l
     return r;
   *ret_verdict_len = verdict_len;
   return 0;
+}
+
+int aggr_metrics_operator_lines(const struct aggr_model *m, char **ret, size_t *ret_len) {
+  static const struct {
+    enum aggr_op_kind kind;
+    bool component;
+    const char *family, *help;
+  } families[] = {
+      {AGGR_OP_MAINTENANCE, false, "muster_node_maintenance",
+       "Nodes an operator put in maintenance (1 while it holds)."},
+      {AGGR_OP_MAINTENANCE, true, "muster_component_maintenance",
+       "Components an operator put in maintenance (1 while it holds)."},
+      {AGGR_OP_ACK, true, "muster_component_acknowledged",
+       "Failing components an operator acknowledged (1 until they recover or it is cleared)."},
+  };
+  struct mst_dynbuf t = MST_DYNBUF_INIT(METRICS_TEXT_MAX);
+  uint64_t now = mst_now_realtime_usec();
+
+  for (size_t f = 0; f < ELEMENTSOF(families); f++) {
+    mst_dynbuf_addf(&t, "# HELP %s %s\n# TYPE %s gauge\n", families[f].family, families[f].help,
+                    families[f].family);
+    for (size_t i = 0; i < m->operator.n; i++) {
+      const struct aggr_op_entry *e = &m->operator.v[i];
+      if (e->kind != families[f].kind || !e->component != !families[f].component ||
+          !aggr_op_active(e, now) || !aggr_model_find(m, e->node))
+        continue;
+      mst_dynbuf_addf(&t, "%s{node=\"", families[f].family);
+      text_label(&t, e->node);
+      if (e->component) {
+        mst_dynbuf_adds(&t, "\",component=\"");
+        text_label(&t, e->component);
+      }
+      mst_dynbuf_adds(&t, "\"} 1\n");
+    }
+  }
+  return mst_dynbuf_take(&t, ret, ret_len);
 }
 
 /* The open descriptors of this process, or -1 when /proc cannot say. */
@@ -226,7 +263,8 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
   mst_dynbuf_adds(t, "# HELP muster_cluster_verdict The cluster verdict (1 for the current one).\n"
                      "# TYPE muster_cluster_verdict gauge\n");
   for (int k = 0; k < _MST_VERDICT_MAX; k++) {
-    if (k == MST_VERDICT_MISSING || k == MST_VERDICT_UNREACHABLE || k == MST_VERDICT_LATE)
+    if (k == MST_VERDICT_MISSING || k == MST_VERDICT_UNREACHABLE || k == MST_VERDICT_LATE ||
+        k == MST_VERDICT_MAINTENANCE)
       continue; /* node-only verdicts */
     mst_dynbuf_addf(t, "muster_cluster_verdict{verdict=\"%s\"} %d\n",
                     mst_verdict_to_string((enum mst_verdict)k), v->verdict == (enum mst_verdict)k);
@@ -244,6 +282,8 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
     mst_dynbuf_add(t, n->metrics->data + n->metrics_verdict_len,
                    n->metrics->len - n->metrics_verdict_len);
   }
+  if (v->operator_metrics)
+    mst_dynbuf_add(t, v->operator_metrics, v->operator_metrics_len);
 }
 
 int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len) {

@@ -100,3 +100,13 @@ int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_l
  * view_leads()).
  * Returns 0 with a malloc'd body, or -ENOMEM. Any thread holding v. */
 int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len);
+
+/* Loop thread, for view.c: the operator state's families (issue 19), each
+ * with HELP and TYPE, one line per node or component of the model in
+ * maintenance or acknowledged, so alert rules can leave them out:
+ *   muster_node_maintenance{node}                 1
+ *   muster_component_maintenance{node,component}  1
+ *   muster_component_acknowledged{node,component} 1
+ * In *ret (malloc'd) with its length. Returns 0 or -ENOMEM. */
+struct aggr_model;
+int aggr_metrics_operator_lines(const struct aggr_model *m, char **ret, size_t *ret_len);

@@ -503,10 +503,40 @@ static void node_write_common(struct json_writer *w, const struct aggr_node *n) 
   jw_bool(w, n->profile_drift);
 }
 
-static void node_write_summary(struct json_writer *w, const struct aggr_node *n,
-                               const struct aggr_startup *s) {
+/* An operator's entry (model/operator.h) as the API shows it, or null. */
+static void op_entry_write(struct json_writer *w, const struct aggr_op_entry *e) {
+  if (!e) {
+    jw_null(w);
+    return;
+  }
+  jw_open(w, '{');
+  jw_key(w, "reason");
+  jw_string(w, e->reason);
+  jw_key(w, "by");
+  jw_string(w, e->by);
+  jw_key(w, "since");
+  jw_time(w, e->since_usec);
+  if (e->kind == AGGR_OP_MAINTENANCE) {
+    jw_key(w, "until");
+    jw_time(w, e->until_usec);
+  }
+  jw_close(w, '}');
+}
+
+/* The node's maintenance (issue 19), after the members it shares. A
+ * maintenance that ended by the clock is shown until the leader records its
+ * end, which follows within a publish. */
+static void node_write_operator(struct json_writer *w, const struct aggr_model *m,
+                                const struct aggr_node *n) {
+  jw_key(w, "maintenance");
+  op_entry_write(w, aggr_operator_find(&m->operator, AGGR_OP_MAINTENANCE, n->id, NULL));
+}
+
+static void node_write_summary(struct json_writer *w, const struct aggr_model *m,
+                               const struct aggr_node *n, const struct aggr_startup *s) {
   jw_open(w, '{');
   node_write_common(w, n);
+  node_write_operator(w, m, n);
   jw_key(w, "startup");
   jw_open(w, '{');
   startup_write_summary(w, s);
@@ -515,7 +545,10 @@ static void node_write_summary(struct json_writer *w, const struct aggr_node *n,
   jw_close(w, '}');
 }
 
-static void component_write(struct json_writer *w, const struct aggr_component *c) {
+/* A component with, after its own members, its operator state (issue 19):
+ * "maintenance" and "acknowledged". */
+static void component_write(struct json_writer *w, const struct aggr_model *m,
+                            const struct aggr_node *n, const struct aggr_component *c) {
   /* HAProxy's counter: health runs from 0 to rise + fall - 1. */
   unsigned span = c->rise + c->fall > 0 ? c->rise + c->fall - 1 : 0;
   jw_open(w, '{');
@@ -543,6 +576,10 @@ static void component_write(struct json_writer *w, const struct aggr_component *
   jw_string(w, c->description);
   jw_key(w, "display_name");
   jw_string(w, c->display_name);
+  jw_key(w, "maintenance");
+  op_entry_write(w, aggr_operator_find(&m->operator, AGGR_OP_MAINTENANCE, n->id, c->name));
+  jw_key(w, "acknowledged");
+  op_entry_write(w, aggr_operator_find(&m->operator, AGGR_OP_ACK, n->id, c->name));
   jw_close(w, '}');
 }
 
@@ -551,11 +588,12 @@ static void node_write_detail(struct json_writer *w, const struct aggr_model *m,
                               struct live_fields *live) {
   jw_open(w, '{');
   node_write_common(w, n);
+  node_write_operator(w, m, n);
   jw_key(w, "components");
   jw_open(w, '[');
   for (size_t i = 0; i < n->n_components; i++) {
     jw_element(w);
-    component_write(w, &n->components[i]);
+    component_write(w, m, n, &n->components[i]);
   }
   jw_close(w, ']');
   jw_key(w, "startup");
@@ -904,6 +942,7 @@ static void view_free(struct aggr_view *v) {
   free(v->leader_id);
   free(v->leader_http);
   free(v->readyz);
+  free(v->operator_metrics);
   free(v->storage_failing);
   free(v->not_leader);
   for (size_t i = 0; i < v->n_nodes; i++) {
@@ -967,7 +1006,7 @@ static int node_render(const struct aggr_model *m, const struct aggr_node *n,
   ret->id = ret->detail->id;
   ret->last_seen_usec = n->last_seen_usec;
 
-  node_write_summary(&w, n, s);
+  node_write_summary(&w, m, n, s);
   if ((k = rendered_take(&w, false, &r)) < 0)
     return k;
   if ((k = body_settle(&r, prev ? prev->summary : NULL, index, NULL, &ret->summary, changed)) < 0)
@@ -1050,6 +1089,8 @@ int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
       (k = body_settle(&r, old ? old->health : NULL, next, NULL, &v->health, &changed)) < 0)
     goto fail;
   if ((k = view_set_election(v, m, ready)) < 0)
+    goto fail;
+  if ((k = aggr_metrics_operator_lines(m, &v->operator_metrics, &v->operator_metrics_len)) < 0)
     goto fail;
 
   for (size_t i = 0; i < m->n_nodes; i++) {

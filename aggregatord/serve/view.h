@@ -97,6 +97,11 @@ struct aggr_view {
   size_t readyz_len;
   char *not_leader; /* a follower's 307 body, or NULL without leader_http */
   size_t not_leader_len;
+  /* /metrics' lines of operator state (issue 19): muster_node_maintenance,
+   * muster_component_maintenance and muster_component_acknowledged, with
+   * their HELP and TYPE (aggr_metrics_operator_lines). */
+  char *operator_metrics;
+  size_t operator_metrics_len;
 
   /* Loop thread only: retirement. */
   struct aggr_view *next_retired;

@@ -180,6 +180,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *node = aggr_http_route_node(path);
     FUZZ_CHECK(node > path && node[0] &&
                strncmp(path, AGGR_HTTP_NODES_PREFIX, strlen(AGGR_HTTP_NODES_PREFIX)) == 0);
+    /* The writes' routes (issue 19): names are never empty, never hold a
+     * '/', and the node id is a prefix of the path's tail. */
+    for (int put = 0; put <= 1; put++) {
+      enum aggr_http_write_kind kind;
+      char *wnode = NULL, *wcomp = NULL;
+      if (aggr_http_write_route(path, put, &kind, &wnode, &wcomp) == 0) {
+        FUZZ_CHECK(wnode[0] && !strchr(wnode, '/') && strncmp(node, wnode, strlen(wnode)) == 0);
+        FUZZ_CHECK(!wcomp || (wcomp[0] && !strchr(wcomp, '/')));
+        FUZZ_CHECK(put || kind != AGGR_HTTP_WRITE_MAINTENANCE_SET);
+      }
+      free(wnode);
+      free(wcomp);
+    }
   }
 
   if (route == AGGR_HTTP_ROUTE_DCOS)

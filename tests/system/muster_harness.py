@@ -1456,10 +1456,13 @@ class VerdictWatch:
     sampler) was covered so."""
 
     class Sample:
-        __slots__ = ("t", "wall", "cluster", "health", "nodes")
+        __slots__ = ("t", "wall", "cluster", "health", "nodes", "indexes")
 
-        def __init__(self, t, wall, health, nodes):
+        def __init__(self, t, wall, health, nodes, indexes=None):
             self.t, self.wall, self.health, self.nodes = t, wall, health, nodes
+            # (health's X-Muster-Index, the node list's), both read by this
+            # sample's plain GETs; None for a blocking read's sample.
+            self.indexes = indexes
             self.cluster = health.get("verdict") if health else None
 
         def node(self, node_id):
@@ -1524,7 +1527,7 @@ class VerdictWatch:
         except ValueError:
             return None, None
 
-    def _sample(self, health, nodes_body):
+    def _sample(self, health, nodes_body, indexes=None):
         nodes = ({n["id"]: n for n in nodes_body.get("nodes", [])}
                  if nodes_body is not None else None)
         with self._lock:
@@ -1537,12 +1540,14 @@ class VerdictWatch:
             self.samples.append(VerdictWatch.Sample(
                 time.monotonic(), time.time(),
                 health if health is not None else None,
-                nodes if nodes is not None else self._last["nodes"]))
+                nodes if nodes is not None else self._last["nodes"], indexes))
 
     def _poll_loop(self):
         while not self._stop.is_set():
             t0 = time.monotonic()
-            self._sample(self._get("/v1/health")[0], self._get("/v1/nodes")[0])
+            health, hi = self._get("/v1/health")
+            nodes, ni = self._get("/v1/nodes")
+            self._sample(health, nodes, (hi, ni) if hi and ni else None)
             self._stop.wait(max(0.0, self.every - (time.monotonic() - t0)))
 
     def _follow(self, path, which):
@@ -1594,16 +1599,35 @@ class VerdictWatch:
         return max((b - a for a, b in zip(ts, ts[1:])), default=0.0)
 
     def blind_spots(self, longer_than):
-        """The gaps between samples longer than longer_than during which
-        not both bodies had a blocking read waiting: [(start, end)]."""
+        """The gaps between samples longer than longer_than that nothing
+        vouches for: [(start, end)]. A gap is vouched for when a blocking
+        read of each body waited through it (it would have returned at a
+        change), or when plain samples on both sides read the same indexes
+        of both bodies (an index moves with every change of its body, so
+        nothing changed in between)."""
         with self._lock:
-            ts = [s.t for s in self.samples]
+            rec = list(self.samples)
             waits = {k: list(v) for k, v in self._waits.items()}
 
         def covered(a, b, which):
             return any(sent <= a and returned >= b for sent, returned in waits[which])
-        return [(a, b) for a, b in zip(ts, ts[1:])
-                if b - a > longer_than and not (covered(a, b, "health") and covered(a, b, "nodes"))]
+
+        def unchanged(i, j):
+            # The last plain sample at or before i, the first at or after j.
+            before = next((x.indexes for x in reversed(rec[:i + 1]) if x.indexes), None)
+            after = next((x.indexes for x in rec[j:] if x.indexes), None)
+            return before is not None and before == after
+        out = []
+        for i in range(len(rec) - 1):
+            a, b = rec[i].t, rec[i + 1].t
+            if b - a <= longer_than:
+                continue
+            if covered(a, b, "health") and covered(a, b, "nodes"):
+                continue
+            if unchanged(i, i + 1):
+                continue
+            out.append((a, b))
+        return out
 
     def assert_never(self, bad, desc):
         """No sample satisfies bad(sample); the record's gaps stay below
@@ -1616,3 +1640,25 @@ class VerdictWatch:
         assert not blind, (f"the verdicts were not watched closely enough: {len(blind)} gap(s) over "
                            f"{T(0.1):.3f}s without a blocking read waiting, the longest "
                            f"{max(b - a for a, b in blind):.3f}s")
+
+
+# ---------------------------------------------------------------- operator writes (issue 19)
+
+
+def operator_write(aggr, method, path, body=None, token=Aggregator._CONFIGURED, operator="tester",
+                   host="127.0.0.1", **kw):
+    """PUT or DELETE of operator state on aggr's HTTP API (the admin token
+    when aggr's config names one, else the configured token); returns the
+    response. host: the address to connect to (another of this machine's
+    addresses makes a non-loopback peer)."""
+    if token is Aggregator._CONFIGURED:
+        admin = aggr.extra.get("http_admin_token_file")
+        if admin:
+            with open(admin) as f:
+                token = f.readline().strip()
+    headers = dict(kw.pop("headers", None) or {})
+    if operator:
+        headers["X-Muster-Operator"] = operator
+    kw = aggr.http_kw(token, headers=headers, **kw)
+    url = f"{aggr.http_scheme}://{host}:{aggr.http_port}{path}"
+    return _http.request(method, url, json=body, timeout=T(kw.pop("timeout", 5.0)), **kw)

@@ -14,6 +14,7 @@
 #define R   MST_VERDICT_UNREACHABLE
 #define M   MST_VERDICT_MISSING
 #define K   MST_VERDICT_UNKNOWN
+#define MT  MST_VERDICT_MAINTENANCE
 #define END _MST_VERDICT_MAX
 
 struct node_case {
@@ -65,6 +66,27 @@ static const struct node_case node_cases[] = {
     {"a fault before the first snapshot", {.have_snapshot = false, .fault = true}, U},
     {"a fault without components", {.have_snapshot = true, .fault = true}, U},
     {"silent beats a fault", {.silent = true, .have_snapshot = true, .fault = true}, R},
+    /* Issue 19: operator state. */
+    {"maintenance beats silence",
+     {.maintenance = true, .silent = true, .have_snapshot = true, .n_unhealthy = 1},
+     MT},
+    {"maintenance beats a fault and late", {.maintenance = true, .fault = true, .late = true}, MT},
+    {"maintenance of a healthy node",
+     {.maintenance = true, .have_snapshot = true, .n_healthy = 3},
+     MT},
+    {"maintenance before the first snapshot", {.maintenance = true}, MT},
+    {"a component in maintenance, the rest healthy",
+     {.have_snapshot = true, .n_healthy = 3, .n_maintenance = 1},
+     D},
+    {"a component in maintenance does not hide an unhealthy one",
+     {.have_snapshot = true, .n_unhealthy = 1, .n_maintenance = 1},
+     U},
+    {"a component in maintenance does not hide starting",
+     {.have_snapshot = true, .n_starting = 1, .n_maintenance = 1},
+     S},
+    {"silent beats a component in maintenance",
+     {.silent = true, .have_snapshot = true, .n_maintenance = 1},
+     R},
 };
 
 Test(verdict, node) {
@@ -112,6 +134,15 @@ static const struct cluster_case cluster_cases[] = {
     {"everything healthy", true, true, {H, H, H, END}, {H, H, END}, H},
     {"healthy masters, no agents", true, true, {H, END}, {END}, H},
     {"no expected masters, healthy agents", true, true, {END}, {H, END}, H},
+
+    {"a master in maintenance => degraded", true, true, {H, MT, H, END}, {H, END}, D},
+    {"every master in maintenance => degraded", true, true, {MT, MT, END}, {H, END}, D},
+    {"a master in maintenance, agents failing behind it", true, true, {MT, END}, {U, R, END}, D},
+    {"a master in maintenance, agents starting", true, true, {MT, H, END}, {S, END}, D},
+    {"a master in maintenance does not hide a failed one", true, true, {MT, U, END}, {H, END}, U},
+    {"a master in maintenance does not hide a starting one", true, true, {MT, S, END}, {H, END}, S},
+    {"an agent in maintenance => degraded", true, true, {H, END}, {MT, H, END}, D},
+    {"no leader beats maintenance", false, true, {MT, END}, {H, END}, K},
 };
 
 static size_t count_until_end(const enum mst_verdict *v) {
@@ -139,8 +170,8 @@ Test(verdict, cluster) {
 }
 
 Test(verdict, names_round_trip) {
-  static const char *const names[] = {"unknown", "healthy",   "degraded",    "starting",
-                                      "late",    "unhealthy", "unreachable", "missing"};
+  static const char *const names[] = {"unknown",   "healthy",     "degraded", "starting",   "late",
+                                      "unhealthy", "unreachable", "missing",  "maintenance"};
   for (int v = 0; v < _MST_VERDICT_MAX; v++) {
     cr_assert_str_eq(mst_verdict_to_string((enum mst_verdict)v), names[v]);
     cr_assert_eq(mst_verdict_from_string(names[v]), v);
@@ -159,7 +190,7 @@ Test(verdict, exit_codes) {
     enum mst_verdict v;
     int code;
   } codes[] = {
-      {H, 0}, {D, 1}, {S, 1}, {U, 2}, {L, 2}, {K, 3}, {R, 3}, {M, 3},
+      {H, 0}, {D, 1}, {S, 1}, {U, 2}, {L, 2}, {K, 3}, {R, 3}, {M, 3}, {MT, 1},
   };
   for (size_t i = 0; i < ELEMENTSOF(codes); i++)
     cr_assert_eq(mst_verdict_exit_code(codes[i].v), codes[i].code, "%s",

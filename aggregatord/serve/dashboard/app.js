@@ -367,6 +367,14 @@ function renderNodes() {
   }
 }
 
+/* Operator state (issue 19): who put a node or component in maintenance or
+ * acknowledged it, why and until when; null when there is none. */
+function operatorLine(what, e) {
+  if (!e) return null;
+  return el('div', { class: 'operator muted', 'data-operator': what,
+    text: what + ': ' + e.reason + ' (by ' + e.by + (e.until ? ', until ' + fmtTime(e.until) : '') + ')' });
+}
+
 function renderDetail() {
   const box = $('detail');
   const id = state.selected;
@@ -384,6 +392,7 @@ function renderDetail() {
     el('p', {}, word(n.verdict), ' ', n.role || '', n.hostname ? ' · ' + n.hostname : '',
       n.since ? ' · since ' + fmtTime(n.since) : '', n.last_seen ? ' · last seen ' + ago(n.last_seen) : '',
       n.connected === false ? ' · not connected' : ''),
+    operatorLine('in maintenance', n.maintenance),
     causes.length ? el('div', {}, el('h3', { text: 'Root causes' }),
       el('ul', { class: 'causes' }, causes.map((c) => el('li', {}, word(c.state), ' ', c.message || c.component)))) : null,
     el('h3', { text: 'Components' }),
@@ -394,7 +403,8 @@ function renderDetail() {
       el('tbody', {}, comps.map((c) => el('tr', { 'data-component': c.name, 'data-state': c.state },
         el('td', { text: c.name }), el('td', {}, word(c.state)),
         el('td', {}, timeEl(c.since, c.since ? ago(c.since) : '')), el('td', { class: 'opt', text: c.check || '' }),
-        el('td', { class: 'opt', text: c.health || '' }), el('td', { class: 'out', text: c.output || '' })))))),
+        el('td', { class: 'opt', text: c.health || '' }), el('td', { class: 'out', text: c.output || '' },
+          operatorLine('in maintenance', c.maintenance), operatorLine('acknowledged', c.acknowledged))))))),
     stages.length ? el('h3', { text: 'Startup stages' }) : null,
     stages.length ? el('div', { class: 'tablewrap' }, el('table', { class: 'stages' },
       el('thead', {}, el('tr', {}, el('th', { text: 'stage' }), el('th', { text: 'state' }),

@@ -14,6 +14,12 @@
  *                closed but the stale timeout has not passed yet
  *                (disconnected)
  *   healthy      every component is healthy (or the node has none)
+ * Operator state (issue 19) comes first and last:
+ *   maintenance  the node is in maintenance (before every rule above: a node
+ *                rebooting or silent in maintenance is not unreachable)
+ *   degraded     a component in maintenance counts as a warning, whatever
+ *                its state (it is left out of the counts above); an
+ *                acknowledged component counts as what its state is
  *
  * Cluster verdicts (first that applies):
  *   unknown    no leader, or no data yet (no node has ever reported)
@@ -26,7 +32,10 @@
  * "Expected masters" are the configured ones; with none configured, every node
  * of role master that has reported. A master that never reported is missing
  * once the first-contact window after the first report has passed, and
- * starting within it (the aggregator decides which, evaluate.c). */
+ * starting within it (the aggregator decides which, evaluate.c).
+ * A node in maintenance, master or not, counts as degraded here: it never
+ * makes the cluster unhealthy (nor starting), and never leaves it healthy;
+ * the cluster's reasons name it. The cluster itself is never "maintenance". */
 #pragma once
 
 #include <stdbool.h>
@@ -40,7 +49,8 @@ enum mst_verdict {
   MST_VERDICT_LATE,
   MST_VERDICT_UNHEALTHY,
   MST_VERDICT_UNREACHABLE,
-  MST_VERDICT_MISSING, /* only for an expected master that never reported */
+  MST_VERDICT_MISSING,     /* only for an expected master that never reported */
+  MST_VERDICT_MAINTENANCE, /* a node an operator put in maintenance (issue 19) */
   _MST_VERDICT_MAX,
 };
 
@@ -50,7 +60,8 @@ const char *mst_verdict_name(int v);
 int mst_verdict_from_string(const char *s);
 
 /* The exit code musterctl uses: 0 healthy, 1 degraded or starting,
- * 2 unhealthy or late, 3 unknown, unreachable or missing. */
+ * 2 unhealthy or late, 3 unknown, unreachable or missing; a node in
+ * maintenance 1. */
 int mst_verdict_exit_code(enum mst_verdict v);
 
 struct mst_node_facts {
@@ -58,8 +69,10 @@ struct mst_node_facts {
   bool have_snapshot; /* the live model has the agent's components */
   bool late;          /* past p95 of the stage it waits on (issue 5) */
   size_t n_healthy, n_warning, n_starting, n_unhealthy, n_unknown;
-  bool disconnected; /* no stream, not yet silent past the stale timeout */
-  bool fault;        /* the agent cannot record or send its state (Heartbeat.fault) */
+  bool disconnected;    /* no stream, not yet silent past the stale timeout */
+  bool fault;           /* the agent cannot record or send its state (Heartbeat.fault) */
+  bool maintenance;     /* the node is in maintenance */
+  size_t n_maintenance; /* components in maintenance, left out of the counts above */
 };
 
 enum mst_verdict mst_node_verdict(const struct mst_node_facts *f);
