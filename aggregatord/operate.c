@@ -372,14 +372,11 @@ void aggr_operate_published(struct aggr *a) {
 
 static void pump(struct aggr *a);
 
-static void flight_done(int r, int64_t version, void *userdata) {
-  struct flight_ticket *t = userdata;
-  struct aggr *a = t->a;
+/* The change in flight (id) is stored (r 0, at version) or not (-errno). */
+static void flight_finish(struct aggr *a, uint64_t id, int r, int64_t version) {
   struct aggr_operate *o = a->operate;
-  bool ours = o && o->in_flight && o->flight_id == t->id;
-  free(t);
-  if (!ours)
-    return;
+  if (!o || !o->in_flight || o->flight_id != id)
+    return; /* timed out already */
   o->in_flight = false;
   sd_event_source_set_enabled(o->timeout_timer, SD_EVENT_OFF);
   if (r == 0) {
@@ -390,8 +387,8 @@ static void flight_done(int r, int64_t version, void *userdata) {
   } else {
     if (o->w)
       aggr_http_write_answer(TAKE_PTR(o->w), MHD_HTTP_SERVICE_UNAVAILABLE,
-                             error_body("unavailable",
-                                        "ZooKeeper did not store the change (%s); retry",
+                             error_body("unavailable", "%s did not store the change (%s); retry",
+                                        a->election ? "ZooKeeper" : "the history database",
                                         strerror(-r)));
     free(TAKE_PTR(o->answer));
     events_free(TAKE_PTR(o->events), o->n_events);
@@ -401,17 +398,31 @@ static void flight_done(int r, int64_t version, void *userdata) {
   pump(a);
 }
 
+static void flight_done(int r, int64_t version, void *userdata) {
+  struct flight_ticket *t = userdata;
+  struct aggr *a = t->a;
+  uint64_t id = t->id;
+  free(t);
+  flight_finish(a, id, r, version);
+}
+
+void aggr_operate_committed(struct aggr *a, uint64_t ticket, bool ok) {
+  int64_t version = a->model.operator.version + 1;
+  flight_finish(a, ticket, ok ? 0 : -EIO, version);
+}
+
 static int flight_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
   struct aggr *a = userdata;
   struct aggr_operate *o = a->operate;
   if (!o->in_flight)
     return 0;
-  log_warning("operator: ZooKeeper did not complete a write in time, answering 503");
+  log_warning("operator: %s did not complete a write in time, answering 503",
+              a->election ? "ZooKeeper" : "the history database");
   o->flight_id++; /* its completion, if it ever comes, is ignored */
   o->in_flight = false;
   if (o->w)
     aggr_http_write_answer(TAKE_PTR(o->w), MHD_HTTP_SERVICE_UNAVAILABLE,
-                           error_body("unavailable", "ZooKeeper did not answer in time; retry"));
+                           error_body("unavailable", "the store did not answer in time; retry"));
   free(TAKE_PTR(o->answer));
   events_free(TAKE_PTR(o->events), o->n_events);
   o->n_events = 0;
@@ -420,8 +431,10 @@ static int flight_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
   return 0;
 }
 
-/* Stores next (taken over) with its events and answer: at once standalone,
- * or as the write in flight. */
+/* Stores next (taken over) with its events and answer as the write in
+ * flight: in ZooKeeper, or standalone in the history database; either way
+ * the write is answered once stored (flight_finish), so that an answered
+ * change survives a kill -9. */
 static void change_store(struct aggr *a, struct aggr_operator *next, struct op_event *events,
                          size_t n_events, struct aggr_http_write *w, unsigned status,
                          char *answer) {
@@ -430,25 +443,23 @@ static void change_store(struct aggr *a, struct aggr_operator *next, struct op_e
   int r = doc ? 0 : -ENOMEM;
 
   if (r == 0 && !a->election) {
-    struct aggr_write *j = aggr_write_new_operator(a->epoch, doc);
-    if (j) {
+    /* Standalone: the writer reports the commit (aggr_operate_committed). */
+    struct aggr_write *j = aggr_write_new_operator(a->epoch, doc, ++o->flight_id);
+    if (j)
       aggr_writer_submit(a->writer, j);
-      next->version = a->model.operator.version + 1;
-      change_stored(a, next, events, n_events, w, status, answer);
-      aggr_operator_done(next);
-      return;
-    }
-    r = -ENOMEM;
+    else
+      r = -ENOMEM;
+  } else if (r == 0) {
+    struct flight_ticket *t = malloc(sizeof(*t));
+    if (t) {
+      *t = (struct flight_ticket){.a = a, .id = ++o->flight_id};
+      r = aggr_election_operator_write(a->election, doc, strlen(doc), a->model.operator.version,
+                                       flight_done, t);
+      if (r < 0)
+        free(t);
+    } else
+      r = -ENOMEM;
   }
-  struct flight_ticket *t = r == 0 ? malloc(sizeof(*t)) : NULL;
-  if (t) {
-    *t = (struct flight_ticket){.a = a, .id = ++o->flight_id};
-    r = aggr_election_operator_write(a->election, doc, strlen(doc), a->model.operator.version,
-                                     flight_done, t);
-    if (r < 0)
-      free(t);
-  } else
-    r = -ENOMEM;
   if (r < 0) {
     if (w)
       aggr_http_write_answer(

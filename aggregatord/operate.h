@@ -25,6 +25,10 @@ int aggr_operate_start(struct aggr *a);
 /* Answers every write still held (503) and stops. Before aggr_http_free(). */
 void aggr_operate_stop(struct aggr *a);
 
+/* Standalone: the writer committed (ok) or failed to commit the operator
+ * state of write ticket; the write is answered only now. Loop thread. */
+void aggr_operate_committed(struct aggr *a, uint64_t ticket, bool ok);
+
 /* After each publish: answers the writes the published view holds. */
 void aggr_operate_published(struct aggr *a);
 

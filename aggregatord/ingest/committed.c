@@ -3,6 +3,7 @@
 #include "ingest/committed.h"
 #include "ingest/conn.h"
 #include "ingest/writer.h"
+#include "operate.h"
 #include "mst/log.h"
 #include "publish.h"
 #include "serve/metrics.h"
@@ -27,6 +28,10 @@ static int writer_done(sd_event_source *s, int fd, uint32_t revents, void *userd
   size_t n = 0;
   struct aggr_commit *done = aggr_writer_collect(a->writer, &n);
   for (size_t i = 0; i < n; i++) {
+    if (done[i].operator_ticket) {
+      aggr_operate_committed(a, done[i].operator_ticket, done[i].ok);
+      continue;
+    }
     if (done[i].spool) {
       if (done[i].ok)
         aggr_spool_held(done[i].spool, done[i].seq, done[i].fp);

@@ -297,11 +297,13 @@ struct aggr_write *aggr_write_new_node_event(uint64_t epoch, const char *node_id
   return j;
 }
 
-struct aggr_write *aggr_write_new_operator(uint64_t epoch, const char *document) {
+struct aggr_write *aggr_write_new_operator(uint64_t epoch, const char *document, uint64_t ticket) {
   char *room;
   struct aggr_write *j = job_new(AGGR_WRITE_OPERATOR, epoch, 0, string_size(document), &room);
-  if (j)
+  if (j) {
     j->operator.document = aggr_write_put_string(&room, document, NULL);
+    j->operator.ticket = ticket;
+  }
   return j;
 }
 
@@ -789,7 +791,11 @@ rollback:
   return r;
 }
 
-static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t n, bool ok) {
+static void report(struct aggr_writer *w, const struct aggr_write *jobs,
+                   const struct spool_mark *marks, size_t n_marks, bool ok) {
+  size_t n = n_marks;
+  for (const struct aggr_write *j = jobs; j; j = j->next)
+    n += j->kind == AGGR_WRITE_OPERATOR;
   if (n == 0)
     return;
   pthread_mutex_lock(&w->lock);
@@ -806,7 +812,10 @@ static void report(struct aggr_writer *w, const struct spool_mark *marks, size_t
     w->done = d;
     w->cap_done = ncap;
   }
-  for (size_t i = 0; i < n; i++) {
+  for (const struct aggr_write *j = jobs; j; j = j->next)
+    if (j->kind == AGGR_WRITE_OPERATOR)
+      w->done[w->n_done++] = (struct aggr_commit){.operator_ticket = j->operator.ticket, .ok = ok};
+  for (size_t i = 0; i < n_marks; i++) {
     const struct aggr_write_changes *j = &marks[i].job->changes;
     struct aggr_commit *c = &w->done[w->n_done++];
     *c = (struct aggr_commit){.spool = j->spool, .seq = marks[i].seq, .fp = marks[i].fp, .ok = ok};
@@ -986,7 +995,7 @@ static void *writer_main(void *userdata) {
     else if (r < 0)
       log_error("writer: transaction of %zu rows failed (%s); affected streams will replay", n,
                 strerror(-r));
-    report(w, marks.v, marks.n, r >= 0);
+    report(w, jobs, marks.v, marks.n, r >= 0);
     if (r >= 0) {
       w->committed_since = true;
       storage_recovered(w);

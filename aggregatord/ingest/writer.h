@@ -87,6 +87,7 @@ struct aggr_write_node_event {
 
 struct aggr_write_operator {
   const char *document; /* model/operator.h's aggr_operator_to_json() */
+  uint64_t ticket;      /* reported back with the commit (aggr_commit.operator_ticket) */
 };
 
 /* One job for the writer: a tagged union. Each job is a single allocation
@@ -107,12 +108,15 @@ struct aggr_write {
   };
 };
 
-/* A commit result for one spool. */
+/* A commit result for one spool, or for an OPERATOR job (operator_ticket
+ * set, spool and ids NULL): the write it stored is answered only once it
+ * is committed. */
 struct aggr_commit {
   struct aggr_spool *spool; /* NULL for replicated changes */
   char *node_id, *spool_id; /* set (owned) when spool is NULL */
   uint64_t seq;
   uint64_t fp; /* mst_change_fingerprint() of the row at seq */
+  uint64_t operator_ticket;
   bool ok;
 };
 
@@ -190,7 +194,7 @@ struct aggr_write *aggr_write_new_stage(uint64_t epoch, const char *node_id, con
 
 /* An OPERATOR job: the whole operator state, kept in meta under the key
  * "operator" (a standalone aggregator's store; restore.c reads it back). */
-struct aggr_write *aggr_write_new_operator(uint64_t epoch, const char *document);
+struct aggr_write *aggr_write_new_operator(uint64_t epoch, const char *document, uint64_t ticket);
 
 /* A NODE_EVENT job (peer, boot_id, detail: NULL or "" when not known). */
 struct aggr_write *aggr_write_new_node_event(uint64_t epoch, const char *node_id, const char *event,

@@ -1230,6 +1230,7 @@ static size_t nodes_evaluate(struct aggr_model *m, uint64_t now, bool all, size_
 }
 
 bool aggr_model_evaluate(struct aggr_model *m, struct aggr_stage *st, uint64_t now_usec) {
+  m->evaluated_usec = now_usec;
   size_t first;
 
   /* A new lead: silence counts from now for nodes not heard since (the

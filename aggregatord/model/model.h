@@ -219,6 +219,10 @@ struct aggr_model {
    * 0 disables the window. Set by the caller after aggr_model_init(). */
   uint64_t first_contact_window_usec;
   uint64_t first_report_usec;
+  /* The time of the last aggr_model_evaluate(): the views show what held
+   * then (a maintenance ended by the clock is gone from them even before
+   * the leader has stored its end). */
+  uint64_t evaluated_usec;
 
   /* Operator state (operator.h): maintenance, acknowledgements, forgotten
    * nodes. The loop changes it only through aggr_model_set_operator(), which

@@ -134,7 +134,8 @@ int aggr_metrics_operator_lines(const struct aggr_model *m, char **ret, size_t *
        "Failing components an operator acknowledged (1 until they recover or it is cleared)."},
   };
   struct mst_dynbuf t = MST_DYNBUF_INIT(METRICS_TEXT_MAX);
-  uint64_t now = mst_now_realtime_usec();
+  /* What held at the last evaluation, as the other views show it. */
+  uint64_t now = m->evaluated_usec;
 
   for (size_t f = 0; f < ELEMENTSOF(families); f++) {
     mst_dynbuf_addf(&t, "# HELP %s %s\n# TYPE %s gauge\n", families[f].family, families[f].help,

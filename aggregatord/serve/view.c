@@ -523,13 +523,13 @@ static void op_entry_write(struct json_writer *w, const struct aggr_op_entry *e)
   jw_close(w, '}');
 }
 
-/* The node's maintenance (issue 19), after the members it shares. A
- * maintenance that ended by the clock is shown until the leader records its
- * end, which follows within a publish. */
+/* The node's maintenance (issue 19), after the members it shares. One that
+ * ended by the clock at the last evaluation is no longer shown, as the
+ * verdicts no longer count it, even before the leader has stored its end. */
 static void node_write_operator(struct json_writer *w, const struct aggr_model *m,
                                 const struct aggr_node *n) {
   jw_key(w, "maintenance");
-  op_entry_write(w, aggr_operator_find(&m->operator, AGGR_OP_MAINTENANCE, n->id, NULL));
+  op_entry_write(w, aggr_node_maintenance(m, n, NULL, m->evaluated_usec));
 }
 
 static void node_write_summary(struct json_writer *w, const struct aggr_model *m,
@@ -577,7 +577,7 @@ static void component_write(struct json_writer *w, const struct aggr_model *m,
   jw_key(w, "display_name");
   jw_string(w, c->display_name);
   jw_key(w, "maintenance");
-  op_entry_write(w, aggr_operator_find(&m->operator, AGGR_OP_MAINTENANCE, n->id, c->name));
+  op_entry_write(w, aggr_node_maintenance(m, n, c->name, m->evaluated_usec));
   jw_key(w, "acknowledged");
   op_entry_write(w, aggr_operator_find(&m->operator, AGGR_OP_ACK, n->id, c->name));
   jw_close(w, '}');

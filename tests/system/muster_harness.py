@@ -1476,7 +1476,7 @@ class VerdictWatch:
             nodes = {k: (v.get("verdict"), v.get("connected")) for k, v in (self.nodes or {}).items()}
             return f"<{self.wall:.3f} cluster={self.cluster} nodes={nodes}>"
 
-    def __init__(self, aggregator, every=0.05, wait="2s"):
+    def __init__(self, aggregator, every=0.025, wait="2s"):
         self.aggr = aggregator
         self.every = every
         self.wait = wait
