@@ -102,11 +102,15 @@ static int scan_escape(struct scan *sc, char *out, size_t *n) {
   if (cp >= 0xdc00 && cp <= 0xdfff)
     return scan_bad(sc, "a lone low surrogate");
   if (cp >= 0xd800 && cp <= 0xdbff) {
+    /* What is there already may show that no low half follows. */
+    const char *lone = "a high surrogate without its low half";
+    if ((sc->at < sc->len && sc->s[sc->at] != '\\') ||
+        (sc->at + 1 < sc->len && sc->s[sc->at + 1] != 'u'))
+      return scan_bad(sc, lone);
     if (sc->at + 6 > sc->len)
       return SCAN_MORE;
-    if (sc->s[sc->at] != '\\' || sc->s[sc->at + 1] != 'u' || hex4(sc->s + sc->at + 2, &low) < 0 ||
-        low < 0xdc00 || low > 0xdfff)
-      return scan_bad(sc, "a high surrogate without its low half");
+    if (hex4(sc->s + sc->at + 2, &low) < 0 || low < 0xdc00 || low > 0xdfff)
+      return scan_bad(sc, lone);
     sc->at += 6;
     cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
   }
