@@ -199,55 +199,54 @@ static int skip_value(struct scan *sc) {
   return 0;
 }
 
+/* Skips white space: *ret is the next character, or SCAN_MORE at the end. */
+static int next_char(struct scan *sc, char *ret) {
+  skip_space(sc);
+  if (sc->at >= sc->len)
+    return SCAN_MORE;
+  *ret = sc->s[sc->at];
+  return 0;
+}
+
 int agent_json_find_string(const char *text, size_t len, const char *key, char **ret, char *err,
                            size_t errsize) {
   struct scan sc = {.s = text, .len = len, .err = err, .errsize = errsize};
+  char c;
   int r;
 
-  skip_space(&sc);
-  if (sc.at >= sc.len)
-    return SCAN_MORE;
-  if (text[sc.at] != '{')
+  if ((r = next_char(&sc, &c)) < 0)
+    return r;
+  if (c != '{')
     return scan_bad(&sc, "not a JSON object");
   sc.at++;
   for (bool first = true;; first = false) {
-    skip_space(&sc);
-    if (sc.at >= sc.len)
-      return SCAN_MORE;
-    if (text[sc.at] == '}')
+    if ((r = next_char(&sc, &c)) < 0)
+      return r;
+    if (c == '}')
       return first ? -ENOENT : scan_bad(&sc, "a ',' before '}'");
-    if (text[sc.at] != '"')
+    if (c != '"')
       return scan_bad(&sc, "a member name missing");
     _cleanup_free_ char *name = NULL;
-    r = scan_string(&sc, &name);
-    if (r < 0)
+    if ((r = scan_string(&sc, &name)) < 0 || (r = next_char(&sc, &c)) < 0)
       return r;
-    skip_space(&sc);
-    if (sc.at >= sc.len)
-      return SCAN_MORE;
-    if (text[sc.at] != ':')
+    if (c != ':')
       return scan_bad(&sc, "a ':' missing");
     sc.at++;
-    skip_space(&sc);
-    if (sc.at >= sc.len)
-      return SCAN_MORE;
+    if ((r = next_char(&sc, &c)) < 0)
+      return r;
     if (strcmp(name, key) == 0) {
-      if (text[sc.at] != '"') {
+      if (c != '"') {
         snprintf(err, errsize, "\"%s\" is not a string", key);
         return -EBADMSG;
       }
       r = scan_string(&sc, ret);
       return r < 0 ? r : 1;
     }
-    r = skip_value(&sc);
-    if (r < 0)
+    if ((r = skip_value(&sc)) < 0 || (r = next_char(&sc, &c)) < 0)
       return r;
-    skip_space(&sc);
-    if (sc.at >= sc.len)
-      return SCAN_MORE;
-    if (text[sc.at] == '}')
+    if (c == '}')
       return -ENOENT;
-    if (text[sc.at] != ',')
+    if (c != ',')
       return scan_bad(&sc, "a ',' or '}' missing");
     sc.at++;
   }
