@@ -32,6 +32,7 @@ struct agent_component;
 struct agent_spool;
 struct agent_stream;
 struct agent_http;
+struct agent_mesos_state;
 struct agent_systemd;
 struct mst_tls_creds;
 
@@ -73,4 +74,12 @@ struct agent {
   char fault[MST_AGENT_FAULT_MAX + 1];
   uint64_t fault_since_usec;    /* realtime start of the fault; 0 without one */
   sd_event_source *fault_timer; /* fault.c: the retries while it lasts */
+
+  /* dcos_facts.c: what DC/OS shows of the node. The DC/OS version, read
+   * from [agent] dcos_version_file at config load (owned; NULL without
+   * one), and the Mesos id, from [agent] mesos_state_url ("" until Mesos
+   * names one; then the last id it named). */
+  char *dcos_version;
+  char mesos_id[MST_MESOS_ID_MAX + 1];
+  struct agent_mesos_state *mesos_state; /* NULL without mesos_state_url */
 };

@@ -15,10 +15,12 @@
 #include "boot.h"
 #include "config.h"
 #include "config_keys.h"
+#include "dcos_facts.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
 #include "mst/duration.h"
+#include "mst/dynbuf.h"
 #include "mst/frame.h"
 #include "mst/log.h"
 #include "mst/macro.h"
@@ -34,6 +36,7 @@
 struct key_lines {
   unsigned node_id, role, profiles, spool, aggregators, token_file, systemd;
   unsigned node_id_command;
+  unsigned dcos_version_file, mesos_state_url;
 };
 
 static int record_key_line(void *user, const char *section, const char *name, const char *value,
@@ -51,6 +54,8 @@ static int record_key_line(void *user, const char *section, const char *name, co
       {"token_file", offsetof(struct key_lines, token_file)},
       {"systemd", offsetof(struct key_lines, systemd)},
       {"node_id_command", offsetof(struct key_lines, node_id_command)},
+      {"dcos_version_file", offsetof(struct key_lines, dcos_version_file)},
+      {"mesos_state_url", offsetof(struct key_lines, mesos_state_url)},
   };
 
   if (!name || strcmp(section, "agent") != 0)
@@ -95,6 +100,51 @@ static void node_id_from_command(struct agent *a, const char *path, const struct
   }
   log_info("node id %s, from node_id_command '%s'", id, a->cfg.node_id_command);
   a->cfg.node_id = id;
+}
+
+/* The DC/OS version, from dcos_version_file, at the key's line. */
+static void dcos_version_load(struct agent *a, const char *path, unsigned line,
+                              struct mst_diag *diag) {
+  char err[512];
+
+  if (agent_dcos_version_read(a->cfg.dcos_version_file, &a->dcos_version, err, sizeof(err)) < 0)
+    mst_diag_add(diag, path, line, "[agent] dcos_version_file: %s", err);
+}
+
+/* mesos_state_url with every "{node_id}" replaced by the node id (DC/OS's
+ * Mesos listens on the node's IP, which node_id_command gives), then
+ * checked as an http check's URL is. */
+static void mesos_state_url_load(struct agent *a, const char *path, unsigned line,
+                                 struct mst_diag *diag) {
+  static const char mark[] = "{node_id}";
+  const char *url = a->cfg.mesos_state_url, *id = a->cfg.node_id ? a->cfg.node_id : "";
+  struct mst_dynbuf b;
+  struct agent_http_url u;
+  char err[512], *expanded = NULL;
+  int r = 0;
+
+  mst_dynbuf_init(&b, 4096);
+  for (const char *at; r >= 0 && (at = strstr(url, mark)); url = at + strlen(mark)) {
+    r = mst_dynbuf_add(&b, url, (size_t)(at - url));
+    if (r >= 0)
+      r = mst_dynbuf_adds(&b, id);
+  }
+  if (r >= 0)
+    r = mst_dynbuf_adds(&b, url);
+  if (r >= 0)
+    r = mst_dynbuf_take(&b, &expanded, NULL);
+  mst_dynbuf_reset(&b);
+  if (r < 0) {
+    mst_diag_add(diag, path, line, "[agent] mesos_state_url: too long once {node_id} is in it");
+    return;
+  }
+  free(a->cfg.mesos_state_url);
+  a->cfg.mesos_state_url = expanded;
+  r = agent_http_url_parse(expanded, &u, err, sizeof(err));
+  if (r == -EINVAL)
+    mst_diag_add(diag, path, line, "[agent] mesos_state_url: %s", err);
+  else if (r >= 0)
+    agent_http_url_done(&u);
 }
 
 static void check_aggregators(const char *path, unsigned line, const char *list,
@@ -310,6 +360,8 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
     if (!a->cfg.node_id)
       return -EINVAL; /* no host name in its place: the id must be the command's */
   }
+  if (a->cfg.dcos_version_file)
+    dcos_version_load(a, path, kl.dcos_version_file, diag);
   if (!a->cfg.node_id) {
     r = agent_hostname(&a->cfg.node_id);
     if (r < 0) {
@@ -324,6 +376,8 @@ int agent_config_load(struct agent *a, const char *path, struct mst_diag *diag) 
                    "printable UTF-8 without spaces): set node_id",
                    MST_NODE_ID_MAX);
   }
+  if (a->cfg.mesos_state_url)
+    mesos_state_url_load(a, path, kl.mesos_state_url, diag);
 
   return diag->n > 0 ? -EINVAL : 0;
 }
@@ -335,6 +389,8 @@ void agent_config_done(struct agent *a) {
   a->profile = NULL;
   free(a->token);
   a->token = NULL;
+  free(a->dcos_version);
+  a->dcos_version = NULL;
   mst_tls_creds_unref(a->tls_creds);
   a->tls_creds = NULL;
 }

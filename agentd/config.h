@@ -35,6 +35,12 @@ struct agent_config {
    * exclusive with node_id. node_id_timeout bounds it. */
   char *node_id_command;
   uint64_t node_id_timeout_usec;
+  /* DC/OS's facts of the node (dcos_facts.h): the version file, read at
+   * load; the Mesos state URL ("{node_id}" replaced by the node id at
+   * load), fetched every mesos_state_interval. */
+  char *dcos_version_file;
+  char *mesos_state_url;
+  uint64_t mesos_state_interval_usec;
 };
 
 /* Loads and validates the config file into a->cfg, reads the token file, and

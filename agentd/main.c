@@ -27,6 +27,7 @@
 #include "boot.h"
 #include "component.h"
 #include "config.h"
+#include "dcos_facts.h"
 #include "fault.h"
 #include "heap.h"
 #include "mst/diag.h"
@@ -138,7 +139,8 @@ static int agent_start(struct agent *a) {
   if (r < 0)
     return start_failed(r, "set up spool housekeeping");
 
-  if (profile_uses_check(a->profile, MST_CHECK_HTTP)) {
+  /* The Mesos id is fetched with the http checks' client. */
+  if (profile_uses_check(a->profile, MST_CHECK_HTTP) || a->cfg.mesos_state_url) {
     r = agent_http_new(a, &a->http);
     if (r < 0)
       return start_failed(r, "set up the HTTP checks");
@@ -149,6 +151,9 @@ static int agent_start(struct agent *a) {
   r = agent_probes_start(a);
   if (r < 0)
     return r;
+  r = agent_mesos_state_start(a);
+  if (r < 0)
+    return start_failed(r, "start fetching the Mesos id");
   if (profile_uses_check(a->profile, MST_CHECK_SYSTEMD)) {
     r = agent_systemd_new(a, &a->systemd);
     if (r < 0)
@@ -169,6 +174,7 @@ static int agent_start(struct agent *a) {
 static void agent_stop(struct agent *a) {
   agent_heap_trim_stop(a);
   agent_probes_stop(a);
+  agent_mesos_state_stop(a);
   agent_systemd_free(TAKE_PTR(a->systemd));
   agent_stream_free(TAKE_PTR(a->stream));
   agent_http_free(TAKE_PTR(a->http));

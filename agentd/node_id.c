@@ -22,21 +22,15 @@
 #include "mst/time.h"
 #include "mst/utf8.h"
 #include "node_id.h"
+#include "util.h"
 
 #define NODE_ID_STDERR_MAX 256 /* of its standard error, kept for the message */
 #define NODE_ID_QUOTE_MAX  120 /* of what it printed, quoted in a message */
 #define NODE_ID_REAP_STEP  10  /* ms between looks at whether it exited */
 
 bool agent_node_id_valid(const char *s) {
-  size_t n = strlen(s);
-
   /* What the aggregator accepts in a Hello (envelope.c), and printable. */
-  if (n == 0 || n > MST_NODE_ID_MAX || !mst_utf8_valid(s))
-    return false;
-  for (const char *c = s; *c; c++)
-    if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
-      return false;
-  return true;
+  return agent_word_valid(s, MST_NODE_ID_MAX);
 }
 
 /* The child: never returns. Only async-signal-safe calls after fork(). */

@@ -53,6 +53,9 @@
  * and right after a Welcome; its end only from the pump, once every change
  * committed so far is queued (the changes that could not be recorded
  * before), so the aggregator never holds the old states without the fault.
+ * They also carry the node's Mesos id (dcos_facts.c), which can change
+ * while the stream is up; a new one goes out in a heartbeat at once. The
+ * Hello carries it and the DC/OS version.
  *
  * Acks are cumulative and go to the spool, which persists them in batches.
  * Any frame resets the silence timer; three heartbeat intervals without one
@@ -336,6 +339,8 @@ static int stream_send_hello(struct agent_stream *s) {
   hello.spool_id = (char *)agent_spool_id(a->spool);
   hello.last_seq = agent_spool_last_seq(a->spool);
   hello.protocol_version = STREAM_PROTOCOL_VERSION;
+  hello.dcos_version = a->dcos_version ? a->dcos_version : "";
+  hello.mesos_id = a->mesos_id;
   env.body_case = MUSTER__ENVELOPE__BODY_HELLO;
   env.hello = &hello;
 
@@ -354,6 +359,7 @@ static int stream_queue_heartbeat(struct agent_stream *s) {
   hb.seq = agent_spool_last_seq(s->agent->spool);
   hb.fault = s->fault_sent;
   hb.fault_since_ms = (int64_t)(s->fault_sent_since_usec / USEC_PER_MSEC);
+  hb.mesos_id = s->agent->mesos_id;
   env.body_case = MUSTER__ENVELOPE__BODY_HEARTBEAT;
   env.heartbeat = &hb;
   return stream_queue(s, &env);
@@ -688,6 +694,12 @@ void agent_stream_hello_again(struct agent_stream *s) {
   if (s && (s->phase == STREAM_HELLO || s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE))
     stream_drop(s, 0, "a new startup began (%s); saying Hello again to %s", s->agent->boot_id,
                 s->peer);
+}
+
+void agent_stream_mesos_id_changed(struct agent_stream *s) {
+  /* Before the Welcome, the Hello said it or the next one will. */
+  if (s && (s->phase == STREAM_REPLAY || s->phase == STREAM_LIVE))
+    stream_send_heartbeat(s);
 }
 
 void agent_stream_fault_changed(struct agent_stream *s) {

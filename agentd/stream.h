@@ -37,3 +37,6 @@ void agent_stream_outputs_changed(struct agent_stream *s);
  * change goes out in a heartbeat at once, an end once every committed
  * change is queued (see stream.c). Accepts NULL. */
 void agent_stream_fault_changed(struct agent_stream *s);
+/* The node's Mesos id (a->mesos_id) changed: it goes out in a heartbeat at
+ * once (every heartbeat carries it). Accepts NULL. */
+void agent_stream_mesos_id_changed(struct agent_stream *s);

@@ -13,6 +13,7 @@
 
 #include "agent.h"
 #include "mst/macro.h"
+#include "mst/utf8.h"
 #include "util.h"
 
 int agent_random_bytes(void *buf, size_t n) {
@@ -104,4 +105,15 @@ int agent_hex_digit(char c) {
   const char *d = memchr(digits, c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c, 16);
 
   return d ? (int)(d - digits) : -1;
+}
+
+bool agent_word_valid(const char *s, size_t max) {
+  size_t n = strlen(s);
+
+  if (n == 0 || n > max || !mst_utf8_valid(s))
+    return false;
+  for (const char *c = s; *c; c++)
+    if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
+      return false;
+  return true;
 }

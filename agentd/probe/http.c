@@ -37,7 +37,12 @@
  *
  * https: the system's trusted CAs are loaded once, when the profile has an
  * https check, and the certificate must match the URL's host, as with curl's
- * defaults. */
+ * defaults.
+ *
+ * A fetch (agent_http_fetch()) is the same run for the agent's own use (the
+ * Mesos id, from the local Mesos state): it keeps the body's first
+ * AGENT_HTTP_BODY_MAX bytes and hands them, with the status, to a callback
+ * instead of judging a component. */
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <netdb.h>
@@ -96,8 +101,11 @@ enum http_phase {
 };
 
 struct http_run {
-  struct agent_component *c;
+  struct agent_component *c; /* the check's component; NULL for a fetch */
   struct agent_http *http;
+  uint64_t timeout_usec, started_usec;
+  agent_http_fetch_done_t fetch_done; /* a fetch's: its callback and its data */
+  void *fetch_userdata;
   struct agent_http_url url;
   enum http_phase phase;
   struct http_resolve *resolve;
@@ -178,6 +186,12 @@ static void http_run_free(struct http_run *run) {
 static void http_finish(struct http_run *run, enum mst_result result, const char *text) {
   struct agent_component *c = run->c;
 
+  if (!c) {
+    /* A fetch that failed: the status is 0, the text says why. */
+    run->fetch_done(run->fetch_userdata, 0, NULL, 0, text);
+    http_run_free(run);
+    return;
+  }
   c->run = NULL;
   http_run_free(run);
   agent_probe_done(c, result, text, NULL);
@@ -195,10 +209,17 @@ _printf_(2, 3) static void http_fail(struct http_run *run, const char *fmt, ...)
 
 /* The response is complete (or enough of it was seen): judge it. */
 static void http_judge(struct http_run *run) {
-  const struct mst_component *conf = run->c->conf;
   const struct agent_http_response *p = &run->response;
-  uint64_t ms = (mst_now_monotonic_usec() - run->c->run_started_usec) / USEC_PER_MSEC;
+  uint64_t ms = (mst_now_monotonic_usec() - run->started_usec) / USEC_PER_MSEC;
   char msg[AGENT_OUTPUT_MAX];
+
+  if (!run->c) {
+    /* A fetch: what the server said is the caller's to judge. */
+    run->fetch_done(run->fetch_userdata, p->status, p->kept ? p->kept : "", p->kept_len, NULL);
+    http_run_free(run);
+    return;
+  }
+  const struct mst_component *conf = run->c->conf;
 
   if (p->status != conf->expect_status) {
     http_fail(run, "HTTP %u (expected %u)", p->status, conf->expect_status);
@@ -423,7 +444,7 @@ static void http_connect_next(struct http_run *run, int last_error) {
       continue;
     }
     run->fd = r;
-    r = sd_event_add_io(run->c->agent->event, &run->io, run->fd, EPOLLOUT, http_on_io, run);
+    r = sd_event_add_io(run->http->agent->event, &run->io, run->fd, EPOLLOUT, http_on_io, run);
     if (r < 0) {
       http_finish(run, MST_RESULT_UNKNOWN, "cannot watch a socket");
       return;
@@ -470,8 +491,8 @@ static int http_on_timeout(sd_event_source *source, uint64_t usec, void *userdat
   char duration[32];
 
   http_fail(run, "timed out after %s %s (%s)",
-            mst_duration_format(run->c->conf->timeout_usec, duration, sizeof(duration)),
-            run_doing(run), run->url.host_header);
+            mst_duration_format(run->timeout_usec, duration, sizeof(duration)), run_doing(run),
+            run->url.host_header);
   return 0;
 }
 
@@ -709,41 +730,31 @@ static int http_request_build(struct http_run *run) {
   return 0;
 }
 
-int agent_http_start(struct agent_component *c) {
-  struct agent_http *h = c->agent->http;
-  const struct mst_component *conf = c->conf;
-  struct http_run *run;
+/* Starts run (its owner already set) on url: parses it, then connects or
+ * resolves, under one timer of run->timeout_usec. Returns 0 once the run
+ * is under way or has finished (a bad URL or too many lookups end it
+ * through http_finish()), or -errno with nothing started: the caller frees
+ * the run. */
+static int http_run_start(struct http_run *run, const char *url) {
   char err[512];
   int r;
 
-  if (!h || !conf->url)
-    return -EINVAL;
-  run = calloc(1, sizeof(*run));
-  if (!run)
-    return -ENOMEM;
-  run->c = c;
-  run->http = h;
-  run->fd = -1;
-  agent_http_response_init(&run->response, conf->expect_body);
-
+  run->started_usec = mst_now_monotonic_usec();
   /* config.c refused bad URLs at start: this is a safety net. */
-  r = agent_http_url_parse(conf->url, &run->url, err, sizeof(err));
-  if (r == -ENOMEM) {
-    http_run_free(run);
+  r = agent_http_url_parse(url, &run->url, err, sizeof(err));
+  if (r == -ENOMEM)
     return r;
-  }
-  c->run = run;
   if (r < 0) {
     http_finish(run, MST_RESULT_UNKNOWN, err);
     return 0;
   }
   r = http_request_build(run);
   if (r < 0)
-    goto fail;
-  r = sd_event_add_time_relative(c->agent->event, &run->timeout, CLOCK_MONOTONIC,
-                                 conf->timeout_usec, USEC_PER_MSEC, http_on_timeout, run);
+    return r;
+  r = sd_event_add_time_relative(run->http->agent->event, &run->timeout, CLOCK_MONOTONIC,
+                                 run->timeout_usec, USEC_PER_MSEC, http_on_timeout, run);
   if (r < 0)
-    goto fail;
+    return r;
   (void)sd_event_source_set_description(run->timeout, "http-timeout");
 
   if (agent_http_url_address(&run->url, &run->addrs[0], &run->addr_lens[0]) == 0) {
@@ -757,14 +768,65 @@ int agent_http_start(struct agent_component *c) {
               HTTP_RESOLVE_MAX);
     return 0;
   }
-  if (r < 0)
-    goto fail;
-  return 0;
-
-fail:
-  c->run = NULL;
-  http_run_free(run);
   return r;
+}
+
+int agent_http_start(struct agent_component *c) {
+  struct agent_http *h = c->agent->http;
+  const struct mst_component *conf = c->conf;
+  struct http_run *run;
+  int r;
+
+  if (!h || !conf->url)
+    return -EINVAL;
+  run = calloc(1, sizeof(*run));
+  if (!run)
+    return -ENOMEM;
+  run->c = c;
+  run->http = h;
+  run->fd = -1;
+  run->timeout_usec = conf->timeout_usec;
+  agent_http_response_init(&run->response, conf->expect_body);
+  c->run = run;
+  r = http_run_start(run, conf->url);
+  if (r < 0) {
+    c->run = NULL;
+    http_run_free(run);
+  }
+  return r;
+}
+
+int agent_http_fetch(struct agent_http *h, const char *url, uint64_t timeout_usec,
+                     agent_http_fetch_done_t done, void *userdata, struct http_run **ret) {
+  struct http_run *run;
+  int r;
+
+  run = calloc(1, sizeof(*run));
+  if (!run)
+    return -ENOMEM;
+  run->http = h;
+  run->fd = -1;
+  run->timeout_usec = timeout_usec;
+  run->fetch_done = done;
+  run->fetch_userdata = userdata;
+  agent_http_response_init(&run->response, NULL);
+  r = agent_http_response_keep_body(&run->response);
+  if (r < 0) {
+    http_run_free(run);
+    return r;
+  }
+  /* The caller holds the run before it can end, even at once. */
+  *ret = run;
+  r = http_run_start(run, url);
+  if (r < 0) {
+    *ret = NULL;
+    http_run_free(run);
+  }
+  return r;
+}
+
+void agent_http_fetch_cancel(struct http_run *run) {
+  http_run_free(run);
 }
 
 void agent_http_cancel(struct agent_component *c) {

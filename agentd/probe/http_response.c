@@ -1,7 +1,8 @@
 /* The response side of an http check: an incremental HTTP/1.x parser fed
  * with whatever the socket gave, in pieces of any size.
  *
- * It keeps no copy of the response. Lines (the status line, headers, chunk
+ * It keeps no copy of the response, unless the caller asks for the body's
+ * first AGENT_HTTP_BODY_MAX bytes (a fetch, not a check). Lines (the status line, headers, chunk
  * sizes, trailers) go through one small line buffer; a longer line keeps
  * only its start, which is all that is looked at, unless a cut would change
  * what the line says: a Content-Length or Transfer-Encoding header, or a
@@ -57,6 +58,17 @@ void agent_http_response_init(struct agent_http_response *p, const char *expect_
 void agent_http_response_done(struct agent_http_response *p) {
   free(p->carry);
   p->carry = NULL;
+  free(p->kept);
+  p->kept = NULL;
+}
+
+int agent_http_response_keep_body(struct agent_http_response *p) {
+  p->kept = malloc(AGENT_HTTP_BODY_MAX + 1);
+  if (!p->kept)
+    return -ENOMEM;
+  p->kept[0] = '\0';
+  p->kept_len = 0;
+  return 0;
 }
 
 _printf_(2, 3) static int parse_error(struct agent_http_response *p, const char *fmt, ...) {
@@ -119,6 +131,11 @@ static int body_feed(struct agent_http_response *p, const char *data, size_t n) 
     r = body_search(p, data, n);
     if (r < 0)
       return r;
+  }
+  if (p->kept) {
+    memcpy(p->kept + p->kept_len, data, n);
+    p->kept_len += n;
+    p->kept[p->kept_len] = '\0';
   }
   p->body_len += n;
   return p->body_full ? 1 : 0;

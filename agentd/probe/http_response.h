@@ -37,11 +37,20 @@ struct agent_http_response {
   bool line_cut; /* the line was longer than line[] holds: only its start is in */
   char line[512];
   char error[256]; /* why, after -EBADMSG */
+  /* The body's first bytes, when the caller asked for them
+   * (agent_http_response_keep_body()): AGENT_HTTP_BODY_MAX at most, then
+   * a NUL; owned, NULL otherwise. */
+  char *kept;
+  size_t kept_len;
 };
 
 /* expect_body may be NULL or "" (the body is then only counted). */
 void agent_http_response_init(struct agent_http_response *p, const char *expect_body);
 void agent_http_response_done(struct agent_http_response *p);
+/* Keeps the body's first AGENT_HTTP_BODY_MAX bytes in p->kept (a fetch
+ * wants what the server said, not only whether it said something). Call
+ * after init, before feeding. Returns 0 or -ENOMEM. */
+int agent_http_response_keep_body(struct agent_http_response *p);
 /* Feeds n bytes. Returns 0 when more is wanted, 1 when the response is
  * complete (stop reading: what follows is not looked at), -EBADMSG with
  * p->error, or -ENOMEM. After 1 more bytes are ignored (1 again); after an

@@ -527,6 +527,8 @@ static int conn_on_hello(struct aggr_conn *c, const Muster__Hello *h) {
       .boot_time_usec = h->boot_time_ms > 0 ? (uint64_t)h->boot_time_ms * USEC_PER_MSEC : 0,
       .profile_digest = h->profile_digest,
       .startup_cause = h->startup_cause,
+      .dcos_version = h->dcos_version,
+      .mesos_id = h->mesos_id,
   };
   if (aggr_model_apply_hello(&a->model, node, &hello, c, now) < 0) {
     conn_reject(c, MUSTER__REJECT_CODE__REJECT_OVERLOADED, "out of memory");
@@ -763,6 +765,19 @@ static bool conn_apply_fault(struct aggr_conn *c, const Muster__Heartbeat *hb) {
   return r > 0;
 }
 
+/* The node's Mesos id, from every heartbeat (DC/OS's MesosID). Returns
+ * whether it changed. */
+static bool conn_apply_mesos_id(struct aggr_conn *c, const Muster__Heartbeat *hb) {
+  int r = aggr_node_apply_mesos_id(c->node, hb->mesos_id);
+
+  if (r < 0)
+    log_error("stream %s: out of memory keeping node %s's Mesos id, ignoring", c->peer,
+              c->node->id);
+  else if (r > 0)
+    log_info("node %s: Mesos id %s", c->node->id, hb->mesos_id);
+  return r > 0;
+}
+
 static int conn_on_heartbeat(struct aggr_conn *c, const Muster__Heartbeat *hb) {
   Muster__Envelope env = MUSTER__ENVELOPE__INIT;
   Muster__Heartbeat reply = MUSTER__HEARTBEAT__INIT;
@@ -796,7 +811,8 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
   case MUSTER__ENVELOPE__BODY_SNAPSHOT:
     return conn_on_snapshot(c, env->snapshot);
   case MUSTER__ENVELOPE__BODY_HEARTBEAT:
-    aggr_request_publish(c->aggr, conn_apply_fault(c, env->heartbeat));
+    aggr_request_publish(c->aggr, conn_apply_fault(c, env->heartbeat) |
+                                      conn_apply_mesos_id(c, env->heartbeat));
     if (conn_on_heartbeat(c, env->heartbeat) < 0) {
       c->dead = true;
       return -1;

@@ -147,6 +147,8 @@ static int hello_check(const Muster__Hello *h, struct aggr_reject *rej) {
       {"profile_digest", h->profile_digest, MST_PROFILE_DIGEST_MAX},
       {"agent_version", h->agent_version, MST_AGENT_VERSION_MAX},
       {"startup_cause", h->startup_cause, MST_STARTUP_CAUSE_MAX},
+      {"dcos_version", h->dcos_version, MST_DCOS_VERSION_MAX},
+      {"mesos_id", h->mesos_id, MST_MESOS_ID_MAX},
   };
 
   if (!h->node_id || !h->node_id[0])
@@ -239,6 +241,10 @@ static int heartbeat_check(const Muster__Heartbeat *hb, struct aggr_reject *rej)
   if (hb->fault && (strlen(hb->fault) > MST_AGENT_FAULT_MAX || !mst_utf8_valid(hb->fault)))
     return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
                   "heartbeat fault over %d bytes or not UTF-8", MST_AGENT_FAULT_MAX);
+  /* Shown as it comes, as DC/OS's MesosID and mesos_id. */
+  if (hb->mesos_id && (strlen(hb->mesos_id) > MST_MESOS_ID_MAX || !mst_utf8_valid(hb->mesos_id)))
+    return refuse(rej, MUSTER__REJECT_CODE__REJECT_MALFORMED,
+                  "heartbeat mesos_id over %d bytes or not UTF-8", MST_MESOS_ID_MAX);
   return 0;
 }
 

@@ -93,6 +93,8 @@ static void node_free(struct aggr_node *n) {
   free(n->conflict_refused);
   free(n->conflict_from);
   free(n->agent_fault);
+  free(n->dcos_version);
+  free(n->mesos_id);
   free(n->startup); /* one allocation (stage.h) */
   refs_free(n->waiting_for, n->n_waiting_for);
   free(n->waiting_on);
@@ -389,6 +391,13 @@ static void string_replace(char **field, char **copy) {
   *field = TAKE_PTR(*copy);
 }
 
+/* *ret is a copy of text, or NULL when text is NULL or "" (not known).
+ * Returns 0 or -ENOMEM. */
+static int text_copy(const char *text, char **ret) {
+  *ret = text && text[0] ? strdup(text) : NULL;
+  return text && text[0] && !*ret ? -ENOMEM : 0;
+}
+
 int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
                            const struct aggr_hello_report *h, struct aggr_conn *conn,
                            uint64_t now_usec) {
@@ -402,8 +411,10 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   _cleanup_free_ char *digest = strdup(h->profile_digest ? h->profile_digest : "");
   bool has_cause = h->startup_cause && h->startup_cause[0];
   _cleanup_free_ char *cause = has_cause ? strdup(h->startup_cause) : NULL;
+  _cleanup_free_ char *version = NULL, *mesos_id = NULL;
   if ((new_role && !role_copy) || (new_boot && !boot_copy) || !hostname || !digest ||
-      (has_cause && !cause))
+      (has_cause && !cause) || text_copy(h->dcos_version, &version) < 0 ||
+      text_copy(h->mesos_id, &mesos_id) < 0)
     return -ENOMEM;
 
   if (new_role)
@@ -415,6 +426,9 @@ int aggr_model_apply_hello(struct aggr_model *m, struct aggr_node *n,
   string_replace(&n->hostname, &hostname);
   string_replace(&n->profile_digest, &digest);
   string_replace(&n->startup_cause, &cause);
+  string_replace(&n->dcos_version, &version);
+  if (mesos_id) /* "": the agent has not learned it yet (aggr_node_apply_mesos_id) */
+    string_replace(&n->mesos_id, &mesos_id);
   n->boot_time_usec = h->boot_time_usec;
   const struct mst_profile *p = m->profiles ? mst_profile_set_find(m->profiles, n->role) : NULL;
   n->profile_drift = !p || strcmp(n->profile_digest, p->digest) != 0;
@@ -582,6 +596,21 @@ int aggr_node_apply_fault(struct aggr_node *n, const char *fault, uint64_t since
     return -ENOMEM;
   string_replace(&n->agent_fault, &copy);
   n->agent_fault_since_usec = since;
+  n->dirty = true;
+  return 1;
+}
+
+int aggr_node_apply_mesos_id(struct aggr_node *n, const char *mesos_id) {
+  _cleanup_free_ char *copy = NULL;
+
+  /* Every heartbeat repeats it: no copy, no mark then. An agent that does
+   * not know it (it just started, Mesos is down) does not make the node
+   * forget it: the node is that Mesos node until Mesos names another. */
+  if (!mesos_id || !mesos_id[0] || (n->mesos_id && strcmp(n->mesos_id, mesos_id) == 0))
+    return 0;
+  if (text_copy(mesos_id, &copy) < 0)
+    return -ENOMEM;
+  string_replace(&n->mesos_id, &copy);
   n->dirty = true;
   return 1;
 }

@@ -169,6 +169,12 @@ struct aggr_node {
    * held at the last evaluation: one that ends by the clock is followed by
    * evaluation, like silence (aggr_node_maintenances). */
   size_t eval_maint;
+  /* What DC/OS shows of the node beyond its units (docs/dcos.md): its
+   * DC/OS version, from the Hello, and its Mesos id, from the Hello and
+   * every heartbeat (aggr_node_apply_mesos_id); NULL: not known. They stay
+   * while the agent is away, like the hostname. */
+  char *dcos_version;
+  char *mesos_id;
 };
 
 struct aggr_model {
@@ -337,6 +343,8 @@ struct aggr_hello_report {
   uint64_t boot_time_usec; /* 0: unknown */
   const char *profile_digest;
   const char *startup_cause; /* boot, install, restart; NULL or "": not said (older agents) */
+  const char *dcos_version;  /* NULL or "": not known */
+  const char *mesos_id;      /* NULL or "": not known yet, the node keeps its own */
 };
 
 /* An agent said Hello on stream conn at realtime now: records who the node
@@ -417,6 +425,13 @@ int aggr_node_apply_conflict(struct aggr_node *n, const char *kept, const char *
  * the node left as it was. */
 int aggr_node_apply_fault(struct aggr_node *n, const char *fault, uint64_t since_usec,
                           uint64_t now_usec);
+
+/* A heartbeat's Mesos id: a Mesos agent that registered again has a new
+ * one. NULL or "" (the agent has not learned it yet) leaves the node's as
+ * it is, as does a Hello's. Marks the node only when it changes.
+ * Returns 1 when marked, 0 when nothing changed, or -ENOMEM with the node
+ * left as it was. */
+int aggr_node_apply_mesos_id(struct aggr_node *n, const char *mesos_id);
 
 /* The node's stream conn closed at now; nothing changes when the node has
  * another stream by then. last_seen stays the last frame's time. silent:

@@ -217,7 +217,7 @@ static json_t *report_node(const struct aggr_dcos_node *n, int health, json_t *o
   if (units && json_array_size(units) > 0)
     json_object_set(o, "Units", units);
   json_decref(units);
-  json_object_set_new(o, "MesosID", json_string(""));
+  json_object_set_new(o, "MesosID", json_string(n->mesos_id));
   return o;
 }
 
@@ -344,8 +344,8 @@ static json_t *local_json(const struct aggr_dcos_node *nd) {
     if (node_unit_first(nd, k))
       json_array_append_new(a, node_unit_json(&nd->units[k], ""));
   return json_pack("{so ss ss ss ss ss ss}", "units", list_or_null(a), "hostname", nd->host, "ip",
-                   nd->ip, "dcos_version", "", "node_role", nd->role, "mesos_id", "",
-                   "dcos_diagnostics_version", "muster " MUSTER_VERSION);
+                   nd->ip, "dcos_version", nd->dcos_version, "node_role", nd->role, "mesos_id",
+                   nd->mesos_id, "dcos_diagnostics_version", "muster " MUSTER_VERSION);
 }
 
 /* --- routing -------------------------------------------------------------- */

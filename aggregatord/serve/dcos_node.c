@@ -68,12 +68,15 @@ static const char *pack(char **at, const char *s) {
 
 struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const struct aggr_node *n) {
   const char *role = n->role ? n->role : "", *host = n->hostname ? n->hostname : "";
+  const char *mesos_id = n->mesos_id ? n->mesos_id : "";
+  const char *version = n->dcos_version ? n->dcos_version : "";
   int health = node_health(n);
   /* An unreachable or never seen node shows no units: DC/OS knows none
    * (its pull failed), and leaves it out of every unit's node list, so a
    * unit's health comes from the nodes that report. */
   size_t n_units = 0;
-  size_t size = sizeof(struct aggr_dcos_node) + strlen(n->id) + strlen(role) + strlen(host) + 3;
+  size_t size = sizeof(struct aggr_dcos_node) + strlen(n->id) + strlen(role) + strlen(host) +
+                strlen(mesos_id) + strlen(version) + 5;
   for (size_t k = 0; health != 3 && k < n->n_components; k++) {
     const struct aggr_component *c = &n->components[k];
     if (is_leader_component(m, n, c))
@@ -94,6 +97,8 @@ struct aggr_dcos_node *aggr_dcos_node_new(const struct aggr_model *m, const stru
   d->ip = pack(&at, n->id);
   d->role = pack(&at, role);
   d->host = pack(&at, host);
+  d->mesos_id = pack(&at, mesos_id);
+  d->dcos_version = pack(&at, version);
   d->health = health;
   /* The Mesos leader, as the node's profile's leader_component says
    * (evaluate.c); false for every node of a profile without one. */

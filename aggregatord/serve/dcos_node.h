@@ -23,6 +23,9 @@ struct aggr_dcos_node {
   const char *ip, *role, *host;
   int health;  /* 3: unreachable or never seen, and then no units (DC/OS has none to show) */
   bool leader; /* the Mesos leader, as /report's Leader */
+  /* What the agent reports ("": not known): /report's MesosID, the local
+   * route's mesos_id and dcos_version. */
+  const char *mesos_id, *dcos_version;
   size_t n_units;
   struct dcos_unit_on units[]; /* sorted by id, then order; the strings follow */
 };

@@ -613,6 +613,15 @@ static void node_write_detail(struct json_writer *w, const struct aggr_model *m,
     jw_close(w, '}');
   } else
     jw_null(w);
+  /* What DC/OS shows of the node beyond its units (docs/dcos.md); null
+   * members: not known. */
+  jw_key(w, "dcos");
+  jw_open(w, '{');
+  jw_key(w, "version");
+  jw_string(w, n->dcos_version);
+  jw_key(w, "mesos_id");
+  jw_string(w, n->mesos_id);
+  jw_close(w, '}');
   jw_close(w, '}');
 }
 

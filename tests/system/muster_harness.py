@@ -1662,3 +1662,57 @@ def operator_write(aggr, method, path, body=None, token=Aggregator._CONFIGURED, 
     kw = aggr.http_kw(token, headers=headers, **kw)
     url = f"{aggr.http_scheme}://{host}:{aggr.http_port}{path}"
     return _http.request(method, url, json=body, timeout=T(kw.pop("timeout", 5.0)), **kw)
+
+
+class FakeMesosState:
+    """The local Mesos state endpoint as DC/OS's diagnostics read it (issue
+    18): GET /state answers a JSON object whose top-level "id" is the Mesos
+    id, near the start as Mesos writes it, and then `pad` bytes of
+    frameworks (a master's state runs to megabytes). id None: no "id" (a
+    Mesos agent not yet registered); status: what it answers. Listens on
+    host (any 127.x address) at a free port."""
+
+    def __init__(self, mesos_id, host="127.0.0.1", pad=0, status=200):
+        self.mesos_id, self.pad, self.status, self.hits = mesos_id, pad, status, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                state = {"version": "1.12.0", "git_sha": "0" * 40, "start_time": 1.0e9}
+                if outer.mesos_id is not None:
+                    state["id"] = outer.mesos_id
+                state["pid"] = f"slave(1)@{host}:5051"
+                state["frameworks"] = [{"name": "x" * 1000}] * (outer.pad // 1000)
+                body = json.dumps(state).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass   # the agent reads the first 64 KiB and closes
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def dcos_version_file(env, version="2.2.0", name="dcos-version.json"):
+    """DC/OS's /opt/mesosphere/etc/dcos-version.json, with its other keys."""
+    path = env.path(name)
+    with open(path, "w") as f:
+        json.dump({"version": version, "dcos-variant": "open",
+                   "dcos-image-commit": "0" * 40, "bootstrap-id": "0" * 40}, f)
+    return path

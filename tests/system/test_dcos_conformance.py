@@ -37,6 +37,11 @@ LOCAL_KEYS = ["units", "hostname", "ip", "dcos_version", "node_role", "mesos_id"
               "dcos_diagnostics_version"]
 REPORT_NODE_KEYS = ["Leader", "Role", "IP", "Host", "Health", "Output", "MesosID"]
 REPORT_UNIT_KEYS = ["UnitName", "Nodes", "Health", "Title", "Timestamp", "PrettyName"]
+DCOS_VERSION = "2.2.0"
+MESOS_IDS = {MASTER: "5f2b1c1e-8a52-4a9e-9d6b-0e2f1d3c4b5a",
+             GONE: "5f2b1c1e-8a52-4a9e-9d6b-0e2f1d3c4b5a-S3",
+             AGENT: "5f2b1c1e-8a52-4a9e-9d6b-0e2f1d3c4b5a-S1",
+             PUBLIC: "5f2b1c1e-8a52-4a9e-9d6b-0e2f1d3c4b5a-S2"}
 
 
 class Diagnostics:
@@ -129,14 +134,30 @@ def units_health(diag):
 
 
 @pytest.fixture
-def dcos_cluster(env):
+def mesos_states():
+    """Each node's Mesos state, at its IP (Mesos listens on it), which the
+    node's agent asks for its Mesos id."""
+    mesos = {ip: mh.FakeMesosState(mesos_id, host=ip) for ip, mesos_id in MESOS_IDS.items()}
+    yield mesos
+    for m in mesos.values():
+        m.close()
+
+
+@pytest.fixture
+def dcos_cluster(env, mesos_states):
     net_rc = write_dcos_profiles(env)
     aggr = listen_everywhere(env.aggregator(stale_timeout="2s", expected_masters=[MASTER, NEVER],
                                             extra={"first_contact_window": "0s"}))
     aggr.start()
-    agents = {ip: env.agent(ip, role, aggr).start()
+    version_file = mh.dcos_version_file(env, DCOS_VERSION)
+    agents = {ip: env.agent(ip, role, aggr, extra={
+        "dcos_version_file": version_file, "mesos_state_interval": "200ms",
+        "mesos_state_url": f"http://{{node_id}}:{mesos_states[ip].port}/state"}).start()
               for ip, role in [(MASTER, "master"), (GONE, "agent_public"), (AGENT, "agent"),
                                (PUBLIC, "agent_public")]}
+    wait_until(lambda: all((aggr.node(ip) or {"dcos": {}})["dcos"].get("mesos_id") == MESOS_IDS[ip]
+                           for ip in agents),
+               timeout=20, desc="every node's Mesos id known")
     diag = Diagnostics(aggr.http_port)
     wait_until(lambda: units_health(diag).get("dcos-mesos-slave-public.service") == 0 and
                set(units_health(diag).values()) == {0}, timeout=20,
@@ -262,7 +283,7 @@ def test_report(dcos_cluster):
         for n in unit["Nodes"]:
             exact_keys(n, REPORT_NODE_KEYS, f"Units[{name}].Nodes[]")
             assert set(n["Output"]) == node_units[n["IP"]]
-            assert isinstance(n["Leader"], bool) and isinstance(n["MesosID"], str)
+            assert isinstance(n["Leader"], bool) and n["MesosID"] == MESOS_IDS[n["IP"]]
         assert {n["IP"] for n in unit["Nodes"]} == {ip for ip, us in node_units.items()
                                                     if name in us}
     # DC/OS's own check of a failed unit (test_systemd_units_health).
@@ -286,6 +307,9 @@ def test_report(dcos_cluster):
         else:
             exact_keys(node, REPORT_NODE_KEYS, f"Nodes[{ip}]")
             assert node["Output"] is None and node["Health"] == 3
+        # The Mesos id the node's agent last reported (the unreachable
+        # node keeps its own); none for a master that never reported.
+        assert node["MesosID"] == MESOS_IDS.get(ip, ""), (ip, node["MesosID"])
     assert set(rep["Nodes"]) == {MASTER, NEVER, GONE, AGENT, PUBLIC}
     assert rep["Nodes"][AGENT]["Health"] == 1
     # The master whose profile's leader component is up leads; no other node.
@@ -311,6 +335,10 @@ def test_local_node_health(dcos_cluster):
         exact_keys(body, LOCAL_KEYS, f"local health at {ip}")
         assert body["ip"] == ip and body["node_role"] == role
         assert body["hostname"] and body["dcos_diagnostics_version"]
+        # DC/OS's test_dcos_diagnostics_health: every key but units non-empty.
+        assert body["dcos_version"] == DCOS_VERSION and body["mesos_id"] == MESOS_IDS[ip]
+        for key in LOCAL_KEYS[1:]:
+            assert body[key], (ip, key, body)
         assert "Last-Modified-3DT" not in r.headers
         assert isinstance(body["units"], list) and body["units"]
         for u in body["units"]:

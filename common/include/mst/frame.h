@@ -39,6 +39,11 @@
  * profile loader refuses longer keys; the agent cuts a longer Description=. */
 #define MST_DESCRIPTION_MAX  512
 #define MST_DISPLAY_NAME_MAX 128
+/* Hello.dcos_version and Hello/Heartbeat.mesos_id: what DC/OS shows of a
+ * node (docs/dcos.md). DC/OS versions are short ("2.2.0"); a Mesos id is a
+ * UUID and a serial ("…-S3", "…-0001"). The agent refuses longer ones. */
+#define MST_DCOS_VERSION_MAX 64
+#define MST_MESOS_ID_MAX     128
 /* A component's output: the first line, cut at MST_OUTPUT_MAX bytes of text
  * with MST_OUTPUT_CUT_MARK after it (SPEC: "capped at 4 KiB, with a mark"). */
 #define MST_OUTPUT_MAX      4096
