@@ -21,6 +21,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "election.h"
+#include "mst/addr.h"
 #include "mst/log.h"
 #include "mst/str.h"
 #include "mst/time.h"
@@ -586,7 +587,11 @@ int aggr_election_start(sd_event *e, const struct aggr_election_config *cfg,
   el->event = sd_event_ref(e);
   el->efd = -1;
   pthread_mutex_init(&el->lock, NULL);
-  el->hosts = strdup(cfg->hosts);
+  /* In libzookeeper's form ([v6]:port without brackets). The config check
+   * refused a bad list, so only a lack of memory leaves el->hosts NULL. */
+  char err[256];
+  if (mst_addr_zk_hosts(cfg->hosts, &el->hosts, err, sizeof(err)) < 0)
+    el->hosts = NULL;
   el->id = strdup(cfg->id);
   el->stream_address = strdup(cfg->stream_address);
   el->http_address = strdup(cfg->http_address);
