@@ -489,6 +489,12 @@ _http = requests.Session()
 _http.trust_env = False   # never send loopback traffic through a proxy
 
 
+def netns_prefix(netns):
+    """The argv prefix that runs a command in network namespace netns (ip
+    execs the command, so its pid is the command's)."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
 def url_host(host):
     """host as it goes in a URL or a host:port: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
@@ -1108,8 +1114,11 @@ class Aggregator:
         with open(self.config, "w") as f:
             f.write(self.config_text())
 
+    netns = None   # a network namespace to run in (netns_harness.py), or None
+
     def argv(self, *more):
-        return [binary("muster-aggregatord"), "--config", self.config, *more]
+        return [*netns_prefix(self.netns), binary("muster-aggregatord"), "--config", self.config,
+                *more]
 
     def start(self, wait=True, new_ports_on_conflict=True):
         for attempt in range(3):
@@ -1330,8 +1339,10 @@ class Agent:
         with open(self.config, "w") as f:
             f.write(self.config_text())
 
+    netns = None   # a network namespace to run in (netns_harness.py), or None
+
     def argv(self, *more):
-        return [binary("muster-agentd"), "--config", self.config, *more]
+        return [*netns_prefix(self.netns), binary("muster-agentd"), "--config", self.config, *more]
 
     def start(self):
         self.write_config()

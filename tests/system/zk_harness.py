@@ -98,6 +98,7 @@ class ZKServer:
     def __init__(self, base_dir, sid=1, host="127.0.0.1"):
         self.sid = sid
         self.host = host   # its client and quorum address: 127.0.0.1, ::1, ...
+        self.netns = None  # a network namespace to run in (netns_harness.py)
         self.dir = os.path.join(base_dir, f"zk{sid}")
         self.data = os.path.join(self.dir, "data")
         self.cfg = os.path.join(self.dir, "zoo.cfg")
@@ -150,7 +151,8 @@ class ZKServer:
         self._logf = open(self.log, "ab")
         self._logf.write(f"===== start {self.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
         self._logf.flush()
-        argv = ["java", *JAVA_OPTS, "-cp", ZK_CLASSPATH, "-Dzookeeper.root.logger=INFO,CONSOLE",
+        argv = [*mh.netns_prefix(self.netns), "java", *JAVA_OPTS, "-cp", ZK_CLASSPATH,
+                "-Dzookeeper.root.logger=INFO,CONSOLE",
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain", self.cfg]
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf,
                                       stderr=subprocess.STDOUT, start_new_session=True)
