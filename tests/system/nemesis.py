@@ -42,7 +42,6 @@ each naming the seed."""
 
 import collections
 import json
-import os
 import random
 import signal
 import threading
@@ -53,7 +52,7 @@ import requests
 import muster_harness as mh
 import netns_harness as nh
 import zk_harness as zh
-from muster_harness import T, wait_until
+from muster_harness import wait_until
 
 FAULTS = ("leader-zk", "leader-agents", "minority", "oneway", "bridge", "loss", "kill9", "pause")
 SESSION = "2s"
@@ -68,6 +67,7 @@ class Reader:
         self.aggrs = aggrs
         self.period = period
         self.answers = []        # (t_send, t_recv, aggr id, status, leader id, epoch)
+        self.t0 = time.monotonic()
         self._stop = threading.Event()
         self._session = requests.Session()
         self._session.trust_env = False
@@ -87,6 +87,7 @@ class Reader:
             self._stop.wait(self.period)
 
     def start(self):
+        self.t0 = time.monotonic()
         self.thread.start()
         return self
 
@@ -96,15 +97,16 @@ class Reader:
 
     def stale_reads(self):
         """Leader answers older than an epoch already served before they were asked."""
-        served = sorted((t1, ep) for (_, t1, _, st, _, ep) in self.answers if st == 200)
+        served = sorted((t1, ep, aid) for (_, t1, aid, st, _, ep) in self.answers if st == 200)
         bad = []
         for (t0, t1, aid, st, lid, ep) in self.answers:
             if st != 200:
                 continue
-            newer = [e for (tr, e) in served if tr < t0 and e > ep]
+            newer = [(e, tr, who) for (tr, e, who) in served if tr < t0 and e > ep]
             if newer:
-                bad.append(f"{aid} answered as leader with epoch {ep} at +{t0:.3f}s, after epoch "
-                           f"{max(newer)} had answered")
+                e, tr, who = max(newer)
+                bad.append(f"{aid} answered as leader with epoch {ep} at {t0 - self.t0:+.3f}s, "
+                           f"after {who} had answered with epoch {e} at {tr - self.t0:+.3f}s")
             if lid != aid:
                 bad.append(f"{aid} answered a data read naming leader {lid}")
         return bad
@@ -198,6 +200,26 @@ def apply_fault(c, kind, hold, rnd, log):
     topo.heal()
 
 
+def until_whole(c, timeout=40.0):
+    """Seconds from a heal until one leader is settled and every agent has
+    been acknowledged past what it held at the heal (None: not in timeout)."""
+    t0 = time.monotonic()
+    marks = {g.node_id: g.max_seq() for g in c.agents}
+
+    def whole():
+        live = [a for a in c.aggrs if a.alive()]
+        try:
+            zh.wait_one_leader(live, timeout=0.01)
+        except mh.WaitTimeout:
+            return False
+        return all(g.acked_seq() >= marks[g.node_id] for g in c.agents)
+    try:
+        wait_until(whole, timeout, interval=0.05, scale=False)
+    except mh.WaitTimeout:
+        return None
+    return round(time.monotonic() - t0, 2)
+
+
 def check(c, reader, seed, heal_t):
     """The checker; returns (summary dict, violations)."""
     bad = []
@@ -273,21 +295,23 @@ def run(env, cluster_name, seed, duration, n_agents=3, faults=FAULTS):
             c.start()
             reader = Reader(c.aggrs).start()
             log = []
+            whole = collections.defaultdict(list)
             end = time.monotonic() + duration
             while time.monotonic() < end:
                 kind = rnd.choice(faults)
                 apply_fault(c, kind, rnd.uniform(1.0, 4.0), rnd, log)
-                try:
-                    zh.wait_one_leader([a for a in c.aggrs if a.alive()], timeout=30, settled=False)
-                except mh.WaitTimeout:
-                    pass
+                whole[kind].append(until_whole(c))
                 time.sleep(rnd.uniform(0.5, 2.0))
             topo.heal()
             heal_t = time.monotonic()
             summary, bad = check(c, reader, seed, heal_t)
             summary["faults"] = dict(collections.Counter(k for (_, k, d) in log
                                                           if not d.startswith("skipped")))
-            summary["fault_log"] = [f"+{t - log[0][0]:.1f}s {k}: {d}" for (t, k, d) in log]
+            summary["whole_after_heal_s"] = {k: (None if None in v else max(v))
+                                              for k, v in whole.items()}
+            bad += [f"seed {seed}: whole: not whole again within 40 s of healing {k}"
+                    for k, v in whole.items() if None in v]
+            summary["fault_log"] = [f"{t - reader.t0:+.1f}s {k}: {d}" for (t, k, d) in log]
             return summary, bad
         finally:
             for t in c.togglers:
