@@ -35,3 +35,23 @@ def test_nemesis(env, cluster_name, seed):
     print("\n".join(summary["fault_log"]))
     assert not bad, "\n".join(bad) + "\n" + nemesis.format_summary(summary)
     assert summary["acknowledged"] > 0
+
+
+def test_checker_sees_stale_reads_and_gaps():
+    """The read checker can fail: an answer with an older epoch asked after
+    a newer one was served, and an answer naming another leader."""
+    r = nemesis.Reader([])
+    r.t0 = 0.0
+    r.answers = [
+        (0.00, 0.01, "a1", 200, "a1", 5),
+        (0.50, 0.51, "a2", 200, "a2", 6),
+        (0.40, 0.60, "a1", 200, "a1", 5),   # asked before epoch 6 answered: fine
+        (0.70, 0.71, "a1", 200, "a1", 5),   # stale
+        (0.80, 0.81, "a3", 200, "a2", 6),   # a follower answering as the leader
+        (3.00, 3.01, "a2", 200, "a2", 6),
+    ]
+    bad = r.stale_reads()
+    assert len(bad) == 2, bad
+    assert "epoch 5 at +0.700s, after a2 had answered with epoch 6 at +0.510s" in bad[0]
+    assert "a3 answered a data read naming leader a2" in bad[1]
+    assert abs(r.longest_unavailable() - 2.2) < 1e-6
