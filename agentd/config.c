@@ -16,6 +16,7 @@
 #include "config.h"
 #include "config_keys.h"
 #include "dcos_facts.h"
+#include "mst/addr.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
@@ -159,11 +160,10 @@ static void check_aggregators(const char *path, unsigned line, const char *list,
   if (n == 0)
     mst_diag_add(diag, path, line, "[agent] aggregators: the list is empty");
   for (char **i = v; *i; i++) {
-    struct sockaddr_storage ss;
-    socklen_t len;
+    struct mst_addr addr;
     char err[256];
 
-    if (agent_sockaddr_parse(*i, &ss, &len, err, sizeof(err)) < 0)
+    if (mst_addr_parse(*i, 0, &addr, err, sizeof(err)) < 0)
       mst_diag_add(diag, path, line, "[agent] aggregators: %s", err);
   }
   mst_strv_free(v);
@@ -228,11 +228,10 @@ static void check_components(const struct mst_profile *p, struct mst_diag *diag)
                    c->name, c->unit);
 
     if (c->check == MST_CHECK_TCP && c->address) {
-      struct sockaddr_storage ss;
-      socklen_t len;
+      struct mst_addr addr;
       char err[256];
 
-      if (agent_sockaddr_parse(c->address, &ss, &len, err, sizeof(err)) < 0)
+      if (mst_addr_parse(c->address, 0, &addr, err, sizeof(err)) < 0)
         mst_diag_add(diag, p->path, c->line, "component '%s': address %s", c->name, err);
     }
 

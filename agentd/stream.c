@@ -74,6 +74,7 @@
 #include "agent.h"
 #include "boot.h"
 #include "component.h"
+#include "mst/addr.h"
 #include "mst/config.h"
 #include "mst/duration.h"
 #include "mst/frame.h"
@@ -1148,8 +1149,7 @@ static int stream_on_heartbeat(sd_event_source *source, uint64_t usec, void *use
 
 static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdata) {
   struct agent_stream *s = userdata;
-  struct sockaddr_storage ss;
-  socklen_t len;
+  struct mst_addr addr;
   char err[256];
   bool connected;
   int r;
@@ -1171,12 +1171,12 @@ static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdat
     return 0;
   }
 
-  if (agent_sockaddr_parse(s->peer, &ss, &len, err, sizeof(err)) < 0) {
+  if (mst_addr_parse(s->peer, 0, &addr, err, sizeof(err)) < 0) {
     stream_drop(s, -1, "cannot connect to aggregator %s", err);
     return 0;
   }
   log_debug("stream: connecting to %s", s->peer);
-  r = agent_connect_start((struct sockaddr *)&ss, len, &connected);
+  r = agent_connect_start((struct sockaddr *)&addr.ss, addr.len, &connected);
   if (r < 0) {
     stream_drop(s, -1, "connecting to %s failed: %s", s->peer, strerror(-r));
     return 0;
@@ -1204,16 +1204,12 @@ static int stream_on_retry(sd_event_source *source, uint64_t usec, void *userdat
 /* --- life cycle --------------------------------------------------------------------- */
 
 static bool target_is_loopback(const char *target) {
-  struct sockaddr_storage ss;
-  socklen_t len;
+  struct mst_addr addr;
   char err[256];
 
-  if (agent_sockaddr_parse(target, &ss, &len, err, sizeof(err)) < 0)
+  if (mst_addr_parse(target, 0, &addr, err, sizeof(err)) < 0)
     return false;
-  if (ss.ss_family == AF_INET)
-    return (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-  return ss.ss_family == AF_INET6 &&
-         IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&ss)->sin6_addr);
+  return mst_addr_is_loopback((struct sockaddr *)&addr.ss);
 }
 
 int agent_stream_new(struct agent *a, struct agent_stream **ret) {

@@ -16,11 +16,11 @@
 #include "aggr.h"
 #include "config.h"
 #include "config_keys.h"
+#include "mst/addr.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
 #include "mst/log.h"
-#include "mst/net.h"
 #include "mst/profile.h"
 #include "mst/tls.h"
 #include "serve/http.h"
@@ -41,21 +41,24 @@ static unsigned key_line(const char *path, const char *section, const char *key,
   return line;
 }
 
-/* listen_stream, listen_http: IPv4 host:port. */
+/* listen_stream, listen_http: host:port, [IPv6]:port, *:port. */
 static void check_listen(const char *path, const char *key, const char *value,
                          struct mst_diag *diag) {
-  struct sockaddr_in sin;
-  if (mst_parse_host_port(value, &sin) < 0)
-    mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", key),
-                 "[aggregator] %s '%s' is not an IPv4 host:port", key, value);
+  struct mst_addr addr;
+  char err[256];
+  if (mst_addr_parse(value, MST_ADDR_LISTEN, &addr, err, sizeof(err)) < 0)
+    mst_diag_add(diag, path, mst_conf_key_line(path, "aggregator", key), "[aggregator] %s %s", key,
+                 err);
 }
 
 /* With ZooKeeper, redirects name the advertised addresses: others must be
  * able to reach them. */
 static void check_advertised(const char *path, const char *key, const char *value,
                              struct mst_diag *diag) {
-  struct sockaddr_in sin;
-  if (mst_parse_host_port(value, &sin) == 0 && sin.sin_addr.s_addr != htonl(INADDR_ANY))
+  struct mst_addr addr;
+  char err[256];
+  if (mst_addr_parse(value, 0, &addr, err, sizeof(err)) == 0 &&
+      !mst_addr_is_any((struct sockaddr *)&addr.ss))
     return;
   /* Defaulted from listen_*: point at that key, or at [zookeeper] hosts. */
   const char *listen_key = strcmp(key, "advertise_stream") == 0 ? "listen_stream" : "listen_http";
@@ -158,6 +161,14 @@ static void check_loaded(struct aggr *a, const char *path, struct mst_diag *diag
   check_listen(path, "listen_stream", cfg->listen_stream, diag);
   check_listen(path, "listen_http", cfg->listen_http, diag);
   if (cfg->zk_hosts) {
+    _cleanup_free_ char *zk = NULL;
+    char err[256];
+    r = mst_addr_zk_hosts(cfg->zk_hosts, &zk, err, sizeof(err));
+    if (r == -ENOMEM)
+      mst_diag_add(diag, path, 0, "out of memory");
+    else if (r < 0)
+      mst_diag_add(diag, path, mst_conf_key_line(path, "zookeeper", "hosts"),
+                   "[zookeeper] hosts: %s", err);
     check_advertised(path, "advertise_stream", cfg->advertise_stream, diag);
     check_advertised(path, "advertise_http", cfg->advertise_http, diag);
   }

@@ -7,9 +7,17 @@
  * loop thread drains the queue and runs the state machine, so no election
  * state is ever touched by two threads. Each request carries the session
  * generation it was sent in; events from an older session (before an
- * expiry forced a new handle) are dropped. Every request that completes
- * successfully proves the session was alive when it was sent, so each one
- * extends the lease to send time + 2T/3. */
+ * expiry forced a new handle) are dropped.
+ *
+ * Only writes extend the lease (to send time + 2T/3): the ZooKeeper leader
+ * checks the session of every write and commits it with a quorum, so a
+ * write that succeeds proves the session was alive after it was sent. A
+ * read proves nothing: a ZooKeeper server cut off from its quorum goes on
+ * answering reads from its own stale state for up to syncLimit ticks, while
+ * the quorum expires our session and elects another aggregator (the nemesis
+ * found this: with the leader and one ZooKeeper server on the minority
+ * side, the deposed leader went on answering as leader for a second after
+ * its successor had). So the lease ping rewrites our znode's data. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,6 +29,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "election.h"
+#include "mst/addr.h"
 #include "mst/log.h"
 #include "mst/str.h"
 #include "mst/time.h"
@@ -79,7 +88,8 @@ struct aggr_election {
   _Atomic unsigned gen; /* session generation; written by the loop only */
   bool connected;
   bool creating;
-  char *my_path; /* full path of our znode, or NULL */
+  bool lead_after_ping; /* first in line with no lease: lead once a ping proves it */
+  char *my_path;        /* full path of our znode, or NULL */
   int64_t my_czxid;
   char *watched; /* predecessor being watched */
 
@@ -275,6 +285,7 @@ static void step_down(struct aggr_election *el, const char *why) {
 
 static void list_children(struct aggr_election *el);
 static void create_node(struct aggr_election *el);
+static void send_ping(struct aggr_election *el);
 
 static int zk_connect(struct aggr_election *el) {
   el->gen++;
@@ -291,6 +302,12 @@ static int zk_connect(struct aggr_election *el) {
 }
 
 /* Creates /muster, /muster/<cluster>, .../election, then our znode. */
+/* Our znode's data: who we are and where we listen. */
+static int znode_data(const struct aggr_election *el, char *buf, size_t size) {
+  return snprintf(buf, size, "id=%s\nstream=%s\nhttp=%s\n", el->id, el->stream_address,
+                  el->http_address);
+}
+
 static void create_step(struct aggr_election *el, int step) {
   struct el_event *ev;
   char path[512];
@@ -317,8 +334,7 @@ static void create_step(struct aggr_election *el, int step) {
   } else {
     char data[768];
     snprintf(path, sizeof(path), "%s/" ELECTION_PREFIX, el->base);
-    snprintf(data, sizeof(data), "id=%s\nstream=%s\nhttp=%s\n", el->id, el->stream_address,
-             el->http_address);
+    znode_data(el, data, sizeof(data));
     ev = request_new(el, EV_CREATED);
     if (!ev) {
       el->creating = false;
@@ -371,7 +387,6 @@ static void on_children(struct aggr_election *el, struct el_event *ev) {
     log_debug("election: listing candidates failed: %s", zerror(ev->rc));
     return;
   }
-  extend_lease(el, ev->sent_usec);
   if (!el->my_path)
     return;
   mine = strrchr(el->my_path, '/') + 1;
@@ -397,13 +412,20 @@ static void on_children(struct aggr_election *el, struct el_event *ev) {
     return;
   }
   if (pos == 0) {
+    if (!atomic_load(&el->leader) &&
+        mst_now_monotonic_usec() >= atomic_load(&el->lease_until_usec)) {
+      /* A listing is a read: lead only with a lease a write proved. */
+      el->lead_after_ping = true;
+      send_ping(el);
+      return;
+    }
     if (!atomic_load(&el->leader)) {
       el->epoch = (uint64_t)el->my_czxid;
       set_str(&el->leader_id, el->id);
       set_str(&el->leader_stream, el->stream_address);
       set_str(&el->leader_http, el->http_address);
       atomic_store(&el->leader, true);
-      /* This listing proved the session alive when it was sent. */
+      /* The lease of the last ping or of the create. */
       sd_event_source_set_time(el->lease_timer, atomic_load(&el->lease_until_usec));
       sd_event_source_set_enabled(el->lease_timer, SD_EVENT_ONESHOT);
       log_notice("election: elected leader (epoch %llu, znode %s)", (unsigned long long)el->epoch,
@@ -437,7 +459,6 @@ static void on_leader_data(struct aggr_election *el, struct el_event *ev) {
   char *id = NULL, *stream = NULL, *http = NULL;
   if (ev->rc != ZOK || !ev->value || atomic_load(&el->leader))
     return;
-  extend_lease(el, ev->sent_usec);
   for (char *save = NULL, *line = strtok_r(ev->value, "\n", &save); line;
        line = strtok_r(NULL, "\n", &save)) {
     if (strncmp(line, "id=", 3) == 0)
@@ -601,9 +622,7 @@ static void handle(struct aggr_election *el, struct el_event *ev) {
     on_children(el, ev);
     break;
   case EV_PRED_EXISTS:
-    if (ev->rc == ZOK)
-      extend_lease(el, ev->sent_usec);
-    else if (ev->rc == ZNONODE) {
+    if (ev->rc == ZNONODE) {
       free(el->watched);
       el->watched = NULL;
       list_children(el);
@@ -625,9 +644,13 @@ static void handle(struct aggr_election *el, struct el_event *ev) {
     op_set_done(el, ev);
     break;
   case EV_PING:
-    if (ev->rc == ZOK)
+    if (ev->rc == ZOK) {
       extend_lease(el, ev->sent_usec);
-    else if (ev->rc == ZNONODE)
+      if (el->lead_after_ping) {
+        el->lead_after_ping = false;
+        list_children(el);
+      }
+    } else if (ev->rc == ZNONODE)
       list_children(el);
     break;
   }
@@ -652,6 +675,16 @@ static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) 
   return 0;
 }
 
+/* The lease ping: our znode's data written again (a write, see DESIGN). */
+static void send_ping(struct aggr_election *el) {
+  char data[768];
+  int len = znode_data(el, data, sizeof(data));
+  struct el_event *ev = request_new(el, EV_PING);
+  if (ev && zoo_aset(el->zh, el->my_path, data, MST_MIN(len, (int)sizeof(data) - 1), -1, stat_done,
+                     ev) != ZOK)
+    event_free(ev);
+}
+
 /* Every T/3: the lease ping on our own znode; and, every second, a fresh
  * look at the candidates so followers know where the leader is. */
 static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -660,9 +693,7 @@ static int on_ping(sd_event_source *s, uint64_t usec, void *userdata) {
   static uint64_t last_refresh;
 
   if (el->connected && el->my_path) {
-    struct el_event *ev = request_new(el, EV_PING);
-    if (ev && zoo_aexists(el->zh, el->my_path, 0, stat_done, ev) != ZOK)
-      event_free(ev);
+    send_ping(el);
     if (!atomic_load(&el->leader) && usec - last_refresh >= REFRESH_USEC) {
       last_refresh = usec;
       list_children(el);
@@ -699,7 +730,11 @@ int aggr_election_start(sd_event *e, const struct aggr_election_config *cfg,
   el->event = sd_event_ref(e);
   el->efd = -1;
   pthread_mutex_init(&el->lock, NULL);
-  el->hosts = strdup(cfg->hosts);
+  /* In libzookeeper's form ([v6]:port without brackets). The config check
+   * refused a bad list, so only a lack of memory leaves el->hosts NULL. */
+  char err[256];
+  if (mst_addr_zk_hosts(cfg->hosts, &el->hosts, err, sizeof(err)) < 0)
+    el->hosts = NULL;
   el->id = strdup(cfg->id);
   el->stream_address = strdup(cfg->stream_address);
   el->http_address = strdup(cfg->http_address);

@@ -33,7 +33,7 @@
 #include "ingest/writer.h"
 #include "mst/config.h"
 #include "mst/log.h"
-#include "mst/net.h"
+#include "mst/addr.h"
 #include "mst/store.h"
 #include "mst/time.h"
 #include "mst/tls.h"
@@ -192,9 +192,11 @@ int main(int argc, char **argv) {
   }
   mst_log_set_level(a.cfg.log_level);
   {
-    struct sockaddr_in sin;
-    bool exposed = mst_parse_host_port(a.cfg.listen_stream, &sin) == 0 &&
-                   sin.sin_addr.s_addr != htonl(INADDR_LOOPBACK);
+    struct mst_addr addr;
+    char err[256];
+    bool exposed =
+        mst_addr_parse(a.cfg.listen_stream, MST_ADDR_LISTEN, &addr, err, sizeof(err)) == 0 &&
+        !mst_addr_is_loopback((struct sockaddr *)&addr.ss);
     if (exposed && !a.token && !(a.tls_creds && a.cfg.tls_require_client_cert))
       log_warning("no token_file and no required client certificates, and the agent stream "
                   "listens on %s: any host that can reach it can report as any node",

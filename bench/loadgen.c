@@ -54,7 +54,7 @@
 #include "mst/diag.h"
 #include "mst/frame.h"
 #include "mst/macro.h"
-#include "mst/net.h"
+#include "mst/addr.h"
 #include "mst/profile.h"
 #include "mst/time.h"
 
@@ -94,7 +94,7 @@ static const char *const mode_names[] = {
 
 struct options {
   const char *stream_arg, *http_arg;
-  struct sockaddr_in stream, http;
+  struct mst_addr stream, http;
   unsigned nodes, components;
   bool components_set;
   const char *token_file, *role, *profile_path, *write_profile, *node_prefix;
@@ -811,7 +811,7 @@ static void node_on_readable(struct loadgen *lg, struct node *nd) {
 static void node_start_connect(struct loadgen *lg, struct node *nd) {
   int one = 1, fd;
 
-  fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  fd = socket(lg->opt.stream.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     fail(lg, "socket: %s (raise ulimit -n?)", strerror(errno));
     return;
@@ -821,7 +821,7 @@ static void node_start_connect(struct loadgen *lg, struct node *nd) {
   mst_frame_reader_init(&nd->rd, MST_FRAME_DEFAULT_MAX);
   mst_buf_init(&nd->wr, NODE_OUTBUF_MAX);
   lg->n_pending++;
-  if (connect(fd, (const struct sockaddr *)&lg->opt.stream, sizeof(lg->opt.stream)) == 0) {
+  if (connect(fd, (const struct sockaddr *)&lg->opt.stream.ss, lg->opt.stream.len) == 0) {
     node_send_hello(lg, nd);
     return;
   }
@@ -1076,13 +1076,13 @@ static void http_start(struct loadgen *lg, struct http_req *q, const char *path)
     http_finish(lg, q, "request too long");
     return;
   }
-  q->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  q->fd = socket(lg->opt.http.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (q->fd < 0) {
     http_finish(lg, q, strerror(errno));
     return;
   }
   (void)setsockopt(q->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (connect(q->fd, (const struct sockaddr *)&lg->opt.http, sizeof(lg->opt.http)) < 0) {
+  if (connect(q->fd, (const struct sockaddr *)&lg->opt.http.ss, lg->opt.http.len) < 0) {
     if (errno != EINPROGRESS) {
       char msg[128];
       snprintf(msg, sizeof(msg), "connect to %s: %s", lg->opt.http_arg, strerror(errno));
@@ -1784,15 +1784,16 @@ static int parse_options(int argc, char **argv, struct options *o) {
       .node_prefix = "lg",
   };
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    char addr_err[256];
     int r = 0;
     switch (c) {
     case OPT_STREAM:
       o->stream_arg = optarg;
-      r = mst_parse_host_port(optarg, &o->stream);
+      r = mst_addr_parse(optarg, 0, &o->stream, addr_err, sizeof(addr_err));
       break;
     case OPT_HTTP:
       o->http_arg = optarg;
-      r = mst_parse_host_port(optarg, &o->http);
+      r = mst_addr_parse(optarg, 0, &o->http, addr_err, sizeof(addr_err));
       break;
     case OPT_NODES:
       r = parse_uint(optarg, 1, 1000000, &o->nodes);

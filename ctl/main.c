@@ -294,15 +294,27 @@ static int parse_args(int argc, char **argv, struct ctl_options *o) {
   return 0;
 }
 
-/* The server URL: --server, then $MUSTER_SERVER, then the default; a bare
- * "host:port" gets "http://". Returns a malloc'd string or NULL on OOM. */
-static char *server_url(const char *opt) {
+/* The server: --server, then $MUSTER_SERVER, then the default. */
+static const char *server_arg(const char *opt) {
   const char *s = opt;
-  char *url;
   if (!s || !*s)
     s = getenv("MUSTER_SERVER");
   if (!s || !*s)
     s = DEFAULT_SERVER;
+  return s;
+}
+
+/* A bare IPv6 address with a port ("fd00::1:7611"): nobody can tell where
+ * the port starts, as in a URL it goes in brackets. */
+static bool server_is_bare_ipv6(const char *s) {
+  const char *colon = strchr(s, ':');
+  return !strstr(s, "://") && s[0] != '[' && colon && strchr(colon + 1, ':');
+}
+
+/* The server URL; a bare "host:port" or "[v6]:port" gets "http://".
+ * Returns a malloc'd string or NULL on OOM. */
+static char *server_url(const char *s) {
+  char *url;
   if (strstr(s, "://"))
     return strdup(s);
   if (asprintf(&url, "http://%s", s) < 0)
@@ -744,7 +756,14 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  _cleanup_free_ char *url = server_url(o.server);
+  const char *server = server_arg(o.server);
+  if (server_is_bare_ipv6(server)) {
+    usage_error("server '%s': write an IPv6 address in brackets, as [address]:port or "
+                "http://[address]:port",
+                server);
+    return EXIT_USAGE;
+  }
+  _cleanup_free_ char *url = server_url(server);
   struct ctl_http *h = url ? ctl_http_new(url, &interrupted) : NULL;
   if (!h) {
     fprintf(stderr, "musterctl: out of memory\n");

@@ -11,6 +11,7 @@
 
 #include "agent.h"
 #include "component.h"
+#include "mst/addr.h"
 #include "mst/duration.h"
 #include "mst/log.h"
 #include "mst/macro.h"
@@ -83,8 +84,7 @@ static int tcp_on_timeout(sd_event_source *source, uint64_t usec, void *userdata
 
 int agent_tcp_start(struct agent_component *c) {
   struct agent *a = c->agent;
-  struct sockaddr_storage ss;
-  socklen_t len;
+  struct mst_addr addr;
   struct tcp_run *run;
   bool connected;
   char err[256];
@@ -99,12 +99,12 @@ int agent_tcp_start(struct agent_component *c) {
 
   /* A bad address is the check's result, not a failure to start it. The
    * config check refuses such profiles, so this is a safety net. */
-  if (agent_sockaddr_parse(c->conf->address, &ss, &len, err, sizeof(err)) < 0) {
+  if (mst_addr_parse(c->conf->address, 0, &addr, err, sizeof(err)) < 0) {
     tcp_finish(run, MST_RESULT_UNKNOWN, err);
     return 0;
   }
 
-  r = agent_connect_start((struct sockaddr *)&ss, len, &connected);
+  r = agent_connect_start((struct sockaddr *)&addr.ss, addr.len, &connected);
   if (r < 0) {
     if (r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -ENOBUFS)
       goto fail; /* the agent's trouble, not the target's */

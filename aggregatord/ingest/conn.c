@@ -41,7 +41,7 @@
 #include "ingest/envelope.h"
 #include "serve/metrics.h"
 #include "mst/auth.h"
-#include "mst/net.h"
+#include "mst/addr.h"
 #include "mst/frame.h"
 #include "mst/hash.h"
 #include "mst/log.h"
@@ -88,7 +88,7 @@ struct aggr_conn {
   struct mst_frame_reader rd;
   struct mst_buf wr;
   enum conn_state state;
-  char peer[64];
+  char peer[MST_ADDR_STRLEN];
   struct aggr_node *node;
   struct aggr_spool *spool;
   uint64_t last_heard_usec; /* monotonic */
@@ -1235,19 +1235,9 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
     mst_frame_reader_init(&c->rd, a->cfg.max_frame);
     mst_buf_init(&c->wr, CONN_OUTBUF_MAX);
     c->last_heard_usec = mst_now_monotonic_usec();
-    if (ss.ss_family == AF_INET) {
-      const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
-      char ip[INET_ADDRSTRLEN];
-      inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-      snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(sin->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-      const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
-      char ip[INET6_ADDRSTRLEN];
-      inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-      snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(sin6->sin6_port));
-    } else {
+    /* A dual-stack listener's IPv4 peers are IPv4-mapped: shown as IPv4. */
+    if (mst_addr_format((struct sockaddr *)&ss, c->peer, sizeof(c->peer)) < 0)
       snprintf(c->peer, sizeof(c->peer), "fd %d", cfd);
-    }
     c->next = a->conns;
     if (a->conns)
       a->conns->prev = c;
@@ -1271,26 +1261,21 @@ static int listen_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
 }
 
 int aggr_stream_listen(struct aggr *a) {
-  struct sockaddr_in sin = {.sin_family = AF_INET};
-  int one = 1, r;
+  struct mst_addr addr;
+  char err[256];
+  int r;
   _cleanup_close_ int fd = -1;
 
-  r = mst_parse_host_port(a->cfg.listen_stream, &sin);
+  r = mst_addr_parse(a->cfg.listen_stream, MST_ADDR_LISTEN, &addr, err, sizeof(err));
   if (r < 0) {
-    log_error("listen_stream '%s' is not an IPv4 host:port", a->cfg.listen_stream);
+    log_error("listen_stream %s", err);
     return r;
   }
-  fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
-    r = -errno;
-    log_error("cannot listen for agents on %s: %s", a->cfg.listen_stream, strerror(-r));
-    return r;
+  fd = mst_addr_listen(&addr, 1024);
+  if (fd < 0) {
+    log_error("cannot listen for agents on %s: %s", a->cfg.listen_stream, strerror(-fd));
+    return fd;
   }
-  if (listen(fd, 1024) < 0)
-    return -errno;
   a->conn_epfd = epoll_create1(EPOLL_CLOEXEC);
   if (a->conn_epfd < 0)
     return -errno;

@@ -92,6 +92,7 @@
 #include "serve/httpparse.h"
 #include "serve/metrics.h"
 #include "model/operator.h"
+#include "mst/addr.h"
 #include "mst/auth.h"
 #include "mst/config.h"
 #include "mst/diag.h"
@@ -979,14 +980,7 @@ static bool local_address(struct MHD_Connection *c, char *buf, size_t size) {
   socklen_t len = sizeof(ss);
   if (!ci || getsockname(ci->connect_fd, (struct sockaddr *)&ss, &len) < 0)
     return false;
-  if (ss.ss_family == AF_INET)
-    return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, size) != NULL;
-  if (ss.ss_family != AF_INET6)
-    return false;
-  const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-  if (IN6_IS_ADDR_V4MAPPED(a6))
-    return inet_ntop(AF_INET, &a6->s6_addr[12], buf, size) != NULL;
-  return inet_ntop(AF_INET6, a6, buf, size) != NULL;
+  return mst_addr_format_host((struct sockaddr *)&ss, buf, size) == 0;
 }
 
 /* A follower that knows no leader holds a DC/OS read until one is known,
@@ -1857,54 +1851,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     log_warning("HTTP: %s", buf);
 }
 
-/* "HOST:PORT" into a socket address. */
-static int parse_listen(const char *s, struct sockaddr_storage *ret, bool *ret_ipv6) {
-  const char *colon = strrchr(s, ':');
-  if (!colon)
-    return -EINVAL;
-  const char *p = colon + 1;
-  if (*p < '0' || *p > '9')
-    return -EINVAL;
-  unsigned long port = 0;
-  for (; *p; p++) {
-    if (*p < '0' || *p > '9')
-      return -EINVAL;
-    port = port * 10 + (unsigned long)(*p - '0');
-    if (port > 65535)
-      return -EINVAL;
-  }
-
-  size_t host_len = (size_t)(colon - s);
-  char host[INET6_ADDRSTRLEN + 2];
-  if (host_len >= sizeof(host))
-    return -EINVAL;
-  memcpy(host, s, host_len);
-  host[host_len] = 0;
-
-  memset(ret, 0, sizeof(*ret));
-  if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ret;
-    host[host_len - 1] = 0;
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
-      return -EINVAL;
-    *ret_ipv6 = true;
-    return 0;
-  }
-  struct sockaddr_in *in = (struct sockaddr_in *)ret;
-  in->sin_family = AF_INET;
-  in->sin_port = htons((uint16_t)port);
-  *ret_ipv6 = false;
-  if (host_len == 0 || strcmp(host, "*") == 0)
-    in->sin_addr.s_addr = htonl(INADDR_ANY);
-  else if (strcmp(host, "localhost") == 0)
-    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  else if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
-    return -EINVAL;
-  return 0;
-}
-
 static void http_free_state(struct aggr_http *h) {
   while (h->tls_oldest) {
     struct tls_material *m = h->tls_oldest;
@@ -1982,14 +1928,15 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
                     struct aggr_http **ret) {
   const char *listen_addr = o->listen;
   unsigned threads = o->threads;
-  struct sockaddr_storage addr;
-  bool ipv6;
+  struct mst_addr addr;
+  char err[256];
   int r;
 
-  if (parse_listen(listen_addr, &addr, &ipv6) < 0) {
-    log_error("Bad HTTP listen address \"%s\": expected HOST:PORT", listen_addr);
+  if (mst_addr_parse(listen_addr, MST_ADDR_LISTEN, &addr, err, sizeof(err)) < 0) {
+    log_error("listen_http %s", err);
     return -EINVAL;
   }
+  bool ipv6 = addr.ss.ss_family == AF_INET6;
   if (threads == 0)
     threads = HTTP_DEFAULT_THREADS;
   threads = MST_MIN(threads, HTTP_MAX_THREADS);
@@ -2018,9 +1965,11 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
 
   bool tls = h->cert_file != NULL;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                   MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
-  uint16_t port = ipv6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
-                       : ntohs(((struct sockaddr_in *)&addr)->sin_port);
+                   MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
+  /* [::] serves IPv4 clients too (IPV6_V6ONLY off), as the agent stream does. */
+  if (ipv6)
+    flags |= mst_addr_is_any((struct sockaddr *)&addr.ss) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+  uint16_t port = mst_addr_port((struct sockaddr *)&addr.ss);
   /* The TLS options come last: MHD_OPTION_END ends the list early when
    * serving plain HTTP. A limit of 0 means none to MHD. */
   errno = 0;
@@ -2028,7 +1977,7 @@ int aggr_http_start(const struct aggr_http_options *o, struct aggr_views *vs,
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
       MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
       MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_THREAD_POOL_SIZE, threads,
-      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr.ss, MHD_OPTION_CONNECTION_TIMEOUT,
       o->limits.timeout_sec, MHD_OPTION_CONNECTION_LIMIT,
       MST_MAX(o->limits.max_connections, threads), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       o->limits.max_connections_per_address, MHD_OPTION_CONNECTION_MEMORY_LIMIT,

@@ -489,9 +489,20 @@ _http = requests.Session()
 _http.trust_env = False   # never send loopback traffic through a proxy
 
 
-def http_get(port, path, timeout=2.0, scheme="http", **kw):
-    """GET scheme://127.0.0.1:port/path. For https pass verify= (a CA file)."""
-    return _http.get(f"{scheme}://127.0.0.1:{port}{path}", timeout=T(timeout), **kw)
+def netns_prefix(netns):
+    """The argv prefix that runs a command in network namespace netns (ip
+    execs the command, so its pid is the command's)."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def url_host(host):
+    """host as it goes in a URL or a host:port: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def http_get(port, path, timeout=2.0, scheme="http", host="127.0.0.1", **kw):
+    """GET scheme://host:port/path. For https pass verify= (a CA file)."""
+    return _http.get(f"{scheme}://{url_host(host)}:{port}{path}", timeout=T(timeout), **kw)
 
 
 def http_request(method, port, path, timeout=2.0, scheme="http", **kw):
@@ -1063,9 +1074,11 @@ class TestEnv:
 
 class Aggregator:
     def __init__(self, env, id="aggr1", cluster="test", expected_masters=None, stale_timeout="2s",
-                 max_frame=None, log_level="debug", db_name=None, extra=None, sections=None):
+                 max_frame=None, log_level="debug", db_name=None, extra=None, sections=None,
+                 host="127.0.0.1"):
         self.env = env
         self.id = id
+        self.host = host   # where it listens and is reached: 127.0.0.1, ::1, ...
         self.sections = sections or {}  # more INI sections, e.g. {"tls": {...}}
         self.cluster = cluster
         self.expected_masters = expected_masters
@@ -1084,8 +1097,8 @@ class Aggregator:
             ("aggregator", dict({
                 "id": self.id,
                 "cluster": self.cluster,
-                "listen_stream": f"127.0.0.1:{self.stream_port}",
-                "listen_http": f"127.0.0.1:{self.http_port}",
+                "listen_stream": f"{url_host(self.host)}:{self.stream_port}",
+                "listen_http": f"{url_host(self.host)}:{self.http_port}",
                 "database": self.db,
                 "profiles": self.env.profiles,
                 "expected_masters": (",".join(self.expected_masters)
@@ -1101,8 +1114,11 @@ class Aggregator:
         with open(self.config, "w") as f:
             f.write(self.config_text())
 
+    netns = None   # a network namespace to run in (netns_harness.py), or None
+
     def argv(self, *more):
-        return [binary("muster-aggregatord"), "--config", self.config, *more]
+        return [*netns_prefix(self.netns), binary("muster-aggregatord"), "--config", self.config,
+                *more]
 
     def start(self, wait=True, new_ports_on_conflict=True):
         for attempt in range(3):
@@ -1176,7 +1192,7 @@ class Aggregator:
             return f.readline().strip()
 
     def url(self, path=""):
-        return f"{self.http_scheme}://127.0.0.1:{self.http_port}{path}"
+        return f"{self.http_scheme}://{url_host(self.host)}:{self.http_port}{path}"
 
     _CONFIGURED = object()
 
@@ -1193,7 +1209,7 @@ class Aggregator:
         return dict(kw, headers=headers)
 
     def get(self, path, token=_CONFIGURED, **kw):
-        return http_get(self.http_port, path, scheme=self.http_scheme,
+        return http_get(self.http_port, path, scheme=self.http_scheme, host=self.host,
                         **self.http_kw(token, **kw))
 
     def json(self, path):
@@ -1310,7 +1326,8 @@ class Agent:
                 "role": self.role,
                 "profiles": self.env.profiles,
                 "spool": self.spool,
-                "aggregators": ",".join(f"127.0.0.1:{a.stream_port}" for a in aggrs),
+                "aggregators": ",".join(f"{url_host(getattr(a, 'host', '127.0.0.1'))}:{a.stream_port}"
+                                        for a in aggrs),
                 "heartbeat": self.heartbeat,
                 **({} if self.kernel_boot else {"boot_id_file": self.boot_id_file}),
             }, **self.extra)),
@@ -1322,8 +1339,10 @@ class Agent:
         with open(self.config, "w") as f:
             f.write(self.config_text())
 
+    netns = None   # a network namespace to run in (netns_harness.py), or None
+
     def argv(self, *more):
-        return [binary("muster-agentd"), "--config", self.config, *more]
+        return [*netns_prefix(self.netns), binary("muster-agentd"), "--config", self.config, *more]
 
     def start(self):
         self.write_config()

@@ -63,11 +63,11 @@ def zookeeper_installed():
     return os.path.exists("/usr/share/java/zookeeper.jar") and shutil.which("java") is not None
 
 
-def four_letter(port, word="srvr", timeout=0.5):
-    """Sends a four-letter word to 127.0.0.1:port; returns the answer, or
+def four_letter(port, word="srvr", timeout=0.5, host="127.0.0.1"):
+    """Sends a four-letter word to host:port; returns the answer, or
     None when the server does not answer."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(word.encode())
             data = b""
@@ -81,9 +81,9 @@ def four_letter(port, word="srvr", timeout=0.5):
         return None
 
 
-def srvr_mode(port):
+def srvr_mode(port, host="127.0.0.1"):
     """'leader', 'follower', 'standalone', or None when not serving."""
-    text = four_letter(port, "srvr")
+    text = four_letter(port, "srvr", host=host)
     if not text:
         return None
     for line in text.splitlines():
@@ -95,8 +95,10 @@ def srvr_mode(port):
 class ZKServer:
     """One ZooKeeper server (standalone, or member `sid` of an ensemble)."""
 
-    def __init__(self, base_dir, sid=1):
+    def __init__(self, base_dir, sid=1, host="127.0.0.1"):
         self.sid = sid
+        self.host = host   # its client and quorum address: 127.0.0.1, ::1, ...
+        self.netns = None  # a network namespace to run in (netns_harness.py)
         self.dir = os.path.join(base_dir, f"zk{sid}")
         self.data = os.path.join(self.dir, "data")
         self.cfg = os.path.join(self.dir, "zoo.cfg")
@@ -117,7 +119,7 @@ class ZKServer:
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.client_port}"
+        return f"{mh.url_host(self.host)}:{self.client_port}"
 
     def new_ports(self):
         self.client_port, self.peer_port, self.election_port = free_port(), free_port(), free_port()
@@ -128,7 +130,7 @@ class ZKServer:
             f"tickTime={TICK_MS}",
             f"dataDir={self.data}",
             f"clientPort={self.client_port}",
-            "clientPortAddress=127.0.0.1",
+            f"clientPortAddress={self.host}",
             "admin.enableServer=false",
             "minSessionTimeout=1000",
             "4lw.commands.whitelist=srvr",
@@ -137,7 +139,8 @@ class ZKServer:
         ]
         if len(members) > 1:
             lines += ["initLimit=10", "syncLimit=5"]
-            lines += [f"server.{m.sid}=127.0.0.1:{m.peer_port}:{m.election_port}" for m in members]
+            lines += [f"server.{m.sid}={mh.url_host(m.host)}:{m.peer_port}:{m.election_port}"
+                      for m in members]
             with open(os.path.join(self.data, "myid"), "w") as f:
                 f.write(f"{self.sid}\n")
         with open(self.cfg, "w") as f:
@@ -148,7 +151,8 @@ class ZKServer:
         self._logf = open(self.log, "ab")
         self._logf.write(f"===== start {self.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
         self._logf.flush()
-        argv = ["java", *JAVA_OPTS, "-cp", ZK_CLASSPATH, "-Dzookeeper.root.logger=INFO,CONSOLE",
+        argv = [*mh.netns_prefix(self.netns), "java", *JAVA_OPTS, "-cp", ZK_CLASSPATH,
+                "-Dzookeeper.root.logger=INFO,CONSOLE",
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain", self.cfg]
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf,
                                       stderr=subprocess.STDOUT, start_new_session=True)
@@ -161,7 +165,7 @@ class ZKServer:
         return self.popen is not None and self.popen.poll() is None
 
     def mode(self):
-        return srvr_mode(self.client_port) if self.alive() else None
+        return srvr_mode(self.client_port, self.host) if self.alive() else None
 
     def kill(self):
         """SIGKILL (ZooKeeper's data survives: it syncs its log before it
@@ -203,11 +207,11 @@ class ZKServer:
 class ZKEnsemble:
     """1 (standalone) or 3 ZooKeeper servers on loopback."""
 
-    def __init__(self, base_dir, n=3):
+    def __init__(self, base_dir, n=3, host="127.0.0.1"):
         assert n in (1, 3), "1 or 3 servers"
         self.base_dir = base_dir
         os.makedirs(base_dir, exist_ok=True)
-        self.servers = [ZKServer(base_dir, sid) for sid in range(1, n + 1)]
+        self.servers = [ZKServer(base_dir, sid, host) for sid in range(1, n + 1)]
 
     def __repr__(self):
         return f"<ZKEnsemble {self.servers}>"
@@ -375,16 +379,16 @@ class ElectedAggregator(mh.Aggregator):
 
     @property
     def stream_address(self):
-        return f"127.0.0.1:{self.stream_port}"
+        return f"{mh.url_host(self.host)}:{self.stream_port}"
 
     @property
     def http_address(self):
-        return f"127.0.0.1:{self.http_port}"
+        return f"{mh.url_host(self.host)}:{self.http_port}"
 
     def readyz_full(self, timeout=0.5):
         """(status, json or None); (None, None) when nothing answers."""
         try:
-            r = mh.http_get(self.http_port, "/readyz", timeout=timeout)
+            r = mh.http_get(self.http_port, "/readyz", timeout=timeout, host=self.host)
         except requests.RequestException:
             return None, None
         try:
