@@ -31,6 +31,12 @@
  *   ZooKeeper's threads    election.c: each watcher or completion copies its
  *                          event into a queue under a mutex and writes an
  *                          eventfd; the loop runs the state machine
+ *   muster-notify          notify/notify.c (the leader, with [alertmanager]
+ *                          urls): posts alerts to Alertmanager. At each
+ *                          publish the loop puts the alert set it derived
+ *                          in one slot under a mutex (the newest replaces
+ *                          one not taken yet) and signals a condition; the
+ *                          thread never reads the model
  *
  * The data path: a probe result on a node becomes a change in the agent's
  * spool, a frame on its stream (ingest/conn.c, ingest/envelope.c), a
@@ -55,6 +61,7 @@ struct aggr_conn;
 struct aggr_election;
 struct aggr_replica;
 struct mst_tls_creds;
+struct aggr_notify;
 
 /* [aggregator] synchronous: SQLite's synchronous setting for the history. */
 enum aggr_synchronous {
@@ -101,6 +108,12 @@ struct aggr_config {
   int log_level;
   uint64_t first_contact_window_usec; /* an expected master not reported yet is starting this
                                        * long after the first Hello, then missing */
+  /* [alertmanager] (notify/notify.h): no urls, no notifications. */
+  char *am_urls;         /* comma list of base URLs */
+  char *am_external_url; /* the dashboard's URL, for the alerts' links */
+  uint64_t am_resend_interval_usec;
+  uint64_t am_timeout_usec;
+  uint64_t am_max_alerts;
 };
 
 /* A message logged at most once per interval, with a count of the
@@ -156,4 +169,5 @@ struct aggr {
   bool record_verdict; /* record the cluster verdict at the next publish */
   bool ready;
   bool check_evaluate; /* MUSTER_CHECK_EVALUATE=1: aggr_model_check() after each evaluation */
+  struct aggr_notify *notify; /* the muster-notify thread; NULL without [alertmanager] urls */
 };

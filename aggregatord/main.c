@@ -36,6 +36,7 @@
 #include "mst/store.h"
 #include "mst/time.h"
 #include "mst/tls.h"
+#include "notify/notify.h"
 #include "publish.h"
 #include "serve/history.h"
 #include "serve/http.h"
@@ -302,6 +303,19 @@ int main(int argc, char **argv) {
   r = aggr_publish_serve(&a);
   if (r < 0)
     goto out;
+  struct aggr_notify_options no = {
+      .urls = a.cfg.am_urls,
+      .cluster = a.cfg.cluster,
+      .external_url = a.cfg.am_external_url,
+      .resend_usec = a.cfg.am_resend_interval_usec,
+      .timeout_usec = a.cfg.am_timeout_usec,
+      .max_alerts = (size_t)a.cfg.am_max_alerts,
+  };
+  r = aggr_notify_start(&no, &a.notify);
+  if (r < 0) {
+    log_error("cannot start notifying Alertmanager: %s", strerror(-r));
+    goto out;
+  }
   a.ready = true;
   aggr_request_publish(&a, true);
   (void)sd_event_set_watchdog(a.event, true);
@@ -318,6 +332,7 @@ int main(int argc, char **argv) {
   ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 
 out:
+  aggr_notify_free(a.notify);
   aggr_http_free(a.http);
   if (a.event)
     aggr_stream_close_all(&a);
