@@ -164,8 +164,8 @@ static void check_alertmanager(const char *path, const struct aggr_config *cfg,
     return;
   }
   if (n > AGGR_NOTIFY_URLS_MAX)
-    mst_diag_add(diag, path, urls_line, "[alertmanager] urls lists %d Alertmanagers: at most %d",
-                 n, AGGR_NOTIFY_URLS_MAX);
+    mst_diag_add(diag, path, urls_line, "[alertmanager] urls lists %d Alertmanagers: at most %d", n,
+                 AGGR_NOTIFY_URLS_MAX);
   for (int i = 0; i < n; i++)
     if (!http_url_valid(urls[i]))
       mst_diag_add(diag, path, urls_line,

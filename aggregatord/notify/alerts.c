@@ -147,8 +147,8 @@ static void add_alert(struct builder *b, const char *const *labels, const char *
     b->set->n_dropped++;
     return;
   }
-  struct aggr_alert a = {.labels = json_object(), .annotations = json_object(),
-                         .starts_usec = starts_usec};
+  struct aggr_alert a = {
+      .labels = json_object(), .annotations = json_object(), .starts_usec = starts_usec};
   struct mst_dynbuf key = MST_DYNBUF_INIT(ALERT_TEXT_MAX);
   int r = a.labels && a.annotations ? 0 : -ENOMEM;
   for (size_t i = 0; r >= 0 && labels[i]; i += 2) {
@@ -239,9 +239,9 @@ static void add_node_alert(struct builder *b, const struct aggr_node *n) {
       for (size_t j = 0; j < i && !seen; j++)
         for (size_t l = 0; l < n->reasons.v[j].n_refs && !seen; l++) {
           const struct aggr_reason_ref *o = &n->reasons.v[j].refs[l];
-          seen = strcmp(o->node ? o->node : "", ref->node ? ref->node : "") == 0 &&
-                 strcmp(o->component ? o->component : "", ref->component ? ref->component : "") ==
-                     0;
+          seen =
+              strcmp(o->node ? o->node : "", ref->node ? ref->node : "") == 0 &&
+              strcmp(o->component ? o->component : "", ref->component ? ref->component : "") == 0;
         }
       if (seen)
         continue;
@@ -249,9 +249,8 @@ static void add_node_alert(struct builder *b, const struct aggr_node *n) {
         mst_dynbuf_adds(&by, ", ");
       refs_text(&by, ref, 1, 1);
     }
-  const char *labels[] = {"alertname", name,   "cluster",  b->o->cluster, "node",
-                          n->id,       "role", n->role,    "severity",    severity,
-                          NULL};
+  const char *labels[] = {"alertname", name,    "cluster",  b->o->cluster, "node", n->id,
+                          "role",      n->role, "severity", severity,      NULL};
   const char *annotations[] = {
       "summary",    summary.buf,
       "root_cause", cause.buf,
@@ -282,25 +281,20 @@ static void add_component_alerts(struct builder *b, const struct aggr_node *n) {
     struct mst_dynbuf blocks = MST_DYNBUF_INIT(ALERT_TEXT_MAX);
     char since[MST_RFC3339_MAX];
     refs_text(&blocks, r->refs, r->n_refs, r->n_refs_total);
-    const char *labels[] = {"alertname",
-                            late ? "MusterComponentLate" : "MusterComponentFailed",
-                            "cluster",
-                            b->o->cluster,
-                            "component",
-                            r->component,
-                            "node",
-                            n->id,
-                            "role",
-                            n->role,
-                            "severity",
-                            late ? "warning" : "critical",
+    const char *labels[] = {"alertname", late ? "MusterComponentLate" : "MusterComponentFailed",
+                            "cluster",   b->o->cluster,
+                            "component", r->component,
+                            "node",      n->id,
+                            "role",      n->role,
+                            "severity",  late ? "warning" : "critical",
                             NULL};
-    const char *annotations[] = {"summary",    reason_text(r),
-                                 "root_cause", r->message,
-                                 "blocks",     blocks.buf,
-                                 "state",      r->state,
-                                 "since",      mst_time_format_rfc3339(since_usec, since, sizeof(since)),
-                                 NULL};
+    const char *annotations[] = {
+        "summary",    reason_text(r),
+        "root_cause", r->message,
+        "blocks",     blocks.buf,
+        "state",      r->state,
+        "since",      mst_time_format_rfc3339(since_usec, since, sizeof(since)),
+        NULL};
     if (blocks.error)
       b->error = -ENOMEM;
     else
@@ -376,9 +370,8 @@ uint64_t aggr_alerts_digest(const struct aggr_model *m) {
     h = digest_reasons(digest_reasons(h, &n->reasons), &n->root_causes);
     for (size_t k = 0; k < n->root_causes.n; k++) {
       const struct aggr_component *c =
-          n->root_causes.v[k].component
-              ? aggr_node_find_component(n, n->root_causes.v[k].component)
-              : NULL;
+          n->root_causes.v[k].component ? aggr_node_find_component(n, n->root_causes.v[k].component)
+                                        : NULL;
       h = digest_u64(h, c ? c->since_usec : 0);
     }
   }

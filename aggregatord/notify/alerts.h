@@ -23,10 +23,10 @@
 struct aggr_model;
 
 struct aggr_alert {
-  char *key;           /* the labels as name=value lines: the alert's identity */
-  json_t *labels;      /* an object of strings, owned */
-  json_t *annotations; /* an object of strings, owned */
-  char *link;          /* generatorURL: the dashboard, or NULL without external_url */
+  char *key;            /* the labels as name=value lines: the alert's identity */
+  json_t *labels;       /* an object of strings, owned */
+  json_t *annotations;  /* an object of strings, owned */
+  char *link;           /* generatorURL: the dashboard, or NULL without external_url */
   uint64_t starts_usec; /* realtime: when the condition began */
 };
 

@@ -34,13 +34,13 @@ struct entry {
 struct target {
   char *url; /* .../api/v2/alerts */
   CURL *curl;
-  bool need;               /* the set changed since the last delivery here */
-  uint64_t last_ok_usec;   /* monotonic; 0: never */
-  uint64_t next_try_usec;  /* monotonic: not before (back-off) */
-  uint64_t backoff_usec;   /* 0 while posts succeed */
-  bool failing;            /* the last post failed */
-  uint64_t next_log_usec;  /* monotonic: failures are logged once per resend interval */
-  uint64_t held;           /* failures not logged since */
+  bool need;              /* the set changed since the last delivery here */
+  uint64_t last_ok_usec;  /* monotonic; 0: never */
+  uint64_t next_try_usec; /* monotonic: not before (back-off) */
+  uint64_t backoff_usec;  /* 0 while posts succeed */
+  bool failing;           /* the last post failed */
+  uint64_t next_log_usec; /* monotonic: failures are logged once per resend interval */
+  uint64_t held;          /* failures not logged since */
 };
 
 struct aggr_notify {
@@ -61,12 +61,12 @@ struct aggr_notify {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool stop;
-  bool have_set;         /* set holds a set not taken yet */
-  bool leading;          /* what the loop said last */
+  bool have_set; /* set holds a set not taken yet */
+  bool leading;  /* what the loop said last */
   struct aggr_alert_set set;
 
   /* The thread's own. */
-  bool sending; /* leading, as the thread last took it */
+  bool sending;          /* leading, as the thread last took it */
   struct entry *entries; /* sorted by key */
   size_t n_entries;
 };
@@ -96,9 +96,7 @@ static void take_set(struct aggr_notify *n, struct aggr_alert_set *set) {
   }
   /* Both sorted by key: merge. */
   while (i < n->n_entries || j < set->n) {
-    int c = i == n->n_entries ? 1
-            : j == set->n     ? -1
-                              : strcmp(n->entries[i].a.key, set->v[j].key);
+    int c = i == n->n_entries ? 1 : j == set->n ? -1 : strcmp(n->entries[i].a.key, set->v[j].key);
     if (c < 0) {
       v[k] = n->entries[i++];
       if (!v[k].resolved_usec) {
@@ -297,8 +295,8 @@ static void *notify_thread(void *userdata) {
       } else {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t at = (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000 +
-                      (next - now);
+        uint64_t at =
+            (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000 + (next - now);
         ts.tv_sec = (time_t)(at / USEC_PER_SEC);
         ts.tv_nsec = (long)(at % USEC_PER_SEC) * 1000;
         pthread_cond_timedwait(&n->cond, &n->lock, &ts);

@@ -279,9 +279,10 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
   static const char *const families[_AGGR_NODE_FAMILY_MAX] = {
       [AGGR_NODE_FAMILY_VERDICT] = "# HELP muster_node_verdict Each node's verdict (1 for the "
                                    "current one).\n# TYPE muster_node_verdict gauge\n",
-      [AGGR_NODE_FAMILY_CONNECTED] = "# HELP muster_node_connected Whether the node's agent streams "
-                                     "to this aggregator now.\n"
-                                     "# TYPE muster_node_connected gauge\n",
+      [AGGR_NODE_FAMILY_CONNECTED] =
+          "# HELP muster_node_connected Whether the node's agent streams "
+          "to this aggregator now.\n"
+          "# TYPE muster_node_connected gauge\n",
       [AGGR_NODE_FAMILY_LAST_SEEN] =
           "# HELP muster_node_last_seen_timestamp_seconds When the node's agent was last heard "
           "from (refreshed at least every 5 s while it streams).\n"
