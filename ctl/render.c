@@ -183,7 +183,20 @@ void ctl_render_status_line(FILE *f, json_t *health) {
   const char *verdict = str_or(health, "verdict", "unknown");
   json_t *causes = json_object_get(health, "root_causes");
   json_t *reasons = json_object_get(health, "reasons");
-  const char *top = json_string_value(json_object_get(json_array_get(causes, 0), "message"));
+  /* The top root cause: the one that blocks the most, the first listed
+   * on a tie. */
+  const char *top = NULL;
+  long long most = -1;
+  size_t i;
+  json_t *c;
+  json_array_foreach(causes, i, c) {
+    long long blocked = json_integer_value(json_object_get(c, "blocked_total"));
+    const char *msg = json_string_value(json_object_get(c, "message"));
+    if (msg && blocked > most) {
+      top = msg;
+      most = blocked;
+    }
+  }
   if (!top)
     top = json_string_value(json_object_get(json_array_get(reasons, 0), "message"));
 
