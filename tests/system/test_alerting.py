@@ -272,3 +272,37 @@ def test_alertmanager_down_for_a_minute_loses_no_alert(env, webhook):
     aggr.wait_verdict("healthy", timeout=T(10))
     wait_until(lambda: webhook.notifications("MusterComponentFailed", "resolved"), timeout=T(20),
                desc="the resolution delivered")
+
+
+@pytest.mark.parametrize("lines,line,message", [
+    (["urls = alertmanager:9093"], 2, "is not an http:// or https:// URL"),
+    (["urls = http://a:9093, ftp://b"], 2, "'ftp://b' is not an http:// or https:// URL"),
+    (["urls = " + ",".join(f"http://am{i}:9093" for i in range(17))], 2, "at most 16"),
+    (["urls = http://a:9093", "external_url = dashboard"], 3, "external_url 'dashboard'"),
+    (["urls = http://a:9093", "resend_interval = 5s", "timeout = 10s"], 4,
+     "timeout must not be longer than resend_interval"),
+    (["resend_interval = 0s"], 2, "resend_interval"),
+    (["max_alerts = 0"], 2, "max_alerts"),
+    (["url = http://a:9093"], 2, "url"),
+])
+def test_alertmanager_section_errors_at_their_line(env, lines, line, message):
+    master_profile(env)
+    aggr = env.aggregator()
+    aggr.write_config()
+    with open(aggr.config, "a") as f:
+        f.write("[alertmanager]\n" + "".join(l + "\n" for l in lines))
+    first = sum(1 for _ in open(aggr.config)) - len(lines)  # the [alertmanager] line
+    rc, out, err, _ = mh.run_to_completion(aggr.argv("--check-config"), timeout=10)
+    assert rc != 0, f"accepted: {lines}"
+    assert f"{aggr.config}:{first + line - 1}:" in err and message in err, err
+
+
+def test_alertmanager_section_accepted(env):
+    master_profile(env)
+    aggr = env.aggregator(sections={"alertmanager": {
+        "urls": "http://127.0.0.1:9093/ https://am2.example:9093", "external_url":
+        "https://muster.example/", "resend_interval": "30s", "timeout": "5s",
+        "max_alerts": "50"}})
+    aggr.write_config()
+    rc, out, err, _ = mh.run_to_completion(aggr.argv("--check-config"), timeout=10)
+    assert rc == 0, err
