@@ -303,15 +303,7 @@ int main(int argc, char **argv) {
   r = aggr_publish_serve(&a);
   if (r < 0)
     goto out;
-  struct aggr_notify_options no = {
-      .urls = a.cfg.am_urls,
-      .cluster = a.cfg.cluster,
-      .external_url = a.cfg.am_external_url,
-      .resend_usec = a.cfg.am_resend_interval_usec,
-      .timeout_usec = a.cfg.am_timeout_usec,
-      .max_alerts = (size_t)a.cfg.am_max_alerts,
-  };
-  r = aggr_notify_start(&no, &a.notify);
+  r = aggr_notify_start(&a.cfg, &a.notify);
   if (r < 0) {
     log_error("cannot start notifying Alertmanager: %s", strerror(-r));
     goto out;

@@ -26,42 +26,25 @@ static bool alert_suppressed(const struct aggr_node *n, const char *component) {
   return false;
 }
 
-/* The alertname and severity of the cluster verdict v, or NULL when v
- * calls for no alert. */
-static const char *cluster_alertname(enum mst_verdict v, const char **ret_severity) {
-  switch (v) {
-  case MST_VERDICT_UNHEALTHY:
-    *ret_severity = "critical";
-    return "MusterClusterUnhealthy";
-  case MST_VERDICT_DEGRADED:
-    *ret_severity = "warning";
-    return "MusterClusterDegraded";
-  case MST_VERDICT_STARTING:
-    *ret_severity = "info";
-    return "MusterClusterStarting";
-  case MST_VERDICT_UNKNOWN:
-    *ret_severity = "warning";
-    return "MusterClusterUnknown";
-  default:
-    return NULL;
-  }
-}
+/* The alerts a verdict calls for: the cluster's and a node's alertname
+ * and severity (NULL: none). */
+static const struct verdict_alerts {
+  const char *cluster, *cluster_severity;
+  const char *node, *node_severity;
+} verdict_alerts[_MST_VERDICT_MAX] = {
+    [MST_VERDICT_UNKNOWN] = {"MusterClusterUnknown", "warning", NULL, NULL},
+    [MST_VERDICT_DEGRADED] = {"MusterClusterDegraded", "warning", NULL, NULL},
+    [MST_VERDICT_STARTING] = {"MusterClusterStarting", "info", NULL, NULL},
+    [MST_VERDICT_LATE] = {NULL, NULL, "MusterNodeLate", "warning"},
+    [MST_VERDICT_UNHEALTHY] = {"MusterClusterUnhealthy", "critical", "MusterNodeUnhealthy",
+                               "critical"},
+    [MST_VERDICT_UNREACHABLE] = {NULL, NULL, "MusterNodeUnreachable", "critical"},
+    [MST_VERDICT_MISSING] = {NULL, NULL, "MusterNodeMissing", "critical"},
+};
 
-static const char *node_alertname(enum mst_verdict v, const char **ret_severity) {
-  *ret_severity = "critical";
-  switch (v) {
-  case MST_VERDICT_UNHEALTHY:
-    return "MusterNodeUnhealthy";
-  case MST_VERDICT_UNREACHABLE:
-    return "MusterNodeUnreachable";
-  case MST_VERDICT_MISSING:
-    return "MusterNodeMissing";
-  case MST_VERDICT_LATE:
-    *ret_severity = "warning";
-    return "MusterNodeLate";
-  default:
-    return NULL;
-  }
+static const struct verdict_alerts *alerts_of(enum mst_verdict v) {
+  static const struct verdict_alerts none = {0};
+  return (unsigned)v < _MST_VERDICT_MAX ? &verdict_alerts[v] : &none;
 }
 
 void aggr_alert_done(struct aggr_alert *a) {
@@ -176,60 +159,79 @@ static void add_alert(struct builder *b, const char *const *labels, const char *
   b->set->n++;
 }
 
+/* The texts of a verdict's alert (the cluster's or a node's). */
+struct verdict_texts {
+  struct mst_dynbuf summary, cause, by;
+};
+
+#define VERDICT_TEXTS_INIT                                                                         \
+  {                                                                                                \
+    MST_DYNBUF_INIT(ALERT_TEXT_MAX), MST_DYNBUF_INIT(ALERT_TEXT_MAX),                              \
+        MST_DYNBUF_INIT(ALERT_TEXT_MAX)                                                            \
+  }
+
+/* Adds the alert of a verdict held since since_usec with texts x (freed),
+ * linked to node's page (NULL: the dashboard). */
+static void add_verdict_alert(struct builder *b, const char *const *labels, struct verdict_texts *x,
+                              const char *node, uint64_t since_usec) {
+  char since[MST_RFC3339_MAX];
+  const char *annotations[] = {
+      "summary",    x->summary.buf,
+      "root_cause", x->cause.buf,
+      "blocked_by", x->by.buf,
+      "since",      mst_time_format_rfc3339(since_usec, since, sizeof(since)),
+      NULL};
+  if (x->summary.error || x->cause.error || x->by.error)
+    b->error = -ENOMEM;
+  else
+    add_alert(b, labels, annotations, node, !node, since_usec);
+  mst_dynbuf_reset(&x->summary);
+  mst_dynbuf_reset(&x->cause);
+  mst_dynbuf_reset(&x->by);
+}
+
 static void add_cluster_alert(struct builder *b, const struct aggr_model *m) {
-  const char *severity, *name = cluster_alertname(m->verdict, &severity);
+  const char *name = alerts_of(m->verdict)->cluster;
+  const char *severity = alerts_of(m->verdict)->cluster_severity;
   if (!name)
     return;
-  struct mst_dynbuf summary = MST_DYNBUF_INIT(ALERT_TEXT_MAX), cause = summary, by = summary;
-  char since[MST_RFC3339_MAX];
-  mst_dynbuf_addf(&summary, "cluster %s is %s", b->o->cluster, mst_verdict_to_string(m->verdict));
+  struct verdict_texts x = VERDICT_TEXTS_INIT;
+  mst_dynbuf_addf(&x.summary, "cluster %s is %s", b->o->cluster, mst_verdict_to_string(m->verdict));
   if (m->reasons.n > 0) {
-    mst_dynbuf_addf(&summary, ": %s", m->reasons.v[0].message ? m->reasons.v[0].message : "");
+    mst_dynbuf_addf(&x.summary, ": %s", m->reasons.v[0].message ? m->reasons.v[0].message : "");
     if (m->reasons.n_total > 1)
-      mst_dynbuf_addf(&summary, " (and %zu more problems)", m->reasons.n_total - 1);
+      mst_dynbuf_addf(&x.summary, " (and %zu more problems)", m->reasons.n_total - 1);
   }
   if (m->root_causes.n > 0) {
-    mst_dynbuf_adds(&cause, reason_text(&m->root_causes.v[0]));
+    mst_dynbuf_adds(&x.cause, reason_text(&m->root_causes.v[0]));
     if (m->root_causes.n_total > 1)
-      mst_dynbuf_addf(&cause, " (and %zu more root causes)", m->root_causes.n_total - 1);
+      mst_dynbuf_addf(&x.cause, " (and %zu more root causes)", m->root_causes.n_total - 1);
   }
   for (size_t i = 0; i < m->root_causes.n && i < ALERT_REFS_SHOWN; i++) {
     const struct aggr_reason *r = &m->root_causes.v[i];
     struct aggr_reason_ref ref = {r->node, r->component};
     if (i > 0)
-      mst_dynbuf_adds(&by, ", ");
-    refs_text(&by, &ref, 1, 1);
+      mst_dynbuf_adds(&x.by, ", ");
+    refs_text(&x.by, &ref, 1, 1);
   }
   if (m->root_causes.n_total > ALERT_REFS_SHOWN)
-    mst_dynbuf_addf(&by, " and %zu more", m->root_causes.n_total - ALERT_REFS_SHOWN);
+    mst_dynbuf_addf(&x.by, " and %zu more", m->root_causes.n_total - ALERT_REFS_SHOWN);
   const char *labels[] = {"alertname", name, "cluster", b->o->cluster, "severity", severity, NULL};
-  const char *annotations[] = {
-      "summary",    summary.buf,
-      "root_cause", cause.buf,
-      "blocked_by", by.buf,
-      "since",      mst_time_format_rfc3339(m->verdict_since_usec, since, sizeof(since)),
-      NULL};
-  if (summary.error || cause.error || by.error)
-    b->error = -ENOMEM;
-  else
-    add_alert(b, labels, annotations, NULL, true, m->verdict_since_usec);
-  mst_dynbuf_reset(&summary);
-  mst_dynbuf_reset(&cause);
-  mst_dynbuf_reset(&by);
+  add_verdict_alert(b, labels, &x, NULL, m->verdict_since_usec);
 }
 
 static void add_node_alert(struct builder *b, const struct aggr_node *n) {
-  const char *severity, *name = node_alertname(n->verdict, &severity);
+  const char *name = alerts_of(n->verdict)->node;
+  const char *severity = alerts_of(n->verdict)->node_severity;
   if (!name || alert_suppressed(n, NULL))
     return;
-  struct mst_dynbuf summary = MST_DYNBUF_INIT(ALERT_TEXT_MAX), cause = summary, by = summary;
-  char since[MST_RFC3339_MAX];
-  mst_dynbuf_addf(&summary, "node %s (%s) is %s", n->id, n->role ? n->role : "no role",
+  struct verdict_texts x = VERDICT_TEXTS_INIT;
+  mst_dynbuf_addf(&x.summary, "node %s (%s) is %s", n->id, n->role ? n->role : "no role",
                   mst_verdict_to_string(n->verdict));
   if (n->reasons.n > 0 && n->reasons.v[0].message)
-    mst_dynbuf_addf(&summary, ": %s", n->reasons.v[0].message);
+    mst_dynbuf_addf(&x.summary, ": %s", n->reasons.v[0].message);
   if (n->root_causes.n > 0)
-    mst_dynbuf_adds(&cause, reason_text(&n->root_causes.v[0]));
+    mst_dynbuf_adds(&x.cause, reason_text(&n->root_causes.v[0]));
   /* What its reasons are blocked by, each named once. */
   size_t shown = 0;
   for (size_t i = 0; i < n->reasons.n; i++)
@@ -246,24 +248,12 @@ static void add_node_alert(struct builder *b, const struct aggr_node *n) {
       if (seen)
         continue;
       if (shown++ > 0)
-        mst_dynbuf_adds(&by, ", ");
-      refs_text(&by, ref, 1, 1);
+        mst_dynbuf_adds(&x.by, ", ");
+      refs_text(&x.by, ref, 1, 1);
     }
   const char *labels[] = {"alertname", name,    "cluster",  b->o->cluster, "node", n->id,
                           "role",      n->role, "severity", severity,      NULL};
-  const char *annotations[] = {
-      "summary",    summary.buf,
-      "root_cause", cause.buf,
-      "blocked_by", by.buf,
-      "since",      mst_time_format_rfc3339(n->verdict_since_usec, since, sizeof(since)),
-      NULL};
-  if (summary.error || cause.error || by.error)
-    b->error = -ENOMEM;
-  else
-    add_alert(b, labels, annotations, n->id, false, n->verdict_since_usec);
-  mst_dynbuf_reset(&summary);
-  mst_dynbuf_reset(&cause);
-  mst_dynbuf_reset(&by);
+  add_verdict_alert(b, labels, &x, n->id, n->verdict_since_usec);
 }
 
 /* The root-cause components on node n (each listed by its own node; the

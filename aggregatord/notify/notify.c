@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "aggr.h"
 #include "model/model.h"
 #include "mst/config.h"
 #include "mst/log.h"
@@ -395,16 +396,28 @@ static int targets_add(struct aggr_notify *n, const char *urls) {
   return 0;
 }
 
-int aggr_notify_start(const struct aggr_notify_options *o, struct aggr_notify **ret) {
+/* Frees n, whose thread is not running. */
+static void notify_release(struct aggr_notify *n) {
+  aggr_alert_set_done(&n->set);
+  forget_entries(n);
+  targets_free(n);
+  free(n->cluster);
+  free(n->external_url);
+  pthread_cond_destroy(&n->cond);
+  pthread_mutex_destroy(&n->lock);
+  free(n);
+}
+
+int aggr_notify_start(const struct aggr_config *cfg, struct aggr_notify **ret) {
   *ret = NULL;
-  if (!o->urls || o->urls[strspn(o->urls, " \t\n,")] == 0)
+  if (!cfg->am_urls || cfg->am_urls[strspn(cfg->am_urls, " \t\n,")] == 0)
     return 0;
   struct aggr_notify *n = calloc(1, sizeof(*n));
   if (!n)
     return -ENOMEM;
-  n->resend_usec = o->resend_usec;
-  n->timeout_usec = o->timeout_usec;
-  n->max_alerts = o->max_alerts;
+  n->resend_usec = cfg->am_resend_interval_usec;
+  n->timeout_usec = cfg->am_timeout_usec;
+  n->max_alerts = (size_t)cfg->am_max_alerts;
   pthread_mutex_init(&n->lock, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -412,27 +425,19 @@ int aggr_notify_start(const struct aggr_notify_options *o, struct aggr_notify **
   pthread_cond_init(&n->cond, &ca);
   pthread_condattr_destroy(&ca);
   int r = -ENOMEM;
-  if (!(n->cluster = strdup(o->cluster)) ||
-      (o->external_url && !(n->external_url = strdup(o->external_url))) ||
-      (r = targets_add(n, o->urls)) < 0)
-    goto fail;
-  r = -pthread_create(&n->thread, NULL, notify_thread, n);
-  if (r < 0)
-    goto fail;
+  if (!(n->cluster = strdup(cfg->cluster)) ||
+      (cfg->am_external_url && !(n->external_url = strdup(cfg->am_external_url))) ||
+      (r = targets_add(n, cfg->am_urls)) < 0 ||
+      (r = -pthread_create(&n->thread, NULL, notify_thread, n)) < 0) {
+    notify_release(n);
+    return r;
+  }
   pthread_setname_np(n->thread, "muster-notify");
   atomic_store(&aggr_counters.notify_configured, n->n_targets);
   log_info("notifying %zu Alertmanager%s, resending every %llus", n->n_targets,
            n->n_targets == 1 ? "" : "s", (unsigned long long)(n->resend_usec / USEC_PER_SEC));
   *ret = n;
   return 0;
-fail:
-  targets_free(n);
-  free(n->cluster);
-  free(n->external_url);
-  pthread_cond_destroy(&n->cond);
-  pthread_mutex_destroy(&n->lock);
-  free(n);
-  return r;
 }
 
 void aggr_notify_free(struct aggr_notify *n) {
@@ -443,12 +448,5 @@ void aggr_notify_free(struct aggr_notify *n) {
   pthread_cond_signal(&n->cond);
   pthread_mutex_unlock(&n->lock);
   pthread_join(n->thread, NULL);
-  aggr_alert_set_done(&n->set);
-  forget_entries(n);
-  targets_free(n);
-  free(n->cluster);
-  free(n->external_url);
-  pthread_cond_destroy(&n->cond);
-  pthread_mutex_destroy(&n->lock);
-  free(n);
+  notify_release(n);
 }

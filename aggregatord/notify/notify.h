@@ -30,25 +30,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct aggr_config;
 struct aggr_model;
 struct aggr_notify;
 
 /* Alertmanagers one aggregator posts to, at most. */
 #define AGGR_NOTIFY_URLS_MAX 16
 
-struct aggr_notify_options {
-  const char *urls;         /* [alertmanager] urls: comma list of base URLs (copied) */
-  const char *cluster;      /* the cluster label (copied) */
-  const char *external_url; /* the dashboard's base URL, or NULL (copied) */
-  uint64_t resend_usec;
-  uint64_t timeout_usec;
-  size_t max_alerts;
-};
-
-/* Loop thread, at start: starts the thread. Returns 0 with *ret, or
- * -errno. A NULL or empty urls starts nothing: *ret is NULL, and the other
- * calls accept NULL. */
-int aggr_notify_start(const struct aggr_notify_options *o, struct aggr_notify **ret);
+/* Loop thread, at start: starts the thread with cfg's [alertmanager] keys
+ * and cluster (copied). Returns 0 with *ret, or -errno. Without urls it
+ * starts nothing: *ret is NULL, and the other calls accept NULL. */
+int aggr_notify_start(const struct aggr_config *cfg, struct aggr_notify **ret);
 
 /* Loop thread, at each publish after evaluation: hands the thread model
  * m's alert set when this aggregator leads, or tells it that it does not. */

@@ -311,34 +311,33 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
  * aggregator: only the leader posts, but a follower says it is configured. */
 static void notify_gauges(struct mst_dynbuf *t) {
   struct aggr_counters *c = &aggr_counters;
-  mst_dynbuf_addf(
-      t,
-      "# HELP muster_notifications_configured Alertmanagers this aggregator notifies when it "
-      "leads.\n# TYPE muster_notifications_configured gauge\nmuster_notifications_configured "
-      "%llu\n"
-      "# HELP muster_notifications_sent_total Posts of the alert set an Alertmanager accepted.\n"
-      "# TYPE muster_notifications_sent_total counter\nmuster_notifications_sent_total %llu\n"
-      "# HELP muster_notifications_failed_total Posts of the alert set that failed (retried).\n"
-      "# TYPE muster_notifications_failed_total counter\nmuster_notifications_failed_total "
-      "%llu\n"
-      "# HELP muster_notifications_dropped_total Alerts left out past [alertmanager] "
-      "max_alerts.\n# TYPE muster_notifications_dropped_total counter\n"
-      "muster_notifications_dropped_total %llu\n"
-      "# HELP muster_notifications_alerts Alerts firing in the set this aggregator sends.\n"
-      "# TYPE muster_notifications_alerts gauge\nmuster_notifications_alerts %llu\n"
-      "# HELP muster_notifications_failing Alertmanagers whose last post failed.\n"
-      "# TYPE muster_notifications_failing gauge\nmuster_notifications_failing %llu\n"
-      "# HELP muster_notifications_last_success_timestamp_seconds When an Alertmanager last "
-      "accepted a post (0: never).\n"
-      "# TYPE muster_notifications_last_success_timestamp_seconds gauge\n"
-      "muster_notifications_last_success_timestamp_seconds %.3f\n",
-      (unsigned long long)atomic_load(&c->notify_configured),
-      (unsigned long long)atomic_load(&c->notify_posts),
-      (unsigned long long)atomic_load(&c->notify_failures),
-      (unsigned long long)atomic_load(&c->notify_dropped),
-      (unsigned long long)atomic_load(&c->notify_alerts),
-      (unsigned long long)atomic_load(&c->notify_failing),
-      (double)atomic_load(&c->notify_last_success_usec) / 1e6);
+  const struct {
+    const char *name, *type, *help;
+    atomic_uint_fast64_t *value;
+  } families[] = {
+      {"configured", "gauge", "Alertmanagers this aggregator notifies when it leads.",
+       &c->notify_configured},
+      {"sent_total", "counter", "Posts of the alert set an Alertmanager accepted.",
+       &c->notify_posts},
+      {"failed_total", "counter", "Posts of the alert set that failed (retried).",
+       &c->notify_failures},
+      {"dropped_total", "counter", "Alerts left out past [alertmanager] max_alerts.",
+       &c->notify_dropped},
+      {"alerts", "gauge", "Alerts firing in the set this aggregator sends.", &c->notify_alerts},
+      {"failing", "gauge", "Alertmanagers whose last post failed.", &c->notify_failing},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(families); i++)
+    mst_dynbuf_addf(t,
+                    "# HELP muster_notifications_%s %s\n# TYPE muster_notifications_%s %s\n"
+                    "muster_notifications_%s %llu\n",
+                    families[i].name, families[i].help, families[i].name, families[i].type,
+                    families[i].name, (unsigned long long)atomic_load(families[i].value));
+  mst_dynbuf_addf(t,
+                  "# HELP muster_notifications_last_success_timestamp_seconds When an "
+                  "Alertmanager last accepted a post (0: never).\n"
+                  "# TYPE muster_notifications_last_success_timestamp_seconds gauge\n"
+                  "muster_notifications_last_success_timestamp_seconds %.3f\n",
+                  (double)atomic_load(&c->notify_last_success_usec) / 1e6);
 }
 
 int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len) {

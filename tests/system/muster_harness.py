@@ -1616,3 +1616,19 @@ class VerdictWatch:
         assert not blind, (f"the verdicts were not watched closely enough: {len(blind)} gap(s) over "
                            f"{T(0.1):.3f}s without a blocking read waiting, the longest "
                            f"{max(b - a for a, b in blind):.3f}s")
+
+
+def start_peer(env, name, argv, ready_url, timeout=30.0):
+    """Starts a real peer server (Alertmanager, Prometheus) through the test's
+    process registry and waits until GET ready_url answers 200. Returns the
+    process."""
+    proc = env.procs.start(name, argv)
+
+    def ready():
+        assert proc.alive(), f"{name} exited:\n{tail(proc.stderr_path, 30)}"
+        try:
+            return requests.get(ready_url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+    wait_until(ready, timeout=timeout, desc=f"{name} ready")
+    return proc

@@ -107,18 +107,10 @@ receivers:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self):
-        self.proc = self.env.procs.start("alertmanager", [
+        self.proc = mh.start_peer(self.env, "alertmanager", [
             AM_BINARY, f"--config.file={self.config}", f"--storage.path={self.storage}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-            "--log.level=info"])
-
-        def ready():
-            assert self.proc.alive(), tail(self.proc.stderr_path, 30)
-            try:
-                return requests.get(self.url + "/-/ready", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-        wait_until(ready, timeout=30, desc="Alertmanager ready")
+            "--log.level=info"], self.url + "/-/ready")
         return self
 
     def stop(self):

@@ -79,17 +79,10 @@ scrape_configs:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self):
-        self.proc = self.env.procs.start("prometheus", [
+        self.proc = mh.start_peer(self.env, "prometheus", [
             PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.data}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"])
-
-        def ready():
-            assert self.proc.alive(), tail(self.proc.stderr_path, 30)
-            try:
-                return requests.get(self.url + "/-/ready", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-        wait_until(ready, timeout=60, desc="Prometheus ready")
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            self.url + "/-/ready", timeout=60)
         return self
 
     def query(self, q):
