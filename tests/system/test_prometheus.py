@@ -136,6 +136,12 @@ def test_prometheus_fires_the_cluster_alert_only_when_a_master_fails(env, zk, cl
     wait_until(lambda: prom.query('sum(up{job="muster"}) == 3') and
                prom.query('max(muster_cluster_verdict{verdict="healthy"}) == 1'),
                timeout=T(30), desc="Prometheus scrapes all three and sees the cluster healthy")
+    # Until every target's first scrape, the rules see part of the cluster
+    # (MusterNoLeader may turn pending before the leader is scraped): the
+    # window starts at the first evaluation after that.
+    seen = time.time()
+    wait_until(lambda: prom.rules_evaluated_since(seen + 1), timeout=T(30),
+               desc="an evaluation with every target scraped")
     # Healthy for longer than every `for:` (3 s) and a few evaluations:
     # nothing pending or firing at any evaluation.
     t0 = time.time()
