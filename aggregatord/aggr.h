@@ -35,6 +35,12 @@
  *                          state is queued under a mutex with an eventfd
  *                          that operate.c reads; the loop answers it with
  *                          aggr_http_write_answer (MHD_resume_connection)
+ *   muster-notify          notify/notify.c (the leader, with [alertmanager]
+ *                          urls): posts alerts to Alertmanager. At each
+ *                          publish the loop puts the alert set it derived
+ *                          in one slot under a mutex (the newest replaces
+ *                          one not taken yet) and signals a condition; the
+ *                          thread never reads the model
  *
  * The data path: a probe result on a node becomes a change in the agent's
  * spool, a frame on its stream (ingest/conn.c, ingest/envelope.c), a
@@ -60,6 +66,7 @@ struct aggr_election;
 struct aggr_replica;
 struct mst_tls_creds;
 struct aggr_operate;
+struct aggr_notify;
 
 /* [aggregator] synchronous: SQLite's synchronous setting for the history. */
 enum aggr_synchronous {
@@ -108,6 +115,12 @@ struct aggr_config {
                                        * long after the first Hello, then missing */
   char *http_admin_token_file;        /* bearer token for the API's writes (issue 19) */
   uint64_t forget_after_usec; /* forget nodes silent this long (not expected masters); 0: never */
+  /* [alertmanager] (notify/notify.h): no urls, no notifications. */
+  char *am_urls;         /* comma list of base URLs */
+  char *am_external_url; /* the dashboard's URL, for the alerts' links */
+  uint64_t am_resend_interval_usec;
+  uint64_t am_timeout_usec;
+  uint64_t am_max_alerts;
 };
 
 /* A message logged at most once per interval, with a count of the
@@ -164,4 +177,5 @@ struct aggr {
   bool ready;
   bool check_evaluate; /* MUSTER_CHECK_EVALUATE=1: aggr_model_check() after each evaluation */
   struct aggr_operate *operate; /* the API's writes of operator state (operate.h) */
+  struct aggr_notify *notify; /* the muster-notify thread; NULL without [alertmanager] urls */
 };

@@ -23,6 +23,7 @@
 #include "mst/log.h"
 #include "mst/profile.h"
 #include "mst/tls.h"
+#include "notify/notify.h"
 #include "serve/http.h"
 
 int aggr_config_stream_tls(const char *path, const struct aggr_config *cfg,
@@ -140,6 +141,51 @@ static void fit_fd_limit(const char *path, struct aggr_config *cfg, struct mst_d
   cfg->http_max_parked = MST_MIN(cfg->http_max_parked, cfg->http_max_connections);
 }
 
+/* An http:// or https:// URL with a host, of printable ASCII without
+ * spaces: what [alertmanager] takes. */
+static bool http_url_valid(const char *u) {
+  const char *rest = strncmp(u, "http://", 7) == 0    ? u + 7
+                     : strncmp(u, "https://", 8) == 0 ? u + 8
+                                                      : NULL;
+  if (!rest || !*rest || *rest == '/' || strlen(u) > 2048)
+    return false;
+  for (const char *p = u; *p; p++)
+    if (*p <= ' ' || *p >= 0x7f)
+      return false;
+  return true;
+}
+
+/* [alertmanager]: each URL of urls, at most AGGR_NOTIFY_URLS_MAX of them,
+ * external_url, and a timeout within the resend interval. */
+static void check_alertmanager(const char *path, const struct aggr_config *cfg,
+                               struct mst_diag *diag) {
+  unsigned urls_line = mst_conf_key_line(path, "alertmanager", "urls");
+  char **urls = NULL;
+  int n = cfg->am_urls ? mst_strv_split(cfg->am_urls, &urls) : 0;
+  if (n < 0) {
+    mst_diag_add(diag, path, urls_line, "out of memory");
+    return;
+  }
+  if (n > AGGR_NOTIFY_URLS_MAX)
+    mst_diag_add(diag, path, urls_line, "[alertmanager] urls lists %d Alertmanagers: at most %d", n,
+                 AGGR_NOTIFY_URLS_MAX);
+  for (int i = 0; i < n; i++)
+    if (!http_url_valid(urls[i]))
+      mst_diag_add(diag, path, urls_line,
+                   "[alertmanager] urls: '%.80s' is not an http:// or https:// URL "
+                   "(such as http://alertmanager:9093)",
+                   urls[i]);
+  mst_strv_free(urls);
+  if (cfg->am_external_url && !http_url_valid(cfg->am_external_url))
+    mst_diag_add(diag, path, mst_conf_key_line(path, "alertmanager", "external_url"),
+                 "[alertmanager] external_url '%.80s' is not an http:// or https:// URL",
+                 cfg->am_external_url);
+  if (cfg->am_timeout_usec > cfg->am_resend_interval_usec)
+    mst_diag_add(diag, path,
+                 key_line(path, "alertmanager", "timeout", "alertmanager", "resend_interval"),
+                 "[alertmanager] timeout must not be longer than resend_interval");
+}
+
 /* The checks that follow a parsed file. */
 static void check_loaded(struct aggr *a, const char *path, struct mst_diag *diag) {
   struct aggr_config *cfg = &a->cfg;
@@ -194,6 +240,7 @@ static void check_loaded(struct aggr *a, const char *path, struct mst_diag *diag
     mst_diag_add(diag, path, require_line,
                  "[tls] require_client_cert needs cert and key: TLS is off without them");
   aggr_http_config_check(path, cfg, diag);
+  check_alertmanager(path, cfg, diag);
   fit_fd_limit(path, cfg, diag);
 }
 

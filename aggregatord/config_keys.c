@@ -71,6 +71,13 @@ const struct mst_conf_key aggr_config_keys[] = {
     KEY("zookeeper", "session_timeout", MST_CONF_DURATION, zk_session_timeout_usec, USEC_PER_SEC,
         60 * USEC_PER_SEC, "4s"),
     KEY("log", "level", MST_CONF_LOGLEVEL, log_level, 0, 0, "info"),
+    KEY("alertmanager", "urls", MST_CONF_STRING, am_urls, 0, 0, NULL),
+    KEY("alertmanager", "external_url", MST_CONF_STRING, am_external_url, 0, 0, NULL),
+    KEY("alertmanager", "resend_interval", MST_CONF_DURATION, am_resend_interval_usec, USEC_PER_SEC,
+        3600 * USEC_PER_SEC, "1m"),
+    KEY("alertmanager", "timeout", MST_CONF_DURATION, am_timeout_usec, 100 * USEC_PER_MSEC,
+        300 * USEC_PER_SEC, "10s"),
+    KEY("alertmanager", "max_alerts", MST_CONF_UINT, am_max_alerts, 1, 100000, "1000"),
 };
 
 const size_t aggr_config_keys_count = ELEMENTSOF(aggr_config_keys);

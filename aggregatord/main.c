@@ -37,6 +37,7 @@
 #include "mst/store.h"
 #include "mst/time.h"
 #include "mst/tls.h"
+#include "notify/notify.h"
 #include "publish.h"
 #include "serve/history.h"
 #include "serve/http.h"
@@ -318,6 +319,11 @@ int main(int argc, char **argv) {
   r = aggr_publish_serve(&a);
   if (r < 0)
     goto out;
+  r = aggr_notify_start(&a.cfg, &a.notify);
+  if (r < 0) {
+    log_error("cannot start notifying Alertmanager: %s", strerror(-r));
+    goto out;
+  }
   a.ready = true;
   aggr_request_publish(&a, true);
   (void)sd_event_set_watchdog(a.event, true);
@@ -335,6 +341,7 @@ int main(int argc, char **argv) {
 
 out:
   aggr_operate_stop(&a);
+  aggr_notify_free(a.notify);
   aggr_http_free(a.http);
   if (a.event)
     aggr_stream_close_all(&a);

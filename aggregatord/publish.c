@@ -11,6 +11,7 @@
 #include "mst/log.h"
 #include "mst/macro.h"
 #include "mst/time.h"
+#include "notify/notify.h"
 #include "publish.h"
 #include "serve/http.h"
 #include "serve/view.h"
@@ -110,6 +111,7 @@ static int publish_now(sd_event_source *s, uint64_t usec, void *userdata) {
   }
   store_stage_completions(a);
   store_reach_events(a);
+  aggr_notify_publish(a->notify, &a->model, a->leading);
   if (aggr_view_publish(a->views, &a->model, a->ready) < 0)
     log_error("cannot publish a new view (out of memory?), ignoring");
   aggr_http_wake(a->http);   /* blocking reads whose resource moved */

@@ -66,7 +66,8 @@ static void usage(FILE *f) {
           "Usage: musterctl [--server URL] [--json] COMMAND [ARGS]\n"
           "\n"
           "Commands:\n"
-          "  status                 the cluster verdict, its reasons and root causes\n"
+          "  status                 the cluster verdict, its reasons and root causes (the\n"
+          "                         first line is a Nagios plugin's, with perfdata)\n"
           "  nodes                  every node with its verdict and startup progress\n"
           "  node ID                one node: components and startup stages\n"
           "  history [--node N] [--component C] [--since T] [--until T]\n"
@@ -393,9 +394,15 @@ static int cmd_status(struct ctl_http *h, const struct ctl_options *o) {
   if (r == 0) {
     if (o->json)
       print_body(&resp);
-    else
+    else {
+      /* A Nagios plugin's first line, then the detail as its long text. */
+      ctl_render_status_line(stdout, health);
       ctl_render_health(stdout, health);
+    }
     r = ctl_verdict_exit_code(json_string_value(json_object_get(health, "verdict")));
+  } else if (r == EXIT_UNREACHABLE && !o->json) {
+    /* Nagios reads stdout: why is on stderr. */
+    printf("MUSTER UNKNOWN - no cluster verdict from the aggregator\n");
   }
   ctl_response_done(&resp);
   return r;

@@ -159,6 +159,73 @@ void ctl_render_health(FILE *f, json_t *health) {
   render_root_causes(f, json_object_get(health, "root_causes"));
 }
 
+/* A Nagios plugin's text must not hold '|' (perfdata follows it) nor a
+ * line break, and monitoring UIs cut long first lines: the sentence is
+ * kept to this many bytes, cut at a character's start. */
+#define STATUS_TEXT_MAX 300
+
+static void put_plugin_text(FILE *f, const char *s) {
+  size_t n = strlen(s);
+  if (n > STATUS_TEXT_MAX) {
+    n = STATUS_TEXT_MAX;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+      n--;
+  }
+  for (size_t i = 0; i < n; i++)
+    fputc(s[i] == '|' ? '/' : (unsigned char)s[i] < ' ' ? ' ' : s[i], f);
+  if (n < strlen(s))
+    fputs("...", f);
+}
+
+void ctl_render_status_line(FILE *f, json_t *health) {
+  static const char *const verdicts[] = {"healthy",   "degraded",    "starting", "late",
+                                         "unhealthy", "unreachable", "missing",  "unknown"};
+  const char *verdict = str_or(health, "verdict", "unknown");
+  json_t *causes = json_object_get(health, "root_causes");
+  json_t *reasons = json_object_get(health, "reasons");
+  /* The top root cause: the one that blocks the most, the first listed
+   * on a tie. */
+  const char *top = NULL;
+  long long most = -1;
+  size_t i;
+  json_t *c;
+  json_array_foreach(causes, i, c) {
+    long long blocked = json_integer_value(json_object_get(c, "blocked_total"));
+    const char *msg = json_string_value(json_object_get(c, "message"));
+    if (msg && blocked > most) {
+      top = msg;
+      most = blocked;
+    }
+  }
+  if (!top)
+    top = json_string_value(json_object_get(json_array_get(reasons, 0), "message"));
+
+  fputs("MUSTER ", f);
+  for (const char *p = verdict; *p; p++)
+    fputc(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p, f);
+  fputs(" - ", f);
+  if (top)
+    put_plugin_text(f, top);
+  else
+    fprintf(f, "cluster %s", verdict);
+  long long total[ELEMENTSOF(verdicts)] = {0}, nodes = 0;
+  const char *role, *v;
+  json_t *by_verdict, *n;
+  json_object_foreach(json_object_get(health, "counts"), role, by_verdict) {
+    json_object_foreach(by_verdict, v, n) {
+      nodes += json_integer_value(n);
+      for (size_t k = 0; k < ELEMENTSOF(verdicts); k++)
+        if (strcmp(v, verdicts[k]) == 0)
+          total[k] += json_integer_value(n);
+    }
+  }
+  fputs(" |", f);
+  for (size_t k = 0; k < ELEMENTSOF(verdicts); k++)
+    fprintf(f, " %s=%lld", verdicts[k], total[k]);
+  fprintf(f, " nodes=%lld root_causes=%lld\n", nodes,
+          (long long)json_integer_value(json_object_get(health, "root_causes_total")));
+}
+
 /* "100% done" or "40% in_progress (base)" from a node's startup object. */
 static void format_startup(json_t *startup, char *buf, size_t size) {
   if (!json_is_object(startup)) {

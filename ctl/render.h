@@ -21,6 +21,13 @@ int ctl_verdict_exit_code(const char *verdict);
 /* GET /v1/health: the verdict, counts, reasons and root causes. */
 void ctl_render_health(FILE *f, json_t *health);
 
+/* The first line of `musterctl status`, as a Nagios plugin's: the verdict
+ * and the top root cause (the one blocking the most; else the first
+ * reason), then perfdata with the
+ * nodes by verdict ("MUSTER UNHEALTHY - mesos-master on m1 has been ... |
+ * healthy=4 degraded=0 ..."). Never coloured. */
+void ctl_render_status_line(FILE *f, json_t *health);
+
 /* GET /v1/nodes: one row per node. */
 void ctl_render_nodes(FILE *f, json_t *nodes);
 

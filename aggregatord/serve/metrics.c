@@ -95,28 +95,71 @@ static void text_label(struct mst_dynbuf *t, const char *v) {
   }
 }
 
-int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_len,
-                            size_t *ret_verdict_len) {
-  struct mst_dynbuf t = MST_DYNBUF_INIT(METRICS_TEXT_MAX);
+/* Starts a line of node n: name{node="...",role="..." (the caller adds
+ * its own labels and closes the braces). */
+static void node_line_start(struct mst_dynbuf *t, const char *name, const struct aggr_node *n) {
+  mst_dynbuf_addf(t, "%s{node=\"", name);
+  text_label(t, n->id);
+  mst_dynbuf_adds(t, "\",role=\"");
+  text_label(t, n->role);
+  mst_dynbuf_addc(t, '"');
+}
 
-  mst_dynbuf_adds(&t, "muster_node_verdict{node=\"");
-  text_label(&t, n->id);
-  mst_dynbuf_adds(&t, "\",role=\"");
-  text_label(&t, n->role);
-  mst_dynbuf_addf(&t, "\",verdict=\"%s\"} 1\n", mst_verdict_to_string(n->verdict));
-  size_t verdict_len = t.len;
+/* The startup lines: how far this boot's stages are (what GET /v1/nodes
+ * shows as startup.percent) and the stage waited on (the last once all are
+ * reached) with its state. None before the node reported, or without a
+ * profile. */
+static void node_startup_lines(struct mst_dynbuf *t, const struct aggr_node *n,
+                               size_t ends[_AGGR_NODE_FAMILY_MAX]) {
+  const struct aggr_startup *s = n->reported ? n->startup : NULL;
+  size_t total = s ? s->profile->n_stages : 0;
+  if (s) {
+    node_line_start(t, "muster_node_startup_percent", n);
+    mst_dynbuf_addf(t, "} %zu\n", total ? 100 * s->n_reached / total : (size_t)100);
+  }
+  ends[AGGR_NODE_FAMILY_STARTUP] = t->len;
+  if (s && total > 0) {
+    size_t k = MST_MIN(s->waiting, total - 1);
+    node_line_start(t, "muster_node_startup_stage", n);
+    mst_dynbuf_adds(t, ",stage=\"");
+    text_label(t, s->profile->stages[k].name);
+    mst_dynbuf_addf(t, "\",state=\"%s\"} 1\n",
+                    s->n_reached == total ? "done"
+                    : s->waiting < total  ? aggr_stage_state_to_string(s->stages[k].state)
+                                          : "pending");
+  }
+  ends[AGGR_NODE_FAMILY_STARTUP_STAGE] = t->len;
+}
+
+int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_len,
+                            size_t ret_ends[_AGGR_NODE_FAMILY_MAX]) {
+  struct mst_dynbuf t = MST_DYNBUF_INIT(METRICS_TEXT_MAX);
+  size_t ends[_AGGR_NODE_FAMILY_MAX];
+
+  node_line_start(&t, "muster_node_verdict", n);
+  mst_dynbuf_addf(&t, ",verdict=\"%s\"} 1\n", mst_verdict_to_string(n->verdict));
+  ends[AGGR_NODE_FAMILY_VERDICT] = t.len;
+  node_line_start(&t, "muster_node_connected", n);
+  mst_dynbuf_addf(&t, "} %d\n", n->conn ? 1 : 0);
+  ends[AGGR_NODE_FAMILY_CONNECTED] = t.len;
+  if (n->reported) {
+    node_line_start(&t, "muster_node_last_seen_timestamp_seconds", n);
+    mst_dynbuf_addf(&t, "} %.3f\n", (double)n->last_seen_usec / 1e6);
+  }
+  ends[AGGR_NODE_FAMILY_LAST_SEEN] = t.len;
+  node_startup_lines(&t, n, ends);
   for (size_t k = 0; k < n->n_components; k++) {
     const char *st = mst_state_to_string(n->components[k].state);
-    mst_dynbuf_adds(&t, "muster_component_state{node=\"");
-    text_label(&t, n->id);
-    mst_dynbuf_adds(&t, "\",component=\"");
+    node_line_start(&t, "muster_component_state", n);
+    mst_dynbuf_adds(&t, ",component=\"");
     text_label(&t, n->components[k].name);
     mst_dynbuf_addf(&t, "\",state=\"%s\"} 1\n", st ? st : "unspecified");
   }
+  ends[AGGR_NODE_FAMILY_COMPONENTS] = t.len;
   int r = mst_dynbuf_take(&t, ret, ret_len);
   if (r < 0)
     return r;
-  *ret_verdict_len = verdict_len;
+  memcpy(ret_ends, ends, sizeof(ends));
   return 0;
 }
 
@@ -271,20 +314,71 @@ static void cluster_gauges(struct mst_dynbuf *t, const struct aggr_view *v) {
                     mst_verdict_to_string((enum mst_verdict)k), v->verdict == (enum mst_verdict)k);
   }
   /* A family's lines go together: every node's verdict line, then every
-   * node's component lines. */
-  mst_dynbuf_adds(t, "# HELP muster_node_verdict Each node's verdict (1 for the current one).\n"
-                     "# TYPE muster_node_verdict gauge\n");
-  for (size_t i = 0; i < v->n_nodes; i++)
-    mst_dynbuf_add(t, v->node_v[i].metrics->data, v->node_v[i].metrics_verdict_len);
-  mst_dynbuf_adds(t, "# HELP muster_component_state Each component's current state, as its "
-                     "state label.\n# TYPE muster_component_state gauge\n");
-  for (size_t i = 0; i < v->n_nodes; i++) {
-    const struct aggr_view_node *n = &v->node_v[i];
-    mst_dynbuf_add(t, n->metrics->data + n->metrics_verdict_len,
-                   n->metrics->len - n->metrics_verdict_len);
+   * node's connected line, and so on. */
+  static const char *const families[_AGGR_NODE_FAMILY_MAX] = {
+      [AGGR_NODE_FAMILY_VERDICT] = "# HELP muster_node_verdict Each node's verdict (1 for the "
+                                   "current one).\n# TYPE muster_node_verdict gauge\n",
+      [AGGR_NODE_FAMILY_CONNECTED] =
+          "# HELP muster_node_connected Whether the node's agent streams "
+          "to this aggregator now.\n"
+          "# TYPE muster_node_connected gauge\n",
+      [AGGR_NODE_FAMILY_LAST_SEEN] =
+          "# HELP muster_node_last_seen_timestamp_seconds When the node's agent was last heard "
+          "from (refreshed at least every 5 s while it streams).\n"
+          "# TYPE muster_node_last_seen_timestamp_seconds gauge\n",
+      [AGGR_NODE_FAMILY_STARTUP] = "# HELP muster_node_startup_percent How much of its current "
+                                   "startup's stages the node has reached.\n"
+                                   "# TYPE muster_node_startup_percent gauge\n",
+      [AGGR_NODE_FAMILY_STARTUP_STAGE] =
+          "# HELP muster_node_startup_stage The startup stage the node waits on (its last once "
+          "every stage is reached), with its state.\n# TYPE muster_node_startup_stage gauge\n",
+      [AGGR_NODE_FAMILY_COMPONENTS] = "# HELP muster_component_state Each component's current "
+                                      "state, as its state label.\n"
+                                      "# TYPE muster_component_state gauge\n",
+  };
+  for (size_t f = 0; f < _AGGR_NODE_FAMILY_MAX; f++) {
+    mst_dynbuf_adds(t, families[f]);
+    for (size_t i = 0; i < v->n_nodes; i++) {
+      const struct aggr_view_node *n = &v->node_v[i];
+      size_t from = f > 0 ? n->metrics_ends[f - 1] : 0;
+      mst_dynbuf_add(t, n->metrics->data + from, n->metrics_ends[f] - from);
+    }
   }
   if (v->operator_metrics)
     mst_dynbuf_add(t, v->operator_metrics, v->operator_metrics_len);
+}
+
+/* The notifications to Alertmanager (notify/notify.h), on every
+ * aggregator: only the leader posts, but a follower says it is configured. */
+static void notify_gauges(struct mst_dynbuf *t) {
+  struct aggr_counters *c = &aggr_counters;
+  const struct {
+    const char *name, *type, *help;
+    atomic_uint_fast64_t *value;
+  } families[] = {
+      {"configured", "gauge", "Alertmanagers this aggregator notifies when it leads.",
+       &c->notify_configured},
+      {"sent_total", "counter", "Posts of the alert set an Alertmanager accepted.",
+       &c->notify_posts},
+      {"failed_total", "counter", "Posts of the alert set that failed (retried).",
+       &c->notify_failures},
+      {"dropped_total", "counter", "Alerts left out past [alertmanager] max_alerts.",
+       &c->notify_dropped},
+      {"alerts", "gauge", "Alerts firing in the set this aggregator sends.", &c->notify_alerts},
+      {"failing", "gauge", "Alertmanagers whose last post failed.", &c->notify_failing},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(families); i++)
+    mst_dynbuf_addf(t,
+                    "# HELP muster_notifications_%s %s\n# TYPE muster_notifications_%s %s\n"
+                    "muster_notifications_%s %llu\n",
+                    families[i].name, families[i].help, families[i].name, families[i].type,
+                    families[i].name, (unsigned long long)atomic_load(families[i].value));
+  mst_dynbuf_addf(t,
+                  "# HELP muster_notifications_last_success_timestamp_seconds When an "
+                  "Alertmanager last accepted a post (0: never).\n"
+                  "# TYPE muster_notifications_last_success_timestamp_seconds gauge\n"
+                  "muster_notifications_last_success_timestamp_seconds %.3f\n",
+                  (double)atomic_load(&c->notify_last_success_usec) / 1e6);
 }
 
 int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_t *ret_len) {
@@ -367,6 +461,7 @@ int aggr_metrics_render(const struct aggr_view *v, bool leads, char **ret, size_
     mst_dynbuf_addf(&t, "muster_limit_hits_total{limit=\"%s\"} %llu\n", limit_names[l],
                     (unsigned long long)atomic_load(&c->limit_hits[l]));
   process_gauges(&t);
+  notify_gauges(&t);
   election_gauges(&t, v, leads);
   if (v && leads)
     cluster_gauges(&t, v);

@@ -67,6 +67,15 @@ struct aggr_counters {
   atomic_uint_fast64_t limit_hits[_AGGR_LIMIT_MAX];
   /* Data requests a leader answered 503 because its lease had run out. */
   atomic_uint_fast64_t http_lease_expired;
+  /* Notifications (notify/notify.h), kept by the muster-notify thread and
+   * the loop. */
+  atomic_uint_fast64_t notify_posts;             /* posts an Alertmanager accepted */
+  atomic_uint_fast64_t notify_failures;          /* posts that failed */
+  atomic_uint_fast64_t notify_dropped;           /* alerts left out past max_alerts */
+  atomic_uint_fast64_t notify_alerts;            /* gauge: alerts firing now */
+  atomic_uint_fast64_t notify_failing;           /* gauge: Alertmanagers whose last post failed */
+  atomic_uint_fast64_t notify_last_success_usec; /* gauge: realtime of the last accepted post */
+  atomic_uint_fast64_t notify_configured;        /* gauge: Alertmanagers configured */
 };
 
 extern struct aggr_counters aggr_counters;
@@ -85,12 +94,23 @@ void aggr_metrics_agents_connected(size_t n);
 /* Notes whether the history database's commits fail. Loop thread. */
 void aggr_metrics_storage_failing(bool failing);
 
-/* Loop thread, for view.c: node n's lines, its muster_node_verdict line
- * and then its muster_component_state lines, in *ret (malloc'd, owned by
- * the caller) with their length in *ret_len and the verdict line's in
- * *ret_verdict_len. Returns 0 or -ENOMEM. */
+/* The families of a node's lines, in the order a scrape shows them. */
+enum aggr_node_family {
+  AGGR_NODE_FAMILY_VERDICT,       /* muster_node_verdict */
+  AGGR_NODE_FAMILY_CONNECTED,     /* muster_node_connected */
+  AGGR_NODE_FAMILY_LAST_SEEN,     /* muster_node_last_seen_timestamp_seconds */
+  AGGR_NODE_FAMILY_STARTUP,       /* muster_node_startup_percent */
+  AGGR_NODE_FAMILY_STARTUP_STAGE, /* muster_node_startup_stage */
+  AGGR_NODE_FAMILY_COMPONENTS,    /* muster_component_state */
+  _AGGR_NODE_FAMILY_MAX,
+};
+
+/* Loop thread, for view.c: node n's lines, family after family (enum
+ * aggr_node_family), in *ret (malloc'd, owned by the caller) with their
+ * length in *ret_len; family k's lines end at offset ret_ends[k] (and start
+ * where family k-1's end, or at 0). Returns 0 or -ENOMEM. */
 int aggr_metrics_node_lines(const struct aggr_node *n, char **ret, size_t *ret_len,
-                            size_t *ret_verdict_len);
+                            size_t ret_ends[_AGGR_NODE_FAMILY_MAX]);
 
 /* The whole exposition text: the counters now, the process metrics and
  * muster_build_info, the election's gauges (muster_leader from leads), and

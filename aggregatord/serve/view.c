@@ -1024,7 +1024,7 @@ static int node_render(const struct aggr_model *m, const struct aggr_node *n,
   /* Not part of the API's bodies: these do not move the index. */
   bool unindexed = false;
   r = (struct rendered){.live_at = SIZE_MAX, .eta_at = SIZE_MAX};
-  if ((k = aggr_metrics_node_lines(n, &r.data, &r.len, &ret->metrics_verdict_len)) < 0 ||
+  if ((k = aggr_metrics_node_lines(n, &r.data, &r.len, ret->metrics_ends)) < 0 ||
       (k = body_settle(&r, prev ? prev->metrics : NULL, index, NULL, &ret->metrics, &unindexed)) <
           0)
     return k;
@@ -1079,9 +1079,9 @@ int aggr_view_publish(struct aggr_views *vs, struct aggr_model *m, bool ready) {
                                    .detail = body_ref(prev->detail),
                                    .summary = body_ref(prev->summary),
                                    .metrics = body_ref(prev->metrics),
-                                   .metrics_verdict_len = prev->metrics_verdict_len,
                                    .dcos = aggr_dcos_node_ref(prev->dcos),
                                    .last_seen_usec = prev->last_seen_usec};
+      memcpy(e->metrics_ends, prev->metrics_ends, sizeof(e->metrics_ends));
       continue;
     }
     if ((k = node_render(m, n, prev, next, e, &changed)) < 0) {

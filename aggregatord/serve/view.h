@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "model/model.h"
+#include "serve/metrics.h"
 
 struct aggr_dcos_node;
 struct aggr_dcos_units;
@@ -54,10 +55,10 @@ struct aggr_view_node {
   const char *id;            /* points into detail->id */
   struct aggr_body *detail;  /* GET /v1/nodes/{id} */
   struct aggr_body *summary; /* this node's element of GET /v1/nodes (no index) */
-  /* Its lines of /metrics (no index): the muster_node_verdict line, the
-   * first metrics_verdict_len bytes, then its muster_component_state lines. */
+  /* Its lines of /metrics (no index), family after family: family k
+   * ends at metrics_ends[k] (metrics.h, enum aggr_node_family). */
   struct aggr_body *metrics;
-  size_t metrics_verdict_len;
+  size_t metrics_ends[_AGGR_NODE_FAMILY_MAX];
   struct aggr_dcos_node *dcos; /* what DC/OS's health API shows of it */
   uint64_t last_seen_usec;     /* the node's last_seen when its bodies were rendered */
 };

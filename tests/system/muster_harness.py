@@ -1735,3 +1735,19 @@ def dcos_version_file(env, version="2.2.0", name="dcos-version.json"):
         json.dump({"version": version, "dcos-variant": "open",
                    "dcos-image-commit": "0" * 40, "bootstrap-id": "0" * 40}, f)
     return path
+
+
+def start_peer(env, name, argv, ready_url, timeout=30.0):
+    """Starts a real peer server (Alertmanager, Prometheus) through the test's
+    process registry and waits until GET ready_url answers 200. Returns the
+    process."""
+    proc = env.procs.start(name, argv)
+
+    def ready():
+        assert proc.alive(), f"{name} exited:\n{tail(proc.stderr_path, 30)}"
+        try:
+            return requests.get(ready_url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+    wait_until(ready, timeout=timeout, desc=f"{name} ready")
+    return proc

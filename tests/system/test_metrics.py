@@ -138,7 +138,9 @@ def families(text):
 
 PROCESS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
            "process_start_time_seconds")
-CLUSTER = ("muster_cluster_verdict", "muster_node_verdict", "muster_component_state")
+CLUSTER = ("muster_cluster_verdict", "muster_node_verdict", "muster_component_state",
+           "muster_node_connected", "muster_node_last_seen_timestamp_seconds",
+           "muster_node_startup_percent", "muster_node_startup_stage")
 
 
 def test_followers_export_no_cluster_verdict(env, zk, cluster_name):
@@ -172,6 +174,21 @@ def test_followers_export_no_cluster_verdict(env, zk, cluster_name):
     assert sample(text, "muster_cluster_verdict", verdict="unhealthy") == 1, \
         "m9 never reported: the leader says so"
     assert sample(text, "muster_node_verdict", node="m9", role="master", verdict="missing") == 1
+    # Per node: connected, last seen, startup progress; the role on component states.
+    assert sample(text, "muster_node_connected", node="n1", role="agent") == 1
+    assert sample(text, "muster_node_connected", node="m9", role="master") == 0
+    assert abs(sample(text, "muster_node_last_seen_timestamp_seconds", node="n1",
+                      role="agent") - time.time()) < 60
+    assert sample(text, "muster_node_last_seen_timestamp_seconds", node="m9",
+                  role="master") is None, "m9 never reported: no last seen"
+    assert sample(text, "muster_node_startup_percent", node="n1", role="agent") == 100
+    assert sample(text, "muster_node_startup_stage", node="n1", role="agent", stage="work",
+                  state="done") == 1
+    for c in COMPONENTS:
+        assert sample(text, "muster_component_state", node="n1", role="agent", component=c,
+                      state="healthy") == 1, text
+    assert sample(text, "muster_notifications_configured") == 0
+    assert sample(text, "muster_notifications_sent_total") == 0
 
     ftext = scrape(follower)
     assert sample(ftext, "muster_leader") == 0, ftext

@@ -120,6 +120,9 @@ def test_commands_follow_the_verdict(cluster):
     assert rc == 0, (rc, out, err)
     assert "cluster: healthy" in out, out
     assert "\033[" not in out, "colours on a pipe"
+    assert out.splitlines()[0] == (
+        "MUSTER HEALTHY - cluster healthy | healthy=2 degraded=0 starting=0 late=0 unhealthy=0 "
+        "unreachable=0 missing=0 unknown=0 nodes=2 root_causes=0"), out
     rc, out, err = ctl("--server", url, "nodes")
     assert rc == 0, (rc, out, err)
     lines = out.splitlines()
@@ -156,6 +159,13 @@ def test_commands_follow_the_verdict(cluster):
     assert "cluster: unhealthy" in out and "root causes:" in out, out
     causes = out.split("root causes:")[1]
     assert "svc" in causes and "m1" in causes, f"m1/svc is not a root cause:\n{out}"
+    # The first line is a Nagios plugin's: verdict, top root cause, perfdata.
+    first, perf = out.splitlines()[0].split(" | ")
+    causes = assert_json(ctl("--server", url, "--json", "status")[1])["root_causes"]
+    top = max(causes, key=lambda c: c["blocked_total"])  # the first on a tie, as max() picks
+    assert first == "MUSTER UNHEALTHY - " + top["message"], (first, causes)
+    assert perf == ("healthy=0 degraded=0 starting=0 late=0 unhealthy=2 unreachable=0 missing=0 "
+                    "unknown=0 nodes=2 root_causes=2"), perf
 
     # --json on every command: the server's JSON, the same exit codes
     rc, out, _ = ctl("--server", url, "--json", "status")
@@ -202,7 +212,9 @@ def test_unreachable_server():
         rc, out, err = ctl("--server", f"http://127.0.0.1:{port}", *cmd)
         assert rc == 3, f"{cmd}: exit {rc}, stderr {err!r}"
         assert "cannot reach" in err and str(port) in err, f"{cmd}: unclear message {err!r}"
-        assert out == ""
+        # status is a Nagios plugin: Nagios reads stdout, so it says UNKNOWN there too.
+        assert out == ("MUSTER UNKNOWN - no cluster verdict from the aggregator\n"
+                       if cmd == ["status"] else "")
 
 
 @pytest.mark.parametrize("args", [
