@@ -177,5 +177,5 @@ struct aggr {
   bool ready;
   bool check_evaluate; /* MUSTER_CHECK_EVALUATE=1: aggr_model_check() after each evaluation */
   struct aggr_operate *operate; /* the API's writes of operator state (operate.h) */
-  struct aggr_notify *notify; /* the muster-notify thread; NULL without [alertmanager] urls */
+  struct aggr_notify *notify;   /* the muster-notify thread; NULL without [alertmanager] urls */
 };
