@@ -111,7 +111,7 @@ function relative(iso) {
   const t = Date.parse(iso);
   if (!isFinite(t)) return iso || '';
   const s = (Date.now() - t) / 1000;
-  if (s > -1 && s < 1) return 'now';
+  if (s > -1 && s < 1) return 'just now';
   return s >= 0 ? fmtDuration(s) + ' ago' : 'in ' + fmtDuration(-s);
 }
 
@@ -122,14 +122,21 @@ function absolute(iso) {
 
 /* A <time> that says how long ago (kept moving by the clock's tick) and
  * shows the absolute time on hover. */
-function timeEl(iso, prefix) {
+function timeEl(iso, prefix, lasting) {
   if (!iso) return null;
-  return el('time', { datetime: iso, title: absolute(iso), 'data-rel': prefix || '', text: (prefix || '') + relative(iso) });
+  return el('time', { datetime: iso, title: absolute(iso), 'data-rel': prefix || '', 'data-lasting': lasting ? 'true' : null,
+    text: (prefix || '') + (lasting ? since(iso) : relative(iso)) });
+}
+
+/* How long since iso, as a duration ("for 3m 10s"). */
+function since(iso) {
+  return fmtDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000));
 }
 
 function tickTimes() {
   for (const t of document.querySelectorAll('time[data-rel]')) {
-    const s = t.dataset.rel + relative(t.getAttribute('datetime'));
+    const iso = t.getAttribute('datetime');
+    const s = t.dataset.rel + (t.dataset.lasting ? since(iso) : relative(iso));
     if (t.textContent !== s) t.textContent = s;
   }
 }
@@ -735,7 +742,13 @@ function problems() {
     };
     if (isStale(n)) entry(null, n.verdict, n.last_seen || n.since, null);
     else if (node.agent_fault) entry(null, 'unhealthy', node.agent_fault.since, null);
-    for (const c of node.components || []) if (PROBLEM.has(c.state)) entry(c.name, c.state, c.since, c);
+    // A component is a problem when the verdict names it (a failing state
+    // the evaluation leaves out, like a profile's leader_component on every
+    // master but the leader, is none) or an operator put it in maintenance.
+    const named = new Set([...reasons, ...(node.root_causes || [])].filter((x) => x.node === n.id).map((x) => x.component));
+    for (const c of node.components || []) {
+      if (PROBLEM.has(c.state) && (named.has(c.name) || c.maintenance)) entry(c.name, c.state, c.since, c);
+    }
   }
   return out.sort((a, b) => severity(a.state) - severity(b.state) ||
     (Date.parse(a.since) || Infinity) - (Date.parse(b.since) || Infinity) || a.node.localeCompare(b.node) ||
@@ -754,7 +767,7 @@ function renderTriage() {
   const body = list.map((p) => el('tr', { class: 'problem' + (p.handled ? ' handled' : ''), 'data-node': p.node,
     'data-component': p.component || '', 'data-state': p.state },
     el('td', {}, word(p.state)), el('td', {}, nodeLink(p.node)), el('td', { text: p.component || '(the node)' }),
-    el('td', {}, timeEl(p.since, 'for ') || ''),
+    el('td', {}, timeEl(p.since, 'for ', true) || ''),
     el('td', {}, p.cause ? [el('strong', { text: 'root cause' }), p.cause.blocked_total ? ', blocks ' + p.cause.blocked_total : '']
       : p.blockedBy ? ['blocked by ', refList(p.blockedBy)] : ''),
     el('td', { class: 'operator opt' }, p.maintenance ? 'in maintenance: ' + p.maintenance.reason + ' (' + p.maintenance.by + ')' : '',
