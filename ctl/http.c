@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -17,14 +18,45 @@
 #include "mst/dynbuf.h"
 #include "mst/macro.h"
 
+/* At most this many aggregators in --server's list. */
+#define CTL_HTTP_MAX_SERVERS 16
+/* How long 503s (an election) are asked again when there are several. */
+#define CTL_HTTP_BUSY_RETRY_MS 15000u
+
 struct ctl_http {
   CURL *curl;
-  char *base;
+  char *base; /* the aggregator asked now: one of servers[] */
   bool https;
+  char *servers[CTL_HTTP_MAX_SERVERS]; /* --server's list, in its order */
+  size_t n_servers, current;
   volatile sig_atomic_t *interrupted;
   struct curl_slist *headers; /* Authorization, when a token was set */
   char *cacert;
 };
+
+/* Splits "URL[,URL...]" into servers[]: each gets http:// when it names no
+ * scheme (main's server_url() gave the first one its scheme already) and
+ * loses its trailing '/'. Returns 0, or -ENOMEM. */
+static int add_servers(struct ctl_http *h, const char *list) {
+  const char *p = list;
+  do {
+    size_t n = strcspn(p, ",");
+    if (n > 0 && h->n_servers < CTL_HTTP_MAX_SERVERS) {
+      char *u;
+      bool scheme = memmem(p, n, "://", 3) != NULL;
+      if (asprintf(&u, "%s%.*s", scheme ? "" : "http://", (int)n, p) < 0)
+        return -ENOMEM;
+      size_t len = strlen(u);
+      while (len > 0 && u[len - 1] == '/')
+        u[--len] = '\0';
+      h->servers[h->n_servers++] = u;
+    }
+    p += n;
+  } while (*p++ == ',');
+  if (h->n_servers == 0) /* an empty list: keep it, for curl's own error */
+    return (h->servers[h->n_servers++] = strdup(list)) ? 0 : -ENOMEM;
+  return 0;
+}
 
 struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *interrupted) {
   struct ctl_http *h = calloc(1, sizeof(*h));
@@ -33,12 +65,9 @@ struct ctl_http *ctl_http_new(const char *base_url, volatile sig_atomic_t *inter
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
     goto fail;
   h->curl = curl_easy_init();
-  h->base = strdup(base_url);
-  if (!h->curl || !h->base)
+  if (!h->curl || add_servers(h, base_url) < 0)
     goto fail;
-  size_t n = strlen(h->base);
-  while (n > 0 && h->base[n - 1] == '/')
-    h->base[--n] = '\0';
+  h->base = h->servers[0];
   h->interrupted = interrupted;
   h->https = strncasecmp(h->base, "https://", 8) == 0;
   return h;
@@ -61,7 +90,8 @@ void ctl_http_free(struct ctl_http *h) {
     curl_slist_free_all(h->headers);
   }
   free(h->cacert);
-  free(h->base);
+  for (size_t i = 0; i < h->n_servers; i++)
+    free(h->servers[i]);
   free(h);
 }
 
@@ -83,6 +113,10 @@ int ctl_http_set_cacert(struct ctl_http *h, const char *path) {
   free(h->cacert);
   h->cacert = strdup(path);
   return h->cacert ? 0 : -ENOMEM;
+}
+
+const char *ctl_http_server(const struct ctl_http *h) {
+  return h->base;
 }
 
 bool ctl_http_has_token(const struct ctl_http *h) {
@@ -153,8 +187,9 @@ int ctl_http_get(struct ctl_http *h, const char *path, long timeout_sec, struct 
   return ctl_http_request(h, NULL, path, NULL, NULL, timeout_sec, ret);
 }
 
-int ctl_http_request(struct ctl_http *h, const char *method, const char *path, const char *body,
-                     const char *operator, long timeout_sec, struct ctl_response *ret) {
+/* One request to h->base. */
+static int request_once(struct ctl_http *h, const char *method, const char *path, const char *body,
+                        const char *operator, long timeout_sec, struct ctl_response *ret) {
   struct curl_slist *write_headers = NULL;
   struct transfer t = {
       .resp = ret, .body = MST_DYNBUF_INIT(CTL_HTTP_MAX_BODY), .interrupted = h->interrupted};
@@ -269,13 +304,76 @@ int ctl_http_request(struct ctl_http *h, const char *method, const char *path, c
     return -EINVAL;
   case CURLE_GOT_NOTHING:
   case CURLE_RECV_ERROR:
-    snprintf(ret->error, sizeof(ret->error), "request to %s failed: %s%s", h->base,
-             errbuf[0] ? errbuf : curl_easy_strerror(rc),
-             h->https ? "" : " (does the server speak HTTPS? then use https://)");
-    return -EIO;
+  case CURLE_SEND_ERROR:
+    /* Connected, then the connection was closed or reset before an answer:
+     * the aggregator stopped (a failover), or it speaks TLS. */
+    snprintf(ret->error, sizeof(ret->error),
+             "%s closed the connection without answering (%s): the aggregator stopped or "
+             "restarted%s",
+             h->base, errbuf[0] ? errbuf : curl_easy_strerror(rc),
+             h->https ? "" : ", or it serves HTTPS only (then use https://)");
+    return -ECONNRESET;
   default:
     snprintf(ret->error, sizeof(ret->error), "request to %s failed: %s", h->base,
              errbuf[0] ? errbuf : curl_easy_strerror(rc));
     return -EIO;
+  }
+}
+
+/* Whether the aggregator answered "not now" (503: no leader known during an
+ * election, a lease that ran out, not ready yet): another try may do. */
+static bool answer_busy(const struct ctl_response *r) {
+  return r->status == 503;
+}
+
+/* Transport failures another aggregator may not have. */
+static bool transport_failed(int r) {
+  return r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ECONNRESET || r == -ETIMEDOUT;
+}
+
+static void use_server(struct ctl_http *h, size_t i) {
+  h->current = i;
+  h->base = h->servers[i];
+  h->https = strncasecmp(h->base, "https://", 8) == 0;
+}
+
+static void pause_ms(struct ctl_http *h, unsigned ms) {
+  for (unsigned i = 0; i < ms / 100 && !(h->interrupted && *h->interrupted); i++) {
+    struct timespec ts = {.tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Asks the aggregators of --server's list in turn, starting with the one
+ * that answered last: one that cannot be reached, or closes the connection
+ * without answering (killed, or stepping down), hands over to the next, and
+ * a 503 (an election under way) is asked again for a while, since a leader
+ * is usually elected within seconds. Says on stderr what happened whenever it
+ * moves on, so a failover reads as one. */
+int ctl_http_request(struct ctl_http *h, const char *method, const char *path, const char *body,
+                     const char *operator, long timeout_sec, struct ctl_response *ret) {
+  unsigned busy_ms = 0;
+  int r;
+
+  for (size_t tried = 0;;) {
+    r = request_once(h, method, path, body, operator, timeout_sec, ret);
+    if (r == 0 && answer_busy(ret) && h->n_servers > 1 && busy_ms < CTL_HTTP_BUSY_RETRY_MS &&
+        !(h->interrupted && *h->interrupted)) {
+      if (busy_ms == 0)
+        fprintf(stderr,
+                "musterctl: %s has no leader to answer for now (503): an election may be under "
+                "way; asking the aggregators again\n",
+                h->base);
+      ctl_response_done(ret);
+      use_server(h, (h->current + 1) % h->n_servers);
+      pause_ms(h, 500);
+      busy_ms += 500;
+      continue;
+    }
+    if (!transport_failed(r) || ++tried >= h->n_servers)
+      return r;
+    size_t next = (h->current + 1) % h->n_servers;
+    fprintf(stderr, "musterctl: %s; trying %s\n", ret->error, h->servers[next]);
+    use_server(h, next);
   }
 }

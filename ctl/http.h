@@ -24,7 +24,10 @@ struct ctl_response {
 };
 
 /* Creates a client for the server at base_url ("http://host:port" or
- * "https://host:port", a trailing '/' is dropped). interrupted, when not
+ * "https://host:port", a trailing '/' is dropped), or for several
+ * aggregators, comma-separated (each without a scheme gets http://): a
+ * request that cannot reach one, or whose connection is closed without an
+ * answer, goes to the next (ctl_http_request()). interrupted, when not
  * NULL, is polled during transfers: a non-zero value aborts them (SIGINT in
  * `watch`). Returns NULL on OOM. The caller owns the client. Main thread
  * only. */
@@ -38,6 +41,9 @@ int ctl_http_set_token(struct ctl_http *h, const char *token);
 /* Verifies an https:// server against the CA certificates in path (PEM)
  * instead of the system's. Returns 0 or -ENOMEM. */
 int ctl_http_set_cacert(struct ctl_http *h, const char *path);
+/* The aggregator that answered last (or is asked next): one of --server's
+ * comma-separated list, which the client goes round on failures. */
+const char *ctl_http_server(const struct ctl_http *h);
 /* Whether a token was set (for the message of a 401). */
 bool ctl_http_has_token(const struct ctl_http *h);
 void ctl_http_free(struct ctl_http *h);

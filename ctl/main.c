@@ -597,9 +597,12 @@ static int cmd_watch(struct ctl_http *h, const struct ctl_options *o) {
         ctl_response_done(&resp);
         return r == -EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
       }
-      if (!lost)
-        fprintf(stderr, "musterctl: %s; retrying\n",
-                r < 0 ? resp.error : "the server answered with an error");
+      if (!lost && r < 0)
+        fprintf(stderr, "musterctl: %s; retrying every second\n", resp.error);
+      else if (!lost)
+        fprintf(stderr, "musterctl: the server answered %ld%s; retrying every second\n",
+                resp.status,
+                resp.status == 503 ? " (no leader for now: an election or a failover)" : "");
       lost = true;
       have_index = false;
       ctl_response_done(&resp);
@@ -608,7 +611,7 @@ static int cmd_watch(struct ctl_http *h, const struct ctl_options *o) {
     }
     connected = true;
     if (lost)
-      fprintf(stderr, "musterctl: connected again\n");
+      fprintf(stderr, "musterctl: connected again (%s)\n", ctl_http_server(h));
     lost = false;
     if (have_index && resp.has_index && resp.index == index) {
       ctl_response_done(&resp); /* the wait ended without a change */

@@ -51,9 +51,15 @@ static const char *str_or(json_t *o, const char *key, const char *dflt) {
   return s ? s : dflt;
 }
 
+/* A state as a person reads it: the API's words, but "in progress" for
+ * in_progress (the only one with an underscore). */
+static const char *human(const char *w) {
+  return w && strcmp(w, "in_progress") == 0 ? "in progress" : w;
+}
+
 /* Prints w padded to width, coloured by its meaning. */
 static void put_word(FILE *f, const char *w, int width) {
-  const char *s = w ? w : "-";
+  const char *s = w ? human(w) : "-";
   int pad = width > (int)strlen(s) ? width - (int)strlen(s) : 0;
   if (use_color)
     fprintf(f, "%s%s%s%*s", word_color(w), s, C_RESET, pad, "");
@@ -178,8 +184,9 @@ static void put_plugin_text(FILE *f, const char *s) {
 }
 
 void ctl_render_status_line(FILE *f, json_t *health) {
-  static const char *const verdicts[] = {"healthy",   "degraded",    "starting", "late",
-                                         "unhealthy", "unreachable", "missing",  "unknown"};
+  static const char *const verdicts[] = {"healthy", "degraded",  "starting",
+                                         "late",    "unhealthy", "unreachable",
+                                         "missing", "unknown",   "maintenance"};
   const char *verdict = str_or(health, "verdict", "unknown");
   json_t *causes = json_object_get(health, "root_causes");
   json_t *reasons = json_object_get(health, "reasons");
@@ -226,14 +233,14 @@ void ctl_render_status_line(FILE *f, json_t *health) {
           (long long)json_integer_value(json_object_get(health, "root_causes_total")));
 }
 
-/* "100% done" or "40% in_progress (base)" from a node's startup object. */
+/* "100% done" or "40% in progress (base)" from a node's startup object. */
 static void format_startup(json_t *startup, char *buf, size_t size) {
   if (!json_is_object(startup)) {
     snprintf(buf, size, "-");
     return;
   }
   json_t *pct = json_object_get(startup, "percent");
-  const char *state = str_or(startup, "state", "-");
+  const char *state = human(str_or(startup, "state", "-"));
   const char *stage = json_string_value(json_object_get(startup, "stage"));
   if (json_is_number(pct))
     snprintf(buf, size, "%3.0f%% %s%s%s%s", json_number_value(pct), state, stage ? " (" : "",

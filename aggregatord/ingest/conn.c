@@ -810,14 +810,17 @@ static int conn_on_frame(struct aggr_conn *c, const Muster__Envelope *env) {
     return conn_on_changes(c, env->changes);
   case MUSTER__ENVELOPE__BODY_SNAPSHOT:
     return conn_on_snapshot(c, env->snapshot);
-  case MUSTER__ENVELOPE__BODY_HEARTBEAT:
-    aggr_request_publish(c->aggr, conn_apply_fault(c, env->heartbeat) |
-                                      conn_apply_mesos_id(c, env->heartbeat));
+  case MUSTER__ENVELOPE__BODY_HEARTBEAT: {
+    /* Both are applied, whichever changed. */
+    bool fault = conn_apply_fault(c, env->heartbeat);
+    bool mesos_id = conn_apply_mesos_id(c, env->heartbeat);
+    aggr_request_publish(c->aggr, fault || mesos_id);
     if (conn_on_heartbeat(c, env->heartbeat) < 0) {
       c->dead = true;
       return -1;
     }
     return 0;
+  }
   default: /* refused by aggr_envelope_check() */
     return -1;
   }

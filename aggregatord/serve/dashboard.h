@@ -12,6 +12,15 @@ struct aggr_asset {
   size_t len;
 };
 
+/* The page's Content-Security-Policy: its script, styles and favicon come
+ * from here only, no inline script or style, no frames, no plugins. Reads may
+ * go to other aggregators (connect-src): a page whose aggregator died asks
+ * the others' /readyz (which answer with Access-Control-Allow-Origin: *)
+ * where the new leader is. Nothing else leaves the origin. */
+#define AGGR_DASHBOARD_CSP                                                                         \
+  "default-src 'self'; connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; "      \
+  "frame-ancestors 'none'; form-action 'self'"
+
 extern const struct aggr_asset aggr_dashboard_assets[];
 extern const size_t aggr_dashboard_assets_count;
 

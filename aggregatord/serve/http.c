@@ -242,6 +242,7 @@ struct headers {
   bool retry_after;     /* Retry-After: 1 */
   bool authenticate;    /* WWW-Authenticate: Bearer (a 401) */
   const char *location; /* Location, or NULL */
+  bool cors_any;        /* Access-Control-Allow-Origin: * (/readyz, no data) */
 };
 
 static bool add_headers(struct MHD_Response *r, const struct headers *h) {
@@ -263,6 +264,8 @@ static bool add_headers(struct MHD_Response *r, const struct headers *h) {
   if (h->retry_after && MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
     return false;
   if (h->location && MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, h->location) != MHD_YES)
+    return false;
+  if (h->cors_any && MHD_add_response_header(r, "Access-Control-Allow-Origin", "*") != MHD_YES)
     return false;
   if (h->authenticate && MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                                  "Bearer realm=\"muster\"") != MHD_YES)
@@ -355,8 +358,10 @@ static enum MHD_Result serve_healthz(struct aggr_http *h, struct MHD_Connection 
   return queue_static(c, MHD_HTTP_OK, body, &none);
 }
 
+/* /readyz holds no data and needs no token: any page may read it, so that a
+ * dashboard whose aggregator died can ask the others where the leader is. */
 static enum MHD_Result serve_readyz(struct aggr_http *h, struct MHD_Connection *c) {
-  struct headers none = {0};
+  struct headers none = {.cors_any = true};
   struct aggr_view *v = aggr_view_acquire(h->views);
   if (!v)
     return queue_static(c, MHD_HTTP_SERVICE_UNAVAILABLE, body_not_started, &none);
@@ -936,7 +941,7 @@ static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *url
                                       strcmp(url, "/") == 0 ? "no-cache" : "max-age=300") ==
                   MHD_YES &&
               MHD_add_response_header(r, "X-Content-Type-Options", "nosniff") == MHD_YES &&
-              MHD_add_response_header(r, "Content-Security-Policy", "default-src 'self'") == MHD_YES
+              MHD_add_response_header(r, "Content-Security-Policy", AGGR_DASHBOARD_CSP) == MHD_YES
           ? MHD_queue_response(c, MHD_HTTP_OK, r)
           : MHD_NO;
   MHD_destroy_response(r);

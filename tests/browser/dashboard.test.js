@@ -8,6 +8,10 @@
 //                     next_stages (its next stages' members), flap {node,
 //                     component}, master_fail {node, component}
 //   MUSTER_ARTIFACTS  where screenshots go
+//   MUSTER_AGGR_PID   the aggregator's pid (frozen with SIGSTOP for the
+//                     contact-lost test)
+//   MUSTER_AGENT_PIDS JSON {node: pid}: PLAN.silent's agent is frozen to make
+//                     its node unreachable
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -27,6 +31,12 @@ const ORIGIN = new URL(URL_).origin;
 let ctx, page, profileDir;
 const requests = [];
 const pageErrors = [];
+const consoleErrors = [];
+let outage = false;   // a test makes reads fail on purpose: the browser logs them
+const AGGR_PID = Number(process.env.MUSTER_AGGR_PID || 0);
+const AGENT_PIDS = JSON.parse(process.env.MUSTER_AGENT_PIDS || '{}');
+const SEVERITY = ['unhealthy', 'unreachable', 'missing', 'late', 'failed', 'degraded', 'warning', 'unknown',
+  'starting', 'maintenance', 'healthy'];
 
 function shot(name) {
   return page.screenshot({ path: path.join(ARTIFACTS, name + '.png'), fullPage: true });
@@ -70,7 +80,12 @@ before(async () => {
   ctx.on('request', (r) => requests.push(r.url()));
   page = ctx.pages()[0] || (await ctx.newPage());
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error' && !outage) consoleErrors.push(m.text() + ' ' + JSON.stringify(m.location())); });
 });
+
+function conn() {
+  return page.evaluate(() => document.body.dataset.connection);
+}
 
 after(async () => {
   try {
@@ -97,7 +112,34 @@ test('loads and shows the verdict and every node, grouped by role', async () => 
   }
   // stages as segments, once the details are in
   await page.locator(`.node[data-node="${PLAN.starting}"] .seg[data-stage]`).first().waitFor({ timeout: 5000 * SCALE });
+  await page.waitForFunction(() => document.body.dataset.connection === 'live', null, { timeout: 5000 * SCALE });
+  // a favicon of its own (no /favicon.ico 404), and epochs as numbers a person reads
+  assert.equal(await page.getAttribute('link[rel="icon"]', 'href'), '/ui/favicon.svg');
+  assert.equal((await fetch(URL_ + '/ui/favicon.svg')).status, 200);
+  assert.match(await page.textContent('#leader .epoch'), /^epoch \d+(\.\d+)?$/);
   await shot('loaded');
+});
+
+test('groups the components merely starting into one line, problems first', async () => {
+  // PLAN.starting is part-way up: its later components are starting.
+  const h = await api('/v1/health');
+  const starting = h.reasons.filter((r) => r.state === 'starting' && r.component);
+  assert.ok(starting.length >= 2, 'components starting: ' + starting.length);
+  const nodes = new Set(starting.map((r) => r.node)).size;
+  const group = page.locator('#reasons li.starting-group');
+  await page.waitForFunction(([n]) => {
+    const g = document.querySelector('#reasons li.starting-group');
+    return g && Number(g.dataset.count) === n;
+  }, [starting.length], { timeout: 5000 * SCALE });
+  const text = await group.locator('summary').textContent();
+  assert.match(text, new RegExp(starting.length + ' components starting on ' + nodes + ' nodes?'));
+  assert.equal(await page.locator('#reasons > li.reason:not(.starting-group)[data-state="starting"]').count(), 0);
+  // the group is the last line: whatever else is wrong comes first
+  assert.equal(await page.locator('#reasons > li.reason').last().getAttribute('class'), 'reason starting-group');
+  // no raw ISO time is printed anywhere: times are relative, absolute on hover
+  const body = await page.textContent('main');
+  assert.doesNotMatch(body, /\d{4}-\d\d-\d\dT\d\d:\d\d/);
+  await shot('boot');
 });
 
 test('the timeline shows a node reconnecting', async () => {
@@ -168,6 +210,64 @@ test('shows the root cause when a master component fails', async () => {
   assert.match(await page.textContent('#verdict-word'), /^(degraded|unhealthy|starting)$/);
   await shot('root-cause');
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png') });   // the top, for docs/
+  // said once: the root cause is not repeated among the reasons
+  assert.equal(await page.locator(`#reasons li.reason[data-node="${node}"]`).filter({ hasText: component + ' ' }).count(), 0);
+  // its node is a link to the node's view
+  assert.equal(await cause.locator(`a.nodelink[data-node="${node}"]`).first().getAttribute('href'), '#node=' + node);
+});
+
+test('triage: every problem, worst first, then the longest failing', async () => {
+  const { node, component } = PLAN.master_fail;
+  const row = page.locator(`#triage-rows tr[data-node="${node}"][data-component="${component}"]`);
+  await row.waitFor({ timeout: 5000 * SCALE });
+  assert.match(await row.textContent(), /root cause/);
+  // a second problem, younger: it sorts after the older one of its severity
+  rm(PLAN.flap.node, PLAN.flap.component);
+  await page.locator(`#triage-rows tr[data-node="${PLAN.flap.node}"][data-component="${PLAN.flap.component}"]`)
+    .waitFor({ timeout: 10000 * SCALE });
+  const rows = await page.$$eval('#triage-rows tr', (trs) => trs.map((tr) => ({
+    state: tr.dataset.state, since: tr.querySelector('time') ? tr.querySelector('time').getAttribute('datetime') : null })));
+  assert.ok(rows.length >= 2, JSON.stringify(rows));
+  for (let i = 1; i < rows.length; i++) {
+    const a = SEVERITY.indexOf(rows[i - 1].state), b = SEVERITY.indexOf(rows[i].state);
+    assert.ok(a <= b, 'severity order: ' + JSON.stringify(rows));
+    if (a === b && rows[i - 1].since && rows[i].since) assert.ok(rows[i - 1].since <= rows[i].since, 'oldest first: ' + JSON.stringify(rows));
+  }
+  await shot('triage');
+  touch(PLAN.flap.node, PLAN.flap.component);
+});
+
+test('operator actions: offered with a token, acknowledge and clear', async () => {
+  const { node, component } = PLAN.master_fail;
+  await page.click(`.node[data-node="${node}"] button.open`);
+  const row = page.locator(`#detail table.components tr[data-component="${component}"]`);
+  await row.waitFor({ timeout: 5000 * SCALE });
+  assert.equal(await page.locator('#detail button.act').count(), 0, 'no action without a token');
+  // no token is configured: loopback writes need none, but the page offers
+  // actions only once it holds one, and sends only that one
+  await page.click('#detail details.admin summary');
+  await page.fill('#admin-token', 'operator-token');
+  const sent = [];
+  const onReq = (r) => { if (r.method() !== 'GET') sent.push({ m: r.method(), auth: r.headers().authorization }); };
+  page.on('request', onReq);
+  await page.click('#detail details.admin button[type="submit"]');
+  await row.locator('button.act.ack').click();
+  await page.fill('#op-reason', 'looking into it');
+  await page.fill('#op-who', 'browser-test');
+  await page.click('#detail form.opform button.send');
+  await row.locator('[data-operator="acknowledged"]').waitFor({ timeout: 5000 * SCALE });
+  assert.match(await row.locator('[data-operator="acknowledged"]').textContent(), /looking into it \(by browser-test via loopback/);
+  await page.waitForFunction(([n, c]) => {
+    const tr = document.querySelector(`#triage-rows tr[data-node="${n}"][data-component="${c}"]`);
+    return tr && tr.classList.contains('handled');
+  }, [node, component], { timeout: 5000 * SCALE });
+  await shot('acknowledged');
+  await row.locator('button.act.ack-clear').click();
+  await row.locator('[data-operator="acknowledged"]').waitFor({ state: 'detached', timeout: 5000 * SCALE });
+  page.off('request', onReq);
+  assert.deepEqual(sent, [{ m: 'PUT', auth: 'Bearer operator-token' }, { m: 'DELETE', auth: 'Bearer operator-token' }]);
+  await page.evaluate(() => sessionStorage.removeItem('muster-admin-token'));
+  await page.keyboard.press('Escape');
 });
 
 test('node view: components with state words, output and since; keyboard', async () => {
@@ -222,9 +322,57 @@ test('pauses while the tab is hidden', async () => {
   await until(() => requests.length > n, 2000, 'reads after the tab is shown again');
 });
 
+test('draws an unreachable node\'s last known state as stale', async () => {
+  const node = PLAN.silent;
+  process.kill(AGENT_PIDS[node], 'SIGSTOP');
+  try {
+    await page.waitForFunction((id) => {
+      const li = document.querySelector(`.node[data-node="${id}"]`);
+      return li && li.dataset.verdict === 'unreachable';
+    }, node, { timeout: 30000 * SCALE });
+    const li = page.locator(`.node[data-node="${node}"]`);
+    assert.match(await li.getAttribute('class'), /\bstale\b/);
+    assert.equal(await li.locator('.bar').getAttribute('data-stale'), 'true');
+    assert.match(await li.locator('.progress-text').textContent(), /^last known · started · 100%.*last seen .* ago/);
+    const tr = page.locator(`#triage-rows tr[data-node="${node}"][data-component=""]`);
+    await tr.waitFor({ timeout: 5000 * SCALE });
+    assert.equal(await tr.getAttribute('data-state'), 'unreachable');
+    await shot('unreachable');
+  } finally {
+    process.kill(AGENT_PIDS[node], 'SIGCONT');
+  }
+  await page.waitForFunction((id) => document.querySelector(`.node[data-node="${id}"]`).dataset.verdict === 'healthy',
+    node, { timeout: 30000 * SCALE });
+});
+
+test('says within 5 s that it lost contact with a frozen aggregator, and recovers', async () => {
+  await page.waitForFunction(() => document.body.dataset.connection === 'live', null, { timeout: 10000 * SCALE });
+  outage = true;
+  const t0 = Date.now();
+  process.kill(AGGR_PID, 'SIGSTOP');
+  try {
+    await page.waitForFunction(() => document.body.dataset.connection === 'lost', null, { timeout: 5000 * SCALE });
+    const took = Date.now() - t0;
+    assert.ok(took <= 5000 * SCALE, 'lost after ' + took + ' ms');
+    assert.match(await page.textContent('#conn'), /lost contact with .* since \d\d:\d\d:\d\d/);
+    await shot('lost');
+  } finally {
+    process.kill(AGGR_PID, 'SIGCONT');
+  }
+  await page.waitForFunction(() => document.body.dataset.connection === 'live', null, { timeout: 10000 * SCALE });
+  // and it is current again: a change shows
+  const { node, component } = PLAN.flap;
+  rm(node, component);
+  await page.waitForFunction(([n, c]) => !!document.querySelector(`#triage-rows tr[data-node="${n}"][data-component="${c}"]`),
+    [node, component], { timeout: 10000 * SCALE });
+  touch(node, component);
+  outage = false;
+});
+
 test('shows that it is stale after a lost connection', async () => {
   // Requests the aggregator cannot answer: the page backs off and says so.
   // A change wakes the parked reads, and their next ones fail.
+  outage = true;
   await page.route('**/v1/**', (route) => route.abort('connectionrefused'));
   rm(PLAN.flap.node, PLAN.flap.component);
   await page.waitForFunction(() => document.getElementById('conn').dataset.state === 'stale', null,
@@ -234,11 +382,13 @@ test('shows that it is stale after a lost connection', async () => {
   await page.unroute('**/v1/**');
   await page.waitForFunction(() => document.getElementById('conn').dataset.state === 'live', null,
     { timeout: 40000 * SCALE });
+  outage = false;
 });
 
-test('makes no request outside the aggregator', () => {
+test('makes no request outside the aggregator, and no console error', () => {
   assert.ok(requests.length > 3, 'requests were recorded');
   const outside = requests.filter((u) => new URL(u).origin !== ORIGIN);
   assert.deepEqual(outside, []);
   assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
 });

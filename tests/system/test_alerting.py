@@ -226,6 +226,7 @@ def test_master_failure_notifies_once_across_a_leader_kill(env, zk, cluster_name
 
 
 @pytest.mark.no_valgrind(reason="waits a minute with Alertmanager down")
+@pytest.mark.long(reason="waits a minute with Alertmanager down")
 def test_alertmanager_down_for_a_minute_loses_no_alert(env, webhook):
     rc_file = master_profile(env)
     am = Alertmanager(env, webhook).start()

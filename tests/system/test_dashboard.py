@@ -12,6 +12,7 @@ Screenshots are kept under artifacts/dashboard/ (ignored by git)."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -60,6 +61,7 @@ def test_dashboard_in_chromium(env, tmp_path):
         "next_stages": [stage_members("master", s) for s in stage_names("master")[1:3]],
         "flap": {"node": "a1", "component": "telegraf"},
         "master_fail": {"node": "m1", "component": "mesos-master"},
+        "silent": "a2",
     }
     assert "telegraf" in SHIPPED["agent"]["components"]
     e = dict(os.environ,
@@ -68,10 +70,19 @@ def test_dashboard_in_chromium(env, tmp_path):
              MUSTER_PLAN=json.dumps(plan),
              MUSTER_ARTIFACTS=ARTIFACTS,
              MUSTER_CHROMIUM=CHROMIUM,
-             MUSTER_TIMEOUT_SCALE=str(mh.TIMEOUT_SCALE))
-    r = subprocess.run([node, "--test", "--test-reporter=spec", "dashboard.test.js"],
-                       cwd=BROWSER_DIR, env=e, capture_output=True, text=True,
-                       timeout=mh.T(180))
+             MUSTER_TIMEOUT_SCALE=str(mh.TIMEOUT_SCALE),
+             MUSTER_AGGR_PID=str(dcos.aggr.proc.pid),
+             MUSTER_AGENT_PIDS=json.dumps({n: a.proc.pid for n, a in dcos.agents.items()}))
+    try:
+        r = subprocess.run([node, "--test", "--test-reporter=spec", "dashboard.test.js"],
+                           cwd=BROWSER_DIR, env=e, capture_output=True, text=True,
+                           timeout=mh.T(240))
+    finally:
+        # the script freezes the aggregator and an agent (SIGSTOP) for a while
+        dcos.aggr.proc.signal(signal.SIGCONT)
+        for a in dcos.agents.values():
+            if a.proc and a.proc.alive():
+                a.proc.signal(signal.SIGCONT)
     out = r.stdout + r.stderr
     with open(os.path.join(ARTIFACTS, "node-test.log"), "w") as f:
         f.write(out)
@@ -80,7 +91,8 @@ def test_dashboard_in_chromium(env, tmp_path):
 
 def test_dashboard_behind_a_follower(env, zk, cluster_name):
     """A follower serves the page itself and sends the browser on to the
-    leader's dashboard, which then shows the data."""
+    leader's dashboard, which then shows the data; when that leader is
+    killed, the page finds the new one by itself."""
     from zk_harness import ElectedAggregator, wait_one_leader
     env.write_profile("agent", mh.profile_ini("agent", [
         ("c1", dict(check="exec", command="true", interval="10s", rise=1, fall=1))], [("work", ["c1"])]))
@@ -94,8 +106,18 @@ def test_dashboard_behind_a_follower(env, zk, cluster_name):
     e = dict(os.environ,
              MUSTER_FOLLOWER_URL=f"http://{follower.http_address}",
              MUSTER_LEADER_URL=f"http://{leader.http_address}",
+             MUSTER_LEADER_PID=str(leader.proc.pid),
              MUSTER_ARTIFACTS=ARTIFACTS, MUSTER_CHROMIUM=CHROMIUM,
              MUSTER_TIMEOUT_SCALE=str(mh.TIMEOUT_SCALE))
-    r = subprocess.run([shutil.which("node"), "--test", "--test-reporter=spec", "follower.test.js"],
-                       cwd=BROWSER_DIR, env=e, capture_output=True, text=True, timeout=mh.T(120))
+    # The script kills the leader with SIGKILL and watches the page find the
+    # follower, which is elected.
+    leader.proc.killed = True
+    try:
+        r = subprocess.run([shutil.which("node"), "--test", "--test-reporter=spec",
+                            "follower.test.js"],
+                           cwd=BROWSER_DIR, env=e, capture_output=True, text=True,
+                           timeout=mh.T(120))
+    finally:
+        if leader.proc.alive():
+            leader.proc.kill9()
     assert r.returncode == 0, f"node --test failed ({r.returncode}):\n{(r.stdout + r.stderr)[-6000:]}"

@@ -24,6 +24,7 @@ def _sweep():
 @pytest.mark.no_valgrind(reason="a 40 s scenario of nine daemons per seed: memcheck's 20x "
                                 "slowdown turns every lease into a failover")
 @pytest.mark.no_tsan(reason="timing-bound partitions; TSan's slowdown expires leases by itself")
+@pytest.mark.long(reason="a 40 s partition scenario per seed")
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nemesis(env, cluster_name, seed):
     reason = nh.available()

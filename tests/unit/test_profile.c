@@ -523,6 +523,7 @@ Test(profile, set_load_collects_errors_and_checks_requires) {
                                              "requires = master:zookeeper@all, nobody:x\n");
   _cleanup_free_ char *bad = unit_write_file(tmpdir, "broken.ini", "[stage \"x\"]\nafter = y\n");
   _cleanup_free_ char *m = unit_write_file(tmpdir, "master.ini", master_profile);
+  (void)agent, (void)pub, (void)m; /* written for the loader; only freed here */
 
   cr_assert_eq(mst_profile_set_load(tmpdir, &set, &diag), -EINVAL);
   cr_assert_null(set);

@@ -177,7 +177,7 @@ static void evaluate_checked(uint64_t now) {
   last_explained = model.n_explained;
   cr_assert_eq(aggr_model_check(&model, now), 0,
                "the incremental evaluation at T0+%" PRIu64 " ms differs from a full one",
-               (now - T0) / 1000);
+               (uint64_t)((now - T0) / 1000));
   for (size_t i = 0; i < model.n_nodes; i++)
     model.nodes[i]->dirty = false;
 }
