@@ -122,7 +122,7 @@ def test_commands_follow_the_verdict(cluster):
     assert "\033[" not in out, "colours on a pipe"
     assert out.splitlines()[0] == (
         "MUSTER HEALTHY - cluster healthy | healthy=2 degraded=0 starting=0 late=0 unhealthy=0 "
-        "unreachable=0 missing=0 unknown=0 nodes=2 root_causes=0"), out
+        "unreachable=0 missing=0 unknown=0 maintenance=0 nodes=2 root_causes=0"), out
     rc, out, err = ctl("--server", url, "nodes")
     assert rc == 0, (rc, out, err)
     lines = out.splitlines()
@@ -165,7 +165,7 @@ def test_commands_follow_the_verdict(cluster):
     top = max(causes, key=lambda c: c["blocked_total"])  # the first on a tie, as max() picks
     assert first == "MUSTER UNHEALTHY - " + top["message"], (first, causes)
     assert perf == ("healthy=0 degraded=0 starting=0 late=0 unhealthy=2 unreachable=0 missing=0 "
-                    "unknown=0 nodes=2 root_causes=2"), perf
+                    "unknown=0 maintenance=0 nodes=2 root_causes=2"), perf
 
     # --json on every command: the server's JSON, the same exit codes
     rc, out, _ = ctl("--server", url, "--json", "status")
