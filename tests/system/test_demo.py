@@ -110,7 +110,8 @@ def have_zookeeper():
     return os.path.exists("/usr/share/java/zookeeper.jar") and shutil.which("java") is not None
 
 
-@pytest.mark.parametrize("mode", ["standalone", "zk"])
+@pytest.mark.parametrize("mode", ["standalone", pytest.param(
+    "zk", marks=pytest.mark.long(reason="the demo again, with a three-server ZooKeeper: 20 s"))])
 def test_demo_boots_fails_recovers_and_stops(tmp_path, mode):
     if mode == "zk" and not have_zookeeper():
         pytest.skip("ZooKeeper is not installed")

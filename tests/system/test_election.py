@@ -757,6 +757,7 @@ def test_sigterm_leader_fails_over_fast(env, zk, cluster_name, metric):
 
 
 @pytest.mark.no_valgrind(reason="ten leader restarts in a row: about 5 minutes under memcheck")
+@pytest.mark.long(reason="ten leader restarts in a row: 20 s")
 def test_leader_restarted_repeatedly_loses_nothing(env, zk, cluster_name, metric):
     togglers = write_profiles(env)
     aggrs = start_sequentially(make_aggregators(env, zk, cluster_name, 3))

@@ -117,6 +117,7 @@ def _rfc3339(s):
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is missing (deploy/install-deps)")
 @pytest.mark.no_valgrind(reason="a real Prometheus scrapes every second and evaluates on time")
+@pytest.mark.long(reason="a real Prometheus against three aggregators, through a failure: 20 s")
 def test_prometheus_fires_the_cluster_alert_only_when_a_master_fails(env, zk, cluster_name):
     from zk_harness import ElectedAggregator, wait_one_leader
     cmd, rc_file = mh.exec_rc_script(env, "svc", 0)
