@@ -10,11 +10,12 @@ Markers, each with the reason it is left out, next to the test (a module's
 `pytestmark` for a whole file):
   no_valgrind(reason=...)  skipped when MUSTER_VALGRIND=1
   no_tsan(reason=...)      skipped when MUSTER_SANITIZER=thread
-  long(reason=...)         skipped when MUSTER_PASS=release: a scenario of a
-                           minute or more that tests/run runs once, in its
-                           AddressSanitizer pass, so that the release pass
-                           keeps its 6-minute budget (run directly, pytest
-                           runs it)
+  long(reason=...)         skipped when MUSTER_PASS is release, thread or
+                           valgrind: a scenario of 20 s or more that
+                           tests/run runs once, in its AddressSanitizer pass,
+                           so that the release pass keeps its 6-minute budget
+                           and the whole run its 35 minutes (run directly,
+                           pytest runs it)
 A skipped test shows as skipped with its reason (pytest -rs), never as
 silently left out.
 """
@@ -201,15 +202,15 @@ def pytest_configure(config):
                                        "for the reason given")
     config.addinivalue_line("markers", "no_tsan(reason): skipped under MUSTER_SANITIZER=thread, "
                                        "for the reason given")
-    config.addinivalue_line("markers", "long(reason): skipped under MUSTER_PASS=release; tests/run "
-                                       "runs it in the AddressSanitizer pass")
+    config.addinivalue_line("markers", "long(reason): skipped under MUSTER_PASS=release, thread or "
+                                       "valgrind; tests/run runs it in the AddressSanitizer pass")
 
 
 # (marker, whether its pass is on, how the pass is named in the skip reason)
 _PASS_MARKERS = [("no_valgrind", mh.VALGRIND, "valgrind"),
                  ("no_tsan", mh.SANITIZER == "thread", "ThreadSanitizer"),
-                 ("long", os.environ.get("MUSTER_PASS") == "release",
-                  "the release pass (it runs in the AddressSanitizer pass)")]
+                 ("long", os.environ.get("MUSTER_PASS") in ("release", "thread", "valgrind"),
+                  f"the {os.environ.get('MUSTER_PASS')} pass (it runs in the AddressSanitizer pass)")]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,6 +23,9 @@ import requests
 import muster_harness as mh
 from muster_harness import T, wait_until
 
+pytestmark = pytest.mark.no_valgrind(
+    reason="a five-node DC/OS cluster per test, for the valgrind pass's time; these routes run in the AddressSanitizer pass")
+
 BASE = "/system/health/v1"
 MASTER, NEVER, GONE, AGENT, PUBLIC = ("127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5",
                                       "127.0.0.6")

@@ -17,6 +17,9 @@ import requests
 import muster_harness as mh
 from muster_harness import T, wait_until
 
+pytestmark = pytest.mark.no_valgrind(
+    reason='a fake Mesos polled every 100 ms for seconds at a time; these paths run in the AddressSanitizer pass')
+
 NODE = "127.0.0.5"
 UNIT = "dcos-mesos-slave.service"
 FIRST_ID = "0cf6ba23-3d08-4f4e-bdd4-39e1a6b0b9a4-S1"
