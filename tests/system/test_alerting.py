@@ -152,6 +152,18 @@ def metric(aggr, name):
     return None
 
 
+def healthy_master_notifying(env, webhook):
+    """A standalone aggregator notifying a real Alertmanager, its master m1
+    healthy: (the rc file of m1's check, the Alertmanager, the aggregator)."""
+    rc_file = master_profile(env)
+    am = Alertmanager(env, webhook).start()
+    aggr = env.aggregator(stale_timeout="5s", expected_masters=["m1"],
+                          sections=am_section(am)).start()
+    env.agent("m1", "master", aggr).start()
+    aggr.wait_verdict("healthy", timeout=T(15))
+    return rc_file, am, aggr
+
+
 def alert_of(notification, alertname):
     return next(a for a in notification["alerts"] if a["labels"]["alertname"] == alertname)
 
@@ -228,12 +240,7 @@ def test_master_failure_notifies_once_across_a_leader_kill(env, zk, cluster_name
 @pytest.mark.no_valgrind(reason="waits a minute with Alertmanager down")
 @pytest.mark.long(reason="waits a minute with Alertmanager down")
 def test_alertmanager_down_for_a_minute_loses_no_alert(env, webhook):
-    rc_file = master_profile(env)
-    am = Alertmanager(env, webhook).start()
-    aggr = env.aggregator(stale_timeout="5s", expected_masters=["m1"],
-                          sections=am_section(am)).start()
-    env.agent("m1", "master", aggr).start()
-    aggr.wait_verdict("healthy", timeout=T(15))
+    rc_file, am, aggr = healthy_master_notifying(env, webhook)
     am.stop()
     log_at = aggr.log_size()
 
@@ -305,12 +312,7 @@ def test_acknowledged_failure_is_not_notified_again(env, webhook):
     """An operator acknowledges the failing component (issue 19): its alert
     resolves and is not sent again while it keeps failing; the cluster
     alert stays, since the cluster is still unhealthy."""
-    rc_file = master_profile(env)
-    am = Alertmanager(env, webhook).start()
-    aggr = env.aggregator(stale_timeout="5s", expected_masters=["m1"],
-                          sections=am_section(am)).start()
-    env.agent("m1", "master", aggr).start()
-    aggr.wait_verdict("healthy", timeout=T(15))
+    rc_file, am, aggr = healthy_master_notifying(env, webhook)
     mh.set_rc(rc_file, 2)
     wait_until(lambda: webhook.notifications("MusterComponentFailed", "firing"), timeout=T(20),
                desc="the failure notified")
