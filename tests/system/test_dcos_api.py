@@ -145,6 +145,7 @@ def all_healthy(answers):
             all(units.get(c) == 0 for c in AGENT_COMPONENTS))
 
 
+@pytest.mark.no_valgrind(reason="ten aggregator starts to catch a start-up race, which memcheck's slowdown hides; it runs under ASan and LSan in the AddressSanitizer pass; left out of memcheck for the 35-minute budget")
 def test_first_reads_after_start_are_answered(env):
     """DC/OS's routes answer from the first published view: read at once and
     again and again right after a fresh start and after a restart, with

@@ -301,6 +301,7 @@ def test_follower_redirects_http_and_agents(env, zk, cluster_name):
     stop_togglers(togglers)
 
 
+@pytest.mark.no_valgrind(reason="a failover timed against the ZooKeeper session (the other failover tests run under memcheck); it runs under ASan and LSan in the AddressSanitizer pass; left out of memcheck for the 35-minute budget")
 def test_kill9_leader_while_changes_flow(env, zk, cluster_name, metric):
     togglers = write_profiles(env)
     aggrs = start_sequentially(make_aggregators(env, zk, cluster_name, 3))

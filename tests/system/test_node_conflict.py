@@ -13,6 +13,8 @@ import re
 import time
 import uuid
 
+import pytest
+
 import muster_harness as mh
 from muster_harness import StreamClient, pb, set_rc, wait_until
 from test_limits import limit_hits
@@ -67,6 +69,7 @@ def changes(seq):
     return sum(1 for a, b in zip(seq, seq[1:]) if a != b)
 
 
+@pytest.mark.no_valgrind(reason="two agents fighting for one id for 10 s; it runs under ASan and LSan in the AddressSanitizer pass; left out of memcheck for the 35-minute budget")
 def test_two_agents_one_node_id(env):
     # A window longer than the observation: the reason must hold throughout.
     aggr, first, rc = start(env, window="10s")

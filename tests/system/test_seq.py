@@ -12,6 +12,8 @@ import os
 import shutil
 import sqlite3
 
+import pytest
+
 import muster_harness as mh
 from muster_harness import ChangeMaker, StreamClient, pb, wait_until
 from test_durability import (ROW_COLS, aggr_rows, assert_spool_matches_aggregator,
@@ -340,6 +342,7 @@ def test_welcome_carries_the_fingerprint_of_the_held_row(aggr):
     cl.close()
 
 
+@pytest.mark.no_valgrind(reason="the spool-roll paths of test_spool_restored_from_backup_moves_to_a_new_id, which runs under memcheck; it runs under ASan and LSan in the AddressSanitizer pass; left out of memcheck for the 35-minute budget")
 def test_restored_spool_that_overtook_what_is_held_moves_to_a_new_id(env):
     """Restored at seq B while the aggregator holds H > B, the agent writes
     past H while the aggregator is unreachable, then reconnects: its last_seq
